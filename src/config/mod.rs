@@ -1,0 +1,108 @@
+//! The appliance's one YAML file: schema, loading and validation.
+//!
+//! Every struct denies unknown keys, and every error (syntax, unknown key,
+//! wrong type, bad value, dangling reference) names the file, the line and the
+//! dotted key path, so an operator can fix it without reading code.
+
+mod error;
+mod locate;
+mod schema;
+
+pub use error::ConfigError;
+pub use schema::*;
+
+use std::path::{Path, PathBuf};
+
+/// A loaded, validated configuration plus what was read from files it names.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub path: PathBuf,
+    pub config: Config,
+}
+
+impl LoadedConfig {
+    /// Resolve a path written in the config relative to the config file's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        resolve_relative(&self.path, p)
+    }
+}
+
+fn resolve_relative(config_path: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        config_path.parent().unwrap_or(Path::new(".")).join(p)
+    }
+}
+
+/// Read and validate a config file.
+pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+        key: String::new(),
+        message: format!("cannot read file: {e}"),
+    })?;
+    let config = parse(path, &text)?;
+    Ok(LoadedConfig { path: path.to_path_buf(), config })
+}
+
+/// Parse and validate config text; `path` is used in messages and to resolve relative files.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let (line, column) = match inner.location() {
+            Some(l) => (Some(l.line()), Some(l.column())),
+            None => (None, None),
+        };
+        // serde_yaml_ng appends " at line L column C" to its message: we print our own.
+        let mut message = inner.to_string();
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        ConfigError { file: path.to_path_buf(), line, column, key: if key == "." { String::new() } else { key }, message }
+    })?;
+    validate(path, text, &config)?;
+    Ok(config)
+}
+
+/// Checks that need the whole document (cross references, files on disk).
+fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
+    let err = |key: &str, message: String| {
+        let line = locate::line_of(text, key);
+        ConfigError { file: path.to_path_buf(), line, column: None, key: key.to_string(), message }
+    };
+    if c.agents.is_empty() {
+        return Err(err("agents", "at least one agent must be defined".into()));
+    }
+    if c.routes.is_empty() {
+        return Err(err("routes", "at least one route must be defined (use `match: \"*\"` to answer every number)".into()));
+    }
+    for (i, r) in c.routes.iter().enumerate() {
+        if !c.agents.contains_key(&r.agent) {
+            let known: Vec<&str> = c.agents.keys().map(String::as_str).collect();
+            return Err(err(
+                &format!("routes.{i}.agent"),
+                format!("unknown agent `{}` (defined agents: {})", r.agent, known.join(", ")),
+            ));
+        }
+    }
+    if c.media.codecs.is_empty() {
+        return Err(err("media.codecs", "at least one codec must be listed".into()));
+    }
+    for (name, a) in &c.agents {
+        if let Some(g) = &a.greeting {
+            let file = resolve_relative(path, g);
+            if let Err(e) = crate::agent::wav::load_pcm16(&file, 8000) {
+                return Err(err(&format!("agents.{name}.greeting"), format!("{}: {e}", file.display())));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

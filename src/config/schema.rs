@@ -1,0 +1,349 @@
+//! The YAML schema. Defaults here are the embedded default's behaviour; every
+//! struct denies unknown keys so a typo is an error, not a silent default.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub sip: SipConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    #[serde(default)]
+    pub calls: CallsConfig,
+    pub routes: Vec<Route>,
+    pub agents: BTreeMap<String, AgentConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Udp,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// Address and port the SIP transports bind to.
+    #[serde(default = "default_sip_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_transports")]
+    pub transports: Vec<TransportKind>,
+    /// Address written into Contact headers (and SDP, unless media has its own),
+    /// for an appliance behind NAT. Default: the local address the request arrived on.
+    #[serde(default)]
+    pub advertised_address: Option<IpAddr>,
+    #[serde(default = "default_user_agent")]
+    pub user_agent: String,
+    /// RFC 3261 T1 (round-trip estimate). 500 ms on real networks; the
+    /// 64*T1 transaction timeouts follow it.
+    #[serde(default = "default_t1_ms")]
+    pub t1_ms: U64Range<10, 10_000>,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: default_sip_listen(),
+            transports: default_transports(),
+            advertised_address: None,
+            user_agent: default_user_agent(),
+            t1_ms: U64Range(500),
+        }
+    }
+}
+
+fn default_sip_listen() -> SocketAddr {
+    "0.0.0.0:5060".parse().expect("literal")
+}
+fn default_transports() -> Vec<TransportKind> {
+    vec![TransportKind::Udp, TransportKind::Tcp]
+}
+fn default_user_agent() -> String {
+    format!("switchboard/{}", env!("CARGO_PKG_VERSION"))
+}
+fn default_t1_ms() -> U64Range<10, 10_000> {
+    U64Range(500)
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecName {
+    Pcmu,
+    Pcma,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Even RTP ports are taken from this range ("LOW-HIGH").
+    #[serde(default = "default_rtp_ports")]
+    pub rtp_ports: PortRange,
+    /// Address written into SDP c= lines (NAT). Default: sip.advertised_address,
+    /// else the local address the INVITE arrived on.
+    #[serde(default)]
+    pub advertised_address: Option<IpAddr>,
+    /// Codecs in order of preference.
+    #[serde(default = "default_codecs")]
+    pub codecs: Vec<CodecName>,
+    /// Packet time we send and answer with when the offer does not ask for one.
+    #[serde(default = "default_ptime")]
+    pub ptime_ms: U64Range<10, 60>,
+    #[serde(default)]
+    pub jitter_buffer: JitterConfigYaml,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_ports: default_rtp_ports(),
+            advertised_address: None,
+            codecs: default_codecs(),
+            ptime_ms: default_ptime(),
+            jitter_buffer: JitterConfigYaml::default(),
+        }
+    }
+}
+
+fn default_rtp_ports() -> PortRange {
+    PortRange { low: 20000, high: 29999 }
+}
+fn default_codecs() -> Vec<CodecName> {
+    vec![CodecName::Pcmu, CodecName::Pcma]
+}
+fn default_ptime() -> U64Range<10, 60> {
+    U64Range(20)
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JitterConfigYaml {
+    /// Playout delay added to absorb network jitter.
+    #[serde(default = "default_jb_target")]
+    pub target_ms: U64Range<0, 1000>,
+    /// Beyond this a timestamp jump re-synchronises the buffer.
+    #[serde(default = "default_jb_max")]
+    pub max_ms: U64Range<20, 5000>,
+}
+
+impl Default for JitterConfigYaml {
+    fn default() -> Self {
+        JitterConfigYaml { target_ms: default_jb_target(), max_ms: default_jb_max() }
+    }
+}
+fn default_jb_target() -> U64Range<0, 1000> {
+    U64Range(40)
+}
+fn default_jb_max() -> U64Range<20, 5000> {
+    U64Range(500)
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Metrics and health endpoint. Loopback by default: nothing is exposed
+    /// until the operator says so.
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: default_http_listen() }
+    }
+}
+fn default_http_listen() -> SocketAddr {
+    "127.0.0.1:9090".parse().expect("literal")
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, `switchboard::sip=debug,info`. RUST_LOG overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig { format: LogFormat::Text, level: default_log_level() }
+    }
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CallsConfig {
+    /// Calls longer than this are ended with BYE (0 = no limit).
+    #[serde(default = "default_max_duration")]
+    pub max_duration_s: u64,
+    /// On SIGTERM, how long active calls may continue before they are ended with BYE.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig { max_duration_s: default_max_duration(), shutdown_grace_s: default_grace() }
+    }
+}
+fn default_max_duration() -> u64 {
+    3600
+}
+fn default_grace() -> u64 {
+    30
+}
+
+/// One routing rule: calls whose called user/number matches go to `agent`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Glob on the called user (Request-URI user part, or the To user): `*`
+    /// matches any run of characters, `?` one character. `"*"` answers everything.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub agent: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentMode {
+    /// Line test: play back what the caller says after `echo_delay_ms`.
+    #[default]
+    Echo,
+    /// Play the greeting, then listen without answering (for tests and IVR stubs).
+    Silent,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// WAV file (16-bit PCM, 8 kHz mono) spoken when the call is answered;
+    /// relative paths are relative to the config file.
+    #[serde(default)]
+    pub greeting: Option<PathBuf>,
+    #[serde(default)]
+    pub mode: AgentMode,
+    #[serde(default = "default_echo_delay")]
+    pub echo_delay_ms: U64Range<0, 5000>,
+    /// Let the phone ring this long before answering.
+    #[serde(default)]
+    pub answer_after_ms: U64Range<0, 120_000>,
+    /// Overrides calls.max_duration_s for this agent.
+    #[serde(default)]
+    pub max_duration_s: Option<u64>,
+}
+
+fn default_echo_delay() -> U64Range<0, 5000> {
+    U64Range(300)
+}
+
+/// "LOW-HIGH", both inclusive, with room for at least one RTP/RTCP pair.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct PortRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a port range like 20000-29999");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let low: u16 = a.trim().parse().map_err(|_| bad())?;
+        let high: u16 = b.trim().parse().map_err(|_| bad())?;
+        if low == 0 || high <= low {
+            return Err(format!("port range `{s}`: LOW must be > 0 and below HIGH"));
+        }
+        if low.div_ceil(2) * 2 + 1 > high {
+            return Err(format!("port range `{s}` holds no even RTP port with its RTCP port"));
+        }
+        Ok(PortRange { low, high })
+    }
+}
+
+/// An integer that must lie in MIN..=MAX; the error names the bounds.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[serde(try_from = "u64")]
+pub struct U64Range<const MIN: u64, const MAX: u64>(pub u64);
+
+impl<const MIN: u64, const MAX: u64> TryFrom<u64> for U64Range<MIN, MAX> {
+    type Error = String;
+    fn try_from(v: u64) -> Result<Self, String> {
+        if (MIN..=MAX).contains(&v) {
+            Ok(U64Range(v))
+        } else {
+            Err(format!("{v} is out of range {MIN}..={MAX}"))
+        }
+    }
+}
+
+impl<const MIN: u64, const MAX: u64> U64Range<MIN, MAX> {
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl Config {
+    /// The agent for a called user, by the first matching route.
+    pub fn route(&self, called: &str) -> Option<&str> {
+        self.routes.iter().find(|r| glob_match(&r.pattern, called)).map(|r| r.agent.as_str())
+    }
+}
+
+/// `*` = any run (also empty), `?` = any one character; everything else literal.
+pub fn glob_match(pattern: &str, s: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = s.chars().collect();
+    // Iterative wildcard matching with backtracking to the last `*`.
+    let (mut pi, mut ti) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}

@@ -1,0 +1,86 @@
+use super::*;
+use std::path::Path;
+
+const P: &str = "/etc/switchboard/test.yaml";
+
+fn err(text: &str) -> ConfigError {
+    parse(Path::new(P), text).expect_err("config should be rejected")
+}
+
+const MIN: &str = "routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: echo\n";
+
+#[test]
+fn minimal_config_gets_safe_defaults() {
+    let c = parse(Path::new(P), MIN).unwrap();
+    assert_eq!(c.http.listen.ip().to_string(), "127.0.0.1", "ops port is loopback unless configured");
+    assert_eq!(c.sip.listen.port(), 5060);
+    assert_eq!(c.sip.t1_ms.get(), 500);
+    assert_eq!(c.media.codecs, vec![CodecName::Pcmu, CodecName::Pcma]);
+    assert_eq!(c.route("12345"), Some("a"));
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let e = err("sip:\n  listen: 0.0.0.0:5060\n  lisen: 1\nroutes: []\nagents: {}\n");
+    assert_eq!(e.file, Path::new(P));
+    assert_eq!(e.line, Some(3));
+    assert!(e.key.contains("sip"), "{e}");
+    assert!(e.message.contains("unknown field `lisen`"), "{e}");
+    let shown = e.to_string();
+    assert!(shown.starts_with("/etc/switchboard/test.yaml:3:"), "{shown}");
+}
+
+#[test]
+fn wrong_type_and_bad_values_are_located() {
+    let e = err(&format!("sip:\n  t1_ms: fast\n{MIN}"));
+    assert_eq!((e.line, e.key.as_str()), (Some(2), "sip.t1_ms"), "{e}");
+    let e = err(&format!("media:\n  rtp_ports: 30000-20000\n{MIN}"));
+    assert_eq!((e.line, e.key.as_str()), (Some(2), "media.rtp_ports"), "{e}");
+    assert!(e.message.contains("LOW must be"), "{e}");
+    let e = err(&format!("media:\n  ptime_ms: 70\n{MIN}"));
+    assert!(e.message.contains("out of range 10..=60"), "{e}");
+    let e = err(&format!("sip:\n  listen: not-an-address\n{MIN}"));
+    assert_eq!(e.key, "sip.listen", "{e}");
+    let e = err("routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: karaoke\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(6), "agents.a.mode"), "{e}");
+}
+
+#[test]
+fn dangling_agent_reference_is_located() {
+    let e = err("routes:\n  - match: \"1000\"\n    agent: a\n  - match: \"*\"\n    agent: nobody\nagents:\n  a: {}\n");
+    assert_eq!(e.key, "routes.1.agent");
+    assert_eq!(e.line, Some(5));
+    assert!(e.message.contains("unknown agent `nobody`"), "{e}");
+}
+
+#[test]
+fn missing_greeting_file_is_an_error() {
+    let e = err("routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    greeting: nope.wav\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(6), "agents.a.greeting"), "{e}");
+    assert!(e.message.contains("nope.wav"), "{e}");
+}
+
+#[test]
+fn yaml_syntax_error_has_a_line() {
+    let e = err("routes:\n  - match: \"*\n    agent: a\n");
+    assert!(e.line.is_some(), "{e}");
+}
+
+#[test]
+fn shipped_default_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/switchboard.yaml");
+    let c = load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.config.route("anything"), Some("default"));
+}
+
+#[test]
+fn glob_routes() {
+    assert!(glob_match("*", ""));
+    assert!(glob_match("+4930*", "+4930123"));
+    assert!(!glob_match("+4930*", "+4940123"));
+    assert!(glob_match("10?0", "1010"));
+    assert!(!glob_match("10?0", "100"));
+    assert!(glob_match("*sales*", "eu-sales-1"));
+    assert!(glob_match("1000", "1000"));
+    assert!(!glob_match("1000", "10000"));
+}

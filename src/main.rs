@@ -1,0 +1,47 @@
+mod cli;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match switchboard::config::load(&file) {
+            Ok(c) => {
+                println!("{}: ok ({} routes, {} agents)", file.display(), c.config.routes.len(), c.config.agents.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config, sip_listen, http_listen, rtp_ports } => {
+            let loaded = match switchboard::config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            switchboard::telemetry::init(&loaded.config.logging);
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("switchboard").build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let ov = switchboard::server::Overrides { sip_listen, http_listen, rtp_ports };
+            match rt.block_on(switchboard::server::run(loaded, ov)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

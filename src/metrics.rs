@@ -1,0 +1,82 @@
+//! Prometheus metrics. One `Metrics` per appliance, shared by reference;
+//! label children are resolved once so the per-packet path only does atomic adds.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub active_calls: IntGauge,
+    pub calls: IntCounterVec,
+    pub rtp_packets_in: IntCounter,
+    pub rtp_packets_out: IntCounter,
+    pub rtp_bytes_in: IntCounter,
+    pub rtp_bytes_out: IntCounter,
+    pub jitter_late: IntCounter,
+    pub jitter_lost: IntCounter,
+    pub jitter_duplicate: IntCounter,
+    pub rtp_dropped_foreign: IntCounter,
+    pub rtp_dropped_invalid: IntCounter,
+    pub sip_requests: IntCounter,
+    pub sip_malformed: IntCounter,
+    pub sip_retransmissions: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let active_calls = IntGauge::new("switchboard_active_calls", "Calls in progress (ringing or answered)").expect("valid metric");
+        let calls = IntCounterVec::new(Opts::new("switchboard_calls_total", "Calls ended, by final status"), &["status"]).expect("valid metric");
+        let rtp_packets = IntCounterVec::new(Opts::new("switchboard_rtp_packets_total", "RTP packets"), &["direction"]).expect("valid metric");
+        let rtp_bytes = IntCounterVec::new(Opts::new("switchboard_rtp_bytes_total", "RTP bytes (UDP payload)"), &["direction"]).expect("valid metric");
+        let jitter = IntCounterVec::new(Opts::new("switchboard_jitter_buffer_packets_total", "Jitter-buffer packet events"), &["event"]).expect("valid metric");
+        let dropped = IntCounterVec::new(Opts::new("switchboard_rtp_dropped_total", "Received datagrams not played"), &["reason"]).expect("valid metric");
+        let sip = IntCounterVec::new(Opts::new("switchboard_sip_messages_total", "SIP messages received"), &["kind"]).expect("valid metric");
+        for c in [&calls, &rtp_packets, &rtp_bytes, &jitter, &dropped, &sip] {
+            registry.register(Box::new(c.clone())).expect("unique metric");
+        }
+        registry.register(Box::new(active_calls.clone())).expect("unique metric");
+        Metrics {
+            active_calls,
+            rtp_packets_in: rtp_packets.with_label_values(&["in"]),
+            rtp_packets_out: rtp_packets.with_label_values(&["out"]),
+            rtp_bytes_in: rtp_bytes.with_label_values(&["in"]),
+            rtp_bytes_out: rtp_bytes.with_label_values(&["out"]),
+            jitter_late: jitter.with_label_values(&["late"]),
+            jitter_lost: jitter.with_label_values(&["lost"]),
+            jitter_duplicate: jitter.with_label_values(&["duplicate"]),
+            rtp_dropped_foreign: dropped.with_label_values(&["foreign_source"]),
+            rtp_dropped_invalid: dropped.with_label_values(&["invalid"]),
+            sip_requests: sip.with_label_values(&["request"]),
+            sip_malformed: sip.with_label_values(&["malformed"]),
+            sip_retransmissions: sip.with_label_values(&["retransmission"]),
+            calls,
+            registry,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // The text encoder only fails on invalid metric families, which registration rules out.
+        let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
+        out
+    }
+
+    /// Add the growth of a call's media counters since the last report.
+    pub fn add_media(&self, now: &crate::call::MediaStats, before: &crate::call::MediaStats) {
+        self.rtp_packets_in.inc_by(now.packets_in - before.packets_in);
+        self.rtp_packets_out.inc_by(now.packets_out - before.packets_out);
+        self.rtp_bytes_in.inc_by(now.bytes_in - before.bytes_in);
+        self.rtp_bytes_out.inc_by(now.bytes_out - before.bytes_out);
+        self.jitter_late.inc_by(now.late.saturating_sub(before.late));
+        self.jitter_lost.inc_by(now.lost.saturating_sub(before.lost));
+        self.jitter_duplicate.inc_by(now.duplicate.saturating_sub(before.duplicate));
+        self.rtp_dropped_foreign.inc_by(now.foreign_dropped - before.foreign_dropped);
+        self.rtp_dropped_invalid.inc_by(now.invalid_dropped - before.invalid_dropped);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

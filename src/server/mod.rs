@@ -1,0 +1,273 @@
+//! The appliance: binds the listeners, owns the SIP endpoint, starts a call
+//! task for each answered call, and shuts down gracefully.
+
+mod transport;
+
+use crate::agent::AgentSpec;
+use crate::call::media::{CallMedia, MediaParams, RtpIdentity};
+use crate::call::task::{self, CallCtrl, HangupRequest};
+use crate::config::{LoadedConfig, PortRange, TransportKind};
+use crate::http::HttpState;
+use crate::media::jitter::JitterConfig;
+use crate::media::ports::PortPool;
+use crate::metrics::Metrics;
+use crate::sip::endpoint::{CallKey, Endpoint, EndpointConfig, Event, IncomingCall};
+use anyhow::{anyhow, Context};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn};
+use transport::{Connections, Inbound};
+
+/// Command-line overrides of the config's listen addresses.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub sip_listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+    pub rtp_ports: Option<PortRange>,
+}
+
+struct ActiveCall {
+    ctrl: Option<mpsc::UnboundedSender<CallCtrl>>,
+    port: u16,
+}
+
+enum Control {
+    Answer(CallKey),
+}
+
+pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
+    let cfg = &loaded.config;
+    let sip_listen = ov.sip_listen.unwrap_or(cfg.sip.listen);
+    let http_listen = ov.http_listen.unwrap_or(cfg.http.listen);
+    let rtp = ov.rtp_ports.unwrap_or(cfg.media.rtp_ports);
+
+    let mut agents = HashMap::new();
+    for (name, a) in &cfg.agents {
+        let spec = AgentSpec::load(name, a, &loaded).map_err(|e| anyhow!("agent `{name}`: {e}"))?;
+        agents.insert(name.clone(), spec);
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let draining = Arc::new(AtomicBool::new(false));
+    let http = tokio::net::TcpListener::bind(http_listen).await.with_context(|| format!("cannot listen for HTTP on {http_listen}"))?;
+    let udp = Arc::new(tokio::net::UdpSocket::bind(sip_listen).await.with_context(|| format!("cannot listen for SIP/UDP on {sip_listen}"))?);
+    let tcp = if cfg.sip.transports.contains(&TransportKind::Tcp) {
+        Some(tokio::net::TcpListener::bind(sip_listen).await.with_context(|| format!("cannot listen for SIP/TCP on {sip_listen}"))?)
+    } else {
+        None
+    };
+
+    let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(transport::INBOUND_QUEUE);
+    let conns = Connections::default();
+    if cfg.sip.transports.contains(&TransportKind::Udp) {
+        transport::spawn_udp_reader(udp.clone(), sip_listen, in_tx.clone());
+    }
+    if let Some(l) = tcp {
+        transport::spawn_tcp_acceptor(l, conns.clone(), in_tx.clone());
+    }
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let http_state = HttpState { metrics: metrics.clone(), draining: draining.clone() };
+    let http_task = tokio::spawn(crate::http::serve(http, http_state, async move {
+        let _ = http_stop_rx.await;
+    }));
+    info!(sip = %sip_listen, transports = ?cfg.sip.transports, http = %http_listen, rtp = %format!("{}-{}", rtp.low, rtp.high), "switchboard listening");
+
+    let mut endpoint = Endpoint::new(EndpointConfig::from_config(cfg), rand::random());
+    let ports = Arc::new(Mutex::new(PortPool::new(rtp.low, rtp.high)));
+    let (hang_tx, mut hang_rx) = mpsc::unbounded_channel::<HangupRequest>();
+    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
+    let mut calls: HashMap<CallKey, ActiveCall> = HashMap::new();
+    let jitter = JitterConfig {
+        clock_rate: 8000,
+        target_delay: Duration::from_millis(cfg.media.jitter_buffer.target_ms.get()),
+        max_delay: Duration::from_millis(cfg.media.jitter_buffer.max_ms.get()),
+        max_packets: 256,
+    };
+    let media_ip = sip_listen.ip();
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    let grace = Duration::from_secs(cfg.calls.shutdown_grace_s);
+    let mut shutdown_at: Option<Instant> = None;
+    let mut hard_stop_at: Option<Instant> = None;
+    let mut last_stats = endpoint.stats();
+
+    loop {
+        let timer = endpoint.poll_timeout().map(Instant::from_std);
+        let deadline = [timer, shutdown_at, hard_stop_at].into_iter().flatten().min();
+        tokio::select! {
+            m = in_rx.recv() => {
+                let Some(m) = m else { break };
+                endpoint.handle_message(&m.data, m.source, std::time::Instant::now());
+            }
+            Some(h) = hang_rx.recv() => endpoint.hangup(h.key, &h.reason, std::time::Instant::now()),
+            Some(c) = ctl_rx.recv() => match c {
+                Control::Answer(key) => {
+                    if let Some(port) = calls.get(&key).map(|c| c.port) {
+                        endpoint.answer(key, port, std::time::Instant::now());
+                    }
+                }
+            },
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                let now = Instant::now();
+                endpoint.handle_timeout(now.into_std());
+                if shutdown_at.is_some_and(|s| s <= now) {
+                    shutdown_at = None;
+                    warn!(calls = endpoint.active_calls(), "grace period over: ending remaining calls");
+                    for key in endpoint.call_keys() {
+                        endpoint.hangup(key, "appliance shutting down", now.into_std());
+                    }
+                    hard_stop_at = Some(now + Duration::from_secs(5));
+                }
+                if hard_stop_at.is_some_and(|h| h <= now) {
+                    warn!("BYE transactions still pending at exit");
+                    break;
+                }
+            }
+            _ = sigterm.recv() => begin_shutdown(&mut endpoint, &draining, &mut shutdown_at, &mut hard_stop_at, grace),
+            _ = sigint.recv() => begin_shutdown(&mut endpoint, &draining, &mut shutdown_at, &mut hard_stop_at, grace),
+        }
+
+        while let Some(t) = endpoint.poll_transmit() {
+            transport::send(t, &udp, &conns, &in_tx);
+        }
+        while let Some(ev) = endpoint.poll_event() {
+            match ev {
+                Event::Incoming(ic) => {
+                    let now = std::time::Instant::now();
+                    match start_call(&ic, &agents, &ports, media_ip, &jitter, &metrics, &hang_tx, cfg.calls.max_duration_s) {
+                        Ok(active) => {
+                            let answer_after = agents.get(&ic.agent).map(|a| a.config.answer_after_ms.get()).unwrap_or(0);
+                            let port = active.port;
+                            calls.insert(ic.key, active);
+                            metrics.active_calls.inc();
+                            endpoint.ring(ic.key, now);
+                            if answer_after == 0 {
+                                endpoint.answer(ic.key, port, now);
+                            } else {
+                                let ctl = ctl_tx.clone();
+                                let key = ic.key;
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(Duration::from_millis(answer_after)).await;
+                                    let _ = ctl.send(Control::Answer(key));
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            warn!(call_id = %ic.call_id, error = %e, "cannot take call: 503");
+                            metrics.active_calls.inc();
+                            calls.insert(ic.key, ActiveCall { ctrl: None, port: 0 });
+                            endpoint.reject(ic.key, 503, now);
+                        }
+                    }
+                }
+                Event::Confirmed { key } => {
+                    if let Some(c) = calls.get(&key).and_then(|c| c.ctrl.as_ref()) {
+                        let _ = c.send(CallCtrl::Confirmed);
+                    }
+                }
+                Event::MediaChanged { key, negotiated } => {
+                    if let Some(c) = calls.get(&key).and_then(|c| c.ctrl.as_ref()) {
+                        let _ = c.send(CallCtrl::Update(MediaParams::from(&negotiated)));
+                    }
+                }
+                Event::Ended { key, reason, .. } => {
+                    if let Some(c) = calls.remove(&key) {
+                        if let Some(ctrl) = c.ctrl {
+                            let _ = ctrl.send(CallCtrl::Stop);
+                        }
+                        metrics.active_calls.dec();
+                    }
+                    let label = match &reason {
+                        crate::sip::endpoint::EndReason::Rejected(code) => format!("rejected_{code}"),
+                        r => r.status_label().to_string(),
+                    };
+                    metrics.calls.with_label_values(&[label.as_str()]).inc();
+                }
+            }
+        }
+        let s = endpoint.stats();
+        metrics.sip_requests.inc_by(s.requests - last_stats.requests);
+        metrics.sip_malformed.inc_by(s.malformed - last_stats.malformed);
+        metrics.sip_retransmissions.inc_by(s.retransmissions_absorbed - last_stats.retransmissions_absorbed);
+        last_stats = s;
+
+        if draining.load(Ordering::Relaxed) && endpoint.is_idle() {
+            info!("all calls ended: exiting");
+            break;
+        }
+    }
+    // Let the last BYE/200 leave and the call tasks release their ports.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = http_stop_tx.send(());
+    let _ = http_task.await;
+    Ok(())
+}
+
+fn begin_shutdown(endpoint: &mut Endpoint, draining: &AtomicBool, shutdown_at: &mut Option<Instant>, hard_stop_at: &mut Option<Instant>, grace: Duration) {
+    if draining.swap(true, Ordering::Relaxed) {
+        // A second signal: do not wait for the grace period.
+        warn!("second shutdown signal: ending calls now");
+        *shutdown_at = Some(Instant::now());
+        return;
+    }
+    info!(calls = endpoint.active_calls(), grace_s = grace.as_secs(), "shutting down: refusing new calls");
+    endpoint.set_draining(true);
+    *shutdown_at = Some(Instant::now() + grace);
+    let _ = hard_stop_at;
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_call(
+    ic: &IncomingCall,
+    agents: &HashMap<String, AgentSpec>,
+    ports: &Arc<Mutex<PortPool>>,
+    media_ip: std::net::IpAddr,
+    jitter: &JitterConfig,
+    metrics: &Arc<Metrics>,
+    hangup: &mpsc::UnboundedSender<HangupRequest>,
+    default_max_s: u64,
+) -> anyhow::Result<ActiveCall> {
+    let spec = agents.get(&ic.agent).ok_or_else(|| anyhow!("route names unknown agent {}", ic.agent))?;
+    let (socket, port) = bind_rtp(ports, media_ip)?;
+    let media = CallMedia::new(MediaParams::from(&ic.negotiated), jitter.clone(), spec.build(), RtpIdentity::random(), std::time::Instant::now());
+    let max_s = spec.config.max_duration_s.unwrap_or(default_max_s);
+    let pool = ports.clone();
+    let ctrl = task::spawn(task::CallTaskParams {
+        key: ic.key,
+        call_id: ic.call_id.clone(),
+        socket,
+        media,
+        metrics: metrics.clone(),
+        hangup: hangup.clone(),
+        max_duration: (max_s > 0).then(|| Duration::from_secs(max_s)),
+        on_exit: Box::new(move || pool.lock().unwrap_or_else(|p| p.into_inner()).release(port)),
+    });
+    Ok(ActiveCall { ctrl: Some(ctrl), port })
+}
+
+/// Take a port from the pool and bind it; ports another program holds are skipped.
+fn bind_rtp(ports: &Arc<Mutex<PortPool>>, ip: std::net::IpAddr) -> anyhow::Result<(tokio::net::UdpSocket, u16)> {
+    let mut pool = ports.lock().unwrap_or_else(|p| p.into_inner());
+    let mut busy = Vec::new();
+    let result = loop {
+        let Some(port) = pool.acquire() else { break Err(anyhow!("no free RTP port ({} in use)", pool.in_use())) };
+        match std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
+            Ok(s) => {
+                s.set_nonblocking(true)?;
+                break Ok((tokio::net::UdpSocket::from_std(s)?, port));
+            }
+            Err(_) if busy.len() < 16 => busy.push(port),
+            Err(e) => break Err(anyhow!("cannot bind RTP port {port}: {e}")),
+        }
+    };
+    for p in busy {
+        pool.release(p);
+    }
+    result
+}

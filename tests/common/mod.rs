@@ -1,0 +1,249 @@
+//! Shared integration-test harness (std only).
+//!
+//! Each integration test file does `mod common;` and uses the parts it needs:
+//!
+//! * [`require_tools`] — fail loudly (never skip) when SIPp, baresip, sox, … are missing.
+//! * [`ports::alloc_ports`] — a block of free loopback ports per test.
+//! * [`appliance::Appliance`] — the real `switchboard` binary with a YAML config, /healthz, /metrics.
+//! * [`capture::Capture`] — tcpdump on `lo`, parsed into [`pcap::UdpPacket`]s.
+//! * [`audio`] — RTP → PCM (decoded by sox), WAV I/O, RMS/audibility, [`audio::find_in`].
+//! * [`fixtures::fixtures`] — espeak-ng speech WAVs and SIPp RTP pcaps, generated once.
+//! * [`sipp`] — run SIPp scenarios (`tests/scenarios/*.xml`) and parse their statistics.
+//! * [`baresip::Baresip`] — a headless baresip softphone driven over its ctrl_tcp socket.
+//!
+//! Every artefact of a test (configs, logs, captures, recordings) goes to
+//! `target/test-runs/<test binary>/<test name>-<n>/` (see [`test_dir`]).
+#![allow(dead_code)]
+#![allow(unused_imports)]
+
+pub mod appliance;
+pub mod audio;
+pub mod baresip;
+pub mod capture;
+pub mod fixtures;
+pub mod pcap;
+pub mod ports;
+pub mod sipp;
+
+pub use appliance::Appliance;
+pub use audio::{
+    active_seconds, find_in, is_audible, ncc_at, read_wav_mono_i16, rms, rtp_packets,
+    rtp_stream_to_pcm, write_wav, RtpAudio, RtpPacket,
+};
+pub use baresip::{Baresip, BaresipConfig};
+pub use capture::Capture;
+pub use fixtures::{fixtures, Fixtures};
+pub use pcap::UdpPacket;
+pub use ports::{alloc_ports, Ports};
+pub use sipp::{run_sipp, scenario, spawn_sipp, SippProcess, SippRun};
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Directories searched for tools besides `$PATH` (kamailio and tcpdump live in sbin on Debian).
+const EXTRA_TOOL_DIRS: &[&str] = &["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+/// Absolute path of an executable found in `$PATH` (or an sbin directory), if any.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path_var).chain(EXTRA_TOOL_DIRS.iter().map(PathBuf::from));
+    for dir in dirs {
+        let candidate = dir.join(name);
+        if let Ok(meta) = std::fs::metadata(&candidate) {
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+/// Path of a tool the harness runs; panics like [`require_tools`] when it is missing.
+pub fn tool(name: &str) -> PathBuf {
+    find_tool(name).unwrap_or_else(|| {
+        panic!(
+            "required test tool `{name}` is not installed (not in PATH or sbin); \
+             run scripts/setup.sh --test"
+        )
+    })
+}
+
+/// Panics (tests never silently skip) when any of `names` is not installed.
+pub fn require_tools(names: &[&str]) {
+    let missing: Vec<&str> = names.iter().copied().filter(|n| find_tool(n).is_none()).collect();
+    if !missing.is_empty() {
+        panic!(
+            "required test tool(s) missing: {}; run scripts/setup.sh --test",
+            missing.join(", ")
+        );
+    }
+}
+
+/// The crate root (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Cargo's target directory (respects `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().map(Path::to_path_buf).unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// The tests/scenarios directory (SIPp XML files).
+pub fn scenarios_dir() -> PathBuf {
+    repo_root().join("tests").join("scenarios")
+}
+
+/// Name of the running test binary without cargo's `-<hash>` suffix, e.g. `harness_selftest`.
+pub fn test_binary_name() -> String {
+    let exe = std::env::current_exe().ok();
+    let stem = exe
+        .as_deref()
+        .and_then(Path::file_stem)
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "tests".to_string());
+    match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.len() >= 8 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            name.to_string()
+        }
+        _ => stem,
+    }
+}
+
+/// The current test's name (libtest names each test's thread after the test), sanitised for paths.
+pub fn current_test_name() -> String {
+    let name = std::thread::current().name().unwrap_or("test").to_string();
+    sanitize(&name)
+}
+
+fn sanitize(s: &str) -> String {
+    let out: String = s
+        .replace("::", ".")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '_' })
+        .collect();
+    if out.is_empty() {
+        "test".into()
+    } else {
+        out
+    }
+}
+
+static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh, empty directory for one test's artefacts:
+/// `target/test-runs/<test binary>/<test name>[-label]-<n>/` (emptied if a previous run left it).
+pub fn test_dir(label: &str) -> PathBuf {
+    let n = DIR_COUNTER.fetch_add(1, Ordering::SeqCst);
+    let mut name = current_test_name();
+    if !label.is_empty() {
+        name.push('-');
+        name.push_str(&sanitize(label));
+    }
+    let dir = target_dir()
+        .join("test-runs")
+        .join(test_binary_name())
+        .join(format!("{name}-{n}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a signal (`"TERM"`, `"INT"`, `"KILL"`, …) with `kill(1)`; no libc needed.
+pub fn send_signal(pid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Waits up to `timeout` for `child` to exit.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGTERM (or `signal`), wait up to `grace`, then SIGKILL; always reaps the child.
+pub fn stop_child(child: &mut Child, signal: &str, grace: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    send_signal(child.id(), signal);
+    if let Some(status) = wait_child(child, grace) {
+        return Some(status);
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+/// Exit code of a process, or 128 + signal number when a signal ended it.
+pub fn exit_code(status: &ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// The last `max_lines` lines of a text file (for panic messages).
+pub fn file_tail(path: &Path, max_lines: usize) -> String {
+    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(max_lines);
+    lines[start..].join("\n")
+}
+
+/// True when the tests run as root (tcpdump then needs `-Z root` to write into our directories).
+pub fn running_as_root() -> bool {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false)
+    })
+}
+
+/// Runs a command to completion, panicking with its output when it fails.
+pub fn run_checked(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
