@@ -155,6 +155,25 @@ fn find_in_locates_speech_after_g711_round_trip() {
 }
 
 #[test]
+fn find_in_piecewise_tolerates_a_jitter_buffer_gap() {
+    let speech = fixtures().speech_pcm();
+    // 1 s lead, then the sentence with 30 ms of silence inserted after 1.5 s (a late-packet stretch).
+    let mut hay = vec![0i16; 8000];
+    hay.extend_from_slice(&speech[..12000]);
+    hay.extend(std::iter::repeat_n(0i16, 240));
+    hay.extend_from_slice(&speech[12000..]);
+    hay.extend(vec![0i16; 8000]);
+    let whole = find_in(&hay, &speech).unwrap();
+    let m = find_in_piecewise(&hay, &speech, 3200, 400).unwrap();
+    eprintln!("whole lag {} ncc {:.3}, at 8000: {:.3}, at 8240: {:.3}", whole.0, whole.1, ncc_at(&hay, &speech, 8000), ncc_at(&hay, &speech, 8240));
+    eprintln!("whole ncc {:.3}; piecewise mean {:.3} min {:.3} over {} pieces", whole.1, m.mean_ncc, m.min_ncc, m.pieces.len());
+    assert!(m.mean_ncc > 0.9, "{m:?}");
+    assert!(m.pieces.iter().any(|&(off, lag, _)| off >= 12000 && lag == 8000 + off + 240), "{m:?}");
+    let other = find_in_piecewise(&hay, &fixtures().other_speech_pcm(), 3200, 400).unwrap();
+    assert!(other.mean_ncc < 0.5, "{other:?}");
+}
+
+#[test]
 fn audio_helpers() {
     let square: Vec<i16> = (0..8000).map(|i| if i % 2 == 0 { 32767 } else { -32767 }).collect();
     assert!((rms(&square) - 1.0).abs() < 1e-3);
@@ -299,7 +318,7 @@ fn rtp_stream_reassembly_orders_and_fills_gaps() {
             continue; // lost
         }
         // Sequence numbers wrap; timestamps wrap.
-        let rtp = rtp_packet(0, 65530u16.wrapping_add(i as u16), u32::MAX - 800 + 160 * i as u32, 42, c, i == 0);
+        let rtp = rtp_packet(0, 65530u16.wrapping_add(i as u16), (u32::MAX - 800).wrapping_add(160 * i as u32), 42, c, i == 0);
         pkts.push(UdpPacket { time: i as f64 * 0.02, src: a, dst: b, payload: rtp });
     }
     pkts.swap(20, 21); // reordered
@@ -377,18 +396,9 @@ fn http_client_and_metrics_parser() {
     assert_eq!(metric_value(text, "missing"), None);
 }
 
-/// Capture filter for two port blocks.
-fn filter_for(a: &Ports, b: &Ports) -> String {
-    format!(
-        "udp and (portrange {}-{} or portrange {}-{})",
-        a.sip, a.peer_rtp_high, b.sip, b.peer_rtp_high
-    )
-}
-
 /// Waits until a UDP port is bound by someone else.
 fn wait_bound(port: u16) {
-    let bound = wait_until(Duration::from_secs(5), || UdpSocket::bind(("127.0.0.1", port)).is_err().then_some(()));
-    assert!(bound.is_some(), "nothing bound UDP port {port}");
+    assert!(wait_udp_bound(port, Duration::from_secs(5)), "nothing bound UDP port {port}");
 }
 
 #[test]
@@ -399,7 +409,7 @@ fn sipp_uac_to_sipp_uas_echo_is_captured() {
     let dir = test_dir("");
     let uas_ports = alloc_ports();
     let uac_ports = alloc_ports();
-    let cap = Capture::start(&dir, &filter_for(&uas_ports, &uac_ports));
+    let cap = Capture::start(&dir, &capture::bpf_for(&[&uas_ports, &uac_ports]));
     let uas = spawn_sipp(&dir, &scenario("uas_echo.xml"), None, &uas_ports, &["-rtp_echo", "-m", "1"]);
     wait_bound(uas_ports.peer_sip);
     let uac = run_sipp(

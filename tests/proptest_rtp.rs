@@ -58,7 +58,16 @@ proptest! {
 enum Op {
     /// A packet `seq_step` after the previous one (or arbitrary when `wild`),
     /// arriving `dt_ms` after the previous event.
-    Insert { wild: bool, seq_step: i16, ts_jitter: i32, rand_seq: u16, rand_ts: u32, ssrc: u32, marker: bool, dt_ms: i64 },
+    Insert {
+        wild: bool,
+        seq_step: i16,
+        ts_jitter: i32,
+        rand_seq: u16,
+        rand_ts: u32,
+        ssrc: u32,
+        marker: bool,
+        dt_ms: i64,
+    },
     /// Pop until `None`, `dt_ms` after the previous event.
     Pop { dt_ms: i64 },
 }
@@ -74,29 +83,35 @@ fn op() -> impl Strategy<Value = Op> {
         prop::bool::weighted(0.1),
         -5i64..60,
     )
-        .prop_map(|(wild, seq_step, ts_jitter, rand_seq, rand_ts, ssrc, marker, dt_ms)| Op::Insert {
-            wild,
-            seq_step,
-            ts_jitter,
-            rand_seq,
-            rand_ts,
-            ssrc,
-            marker,
-            dt_ms,
-        });
+        .prop_map(
+            |(wild, seq_step, ts_jitter, rand_seq, rand_ts, ssrc, marker, dt_ms)| Op::Insert {
+                wild,
+                seq_step,
+                ts_jitter,
+                rand_seq,
+                rand_ts,
+                ssrc,
+                marker,
+                dt_ms,
+            },
+        );
     let pop = (-5i64..80).prop_map(|dt_ms| Op::Pop { dt_ms });
     prop_oneof![3 => insert, 2 => pop]
 }
 
 fn config() -> impl Strategy<Value = JitterConfig> {
-    (prop::sample::select(vec![0u32, 1, 8000, 16000, 48000]), 0u64..120, 0u64..700, 1usize..40).prop_map(
-        |(clock_rate, target, max, max_packets)| JitterConfig {
+    (
+        prop::sample::select(vec![0u32, 1, 8000, 16000, 48000]),
+        0u64..120,
+        0u64..700,
+        1usize..40,
+    )
+        .prop_map(|(clock_rate, target, max, max_packets)| JitterConfig {
             clock_rate,
             target_delay: Duration::from_millis(target),
             max_delay: Duration::from_millis(max),
             max_packets,
-        },
-    )
+        })
 }
 
 proptest! {
@@ -252,7 +267,12 @@ fn offset(t0: Instant, ms: i64) -> Instant {
 
 /// Pop until `None`; a single drain can never yield more than a Lost and a
 /// Packet per buffered packet.
-fn drain(jb: &mut JitterBuffer, now: Instant, max_packets: usize, clock_rate: u32) -> Result<u64, TestCaseError> {
+fn drain(
+    jb: &mut JitterBuffer,
+    now: Instant,
+    max_packets: usize,
+    clock_rate: u32,
+) -> Result<u64, TestCaseError> {
     let mut packets = 0;
     for _ in 0..=2 * max_packets {
         match jb.pop(now) {

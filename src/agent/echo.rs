@@ -26,8 +26,10 @@ impl Agent for EchoAgent {
     fn on_caller_audio(&mut self, pcm: &[i16], playout: PlayoutState, now: Instant) {
         let Some(delay) = self.delay else { return };
         // While the greeting is still playing, the caller is not echoed: the
-        // echo is of what they say after it, as on a telco test line.
-        if !self.greeting_queued || playout.queued_samples > 0 {
+        // echo is of what they say after it, as on a telco test line. The
+        // pacer's count of samples on the wire says when the greeting is over.
+        let greeting_len = self.greeting.as_ref().map_or(0, |g| g.len() as u64);
+        if !self.greeting_queued || playout.played_samples < greeting_len {
             return;
         }
         // Bound the backlog at a few seconds: a stalled pacer must not grow memory.
@@ -63,11 +65,14 @@ mod tests {
         // Caller speech during the greeting is not echoed.
         a.on_caller_audio(&[1; 160], PlayoutState { queued_samples: 640, played_samples: 160 }, t0);
         assert_eq!(a.poll_output(idle, t0 + Duration::from_secs(1)), None);
-        // After it, speech comes back exactly `delay` later.
+        // After it, speech comes back exactly `delay` later, also while earlier echo is still queued.
+        let done = PlayoutState { queued_samples: 320, played_samples: 800 };
         let t1 = t0 + Duration::from_secs(2);
-        a.on_caller_audio(&[5; 160], idle, t1);
-        assert_eq!(a.poll_output(idle, t1 + Duration::from_millis(299)), None);
-        assert_eq!(a.poll_output(idle, t1 + Duration::from_millis(300)), Some(AgentOutput::Audio(vec![5; 160])));
+        a.on_caller_audio(&[5; 160], done, t1);
+        a.on_caller_audio(&[6; 160], done, t1 + Duration::from_millis(20));
+        assert_eq!(a.poll_output(done, t1 + Duration::from_millis(299)), None);
+        assert_eq!(a.poll_output(done, t1 + Duration::from_millis(300)), Some(AgentOutput::Audio(vec![5; 160])));
+        assert_eq!(a.poll_output(done, t1 + Duration::from_millis(320)), Some(AgentOutput::Audio(vec![6; 160])));
     }
 
     #[test]

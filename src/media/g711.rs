@@ -21,7 +21,11 @@ const fn ulaw_to_linear(code: u8) -> i16 {
     let u = !code;
     let mut t = (((u & 0x0F) as i32) << 3) + ULAW_BIAS;
     t <<= (u & 0x70) >> 4;
-    (if u & 0x80 != 0 { ULAW_BIAS - t } else { t - ULAW_BIAS }) as i16
+    (if u & 0x80 != 0 {
+        ULAW_BIAS - t
+    } else {
+        t - ULAW_BIAS
+    }) as i16
 }
 
 const fn alaw_to_linear(code: u8) -> i16 {
@@ -43,7 +47,11 @@ const fn build_table(alaw: bool) -> [i16; 256] {
     let mut table = [0i16; 256];
     let mut i = 0;
     while i < 256 {
-        table[i] = if alaw { alaw_to_linear(i as u8) } else { ulaw_to_linear(i as u8) };
+        table[i] = if alaw {
+            alaw_to_linear(i as u8)
+        } else {
+            ulaw_to_linear(i as u8)
+        };
         i += 1;
     }
     table
@@ -82,7 +90,7 @@ pub fn alaw_encode(s: i16) -> u8 {
     let s = i32::from(s) >> 3;
     let (mag, mask) = if s >= 0 { (s, 0xD5) } else { (-s - 1, 0x55) };
     let v = mag as u32; // 0..=4095, always within segment 7
-    // Segment = how far the top bit sits above bit 4 (values <= 0x1F are segment 0).
+                        // Segment = how far the top bit sits above bit 4 (values <= 0x1F are segment 0).
     let seg = (32 - v.leading_zeros()).saturating_sub(5);
     let shift = if seg < 2 { 1 } else { seg };
     let code = (seg << 4) | ((v >> shift) & 0x0F);
@@ -160,7 +168,11 @@ mod tests {
             return (0x7F ^ mask) as u8;
         }
         let mut a = (seg << 4) as i32;
-        a |= if seg < 2 { (s >> 1) & 0xF } else { (s >> seg) & 0xF };
+        a |= if seg < 2 {
+            (s >> 1) & 0xF
+        } else {
+            (s >> seg) & 0xF
+        };
         (a ^ mask) as u8
     }
 
@@ -207,7 +219,10 @@ mod tests {
         // Position-weighted sums over all 256 decoded values, computed with
         // CPython 3.11 audioop.ulaw2lin / alaw2lin.
         let weighted = |t: &[i16; 256]| {
-            t.iter().enumerate().map(|(i, &v)| (i as i64 + 1) * i64::from(v)).sum::<i64>()
+            t.iter()
+                .enumerate()
+                .map(|(i, &v)| (i as i64 + 1) * i64::from(v))
+                .sum::<i64>()
         };
         let abs_sum = |t: &[i16; 256]| t.iter().map(|&v| i64::from(v).abs()).sum::<i64>();
         assert_eq!(weighted(&ULAW_DECODE), 98_107_392);

@@ -90,7 +90,9 @@ pub enum InsertOutcome {
 pub enum Playout {
     Packet(MediaPacket),
     /// a gap the decoder must conceal: number of samples missing
-    Lost { samples: u32 },
+    Lost {
+        samples: u32,
+    },
 }
 
 /// Counters since construction (not cleared by `reset`).
@@ -192,7 +194,12 @@ impl JitterBuffer {
         cfg.clock_rate = cfg.clock_rate.max(1);
         cfg.max_delay = cfg.max_delay.max(cfg.target_delay);
         cfg.max_packets = cfg.max_packets.max(1);
-        Self { cfg, packets: BTreeMap::new(), stream: None, stats: JitterStats::default() }
+        Self {
+            cfg,
+            packets: BTreeMap::new(),
+            stream: None,
+            stats: JitterStats::default(),
+        }
     }
 
     pub fn insert(&mut self, p: MediaPacket, now: Instant) -> InsertOutcome {
@@ -207,7 +214,11 @@ impl JitterBuffer {
         let ext_seq = unwrap_seq(st.highest_seq, p.sequence);
         let ext_ts = unwrap_ts(st.ts_ref, p.timestamp);
 
-        if self.packets.contains_key(&ext_seq) || st.played.contains(&(ext_seq, ext_ts)) {
+        // A played packet with the same number but another timestamp is not a
+        // copy: it falls through to the late check (a restarted sender).
+        let already_played = st.next_seq.is_some_and(|next| ext_seq < next)
+            && st.played.contains(&(ext_seq, ext_ts));
+        if already_played || self.packets.contains_key(&ext_seq) {
             self.stats.duplicate += 1;
             return InsertOutcome::Duplicate;
         }
@@ -268,20 +279,30 @@ impl JitterBuffer {
                 } else {
                     // Same spurt: conceal exactly up to this packet's timestamp.
                     let gap = head.get().ext_ts - last_ts - spp;
-                    if gap > 0 { gap } else { by_count }
+                    if gap > 0 {
+                        gap
+                    } else {
+                        by_count
+                    }
                 };
                 st.next_seq = Some(seq);
                 self.stats.lost += missing as u64;
                 // Cap at one second: one Lost per gap, never a storm.
                 let cap = i64::from(self.cfg.clock_rate);
-                return Some(Playout::Lost { samples: samples.clamp(1, cap) as u32 });
+                return Some(Playout::Lost {
+                    samples: samples.clamp(1, cap) as u32,
+                });
             }
         }
 
         let entry = head.remove();
         if let Some((last_seq, last_ts)) = st.last_played {
             let delta = entry.ext_ts - last_ts;
-            if last_seq + 1 == seq && !entry.packet.marker && delta > 0 && delta <= i64::from(self.cfg.clock_rate) {
+            if last_seq + 1 == seq
+                && !entry.packet.marker
+                && delta > 0
+                && delta <= i64::from(self.cfg.clock_rate)
+            {
                 st.samples_per_packet = delta;
             }
         }
@@ -362,7 +383,14 @@ mod tests {
     }
 
     fn pkt(seq: u16, ts: u32) -> MediaPacket {
-        MediaPacket { sequence: seq, timestamp: ts, marker: false, ssrc: SSRC, payload_type: 0, payload: vec![seq as u8; 160] }
+        MediaPacket {
+            sequence: seq,
+            timestamp: ts,
+            marker: false,
+            ssrc: SSRC,
+            payload_type: 0,
+            payload: vec![seq as u8; 160],
+        }
     }
 
     fn drain(jb: &mut JitterBuffer, now: Instant) -> Vec<Playout> {
@@ -381,7 +409,12 @@ mod tests {
 
     /// Run a schedule of (arrival ms, packet) through the buffer with a 1 ms
     /// tick, returning (tick ms, item) for everything popped.
-    fn simulate(jb: &mut JitterBuffer, t0: Instant, mut arrivals: Vec<(u64, MediaPacket)>, end_ms: u64) -> Vec<(u64, Playout)> {
+    fn simulate(
+        jb: &mut JitterBuffer,
+        t0: Instant,
+        mut arrivals: Vec<(u64, MediaPacket)>,
+        end_ms: u64,
+    ) -> Vec<(u64, Playout)> {
         arrivals.sort_by_key(|a| a.0);
         let mut arrivals = arrivals.into_iter().peekable();
         let mut out = Vec::new();
@@ -399,7 +432,9 @@ mod tests {
     fn in_order_stream_plays_at_arrival_plus_target() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
-        let arrivals = (0..50u16).map(|i| (u64::from(i) * 20, pkt(i, u32::from(i) * 160))).collect();
+        let arrivals = (0..50u16)
+            .map(|i| (u64::from(i) * 20, pkt(i, u32::from(i) * 160)))
+            .collect();
         let out = simulate(&mut jb, t0, arrivals, 1200);
         assert_eq!(out.len(), 50);
         for (i, (t, item)) in out.iter().enumerate() {
@@ -407,7 +442,10 @@ mod tests {
             assert!(matches!(item, Playout::Packet(p) if p.sequence == i as u16));
         }
         let s = jb.stats();
-        assert_eq!((s.received, s.played, s.lost, s.late, s.resyncs), (50, 50, 0, 0, 0));
+        assert_eq!(
+            (s.received, s.played, s.lost, s.late, s.resyncs),
+            (50, 50, 0, 0, 0)
+        );
         assert_eq!(jb.buffered(), 0);
     }
 
@@ -439,7 +477,9 @@ mod tests {
         let got: Vec<_> = out.iter().map(|(_, i)| i.clone()).collect();
         assert_eq!(seqs(&got), (0..10).map(Some).collect::<Vec<_>>());
         for (t, item) in &out {
-            let Playout::Packet(p) = item else { unreachable!() };
+            let Playout::Packet(p) = item else {
+                unreachable!()
+            };
             assert_eq!(*t, u64::from(p.sequence) * 20 + 60);
         }
         assert_eq!(jb.stats().late, 0);
@@ -451,7 +491,10 @@ mod tests {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
         assert_eq!(jb.insert(pkt(11, 1760), t0), InsertOutcome::Accepted);
-        assert_eq!(jb.insert(pkt(10, 1600), t0 + ms(5)), InsertOutcome::Accepted);
+        assert_eq!(
+            jb.insert(pkt(10, 1600), t0 + ms(5)),
+            InsertOutcome::Accepted
+        );
         // Packet 10 is due 20 ms before the anchor packet.
         assert_eq!(seqs(&drain(&mut jb, t0 + ms(40))), [Some(10)]);
         assert_eq!(seqs(&drain(&mut jb, t0 + ms(60))), [Some(11)]);
@@ -466,7 +509,10 @@ mod tests {
         assert_eq!(jb.insert(pkt(1, 160), t0 + ms(20)), InsertOutcome::Accepted);
         assert_eq!(seqs(&drain(&mut jb, t0 + ms(80))), [Some(0), Some(1)]);
         assert_eq!(jb.insert(pkt(0, 0), t0 + ms(81)), InsertOutcome::Duplicate); // after playout
-        assert_eq!(jb.insert(pkt(1, 160), t0 + ms(82)), InsertOutcome::Duplicate);
+        assert_eq!(
+            jb.insert(pkt(1, 160), t0 + ms(82)),
+            InsertOutcome::Duplicate
+        );
         let s = jb.stats();
         assert_eq!((s.played, s.duplicate, s.late), (2, 3, 0));
         assert_eq!(jb.buffered(), 0);
@@ -476,10 +522,27 @@ mod tests {
     fn missing_packet_yields_one_lost() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
-        let arrivals = (0..10u16).filter(|&s| s != 5).map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160))).collect();
+        let arrivals = (0..10u16)
+            .filter(|&s| s != 5)
+            .map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160)))
+            .collect();
         let out = simulate(&mut jb, t0, arrivals, 400);
         let items: Vec<_> = out.iter().map(|(_, i)| i.clone()).collect();
-        assert_eq!(seqs(&items), [Some(0), Some(1), Some(2), Some(3), Some(4), None, Some(6), Some(7), Some(8), Some(9)]);
+        assert_eq!(
+            seqs(&items),
+            [
+                Some(0),
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(4),
+                None,
+                Some(6),
+                Some(7),
+                Some(8),
+                Some(9)
+            ]
+        );
         assert_eq!(items[5], Playout::Lost { samples: 160 });
         // The loss is only declared when packet 6 is due.
         assert_eq!(out[5].0, 6 * 20 + 60);
@@ -492,8 +555,14 @@ mod tests {
     fn burst_loss_conceals_whole_gap() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
-        let arrivals = (0..10u16).filter(|s| !(3..6).contains(s)).map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160))).collect();
-        let items: Vec<_> = simulate(&mut jb, t0, arrivals, 400).into_iter().map(|(_, i)| i).collect();
+        let arrivals = (0..10u16)
+            .filter(|s| !(3..6).contains(s))
+            .map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160)))
+            .collect();
+        let items: Vec<_> = simulate(&mut jb, t0, arrivals, 400)
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect();
         assert_eq!(items[3], Playout::Lost { samples: 480 });
         assert_eq!(items.len(), 8);
         assert_eq!(jb.stats().lost, 3);
@@ -529,7 +598,10 @@ mod tests {
         let mut jb = JitterBuffer::new(cfg());
         jb.insert(pkt(0, 0), t0);
         assert_eq!(drain(&mut jb, t0 + ms(60)).len(), 1);
-        assert_eq!(jb.insert(pkt(1, 160), t0 + ms(150)), InsertOutcome::Accepted);
+        assert_eq!(
+            jb.insert(pkt(1, 160), t0 + ms(150)),
+            InsertOutcome::Accepted
+        );
         assert_eq!(seqs(&drain(&mut jb, t0 + ms(150))), [Some(1)]);
     }
 
@@ -555,8 +627,15 @@ mod tests {
         }
         let out = simulate(&mut jb, t0, arrivals, 600);
         let items: Vec<_> = out.iter().map(|(_, i)| i.clone()).collect();
-        let expected: Vec<Option<u16>> =
-            (0..20u16).map(|i| if i == 8 { None } else { Some(seq0.wrapping_add(i)) }).collect();
+        let expected: Vec<Option<u16>> = (0..20u16)
+            .map(|i| {
+                if i == 8 {
+                    None
+                } else {
+                    Some(seq0.wrapping_add(i))
+                }
+            })
+            .collect();
         assert_eq!(seqs(&items), expected);
         assert_eq!(items[8], Playout::Lost { samples: 160 });
         for (i, (t, _)) in out.iter().enumerate() {
@@ -585,7 +664,16 @@ mod tests {
         let items = drain(&mut jb, at + ms(60));
         assert_eq!(items, [Playout::Packet(b)]);
         // New stream continues normally; the old SSRC is now the stranger.
-        assert_eq!(jb.insert(MediaPacket { ssrc: 0xDEAD, ..pkt(40_001, 3_000_160) }, at + ms(20)), InsertOutcome::Accepted);
+        assert_eq!(
+            jb.insert(
+                MediaPacket {
+                    ssrc: 0xDEAD,
+                    ..pkt(40_001, 3_000_160)
+                },
+                at + ms(20)
+            ),
+            InsertOutcome::Accepted
+        );
         assert_eq!(seqs(&drain(&mut jb, at + ms(80))), [Some(40_001)]);
         let s = jb.stats();
         assert_eq!((s.resyncs, s.flushed, s.lost, s.played), (1, 2, 0, 5));
@@ -602,7 +690,10 @@ mod tests {
         // Sequence continues but the timestamp leaps 10 s ahead.
         let at = t0 + ms(110);
         assert_eq!(jb.insert(pkt(3, 80_000 + 480), at), InsertOutcome::Resync);
-        assert_eq!(jb.insert(pkt(4, 80_000 + 640), at + ms(20)), InsertOutcome::Accepted);
+        assert_eq!(
+            jb.insert(pkt(4, 80_000 + 640), at + ms(20)),
+            InsertOutcome::Accepted
+        );
         let out = simulate_from(&mut jb, at, 200);
         assert_eq!(out.iter().map(|(t, _)| *t).collect::<Vec<_>>(), [60, 80]);
         let s = jb.stats();
@@ -611,7 +702,9 @@ mod tests {
 
     /// Pop with a 1 ms tick from `start` for `span_ms`, no arrivals.
     fn simulate_from(jb: &mut JitterBuffer, start: Instant, span_ms: u64) -> Vec<(u64, Playout)> {
-        (0..=span_ms).flat_map(|t| drain(jb, start + ms(t)).into_iter().map(move |i| (t, i))).collect()
+        (0..=span_ms)
+            .flat_map(|t| drain(jb, start + ms(t)).into_iter().map(move |i| (t, i)))
+            .collect()
     }
 
     #[test]
@@ -633,14 +726,24 @@ mod tests {
             outcomes.push(jb.insert(pkt(10 + k, u32::from(k) * 160), at));
         }
         use InsertOutcome::*;
-        assert_eq!(outcomes, [Late, Late, Late, Late, Resync, Accepted, Accepted, Accepted]);
+        assert_eq!(
+            outcomes,
+            [Late, Late, Late, Late, Resync, Accepted, Accepted, Accepted]
+        );
         // The re-anchored stream plays from the resync packet on, with no loss:
         // packet 14 arrived at 280 ms, so it plays at 340 ms.
-        played.extend(simulate_from(&mut jb, t0 + ms(340), 200).into_iter().map(|(_, i)| i));
+        played.extend(
+            simulate_from(&mut jb, t0 + ms(340), 200)
+                .into_iter()
+                .map(|(_, i)| i),
+        );
         let expected: Vec<Option<u16>> = (0..10).chain(14..18).map(Some).collect();
         assert_eq!(seqs(&played), expected);
         let s = jb.stats();
-        assert_eq!((s.resyncs, s.late, s.lost, s.played, s.flushed), (1, 4, 0, 14, 0));
+        assert_eq!(
+            (s.resyncs, s.late, s.lost, s.played, s.flushed),
+            (1, 4, 0, 14, 0)
+        );
     }
 
     #[test]
@@ -677,13 +780,21 @@ mod tests {
         }
         // Same SSRC, sequence restarts far behind, timestamp restarts far behind.
         let outcomes: Vec<_> = (0..6u16)
-            .map(|k| jb.insert(pkt(100 + k, 1_000 + u32::from(k) * 160), t0 + ms(200 + u64::from(k) * 20)))
+            .map(|k| {
+                jb.insert(
+                    pkt(100 + k, 1_000 + u32::from(k) * 160),
+                    t0 + ms(200 + u64::from(k) * 20),
+                )
+            })
             .collect();
         assert_eq!(outcomes[4], InsertOutcome::Resync);
         assert_eq!(outcomes[5], InsertOutcome::Accepted);
         // Sequence jumping far ahead with a plausible timestamp: also a new stream.
         let at = t0 + ms(400);
-        assert_eq!(jb.insert(pkt(20_000, 1_000 + 10 * 160), at), InsertOutcome::Resync);
+        assert_eq!(
+            jb.insert(pkt(20_000, 1_000 + 10 * 160), at),
+            InsertOutcome::Resync
+        );
         assert_eq!(jb.stats().lost, 0);
     }
 
@@ -691,7 +802,9 @@ mod tests {
     fn silence_gap_with_marker_is_not_loss() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
-        let mut arrivals: Vec<_> = (0..5u16).map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160))).collect();
+        let mut arrivals: Vec<_> = (0..5u16)
+            .map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160)))
+            .collect();
         // 2 s of silence: sequence continues, timestamp jumps by the silence.
         for k in 0..5u16 {
             let mut p = pkt(5 + k, (105 + u32::from(k)) * 160);
@@ -710,12 +823,17 @@ mod tests {
     fn silence_gap_with_marker_and_loss_conceals_only_missing_packets() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
-        let mut arrivals: Vec<_> = (0..5u16).map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160))).collect();
+        let mut arrivals: Vec<_> = (0..5u16)
+            .map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160)))
+            .collect();
         // Seq 5 (last packet of the spurt) is lost; seq 6 starts a new spurt 2 s later.
         let mut p = pkt(6, 106 * 160);
         p.marker = true;
         arrivals.push((2120, p));
-        let items: Vec<_> = simulate(&mut jb, t0, arrivals, 2400).into_iter().map(|(_, i)| i).collect();
+        let items: Vec<_> = simulate(&mut jb, t0, arrivals, 2400)
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect();
         assert_eq!(items[5], Playout::Lost { samples: 160 });
         assert_eq!(jb.stats().lost, 1);
     }
@@ -724,7 +842,9 @@ mod tests {
     fn silence_gap_without_marker_and_no_sequence_gap_is_not_loss() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
-        let mut arrivals: Vec<_> = (0..5u16).map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160))).collect();
+        let mut arrivals: Vec<_> = (0..5u16)
+            .map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160)))
+            .collect();
         arrivals.push((1100, pkt(5, 55 * 160)));
         let out = simulate(&mut jb, t0, arrivals, 1300);
         assert_eq!(out.len(), 6);
@@ -735,14 +855,28 @@ mod tests {
     #[test]
     fn overflow_drops_the_newcomer() {
         let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(JitterConfig { max_packets: 4, ..cfg() });
-        let outcomes: Vec<_> = (0..6u16).map(|s| jb.insert(pkt(s, u32::from(s) * 160), t0)).collect();
+        let mut jb = JitterBuffer::new(JitterConfig {
+            max_packets: 4,
+            ..cfg()
+        });
+        let outcomes: Vec<_> = (0..6u16)
+            .map(|s| jb.insert(pkt(s, u32::from(s) * 160), t0))
+            .collect();
         use InsertOutcome::*;
-        assert_eq!(outcomes, [Accepted, Accepted, Accepted, Accepted, Overflow, Overflow]);
+        assert_eq!(
+            outcomes,
+            [Accepted, Accepted, Accepted, Accepted, Overflow, Overflow]
+        );
         assert_eq!(jb.buffered(), 4);
-        assert_eq!(seqs(&drain(&mut jb, t0 + ms(200))), [Some(0), Some(1), Some(2), Some(3)]);
+        assert_eq!(
+            seqs(&drain(&mut jb, t0 + ms(200))),
+            [Some(0), Some(1), Some(2), Some(3)]
+        );
         jb.insert(pkt(6, 960), t0 + ms(201));
-        assert_eq!(drain(&mut jb, t0 + ms(300)), [Playout::Lost { samples: 320 }, Playout::Packet(pkt(6, 960))]);
+        assert_eq!(
+            drain(&mut jb, t0 + ms(300)),
+            [Playout::Lost { samples: 320 }, Playout::Packet(pkt(6, 960))]
+        );
         let s = jb.stats();
         assert_eq!((s.overflow, s.lost, s.played), (2, 2, 5));
     }
@@ -756,7 +890,10 @@ mod tests {
         jb.reset();
         assert_eq!(jb.buffered(), 0);
         assert_eq!(jb.pop(t0 + ms(1000)), None);
-        assert_eq!(jb.insert(pkt(9000, 7), t0 + ms(1000)), InsertOutcome::Accepted);
+        assert_eq!(
+            jb.insert(pkt(9000, 7), t0 + ms(1000)),
+            InsertOutcome::Accepted
+        );
         assert_eq!(seqs(&drain(&mut jb, t0 + ms(1060))), [Some(9000)]);
         let s = jb.stats();
         assert_eq!((s.received, s.flushed, s.played, s.resyncs), (3, 2, 1, 0));
@@ -765,7 +902,12 @@ mod tests {
     #[test]
     fn degenerate_config_does_not_panic() {
         let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(JitterConfig { clock_rate: 0, target_delay: ms(100), max_delay: ms(0), max_packets: 0 });
+        let mut jb = JitterBuffer::new(JitterConfig {
+            clock_rate: 0,
+            target_delay: ms(100),
+            max_delay: ms(0),
+            max_packets: 0,
+        });
         assert_eq!(jb.insert(pkt(0, 0), t0), InsertOutcome::Accepted);
         assert_eq!(jb.insert(pkt(1, 0), t0), InsertOutcome::Overflow);
         assert!(jb.pop(t0 + ms(100)).is_some());
@@ -791,7 +933,11 @@ mod tests {
                 dropped += 1;
                 continue;
             }
-            let jitter_us = if i == 0 { 0 } else { rng.random_range(0..40_000u64) };
+            let jitter_us = if i == 0 {
+                0
+            } else {
+                rng.random_range(0..40_000u64)
+            };
             let p = pkt(seq0.wrapping_add(i as u16), ts0.wrapping_add(i * 160));
             arrivals.push((u64::from(i) * 20_000 + jitter_us, i, p));
         }
@@ -807,7 +953,10 @@ mod tests {
             let now_us = tick * 20_000 + 7_000;
             let now = t0 + Duration::from_micros(now_us);
             while let Some((_, _, p)) = next.next_if(|a| a.0 <= now_us) {
-                assert_eq!(jb.insert(p, t0 + Duration::from_micros(now_us)), InsertOutcome::Accepted);
+                assert_eq!(
+                    jb.insert(p, t0 + Duration::from_micros(now_us)),
+                    InsertOutcome::Accepted
+                );
             }
             max_buffered = max_buffered.max(jb.buffered());
             while let Some(item) = jb.pop(now) {
@@ -817,7 +966,10 @@ mod tests {
                         assert!(i >= expect_index, "out of order");
                         // Played at the first tick at or after arrival_nominal + 60 ms.
                         let due_us = u64::from(i) * 20_000 + 60_000;
-                        assert!(now_us >= due_us && now_us < due_us + 20_000, "packet {i} at {now_us}");
+                        assert!(
+                            now_us >= due_us && now_us < due_us + 20_000,
+                            "packet {i} at {now_us}"
+                        );
                         expect_index = i + 1;
                         played += 1;
                     }

@@ -70,12 +70,15 @@ impl Pacer {
         // ptime may come from the peer's SDP: keep the arithmetic sane
         // (no division by zero, no gigantic frames) instead of panicking.
         cfg.clock_rate = cfg.clock_rate.max(1);
-        cfg.ptime = cfg.ptime.clamp(Duration::from_millis(1), Duration::from_secs(1));
+        cfg.ptime = cfg
+            .ptime
+            .clamp(Duration::from_millis(1), Duration::from_secs(1));
         cfg.max_catch_up = cfg.max_catch_up.max(1);
         let ptime_ns = cfg.ptime.as_nanos() as u64;
         // Whole samples per frame; rates where this is fractional (e.g.
         // 11025 Hz at 20 ms) would run the media clock slightly slow.
-        let frame_samples = (u128::from(cfg.clock_rate) * u128::from(ptime_ns) / 1_000_000_000).max(1) as usize;
+        let frame_samples =
+            (u128::from(cfg.clock_rate) * u128::from(ptime_ns) / 1_000_000_000).max(1) as usize;
         Self {
             next_sequence: cfg.initial_sequence,
             cfg,
@@ -173,7 +176,10 @@ impl Pacer {
             payload_type: self.cfg.payload_type,
             sequence: self.next_sequence,
             // (slot * frame_samples) mod 2^32, with slot reduced first.
-            timestamp: self.cfg.initial_timestamp.wrapping_add((self.slot as u32).wrapping_mul(self.frame_samples as u32)),
+            timestamp: self
+                .cfg
+                .initial_timestamp
+                .wrapping_add((self.slot as u32).wrapping_mul(self.frame_samples as u32)),
             ssrc: self.cfg.ssrc,
         };
 
@@ -186,7 +192,11 @@ impl Pacer {
         if speech {
             self.stats.speech_frames += 1;
         }
-        OutFrame { header, pcm, speech }
+        OutFrame {
+            header,
+            pcm,
+            speech,
+        }
     }
 }
 
@@ -219,7 +229,14 @@ mod tests {
         let t0 = Instant::now();
         let initial_sequence = 65_000;
         let initial_timestamp = u32::MAX - 10_000;
-        let mut p = Pacer::new(PacerConfig { initial_sequence, initial_timestamp, ..cfg() }, t0);
+        let mut p = Pacer::new(
+            PacerConfig {
+                initial_sequence,
+                initial_timestamp,
+                ..cfg()
+            },
+            t0,
+        );
         assert_eq!(p.frame_samples(), 160);
         assert_eq!(p.poll_timeout(), t0);
         for n in 0..180_000u32 {
@@ -229,7 +246,10 @@ mod tests {
             assert_eq!(frames.len(), 1);
             let h = &frames[0].header;
             assert_eq!(h.sequence, initial_sequence.wrapping_add(n as u16));
-            assert_eq!(h.timestamp, initial_timestamp.wrapping_add(n.wrapping_mul(160)));
+            assert_eq!(
+                h.timestamp,
+                initial_timestamp.wrapping_add(n.wrapping_mul(160))
+            );
             assert_eq!(h.marker, n == 0);
             assert_eq!((h.ssrc, h.payload_type), (0xABCD, 0));
             assert!(!frames[0].speech);
@@ -237,7 +257,10 @@ mod tests {
         assert_eq!(p.poll_timeout(), t0 + ms(20) * 180_000);
         assert_eq!(p.poll_timeout(), t0 + Duration::from_secs(3600));
         let s = p.stats();
-        assert_eq!((s.frames_sent, s.frames_skipped, s.speech_frames), (180_000, 0, 0));
+        assert_eq!(
+            (s.frames_sent, s.frames_skipped, s.speech_frames),
+            (180_000, 0, 0)
+        );
     }
 
     #[test]
@@ -272,13 +295,22 @@ mod tests {
         // Three slots due (0, 20, 40 ms): all sent.
         let f = p.handle_timeout(t0 + ms(40));
         assert_eq!(f.len(), 3);
-        assert_eq!(f.iter().map(|f| f.header.timestamp).collect::<Vec<_>>(), [5000, 5160, 5320]);
+        assert_eq!(
+            f.iter().map(|f| f.header.timestamp).collect::<Vec<_>>(),
+            [5000, 5160, 5320]
+        );
         // Next wake-up 100 ms late: slots 3..=8 due (6), 3 sent, 3 skipped.
         let f = p.handle_timeout(t0 + ms(160));
         assert_eq!(f.len(), 3);
-        assert_eq!(f.iter().map(|f| f.header.sequence).collect::<Vec<_>>(), [103, 104, 105]);
+        assert_eq!(
+            f.iter().map(|f| f.header.sequence).collect::<Vec<_>>(),
+            [103, 104, 105]
+        );
         // The newest slots are sent; the skipped ones consumed timestamps.
-        assert_eq!(f.iter().map(|f| f.header.timestamp).collect::<Vec<_>>(), [5000 + 6 * 160, 5000 + 7 * 160, 5000 + 8 * 160]);
+        assert_eq!(
+            f.iter().map(|f| f.header.timestamp).collect::<Vec<_>>(),
+            [5000 + 6 * 160, 5000 + 7 * 160, 5000 + 8 * 160]
+        );
         assert_eq!(p.poll_timeout(), t0 + ms(180));
         let s = p.stats();
         assert_eq!((s.frames_sent, s.frames_skipped), (6, 3));
@@ -394,15 +426,43 @@ mod tests {
     #[test]
     fn other_rates_and_degenerate_config() {
         let t0 = Instant::now();
-        let p = Pacer::new(PacerConfig { clock_rate: 16_000, ptime: ms(30), ..cfg() }, t0);
+        let p = Pacer::new(
+            PacerConfig {
+                clock_rate: 16_000,
+                ptime: ms(30),
+                ..cfg()
+            },
+            t0,
+        );
         assert_eq!(p.frame_samples(), 480);
-        let p = Pacer::new(PacerConfig { clock_rate: 48_000, ptime: ms(20), ..cfg() }, t0);
+        let p = Pacer::new(
+            PacerConfig {
+                clock_rate: 48_000,
+                ptime: ms(20),
+                ..cfg()
+            },
+            t0,
+        );
         assert_eq!(p.frame_samples(), 960);
-        let mut p = Pacer::new(PacerConfig { clock_rate: 0, ptime: Duration::ZERO, max_catch_up: 0, ..cfg() }, t0);
+        let mut p = Pacer::new(
+            PacerConfig {
+                clock_rate: 0,
+                ptime: Duration::ZERO,
+                max_catch_up: 0,
+                ..cfg()
+            },
+            t0,
+        );
         assert_eq!(p.frame_samples(), 1);
         assert_eq!(p.handle_timeout(t0 + ms(5)).len(), 1);
         assert_eq!(p.poll_timeout(), t0 + ms(6));
-        let mut p = Pacer::new(PacerConfig { ptime: Duration::from_secs(3600), ..cfg() }, t0);
+        let mut p = Pacer::new(
+            PacerConfig {
+                ptime: Duration::from_secs(3600),
+                ..cfg()
+            },
+            t0,
+        );
         assert_eq!(p.frame_samples(), 8000); // ptime clamped to 1 s
         assert_eq!(p.handle_timeout(t0 + Duration::from_secs(10)).len(), 3);
     }

@@ -35,7 +35,12 @@ impl PortPool {
             .collect();
         let low = free.front().copied().unwrap_or(0);
         let in_use = vec![false; free.len()];
-        Self { low, free, in_use, in_use_count: 0 }
+        Self {
+            low,
+            free,
+            in_use,
+            in_use_count: 0,
+        }
     }
 
     /// Next free port in round-robin order, or `None` when all are in use.
@@ -116,13 +121,13 @@ mod tests {
 
     #[test]
     fn bad_releases_are_ignored() {
-        let mut pool = PortPool::new(30_000, 30_005);
+        let mut pool = PortPool::new(30_000, 30_004); // 30000, 30002
         let a = pool.acquire().unwrap();
         pool.release(a);
         pool.release(a); // double release
         pool.release(30_001); // odd
         pool.release(29_998); // below range
-        pool.release(30_006); // above range
+        pool.release(30_004); // above range (its RTCP port would be outside)
         pool.release(30_002); // in range but never acquired
         assert_eq!(pool.in_use(), 0);
         assert_eq!(pool.capacity(), 2);

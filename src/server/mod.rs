@@ -133,10 +133,12 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
             _ = sigint.recv() => begin_shutdown(&mut endpoint, &draining, &mut shutdown_at, &mut hard_stop_at, grace),
         }
 
-        while let Some(t) = endpoint.poll_transmit() {
-            transport::send(t, &udp, &conns, &in_tx);
-        }
-        while let Some(ev) = endpoint.poll_event() {
+        // Handling an event (answering a call) queues more to send: drain both until quiet.
+        loop {
+            while let Some(t) = endpoint.poll_transmit() {
+                transport::send(t, &udp, &conns, &in_tx);
+            }
+            let Some(ev) = endpoint.poll_event() else { break };
             match ev {
                 Event::Incoming(ic) => {
                     let now = std::time::Instant::now();

@@ -78,7 +78,6 @@ impl Appliance {
 
     fn wait_healthy(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        let mut last = String::from("no answer");
         loop {
             if let Some(status) = self.try_wait() {
                 panic!(
@@ -87,11 +86,11 @@ impl Appliance {
                     self.log_tail(60)
                 );
             }
-            match try_http(self.ports.http, "GET", "/healthz", None, Duration::from_millis(500)) {
+            let last = match try_http(self.ports.http, "GET", "/healthz", None, Duration::from_millis(500)) {
                 Ok((200, _)) => return,
-                Ok((status, body)) => last = format!("HTTP {status}: {body}"),
-                Err(e) => last = e,
-            }
+                Ok((status, body)) => format!("HTTP {status}: {body}"),
+                Err(e) => e,
+            };
             if Instant::now() >= deadline {
                 panic!(
                     "switchboard not healthy within {timeout:?} (last /healthz: {last}); log tail:\n{}",

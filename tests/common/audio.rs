@@ -166,7 +166,7 @@ pub fn rtp_stream_to_pcm(packets: &[UdpPacket], dst_port: u16, src_port: Option<
         for &(_, i) in &ext {
             let Some(samples) = decoded[i].as_ref() else { continue };
             let off = base + rtp[i].ts.wrapping_sub(ts0) as i32 as i64;
-            if off < 0 || off > MAX_SAMPLES {
+            if !(0..=MAX_SAMPLES).contains(&off) {
                 continue;
             }
             let off = off as usize;
@@ -362,7 +362,7 @@ pub fn ncc_at(haystack: &[i16], needle: &[i16], lag: usize) -> f64 {
 /// speech or noise. `None` when either signal is empty or silent.
 ///
 /// Coarse-to-fine, fast in debug builds: (1) Pearson correlation of 10 ms RMS envelopes (5 ms hop)
-/// picks candidate lags; (2) NCC on 4× decimated signals within ±60 samples of each; (3) NCC at full
+/// picks candidate lags; (2) NCC on 4× decimated signals within ±320 samples (40 ms) of each; (3) NCC at full
 /// rate within ±6 samples of the best decimated lag. A haystack shorter than the needle is
 /// zero-padded.
 pub fn find_in(haystack: &[i16], needle: &[i16]) -> Option<(usize, f64)> {
@@ -411,11 +411,11 @@ pub fn find_in(haystack: &[i16], needle: &[i16]) -> Option<(usize, f64)> {
         let mut sh = 0.0;
         let mut shh = 0.0;
         let mut shn = 0.0;
-        for j in 0..m {
+        for (j, dn) in dev_n.iter().enumerate() {
             let h = env_h.get(l + 2 * j).copied().unwrap_or(0.0);
             sh += h;
             shh += h * h;
-            shn += h * dev_n[j];
+            shn += h * dn;
         }
         let var_h = shh - sh * sh / m as f64;
         let score = if var_h > 0.0 && var_n > 0.0 { shn / (var_h * var_n).sqrt() } else { -1.0 };
@@ -428,7 +428,7 @@ pub fn find_in(haystack: &[i16], needle: &[i16]) -> Option<(usize, f64)> {
     for l in idx {
         if candidates.iter().all(|&c| c.abs_diff(l) >= 10) {
             candidates.push(l);
-            if candidates.len() == 6 {
+            if candidates.len() == 5 {
                 break;
             }
         }
@@ -436,23 +436,27 @@ pub fn find_in(haystack: &[i16], needle: &[i16]) -> Option<(usize, f64)> {
 
     // (2) 4x decimated (box filter) NCC around each candidate; (3) full-rate refinement.
     const DEC: usize = 4;
+    // ±40 ms: the envelope peak of a match with small timing changes sits between the true lags.
+    const STAGE2_SPAN: usize = 320;
     let decimate = |x: &[f64]| -> Vec<f64> { x.chunks_exact(DEC).map(|c| c.iter().sum::<f64>()).collect() };
     let hay_d = decimate(&hay);
     let ndl_d = decimate(&ndl);
+    let prefix = prefix_energy(&hay);
+    let prefix_d = prefix_energy(&hay_d);
     let max_lag_d = hay_d.len().saturating_sub(ndl_d.len());
     let mut best: Option<(usize, f64)> = None;
     for c in candidates {
         let center = c * HOP / DEC;
-        let lo = center.saturating_sub(60 / DEC);
-        let hi = (center + 60 / DEC).min(max_lag_d);
+        let lo = center.saturating_sub(STAGE2_SPAN / DEC);
+        let hi = (center + STAGE2_SPAN / DEC).min(max_lag_d);
         if lo > hi {
             continue;
         }
-        let (lag_d, _) = best_ncc(&hay_d, &ndl_d, lo, hi, 1);
+        let (lag_d, _) = best_ncc_with(&hay_d, &prefix_d, &ndl_d, lo, hi, 1);
         let full = lag_d * DEC;
         let lo = full.saturating_sub(6);
         let hi = (full + 6).min(max_lag);
-        let (lag, score) = best_ncc(&hay, &ndl, lo, hi, 1);
+        let (lag, score) = best_ncc_with(&hay, &prefix, &ndl, lo, hi, 1);
         if best.is_none_or(|(_, s)| score > s) {
             best = Some((lag, score));
         }
@@ -460,20 +464,52 @@ pub fn find_in(haystack: &[i16], needle: &[i16]) -> Option<(usize, f64)> {
     best.map(|(lag, c)| (lag, c.clamp(0.0, 1.0)))
 }
 
-/// Best NCC of `ndl` against `hay` for lags lo..=hi (step), using prefix sums of energy.
+/// Best NCC of `ndl` against `hay` for lags lo..=hi (step).
 fn best_ncc(hay: &[f64], ndl: &[f64], lo: usize, hi: usize, step: usize) -> (usize, f64) {
+    let prefix = prefix_energy(hay);
+    best_ncc_with(hay, &prefix, ndl, lo, hi, step)
+}
+
+/// Dot product, unrolled by hand: 4x faster than iterator chains in unoptimised test builds.
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (mut s0, mut s1, mut s2, mut s3) = (0.0, 0.0, 0.0, 0.0);
+    let mut i = 0;
+    while i + 4 <= n {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+        i += 4;
+    }
+    while i < n {
+        s0 += a[i] * b[i];
+        i += 1;
+    }
+    (s0 + s1) + (s2 + s3)
+}
+
+/// Prefix sums of squares: `p[i]` = Σ x[..i]².
+fn prefix_energy(x: &[f64]) -> Vec<f64> {
+    let mut p = Vec::with_capacity(x.len() + 1);
+    let mut acc = 0.0;
+    p.push(0.0);
+    for v in x {
+        acc += v * v;
+        p.push(acc);
+    }
+    p
+}
+
+fn best_ncc_with(hay: &[f64], prefix: &[f64], ndl: &[f64], lo: usize, hi: usize, step: usize) -> (usize, f64) {
     let n = ndl.len();
     let en: f64 = ndl.iter().map(|v| v * v).sum();
     let mut best = (lo, f64::MIN);
     let mut lag = lo;
     while lag <= hi && lag + n <= hay.len() {
-        let w = &hay[lag..lag + n];
-        let mut dot = 0.0;
-        let mut eh = 0.0;
-        for (h, x) in w.iter().zip(ndl) {
-            dot += h * x;
-            eh += h * h;
-        }
+        let dot = dot(&hay[lag..lag + n], ndl);
+        let eh = (prefix[lag + n] - prefix[lag]).max(0.0);
         let score = if eh > 0.0 && en > 0.0 { dot / (eh * en).sqrt() } else { 0.0 };
         if score > best.1 {
             best = (lag, score);
@@ -484,4 +520,53 @@ fn best_ncc(hay: &[f64], ndl: &[f64], lo: usize, hi: usize, step: usize) -> (usi
         best.1 = 0.0;
     }
     best
+}
+
+/// Result of [`find_in_piecewise`].
+#[derive(Debug, Clone)]
+pub struct PiecewiseMatch {
+    /// Global lag of the whole needle (from [`find_in`]) and its NCC.
+    pub lag: usize,
+    pub ncc: f64,
+    /// Per non-silent piece of the needle: (offset in the needle, best lag of that piece in the
+    /// haystack, its NCC).
+    pub pieces: Vec<(usize, usize, f64)>,
+    /// Energy-weighted mean and minimum of the pieces' NCC (1.0 / 1.0 when there are no pieces).
+    pub mean_ncc: f64,
+    pub min_ncc: f64,
+}
+
+/// Like [`find_in`], but tolerant of small timing changes inside the match (a jitter buffer that
+/// inserted or dropped a few milliseconds): after the global match, each non-silent piece of
+/// `piece_len` samples of the needle is matched separately within ±`max_drift` samples of where the
+/// global lag puts it.
+pub fn find_in_piecewise(haystack: &[i16], needle: &[i16], piece_len: usize, max_drift: usize) -> Option<PiecewiseMatch> {
+    let (lag, ncc) = find_in(haystack, needle)?;
+    let hay: Vec<f64> = haystack.iter().map(|&s| s as f64).collect();
+    let prefix = prefix_energy(&hay);
+    let piece_len = piece_len.max(1);
+    let mut pieces = Vec::new();
+    let mut weighted = 0.0;
+    let mut weights = 0.0;
+    let mut min_ncc: f64 = 1.0;
+    let mut off = 0;
+    while off + piece_len <= needle.len() {
+        let piece = &needle[off..off + piece_len];
+        let energy = rms(piece);
+        if energy >= 0.01 {
+            let p: Vec<f64> = piece.iter().map(|&s| s as f64).collect();
+            let expected = lag + off;
+            let lo = expected.saturating_sub(max_drift);
+            let hi = (expected + max_drift).min(hay.len().saturating_sub(piece_len));
+            let (best_lag, c) = if lo <= hi { best_ncc_with(&hay, &prefix, &p, lo, hi, 1) } else { (expected, 0.0) };
+            let c = c.clamp(0.0, 1.0);
+            pieces.push((off, best_lag, c));
+            weighted += c * energy * energy;
+            weights += energy * energy;
+            min_ncc = min_ncc.min(c);
+        }
+        off += piece_len;
+    }
+    let mean_ncc = if weights > 0.0 { weighted / weights } else { 1.0 };
+    Some(PiecewiseMatch { lag, ncc, pieces, mean_ncc, min_ncc })
 }

@@ -67,6 +67,8 @@ impl Baresip {
     pub fn start_with(dir: &Path, ports: &Ports, cfg: &BaresipConfig) -> Baresip {
         let baresip = super::tool("baresip");
         let conf_dir = dir.join("baresip");
+        // sndfile builds "<snd_path>/dump-<time>-<peer>-dec.wav" in a 128-byte buffer: a long absolute
+        // path gets truncated, so record to "rec" relative to baresip's working directory (`dir`).
         let rec_dir = dir.join("rec");
         std::fs::create_dir_all(&conf_dir).unwrap_or_else(|e| panic!("create {}: {e}", conf_dir.display()));
         std::fs::create_dir_all(&rec_dir).unwrap_or_else(|e| panic!("create {}: {e}", rec_dir.display()));
@@ -97,7 +99,7 @@ impl Baresip {
              module\t\t\taufile.so\n\
              module\t\t\taubridge.so\n\
              module\t\t\tsndfile.so\n\
-             snd_path\t\t{rec}\n\
+             snd_path\t\trec\n\
              module_tmp\t\tuuid.so\n\
              module_tmp\t\taccount.so\n\
              module_app\t\tmenu.so\n\
@@ -109,7 +111,6 @@ impl Baresip {
             rtp_low = ports.peer_rtp,
             rtp_high = rtp_high,
             module_path = module_path,
-            rec = rec_dir.display(),
             ctrl = ports.ctrl,
         );
         std::fs::write(conf_dir.join("config"), config).expect("write baresip config");

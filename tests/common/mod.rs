@@ -27,8 +27,8 @@ pub mod sipp;
 
 pub use appliance::Appliance;
 pub use audio::{
-    active_seconds, find_in, is_audible, ncc_at, read_wav_mono_i16, rms, rtp_packets,
-    rtp_stream_to_pcm, write_wav, RtpAudio, RtpPacket,
+    active_seconds, find_in, find_in_piecewise, is_audible, ncc_at, read_wav_mono_i16, rms, rtp_packets,
+    rtp_stream_to_pcm, write_wav, PiecewiseMatch, RtpAudio, RtpPacket,
 };
 pub use baresip::{Baresip, BaresipConfig};
 pub use capture::Capture;
@@ -134,9 +134,11 @@ fn sanitize(s: &str) -> String {
 }
 
 static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
+static CLEAN_RUNS: std::sync::Once = std::sync::Once::new();
 
 /// A fresh, empty directory for one test's artefacts:
-/// `target/test-runs/<test binary>/<test name>[-label]-<n>/` (emptied if a previous run left it).
+/// `target/test-runs/<test binary>/<test name>[-label]-<n>/`. The first call in a process removes
+/// the previous run's directories of this test binary, so only the latest run's artefacts remain.
 pub fn test_dir(label: &str) -> PathBuf {
     let n = DIR_COUNTER.fetch_add(1, Ordering::SeqCst);
     let mut name = current_test_name();
@@ -144,10 +146,12 @@ pub fn test_dir(label: &str) -> PathBuf {
         name.push('-');
         name.push_str(&sanitize(label));
     }
-    let dir = target_dir()
-        .join("test-runs")
-        .join(test_binary_name())
-        .join(format!("{name}-{n}"));
+    let bin_dir = target_dir().join("test-runs").join(test_binary_name());
+    // The first directory of a process clears what the previous run of this binary left.
+    CLEAN_RUNS.call_once(|| {
+        let _ = std::fs::remove_dir_all(&bin_dir);
+    });
+    let dir = bin_dir.join(format!("{name}-{n}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
     dir
@@ -165,6 +169,12 @@ pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits (≤ `timeout`) until some process has bound UDP port `port` on 127.0.0.1 (e.g. a SIPp UAS
+/// is ready). Returns false on timeout.
+pub fn wait_udp_bound(port: u16, timeout: Duration) -> bool {
+    wait_until(timeout, || std::net::UdpSocket::bind(("127.0.0.1", port)).is_err().then_some(())).is_some()
 }
 
 /// Sends a signal (`"TERM"`, `"INT"`, `"KILL"`, …) with `kill(1)`; no libc needed.

@@ -66,7 +66,7 @@ impl Ports {
     /// A BPF filter for tcpdump covering every port of this block (SIP, RTP both sides).
     pub fn bpf_filter(&self) -> String {
         let low = self.sip;
-        let high = self.peer_rtp_high.max(self.rtp_high);
+        let high = self.peer_rtp_high.max(self.rtp_high) + 1; // + the last RTCP port
         format!("udp and portrange {low}-{high}")
     }
 }
