@@ -6,6 +6,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 pub struct Metrics {
     pub registry: Registry,
     pub active_calls: IntGauge,
+    pub rtp_ports_in_use: IntGauge,
     pub calls: IntCounterVec,
     pub rtp_packets_in: IntCounter,
     pub rtp_packets_out: IntCounter,
@@ -25,6 +26,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let active_calls = IntGauge::new("switchboard_active_calls", "Calls in progress (ringing or answered)").expect("valid metric");
+        let rtp_ports_in_use = IntGauge::new("switchboard_rtp_ports_in_use", "RTP ports bound by calls").expect("valid metric");
         let calls = IntCounterVec::new(Opts::new("switchboard_calls_total", "Calls ended, by final status"), &["status"]).expect("valid metric");
         let rtp_packets = IntCounterVec::new(Opts::new("switchboard_rtp_packets_total", "RTP packets"), &["direction"]).expect("valid metric");
         let rtp_bytes = IntCounterVec::new(Opts::new("switchboard_rtp_bytes_total", "RTP bytes (UDP payload)"), &["direction"]).expect("valid metric");
@@ -35,8 +37,10 @@ impl Metrics {
             registry.register(Box::new(c.clone())).expect("unique metric");
         }
         registry.register(Box::new(active_calls.clone())).expect("unique metric");
+        registry.register(Box::new(rtp_ports_in_use.clone())).expect("unique metric");
         Metrics {
             active_calls,
+            rtp_ports_in_use,
             rtp_packets_in: rtp_packets.with_label_values(&["in"]),
             rtp_packets_out: rtp_packets.with_label_values(&["out"]),
             rtp_bytes_in: rtp_bytes.with_label_values(&["in"]),

@@ -137,6 +137,8 @@ fn fifty_calls_at_ten_per_second_all_succeed() {
     assert!(common::wait_until(Duration::from_secs(5), || (app.metric_value("switchboard_active_calls") == Some(0.0)).then_some(())).is_some());
     let m = app.metrics();
     assert_eq!(metric_value(&m, "switchboard_calls_total{status=\"completed_remote_bye\"}"), Some(50.0), "{m}");
+    // Every call's RTP port went back to the pool.
+    assert!(common::wait_until(Duration::from_secs(2), || (app.metric_value("switchboard_rtp_ports_in_use") == Some(0.0)).then_some(())).is_some(), "{}", app.metrics());
     // Every call carried the caller's sentence in (~170 packets each).
     let rtp_in = metric_value(&m, "switchboard_rtp_packets_total{direction=\"in\"}").unwrap();
     assert!(rtp_in >= 50.0 * 150.0, "RTP packets in: {rtp_in}");

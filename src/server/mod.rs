@@ -240,6 +240,8 @@ fn start_call(
     let media = CallMedia::new(MediaParams::from(&ic.negotiated), jitter.clone(), spec.build(), RtpIdentity::random(), std::time::Instant::now());
     let max_s = spec.config.max_duration_s.unwrap_or(default_max_s);
     let pool = ports.clone();
+    metrics.rtp_ports_in_use.inc();
+    let in_use = metrics.rtp_ports_in_use.clone();
     let ctrl = task::spawn(task::CallTaskParams {
         key: ic.key,
         call_id: ic.call_id.clone(),
@@ -248,7 +250,10 @@ fn start_call(
         metrics: metrics.clone(),
         hangup: hangup.clone(),
         max_duration: (max_s > 0).then(|| Duration::from_secs(max_s)),
-        on_exit: Box::new(move || pool.lock().unwrap_or_else(|p| p.into_inner()).release(port)),
+        on_exit: Box::new(move || {
+            pool.lock().unwrap_or_else(|p| p.into_inner()).release(port);
+            in_use.dec();
+        }),
     });
     Ok(ActiveCall { ctrl: Some(ctrl), port })
 }

@@ -12,7 +12,8 @@
 //! * [`baresip::Baresip`] — a headless baresip softphone driven over its ctrl_tcp socket.
 //!
 //! Every artefact of a test (configs, logs, captures, recordings) goes to
-//! `target/test-runs/<test binary>/<test name>-<n>/` (see [`test_dir`]).
+//! `target/test-runs/<test binary>/<test name>-<n>/` (see [`test_dir`]), one directory per test
+//! even when several `cargo test` runs share the target directory.
 #![allow(dead_code)]
 #![allow(unused_imports)]
 
@@ -39,7 +40,6 @@ pub use sipp::{run_sipp, scenario, spawn_sipp, SippProcess, SippRun};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Directories searched for tools besides `$PATH` (kamailio and tcpdump live in sbin on Debian).
@@ -133,28 +133,63 @@ fn sanitize(s: &str) -> String {
     }
 }
 
-static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
 static CLEAN_RUNS: std::sync::Once = std::sync::Once::new();
 
 /// A fresh, empty directory for one test's artefacts:
-/// `target/test-runs/<test binary>/<test name>[-label]-<n>/`. The first call in a process removes
-/// the previous run's directories of this test binary, so only the latest run's artefacts remain.
+/// `target/test-runs/<test binary>/<test name>[-label]-<n>/`, with the smallest `n` not in use.
+/// Each directory records its owner's pid in `.owner-pid`; the first call in a process removes the
+/// directories whose owner is no longer running (previous runs), so concurrent `cargo test` runs of
+/// the same binary never share or delete each other's directories.
 pub fn test_dir(label: &str) -> PathBuf {
-    let n = DIR_COUNTER.fetch_add(1, Ordering::SeqCst);
     let mut name = current_test_name();
     if !label.is_empty() {
         name.push('-');
         name.push_str(&sanitize(label));
     }
     let bin_dir = target_dir().join("test-runs").join(test_binary_name());
-    // The first directory of a process clears what the previous run of this binary left.
-    CLEAN_RUNS.call_once(|| {
-        let _ = std::fs::remove_dir_all(&bin_dir);
-    });
-    let dir = bin_dir.join(format!("{name}-{n}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-    dir
+    CLEAN_RUNS.call_once(|| remove_stale_runs(&bin_dir));
+    std::fs::create_dir_all(&bin_dir).unwrap_or_else(|e| panic!("create {}: {e}", bin_dir.display()));
+    for n in 0.. {
+        let dir = bin_dir.join(format!("{name}-{n}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                std::fs::write(dir.join(".owner-pid"), std::process::id().to_string())
+                    .unwrap_or_else(|e| panic!("write {}/.owner-pid: {e}", dir.display()));
+                return dir;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => panic!("create {}: {e}", dir.display()),
+        }
+    }
+    unreachable!()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn remove_stale_runs(bin_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(bin_dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let owner = std::fs::read_to_string(path.join(".owner-pid")).ok().and_then(|s| s.trim().parse::<u32>().ok());
+        let stale = match owner {
+            Some(pid) => pid != std::process::id() && !pid_alive(pid),
+            // No owner file: a directory being created right now, or one from an older harness.
+            None => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(60)),
+        };
+        if stale {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or `timeout` passes.

@@ -683,7 +683,6 @@ impl Endpoint {
         self.client_txs.insert(
             branch,
             ClientTx {
-                call: key,
                 call_id,
                 method: Method::Bye,
                 request,

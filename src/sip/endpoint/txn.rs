@@ -58,7 +58,6 @@ impl ServerTx {
 /// A request we sent (BYE), retransmitted until a final response or Timer F.
 #[derive(Debug)]
 pub struct ClientTx {
-    pub call: CallKey,
     pub call_id: String,
     pub method: Method,
     pub request: Transmit,

@@ -1,0 +1,115 @@
+//! Start-up, shutdown and a real softphone: baresip calls the appliance and
+//! its recording of the call holds the greeting and the caller's echo.
+
+mod common;
+
+use common::*;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+#[test]
+fn sigterm_refuses_new_calls_then_ends_active_ones_after_grace() {
+    require_tools(&["sipp"]);
+    let ports = alloc_ports();
+    let cfg = "calls:\n  shutdown_grace_s: 2\nroutes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: silent\n";
+    let app = Appliance::start(cfg, &ports);
+    let sipp = spawn_sipp(app.dir(), &scenario("uac_wait_bye.xml"), Some(&ports.sip_addr()), &ports, &["-s", "1000", "-m", "1"]);
+    assert!(wait_until(Duration::from_secs(10), || (app.metric_value("switchboard_active_calls") == Some(1.0)).then_some(())).is_some(), "call up");
+    let t0 = Instant::now();
+    app.sigterm();
+    // Draining: health says so, and a new INVITE gets 503 with Retry-After.
+    assert!(wait_until(Duration::from_secs(2), || (app.http_get("/healthz").0 == 503).then_some(())).is_some());
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let sdp = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 40000 RTP/AVP 0\r\n";
+    let inv = format!(
+        "INVITE sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKdrain;rport\r\nFrom: <sip:t@x>;tag=1\r\nTo: <sip:1000@127.0.0.1>\r\nCall-ID: drain@t\r\nCSeq: 1 INVITE\r\nContact: <sip:t@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sock.send_to(inv.as_bytes(), ports.sip_addr()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = sock.recv_from(&mut buf).expect("an answer while draining");
+    let resp = String::from_utf8_lossy(&buf[..n]);
+    assert!(resp.starts_with("SIP/2.0 503"), "{resp}");
+    assert!(resp.contains("Retry-After:"), "{resp}");
+    // The active call is ended with BYE after the grace period; SIPp answers it and succeeds.
+    let run = sipp.wait(Duration::from_secs(15));
+    assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
+    let status = app.wait_exit(Duration::from_secs(10)).expect("the appliance exits");
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_secs(2), "waited for the grace period: {took:?}");
+    assert!(status.success(), "clean exit: {status:?}\n{}", app.log_tail(20));
+    assert!(app.log().contains("grace period over"));
+}
+
+#[test]
+fn sigterm_with_no_calls_exits_at_once() {
+    let ports = alloc_ports();
+    let app = Appliance::start("routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a: {}\n", &ports);
+    let t0 = Instant::now();
+    app.sigterm();
+    let status = app.wait_exit(Duration::from_secs(5)).expect("exits");
+    assert!(status.success());
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn busy_port_is_a_clear_startup_error() {
+    let ports = alloc_ports();
+    let _squatter = UdpSocket::bind(format!("127.0.0.1:{}", ports.sip)).unwrap();
+    let dir = test_dir("busy");
+    let cfg = dir.join("c.yaml");
+    std::fs::write(&cfg, "routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a: {}\n").unwrap();
+    let out = std::process::Command::new(appliance::switchboard_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args(["--sip-listen", &ports.sip_addr(), "--http-listen", &ports.http_addr()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen for SIP/UDP on {}", ports.sip_addr())), "{err}");
+}
+
+#[test]
+fn baresip_hears_greeting_and_its_own_echo() {
+    require_tools(&["baresip", "sox", "espeak-ng"]);
+    let fx = fixtures();
+    let ports = alloc_ports();
+    let cfg = format!(
+        "routes:\n  - match: \"*\"\n    agent: echo\nagents:\n  echo:\n    greeting: {}\n    echo_delay_ms: 200\n",
+        fx.greeting_8k.display()
+    );
+    let app = Appliance::start(&cfg, &ports);
+    let greeting = fx.greeting_pcm();
+    let speech = fx.speech_pcm();
+    // baresip speaks after the greeting is over (and hangs up at the end of its file).
+    let lead = greeting.len() + 8000;
+    let mut source = vec![0i16; lead];
+    source.extend_from_slice(&speech);
+    source.extend(std::iter::repeat_n(0i16, 8000 * 6));
+    let src_wav = app.dir().join("baresip_source.wav");
+    write_wav(&src_wav, &source, 8000);
+
+    let phone = Baresip::start(app.dir(), &ports, &src_wav, "PCMU");
+    phone.dial(&format!("sip:1000@{}", ports.sip_addr()));
+    assert!(phone.wait_event("CALL_ESTABLISHED", Duration::from_secs(10)).is_some(), "{}\n{}", phone.log(), app.log_tail(20));
+    let call_len = Duration::from_millis((source.len() as u64 * 1000 / 8000).saturating_sub(3000));
+    std::thread::sleep(call_len);
+    phone.hangup();
+    assert!(phone.wait_event("CALL_CLOSED", Duration::from_secs(5)).is_some());
+    assert!(app.wait_log("call ended", Duration::from_secs(5)));
+
+    let rec = phone.recordings();
+    assert_eq!(rec.len(), 1, "one decoded recording: {rec:?}");
+    let (pcm, rate) = read_wav_mono_i16(&rec[0]);
+    assert_eq!(rate, 8000);
+    assert!(is_audible(&pcm, rate), "baresip's recording is audible");
+    let (glag, gncc) = find_in(&pcm, &greeting).expect("greeting in the recording");
+    assert!(gncc > 0.8, "baresip heard the greeting: ncc {gncc:.3}");
+    let (elag, encc) = find_in(&pcm, &speech).expect("echo in the recording");
+    assert!(encc > 0.8, "baresip heard its own words back: ncc {encc:.3}");
+    assert!(elag > glag + greeting.len(), "echo after the greeting ({glag} + {} < {elag})", greeting.len());
+    assert_eq!(app.metric_value("switchboard_calls_total{status=\"completed_remote_bye\"}"), Some(1.0));
+}
