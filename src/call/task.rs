@@ -53,8 +53,16 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
     let mut reported = MediaStats::default();
     let far = Instant::now() + Duration::from_secs(86400 * 365);
     let mut end_at = max_duration.map(|d| Instant::now() + d).unwrap_or(far);
+    // One timer for the packet clock, moved only when the pacer's deadline
+    // changes (re-creating it on every received packet costs timer-wheel work).
+    let mut deadline = media.poll_timeout();
+    let tick = tokio::time::sleep_until(Instant::from_std(deadline));
+    tokio::pin!(tick);
     loop {
-        let tick = Instant::from_std(media.poll_timeout());
+        if media.poll_timeout() != deadline {
+            deadline = media.poll_timeout();
+            tick.as_mut().reset(Instant::from_std(deadline));
+        }
         tokio::select! {
             biased;
             c = ctrl.recv() => match c {
@@ -67,7 +75,7 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
                 // ICMP port unreachable from a previous send surfaces here on Linux: not fatal.
                 Err(e) => debug!(error = %e, "RTP receive error"),
             },
-            _ = tokio::time::sleep_until(tick) => {
+            _ = &mut tick => {
                 media.handle_timeout(std::time::Instant::now(), &mut out);
                 for (dst, pkt) in out.drain(..) {
                     if let Err(e) = socket.send_to(&pkt, dst).await {
