@@ -63,6 +63,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
         }
+        // It also prefixes its own idea of the path ("agents.a: unknown field"): we print ours.
+        if let Some((prefix, rest)) = message.split_once(": ") {
+            if !prefix.contains(' ') && key.starts_with(prefix) {
+                message = rest.to_string();
+            }
+        }
         ConfigError { file: path.to_path_buf(), line, column, key: if key == "." { String::new() } else { key }, message }
     })?;
     validate(path, text, &config)?;
