@@ -201,3 +201,98 @@ fn check_config_reports_file_line_and_key() {
     let out = std::process::Command::new(appliance::switchboard_bin()).arg("check-config").arg(&good).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Parse the RTP port out of an SDP body inside a SIP message.
+fn sdp_port(msg: &str) -> u16 {
+    msg.lines().find_map(|l| l.strip_prefix("m=audio ")).and_then(|r| r.split_whitespace().next()).and_then(|p| p.parse().ok()).expect("m=audio in the answer")
+}
+
+/// Send `n` PCMU packets of `byte` from `sock` to `dst`, 20 ms apart, and collect what comes back to `sock`.
+fn stream(sock: &UdpSocket, dst: &str, ssrc: u32, seq0: u16, n: u16, payload: &[u8]) {
+    for i in 0..n {
+        let pkt = common::fixtures::rtp_packet(0, seq0.wrapping_add(i), 160 * (seq0 as u32 + i as u32), ssrc, payload, i == 0);
+        sock.send_to(&pkt, dst).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn drain_rtp_pcm(sock: &UdpSocket, wait: Duration) -> Vec<i16> {
+    let end = Instant::now() + wait;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) if n > 12 => bytes.extend_from_slice(&buf[12..n]),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    common::audio::sox_decode_g711(&bytes, "u-law")
+}
+
+#[test]
+fn rtp_from_a_second_source_is_ignored_and_json_logs_name_the_call() {
+    require_tools(&["sox"]);
+    let ports = alloc_ports();
+    let cfg = "logging:\n  format: json\n  level: info\nroutes:\n  - match: \"*\"\n    agent: e\nagents:\n  e:\n    mode: echo\n    echo_delay_ms: 0\n";
+    let app = Appliance::start(cfg, &ports);
+    let c = Client::new(&ports);
+    c.send(&invite(&c, "1000", "z9hG4bKlatch", SDP));
+    let got = c.recv_all(Duration::from_millis(500));
+    let ok = got.iter().map(|(_, m)| m).find(|m| status(m) == 200).expect("200 OK").clone();
+    let rtp_dst = format!("127.0.0.1:{}", sdp_port(&ok));
+    let ack = format!(
+        "ACK sip:x@127.0.0.1 SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: z9hG4bKlatch@test\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        c.via("z9hG4bKlatchack"),
+        header(&ok, "From").unwrap(),
+        header(&ok, "To").unwrap()
+    );
+    c.send(&ack);
+
+    // The caller's media comes from its own socket (not the SDP's 127.0.0.1:40000): the appliance latches to it.
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let intruder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tone: Vec<i16> = (0..160).map(|i| ((i as f64 * std::f64::consts::TAU / 20.0).sin() * 12000.0) as i16).collect();
+    let tone_ulaw = common::audio::sox_encode_g711(&tone, "u-law");
+    stream(&caller, &rtp_dst, 7, 100, 40, &tone_ulaw);
+    let echoed = drain_rtp_pcm(&caller, Duration::from_millis(300));
+    assert!(rms(&echoed) > 0.1, "the caller's tone comes back to the caller's source: rms {}", rms(&echoed));
+
+    // Now the caller is silent while a second source blasts loud noise at the same port.
+    let noise: Vec<u8> = (0..160u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8 & 0x7F).collect();
+    let t = std::thread::spawn({
+        let intruder = intruder.try_clone().unwrap();
+        let dst = rtp_dst.clone();
+        move || stream(&intruder, &dst, 99, 5000, 50, &noise)
+    });
+    stream(&caller, &rtp_dst, 7, 140, 50, &[0xFF; 160]);
+    t.join().unwrap();
+    let during = drain_rtp_pcm(&caller, Duration::from_millis(300));
+    // Skip the tail of the tone echo still in flight, then it must be silence.
+    let settled = &during[during.len().min(8000 / 2)..];
+    assert!(!settled.is_empty() && rms(settled) < 0.005, "the intruder's noise is not played: rms {}", rms(settled));
+    assert!(app.metric_value("switchboard_rtp_dropped_total{reason=\"foreign_source\"}").unwrap() >= 45.0, "{}", app.metrics());
+    assert!(intruder.set_read_timeout(Some(Duration::from_millis(100))).is_ok());
+    assert!(intruder.recv_from(&mut [0u8; 2048]).is_err(), "nothing is sent to the intruder");
+
+    c.send(&format!(
+        "BYE sip:x@127.0.0.1 SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: z9hG4bKlatch@test\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        c.via("z9hG4bKlatchbye"),
+        header(&ok, "From").unwrap(),
+        header(&ok, "To").unwrap()
+    ));
+    assert!(c.recv_all(Duration::from_millis(300)).iter().any(|(_, m)| status(m) == 200));
+    assert!(app.wait_log("media stopped", Duration::from_secs(2)));
+    // JSON logs: every line is an object, and the call's lines carry its Call-ID (as a field or in the call span).
+    let log = app.log();
+    let call_lines: Vec<&str> = log.lines().filter(|l| l.contains("z9hG4bKlatch@test")).collect();
+    assert!(call_lines.len() >= 4, "{log}");
+    for l in log.lines().filter(|l| l.starts_with('{')) {
+        assert!(l.ends_with('}'), "one JSON object per line: {l}");
+    }
+    for needle in ["incoming call", "RTP latched", "media stopped", "call ended"] {
+        let line = log.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}` line in {log}"));
+        assert!(line.contains("\"call_id\":\"z9hG4bKlatch@test\""), "{needle}: {line}");
+    }
+}

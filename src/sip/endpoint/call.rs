@@ -14,6 +14,9 @@ pub enum Phase {
     Answered,
     /// ACK received.
     Confirmed,
+    /// We hung up after our 200 but before its ACK: media has stopped and the
+    /// BYE waits for the ACK (RFC 3261 §15) or the 64*T1 give-up.
+    ByePending,
 }
 
 /// A 2xx being retransmitted until its ACK (§13.3.1.4).
@@ -52,6 +55,10 @@ pub struct Call {
     pub contact: String,
     pub local_host: String,
     pub phase: Phase,
+    /// Why we hang up, kept for a BYE that waits for the ACK.
+    pub bye_reason: String,
+    /// `Event::Ended` has been emitted (exactly once per call).
+    pub ended_notified: bool,
     pub offer: SessionDescription,
     pub negotiated: Negotiated,
     pub origin: Origin,

@@ -387,6 +387,8 @@ impl Endpoint {
             contact: build::contact(&local_host, ctx.src.local.port(), ctx.src.transport),
             local_host,
             phase: Phase::Early,
+            bye_reason: String::new(),
+            ended_notified: false,
             offer: offer.clone(),
             negotiated: negotiated.clone(),
             origin: Origin { session_id: self.rng.random_range(1..1u64 << 48), version: 1 },
@@ -444,10 +446,19 @@ impl Endpoint {
                 self.invite_response(key, 480, now);
                 self.end_call(key, EndReason::LocalHangup(reason.to_string()));
             }
-            Phase::Answered | Phase::Confirmed => {
+            Phase::Answered => {
+                // §15: no BYE before the ACK of our 2xx. Stop the media now; the BYE follows.
+                if let Some(c) = self.calls.get_mut(&key) {
+                    c.phase = Phase::ByePending;
+                    c.bye_reason = reason.to_string();
+                }
+                self.notify_ended(key, EndReason::LocalHangup(reason.to_string()));
+            }
+            Phase::Confirmed => {
                 self.send_bye(key, reason, now);
                 self.end_call(key, EndReason::LocalHangup(reason.to_string()));
             }
+            Phase::ByePending => {}
         }
     }
 
@@ -509,7 +520,7 @@ impl Endpoint {
         self.transmits.push_back(t);
     }
 
-    fn handle_ack(&mut self, ctx: ReqCtx, _now: Instant) {
+    fn handle_ack(&mut self, ctx: ReqCtx, now: Instant) {
         let call_id = ctx.req.call_id().unwrap_or_default().to_string();
         let Some(tag) = ctx.req.to().and_then(|t| t.tag().map(str::to_string)) else { return };
         let Some(&key) = self.dialogs.get(&(call_id, tag)) else { return };
@@ -518,6 +529,12 @@ impl Endpoint {
         match &c.retx {
             Some(r) if r.cseq == cseq => {
                 c.retx = None;
+                if c.phase == Phase::ByePending {
+                    let reason = c.bye_reason.clone();
+                    self.send_bye(key, &reason, now);
+                    self.forget_call(key);
+                    return;
+                }
                 if c.phase == Phase::Answered {
                     c.phase = Phase::Confirmed;
                     info!(call_id = %c.call_id, key = %key, "call confirmed (ACK)");
@@ -693,11 +710,26 @@ impl Endpoint {
         );
     }
 
+    /// The call is over: tell the driver (once) and forget its dialog.
     fn end_call(&mut self, key: CallKey, reason: EndReason) {
+        self.notify_ended(key, reason);
+        self.forget_call(key);
+    }
+
+    /// Emit `Ended` (stops media) unless already emitted; the dialog may live on (ByePending).
+    fn notify_ended(&mut self, key: CallKey, reason: EndReason) {
+        if let Some(c) = self.calls.get_mut(&key) {
+            if !c.ended_notified {
+                c.ended_notified = true;
+                info!(call_id = %c.call_id, key = %key, reason = ?reason, "call ended");
+                self.events.push_back(Event::Ended { key, call_id: c.call_id.clone(), reason });
+            }
+        }
+    }
+
+    fn forget_call(&mut self, key: CallKey) {
         if let Some(c) = self.calls.remove(&key) {
-            self.dialogs.remove(&(c.call_id.clone(), c.local_tag.clone()));
-            info!(call_id = %c.call_id, key = %key, reason = ?reason, "call ended");
-            self.events.push_back(Event::Ended { key, call_id: c.call_id, reason });
+            self.dialogs.remove(&(c.call_id, c.local_tag));
         }
     }
 
@@ -758,13 +790,23 @@ impl Endpoint {
             }
         }
         for k in ack_timeouts {
-            let initial = self.calls.get(&k).is_some_and(|c| c.phase == Phase::Answered);
+            let phase = self.calls.get(&k).map(|c| c.phase);
+            let mut reason = "no ACK".to_string();
             if let Some(c) = self.calls.get_mut(&k) {
                 c.retx = None;
+                if c.phase == Phase::ByePending {
+                    reason = c.bye_reason.clone();
+                }
                 warn!(call_id = %c.call_id, key = %k, "no ACK for our 2xx within 64*T1: ending call with BYE");
             }
-            self.send_bye(k, "no ACK", now);
-            self.end_call(k, if initial { EndReason::AckTimeout } else { EndReason::LocalHangup("no ACK for re-INVITE".into()) });
+            self.send_bye(k, &reason, now);
+            self.end_call(
+                k,
+                match phase {
+                    Some(Phase::Answered) => EndReason::AckTimeout,
+                    _ => EndReason::LocalHangup("no ACK for re-INVITE".into()),
+                },
+            );
         }
     }
 

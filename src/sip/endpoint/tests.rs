@@ -340,3 +340,28 @@ fn received_is_added_when_sent_by_differs() {
     assert_eq!(via.param("rport"), Some(Some("5062")));
     assert_eq!(tx.target, Target::Addr(PEER.parse::<SocketAddr>().unwrap()));
 }
+
+#[test]
+fn hangup_before_ack_waits_for_it_to_send_bye() {
+    let mut t = T::new();
+    let (key, ok) = t.answered_call(Transport::Udp);
+    t.ep.hangup(key, "shutdown", t.now);
+    // Media stops at once (Ended), but RFC 3261 §15 forbids the BYE before the ACK.
+    assert!(matches!(t.events().as_slice(), [Event::Ended { reason: EndReason::LocalHangup(_), .. }]));
+    assert!(t.sent().iter().all(|(_, m)| m.method() != Some(&Method::Bye)));
+    t.feed(&ack_for(&ok), Transport::Udp);
+    let sent = t.sent();
+    let bye = sent.iter().find(|(_, m)| m.method() == Some(&Method::Bye)).expect("BYE once the ACK arrived");
+    assert!(bye.1.headers.get("Reason").unwrap().contains("shutdown"));
+    assert!(t.events().is_empty(), "no second Ended");
+    // Without an ACK the BYE goes at the 64*T1 give-up instead, still with one Ended.
+    let mut t = T::new();
+    let (key, _) = t.answered_call(Transport::Udp);
+    t.ep.hangup(key, "shutdown", t.now);
+    assert_eq!(t.events().len(), 1);
+    t.advance(31_000);
+    assert!(t.sent().iter().all(|(_, m)| m.method() != Some(&Method::Bye)));
+    t.advance(1_100);
+    assert!(t.sent().iter().any(|(_, m)| m.method() == Some(&Method::Bye)));
+    assert!(t.events().is_empty());
+}
