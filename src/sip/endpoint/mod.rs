@@ -819,17 +819,17 @@ impl Endpoint {
     }
 
     fn respond_tx_sent(&mut self, key: TxKey, ctx: &ReqCtx, code: u16, to_tag: Option<&str>, now: Instant, edit: impl FnOnce(&mut SipMessage)) -> Option<Transmit> {
-        let tag = to_tag.map(str::to_string).or_else(|| (code >= 200 && ctx.req.to().and_then(|t| t.tag().map(|_| ())).is_none()).then(|| self.random_token(10)));
+        // A final response to a request without a To tag gets one (§8.2.6.2).
+        let untagged = ctx.req.to().is_some_and(|t| t.tag().is_none());
+        let tag = to_tag.map(str::to_string).or_else(|| (code >= 200 && untagged).then(|| self.random_token(10)));
         let mut m = build::response(&ctx.req.headers, &ctx.via, code, tag.as_deref(), &self.cfg.user_agent);
         edit(&mut m);
         self.record_and_send(key, ctx, m, now)
     }
 
+    /// `respond_tx` with our own reason phrase (says why: which codec, which header).
     fn respond_reason_tx(&mut self, key: TxKey, ctx: &ReqCtx, code: u16, reason: &str, now: Instant) {
-        let tag = ctx.req.to().and_then(|t| t.tag().map(|_| ())).is_none().then(|| self.random_token(10));
-        let mut m = build::response(&ctx.req.headers, &ctx.via, code, tag.as_deref(), &self.cfg.user_agent);
-        m.start = StartLine::Response { code, reason: reason.to_string() };
-        self.record_and_send(key, ctx, m, now);
+        self.respond_tx(key, ctx, code, None, now, |m| m.start = StartLine::Response { code, reason: reason.to_string() });
     }
 
     fn record_and_send(&mut self, key: TxKey, ctx: &ReqCtx, m: SipMessage, now: Instant) -> Option<Transmit> {
