@@ -117,6 +117,7 @@ impl CallMedia {
     fn pacer_config(p: &MediaParams, id: RtpIdentity) -> PacerConfig {
         PacerConfig {
             clock_rate: p.codec.clock_rate(),
+            pcm_rate: p.codec.clock_rate(),
             ptime: Duration::from_millis(p.ptime_ms as u64),
             payload_type: p.payload_type,
             ssrc: id.ssrc,
@@ -234,6 +235,7 @@ impl CallMedia {
                 Playout::Packet(pkt) => match self.params.codec {
                     Codec::Pcmu => g711::decode_ulaw(&pkt.payload, &mut self.pcm),
                     Codec::Pcma => g711::decode_alaw(&pkt.payload, &mut self.pcm),
+                    Codec::Opus => {} // TEMP: wired to media::codec in the step-2 integration
                 },
                 // Concealment is silence for now; G.711 Appendix I PLC arrives with the media step.
                 Playout::Lost { samples } => self.pcm.resize(samples.min(8000) as usize, 0),
@@ -266,6 +268,7 @@ impl CallMedia {
             match self.params.codec {
                 Codec::Pcmu => g711::encode_ulaw(&frame.pcm, &mut self.payload),
                 Codec::Pcma => g711::encode_alaw(&frame.pcm, &mut self.payload),
+                Codec::Opus => continue, // TEMP: wired to media::codec in the step-2 integration
             }
             self.packet.clear();
             rtp::write(&frame.header, &self.payload, &mut self.packet);

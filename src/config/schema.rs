@@ -80,6 +80,7 @@ fn default_t1_ms() -> U64Range<10, 10_000> {
 pub enum CodecName {
     Pcmu,
     Pcma,
+    Opus,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

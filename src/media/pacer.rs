@@ -21,6 +21,10 @@ use crate::media::rtp::RtpHeader;
 #[derive(Debug, Clone)]
 pub struct PacerConfig {
     pub clock_rate: u32,
+    /// Rate of the PCM queued with `push_audio` (the agent rate, 16 kHz). Frames
+    /// hold `pcm_rate * ptime` samples while timestamps advance by
+    /// `clock_rate * ptime` (Opus runs its RTP clock at 48 kHz whatever the audio).
+    pub pcm_rate: u32,
     /// Clamped to 1 ms ..= 1 s.
     pub ptime: Duration,
     pub payload_type: u8,
@@ -54,6 +58,8 @@ pub struct Pacer {
     start: Instant,
     ptime_ns: u64,
     frame_samples: usize,
+    /// RTP timestamp units per frame.
+    ts_step: u32,
     /// Index of the next frame slot.
     slot: u64,
     next_sequence: u16,
@@ -77,14 +83,18 @@ impl Pacer {
         let ptime_ns = cfg.ptime.as_nanos() as u64;
         // Whole samples per frame; rates where this is fractional (e.g.
         // 11025 Hz at 20 ms) would run the media clock slightly slow.
+        cfg.pcm_rate = cfg.pcm_rate.max(1);
         let frame_samples =
-            (u128::from(cfg.clock_rate) * u128::from(ptime_ns) / 1_000_000_000).max(1) as usize;
+            (u128::from(cfg.pcm_rate) * u128::from(ptime_ns) / 1_000_000_000).max(1) as usize;
+        let ts_step =
+            (u128::from(cfg.clock_rate) * u128::from(ptime_ns) / 1_000_000_000).max(1) as u32;
         Self {
             next_sequence: cfg.initial_sequence,
             cfg,
             start,
             ptime_ns,
             frame_samples,
+            ts_step,
             slot: 0,
             queue: VecDeque::new(),
             sent_any: false,
@@ -94,12 +104,12 @@ impl Pacer {
         }
     }
 
-    /// clock_rate * ptime
+    /// pcm_rate * ptime
     pub fn frame_samples(&self) -> usize {
         self.frame_samples
     }
 
-    /// Queue agent audio (mono PCM at clock_rate) for playout after what is queued.
+    /// Queue agent audio (mono PCM at pcm_rate) for playout after what is queued.
     pub fn push_audio(&mut self, pcm: &[i16]) {
         self.queue.extend(pcm);
     }
@@ -179,7 +189,7 @@ impl Pacer {
             timestamp: self
                 .cfg
                 .initial_timestamp
-                .wrapping_add((self.slot as u32).wrapping_mul(self.frame_samples as u32)),
+                .wrapping_add((self.slot as u32).wrapping_mul(self.ts_step)),
             ssrc: self.cfg.ssrc,
         };
 
@@ -211,6 +221,7 @@ mod tests {
     fn cfg() -> PacerConfig {
         PacerConfig {
             clock_rate: 8000,
+            pcm_rate: 8000,
             ptime: ms(20),
             payload_type: 0,
             ssrc: 0xABCD,
@@ -429,6 +440,7 @@ mod tests {
         let p = Pacer::new(
             PacerConfig {
                 clock_rate: 16_000,
+                pcm_rate: 16_000,
                 ptime: ms(30),
                 ..cfg()
             },
@@ -438,6 +450,7 @@ mod tests {
         let p = Pacer::new(
             PacerConfig {
                 clock_rate: 48_000,
+                pcm_rate: 48_000,
                 ptime: ms(20),
                 ..cfg()
             },
@@ -447,6 +460,7 @@ mod tests {
         let mut p = Pacer::new(
             PacerConfig {
                 clock_rate: 0,
+                pcm_rate: 0,
                 ptime: Duration::ZERO,
                 max_catch_up: 0,
                 ..cfg()
@@ -465,5 +479,29 @@ mod tests {
         );
         assert_eq!(p.frame_samples(), 8000); // ptime clamped to 1 s
         assert_eq!(p.handle_timeout(t0 + Duration::from_secs(10)).len(), 3);
+    }
+
+    #[test]
+    fn opus_frames_hold_16k_pcm_but_stamp_48k_time() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(
+            PacerConfig {
+                clock_rate: 48_000,
+                pcm_rate: 16_000,
+                ptime: Duration::from_millis(20),
+                payload_type: 111,
+                ssrc: 1,
+                initial_sequence: 0,
+                initial_timestamp: u32::MAX - 959,
+                max_catch_up: 3,
+            },
+            t0,
+        );
+        assert_eq!(p.frame_samples(), 320);
+        let f = p.handle_timeout(t0);
+        assert_eq!(f[0].pcm.len(), 320);
+        let f2 = p.handle_timeout(t0 + Duration::from_millis(20));
+        assert_eq!(f2[0].header.timestamp, f[0].header.timestamp.wrapping_add(960));
+        assert_eq!(f2[0].header.timestamp, 0, "wraps at 2^32");
     }
 }

@@ -84,11 +84,13 @@ impl Direction {
     }
 }
 
-/// Audio codecs the media engine can run. Opus joins in step 2.
+/// Audio codecs the media engine can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
     Pcmu,
     Pcma,
+    /// RFC 7587: always `opus/48000/2` in SDP, whatever is actually encoded.
+    Opus,
 }
 
 impl Codec {
@@ -96,15 +98,29 @@ impl Codec {
         match self {
             Codec::Pcmu => "PCMU",
             Codec::Pcma => "PCMA",
+            Codec::Opus => "opus",
         }
     }
+    /// RTP clock rate (timestamp units per second).
     pub fn clock_rate(self) -> u32 {
-        8000
+        match self {
+            Codec::Pcmu | Codec::Pcma => 8000,
+            Codec::Opus => 48000,
+        }
+    }
+    /// The `encoding/rate[/channels]` part of an rtpmap line.
+    pub fn rtpmap(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU/8000",
+            Codec::Pcma => "PCMA/8000",
+            Codec::Opus => "opus/48000/2",
+        }
     }
     pub fn static_payload_type(self) -> Option<u8> {
         match self {
             Codec::Pcmu => Some(0),
             Codec::Pcma => Some(8),
+            Codec::Opus => None,
         }
     }
 }
@@ -114,7 +130,38 @@ impl From<crate::config::CodecName> for Codec {
         match c {
             crate::config::CodecName::Pcmu => Codec::Pcmu,
             crate::config::CodecName::Pcma => Codec::Pcma,
+            crate::config::CodecName::Opus => Codec::Opus,
         }
+    }
+}
+
+/// What the offerer said about its Opus decoder (RFC 7587 §6.1 fmtp), which
+/// bounds what our encoder may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OpusFmtp {
+    /// The peer can use in-band FEC we send.
+    pub useinbandfec: bool,
+    pub maxaveragebitrate: Option<u32>,
+    pub maxplaybackrate: Option<u32>,
+    /// The peer prefers stereo (we always send mono content; it is legal).
+    pub stereo: bool,
+}
+
+impl OpusFmtp {
+    fn parse(fmtp: &str) -> OpusFmtp {
+        let mut o = OpusFmtp::default();
+        for kv in fmtp.split(';') {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            match k.as_str() {
+                "useinbandfec" => o.useinbandfec = v == "1",
+                "maxaveragebitrate" => o.maxaveragebitrate = v.parse().ok(),
+                "maxplaybackrate" => o.maxplaybackrate = v.parse().ok(),
+                "stereo" => o.stereo = v == "1",
+                _ => {}
+            }
+        }
+        o
     }
 }
 
@@ -126,9 +173,13 @@ pub struct Negotiated {
     pub codec: Codec,
     pub payload_type: u8,
     pub dtmf_payload_type: Option<u8>,
+    /// Clock rate of the telephone-event format (8000, or 48000 beside Opus).
+    pub dtmf_clock_rate: u32,
     pub ptime_ms: u32,
     /// Our direction (what goes in the answer).
     pub direction: Direction,
+    /// The offer's Opus parameters (when the codec is Opus).
+    pub opus: Option<OpusFmtp>,
     /// Where the peer wants RTP; None when on hold (c=0.0.0.0) or port 0.
     pub remote_rtp: Option<SocketAddr>,
 }
@@ -231,6 +282,13 @@ impl MediaDescription {
     fn attr(&self, name: &str) -> Option<Option<&str>> {
         self.attributes.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_deref())
     }
+    /// The fmtp parameters of a payload type.
+    pub fn fmtp(&self, pt: &str) -> Option<&str> {
+        self.attributes.iter().find_map(|(n, v)| {
+            let (p, rest) = v.as_deref()?.split_once(' ')?;
+            (n == "fmtp" && p.trim() == pt).then_some(rest.trim())
+        })
+    }
     /// (encoding name, clock rate) for a payload type, from rtpmap or the static table.
     pub fn rtpmap(&self, pt: &str) -> Option<(String, u32)> {
         for (n, v) in &self.attributes {
@@ -272,7 +330,7 @@ pub fn negotiate(offer: &SessionDescription, prefs: &[Codec], default_ptime_ms: 
             continue;
         }
         let mut best: Option<(usize, Codec, u8)> = None;
-        let mut dtmf = None;
+        let mut dtmf: Vec<(u8, u32)> = Vec::new();
         for f in &m.formats {
             let Ok(pt) = f.parse::<u8>() else { continue };
             let Some((name, rate)) = m.rtpmap(f) else {
@@ -280,8 +338,8 @@ pub fn negotiate(offer: &SessionDescription, prefs: &[Codec], default_ptime_ms: 
                 continue;
             };
             offered.push(format!("{name}/{rate}"));
-            if name.eq_ignore_ascii_case("telephone-event") && rate == 8000 {
-                dtmf.get_or_insert(pt);
+            if name.eq_ignore_ascii_case("telephone-event") && (rate == 8000 || rate == 48000) {
+                dtmf.push((pt, rate));
                 continue;
             }
             for (rank, c) in prefs.iter().enumerate() {
@@ -291,6 +349,9 @@ pub fn negotiate(offer: &SessionDescription, prefs: &[Codec], default_ptime_ms: 
             }
         }
         let Some((_, codec, payload_type)) = best else { continue };
+        // telephone-event at the audio's clock rate if offered (RFC 4733 §2.1), else at 8 kHz.
+        let dtmf = dtmf.iter().find(|(_, r)| *r == codec.clock_rate()).or(dtmf.iter().find(|(_, r)| *r == 8000)).copied();
+        let opus = (codec == Codec::Opus).then(|| OpusFmtp::parse(m.fmtp(&payload_type.to_string()).unwrap_or("")));
         let session_dir = offer.attributes.iter().find_map(|(n, v)| if v.is_none() { Direction::parse(n) } else { None });
         let offer_dir = m.direction().or(session_dir).unwrap_or(Direction::SendRecv);
         let conn = m.connection.or(offer.connection);
@@ -306,10 +367,12 @@ pub fn negotiate(offer: &SessionDescription, prefs: &[Codec], default_ptime_ms: 
             media_index: idx,
             codec,
             payload_type,
-            dtmf_payload_type: dtmf,
+            dtmf_payload_type: dtmf.map(|d| d.0),
+            dtmf_clock_rate: dtmf.map_or(8000, |d| d.1),
             ptime_ms: ptime,
             direction: offer_dir.answer(),
             remote_rtp,
+            opus,
         });
     }
     if !offered.is_empty() {
@@ -359,9 +422,17 @@ fn write_audio(s: &mut String, neg: &Negotiated, port: u16) {
     if let Some(d) = neg.dtmf_payload_type {
         let _ = write!(s, " {d}");
     }
-    let _ = write!(s, "\r\na=rtpmap:{} {}/{}\r\n", neg.payload_type, neg.codec.encoding_name(), neg.codec.clock_rate());
+    let _ = write!(s, "\r\na=rtpmap:{} {}\r\n", neg.payload_type, neg.codec.rtpmap());
+    if neg.codec == Codec::Opus {
+        // What our decoder wants: mono, wideband (we decode at 16 kHz), FEC welcome.
+        let _ = write!(
+            s,
+            "a=fmtp:{} useinbandfec=1;stereo=0;sprop-stereo=0;maxplaybackrate=16000;sprop-maxcapturerate=16000\r\n",
+            neg.payload_type
+        );
+    }
     if let Some(d) = neg.dtmf_payload_type {
-        let _ = write!(s, "a=rtpmap:{d} telephone-event/8000\r\na=fmtp:{d} 0-16\r\n");
+        let _ = write!(s, "a=rtpmap:{d} telephone-event/{}\r\na=fmtp:{d} 0-16\r\n", neg.dtmf_clock_rate);
     }
     let _ = write!(s, "a=ptime:{}\r\na={}\r\n", neg.ptime_ms, neg.direction.as_str());
 }
@@ -424,6 +495,27 @@ m=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
         let n = negotiate(&parse(v6.as_bytes()).unwrap(), &[Codec::Pcmu], 20).unwrap();
         assert_eq!(n.remote_rtp, Some("[::1]:4002".parse().unwrap()));
         assert_eq!(n.direction, Direction::Inactive);
+    }
+
+    #[test]
+    fn opus_with_fmtp_and_48k_telephone_event() {
+        let offer = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 111 0 101 102\r\na=rtpmap:111 opus/48000/2\r\n\
+a=fmtp:111 useinbandfec=1; maxaveragebitrate=20000;stereo=1\r\na=rtpmap:101 telephone-event/8000\r\na=rtpmap:102 telephone-event/48000\r\n";
+        let sd = parse(offer.as_bytes()).unwrap();
+        let n = negotiate(&sd, &[Codec::Opus, Codec::Pcmu], 20).unwrap();
+        assert_eq!((n.codec, n.payload_type), (Codec::Opus, 111));
+        assert_eq!((n.dtmf_payload_type, n.dtmf_clock_rate), (Some(102), 48000), "event clock matches the audio clock");
+        let o = n.opus.unwrap();
+        assert!(o.useinbandfec && o.stereo);
+        assert_eq!(o.maxaveragebitrate, Some(20000));
+        let a = build_answer(&sd, &n, "192.0.2.1:30000".parse().unwrap(), Origin { session_id: 1, version: 1 });
+        assert!(a.contains("m=audio 30000 RTP/AVP 111 102\r\n"), "{a}");
+        assert!(a.contains("a=rtpmap:111 opus/48000/2\r\n"), "{a}");
+        assert!(a.contains("a=fmtp:111 useinbandfec=1;stereo=0;"), "{a}");
+        assert!(a.contains("a=rtpmap:102 telephone-event/48000\r\n"), "{a}");
+        // PCMU preferred: Opus ignored, telephone-event/8000 chosen.
+        let n = negotiate(&sd, &[Codec::Pcmu, Codec::Opus], 20).unwrap();
+        assert_eq!((n.codec, n.dtmf_payload_type, n.opus), (Codec::Pcmu, Some(101), None));
     }
 
     #[test]
