@@ -278,6 +278,11 @@ impl CallMedia {
         }
     }
 
+    /// A SIP INFO body from the peer (DTMF relay): decoded in the media step.
+    pub fn handle_info(&mut self, content_type: &str, body: &[u8], _now: Instant) {
+        tracing::debug!(content_type, len = body.len(), "INFO received");
+    }
+
     /// The agent asked to end the call.
     pub fn take_hangup(&mut self) -> Option<String> {
         self.hangup.take()

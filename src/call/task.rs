@@ -16,6 +16,8 @@ pub enum CallCtrl {
     Confirmed,
     /// The session was renegotiated.
     Update(MediaParams),
+    /// An in-dialog INFO body (DTMF relay).
+    Info { content_type: String, body: Vec<u8> },
     /// The call ended: stop at once.
     Stop,
 }
@@ -68,6 +70,7 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
             c = ctrl.recv() => match c {
                 Some(CallCtrl::Confirmed) => media.start_agent(std::time::Instant::now()),
                 Some(CallCtrl::Update(params)) => media.update(params, std::time::Instant::now()),
+                Some(CallCtrl::Info { content_type, body }) => media.handle_info(&content_type, &body, std::time::Instant::now()),
                 Some(CallCtrl::Stop) | None => break,
             },
             r = socket.recv_from(&mut buf) => match r {

@@ -178,6 +178,11 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                         let _ = c.send(CallCtrl::Update(MediaParams::from(&negotiated)));
                     }
                 }
+                Event::Info { key, content_type, body } => {
+                    if let Some(c) = calls.get(&key).and_then(|c| c.ctrl.as_ref()) {
+                        let _ = c.send(CallCtrl::Info { content_type, body });
+                    }
+                }
                 Event::Ended { key, reason, .. } => {
                     if let Some(c) = calls.remove(&key) {
                         if let Some(ctrl) = c.ctrl {

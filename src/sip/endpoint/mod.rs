@@ -595,10 +595,13 @@ impl Endpoint {
             }
             Method::Invite | Method::Update => self.handle_reoffer(ctx, key, ck, now),
             Method::Info | Method::Options => {
-                // DTMF over INFO is read in the media step; acknowledge so the peer keeps going.
                 self.respond_tx(key, &ctx, 200, None, now, |m| {
                     m.headers.push("Allow", ALLOW);
                 });
+                if ctx.method == Method::Info && !ctx.req.body.is_empty() {
+                    let content_type = ctx.req.headers.get("Content-Type").unwrap_or("").to_string();
+                    self.events.push_back(Event::Info { key: ck, content_type, body: ctx.req.body });
+                }
             }
             _ => self.respond_tx(key, &ctx, 405, None, now, |m| m.headers.push("Allow", ALLOW)),
         }

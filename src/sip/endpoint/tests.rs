@@ -365,3 +365,26 @@ fn hangup_before_ack_waits_for_it_to_send_bye() {
     assert!(t.sent().iter().any(|(_, m)| m.method() == Some(&Method::Bye)));
     assert!(t.events().is_empty());
 }
+
+#[test]
+fn info_in_dialog_is_answered_and_passed_on() {
+    let mut t = T::new();
+    let (key, ok) = t.answered_call(Transport::Udp);
+    t.feed(&ack_for(&ok), Transport::Udp);
+    t.events();
+    let info = ack_for(&ok)
+        .replace("ACK sip", "INFO sip")
+        .replace("1 ACK", "2 INFO")
+        .replace("z9hG4bKack1", "z9hG4bKinfo1")
+        .replace("Content-Length: 0\r\n\r\n", "Content-Type: application/dtmf-relay\r\nContent-Length: 24\r\n\r\nSignal=5\r\nDuration=160\r\n");
+    t.feed(&info, Transport::Udp);
+    assert_eq!(t.codes(), vec![200]);
+    match t.events().as_slice() {
+        [Event::Info { key: k, content_type, body }] => {
+            assert_eq!(*k, key);
+            assert_eq!(content_type, "application/dtmf-relay");
+            assert_eq!(body, b"Signal=5\r\nDuration=160\r\n");
+        }
+        e => panic!("{e:?}"),
+    }
+}

@@ -114,4 +114,6 @@ pub enum Event {
     MediaChanged { key: CallKey, negotiated: Negotiated },
     /// The call is over; stop its media. Sent exactly once per call.
     Ended { key: CallKey, call_id: String, reason: EndReason },
+    /// An in-dialog INFO with a body (DTMF relay and the like), already answered 200.
+    Info { key: CallKey, content_type: String, body: Vec<u8> },
 }
