@@ -96,6 +96,13 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    let jb = &c.media.jitter_buffer;
+    if !(jb.min_ms <= jb.target_ms && jb.target_ms.get() <= jb.max_ms.get()) {
+        return Err(err(
+            "media.jitter_buffer",
+            format!("need min_ms <= target_ms <= max_ms (got {} / {} / {})", jb.min_ms.get(), jb.target_ms.get(), jb.max_ms.get()),
+        ));
+    }
     if c.media.codecs.is_empty() {
         return Err(err("media.codecs", "at least one codec must be listed".into()));
     }

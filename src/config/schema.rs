@@ -101,6 +101,15 @@ pub struct MediaConfig {
     pub ptime_ms: U64Range<10, 60>,
     #[serde(default)]
     pub jitter_buffer: JitterConfigYaml,
+    #[serde(default)]
+    pub opus: OpusConfig,
+    /// End the call (BYE) when no RTP arrives for this long while we expect
+    /// some (0 = never). Catches peers that vanished without a BYE.
+    #[serde(default = "default_rtp_timeout")]
+    pub rtp_timeout_s: U64Range<0, 3600>,
+    /// RTCP report interval (RFC 3550 recommends 5 s).
+    #[serde(default = "default_rtcp_interval")]
+    pub rtcp_interval_ms: U64Range<500, 60_000>,
 }
 
 impl Default for MediaConfig {
@@ -111,8 +120,53 @@ impl Default for MediaConfig {
             codecs: default_codecs(),
             ptime_ms: default_ptime(),
             jitter_buffer: JitterConfigYaml::default(),
+            opus: OpusConfig::default(),
+            rtp_timeout_s: default_rtp_timeout(),
+            rtcp_interval_ms: default_rtcp_interval(),
         }
     }
+}
+
+fn default_rtp_timeout() -> U64Range<0, 3600> {
+    U64Range(30)
+}
+fn default_rtcp_interval() -> U64Range<500, 60_000> {
+    U64Range(5000)
+}
+
+/// Our Opus encoder; the peer's fmtp (maxaveragebitrate) may lower the bitrate.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OpusConfig {
+    #[serde(default = "default_opus_bitrate")]
+    pub bitrate_bps: U64Range<6000, 510_000>,
+    /// In-band forward error correction (sent when the peer says useinbandfec=1).
+    #[serde(default = "default_true")]
+    pub fec: bool,
+    /// Loss rate the encoder plans FEC for.
+    #[serde(default = "default_opus_loss")]
+    pub expected_loss_pct: U64Range<0, 100>,
+    /// 0 (cheapest) to 10 (best); 5 is a good trade for many calls per core.
+    #[serde(default = "default_opus_complexity")]
+    pub complexity: U64Range<0, 10>,
+}
+
+impl Default for OpusConfig {
+    fn default() -> Self {
+        OpusConfig { bitrate_bps: default_opus_bitrate(), fec: true, expected_loss_pct: default_opus_loss(), complexity: default_opus_complexity() }
+    }
+}
+fn default_opus_bitrate() -> U64Range<6000, 510_000> {
+    U64Range(24000)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_opus_loss() -> U64Range<0, 100> {
+    U64Range(10)
+}
+fn default_opus_complexity() -> U64Range<0, 10> {
+    U64Range(5)
 }
 
 fn default_rtp_ports() -> PortRange {
@@ -128,24 +182,30 @@ fn default_ptime() -> U64Range<10, 60> {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JitterConfigYaml {
-    /// Playout delay added to absorb network jitter.
+    /// The adaptive playout delay never goes below this…
+    #[serde(default = "default_jb_min")]
+    pub min_ms: U64Range<0, 1000>,
+    /// …starts here…
     #[serde(default = "default_jb_target")]
     pub target_ms: U64Range<0, 1000>,
-    /// Beyond this a timestamp jump re-synchronises the buffer.
+    /// …and never exceeds this (beyond it a timestamp jump re-synchronises).
     #[serde(default = "default_jb_max")]
     pub max_ms: U64Range<20, 5000>,
 }
 
 impl Default for JitterConfigYaml {
     fn default() -> Self {
-        JitterConfigYaml { target_ms: default_jb_target(), max_ms: default_jb_max() }
+        JitterConfigYaml { min_ms: default_jb_min(), target_ms: default_jb_target(), max_ms: default_jb_max() }
     }
+}
+fn default_jb_min() -> U64Range<0, 1000> {
+    U64Range(20)
 }
 fn default_jb_target() -> U64Range<0, 1000> {
     U64Range(40)
 }
 fn default_jb_max() -> U64Range<20, 5000> {
-    U64Range(500)
+    U64Range(200)
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

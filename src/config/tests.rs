@@ -84,3 +84,9 @@ fn glob_routes() {
     assert!(glob_match("1000", "1000"));
     assert!(!glob_match("1000", "10000"));
 }
+
+#[test]
+fn jitter_bounds_must_be_ordered() {
+    let e = err(&format!("media:\n  jitter_buffer:\n    min_ms: 80\n    target_ms: 40\n{MIN}"));
+    assert_eq!((e.key.as_str(), e.line), ("media.jitter_buffer", Some(2)), "{e}");
+}
