@@ -1,7 +1,7 @@
 //! Prometheus metrics. One `Metrics` per appliance, shared by reference;
 //! label children are resolved once so the per-packet path only does atomic adds.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -20,6 +20,13 @@ pub struct Metrics {
     pub sip_requests: IntCounter,
     pub sip_malformed: IntCounter,
     pub sip_retransmissions: IntCounter,
+    pub dtmf_rfc4733: IntCounter,
+    pub dtmf_sip_info: IntCounter,
+    pub concealed_seconds: prometheus::Counter,
+    /// Per-call figures observed when each call ends (from RTCP).
+    pub call_jitter: Histogram,
+    pub call_loss: Histogram,
+    pub call_rtt: Histogram,
 }
 
 impl Metrics {
@@ -33,7 +40,17 @@ impl Metrics {
         let jitter = IntCounterVec::new(Opts::new("switchboard_jitter_buffer_packets_total", "Jitter-buffer packet events"), &["event"]).expect("valid metric");
         let dropped = IntCounterVec::new(Opts::new("switchboard_rtp_dropped_total", "Received datagrams not played"), &["reason"]).expect("valid metric");
         let sip = IntCounterVec::new(Opts::new("switchboard_sip_messages_total", "SIP messages received"), &["kind"]).expect("valid metric");
-        for c in [&calls, &rtp_packets, &rtp_bytes, &jitter, &dropped, &sip] {
+        let dtmf = IntCounterVec::new(Opts::new("switchboard_dtmf_digits_total", "DTMF digits received"), &["source"]).expect("valid metric");
+        let concealed_seconds = prometheus::Counter::new("switchboard_concealed_audio_seconds_total", "Caller audio synthesised by loss concealment").expect("valid metric");
+        let hist = |name: &str, help: &str, buckets: Vec<f64>| Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+        let call_jitter = hist("switchboard_call_jitter_seconds", "Interarrival jitter of the caller's RTP at call end (RFC 3550)", vec![0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16]);
+        let call_loss = hist("switchboard_call_loss_ratio", "Fraction of the caller's RTP lost over the call", vec![0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]);
+        let call_rtt = hist("switchboard_call_rtt_seconds", "Round-trip time from RTCP at call end", vec![0.005, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8]);
+        for h in [&call_jitter, &call_loss, &call_rtt] {
+            registry.register(Box::new(h.clone())).expect("unique metric");
+        }
+        registry.register(Box::new(concealed_seconds.clone())).expect("unique metric");
+        for c in [&calls, &rtp_packets, &rtp_bytes, &jitter, &dropped, &sip, &dtmf] {
             registry.register(Box::new(c.clone())).expect("unique metric");
         }
         registry.register(Box::new(active_calls.clone())).expect("unique metric");
@@ -53,6 +70,12 @@ impl Metrics {
             sip_requests: sip.with_label_values(&["request"]),
             sip_malformed: sip.with_label_values(&["malformed"]),
             sip_retransmissions: sip.with_label_values(&["retransmission"]),
+            dtmf_rfc4733: dtmf.with_label_values(&["rfc4733"]),
+            dtmf_sip_info: dtmf.with_label_values(&["sip_info"]),
+            concealed_seconds,
+            call_jitter,
+            call_loss,
+            call_rtt,
             calls,
             registry,
         }
@@ -76,6 +99,26 @@ impl Metrics {
         self.jitter_duplicate.inc_by(now.duplicate.saturating_sub(before.duplicate));
         self.rtp_dropped_foreign.inc_by(now.foreign_dropped - before.foreign_dropped);
         self.rtp_dropped_invalid.inc_by(now.invalid_dropped - before.invalid_dropped);
+        self.concealed_seconds.inc_by((now.concealed_samples - before.concealed_samples) as f64 / 16000.0);
+    }
+
+    pub fn dtmf_digit(&self, source: crate::media::dtmf::DtmfSource) {
+        match source {
+            crate::media::dtmf::DtmfSource::Rfc4733 => self.dtmf_rfc4733.inc(),
+            crate::media::dtmf::DtmfSource::SipInfo => self.dtmf_sip_info.inc(),
+        }
+    }
+
+    /// A finished call's reception quality, from its RTCP statistics.
+    pub fn observe_call_quality(&self, s: &crate::call::MediaStats) {
+        if s.rtcp.packets_received > 0 {
+            self.call_jitter.observe(s.rtcp.jitter_ms / 1000.0);
+            let expected = s.rtcp.packets_received as f64 + s.rtcp.cumulative_lost.max(0) as f64;
+            self.call_loss.observe(s.rtcp.cumulative_lost.max(0) as f64 / expected);
+        }
+        if let Some(rtt) = s.rtcp.rtt {
+            self.call_rtt.observe(rtt.as_secs_f64());
+        }
     }
 }
 

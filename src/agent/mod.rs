@@ -25,7 +25,7 @@ pub struct PlayoutState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentOutput {
-    /// Queue this audio (mono PCM at the call's audio rate) after what is queued.
+    /// Queue this audio (mono PCM at the agent rate) after what is queued.
     Audio(Vec<i16>),
     /// Drop everything queued (interruption).
     ClearAudio,
@@ -34,12 +34,14 @@ pub enum AgentOutput {
 }
 
 pub trait Agent: Send {
-    /// The call is up (ACK received); `sample_rate` is the call's audio rate.
+    /// The call is up (ACK received); `sample_rate` is the agent rate (16 kHz), whatever the wire codec.
     fn start(&mut self, sample_rate: u32, now: Instant);
-    /// Decoded caller audio, in order, at the call's audio rate (concealed gaps included).
+    /// Decoded caller audio, in order, at the agent rate (concealed gaps included).
     fn on_caller_audio(&mut self, pcm: &[i16], playout: PlayoutState, now: Instant);
     /// What the agent wants done next; called until None at each packet time.
     fn poll_output(&mut self, playout: PlayoutState, now: Instant) -> Option<AgentOutput>;
+    /// A digit from the caller (RFC 4733 or SIP INFO), with when it started.
+    fn on_dtmf(&mut self, _event: &crate::media::dtmf::DtmfEvent, _now: Instant) {}
 }
 
 /// Everything an agent needs from the config, with its files already loaded.
@@ -47,7 +49,7 @@ pub trait Agent: Send {
 pub struct AgentSpec {
     pub name: String,
     pub config: AgentConfig,
-    /// Greeting as 8 kHz mono PCM, loaded once at start-up.
+    /// Greeting as mono PCM at the agent rate (16 kHz), loaded once at start-up.
     pub greeting: Option<Arc<Vec<i16>>>,
 }
 
@@ -56,7 +58,7 @@ impl AgentSpec {
         let greeting = match &config.greeting {
             Some(p) => {
                 let path = loaded.resolve(p);
-                Some(Arc::new(wav::load_pcm16(&path, 8000).map_err(|e| format!("{}: {e}", path.display()))?))
+                Some(Arc::new(wav::load_pcm16(&path, crate::media::codec::AGENT_RATE).map_err(|e| format!("{}: {e}", path.display()))?))
             }
             None => None,
         };

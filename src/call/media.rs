@@ -1,17 +1,25 @@
 //! The sans-IO media core of one call.
 //!
 //! RTP in: latch to the first valid source (symmetric RTP, for callers behind
-//! NAT), ignore everything else, feed the jitter buffer. Every packet time:
-//! play out what the jitter buffer releases, decode it, give it to the agent,
-//! queue the agent's audio in the pacer, and emit the pacer's frames as RTP.
+//! NAT), ignore everything else; audio goes to the jitter buffer, telephone
+//! events to the RFC 4733 receiver, everything to the RTCP reception
+//! statistics. Every packet time: play out what the jitter buffer releases,
+//! decode or conceal it to 16 kHz, give it to the agent, queue the agent's
+//! audio in the pacer, and emit the pacer's frames as RTP (or as telephone
+//! events while digits are being sent). RTCP reports go out on their own
+//! schedule; an RTP timeout asks for the call to end.
 
 use crate::agent::{Agent, AgentOutput, PlayoutState};
+use crate::media::codec::{self, CodecKind, Decoder, Encoder, OpusParams, AGENT_RATE};
+use crate::media::dtmf::{self, DtmfEvent, DtmfSource, Rfc4733Receiver, Rfc4733Sender};
 use crate::media::jitter::{InsertOutcome, JitterBuffer, JitterConfig, MediaPacket, Playout};
 use crate::media::pacer::{Pacer, PacerConfig};
-use crate::media::{g711, rtp};
-use crate::sip::sdp::{Codec, Direction, Negotiated};
+use crate::media::rtcp::{RtcpConfig, RtcpSession, RtcpStats};
+use crate::media::rtp;
+use crate::sip::sdp::{Codec, Direction, Negotiated, OpusFmtp};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// What the SDP negotiation decided for this call's audio.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,9 +27,11 @@ pub struct MediaParams {
     pub codec: Codec,
     pub payload_type: u8,
     pub dtmf_payload_type: Option<u8>,
+    pub dtmf_clock_rate: u32,
     pub ptime_ms: u32,
     pub direction: Direction,
     pub remote: Option<SocketAddr>,
+    pub opus: Option<OpusFmtp>,
 }
 
 impl From<&Negotiated> for MediaParams {
@@ -30,14 +40,28 @@ impl From<&Negotiated> for MediaParams {
             codec: n.codec,
             payload_type: n.payload_type,
             dtmf_payload_type: n.dtmf_payload_type,
+            dtmf_clock_rate: n.dtmf_clock_rate,
             ptime_ms: n.ptime_ms,
             direction: n.direction,
             remote: n.remote_rtp,
+            opus: n.opus,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Per-appliance media settings (from the config).
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    pub jitter: JitterConfig,
+    pub opus: OpusParams,
+    pub rtcp_interval: Duration,
+    /// None: never time out.
+    pub rtp_timeout: Option<Duration>,
+    /// RTCP CNAME (RFC 7022: per-call random is fine).
+    pub cname: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct MediaStats {
     pub packets_in: u64,
     pub bytes_in: u64,
@@ -45,11 +69,18 @@ pub struct MediaStats {
     pub bytes_out: u64,
     /// RTP from an address other than the latched one.
     pub foreign_dropped: u64,
-    /// Not RTP, RTCP on the RTP port, or a payload type we did not negotiate.
+    /// Not RTP, or a payload type we did not negotiate.
     pub invalid_dropped: u64,
     pub late: u64,
     pub lost: u64,
     pub duplicate: u64,
+    /// 16 kHz samples of concealment produced (loss and jitter-buffer stretching).
+    pub concealed_samples: u64,
+    /// 16 kHz samples decoded from packets.
+    pub decoded_samples: u64,
+    pub decode_errors: u64,
+    pub dtmf_digits: u64,
+    pub rtcp: RtcpStats,
 }
 
 /// What became of one received datagram.
@@ -60,24 +91,23 @@ pub enum RxOutcome {
     Latched(SocketAddr),
     Foreign,
     Invalid,
-    /// Valid but not for the jitter buffer (telephone-event, late, duplicate, receive disabled).
+    /// Valid but not played: telephone-event, RTCP, late, duplicate, receive disabled.
     Skipped,
 }
 
-pub struct CallMedia {
-    params: MediaParams,
-    latched: Option<SocketAddr>,
-    jitter: JitterBuffer,
-    jitter_cfg: JitterConfig,
-    pacer: Pacer,
-    agent: Box<dyn Agent>,
-    agent_started: bool,
-    hangup: Option<String>,
-    stats: MediaStats,
-    last_rx: Option<Instant>,
-    pcm: Vec<i16>,
-    payload: Vec<u8>,
-    packet: Vec<u8>,
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    Rtp(SocketAddr, Vec<u8>),
+    Rtcp(SocketAddr, Vec<u8>),
+}
+
+/// Something the call driver must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    Dtmf(DtmfEvent),
+    /// End the call with BYE for this reason (agent decision, RTP timeout).
+    Hangup(String),
 }
 
 /// Random RTP identity (SSRC, first sequence number and timestamp, RFC 3550 §5.1).
@@ -94,30 +124,108 @@ impl RtpIdentity {
     }
 }
 
+fn kind(c: Codec) -> CodecKind {
+    match c {
+        Codec::Pcmu => CodecKind::Pcmu,
+        Codec::Pcma => CodecKind::Pcma,
+        Codec::Opus => CodecKind::Opus,
+    }
+}
+
+/// Our Opus encoder settings, bounded by what the peer's fmtp allows.
+fn opus_params(ours: &OpusParams, peer: Option<&OpusFmtp>) -> OpusParams {
+    let mut p = ours.clone();
+    if let Some(f) = peer {
+        if let Some(max) = f.maxaveragebitrate {
+            p.bitrate_bps = p.bitrate_bps.min(max.max(6000));
+        }
+        // FEC costs bits; send it only to a decoder that said it will use it.
+        p.fec = p.fec && f.useinbandfec;
+    }
+    p
+}
+
+/// The codec state of one negotiated session (rebuilt when a re-INVITE changes the codec).
+struct Codecs {
+    decoder: Box<dyn Decoder>,
+    encoder: Box<dyn Encoder>,
+    dtmf_rx: Rfc4733Receiver,
+    dtmf_tx: Rfc4733Sender,
+}
+
+impl Codecs {
+    fn new(p: &MediaParams, s: &MediaSettings) -> Result<Codecs, codec::CodecError> {
+        let k = kind(p.codec);
+        Ok(Codecs {
+            decoder: codec::decoder(k, p.ptime_ms)?,
+            encoder: codec::encoder(k, p.ptime_ms, &opus_params(&s.opus, p.opus.as_ref()))?,
+            dtmf_rx: Rfc4733Receiver::new(p.dtmf_clock_rate),
+            dtmf_tx: Rfc4733Sender::new(p.dtmf_clock_rate, p.ptime_ms),
+        })
+    }
+}
+
+pub struct CallMedia {
+    params: MediaParams,
+    settings: MediaSettings,
+    latched: Option<SocketAddr>,
+    /// Source of the peer's RTCP (latched like RTP), when it uses a separate port.
+    rtcp_peer: Option<SocketAddr>,
+    jitter: JitterBuffer,
+    codecs: Codecs,
+    pacer: Pacer,
+    rtcp: RtcpSession,
+    agent: Box<dyn Agent>,
+    agent_started: bool,
+    events: VecDeque<MediaEvent>,
+    timed_out: bool,
+    stats: MediaStats,
+    started: Instant,
+    last_rx: Option<Instant>,
+    pcm: Vec<i16>,
+    payload: Vec<u8>,
+}
+
 impl CallMedia {
-    pub fn new(params: MediaParams, jitter: JitterConfig, agent: Box<dyn Agent>, id: RtpIdentity, now: Instant) -> CallMedia {
-        let pacer = Pacer::new(Self::pacer_config(&params, id), now);
-        CallMedia {
+    pub fn new(
+        params: MediaParams,
+        settings: MediaSettings,
+        agent: Box<dyn Agent>,
+        id: RtpIdentity,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<CallMedia, codec::CodecError> {
+        let codecs = Codecs::new(&params, &settings)?;
+        let rtcp = RtcpSession::new(
+            RtcpConfig { ssrc: id.ssrc, cname: settings.cname.clone(), clock_rate: params.codec.clock_rate(), interval: settings.rtcp_interval },
+            now,
+            wall,
+        );
+        Ok(CallMedia {
+            pacer: Pacer::new(Self::pacer_config(&params, id), now),
+            jitter: JitterBuffer::new(settings.jitter.clone()),
             latched: None,
-            jitter: JitterBuffer::new(jitter.clone()),
-            jitter_cfg: jitter,
-            pacer,
+            rtcp_peer: None,
+            codecs,
+            rtcp,
             agent,
             agent_started: false,
-            hangup: None,
+            events: VecDeque::new(),
+            timed_out: false,
             stats: MediaStats::default(),
+            started: now,
             last_rx: None,
-            pcm: Vec::with_capacity(480),
-            payload: Vec::with_capacity(480),
-            packet: Vec::with_capacity(512),
+            pcm: Vec::with_capacity(960),
+            payload: Vec::with_capacity(512),
+            settings,
             params,
-        }
+        })
     }
 
     fn pacer_config(p: &MediaParams, id: RtpIdentity) -> PacerConfig {
         PacerConfig {
             clock_rate: p.codec.clock_rate(),
-            pcm_rate: p.codec.clock_rate(),
+            pcm_rate: AGENT_RATE,
             ptime: Duration::from_millis(p.ptime_ms as u64),
             payload_type: p.payload_type,
             ssrc: id.ssrc,
@@ -135,36 +243,48 @@ impl CallMedia {
         self.latched
     }
 
-    pub fn last_rx(&self) -> Option<Instant> {
-        self.last_rx
-    }
-
     /// The call is confirmed: the agent begins (its greeting starts playing).
     pub fn start_agent(&mut self, now: Instant) {
         if !self.agent_started {
             self.agent_started = true;
-            self.agent.start(self.params.codec.clock_rate(), now);
+            self.agent.start(AGENT_RATE, now);
         }
     }
 
     /// A re-INVITE/UPDATE changed the session. A new remote address re-opens
-    /// latching; a codec or packet-time change restarts the jitter buffer.
-    /// The outgoing stream keeps its SSRC, sequence and timestamp continuity
-    /// unless the clock rate or packet time changes.
+    /// latching; a codec or packet-time change rebuilds the codecs and the
+    /// jitter buffer (a bad new codec keeps the old one: the call goes on).
     pub fn update(&mut self, params: MediaParams, now: Instant) {
         if params.remote != self.params.remote {
             self.latched = None;
+            self.rtcp_peer = None;
         }
-        if params.codec != self.params.codec || params.payload_type != self.params.payload_type || params.ptime_ms != self.params.ptime_ms {
-            // Keep the retiring buffer's counts: the metrics are cumulative.
-            let j = self.jitter.stats();
-            self.stats.late += j.late;
-            self.stats.lost += j.lost;
-            self.stats.duplicate += j.duplicate;
-            self.jitter = JitterBuffer::new(self.jitter_cfg.clone());
-            self.pacer = Pacer::new(Self::pacer_config(&params, RtpIdentity::random()), now);
+        let codec_changed = params.codec != self.params.codec || params.payload_type != self.params.payload_type || params.ptime_ms != self.params.ptime_ms;
+        if codec_changed {
+            match Codecs::new(&params, &self.settings) {
+                Ok(c) => self.codecs = c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot switch codec: keeping the previous one");
+                    return;
+                }
+            }
+            self.retire_jitter_stats();
+            self.jitter = JitterBuffer::new(self.settings.jitter.clone());
+            // A new outgoing stream: new SSRC, and an RTCP session for it at its clock rate.
+            let id = RtpIdentity::random();
+            self.pacer = Pacer::new(Self::pacer_config(&params, id), now);
+            let cfg = RtcpConfig { ssrc: id.ssrc, cname: self.settings.cname.clone(), clock_rate: params.codec.clock_rate(), interval: self.settings.rtcp_interval };
+            self.rtcp = RtcpSession::new(cfg, now, SystemTime::now());
         }
         self.params = params;
+    }
+
+    /// Keep a retiring jitter buffer's counts: the metrics are cumulative.
+    fn retire_jitter_stats(&mut self) {
+        let j = self.jitter.stats();
+        self.stats.late += j.late;
+        self.stats.lost += j.lost;
+        self.stats.duplicate += j.duplicate;
     }
 
     pub fn handle_rtp(&mut self, data: &[u8], from: SocketAddr, now: Instant) -> RxOutcome {
@@ -175,6 +295,12 @@ impl CallMedia {
             }
         }
         if rtp::looks_like_rtcp(data) {
+            // A peer multiplexing RTCP on the RTP port (RFC 5761) without having
+            // negotiated it: read its reports (from the latched source only).
+            if self.latched == Some(from) {
+                let _ = self.rtcp.handle_rtcp(data, now);
+                return RxOutcome::Skipped;
+            }
             self.stats.invalid_dropped += 1;
             return RxOutcome::Invalid;
         }
@@ -199,9 +325,16 @@ impl CallMedia {
         self.stats.packets_in += 1;
         self.stats.bytes_in += data.len() as u64;
         self.last_rx = Some(now);
-        if !is_audio || !self.params.direction.we_receive() {
-            // telephone-event is decoded in the media step (RFC 4733).
-            return if outcome == RxOutcome::Accepted { RxOutcome::Skipped } else { outcome };
+        self.rtcp.on_rtp_received(h.ssrc, h.sequence, h.timestamp, now);
+        let skipped = if outcome == RxOutcome::Accepted { RxOutcome::Skipped } else { outcome };
+        if is_dtmf {
+            if let Some(ev) = self.codecs.dtmf_rx.handle_packet(h.sequence, h.timestamp, h.marker, payload, now) {
+                self.dtmf(ev, now);
+            }
+            return skipped;
+        }
+        if !self.params.direction.we_receive() {
+            return skipped;
         }
         let pkt = MediaPacket {
             sequence: h.sequence,
@@ -212,85 +345,211 @@ impl CallMedia {
             payload: payload.to_vec(),
         };
         match self.jitter.insert(pkt, now) {
-            InsertOutcome::Late | InsertOutcome::Duplicate | InsertOutcome::Overflow if outcome == RxOutcome::Accepted => RxOutcome::Skipped,
+            InsertOutcome::Late | InsertOutcome::Duplicate | InsertOutcome::Overflow => skipped,
             _ => outcome,
         }
     }
 
-    /// When `handle_timeout` must run next: the pacer's next frame.
+    /// A datagram on the RTCP port (no rtcp-mux).
+    pub fn handle_rtcp_port(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
+        // Latch RTCP to the first source whose address matches the RTP peer's host.
+        match self.rtcp_peer {
+            Some(p) if p != from => return,
+            None => {
+                let expected = self.latched.or(self.params.remote).map(|a| a.ip());
+                if expected.is_some_and(|ip| ip != from.ip()) {
+                    return;
+                }
+            }
+            _ => {}
+        }
+        if self.rtcp.handle_rtcp(data, now).is_ok() {
+            self.rtcp_peer.get_or_insert(from);
+        }
+    }
+
+    /// A SIP INFO body from the peer (DTMF relay).
+    pub fn handle_info(&mut self, content_type: &str, body: &[u8], now: Instant) {
+        match dtmf::parse_sip_info(content_type, body) {
+            Some((digit, duration)) => {
+                let ev = DtmfEvent { digit, duration_ms: duration.unwrap_or(0), started: now, source: DtmfSource::SipInfo };
+                self.dtmf(ev, now);
+            }
+            None => tracing::debug!(content_type, len = body.len(), "INFO without DTMF ignored"),
+        }
+    }
+
+    fn dtmf(&mut self, ev: DtmfEvent, now: Instant) {
+        tracing::info!(digit = %ev.digit, duration_ms = ev.duration_ms, source = ?ev.source, "DTMF received");
+        self.stats.dtmf_digits += 1;
+        if self.agent_started {
+            self.agent.on_dtmf(&ev, now);
+        }
+        self.events.push_back(MediaEvent::Dtmf(ev));
+    }
+
+    /// Send digits to the far end as RFC 4733 events (for tools: navigating another IVR).
+    pub fn send_dtmf(&mut self, digits: &str) -> Result<(), dtmf::DtmfError> {
+        self.codecs.dtmf_tx.queue(digits, 100, 60)
+    }
+
+    /// When `handle_timeout` must run next.
     pub fn poll_timeout(&self) -> Instant {
-        self.pacer.poll_timeout()
+        let mut t = self.pacer.poll_timeout().min(self.rtcp.poll_timeout());
+        if let Some(d) = self.codecs.dtmf_rx.poll_timeout() {
+            t = t.min(d);
+        }
+        t
     }
 
     fn playout_state(&self) -> PlayoutState {
         PlayoutState { queued_samples: self.pacer.queued_samples(), played_samples: self.pacer.played_speech_samples() }
     }
 
-    /// One packet time: caller audio to the agent, agent audio to the wire.
-    /// Packets to send are appended to `out` as (destination, bytes).
-    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    /// Everything due at `now`: DTMF timeouts, RTCP, the RTP timeout, and
+    /// each due packet time (caller audio to the agent, agent audio out).
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        while let Some(ev) = self.codecs.dtmf_rx.handle_timeout(now) {
+            self.dtmf(ev, now);
+        }
+        if let Some(report) = self.rtcp.handle_timeout(now) {
+            if let Some(dst) = self.rtcp_destination() {
+                out.push(Outgoing::Rtcp(dst, report));
+            }
+        }
+        self.check_rtp_timeout(now);
+        if self.pacer.poll_timeout() > now {
+            return;
+        }
+        self.play_out(now);
+        self.agent_turn(now);
+        self.send_frames(now, out);
+    }
+
+    fn check_rtp_timeout(&mut self, now: Instant) {
+        let Some(limit) = self.settings.rtp_timeout else { return };
+        if self.timed_out || !self.params.direction.we_receive() || self.params.remote.is_none() && self.latched.is_none() {
+            return;
+        }
+        let since = self.last_rx.unwrap_or(self.started);
+        if now.saturating_duration_since(since) >= limit {
+            self.timed_out = true;
+            let reason = format!("RTP timeout: no media for {} s", limit.as_secs());
+            tracing::warn!(%reason, "ending call");
+            self.events.push_back(MediaEvent::Hangup(reason));
+        }
+    }
+
+    /// Caller audio: what the jitter buffer releases, decoded or concealed, to the agent.
+    fn play_out(&mut self, now: Instant) {
+        let clock = self.params.codec.clock_rate();
         while let Some(p) = self.jitter.pop(now) {
             self.pcm.clear();
             match p {
-                Playout::Packet(pkt) => match self.params.codec {
-                    Codec::Pcmu => g711::decode_ulaw(&pkt.payload, &mut self.pcm),
-                    Codec::Pcma => g711::decode_alaw(&pkt.payload, &mut self.pcm),
-                    Codec::Opus => {} // TEMP: wired to media::codec in the step-2 integration
-                },
-                // Concealment is silence for now; G.711 Appendix I PLC arrives with the media step.
-                Playout::Lost { samples } => self.pcm.resize(samples.min(8000) as usize, 0),
+                Playout::Packet(pkt) => {
+                    if let Err(e) = self.codecs.decoder.decode(&pkt.payload, &mut self.pcm) {
+                        self.stats.decode_errors += 1;
+                        tracing::debug!(error = %e, "undecodable packet: concealed");
+                        let n = codec::samples_16k(clock * self.params.ptime_ms / 1000, clock);
+                        self.codecs.decoder.conceal(n, None, &mut self.pcm);
+                        self.stats.concealed_samples += self.pcm.len() as u64;
+                    } else {
+                        self.stats.decoded_samples += self.pcm.len() as u64;
+                    }
+                }
+                Playout::Lost { samples } => {
+                    let n = codec::samples_16k(samples, clock);
+                    self.codecs.decoder.conceal(n, None, &mut self.pcm);
+                    self.stats.concealed_samples += self.pcm.len() as u64;
+                }
             }
             if self.agent_started {
                 let st = self.playout_state();
                 self.agent.on_caller_audio(&self.pcm, st, now);
             }
         }
-        if self.agent_started {
-            loop {
-                let st = self.playout_state();
-                match self.agent.poll_output(st, now) {
-                    Some(AgentOutput::Audio(a)) => self.pacer.push_audio(&a),
-                    Some(AgentOutput::ClearAudio) => {
-                        self.pacer.clear();
-                    }
-                    Some(AgentOutput::Hangup(r)) => {
-                        self.hangup.get_or_insert(r);
-                    }
-                    None => break,
+    }
+
+    /// The agent's decisions: audio to queue, interruptions, hang-up.
+    fn agent_turn(&mut self, now: Instant) {
+        if !self.agent_started {
+            return;
+        }
+        loop {
+            let st = self.playout_state();
+            match self.agent.poll_output(st, now) {
+                Some(AgentOutput::Audio(a)) => self.pacer.push_audio(&a),
+                Some(AgentOutput::ClearAudio) => {
+                    self.pacer.clear();
                 }
+                Some(AgentOutput::Hangup(r)) => self.events.push_back(MediaEvent::Hangup(r)),
+                None => break,
             }
         }
+    }
+
+    /// The pacer's due frames, encoded (or replaced by telephone events) as RTP.
+    fn send_frames(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
         let dest = self.latched.or(self.params.remote);
         let send = self.params.direction.we_send();
         for frame in self.pacer.handle_timeout(now) {
             let (Some(dest), true) = (dest, send) else { continue };
+            let slot_ts = frame.header.timestamp;
+            let mut header = frame.header;
             self.payload.clear();
-            match self.params.codec {
-                Codec::Pcmu => g711::encode_ulaw(&frame.pcm, &mut self.payload),
-                Codec::Pcma => g711::encode_alaw(&frame.pcm, &mut self.payload),
-                Codec::Opus => continue, // TEMP: wired to media::codec in the step-2 integration
+            let event = self.params.dtmf_payload_type.and_then(|pt| Some((pt, self.codecs.dtmf_tx.next_for_slot(header.timestamp)?)));
+            match event {
+                Some((pt, evs)) => {
+                    let Some(ev) = evs.into_iter().next() else { continue };
+                    header.payload_type = pt;
+                    header.marker = ev.marker;
+                    header.timestamp = ev.timestamp;
+                    self.payload.extend_from_slice(&ev.payload);
+                }
+                None => {
+                    if let Err(e) = self.codecs.encoder.encode(&frame.pcm, &mut self.payload) {
+                        tracing::debug!(error = %e, "encode failed: frame skipped");
+                        continue;
+                    }
+                }
             }
-            self.packet.clear();
-            rtp::write(&frame.header, &self.payload, &mut self.packet);
+            let mut packet = Vec::with_capacity(12 + self.payload.len());
+            rtp::write(&header, &self.payload, &mut packet);
+            self.rtcp.on_rtp_sent(slot_ts, self.payload.len(), now);
             self.stats.packets_out += 1;
-            self.stats.bytes_out += self.packet.len() as u64;
-            out.push((dest, self.packet.clone()));
+            self.stats.bytes_out += packet.len() as u64;
+            out.push(Outgoing::Rtp(dest, packet));
         }
     }
 
-    /// A SIP INFO body from the peer (DTMF relay): decoded in the media step.
-    pub fn handle_info(&mut self, content_type: &str, body: &[u8], _now: Instant) {
-        tracing::debug!(content_type, len = body.len(), "INFO received");
+    /// Where our RTCP goes: the RTCP source we latched, else the RTP peer's port + 1.
+    fn rtcp_destination(&self) -> Option<SocketAddr> {
+        if let Some(p) = self.rtcp_peer {
+            return Some(p);
+        }
+        let rtp = self.latched.or(self.params.remote)?;
+        Some(SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1)))
     }
 
-    /// The agent asked to end the call.
-    pub fn take_hangup(&mut self) -> Option<String> {
-        self.hangup.take()
+    /// The RTCP BYE to send when the call ends.
+    pub fn goodbye(&mut self, now: Instant) -> Option<Outgoing> {
+        let dst = self.rtcp_destination()?;
+        let bye = self.rtcp.bye(now);
+        Some(Outgoing::Rtcp(dst, bye))
+    }
+
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
     }
 
     pub fn stats(&self) -> MediaStats {
         let j = self.jitter.stats();
-        MediaStats { late: self.stats.late + j.late, lost: self.stats.lost + j.lost, duplicate: self.stats.duplicate + j.duplicate, ..self.stats }
+        MediaStats {
+            late: self.stats.late + j.late,
+            lost: self.stats.lost + j.lost,
+            duplicate: self.stats.duplicate + j.duplicate,
+            rtcp: self.rtcp.stats(),
+            ..self.stats
+        }
     }
 }
-

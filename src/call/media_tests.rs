@@ -6,14 +6,33 @@ use crate::media::jitter::JitterConfig;
 use crate::media::{g711, rtp};
 use crate::sip::sdp::{Codec, Direction};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 fn params(codec: Codec, pt: u8) -> MediaParams {
-    MediaParams { codec, payload_type: pt, dtmf_payload_type: Some(101), ptime_ms: 20, direction: Direction::SendRecv, remote: Some("10.0.0.5:4000".parse().unwrap()) }
+    MediaParams {
+        codec,
+        payload_type: pt,
+        dtmf_payload_type: Some(101),
+        dtmf_clock_rate: 8000,
+        ptime_ms: 20,
+        direction: Direction::SendRecv,
+        remote: Some("10.0.0.5:4000".parse().unwrap()),
+        opus: None,
+    }
 }
 
-fn jcfg() -> JitterConfig {
-    JitterConfig { clock_rate: 8000, target_delay: Duration::from_millis(40), max_delay: Duration::from_millis(500), max_packets: 256 }
+fn settings() -> MediaSettings {
+    MediaSettings {
+        jitter: JitterConfig { clock_rate: 8000, target_delay: Duration::from_millis(40), max_delay: Duration::from_millis(500), max_packets: 256 },
+        opus: Default::default(),
+        rtcp_interval: Duration::from_secs(5),
+        rtp_timeout: Some(Duration::from_secs(2)),
+        cname: "test@switchboard".into(),
+    }
+}
+
+fn rtp_out(out: &[Outgoing]) -> Vec<(SocketAddr, Vec<u8>)> {
+    out.iter().filter_map(|o| match o { Outgoing::Rtp(a, b) => Some((*a, b.clone())), _ => None }).collect()
 }
 
 fn packet(pt: u8, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
@@ -24,7 +43,7 @@ fn packet(pt: u8, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
 
 fn media(codec: Codec, pt: u8, delay_ms: Option<u64>, t0: Instant) -> CallMedia {
     let agent = Box::new(EchoAgent::new(None, delay_ms));
-    CallMedia::new(params(codec, pt), jcfg(), agent, RtpIdentity { ssrc: 9, sequence: 100, timestamp: 1000 }, t0)
+    CallMedia::new(params(codec, pt), settings(), agent, RtpIdentity { ssrc: 9, sequence: 100, timestamp: 1000 }, t0, SystemTime::now()).unwrap()
 }
 
 /// Drive `m` for `ms`, feeding one packet of `tone` every 20 ms from `from`; return what was sent.
@@ -47,7 +66,9 @@ fn run(m: &mut CallMedia, t0: Instant, ms: u64, from: SocketAddr, encode: fn(&[i
         if tick >= end {
             break;
         }
-        m.handle_timeout(tick, &mut out);
+        let mut o = Vec::new();
+        m.handle_timeout(tick, &mut o);
+        out.extend(rtp_out(&o));
     }
     out
 }
@@ -61,8 +82,9 @@ fn sends_silence_to_sdp_address_until_latched_then_to_the_source() {
     let t0 = Instant::now();
     let mut m = media(Codec::Pcmu, 0, Some(100), t0);
     m.start_agent(t0);
-    let mut out = Vec::new();
-    m.handle_timeout(t0, &mut out);
+    let mut o = Vec::new();
+    m.handle_timeout(t0, &mut o);
+    let out = rtp_out(&o);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, "10.0.0.5:4000".parse::<SocketAddr>().unwrap(), "before latching: the SDP address");
     let (h, payload) = rtp::parse(&out[0].1).unwrap();
@@ -76,9 +98,9 @@ fn sends_silence_to_sdp_address_until_latched_then_to_the_source() {
     assert_eq!(m.handle_rtp(&packet(0, 2, 320, &[0xff; 160]), other, t0), RxOutcome::Foreign);
     assert_eq!(m.handle_rtp(b"not rtp", nat, t0), RxOutcome::Invalid);
     assert_eq!(m.handle_rtp(&packet(18, 3, 480, &[0; 20]), nat, t0), RxOutcome::Invalid, "payload type not negotiated");
-    out.clear();
-    m.handle_timeout(t0 + Duration::from_millis(20), &mut out);
-    assert_eq!(out[0].0, nat, "after latching: back to the source (symmetric RTP)");
+    let mut o = Vec::new();
+    m.handle_timeout(t0 + Duration::from_millis(20), &mut o);
+    assert_eq!(rtp_out(&o)[0].0, nat, "after latching: back to the source (symmetric RTP)");
     let s = m.stats();
     assert_eq!((s.packets_in, s.foreign_dropped, s.invalid_dropped), (1, 1, 2));
 }
@@ -110,10 +132,11 @@ fn echo_returns_the_callers_audio_after_the_delay() {
                 first_loud = Some(i);
             }
         }
-        // Echo starts after jitter delay (40 ms) + echo delay (200 ms): packet ~12-14.
+        // Echo starts after jitter delay (40 ms) + echo delay (200 ms) + resampler delay: packet ~12-15.
         let first = first_loud.expect("echo heard");
-        assert!((11..=15).contains(&first), "echo began at packet {first}");
-        let loud = pcm[first * 160..].iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / (pcm.len() - first * 160) as f64;
+        assert!((11..=16).contains(&first), "echo began at packet {first}");
+        let tail = &pcm[(first + 2) * 160..];
+        let loud = tail.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / tail.len() as f64;
         assert!(loud.sqrt() > 4000.0, "echo carries the tone's energy: rms {}", loud.sqrt());
     }
 }
@@ -123,13 +146,45 @@ fn nothing_sent_while_inactive_or_on_hold() {
     let t0 = Instant::now();
     let mut p = params(Codec::Pcmu, 0);
     p.direction = Direction::Inactive;
-    let mut m = CallMedia::new(p.clone(), jcfg(), Box::new(EchoAgent::new(None, None)), RtpIdentity::random(), t0);
+    let mut m = CallMedia::new(p.clone(), settings(), Box::new(EchoAgent::new(None, None)), RtpIdentity::random(), t0, SystemTime::now()).unwrap();
     let mut out = Vec::new();
     m.handle_timeout(t0, &mut out);
-    assert!(out.is_empty());
+    assert!(rtp_out(&out).is_empty());
     p.direction = Direction::SendRecv;
     p.remote = None; // c=0.0.0.0
     m.update(p, t0);
     m.handle_timeout(t0 + Duration::from_millis(20), &mut out);
-    assert!(out.is_empty(), "no address to send to");
+    assert!(rtp_out(&out).is_empty(), "no address to send to");
+}
+
+#[test]
+fn rfc4733_and_info_digits_reach_events_and_rtp_timeout_hangs_up() {
+    let t0 = Instant::now();
+    let mut m = media(Codec::Pcmu, 0, Some(100), t0);
+    m.start_agent(t0);
+    let from: SocketAddr = "10.0.0.5:4000".parse().unwrap();
+    // "5": three updates, then the end packet three times (one digit).
+    for (i, (end, dur)) in [(false, 160u16), (false, 320), (false, 480), (true, 640), (true, 640), (true, 640)].iter().enumerate() {
+        let payload = [5u8, if *end { 0x80 | 10 } else { 10 }, (dur >> 8) as u8, *dur as u8];
+        let mut pkt = Vec::new();
+        rtp::write(&rtp::RtpHeader { marker: i == 0, payload_type: 101, sequence: 10 + i as u16, timestamp: 8000, ssrc: 7 }, &payload, &mut pkt);
+        m.handle_rtp(&pkt, from, t0 + Duration::from_millis(20 * i as u64));
+    }
+    m.handle_info("application/dtmf-relay", b"Signal=#\r\nDuration=160\r\n", t0);
+    let digits: Vec<char> = std::iter::from_fn(|| m.poll_event()).filter_map(|e| match e { MediaEvent::Dtmf(d) => Some(d.digit), _ => None }).collect();
+    assert_eq!(digits, vec!['5', '#']);
+    assert_eq!(m.stats().dtmf_digits, 2);
+    // No RTP for rtp_timeout (2 s): one hang-up request.
+    let mut out = Vec::new();
+    let mut t = t0;
+    while t < t0 + Duration::from_secs(3) {
+        t = m.poll_timeout().max(t);
+        m.handle_timeout(t, &mut out);
+        t += Duration::from_millis(1);
+    }
+    let hangups: Vec<String> = std::iter::from_fn(|| m.poll_event()).filter_map(|e| match e { MediaEvent::Hangup(r) => Some(r), _ => None }).collect();
+    assert_eq!(hangups.len(), 1, "{hangups:?}");
+    assert!(hangups[0].contains("RTP timeout"));
+    // RTCP went out to the RTP peer's port + 1 meanwhile.
+    assert!(out.iter().any(|o| matches!(o, Outgoing::Rtcp(a, _) if a.port() == 4001)));
 }

@@ -1,7 +1,7 @@
-//! The tokio task that drives one call's `CallMedia`: its RTP socket, its
-//! packet clock (the pacer's deadlines) and its maximum duration.
+//! The tokio task that drives one call's `CallMedia`: its RTP and RTCP
+//! sockets, its packet clock (the pacer's deadlines) and its maximum duration.
 
-use super::media::{CallMedia, MediaParams, MediaStats};
+use super::media::{CallMedia, MediaEvent, MediaParams, MediaStats, Outgoing};
 use crate::metrics::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +32,8 @@ pub struct HangupRequest {
 pub struct CallTaskParams {
     pub key: crate::sip::endpoint::CallKey,
     pub call_id: String,
-    pub socket: UdpSocket,
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
     pub media: CallMedia,
     pub metrics: Arc<Metrics>,
     pub hangup: mpsc::UnboundedSender<HangupRequest>,
@@ -48,15 +49,26 @@ pub fn spawn(p: CallTaskParams) -> mpsc::UnboundedSender<CallCtrl> {
     tx
 }
 
+async fn send(rtp: &UdpSocket, rtcp: &UdpSocket, o: Outgoing) {
+    let (sock, dst, data) = match &o {
+        Outgoing::Rtp(d, b) => (rtp, d, b),
+        Outgoing::Rtcp(d, b) => (rtcp, d, b),
+    };
+    if let Err(e) = sock.send_to(data, *dst).await {
+        debug!(error = %e, %dst, "media send error");
+    }
+}
+
 async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
-    let CallTaskParams { key, socket, mut media, metrics, hangup, max_duration, on_exit, .. } = p;
+    let CallTaskParams { key, rtp, rtcp, mut media, metrics, hangup, max_duration, on_exit, .. } = p;
     let mut buf = vec![0u8; 2048];
+    let mut rtcp_buf = vec![0u8; 2048];
     let mut out = Vec::new();
     let mut reported = MediaStats::default();
     let far = Instant::now() + Duration::from_secs(86400 * 365);
     let mut end_at = max_duration.map(|d| Instant::now() + d).unwrap_or(far);
-    // One timer for the packet clock, moved only when the pacer's deadline
-    // changes (re-creating it on every received packet costs timer-wheel work).
+    // One timer for the media clock, moved only when the deadline changes
+    // (re-creating it on every received packet costs timer-wheel work).
     let mut deadline = media.poll_timeout();
     let tick = tokio::time::sleep_until(Instant::from_std(deadline));
     tokio::pin!(tick);
@@ -73,20 +85,19 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
                 Some(CallCtrl::Info { content_type, body }) => media.handle_info(&content_type, &body, std::time::Instant::now()),
                 Some(CallCtrl::Stop) | None => break,
             },
-            r = socket.recv_from(&mut buf) => match r {
+            r = rtp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => { media.handle_rtp(&buf[..n], from, std::time::Instant::now()); }
                 // ICMP port unreachable from a previous send surfaces here on Linux: not fatal.
                 Err(e) => debug!(error = %e, "RTP receive error"),
             },
+            r = rtcp.recv_from(&mut rtcp_buf) => match r {
+                Ok((n, from)) => media.handle_rtcp_port(&rtcp_buf[..n], from, std::time::Instant::now()),
+                Err(e) => debug!(error = %e, "RTCP receive error"),
+            },
             _ = &mut tick => {
                 media.handle_timeout(std::time::Instant::now(), &mut out);
-                for (dst, pkt) in out.drain(..) {
-                    if let Err(e) = socket.send_to(&pkt, dst).await {
-                        debug!(error = %e, %dst, "RTP send error");
-                    }
-                }
-                if let Some(reason) = media.take_hangup() {
-                    let _ = hangup.send(HangupRequest { key, reason });
+                for o in out.drain(..) {
+                    send(&rtp, &rtcp, o).await;
                 }
                 let s = media.stats();
                 metrics.add_media(&s, &reported);
@@ -97,12 +108,29 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
                 let _ = hangup.send(HangupRequest { key, reason: "maximum call duration reached".into() });
             }
         }
+        while let Some(ev) = media.poll_event() {
+            match ev {
+                MediaEvent::Dtmf(d) => metrics.dtmf_digit(d.source),
+                MediaEvent::Hangup(reason) => {
+                    let _ = hangup.send(HangupRequest { key, reason });
+                }
+            }
+        }
+    }
+    if let Some(bye) = media.goodbye(std::time::Instant::now()) {
+        send(&rtp, &rtcp, bye).await;
     }
     let s = media.stats();
     metrics.add_media(&s, &reported);
+    metrics.observe_call_quality(&s);
+    let r = &s.rtcp;
+    // The call record (a durable store arrives with campaigns and hardening).
     tracing::info!(
         packets_in = s.packets_in, packets_out = s.packets_out, lost = s.lost, late = s.late,
-        duplicate = s.duplicate, foreign = s.foreign_dropped, "media stopped"
+        duplicate = s.duplicate, foreign = s.foreign_dropped, concealed_ms = s.concealed_samples / 16,
+        dtmf_digits = s.dtmf_digits, jitter_ms = format!("{:.1}", r.jitter_ms), loss_pct = format!("{:.2}", r.fraction_lost * 100.0),
+        remote_loss_pct = ?r.remote_fraction_lost.map(|f| format!("{:.2}", f * 100.0)),
+        rtt_ms = ?r.rtt.map(|d| d.as_millis()), "media stopped"
     );
     on_exit();
 }

@@ -109,7 +109,7 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     for (name, a) in &c.agents {
         if let Some(g) = &a.greeting {
             let file = resolve_relative(path, g);
-            if let Err(e) = crate::agent::wav::load_pcm16(&file, 8000) {
+            if let Err(e) = crate::agent::wav::load_pcm16(&file, crate::media::codec::AGENT_RATE) {
                 return Err(err(&format!("agents.{name}.greeting"), format!("{}: {e}", file.display())));
             }
         }

@@ -300,7 +300,7 @@ pub enum AgentMode {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// WAV file (16-bit PCM, 8 kHz mono) spoken when the call is answered;
+    /// WAV file (16-bit PCM, any rate, mono or stereo) spoken when the call is answered;
     /// relative paths are relative to the config file.
     #[serde(default)]
     pub greeting: Option<PathBuf>,

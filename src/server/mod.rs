@@ -4,7 +4,7 @@
 mod transport;
 
 use crate::agent::AgentSpec;
-use crate::call::media::{CallMedia, MediaParams, RtpIdentity};
+use crate::call::media::{CallMedia, MediaParams, MediaSettings, RtpIdentity};
 use crate::call::task::{self, CallCtrl, HangupRequest};
 use crate::config::{LoadedConfig, PortRange, TransportKind};
 use crate::http::HttpState;
@@ -82,12 +82,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let (hang_tx, mut hang_rx) = mpsc::unbounded_channel::<HangupRequest>();
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
     let mut calls: HashMap<CallKey, ActiveCall> = HashMap::new();
-    let jitter = JitterConfig {
-        clock_rate: 8000,
-        target_delay: Duration::from_millis(cfg.media.jitter_buffer.target_ms.get()),
-        max_delay: Duration::from_millis(cfg.media.jitter_buffer.max_ms.get()),
-        max_packets: 256,
-    };
+    let media_settings = media_settings(cfg);
     let media_ip = sip_listen.ip();
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot install SIGTERM handler")?;
@@ -142,7 +137,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
             match ev {
                 Event::Incoming(ic) => {
                     let now = std::time::Instant::now();
-                    match start_call(&ic, &agents, &ports, media_ip, &jitter, &metrics, &hang_tx, cfg.calls.max_duration_s) {
+                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, &metrics, &hang_tx, cfg.calls.max_duration_s) {
                         Ok(active) => {
                             let answer_after = agents.get(&ic.agent).map(|a| a.config.answer_after_ms.get()).unwrap_or(0);
                             let port = active.port;
@@ -235,14 +230,24 @@ fn start_call(
     agents: &HashMap<String, AgentSpec>,
     ports: &Arc<Mutex<PortPool>>,
     media_ip: std::net::IpAddr,
-    jitter: &JitterConfig,
+    settings: &MediaSettings,
     metrics: &Arc<Metrics>,
     hangup: &mpsc::UnboundedSender<HangupRequest>,
     default_max_s: u64,
 ) -> anyhow::Result<ActiveCall> {
     let spec = agents.get(&ic.agent).ok_or_else(|| anyhow!("route names unknown agent {}", ic.agent))?;
-    let (socket, port) = bind_rtp(ports, media_ip)?;
-    let media = CallMedia::new(MediaParams::from(&ic.negotiated), jitter.clone(), spec.build(), RtpIdentity::random(), std::time::Instant::now());
+    let mut settings = settings.clone();
+    settings.cname = format!("{:016x}@switchboard", rand::random::<u64>());
+    let media = CallMedia::new(
+        MediaParams::from(&ic.negotiated),
+        settings,
+        spec.build(),
+        RtpIdentity::random(),
+        std::time::Instant::now(),
+        std::time::SystemTime::now(),
+    )
+    .map_err(|e| anyhow!("cannot set up the {:?} codec: {e}", ic.negotiated.codec))?;
+    let (rtp, rtcp, port) = bind_rtp(ports, media_ip)?;
     let max_s = spec.config.max_duration_s.unwrap_or(default_max_s);
     let pool = ports.clone();
     metrics.rtp_ports_in_use.inc();
@@ -250,7 +255,8 @@ fn start_call(
     let ctrl = task::spawn(task::CallTaskParams {
         key: ic.key,
         call_id: ic.call_id.clone(),
-        socket,
+        rtp,
+        rtcp,
         media,
         metrics: metrics.clone(),
         hangup: hangup.clone(),
@@ -263,23 +269,49 @@ fn start_call(
     Ok(ActiveCall { ctrl: Some(ctrl), port })
 }
 
-/// Take a port from the pool and bind it; ports another program holds are skipped.
-fn bind_rtp(ports: &Arc<Mutex<PortPool>>, ip: std::net::IpAddr) -> anyhow::Result<(tokio::net::UdpSocket, u16)> {
+/// Take an even port from the pool and bind it and its RTCP port (+1);
+/// ports another program holds are skipped.
+fn bind_rtp(ports: &Arc<Mutex<PortPool>>, ip: std::net::IpAddr) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::UdpSocket, u16)> {
+    let bind = |port: u16| -> std::io::Result<tokio::net::UdpSocket> {
+        let s = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
+        s.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(s)
+    };
     let mut pool = ports.lock().unwrap_or_else(|p| p.into_inner());
     let mut busy = Vec::new();
     let result = loop {
         let Some(port) = pool.acquire() else { break Err(anyhow!("no free RTP port ({} in use)", pool.in_use())) };
-        match std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
-            Ok(s) => {
-                s.set_nonblocking(true)?;
-                break Ok((tokio::net::UdpSocket::from_std(s)?, port));
-            }
-            Err(_) if busy.len() < 16 => busy.push(port),
-            Err(e) => break Err(anyhow!("cannot bind RTP port {port}: {e}")),
+        match (bind(port), bind(port + 1)) {
+            (Ok(rtp), Ok(rtcp)) => break Ok((rtp, rtcp, port)),
+            (Err(_), _) | (_, Err(_)) if busy.len() < 16 => busy.push(port),
+            (Err(e), _) | (_, Err(e)) => break Err(anyhow!("cannot bind RTP/RTCP ports {port}/{}: {e}", port + 1)),
         }
     };
     for p in busy {
         pool.release(p);
     }
     result
+}
+
+/// The media settings every call starts from (the CNAME is per call).
+fn media_settings(cfg: &crate::config::Config) -> MediaSettings {
+    let m = &cfg.media;
+    let ms = |v: u64| Duration::from_millis(v);
+    MediaSettings {
+        jitter: JitterConfig {
+            clock_rate: 8000,
+            target_delay: ms(m.jitter_buffer.target_ms.get()),
+            max_delay: ms(m.jitter_buffer.max_ms.get()),
+            max_packets: 256,
+        },
+        opus: crate::media::codec::OpusParams {
+            bitrate_bps: m.opus.bitrate_bps.get() as u32,
+            fec: m.opus.fec,
+            expected_loss_pct: m.opus.expected_loss_pct.get() as u8,
+            complexity: m.opus.complexity.get() as u8,
+        },
+        rtcp_interval: ms(m.rtcp_interval_ms.get()),
+        rtp_timeout: (m.rtp_timeout_s.get() > 0).then(|| Duration::from_secs(m.rtp_timeout_s.get())),
+        cname: String::new(),
+    }
 }
