@@ -203,7 +203,7 @@ impl CallMedia {
         );
         Ok(CallMedia {
             pacer: Pacer::new(Self::pacer_config(&params, id), now),
-            jitter: JitterBuffer::new(settings.jitter.clone()),
+            jitter: JitterBuffer::new(Self::jitter_config(&settings, &params)),
             latched: None,
             rtcp_peer: None,
             codecs,
@@ -220,6 +220,11 @@ impl CallMedia {
             settings,
             params,
         })
+    }
+
+    /// The jitter buffer runs on the negotiated codec's RTP clock (48 kHz for Opus).
+    fn jitter_config(s: &MediaSettings, p: &MediaParams) -> JitterConfig {
+        JitterConfig { clock_rate: p.codec.clock_rate(), ..s.jitter.clone() }
     }
 
     fn pacer_config(p: &MediaParams, id: RtpIdentity) -> PacerConfig {
@@ -269,7 +274,7 @@ impl CallMedia {
                 }
             }
             self.retire_jitter_stats();
-            self.jitter = JitterBuffer::new(self.settings.jitter.clone());
+            self.jitter = JitterBuffer::new(Self::jitter_config(&self.settings, &params));
             // A new outgoing stream: new SSRC, and an RTCP session for it at its clock rate.
             let id = RtpIdentity::random();
             self.pacer = Pacer::new(Self::pacer_config(&params, id), now);

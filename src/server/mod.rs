@@ -299,6 +299,7 @@ fn media_settings(cfg: &crate::config::Config) -> MediaSettings {
     let ms = |v: u64| Duration::from_millis(v);
     MediaSettings {
         jitter: JitterConfig {
+            // Set per call from the negotiated codec.
             clock_rate: 8000,
             target_delay: ms(m.jitter_buffer.target_ms.get()),
             max_delay: ms(m.jitter_buffer.max_ms.get()),
