@@ -15,7 +15,7 @@ fn minimal_config_gets_safe_defaults() {
     assert_eq!(c.http.listen.ip().to_string(), "127.0.0.1", "ops port is loopback unless configured");
     assert_eq!(c.sip.listen.port(), 5060);
     assert_eq!(c.sip.t1_ms.get(), 500);
-    assert_eq!(c.media.codecs, vec![CodecName::Pcmu, CodecName::Pcma]);
+    assert_eq!(c.media.codecs, vec![CodecName::Opus, CodecName::Pcmu, CodecName::Pcma]);
     assert_eq!(c.route("12345"), Some("a"));
 }
 

@@ -166,10 +166,7 @@ impl Resampler {
         // Both buffers have exactly the sizes the resampler was built for,
         // so these constructors and `process_into_buffer` cannot fail; if
         // they ever did, emitting silence keeps the stream's length right.
-        let ok = match (
-            InterleavedSlice::new(&self.block_buf[..], 1, bi),
-            InterleavedSlice::new_mut(&mut self.out_buf[..], 1, bo),
-        ) {
+        let ok = match (InterleavedSlice::new(&self.block_buf[..], 1, bi), InterleavedSlice::new_mut(&mut self.out_buf[..], 1, bo)) {
             (Ok(input), Ok(mut output)) => fft.process_into_buffer(&input, &mut output, None).is_ok(),
             _ => false,
         };

@@ -216,7 +216,7 @@ impl G711Plc {
     /// signal out and the real one in, instead of switching abruptly.
     fn end_loss(&mut self, pcm: &mut [i16]) {
         let frames = self.erased.div_ceil(FRAME);
-        let len = (self.overlap + (frames - 1) * END_OVERLAP_INCR).min(FRAME).min(pcm.len());
+        let len = (self.overlap + (frames - 1).saturating_mul(END_OVERLAP_INCR)).min(FRAME).min(pcm.len());
         // The synthetic signal's gain where the loss stopped (0 after 60 ms,
         // when this becomes a plain fade-in from silence).
         let gain = (1.0 - (frames - 1) as f32 * 0.2).max(0.0);
