@@ -71,6 +71,7 @@ fn pacer_frame(c: &mut Criterion) {
     let t0 = Instant::now();
     let cfg = PacerConfig {
         clock_rate: 8000,
+        pcm_rate: 8000,
         ptime: Duration::from_millis(20),
         payload_type: 0,
         ssrc: 1,

@@ -211,6 +211,7 @@ proptest! {
         let t0 = Instant::now() + Duration::from_secs(10);
         let cfg = PacerConfig {
             clock_rate: 8000,
+            pcm_rate: 8000,
             ptime: Duration::from_millis(20),
             payload_type: 0,
             ssrc: 1,

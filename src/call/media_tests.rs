@@ -177,7 +177,8 @@ fn rfc4733_and_info_digits_reach_events_and_rtp_timeout_hangs_up() {
     // No RTP for rtp_timeout (2 s): one hang-up request.
     let mut out = Vec::new();
     let mut t = t0;
-    while t < t0 + Duration::from_secs(3) {
+    // 4 s: the first RTCP report is due 0.25..0.75 of the 5 s interval after the start (randomised).
+    while t < t0 + Duration::from_secs(4) {
         t = m.poll_timeout().max(t);
         m.handle_timeout(t, &mut out);
         t += Duration::from_millis(1);
