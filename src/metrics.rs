@@ -15,6 +15,8 @@ pub struct Metrics {
     pub jitter_late: IntCounter,
     pub jitter_lost: IntCounter,
     pub jitter_duplicate: IntCounter,
+    pub jitter_stretched: prometheus::Counter,
+    pub jitter_shrunk: IntCounter,
     pub rtp_dropped_foreign: IntCounter,
     pub rtp_dropped_invalid: IntCounter,
     pub sip_requests: IntCounter,
@@ -41,6 +43,8 @@ impl Metrics {
         let dropped = IntCounterVec::new(Opts::new("switchboard_rtp_dropped_total", "Received datagrams not played"), &["reason"]).expect("valid metric");
         let sip = IntCounterVec::new(Opts::new("switchboard_sip_messages_total", "SIP messages received"), &["kind"]).expect("valid metric");
         let dtmf = IntCounterVec::new(Opts::new("switchboard_dtmf_digits_total", "DTMF digits received"), &["source"]).expect("valid metric");
+        let jitter_stretched = prometheus::Counter::new("switchboard_jitter_buffer_stretched_seconds_total", "Audio synthesised while jitter buffers grew their delay").expect("valid metric");
+        registry.register(Box::new(jitter_stretched.clone())).expect("unique metric");
         let concealed_seconds = prometheus::Counter::new("switchboard_concealed_audio_seconds_total", "Caller audio synthesised by loss concealment").expect("valid metric");
         let hist = |name: &str, help: &str, buckets: Vec<f64>| Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
         let call_jitter = hist("switchboard_call_jitter_seconds", "Interarrival jitter of the caller's RTP at call end (RFC 3550)", vec![0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16]);
@@ -65,6 +69,8 @@ impl Metrics {
             jitter_late: jitter.with_label_values(&["late"]),
             jitter_lost: jitter.with_label_values(&["lost"]),
             jitter_duplicate: jitter.with_label_values(&["duplicate"]),
+            jitter_shrunk: jitter.with_label_values(&["shrunk"]),
+            jitter_stretched,
             rtp_dropped_foreign: dropped.with_label_values(&["foreign_source"]),
             rtp_dropped_invalid: dropped.with_label_values(&["invalid"]),
             sip_requests: sip.with_label_values(&["request"]),
@@ -100,6 +106,8 @@ impl Metrics {
         self.rtp_dropped_foreign.inc_by(now.foreign_dropped - before.foreign_dropped);
         self.rtp_dropped_invalid.inc_by(now.invalid_dropped - before.invalid_dropped);
         self.concealed_seconds.inc_by((now.concealed_samples - before.concealed_samples) as f64 / 16000.0);
+        self.jitter_stretched.inc_by((now.stretched_samples - before.stretched_samples) as f64 / 16000.0);
+        self.jitter_shrunk.inc_by(now.shrunk.saturating_sub(before.shrunk));
     }
 
     pub fn dtmf_digit(&self, source: crate::media::dtmf::DtmfSource) {

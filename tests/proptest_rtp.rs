@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use switchboard::media::jitter::sim::{self, Loss, Scenario};
 use switchboard::media::jitter::{InsertOutcome, JitterBuffer, JitterConfig, MediaPacket, Playout};
 use switchboard::media::pacer::{Pacer, PacerConfig};
 use switchboard::media::rtp::{self, RtpHeader};
@@ -102,16 +103,28 @@ fn op() -> impl Strategy<Value = Op> {
 fn config() -> impl Strategy<Value = JitterConfig> {
     (
         prop::sample::select(vec![0u32, 1, 8000, 16000, 48000]),
+        0u64..80,
         0u64..120,
         0u64..700,
         1usize..40,
     )
-        .prop_map(|(clock_rate, target, max, max_packets)| JitterConfig {
+        .prop_map(|(clock_rate, min, target, max, max_packets)| JitterConfig {
             clock_rate,
+            min_delay: Duration::from_millis(min),
             target_delay: Duration::from_millis(target),
             max_delay: Duration::from_millis(max),
             max_packets,
         })
+}
+
+/// What one or more drains handed out.
+#[derive(Debug, Default)]
+struct Out {
+    packets: u64,
+    lost: u64,
+    lost_samples: u64,
+    stretched: u64,
+    stretched_samples: u64,
 }
 
 proptest! {
@@ -128,20 +141,24 @@ proptest! {
         let t0 = Instant::now() + Duration::from_secs(10);
         let max_packets = cfg.max_packets.max(1);
         let clock_rate = cfg.clock_rate.max(1);
+        let min_delay = cfg.min_delay;
+        let max_delay = cfg.max_delay.max(cfg.min_delay);
         let mut jb = JitterBuffer::new(cfg);
         let (mut seq, mut ts) = (seq0, ts0);
         let mut t_ms: i64 = 0;
         let mut latest_ms: i64 = 0;
         let mut counts = [0u64; 5];
-        let mut popped = 0u64;
+        let mut out = Out::default();
 
         let check = |jb: &JitterBuffer| -> Result<(), TestCaseError> {
             let s = jb.stats();
             prop_assert!(jb.buffered() <= max_packets);
             prop_assert_eq!(
                 s.received,
-                s.played + jb.buffered() as u64 + s.late + s.duplicate + s.overflow + s.flushed
+                s.played + jb.buffered() as u64 + s.late + s.duplicate + s.overflow + s.flushed + s.shrunk
             );
+            prop_assert!(jb.target_delay() >= min_delay && jb.target_delay() <= max_delay);
+            prop_assert!(s.underruns <= s.concealed);
             Ok(())
         };
 
@@ -179,7 +196,7 @@ proptest! {
                 Op::Pop { dt_ms } => {
                     t_ms = (t_ms + dt_ms).max(-5000);
                     latest_ms = latest_ms.max(t_ms);
-                    popped += drain(&mut jb, offset(t0, t_ms), max_packets, clock_rate)?;
+                    drain(&mut jb, offset(t0, t_ms), clock_rate, &mut out)?;
                 }
             }
             check(&jb)?;
@@ -193,12 +210,60 @@ proptest! {
         prop_assert_eq!(s.received, counts.iter().sum::<u64>());
 
         // Everything accepted is eventually due: far in the future the buffer drains.
-        popped += drain(&mut jb, offset(t0, latest_ms + 86_400_000), max_packets, clock_rate)?;
+        drain(&mut jb, offset(t0, latest_ms + 86_400_000), clock_rate, &mut out)?;
         prop_assert_eq!(jb.buffered(), 0);
-        prop_assert_eq!(popped, jb.stats().played);
+        let s = jb.stats();
+        prop_assert_eq!(out.packets, s.played);
+        prop_assert_eq!(out.lost, s.concealed);
+        prop_assert_eq!(out.lost_samples, s.concealed_samples);
+        prop_assert_eq!(out.stretched, s.stretched);
         check(&jb)?;
         jb.reset();
         check(&jb)?;
+    }
+
+    /// A real stream (any packet time, uniform loss up to 30 %, sender drift
+    /// up to ±2000 ppm, any bounds, jitter up to what `max_delay` can cover):
+    /// the delay stays within the configured bounds, packets come out in
+    /// order, and the decoder gets one minute of audio for one minute sent.
+    #[test]
+    fn adaptive_delay_stays_bounded_for_any_jitter_loss_and_drift(
+        ptime_ms in prop::sample::select(vec![10u64, 20, 30, 60]),
+        jitter_pct in 0u64..=100,
+        loss in 0.0f64..0.3,
+        drift_ppm in -2000.0f64..2000.0,
+        min_ms in 0u64..60,
+        span_ms in 20u64..300,
+        initial_ms in 0u64..400,
+        seed: u64,
+    ) {
+        let jitter_ms = (min_ms + span_ms - 10) * jitter_pct / 100;
+        let mut s = Scenario::hour("prop", seed, Loss::Uniform(loss), drift_ppm);
+        s.duration = Duration::from_secs(60);
+        s.ptime = Duration::from_millis(ptime_ms);
+        s.jitter = Duration::from_millis(jitter_ms);
+        s.ts_jump = None;
+        s.ssrc_change = None;
+        s.config.min_delay = Duration::from_millis(min_ms);
+        s.config.max_delay = Duration::from_millis(min_ms + span_ms);
+        s.config.target_delay = Duration::from_millis(initial_ms);
+        // An initial delay at max plus a delayed first packet starts above
+        // the bounds: shrinking back takes a few seconds.
+        s.warmup = Duration::from_secs(10);
+        let r = sim::simulate(&s);
+        let frame = ptime_ms as f64;
+        prop_assert_eq!(r.out_of_order, 0);
+        prop_assert_eq!(r.stats.resyncs, 0);
+        // Bounded by construction above; below, the window minimum can rise
+        // between two slots (a frame at most before the next grow).
+        prop_assert!(r.max_current_ms <= (min_ms + span_ms) as f64 + frame, "{:?}", r);
+        prop_assert!(r.min_current_ms >= min_ms as f64 - jitter_ms as f64 / 2.0 - 1.0, "{:?}", r);
+        let ratio = r.output_samples as f64 / r.sent_samples as f64;
+        prop_assert!((0.97..=1.03).contains(&ratio), "output/sent {} {:?}", ratio, r);
+        // Adjustments stay rare: at most what the drift and the jitter's
+        // arrival (one per frame of target) require, plus a few.
+        let needed = (drift_ppm.abs() * 60e-6 * 1000.0 / frame) as u64 + ((min_ms + span_ms) as f64 / frame) as u64 * 2 + 6;
+        prop_assert!(r.stats.stretched + r.stats.shrunk <= needed, "{:?}", r);
     }
 
     #[test]
@@ -266,27 +331,50 @@ fn offset(t0: Instant, ms: i64) -> Instant {
     }
 }
 
-/// Pop until `None`; a single drain can never yield more than a Lost and a
-/// Packet per buffered packet.
+/// Pop until `None`. Concealment is bounded: per gap between two buffered
+/// packets at most `max_delay` worth (in frames of at least 2.5 ms), plus
+/// one frame with nothing buffered, plus one stretch.
 fn drain(
     jb: &mut JitterBuffer,
     now: Instant,
-    max_packets: usize,
     clock_rate: u32,
-) -> Result<u64, TestCaseError> {
-    let mut packets = 0;
-    for _ in 0..=2 * max_packets {
+    out: &mut Out,
+) -> Result<(), TestCaseError> {
+    let limit = (jb.buffered() as u64 + 1) * (1 + 700 * 2 / 5) + 3;
+    let mut concealed = 0u64;
+    let mut last_fec: Option<u16> = None;
+    for _ in 0..=limit {
         match jb.pop(now) {
-            None => return Ok(packets),
+            None => return Ok(()),
             Some(Playout::Packet(p)) => {
-                prop_assert_eq!(p.payload, p.sequence.to_be_bytes().to_vec());
-                packets += 1;
+                prop_assert_eq!(&p.payload, &p.sequence.to_be_bytes().to_vec());
+                // FEC always comes from the packet that plays next.
+                if let Some(s) = last_fec.take() {
+                    prop_assert_eq!(s, p.sequence);
+                }
+                out.packets += 1;
             }
-            Some(Playout::Lost { samples }) => {
+            Some(Playout::Lost { samples, fec }) => {
                 prop_assert!(samples >= 1 && samples <= clock_rate);
+                if let Some(f) = &fec {
+                    prop_assert_eq!(&f.payload, &f.sequence.to_be_bytes().to_vec());
+                }
+                last_fec = fec.map(|f| f.sequence);
+                concealed += 1;
+                out.lost += 1;
+                out.lost_samples += u64::from(samples);
+            }
+            Some(Playout::Stretch { samples }) => {
+                prop_assert!(samples >= 1 && samples <= clock_rate);
+                out.stretched += 1;
+                out.stretched_samples += u64::from(samples);
             }
         }
     }
-    prop_assert!(jb.pop(now).is_none(), "pop did not terminate");
-    Ok(packets)
+    prop_assert!(
+        jb.pop(now).is_none(),
+        "pop did not terminate ({} concealed)",
+        concealed
+    );
+    Ok(())
 }

@@ -74,8 +74,12 @@ pub struct MediaStats {
     pub late: u64,
     pub lost: u64,
     pub duplicate: u64,
-    /// 16 kHz samples of concealment produced (loss and jitter-buffer stretching).
+    /// 16 kHz samples of concealment produced for lost packets.
     pub concealed_samples: u64,
+    /// 16 kHz samples synthesised while the jitter buffer grew its delay.
+    pub stretched_samples: u64,
+    /// Frames dropped while the jitter buffer shrank its delay.
+    pub shrunk: u64,
     /// 16 kHz samples decoded from packets.
     pub decoded_samples: u64,
     pub decode_errors: u64,
@@ -290,6 +294,7 @@ impl CallMedia {
         self.stats.late += j.late;
         self.stats.lost += j.lost;
         self.stats.duplicate += j.duplicate;
+        self.stats.shrunk += j.shrunk;
     }
 
     pub fn handle_rtp(&mut self, data: &[u8], from: SocketAddr, now: Instant) -> RxOutcome {
@@ -462,10 +467,17 @@ impl CallMedia {
                         self.stats.decoded_samples += self.pcm.len() as u64;
                     }
                 }
-                Playout::Lost { samples } => {
+                Playout::Lost { samples, fec } => {
+                    let n = codec::samples_16k(samples, clock);
+                    self.codecs.decoder.conceal(n, fec.as_ref().map(|p| p.payload.as_slice()), &mut self.pcm);
+                    self.stats.concealed_samples += self.pcm.len() as u64;
+                }
+                // The jitter buffer grows its delay by one frame: concealment
+                // without a loss (no FEC to use).
+                Playout::Stretch { samples } => {
                     let n = codec::samples_16k(samples, clock);
                     self.codecs.decoder.conceal(n, None, &mut self.pcm);
-                    self.stats.concealed_samples += self.pcm.len() as u64;
+                    self.stats.stretched_samples += self.pcm.len() as u64;
                 }
             }
             if self.agent_started {
@@ -553,6 +565,7 @@ impl CallMedia {
             late: self.stats.late + j.late,
             lost: self.stats.lost + j.lost,
             duplicate: self.stats.duplicate + j.duplicate,
+            shrunk: self.stats.shrunk + j.shrunk,
             rtcp: self.rtcp.stats(),
             ..self.stats
         }

@@ -23,7 +23,7 @@ fn params(codec: Codec, pt: u8) -> MediaParams {
 
 fn settings() -> MediaSettings {
     MediaSettings {
-        jitter: JitterConfig { clock_rate: 8000, target_delay: Duration::from_millis(40), max_delay: Duration::from_millis(500), max_packets: 256 },
+        jitter: JitterConfig { clock_rate: 8000, min_delay: Duration::from_millis(20), target_delay: Duration::from_millis(40), max_delay: Duration::from_millis(500), max_packets: 256 },
         opus: Default::default(),
         rtcp_interval: Duration::from_secs(5),
         rtp_timeout: Some(Duration::from_secs(2)),

@@ -1,50 +1,147 @@
-//! Receive-side jitter buffer: fixed target delay, packet level, driven by
-//! RTP timestamps.
+//! Receive-side adaptive jitter buffer: packet level, driven by RTP
+//! timestamps, sans-IO (nothing here reads the clock; `now` is passed in).
 //!
-//! Each packet's playout instant is derived from its RTP timestamp through one
-//! mapping ([`PlayoutClock`]), anchored on the first packet of a stream:
+//! # Playout mapping
+//!
+//! Each stream (SSRC) is anchored on its first packet. A packet's playout
+//! instant comes from its RTP timestamp through one mapping:
 //!
 //! ```text
-//! playout(ts) = anchor_instant + (ts - anchor_ts) / clock_rate + target_delay
+//! due(ts) = anchor_instant + (ts - anchor_ts) / clock_rate + offset
 //! ```
 //!
-//! so the buffer never accumulates arrival jitter and an adaptive buffer can
-//! later change the delay in that one place. Sequence numbers and timestamps
-//! are unwrapped to 64-bit extended values so wraparound of either is a
-//! non-event.
+//! so arrival jitter never accumulates. Adapting the delay means changing
+//! `offset`, and nothing else moves. Sequence numbers and timestamps are
+//! unwrapped to 64-bit values, so wraparound of either is a non-event. The
+//! packet time is learned from consecutive timestamps (2.5–120 ms; 20 ms
+//! until known), so nothing assumes 20 ms or 8 kHz.
 //!
-//! Packets are held in sequence-number order, which for one audio stream is
-//! also timestamp order. The driver calls [`JitterBuffer::pop`] on its 20 ms
-//! tick until it returns `None`; it gets packets whose playout instant has
-//! come and [`Playout::Lost`] for sequence numbers that never arrived in time.
-//! Nothing here reads the clock; `now` is always passed in.
+//! # Slots
 //!
-//! The buffer expects a single payload stream: route RFC 4733 telephone-event
-//! packets (whose timestamp stays at the start of the event) elsewhere before
-//! inserting, or they look like a timestamp jump backwards.
+//! The buffer keeps a media position `play_ts` (the timestamp of the next
+//! sample to hand out). The driver calls [`JitterBuffer::pop`] on its tick
+//! until `None`; each time `due(play_ts)` has come it gets exactly one of:
+//!
+//! * [`Playout::Packet`]: the packet at `play_ts`;
+//! * [`Playout::Lost`]: one frame the decoder must conceal — a packet that did
+//!   not arrive in time. `fec` carries the next packet when it is already
+//!   buffered and directly follows the lost frame (Opus in-band FEC);
+//! * [`Playout::Stretch`]: one extra concealment frame inserted to grow the
+//!   delay (the decoder produces it like a loss; it is not one).
+//!
+//! A lost frame is declared at its own slot, not when a later packet comes
+//! due, so the decoder's output stays in real time: with a 20 ms driver tick
+//! there is one item per tick. When a later packet is buffered the gap is
+//! known ("bracketed") and concealed frame by frame, up to `max_delay` of it
+//! (a marker bit on the packet after the gap limits it to the missing
+//! packets; the rest of the gap is silence). When nothing at all is buffered
+//! the buffer cannot tell loss from silence: it conceals the slot anyway
+//! ("underrun"), one slot per packet time at most (no catch-up burst), for up
+//! to `max_delay` for a sender that has never paused (G.711 senders often
+//! never do), or [`MAX_BLIND`] frames once the sender has shown silence
+//! suppression, then goes idle (`None`) until packets come back. No
+//! concealment is ever emitted for a silence gap, a resync or a timestamp
+//! jump.
+//!
+//! # Adaptation
+//!
+//! *Measure.* For every packet (late ones included: they are the signal),
+//! its relative transit `r = arrival - (anchor + (ts - anchor_ts) /
+//! clock_rate)` goes into a window of the last ~2 s of packets (by count, so
+//! silence does not empty it). The jitter estimate is the 95th percentile of
+//! `r` minus its minimum: a windowed percentile rather than the RFC 3550 A.8
+//! running mean, because it reacts to a burst within a few packets and
+//! ignores the rare outlier, which would otherwise cost a frame of delay.
+//!
+//! *Target.* `target_up = clamp(jitter + 5 ms, min_delay, max_delay)` is what
+//! the network needs now; the held target follows it up at once and decays
+//! towards it by 2 ms per second (increase quickly, decrease slowly).
+//!
+//! *Current delay.* `current = offset - min(r)`: how long a packet with the
+//! window's best transit waits before playout.
+//!
+//! *Adjust.* During continuous speech the delay moves by one frame at a time:
+//! to grow (current < target_up) one [`Playout::Stretch`] is emitted and the
+//! mapping moves one frame later, at most once per 200 ms; to shrink (current
+//! minus a frame still ≥ held target + 5 ms) the packet due now is dropped
+//! and the next one, which must already be buffered, plays in its slot, at
+//! most once per second and never right after a concealment. The band
+//! `[target_up, held target + frame + 5 ms)` in between is left alone, so the
+//! estimate's noise costs nothing. Which frame is dropped is not chosen by
+//! energy: packets carry no level indication readable at packet level, so
+//! the frame due when the shrink is allowed goes. At a talk-spurt start (a
+//! marker bit, or any gap the sender did not fill) a delay outside its band
+//! is instead re-anchored to the held target plus half a frame, without a
+//! stretch or a drop, because the change falls into silence (shortening it
+//! by at most its length). Before the first packet plays, the delay is also
+//! lowered if the anchor packet itself was delayed. Sender clock drift
+//! (±100 ppm is ±0.1 ms per second) moves `min(r)` and is absorbed by the
+//! same one-frame adjustments: about one every 200 s.
+//!
+//! # Discontinuities
+//!
+//! A new SSRC, a timestamp jump (a packet due more than
+//! `max(2 * max_delay, 1 s) + frame` ahead), a sequence jump beyond 3000, or a
+//! run of more than four late packets whose sequence number and timestamp
+//! disagree with the stream's numbering (a sender that restarted or stepped
+//! its timestamp back; packets the network merely delayed or reordered never
+//! count) re-synchronise: the buffer is flushed and re-anchored on the packet
+//! at the configured initial delay, with no concealment for the gap.
+//! Straggling packets of the SSRC just replaced are dropped as late (after
+//! four in a row the stream switches back to it).
+//!
+//! The buffer expects a single payload stream: route RFC 4733
+//! telephone-event packets elsewhere before inserting.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// More than this many Late packets in a row means the sender restarted or
-/// jumped its timestamp backwards: re-anchor on the next one.
+/// More than this many implausible Late packets in a row means the sender
+/// restarted or jumped its timestamp backwards: re-anchor on the next one.
 const MAX_CONSECUTIVE_LATE: u32 = 4;
 /// How many played (sequence, timestamp) pairs are remembered to tell a
 /// duplicate from a late packet.
 const PLAYED_WINDOW: usize = 128;
 /// A forward sequence jump larger than this (RFC 3550 A.1 `MAX_DROPOUT`) is a
-/// new stream, not a loss burst: counting thousands of "lost" packets would
-/// only poison the statistics.
+/// new stream, not a loss burst.
 const MAX_DROPOUT: i64 = 3000;
+/// Empty-buffer slots concealed in a row once the sender has shown silence
+/// suppression (60 ms: G.711 Appendix I PLC has faded to silence by then).
+pub const MAX_BLIND: u32 = 3;
+/// Span of the transit window, in packet time (2 s at 20 ms = 100 packets).
+const WINDOW_NS: i64 = 2_000_000_000;
+const MIN_WINDOW: usize = 16;
+const MAX_WINDOW: usize = 400;
+/// Percentile of the relative transit that the delay must cover.
+const PERCENTILE: usize = 95;
+/// Added above the measured jitter, for the 5 % beyond the percentile.
+const MARGIN_NS: i64 = 5_000_000;
+/// A shrink must leave the delay this far above the held target.
+const SHRINK_HYSTERESIS_NS: i64 = 5_000_000;
+const GROW_INTERVAL_NS: i64 = 200_000_000;
+const SHRINK_INTERVAL_NS: i64 = 1_000_000_000;
+/// The held target decays towards the measured need by this much per second.
+const HOLD_DECAY_NS_PER_S: i64 = 2_000_000;
+/// A late packet numbered consistently with the stream but overdue by more
+/// than this is not jitter any more (a sender replaying old audio).
+const PLAUSIBLE_OVERDUE_NS: i64 = 1_000_000_000;
+/// Packets in the window before the delay is adjusted at all.
+const MIN_ADAPT_SAMPLES: usize = 8;
+const NS_PER_S: i128 = 1_000_000_000;
 
 #[derive(Debug, Clone)]
 pub struct JitterConfig {
-    /// RTP clock rate of the payload (8000 for G.711).
+    /// RTP clock rate of the payload (8000 for G.711, 48000 for Opus).
     pub clock_rate: u32,
-    /// Delay between a packet's nominal arrival and its playout.
+    /// The adaptive delay never goes below this.
+    pub min_delay: Duration,
+    /// Initial delay of every stream (clamped into `min_delay..=max_delay`);
+    /// from there it follows the measured jitter.
     pub target_delay: Duration,
-    /// A packet due further in the future than this, or overdue by more than
-    /// this, is a timestamp discontinuity. Raised to `target_delay` if lower.
+    /// The adaptive delay never targets more than this, nor conceals a gap
+    /// longer than this. A packet overdue by more than this is late; one due
+    /// more than `max(2 * max_delay, 1 s) + frame` ahead is a timestamp jump
+    /// (resync). Raised to `min_delay` if lower.
     pub max_delay: Duration,
     /// Hard cap on packets held, whatever the peer sends.
     pub max_packets: usize,
@@ -54,8 +151,9 @@ impl Default for JitterConfig {
     fn default() -> Self {
         Self {
             clock_rate: 8000,
-            target_delay: Duration::from_millis(60),
-            max_delay: Duration::from_millis(500),
+            min_delay: Duration::from_millis(20),
+            target_delay: Duration::from_millis(40),
+            max_delay: Duration::from_millis(200),
             max_packets: 256,
         }
     }
@@ -77,7 +175,8 @@ pub enum InsertOutcome {
     Accepted,
     /// Same sequence number as a buffered or recently played packet; dropped.
     Duplicate,
-    /// Its slot was already played or concealed, or it is hopelessly overdue; dropped.
+    /// Its slot was already played or concealed, it is hopelessly overdue, or
+    /// it belongs to the SSRC that was just replaced; dropped.
     Late,
     /// Discontinuity (new SSRC, timestamp or sequence jump, run of late
     /// packets): the buffer was flushed and re-anchored on this packet, which is buffered.
@@ -86,11 +185,22 @@ pub enum InsertOutcome {
     Overflow,
 }
 
+/// What the decoder must produce for one slot. `samples` are in RTP clock
+/// units (160 per 20 ms at 8 kHz, 960 at 48 kHz).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Playout {
     Packet(MediaPacket),
-    /// a gap the decoder must conceal: number of samples missing
+    /// A frame that did not arrive in time: conceal `samples`. When the packet
+    /// that follows the lost frame is already buffered, `fec` is a copy of it
+    /// (Opus can decode the lost frame from its in-band FEC); the packet is
+    /// still played normally in the next slot.
     Lost {
+        samples: u32,
+        fec: Option<MediaPacket>,
+    },
+    /// The delay grows by one frame: produce `samples` of concealment (PLC or
+    /// comfort noise) although nothing is missing.
+    Stretch {
         samples: u32,
     },
 }
@@ -98,8 +208,8 @@ pub enum Playout {
 /// Counters since construction (not cleared by `reset`).
 ///
 /// Every inserted packet ends up in exactly one bucket, so at any time
-/// `received == played + buffered() + late + duplicate + overflow + flushed`.
-/// `lost` counts sequence numbers that were concealed, which includes packets
+/// `received == played + buffered() + late + duplicate + overflow + flushed + shrunk`.
+/// `lost` counts sequence numbers skipped at playout, which includes packets
 /// that were dropped here as late or overflow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JitterStats {
@@ -109,40 +219,102 @@ pub struct JitterStats {
     pub duplicate: u64,
     /// packets
     pub lost: u64,
+    /// `Playout::Lost` slots handed out (loss and underrun).
+    pub concealed: u64,
+    /// Samples (RTP clock units) of those slots.
+    pub concealed_samples: u64,
+    /// Of `concealed`, the slots concealed with nothing buffered at all.
+    pub underruns: u64,
+    /// `Playout::Stretch` slots: the delay grew by one frame.
+    pub stretched: u64,
+    /// Packets dropped to shrink the delay by one frame.
+    pub shrunk: u64,
+    /// Talk-spurt starts at which the playout mapping was moved to the target.
+    pub realigned: u64,
     pub resyncs: u64,
     pub overflow: u64,
     /// Buffered packets discarded unplayed by a resync or `reset`.
     pub flushed: u64,
+    /// Sum over played packets of [`JitterBuffer::current_delay`] at their
+    /// playout, in microseconds; see [`JitterStats::mean_delay`].
+    pub delay_us_total: u64,
 }
 
-/// Maps extended RTP timestamps to local playout instants. This is the only
-/// place that relates media time to wall-clock time: an adaptive buffer
-/// changes `delay` (or re-anchors) here and nothing else moves.
-#[derive(Debug, Clone)]
-struct PlayoutClock {
-    anchor: Instant,
-    anchor_ts: i64,
-    clock_rate: u32,
-    delay: Duration,
-}
-
-impl PlayoutClock {
-    /// Nanoseconds from `now` until the playout instant of `ext_ts`; negative
-    /// when overdue. Signed integer arithmetic rather than `Instant` math, so
-    /// any timestamp a peer sends is representable and nothing can panic.
-    fn until_due(&self, ext_ts: i64, now: Instant) -> i128 {
-        let media = (i128::from(ext_ts) - i128::from(self.anchor_ts)) * 1_000_000_000
-            / i128::from(self.clock_rate);
-        media + self.delay.as_nanos() as i128 - signed_nanos_since(now, self.anchor)
+impl JitterStats {
+    /// Mean delay the buffer added to the packets it played.
+    pub fn mean_delay(&self) -> Duration {
+        Duration::from_micros(self.delay_us_total.checked_div(self.played).unwrap_or(0))
     }
 }
 
-/// `a - b` in nanoseconds, either sign.
-fn signed_nanos_since(a: Instant, b: Instant) -> i128 {
+/// The configuration in signed nanoseconds and clock units.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    rate: i64,
+    min: i64,
+    initial: i64,
+    max: i64,
+    frame_default: i64,
+    frame_min: i64,
+    frame_max: i64,
+}
+
+impl Limits {
+    fn new(cfg: &JitterConfig) -> Limits {
+        let rate = i64::from(cfg.clock_rate.max(1));
+        let ns = |d: Duration| {
+            i64::try_from(d.as_nanos())
+                .unwrap_or(i64::MAX / 8)
+                .min(i64::MAX / 8)
+        };
+        // Opus frames run from 2.5 ms to 120 ms; the default is RFC 3551's 20 ms.
+        let frame_min = (rate / 400).max(1);
+        let frame_max = (rate * 3 / 25).max(frame_min);
+        Limits {
+            rate,
+            min: ns(cfg.min_delay),
+            initial: ns(cfg.target_delay),
+            max: ns(cfg.max_delay),
+            frame_default: (rate / 50).clamp(frame_min, frame_max),
+            frame_min,
+            frame_max,
+        }
+    }
+
+    /// Duration of `samples` in nanoseconds.
+    fn ns(&self, samples: i64) -> i64 {
+        clamp_i64(i128::from(samples) * NS_PER_S / i128::from(self.rate))
+    }
+
+    /// A packet due further ahead than this is a timestamp jump (at least
+    /// 1 s: the anchor packet itself may have been delayed by the jitter).
+    fn early(&self, frame: i64) -> i64 {
+        self.max
+            .saturating_mul(2)
+            .max(1_000_000_000)
+            .saturating_add(self.ns(frame))
+    }
+
+    /// Most frames concealed for one gap, or in a row with nothing buffered.
+    fn gap_cap_frames(&self, frame: i64) -> i64 {
+        (self.max / self.ns(frame).max(1)).max(i64::from(MAX_BLIND))
+    }
+}
+
+fn clamp_i64(v: i128) -> i64 {
+    v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+/// `a - b` in nanoseconds, either sign, saturating.
+fn signed_nanos(a: Instant, b: Instant) -> i64 {
     match a.checked_duration_since(b) {
-        Some(d) => d.as_nanos() as i128,
-        None => -(b.duration_since(a).as_nanos() as i128),
+        Some(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        None => i64::try_from(b.duration_since(a).as_nanos()).map_or(i64::MIN, |n| -n),
     }
+}
+
+fn duration_from_ns(ns: i64) -> Duration {
+    Duration::from_nanos(ns.max(0) as u64)
 }
 
 /// Extend a 16-bit sequence number to the value closest to `reference`.
@@ -161,81 +333,285 @@ struct Entry {
     packet: MediaPacket,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Adjust {
+    None,
+    Grow,
+    Shrink,
+}
+
 /// Per-stream state, created by the first packet and replaced on resync.
 #[derive(Debug)]
 struct Stream {
     ssrc: u32,
-    clock: PlayoutClock,
+    anchor: Instant,
+    anchor_ts: i64,
+    /// Playout mapping offset (ns): `due(ts) = anchor + media(ts) + offset`.
+    offset: i64,
     /// Unwrap references: highest accepted extended sequence number and its timestamp.
     highest_seq: i64,
     ts_ref: i64,
-    /// Next sequence number to play; `None` until the first pop, so packets
-    /// reordered ahead of the anchor packet are still played first.
-    next_seq: Option<i64>,
-    last_played: Option<(i64, i64)>,
-    /// Recently played (seq, ts), to tell duplicates from late packets.
+    /// Media position of the next slot; `None` until the first packet plays,
+    /// so packets reordered ahead of the anchor packet are still played first.
+    play_ts: Option<i64>,
+    /// Last packet consumed (played or dropped to shrink): sequence, timestamp
+    /// and the timestamp where it ended. Meaningful once `play_ts` is set.
+    last_seq: i64,
+    last_ts: i64,
+    last_end: i64,
+    /// The previous slot was a played packet (not a concealment or stretch).
+    prev_played: bool,
+    /// Recently consumed (seq, ts), to tell duplicates from late packets.
     played: VecDeque<(i64, i64)>,
-    /// Packet duration learned from consecutive packets, for sizing concealment.
-    samples_per_packet: i64,
+    /// Packet duration, learned from consecutive packets (20 ms until then).
+    frame: i64,
+    frame_learned: bool,
     consecutive_late: u32,
+    /// Packets in a row from the SSRC this stream replaced.
+    retired_run: u32,
+    /// Slots concealed in a row with nothing buffered, and when the last was.
+    blind: u32,
+    last_blind: Option<Instant>,
+    /// No silence gap seen yet: the sender transmits continuously.
+    continuous: bool,
+    /// Relative transit of recent packets (ns), oldest first, and the same
+    /// values sorted (kept incrementally: the percentile is one index).
+    transit: VecDeque<i64>,
+    sorted: Vec<i64>,
+    /// Window minimum of `transit`.
+    r_base: i64,
+    /// Delay the network needs now, and the slowly decaying target.
+    target_up: i64,
+    target_hold: i64,
+    hold_at: Instant,
+    last_adjust: Instant,
+}
+
+impl Stream {
+    fn new(p: &MediaPacket, now: Instant, lim: &Limits) -> Stream {
+        let initial = lim.initial.clamp(lim.min, lim.max);
+        let mut transit = VecDeque::with_capacity(MIN_WINDOW);
+        transit.push_back(0);
+        Stream {
+            ssrc: p.ssrc,
+            anchor: now,
+            anchor_ts: i64::from(p.timestamp),
+            offset: initial,
+            highest_seq: i64::from(p.sequence),
+            ts_ref: i64::from(p.timestamp),
+            play_ts: None,
+            last_seq: 0,
+            last_ts: 0,
+            last_end: 0,
+            prev_played: false,
+            played: VecDeque::with_capacity(PLAYED_WINDOW),
+            frame: lim.frame_default,
+            frame_learned: false,
+            consecutive_late: 0,
+            retired_run: 0,
+            blind: 0,
+            last_blind: None,
+            continuous: true,
+            transit,
+            sorted: vec![0],
+            r_base: 0,
+            target_up: initial,
+            target_hold: initial,
+            hold_at: now,
+            last_adjust: now,
+        }
+    }
+
+    /// Media time of `ext_ts` since the anchor, in nanoseconds.
+    fn media_ns(&self, ext_ts: i64, lim: &Limits) -> i64 {
+        clamp_i64(
+            (i128::from(ext_ts) - i128::from(self.anchor_ts)) * NS_PER_S / i128::from(lim.rate),
+        )
+    }
+
+    /// Relative transit of a packet with `ext_ts` arriving at `now`.
+    fn transit_of(&self, ext_ts: i64, now: Instant, lim: &Limits) -> i64 {
+        signed_nanos(now, self.anchor).saturating_sub(self.media_ns(ext_ts, lim))
+    }
+
+    /// Nanoseconds from `now` until the playout instant of `ext_ts`; negative when overdue.
+    fn until_due(&self, ext_ts: i64, now: Instant, lim: &Limits) -> i64 {
+        self.offset
+            .saturating_sub(self.transit_of(ext_ts, now, lim))
+    }
+
+    fn current(&self) -> i64 {
+        self.offset.saturating_sub(self.r_base)
+    }
+
+    fn window_len(&self, lim: &Limits) -> usize {
+        let n = WINDOW_NS / lim.ns(self.frame).max(1);
+        (n.max(0) as usize).clamp(MIN_WINDOW, MAX_WINDOW)
+    }
+
+    /// Add one transit sample and recompute the jitter estimate and targets.
+    fn observe(&mut self, r: i64, now: Instant, lim: &Limits) {
+        self.transit.push_back(r);
+        let at = self.sorted.partition_point(|&v| v < r);
+        self.sorted.insert(at, r);
+        let n = self.window_len(lim);
+        while self.transit.len() > n {
+            if let Some(old) = self.transit.pop_front() {
+                let at = self.sorted.partition_point(|&v| v < old);
+                self.sorted.remove(at);
+            }
+        }
+        let k = (self.sorted.len() - 1) * PERCENTILE / 100;
+        let (low, high) = (self.sorted[0], self.sorted[k]);
+        self.r_base = low;
+        let jitter = high.saturating_sub(low);
+        self.target_up = jitter.saturating_add(MARGIN_NS).clamp(lim.min, lim.max);
+        let dt = signed_nanos(now, self.hold_at);
+        let decay = if dt > 0 {
+            self.hold_at = now;
+            clamp_i64(i128::from(dt) * i128::from(HOLD_DECAY_NS_PER_S) / NS_PER_S)
+        } else {
+            0
+        };
+        self.target_hold = self
+            .target_hold
+            .saturating_sub(decay)
+            .max(self.target_up)
+            .min(lim.max);
+    }
+
+    /// The delay needs neither a grow nor a shrink.
+    fn in_band(&self, lim: &Limits) -> bool {
+        let current = self.current();
+        current >= self.target_up
+            && current.saturating_sub(lim.ns(self.frame))
+                < self.target_hold.saturating_add(SHRINK_HYSTERESIS_NS)
+    }
+
+    /// Mapping offset that puts the delay half a frame above the held
+    /// target: the next fluctuation of the estimate must not cost a stretch.
+    fn mid_band(&self, lim: &Limits) -> i64 {
+        self.r_base
+            .saturating_add(self.target_hold)
+            .saturating_add(lim.ns(self.frame) / 2)
+    }
+
+    fn adjustment(&self, now: Instant, lim: &Limits) -> Adjust {
+        if self.transit.len() < MIN_ADAPT_SAMPLES {
+            return Adjust::None;
+        }
+        let since = signed_nanos(now, self.last_adjust);
+        let current = self.current();
+        if current < self.target_up && since >= GROW_INTERVAL_NS {
+            return Adjust::Grow;
+        }
+        let after_shrink = current.saturating_sub(lim.ns(self.frame));
+        if after_shrink >= self.target_hold.saturating_add(SHRINK_HYSTERESIS_NS)
+            && since >= SHRINK_INTERVAL_NS
+            && self.prev_played
+        {
+            return Adjust::Shrink;
+        }
+        Adjust::None
+    }
 }
 
 pub struct JitterBuffer {
     cfg: JitterConfig,
+    lim: Limits,
     /// Keyed by extended sequence number.
     packets: BTreeMap<i64, Entry>,
     stream: Option<Stream>,
+    /// The SSRC the current stream replaced: its stragglers are late, not a new stream.
+    retired_ssrc: Option<u32>,
     stats: JitterStats,
 }
 
 impl JitterBuffer {
     pub fn new(mut cfg: JitterConfig) -> Self {
-        // Config may come from SDP; keep it sane rather than panic.
+        // Config may come from SDP or a file; keep it sane rather than panic.
         cfg.clock_rate = cfg.clock_rate.max(1);
-        cfg.max_delay = cfg.max_delay.max(cfg.target_delay);
+        cfg.max_delay = cfg.max_delay.max(cfg.min_delay);
+        cfg.target_delay = cfg.target_delay.clamp(cfg.min_delay, cfg.max_delay);
         cfg.max_packets = cfg.max_packets.max(1);
         Self {
+            lim: Limits::new(&cfg),
             cfg,
             packets: BTreeMap::new(),
             stream: None,
+            retired_ssrc: None,
             stats: JitterStats::default(),
         }
     }
 
     pub fn insert(&mut self, p: MediaPacket, now: Instant) -> InsertOutcome {
         self.stats.received += 1;
+        let lim = self.lim;
         let Some(st) = self.stream.as_mut() else {
             self.start_stream(p, now);
             return InsertOutcome::Accepted;
         };
         if p.ssrc != st.ssrc {
+            if self.retired_ssrc == Some(p.ssrc) && st.retired_run < MAX_CONSECUTIVE_LATE {
+                st.retired_run += 1;
+                self.stats.late += 1;
+                return InsertOutcome::Late;
+            }
+            self.retired_ssrc = Some(st.ssrc);
             return self.resync(p, now);
         }
+        st.retired_run = 0;
         let ext_seq = unwrap_seq(st.highest_seq, p.sequence);
         let ext_ts = unwrap_ts(st.ts_ref, p.timestamp);
 
-        // A played packet with the same number but another timestamp is not a
-        // copy: it falls through to the late check (a restarted sender).
-        let already_played = st.next_seq.is_some_and(|next| ext_seq < next)
-            && st.played.contains(&(ext_seq, ext_ts));
-        if already_played || self.packets.contains_key(&ext_seq) {
+        // A consumed packet with the same number but another timestamp is not
+        // a copy: it falls through to the late check (a restarted sender).
+        let consumed = st.play_ts.is_some() && ext_seq <= st.last_seq;
+        if (consumed && st.played.contains(&(ext_seq, ext_ts)))
+            || self.packets.contains_key(&ext_seq)
+        {
             self.stats.duplicate += 1;
             return InsertOutcome::Duplicate;
         }
 
-        let until_due = st.clock.until_due(ext_ts, now);
-        let max_delay = self.cfg.max_delay.as_nanos() as i128;
-        if until_due > max_delay || ext_seq - st.highest_seq > MAX_DROPOUT {
+        let r = st.transit_of(ext_ts, now, &lim);
+        let until_due = st.offset.saturating_sub(r);
+        if until_due > lim.early(st.frame) || ext_seq - st.highest_seq > MAX_DROPOUT {
             return self.resync(p, now);
         }
-
-        let late = st.next_seq.is_some_and(|next| ext_seq < next)
-            || st.last_played.is_some_and(|(_, ts)| ext_ts < ts)
-            || -until_due > max_delay;
+        let overdue = until_due.saturating_neg();
+        let hopeless = overdue > lim.max;
+        // Plausible: numbered like the stream (sequence and timestamp agree
+        // with the last packet played) and at most a second overdue — a
+        // packet the network merely delayed. A sender that restarted or
+        // stepped its timestamp back is not plausible, and only such late
+        // packets count towards a resync.
+        let (late, plausible) = match st.play_ts {
+            None => (hopeless, !hopeless),
+            Some(play_ts) => {
+                let (dseq, dts) = (ext_seq - st.last_seq, ext_ts - st.last_ts);
+                let consistent = if st.frame_learned {
+                    (dts - dseq.saturating_mul(st.frame)).abs() <= st.frame / 2
+                } else {
+                    // Packet time unknown yet: any plausible one will do.
+                    dseq.signum() == dts.signum()
+                        && dts.abs() >= dseq.abs().saturating_mul(lim.frame_min)
+                        && dts.abs() <= dseq.abs().saturating_mul(lim.frame_max)
+                };
+                let late = hopeless || ext_seq <= st.last_seq || ext_ts < play_ts - st.frame / 2;
+                (late, consistent && overdue <= PLAUSIBLE_OVERDUE_NS)
+            }
+        };
+        if plausible {
+            // Late packets are the jitter estimate's most important input.
+            st.observe(r, now, &lim);
+        }
         if late {
-            st.consecutive_late += 1;
-            if st.consecutive_late > MAX_CONSECUTIVE_LATE {
-                return self.resync(p, now);
+            if !plausible {
+                st.consecutive_late += 1;
+                if st.consecutive_late > MAX_CONSECUTIVE_LATE {
+                    return self.resync(p, now);
+                }
             }
             self.stats.late += 1;
             return InsertOutcome::Late;
@@ -253,67 +629,133 @@ impl JitterBuffer {
             st.highest_seq = ext_seq;
             st.ts_ref = ext_ts;
         }
+        // Learn the packet time from a buffered neighbour (playout learns it
+        // too, but a stream's first packets arrive before any is played).
+        let before = self
+            .packets
+            .get(&(ext_seq - 1))
+            .filter(|_| !p.marker)
+            .map(|e| ext_ts - e.ext_ts);
+        let after = self
+            .packets
+            .get(&(ext_seq + 1))
+            .filter(|e| !e.packet.marker)
+            .map(|e| e.ext_ts - ext_ts);
+        if let Some(delta) = before
+            .or(after)
+            .filter(|d| (lim.frame_min..=lim.frame_max).contains(d))
+        {
+            st.frame = delta;
+            st.frame_learned = true;
+        }
         self.packets.insert(ext_seq, Entry { ext_ts, packet: p });
         InsertOutcome::Accepted
     }
 
-    /// Next item whose playout time has come (call repeatedly until None at each 20 ms tick).
+    /// What the decoder must produce next, if its time has come. Call
+    /// repeatedly at each packet-time tick until `None`.
     pub fn pop(&mut self, now: Instant) -> Option<Playout> {
-        let st = self.stream.as_mut()?;
-        let head = self.packets.first_entry()?;
-        let seq = *head.key();
-        if st.clock.until_due(head.get().ext_ts, now) > 0 {
-            return None;
-        }
-
-        if let (Some(next), Some((_, last_ts))) = (st.next_seq, st.last_played) {
-            if seq > next {
-                // Sequence numbers next..seq never arrived in time.
-                let missing = seq - next;
-                let spp = st.samples_per_packet;
-                let by_count = missing.saturating_mul(spp);
-                let samples = if head.get().packet.marker {
-                    // New talk spurt: the timestamp gap is mostly silence
-                    // (RFC 3551 §4.1); conceal only the missing packets.
-                    by_count
+        let lim = self.lim;
+        // Each pass either returns or moves `play_ts` onto the head packet
+        // (silence) or drops the head (shrink); a few passes always suffice.
+        for _ in 0..4 {
+            let st = self.stream.as_mut()?;
+            let Some(play_ts) = st.play_ts else {
+                let head = self.packets.first_key_value()?.1;
+                // Nothing played yet, so the mapping may still move for free:
+                // if the anchor packet was itself delayed, the delay is
+                // higher than meant by that much. Take it back (never add:
+                // the few packets seen so far can only under-estimate that).
+                let desired = st.mid_band(&lim);
+                if desired < st.offset && st.transit.len() >= 2 {
+                    st.offset = desired;
+                }
+                if st.until_due(head.ext_ts, now, &lim) > 0 {
+                    return None;
+                }
+                return Some(self.consume_head(false));
+            };
+            if st.until_due(play_ts, now, &lim) > 0 {
+                return None;
+            }
+            let adjust = st.adjustment(now, &lim);
+            let half = (st.frame / 2).max(1);
+            let Some((&seq, head)) = self.packets.first_key_value() else {
+                // Underrun: loss, a late packet, or the sender fell silent.
+                let limit = if st.continuous {
+                    lim.gap_cap_frames(st.frame)
                 } else {
-                    // Same spurt: conceal exactly up to this packet's timestamp.
-                    let gap = head.get().ext_ts - last_ts - spp;
-                    if gap > 0 {
-                        gap
-                    } else {
-                        by_count
-                    }
+                    i64::from(MAX_BLIND)
                 };
-                st.next_seq = Some(seq);
-                self.stats.lost += missing as u64;
-                // Cap at one second: one Lost per gap, never a storm.
-                let cap = i64::from(self.cfg.clock_rate);
-                return Some(Playout::Lost {
-                    samples: samples.clamp(1, cap) as u32,
-                });
+                // Real time only: one blind slot per packet time, however
+                // late the driver calls (no catch-up burst of guesses).
+                let too_soon = st
+                    .last_blind
+                    .is_some_and(|t| signed_nanos(now, t) < lim.ns(st.frame) / 2);
+                if i64::from(st.blind) >= limit || too_soon {
+                    return None;
+                }
+                st.blind += 1;
+                st.last_blind = Some(now);
+                if adjust == Adjust::Grow {
+                    return Some(self.stretch(now));
+                }
+                let samples = st.frame;
+                st.play_ts = Some(play_ts + samples);
+                st.prev_played = false;
+                self.stats.underruns += 1;
+                return Some(self.conceal(samples, None));
+            };
+            let gap = head.ext_ts - play_ts;
+            if gap < half {
+                match adjust {
+                    Adjust::Grow => return Some(self.stretch(now)),
+                    Adjust::Shrink if self.packets.contains_key(&(seq + 1)) => {
+                        self.consume_head(true);
+                        let st = self.stream.as_mut()?;
+                        st.offset = st.offset.saturating_sub(lim.ns(st.frame));
+                        st.last_adjust = now;
+                        continue;
+                    }
+                    _ => return Some(self.consume_head(false)),
+                }
             }
-        }
-
-        let entry = head.remove();
-        if let Some((last_seq, last_ts)) = st.last_played {
-            let delta = entry.ext_ts - last_ts;
-            if last_seq + 1 == seq
-                && !entry.packet.marker
-                && delta > 0
-                && delta <= i64::from(self.cfg.clock_rate)
-            {
-                st.samples_per_packet = delta;
+            // A gap before the head packet: conceal the missing packets' share
+            // of it, in real time, one frame per slot; the rest is silence.
+            let missing = (seq - st.last_seq - 1).max(0);
+            let cap = lim.gap_cap_frames(st.frame);
+            let budget = missing.min(cap).saturating_mul(st.frame);
+            let conceal_end = head.ext_ts.min(st.last_end.saturating_add(budget));
+            if conceal_end - play_ts >= half {
+                if adjust == Adjust::Grow {
+                    return Some(self.stretch(now));
+                }
+                let samples = (conceal_end - play_ts).min(st.frame);
+                let fec = (play_ts + samples >= head.ext_ts).then(|| head.packet.clone());
+                st.play_ts = Some(play_ts + samples);
+                st.prev_played = false;
+                return Some(self.conceal(samples, fec));
             }
+            // Talk-spurt start: the sender paused. Move the mapping to the
+            // target now, where the change falls into silence.
+            if missing == 0 {
+                st.continuous = false;
+            }
+            let head_ts = head.ext_ts;
+            if st.transit.len() >= MIN_ADAPT_SAMPLES && !st.in_band(&lim) {
+                let silence = st
+                    .media_ns(head_ts, &lim)
+                    .saturating_sub(st.media_ns(play_ts, &lim));
+                let delta = st.mid_band(&lim).saturating_sub(st.offset).max(-silence);
+                if delta != 0 {
+                    st.offset = st.offset.saturating_add(delta);
+                    self.stats.realigned += 1;
+                }
+            }
+            st.play_ts = Some(head_ts);
+            st.blind = 0;
         }
-        st.next_seq = Some(seq + 1);
-        st.last_played = Some((seq, entry.ext_ts));
-        if st.played.len() == PLAYED_WINDOW {
-            st.played.pop_front();
-        }
-        st.played.push_back((seq, entry.ext_ts));
-        self.stats.played += 1;
-        Some(Playout::Packet(entry.packet))
+        None
     }
 
     pub fn stats(&self) -> JitterStats {
@@ -325,12 +767,95 @@ impl JitterBuffer {
         self.packets.len()
     }
 
+    /// Delay currently added to a packet with the best recent transit
+    /// (zero before the first packet).
+    pub fn current_delay(&self) -> Duration {
+        self.stream
+            .as_ref()
+            .map_or(Duration::ZERO, |s| duration_from_ns(s.current()))
+    }
+
+    /// Delay the buffer is steering towards, within `min_delay..=max_delay`.
+    pub fn target_delay(&self) -> Duration {
+        self.stream
+            .as_ref()
+            .map_or(self.cfg.target_delay, |s| duration_from_ns(s.target_hold))
+    }
+
+    /// Packet duration in RTP clock units, as learned from the stream
+    /// (20 ms until two consecutive packets have been seen).
+    pub fn frame_samples(&self) -> u32 {
+        let f = self
+            .stream
+            .as_ref()
+            .map_or(self.lim.frame_default, |s| s.frame);
+        u32::try_from(f).unwrap_or(u32::MAX)
+    }
+
     /// Drop everything buffered and forget the stream; the next packet
-    /// anchors afresh (as `Accepted`). Statistics are kept: they describe the call.
+    /// anchors afresh (as `Accepted`) at the configured initial delay.
+    /// Statistics are kept: they describe the call.
     pub fn reset(&mut self) {
         self.stats.flushed += self.packets.len() as u64;
         self.packets.clear();
         self.stream = None;
+        self.retired_ssrc = None;
+    }
+
+    fn conceal(&mut self, samples: i64, fec: Option<MediaPacket>) -> Playout {
+        let samples = u32::try_from(samples.max(1)).unwrap_or(u32::MAX);
+        self.stats.concealed += 1;
+        self.stats.concealed_samples += u64::from(samples);
+        Playout::Lost { samples, fec }
+    }
+
+    fn stretch(&mut self, now: Instant) -> Playout {
+        let lim = self.lim;
+        let st = self.stream.as_mut().expect("stretch needs a stream");
+        st.offset = st.offset.saturating_add(lim.ns(st.frame));
+        st.last_adjust = now;
+        st.prev_played = false;
+        self.stats.stretched += 1;
+        Playout::Stretch {
+            samples: u32::try_from(st.frame).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Take the head packet: play it, or drop it to shrink the delay.
+    fn consume_head(&mut self, shrink: bool) -> Playout {
+        let lim = self.lim;
+        let st = self.stream.as_mut().expect("consume needs a stream");
+        let (seq, entry) = self.packets.pop_first().expect("consume needs a packet");
+        if st.play_ts.is_some() {
+            if seq > st.last_seq + 1 {
+                self.stats.lost += (seq - st.last_seq - 1) as u64;
+            }
+            let delta = entry.ext_ts - st.last_ts;
+            if seq == st.last_seq + 1
+                && !entry.packet.marker
+                && (lim.frame_min..=lim.frame_max).contains(&delta)
+            {
+                st.frame = delta;
+                st.frame_learned = true;
+            }
+        }
+        st.last_seq = seq;
+        st.last_ts = entry.ext_ts;
+        st.last_end = entry.ext_ts + st.frame;
+        st.play_ts = Some(st.play_ts.map_or(st.last_end, |p| p.max(st.last_end)));
+        st.blind = 0;
+        st.prev_played = !shrink;
+        if st.played.len() == PLAYED_WINDOW {
+            st.played.pop_front();
+        }
+        st.played.push_back((seq, entry.ext_ts));
+        if shrink {
+            self.stats.shrunk += 1;
+        } else {
+            self.stats.played += 1;
+            self.stats.delay_us_total += (st.current().max(0) / 1000) as u64;
+        }
+        Playout::Packet(entry.packet)
     }
 
     fn resync(&mut self, p: MediaPacket, now: Instant) -> InsertOutcome {
@@ -341,28 +866,368 @@ impl JitterBuffer {
         InsertOutcome::Resync
     }
 
-    /// Anchor the playout clock on `p` (arriving at `now`) and buffer it.
+    /// Anchor the playout mapping on `p` (arriving at `now`) and buffer it.
     fn start_stream(&mut self, p: MediaPacket, now: Instant) {
-        let ext_seq = i64::from(p.sequence);
-        let ext_ts = i64::from(p.timestamp);
-        self.stream = Some(Stream {
-            ssrc: p.ssrc,
-            clock: PlayoutClock {
-                anchor: now,
-                anchor_ts: ext_ts,
-                clock_rate: self.cfg.clock_rate,
-                delay: self.cfg.target_delay,
-            },
-            highest_seq: ext_seq,
-            ts_ref: ext_ts,
-            next_seq: None,
-            last_played: None,
-            played: VecDeque::with_capacity(PLAYED_WINDOW),
-            // 20 ms until learned: the RFC 3551 default packetisation.
-            samples_per_packet: i64::from(self.cfg.clock_rate / 50).max(1),
-            consecutive_late: 0,
-        });
-        self.packets.insert(ext_seq, Entry { ext_ts, packet: p });
+        let st = Stream::new(&p, now, &self.lim);
+        let key = st.highest_seq;
+        let ext_ts = st.anchor_ts;
+        self.stream = Some(st);
+        self.packets.insert(key, Entry { ext_ts, packet: p });
+    }
+}
+
+/// Virtual-time simulation of a call's inbound stream through the jitter
+/// buffer, shared by `tests/jitter_hour.rs` and `examples/jitter_report.rs`.
+/// Not part of the appliance.
+#[doc(hidden)]
+pub mod sim {
+    use super::{JitterBuffer, JitterConfig, JitterStats, MediaPacket, Playout};
+    use rand::rngs::StdRng;
+    use rand::{Rng, RngCore, SeedableRng};
+    use std::time::{Duration, Instant};
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub enum Loss {
+        None,
+        /// Each packet lost independently with this probability.
+        Uniform(f64),
+        /// Gilbert–Elliott: every packet is lost in the bad state, none in the
+        /// good one; `rate` is the stationary loss rate, bursts are
+        /// geometric with mean `mean_burst` packets.
+        Bursty {
+            rate: f64,
+            mean_burst: f64,
+        },
+    }
+
+    impl Loss {
+        pub fn rate(self) -> f64 {
+            match self {
+                Loss::None => 0.0,
+                Loss::Uniform(p) | Loss::Bursty { rate: p, .. } => p,
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct Scenario {
+        pub name: String,
+        pub seed: u64,
+        pub duration: Duration,
+        /// Sender packet time (in the sender's clock).
+        pub ptime: Duration,
+        pub clock_rate: u32,
+        pub loss: Loss,
+        /// One-way network delay every packet has.
+        pub base_delay: Duration,
+        /// Extra delay per packet, uniform in `0..jitter`, independent per
+        /// packet (so packets reorder whenever two draws differ by more than
+        /// the packet time).
+        pub jitter: Duration,
+        /// Probability that a packet is also held back behind its successor.
+        pub swap_prob: f64,
+        /// Probability that a packet arrives twice (the copy up to 40 ms later).
+        pub duplicate_prob: f64,
+        /// Sender clock error: +100 means the sender's clock runs 100 ppm fast.
+        pub drift_ppm: f64,
+        /// At this fraction of the call the timestamp jumps forward by this
+        /// many samples (the sequence number continues).
+        pub ts_jump: Option<(f64, u32)>,
+        /// At this fraction of the call the sender restarts with a new SSRC,
+        /// sequence number and timestamp.
+        pub ssrc_change: Option<f64>,
+        /// Phase of the receiver's 20 ms tick relative to the sender's grid.
+        pub tick_offset: Duration,
+        /// Delay bounds are checked from this point of the call on.
+        pub warmup: Duration,
+        pub config: JitterConfig,
+    }
+
+    impl Scenario {
+        /// One hour of 20 ms G.711 with 30 ms of jitter, explicit swaps (0.5 %),
+        /// duplicates (1 %), a +10 s timestamp jump at 30 min and an SSRC
+        /// change at 45 min, with the given loss and drift.
+        pub fn hour(name: &str, seed: u64, loss: Loss, drift_ppm: f64) -> Scenario {
+            Scenario {
+                name: name.to_string(),
+                seed,
+                duration: Duration::from_secs(3600),
+                ptime: Duration::from_millis(20),
+                clock_rate: 8000,
+                loss,
+                base_delay: Duration::from_millis(40),
+                jitter: Duration::from_millis(30),
+                swap_prob: 0.005,
+                duplicate_prob: 0.01,
+                drift_ppm,
+                ts_jump: Some((0.5, 80_000)),
+                ssrc_change: Some(0.75),
+                tick_offset: Duration::from_millis(7),
+                warmup: Duration::from_secs(5),
+                config: JitterConfig::default(),
+            }
+        }
+
+        /// Resync-causing events injected.
+        pub fn events(&self) -> u64 {
+            u64::from(self.ts_jump.is_some()) + u64::from(self.ssrc_change.is_some())
+        }
+    }
+
+    /// The scenarios of the report: every loss pattern at 0 and ±100 ppm.
+    pub fn standard() -> Vec<Scenario> {
+        let losses = [
+            ("no loss", Loss::None),
+            ("uniform 5 %", Loss::Uniform(0.05)),
+            ("uniform 20 %", Loss::Uniform(0.20)),
+            (
+                "bursty 5 %",
+                Loss::Bursty {
+                    rate: 0.05,
+                    mean_burst: 3.0,
+                },
+            ),
+            (
+                "bursty 20 %",
+                Loss::Bursty {
+                    rate: 0.20,
+                    mean_burst: 3.0,
+                },
+            ),
+        ];
+        let mut out = Vec::new();
+        for (i, (lname, loss)) in losses.into_iter().enumerate() {
+            for (j, drift) in [0.0, 100.0, -100.0].into_iter().enumerate() {
+                let name = format!("{lname}, {drift:+} ppm");
+                out.push(Scenario::hour(
+                    &name,
+                    1000 + (i * 3 + j) as u64,
+                    loss,
+                    drift,
+                ));
+            }
+        }
+        out
+    }
+
+    #[derive(Debug, Clone, Default)]
+    pub struct SimReport {
+        pub name: String,
+        /// Packets the sender emitted, and of those dropped by the network.
+        pub sent: u64,
+        pub wire_lost: u64,
+        /// Resync-causing events injected.
+        pub events: u64,
+        /// Slots handed out by the buffer, by kind.
+        pub played: u64,
+        pub concealed: u64,
+        pub stretched: u64,
+        /// Samples handed to the decoder (played + concealed + stretched)
+        /// against samples the sender produced.
+        pub output_samples: u64,
+        pub sent_samples: u64,
+        /// Packets played out of sending order (must be 0).
+        pub out_of_order: u64,
+        /// Added delay of played packets: tick at which the packet was
+        /// popped minus (send time + base network delay). Includes the
+        /// driver's tick quantisation (0..20 ms, 10 ms on average).
+        pub mean_delay_ms: f64,
+        pub p95_delay_ms: f64,
+        pub max_delay_ms: f64,
+        /// Extremes of `current_delay()` sampled at every tick after warm-up.
+        pub min_current_ms: f64,
+        pub max_current_ms: f64,
+        /// Ticks at which the buffer handed out nothing although the sender
+        /// was mid-stream (after warm-up).
+        pub empty_ticks: u64,
+        pub stats: JitterStats,
+    }
+
+    impl SimReport {
+        pub fn slots(&self) -> u64 {
+            self.played + self.concealed + self.stretched
+        }
+
+        /// Concealed slots (loss and underrun, not stretches) over all slots.
+        pub fn concealment_ratio(&self) -> f64 {
+            self.concealed as f64 / self.slots().max(1) as f64
+        }
+
+        /// Packets the network lost, as a fraction of those sent.
+        pub fn wire_loss_ratio(&self) -> f64 {
+            self.wire_lost as f64 / self.sent.max(1) as f64
+        }
+    }
+
+    const BIN_NS: u64 = 100_000; // delay histogram: 0.1 ms bins
+    const BINS: usize = 50_000; // up to 5 s
+
+    pub fn simulate(s: &Scenario) -> SimReport {
+        let mut rng = StdRng::seed_from_u64(s.seed);
+        let ptime_ns = s.ptime.as_nanos().max(1) as u64;
+        let n = (s.duration.as_nanos() as u64 / ptime_ns).max(1);
+        // The sender's packet time measured with our clock.
+        let period = ptime_ns as f64 / (1.0 + s.drift_ppm * 1e-6);
+        let send_ns = |i: u64| (i as f64 * period) as u64;
+        let spp = (u64::from(s.clock_rate) * ptime_ns / 1_000_000_000) as u32;
+        let base = s.base_delay.as_nanos() as u64;
+        let jitter = (s.jitter.as_nanos() as u64).max(1);
+        let jump = s
+            .ts_jump
+            .map(|(f, samples)| ((n as f64 * f) as u64, samples));
+        let change = s.ssrc_change.map(|f| (n as f64 * f) as u64);
+        let (seq_a, ts_a) = (65_000u16, u32::MAX - 100_000);
+        let (seq_b, ts_b): (u16, u32) = (rng.random(), rng.random());
+
+        // Network: loss, jitter, swaps, duplicates. Two 64-bit draws per
+        // packet (ChaCha is the cost of this simulation in debug builds):
+        // 32-bit fractions are plenty for these probabilities.
+        let frac = |x: u64| (x & 0xFFFF_FFFF) as f64 / 4_294_967_296.0;
+        let (p_gb, p_bg) = match s.loss {
+            Loss::Bursty { rate, mean_burst } => {
+                let p_bg = 1.0 / mean_burst.max(1.0);
+                (rate * p_bg / (1.0 - rate).max(1e-9), p_bg)
+            }
+            _ => (0.0, 1.0),
+        };
+        let mut bad = false;
+        let mut wire_lost = 0;
+        // (arrival µs << 24 | packet index): one u64 sorts fast.
+        let key = |arrival_ns: u64, i: u64| ((arrival_ns / 1000) << 24) | i;
+        assert!(n < 1 << 24, "simulation too long");
+        let mut arrivals: Vec<u64> = Vec::with_capacity(n as usize + n as usize / 50);
+        // Where the previous packet (not its duplicate) sits, if it is to be
+        // held back behind this one.
+        let mut swap_prev: Option<usize> = None;
+        for i in 0..n {
+            let (a, b) = (rng.next_u64(), rng.next_u64());
+            let lost = match s.loss {
+                Loss::None => false,
+                Loss::Uniform(p) => frac(a) < p,
+                Loss::Bursty { .. } => {
+                    bad = if bad { frac(a) >= p_bg } else { frac(a) < p_gb };
+                    bad
+                }
+            };
+            let t = send_ns(i) + base + (((a >> 32) * jitter) >> 32);
+            if lost {
+                wire_lost += 1;
+                swap_prev = None;
+                continue;
+            }
+            if let Some(k) = swap_prev.take() {
+                let prev = arrivals[k];
+                if prev & 0xFF_FFFF == i - 1 {
+                    arrivals[k] = key(((prev >> 24) * 1000).max(t + 1_000_000), i - 1);
+                }
+            }
+            if frac(b) < s.swap_prob {
+                swap_prev = Some(arrivals.len());
+            }
+            arrivals.push(key(t, i));
+            if frac(b >> 32) < s.duplicate_prob {
+                arrivals.push(key(t + rng.random_range(0..40_000_000), i));
+            }
+        }
+        arrivals.sort_unstable();
+
+        let packet = |i: u64| {
+            let (ssrc, seq0, ts0, k) = match change {
+                Some(c) if i >= c => (0xB0B0_B0B0, seq_b, ts_b, i - c),
+                _ => (0xA11C_E000, seq_a, ts_a, i),
+            };
+            let mut ts = ts0.wrapping_add((k as u32).wrapping_mul(spp));
+            if let Some((at, samples)) = jump {
+                if i >= at && change.is_none_or(|c| i < c || at >= c) {
+                    ts = ts.wrapping_add(samples);
+                }
+            }
+            MediaPacket {
+                sequence: seq0.wrapping_add(k as u16),
+                timestamp: ts,
+                marker: k == 0,
+                ssrc,
+                payload_type: 0,
+                payload: (i as u32).to_le_bytes().to_vec(),
+            }
+        };
+
+        let mut jb = JitterBuffer::new(s.config.clone());
+        let t0 = Instant::now();
+        let at = |ns: u64| t0 + Duration::from_nanos(ns);
+        let mut r = SimReport {
+            name: s.name.clone(),
+            sent: n,
+            wire_lost,
+            events: s.events(),
+            sent_samples: n * u64::from(spp),
+            min_current_ms: f64::INFINITY,
+            ..SimReport::default()
+        };
+        let mut hist = vec![0u32; BINS];
+        let mut delay_sum = 0f64;
+        let mut last_index: Option<u32> = None;
+        let warmup = s.warmup.as_nanos() as u64;
+        let last_send = send_ns(n - 1) + base;
+        let end = arrivals.last().map_or(0, |a| (a >> 24) * 1000) + 2_000_000_000;
+        let mut next = 0;
+        let mut tick = s.tick_offset.as_nanos() as u64;
+        while tick <= end {
+            while let Some(&k) = arrivals.get(next).filter(|&&k| (k >> 24) * 1000 <= tick) {
+                jb.insert(packet(k & 0xFF_FFFF), at((k >> 24) * 1000));
+                next += 1;
+            }
+            let now = at(tick);
+            let mut any = false;
+            while let Some(item) = jb.pop(now) {
+                any = true;
+                match item {
+                    Playout::Packet(p) => {
+                        let i =
+                            u32::from_le_bytes(p.payload[..4].try_into().expect("4-byte payload"));
+                        if last_index.is_some_and(|l| i <= l) {
+                            r.out_of_order += 1;
+                        }
+                        last_index = Some(i);
+                        let d = tick.saturating_sub(send_ns(u64::from(i)) + base);
+                        delay_sum += d as f64;
+                        hist[((d / BIN_NS) as usize).min(BINS - 1)] += 1;
+                        r.max_delay_ms = r.max_delay_ms.max(d as f64 / 1e6);
+                        r.played += 1;
+                        r.output_samples += u64::from(spp);
+                    }
+                    Playout::Lost { samples, .. } => {
+                        r.concealed += 1;
+                        r.output_samples += u64::from(samples);
+                    }
+                    Playout::Stretch { samples } => {
+                        r.stretched += 1;
+                        r.output_samples += u64::from(samples);
+                    }
+                }
+            }
+            if tick >= warmup && tick <= last_send {
+                let c = jb.current_delay().as_secs_f64() * 1e3;
+                r.min_current_ms = r.min_current_ms.min(c);
+                r.max_current_ms = r.max_current_ms.max(c);
+                r.empty_ticks += u64::from(!any);
+            }
+            tick += ptime_ns;
+        }
+        r.stats = jb.stats();
+        if r.played > 0 {
+            r.mean_delay_ms = delay_sum / r.played as f64 / 1e6;
+            let want = (r.played * 95).div_ceil(100);
+            let mut seen = 0u64;
+            for (b, &c) in hist.iter().enumerate() {
+                seen += u64::from(c);
+                if seen >= want {
+                    r.p95_delay_ms = (b as f64 + 1.0) * BIN_NS as f64 / 1e6;
+                    break;
+                }
+            }
+        }
+        r
     }
 }
 
@@ -378,7 +1243,20 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A fixed 60 ms delay: the adaptive target never leaves 60 ms unless
+    /// the jitter exceeds 55 ms, so timing can be asserted exactly.
     fn cfg() -> JitterConfig {
+        JitterConfig {
+            clock_rate: 8000,
+            min_delay: ms(60),
+            target_delay: ms(60),
+            max_delay: ms(500),
+            max_packets: 256,
+        }
+    }
+
+    /// The adaptive default: 20..200 ms, starting at 40 ms.
+    fn adaptive() -> JitterConfig {
         JitterConfig::default()
     }
 
@@ -393,16 +1271,33 @@ mod tests {
         }
     }
 
-    fn drain(jb: &mut JitterBuffer, now: Instant) -> Vec<Playout> {
-        std::iter::from_fn(|| jb.pop(now)).collect()
+    fn lost(samples: u32) -> Playout {
+        Playout::Lost { samples, fec: None }
     }
 
+    /// Items up to the last packet: what follows is the bounded concealment
+    /// of a stream that simply stopped.
+    fn until_last_packet<T: Clone>(items: &[(T, Playout)]) -> Vec<(T, Playout)> {
+        let end = items
+            .iter()
+            .rposition(|(_, i)| matches!(i, Playout::Packet(_)))
+            .map_or(0, |p| p + 1);
+        items[..end].to_vec()
+    }
+
+    fn drain(jb: &mut JitterBuffer, now: Instant) -> Vec<Playout> {
+        std::iter::from_fn(|| jb.pop(now)).take(10_000).collect()
+    }
+
+    /// Packet sequence numbers, `None` for a concealed slot and `Some(u16::MAX)`
+    /// (never a real packet in these tests) for a stretch.
     fn seqs(items: &[Playout]) -> Vec<Option<u16>> {
         items
             .iter()
             .map(|p| match p {
                 Playout::Packet(p) => Some(p.sequence),
                 Playout::Lost { .. } => None,
+                Playout::Stretch { .. } => Some(u16::MAX),
             })
             .collect()
     }
@@ -428,6 +1323,54 @@ mod tests {
         out
     }
 
+    /// Pop with a 1 ms tick from `start` for `span_ms`, no arrivals.
+    fn simulate_from(jb: &mut JitterBuffer, start: Instant, span_ms: u64) -> Vec<(u64, Playout)> {
+        (0..=span_ms)
+            .flat_map(|t| drain(jb, start + ms(t)).into_iter().map(move |i| (t, i)))
+            .collect()
+    }
+
+    /// What a driver with a 20 ms tick sees: per tick, the items popped.
+    struct Ticked {
+        t0: Instant,
+        tick_us: u64,
+        offset_us: u64,
+    }
+
+    impl Ticked {
+        /// Feed (arrival µs, packet) and tick until `end_us`; returns (tick µs, item).
+        fn run(
+            &self,
+            jb: &mut JitterBuffer,
+            mut arrivals: Vec<(u64, MediaPacket)>,
+            end_us: u64,
+        ) -> Vec<(u64, Playout)> {
+            arrivals.sort_by_key(|a| a.0);
+            let mut arrivals = arrivals.into_iter().peekable();
+            let mut out = Vec::new();
+            let mut t = self.offset_us;
+            while t <= end_us {
+                while let Some((at, p)) = arrivals.next_if(|a| a.0 <= t) {
+                    jb.insert(p, self.t0 + Duration::from_micros(at));
+                }
+                let now = self.t0 + Duration::from_micros(t);
+                out.extend(drain(jb, now).into_iter().map(|i| (t, i)));
+                t += self.tick_us;
+            }
+            out
+        }
+    }
+
+    fn ticked(t0: Instant) -> Ticked {
+        Ticked {
+            t0,
+            tick_us: 20_000,
+            offset_us: 7_000,
+        }
+    }
+
+    // ---- fixed-delay behaviour (kept from the first buffer) ----
+
     #[test]
     fn in_order_stream_plays_at_arrival_plus_target() {
         let t0 = Instant::now();
@@ -436,17 +1379,34 @@ mod tests {
             .map(|i| (u64::from(i) * 20, pkt(i, u32::from(i) * 160)))
             .collect();
         let out = simulate(&mut jb, t0, arrivals, 1200);
-        assert_eq!(out.len(), 50);
-        for (i, (t, item)) in out.iter().enumerate() {
+        let packets: Vec<_> = out
+            .iter()
+            .filter(|(_, i)| matches!(i, Playout::Packet(_)))
+            .collect();
+        assert_eq!(packets.len(), 50);
+        for (i, (t, item)) in packets.iter().enumerate() {
             assert_eq!(*t, i as u64 * 20 + 60, "packet {i}");
             assert!(matches!(item, Playout::Packet(p) if p.sequence == i as u16));
         }
+        // After the last packet the sender stopped: a few slots are concealed
+        // (the buffer cannot tell that from loss), then the buffer goes idle.
         let s = jb.stats();
         assert_eq!(
-            (s.received, s.played, s.lost, s.late, s.resyncs),
-            (50, 50, 0, 0, 0)
+            (
+                s.received,
+                s.played,
+                s.lost,
+                s.late,
+                s.resyncs,
+                s.stretched,
+                s.shrunk
+            ),
+            (50, 50, 0, 0, 0, 0, 0)
         );
+        assert!(s.underruns <= u64::from(jb.lim.gap_cap_frames(160) as u32));
         assert_eq!(jb.buffered(), 0);
+        assert_eq!(jb.current_delay(), ms(60));
+        assert_eq!(jb.stats().mean_delay(), ms(60));
     }
 
     #[test]
@@ -457,7 +1417,7 @@ mod tests {
         assert_eq!(jb.insert(pkt(7, 1000), t0), InsertOutcome::Accepted);
         assert_eq!(jb.pop(t0 + ms(59)), None);
         assert!(matches!(jb.pop(t0 + ms(60)), Some(Playout::Packet(_))));
-        assert_eq!(jb.pop(t0 + ms(1000)), None);
+        assert_eq!(jb.pop(t0 + ms(79)), None);
     }
 
     #[test]
@@ -473,7 +1433,7 @@ mod tests {
                 (u64::from(s) * 20 + delay, pkt(s, u32::from(s) * 160))
             })
             .collect();
-        let out = simulate(&mut jb, t0, arrivals, 400);
+        let out = simulate(&mut jb, t0, arrivals, 250);
         let got: Vec<_> = out.iter().map(|(_, i)| i.clone()).collect();
         assert_eq!(seqs(&got), (0..10).map(Some).collect::<Vec<_>>());
         for (t, item) in &out {
@@ -519,53 +1479,67 @@ mod tests {
     }
 
     #[test]
-    fn missing_packet_yields_one_lost() {
+    fn missing_packet_is_concealed_in_its_own_slot_with_the_next_as_fec() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
         let arrivals = (0..10u16)
             .filter(|&s| s != 5)
             .map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160)))
             .collect();
-        let out = simulate(&mut jb, t0, arrivals, 400);
+        let out = simulate(&mut jb, t0, arrivals, 240);
         let items: Vec<_> = out.iter().map(|(_, i)| i.clone()).collect();
+        let mut expected: Vec<_> = (0..10).map(Some).collect();
+        expected[5] = None;
+        assert_eq!(seqs(&items), expected);
         assert_eq!(
-            seqs(&items),
-            [
-                Some(0),
-                Some(1),
-                Some(2),
-                Some(3),
-                Some(4),
-                None,
-                Some(6),
-                Some(7),
-                Some(8),
-                Some(9)
-            ]
+            items[5],
+            Playout::Lost {
+                samples: 160,
+                fec: Some(pkt(6, 960))
+            }
         );
-        assert_eq!(items[5], Playout::Lost { samples: 160 });
-        // The loss is only declared when packet 6 is due.
-        assert_eq!(out[5].0, 6 * 20 + 60);
-        assert_eq!(out[6].0, 6 * 20 + 60);
+        // Every slot, the concealed one included, comes out on time.
+        for (i, (t, _)) in out.iter().enumerate() {
+            assert_eq!(*t, i as u64 * 20 + 60, "slot {i}");
+        }
         let s = jb.stats();
-        assert_eq!((s.played, s.lost), (9, 1));
+        assert_eq!(
+            (
+                s.played,
+                s.lost,
+                s.concealed,
+                s.concealed_samples,
+                s.underruns
+            ),
+            (9, 1, 1, 160, 0)
+        );
     }
 
     #[test]
-    fn burst_loss_conceals_whole_gap() {
+    fn burst_loss_conceals_each_slot_and_only_the_last_gets_fec() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
         let arrivals = (0..10u16)
             .filter(|s| !(3..6).contains(s))
             .map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160)))
             .collect();
-        let items: Vec<_> = simulate(&mut jb, t0, arrivals, 400)
-            .into_iter()
-            .map(|(_, i)| i)
-            .collect();
-        assert_eq!(items[3], Playout::Lost { samples: 480 });
-        assert_eq!(items.len(), 8);
-        assert_eq!(jb.stats().lost, 3);
+        let out = simulate(&mut jb, t0, arrivals, 240);
+        let items: Vec<_> = out.iter().map(|(_, i)| i.clone()).collect();
+        assert_eq!(items.len(), 10);
+        // Packet 6 arrives at 120 ms, when slot 3 is due: the gap is known.
+        assert_eq!(items[3], lost(160));
+        assert_eq!(items[4], lost(160));
+        assert_eq!(
+            items[5],
+            Playout::Lost {
+                samples: 160,
+                fec: Some(pkt(6, 960))
+            }
+        );
+        assert_eq!(out[3].0, 120);
+        assert_eq!(out[5].0, 160);
+        let s = jb.stats();
+        assert_eq!((s.lost, s.concealed, s.underruns), (3, 3, 0));
     }
 
     #[test]
@@ -581,19 +1555,18 @@ mod tests {
         let mut stale = pkt(0, 0);
         stale.timestamp = 80;
         assert_eq!(jb.insert(stale, t0 + ms(85)), InsertOutcome::Late);
-        // Packet 3 missing, 4 arrives, loss emitted, then 3 shows up.
+        // Packet 3 missing, 4 arrives, loss emitted in slot 3, then 3 shows up.
         jb.insert(pkt(4, 640), t0 + ms(86));
         let items = drain(&mut jb, t0 + ms(140));
         assert_eq!(seqs(&items), [Some(2), None, Some(4)]);
         assert_eq!(jb.insert(pkt(3, 480), t0 + ms(141)), InsertOutcome::Late);
-        assert_eq!(drain(&mut jb, t0 + ms(1000)), []);
         let s = jb.stats();
         assert_eq!((s.late, s.lost, s.played, s.resyncs), (2, 1, 4, 0));
     }
 
     #[test]
     fn packet_arriving_after_its_time_but_before_its_slot_is_played() {
-        // Nothing later has been played, so an overdue packet is still useful.
+        // Nothing popped since it was due, so an overdue packet is still useful.
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
         jb.insert(pkt(0, 0), t0);
@@ -602,7 +1575,10 @@ mod tests {
             jb.insert(pkt(1, 160), t0 + ms(150)),
             InsertOutcome::Accepted
         );
-        assert_eq!(seqs(&drain(&mut jb, t0 + ms(150))), [Some(1)]);
+        // Then the slot after it, whose packet is missing, is concealed once
+        // (blind concealment is real time: no burst for the slots missed).
+        assert_eq!(seqs(&drain(&mut jb, t0 + ms(150))), [Some(1), None]);
+        assert_eq!(seqs(&drain(&mut jb, t0 + ms(160))), [None]);
     }
 
     #[test]
@@ -618,14 +1594,11 @@ mod tests {
             if i == 8 {
                 continue;
             }
-            let delay = match i {
-                6 => 25,
-                _ => 0,
-            };
+            let delay = if i == 6 { 25 } else { 0 };
             let p = pkt(seq0.wrapping_add(i), ts0.wrapping_add(u32::from(i) * 160));
             arrivals.push((u64::from(i) * 20 + delay, p));
         }
-        let out = simulate(&mut jb, t0, arrivals, 600);
+        let out = simulate(&mut jb, t0, arrivals, 440);
         let items: Vec<_> = out.iter().map(|(_, i)| i.clone()).collect();
         let expected: Vec<Option<u16>> = (0..20u16)
             .map(|i| {
@@ -637,11 +1610,15 @@ mod tests {
             })
             .collect();
         assert_eq!(seqs(&items), expected);
-        assert_eq!(items[8], Playout::Lost { samples: 160 });
+        assert!(matches!(
+            items[8],
+            Playout::Lost {
+                samples: 160,
+                fec: Some(_)
+            }
+        ));
         for (i, (t, _)) in out.iter().enumerate() {
-            // The loss is declared when the packet after it is due.
-            let slot = if i == 8 { 9 } else { i as u64 };
-            assert_eq!(*t, slot * 20 + 60, "item {i}");
+            assert_eq!(*t, i as u64 * 20 + 60, "item {i}");
         }
         let s = jb.stats();
         assert_eq!((s.played, s.lost, s.late, s.resyncs), (19, 1, 0, 0));
@@ -663,20 +1640,41 @@ mod tests {
         assert_eq!(jb.pop(at + ms(59)), None);
         let items = drain(&mut jb, at + ms(60));
         assert_eq!(items, [Playout::Packet(b)]);
-        // New stream continues normally; the old SSRC is now the stranger.
-        assert_eq!(
-            jb.insert(
-                MediaPacket {
-                    ssrc: 0xDEAD,
-                    ..pkt(40_001, 3_000_160)
-                },
-                at + ms(20)
-            ),
-            InsertOutcome::Accepted
-        );
+        let next = MediaPacket {
+            ssrc: 0xDEAD,
+            ..pkt(40_001, 3_000_160)
+        };
+        assert_eq!(jb.insert(next, at + ms(20)), InsertOutcome::Accepted);
         assert_eq!(seqs(&drain(&mut jb, at + ms(80))), [Some(40_001)]);
         let s = jb.stats();
-        assert_eq!((s.resyncs, s.flushed, s.lost, s.played), (1, 2, 0, 5));
+        assert_eq!(
+            (s.resyncs, s.flushed, s.lost, s.played, s.concealed),
+            (1, 2, 0, 5, 0)
+        );
+    }
+
+    #[test]
+    fn stragglers_of_the_replaced_ssrc_do_not_resync_again() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(cfg());
+        for s in 0..5u16 {
+            jb.insert(pkt(s, u32::from(s) * 160), t0 + ms(u64::from(s) * 20));
+        }
+        let new = |k: u16| MediaPacket {
+            ssrc: 0xBEEF,
+            ..pkt(9000 + k, 777 + u32::from(k) * 160)
+        };
+        use InsertOutcome::*;
+        // Old packet 5 arrives after the new stream's first packet (reordering).
+        assert_eq!(jb.insert(new(0), t0 + ms(100)), Resync);
+        assert_eq!(jb.insert(pkt(5, 800), t0 + ms(101)), Late);
+        assert_eq!(jb.insert(new(1), t0 + ms(120)), Accepted);
+        assert_eq!(jb.stats().resyncs, 1);
+        // If the old SSRC really comes back, it takes over after a few packets.
+        let outcomes: Vec<_> = (6..11u16)
+            .map(|s| jb.insert(pkt(s, u32::from(s) * 160), t0 + ms(130 + u64::from(s))))
+            .collect();
+        assert_eq!(outcomes, [Late, Late, Late, Late, Resync]);
     }
 
     #[test]
@@ -695,16 +1693,36 @@ mod tests {
             InsertOutcome::Accepted
         );
         let out = simulate_from(&mut jb, at, 200);
-        assert_eq!(out.iter().map(|(t, _)| *t).collect::<Vec<_>>(), [60, 80]);
+        let packets: Vec<_> = out
+            .iter()
+            .filter(|(_, i)| matches!(i, Playout::Packet(_)))
+            .map(|(t, _)| *t)
+            .collect();
+        assert_eq!(packets, [60, 80]);
+        // No concealment for the jump, before or after the resync.
+        assert!(out
+            .iter()
+            .take(2)
+            .all(|(_, i)| matches!(i, Playout::Packet(_))));
         let s = jb.stats();
         assert_eq!((s.resyncs, s.lost, s.late), (1, 0, 0));
     }
 
-    /// Pop with a 1 ms tick from `start` for `span_ms`, no arrivals.
-    fn simulate_from(jb: &mut JitterBuffer, start: Instant, span_ms: u64) -> Vec<(u64, Playout)> {
-        (0..=span_ms)
-            .flat_map(|t| drain(jb, start + ms(t)).into_iter().map(move |i| (t, i)))
-            .collect()
+    #[test]
+    fn small_timestamp_jump_is_a_silence_not_a_resync() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(adaptive());
+        let mut arrivals: Vec<_> = (0..20u16)
+            .map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160)))
+            .collect();
+        // The sender skips 300 ms of timestamps, sequence continues.
+        arrivals
+            .extend((20..30u16).map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160 + 2400))));
+        let out = simulate(&mut jb, t0, arrivals, 1200);
+        let s = jb.stats();
+        assert_eq!((s.resyncs, s.lost, s.late, s.played), (0, 0, 0, 30));
+        assert!(s.underruns <= u64::from(MAX_BLIND) * 4, "{s:?}");
+        assert!(out.len() < 30 + 16);
     }
 
     #[test]
@@ -733,12 +1751,13 @@ mod tests {
         // The re-anchored stream plays from the resync packet on, with no loss:
         // packet 14 arrived at 280 ms, so it plays at 340 ms.
         played.extend(
-            simulate_from(&mut jb, t0 + ms(340), 200)
+            simulate_from(&mut jb, t0 + ms(340), 60)
                 .into_iter()
                 .map(|(_, i)| i),
         );
-        let expected: Vec<Option<u16>> = (0..10).chain(14..18).map(Some).collect();
-        assert_eq!(seqs(&played), expected);
+        let packets: Vec<_> = seqs(&played).into_iter().flatten().collect();
+        let expected: Vec<u16> = (0..10).chain(14..18).collect();
+        assert_eq!(packets, expected);
         let s = jb.stats();
         assert_eq!(
             (s.resyncs, s.late, s.lost, s.played, s.flushed),
@@ -767,6 +1786,9 @@ mod tests {
             .collect();
         use InsertOutcome::*;
         assert_eq!(outcomes, [Late, Late, Late, Late, Resync, Accepted]);
+        // The resync starts again from the configured delay, whatever the
+        // stepped-back packets looked like.
+        assert_eq!(jb.target_delay(), ms(60));
     }
 
     #[test]
@@ -811,12 +1833,48 @@ mod tests {
             p.marker = k == 0;
             arrivals.push((2100 + u64::from(k) * 20, p));
         }
-        let out = simulate(&mut jb, t0, arrivals, 2400);
-        assert!(out.iter().all(|(_, i)| matches!(i, Playout::Packet(_))));
-        assert_eq!(out.len(), 10);
-        assert_eq!(out[5].0, 2100 + 60);
+        let out = until_last_packet(&simulate(&mut jb, t0, arrivals, 2400));
+        let items: Vec<_> = out.iter().map(|(_, i)| i.clone()).collect();
+        // The end of the first spurt looks like an underrun: concealed while
+        // the buffer waits, bounded; nothing at all when speech resumes.
+        let blind = items
+            .iter()
+            .filter(|i| matches!(i, Playout::Lost { .. }))
+            .count();
+        assert_eq!(blind, jb.lim.gap_cap_frames(160) as usize);
+        assert!(items[..5].iter().all(|i| matches!(i, Playout::Packet(_))));
+        assert!(items[5 + blind..]
+            .iter()
+            .all(|i| matches!(i, Playout::Packet(_))));
+        assert_eq!(items.len(), 10 + blind);
+        assert_eq!(out[5 + blind].0, 2100 + 60);
         let s = jb.stats();
         assert_eq!((s.lost, s.resyncs, s.late), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_sender_that_paused_once_gets_only_a_short_concealment_at_the_next_pause() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(cfg());
+        let mut arrivals = Vec::new();
+        // Three talk spurts of 10 packets, 1 s apart, marker on each start.
+        for spurt in 0..3u16 {
+            for k in 0..10u16 {
+                let i = spurt * 60 + k;
+                let mut p = pkt(spurt * 10 + k, u32::from(i) * 160);
+                p.marker = k == 0 && spurt > 0;
+                arrivals.push((u64::from(i) * 20, p));
+            }
+        }
+        let out = simulate(&mut jb, t0, arrivals, 3600);
+        let s = jb.stats();
+        assert_eq!((s.played, s.lost, s.late, s.resyncs), (30, 0, 0, 0));
+        assert_eq!(s.realigned, 0); // nothing to change: no jitter, 60 ms fixed
+                                    // First pause: up to max_delay of concealment (the sender had never
+                                    // paused); second and third: MAX_BLIND each.
+        let cap = jb.lim.gap_cap_frames(160) as u64;
+        assert_eq!(s.underruns, cap + 2 * u64::from(MAX_BLIND));
+        assert_eq!(out.len() as u64, 30 + s.underruns);
     }
 
     #[test]
@@ -829,13 +1887,35 @@ mod tests {
         // Seq 5 (last packet of the spurt) is lost; seq 6 starts a new spurt 2 s later.
         let mut p = pkt(6, 106 * 160);
         p.marker = true;
-        arrivals.push((2120, p));
-        let items: Vec<_> = simulate(&mut jb, t0, arrivals, 2400)
-            .into_iter()
-            .map(|(_, i)| i)
-            .collect();
-        assert_eq!(items[5], Playout::Lost { samples: 160 });
+        arrivals.push((2120, p.clone()));
+        let out = until_last_packet(&simulate(&mut jb, t0, arrivals, 2400));
+        let items: Vec<_> = out.into_iter().map(|(_, i)| i).collect();
+        // Slot 5 is concealed blind (nothing buffered); when packet 6 shows
+        // that one packet was missing, that concealment already covered it.
+        assert_eq!(items[5], lost(160));
+        assert_eq!(items.last(), Some(&Playout::Packet(p)));
         assert_eq!(jb.stats().lost, 1);
+    }
+
+    #[test]
+    fn marker_after_loss_with_buffered_successor_conceals_the_missing_packet_only() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(cfg());
+        for s in 0..5u16 {
+            jb.insert(pkt(s, u32::from(s) * 160), t0 + ms(u64::from(s) * 20));
+        }
+        assert_eq!(drain(&mut jb, t0 + ms(140)).len(), 5);
+        // Seq 5 lost, seq 6 opens a talk spurt 400 ms of media later but
+        // arrives right away (a sender that squeezes silence): one frame
+        // concealed, then silence, then the packet at its own time.
+        let mut p = pkt(6, 6 * 160 + 3200);
+        p.marker = true;
+        assert_eq!(jb.insert(p.clone(), t0 + ms(150)), InsertOutcome::Accepted);
+        let out = until_last_packet(&simulate_from(&mut jb, t0 + ms(150), 1200));
+        let items: Vec<_> = out.iter().map(|(_, i)| i.clone()).collect();
+        assert_eq!(items, [lost(160), Playout::Packet(p)]);
+        assert_eq!(out[0].0 + 150, 160);
+        assert_eq!(out[1].0 + 150, 6 * 20 + 400 + 60);
     }
 
     #[test]
@@ -846,9 +1926,10 @@ mod tests {
             .map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160)))
             .collect();
         arrivals.push((1100, pkt(5, 55 * 160)));
-        let out = simulate(&mut jb, t0, arrivals, 1300);
-        assert_eq!(out.len(), 6);
-        assert_eq!(out[5].0, 1160);
+        let out = until_last_packet(&simulate(&mut jb, t0, arrivals, 1300));
+        let last = out.last().unwrap();
+        assert_eq!(last.0, 1160);
+        assert!(matches!(&last.1, Playout::Packet(p) if p.sequence == 5));
         assert_eq!(jb.stats().lost, 0);
     }
 
@@ -859,8 +1940,9 @@ mod tests {
             max_packets: 4,
             ..cfg()
         });
+        // A consumer that does not pop: 0..3 are held when 4 and 5 arrive.
         let outcomes: Vec<_> = (0..6u16)
-            .map(|s| jb.insert(pkt(s, u32::from(s) * 160), t0))
+            .map(|s| jb.insert(pkt(s, u32::from(s) * 160), t0 + ms(u64::from(s) * 20)))
             .collect();
         use InsertOutcome::*;
         assert_eq!(
@@ -869,13 +1951,20 @@ mod tests {
         );
         assert_eq!(jb.buffered(), 4);
         assert_eq!(
-            seqs(&drain(&mut jb, t0 + ms(200))),
+            seqs(&drain(&mut jb, t0 + ms(120))),
             [Some(0), Some(1), Some(2), Some(3)]
         );
-        jb.insert(pkt(6, 960), t0 + ms(201));
+        jb.insert(pkt(6, 960), t0 + ms(121));
         assert_eq!(
-            drain(&mut jb, t0 + ms(300)),
-            [Playout::Lost { samples: 320 }, Playout::Packet(pkt(6, 960))]
+            drain(&mut jb, t0 + ms(180)),
+            [
+                lost(160),
+                Playout::Lost {
+                    samples: 160,
+                    fec: Some(pkt(6, 960))
+                },
+                Playout::Packet(pkt(6, 960))
+            ]
         );
         let s = jb.stats();
         assert_eq!((s.overflow, s.lost, s.played), (2, 2, 5));
@@ -904,23 +1993,41 @@ mod tests {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(JitterConfig {
             clock_rate: 0,
-            target_delay: ms(100),
+            min_delay: ms(100),
+            target_delay: ms(1000),
             max_delay: ms(0),
             max_packets: 0,
         });
+        // max raised to min, target clamped into them.
+        assert_eq!(jb.target_delay(), ms(100));
         assert_eq!(jb.insert(pkt(0, 0), t0), InsertOutcome::Accepted);
         assert_eq!(jb.insert(pkt(1, 0), t0), InsertOutcome::Overflow);
         assert!(jb.pop(t0 + ms(100)).is_some());
         jb.insert(pkt(5, u32::MAX), t0 - ms(1));
         drain(&mut jb, t0 + Duration::from_secs(1_000_000));
+        for rate in [1, 8000, 48_000, u32::MAX] {
+            let mut jb = JitterBuffer::new(JitterConfig {
+                clock_rate: rate,
+                min_delay: Duration::ZERO,
+                target_delay: Duration::MAX,
+                max_delay: Duration::MAX,
+                max_packets: 3,
+            });
+            for s in 0..10u16 {
+                jb.insert(
+                    pkt(s * 3, u32::from(s).wrapping_mul(0x7000_0000)),
+                    t0 + ms(u64::from(s)),
+                );
+                drain(&mut jb, t0 + Duration::from_secs(u64::from(s) * 1000));
+            }
+        }
     }
 
     #[test]
     fn ten_minutes_with_jitter_and_loss() {
         let t0 = Instant::now();
         let mut rng = StdRng::seed_from_u64(0x5EED);
-        let cfg = cfg();
-        let mut jb = JitterBuffer::new(cfg.clone());
+        let mut jb = JitterBuffer::new(cfg());
         let total: u32 = 10 * 60 * 50;
         let seq0 = 60_000u16; // wraps during the run
         let ts0 = u32::MAX - 1_000_000; // wraps too
@@ -953,13 +2060,12 @@ mod tests {
             let now_us = tick * 20_000 + 7_000;
             let now = t0 + Duration::from_micros(now_us);
             while let Some((_, _, p)) = next.next_if(|a| a.0 <= now_us) {
-                assert_eq!(
-                    jb.insert(p, t0 + Duration::from_micros(now_us)),
-                    InsertOutcome::Accepted
-                );
+                assert_eq!(jb.insert(p, now), InsertOutcome::Accepted);
             }
             max_buffered = max_buffered.max(jb.buffered());
+            let mut slots = 0;
             while let Some(item) = jb.pop(now) {
+                slots += 1;
                 match item {
                     Playout::Packet(p) => {
                         let i = u32::from(p.sequence.wrapping_sub(seq0));
@@ -973,11 +2079,16 @@ mod tests {
                         expect_index = i + 1;
                         played += 1;
                     }
-                    Playout::Lost { samples } => {
-                        assert_eq!(samples % 160, 0);
+                    Playout::Lost { samples, .. } => {
+                        assert_eq!(samples, 160);
                         lost_items += 1;
                     }
+                    Playout::Stretch { .. } => panic!("fixed delay"),
                 }
+            }
+            // One slot per tick, always: the decoder's output is real time.
+            if played > 0 && expect_index < total {
+                assert_eq!(slots, 1, "tick {tick}");
             }
             if next.peek().is_none() && jb.buffered() == 0 {
                 break;
@@ -988,10 +2099,386 @@ mod tests {
         assert_eq!(played, sent);
         assert_eq!(s.played + s.lost, u64::from(total));
         assert_eq!(s.lost, dropped);
-        assert!(lost_items <= dropped);
+        assert_eq!(lost_items, dropped);
+        assert_eq!(s.concealed, dropped);
         assert_eq!((s.late, s.duplicate, s.resyncs, s.overflow), (0, 0, 0, 0));
+        // Only when two packets in a row are lost is nothing buffered at the
+        // first one's slot.
+        assert!(s.underruns <= 5, "{s:?}");
         // Never more than (target + max jitter) / ptime + 1 packets held.
         assert!(max_buffered <= 6, "max buffered {max_buffered}");
         assert!(dropped > 200, "loss model exercised: {dropped}");
+    }
+
+    // ---- adaptation ----
+
+    /// `n` packets of 20 ms from `first`, arrival = nominal + jitter(i) ms.
+    fn stream(
+        first: u16,
+        n: u16,
+        start_ms: u64,
+        jitter: impl Fn(u16) -> u64,
+    ) -> Vec<(u64, MediaPacket)> {
+        (0..n)
+            .map(|k| {
+                let s = first + k;
+                (
+                    (start_ms + u64::from(k) * 20 + jitter(k)) * 1000,
+                    pkt(s, u32::from(s) * 160),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn starts_at_the_initial_target_and_stays_low_without_jitter() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(adaptive());
+        let out = ticked(t0).run(&mut jb, stream(0, 500, 0, |_| 0), 10_100_000);
+        let s = jb.stats();
+        assert_eq!(
+            (
+                s.played,
+                s.concealed - s.underruns,
+                s.stretched,
+                s.shrunk,
+                s.late
+            ),
+            (500, 0, 0, 0, 0)
+        );
+        // No jitter: the need is min_delay; 40 ms is within a frame of it, so
+        // nothing moves (one frame of hysteresis against churn).
+        assert_eq!(jb.current_delay(), ms(40));
+        assert!(jb.target_delay() >= ms(20) && jb.target_delay() < ms(21));
+        assert!(out.iter().all(|(t, i)| !matches!(i, Playout::Packet(p) if *t != u64::from(p.sequence) * 20_000 + 47_000)));
+    }
+
+    #[test]
+    fn delay_grows_quickly_with_jitter_by_stretching_one_frame_at_a_time() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(adaptive());
+        // 4 s calm, then 90 ms of jitter (a deterministic saw, so the window's
+        // percentile is exact).
+        let arrivals = stream(
+            0,
+            500,
+            0,
+            |k| if k < 200 { 0 } else { u64::from(k % 10) * 10 },
+        );
+        let out = ticked(t0).run(&mut jb, arrivals, 10_600_000);
+        let stretch_ticks: Vec<u64> = out
+            .iter()
+            .filter(|(_, i)| matches!(i, Playout::Stretch { samples: 160 }))
+            .map(|(t, _)| *t)
+            .collect();
+        let s = jb.stats();
+        // Need: 90 ms (p95 of 0..90) + 5 ms margin = 95 ms, from 40 ms: three
+        // stretches, at least 200 ms apart, all within the first second.
+        assert_eq!(stretch_ticks.len(), 3, "{s:?}");
+        assert!(stretch_ticks.windows(2).all(|w| w[1] - w[0] >= 200_000));
+        assert!(stretch_ticks[2] < 5_000_000, "{stretch_ticks:?}");
+        assert_eq!(jb.target_delay(), ms(95));
+        assert!(jb.current_delay() >= ms(95) && jb.current_delay() < ms(95 + 20 + 2));
+        // Growth costs only what arrived late while it happened.
+        assert!(s.late <= 10, "{s:?}");
+        assert_eq!(s.played + s.late, 500);
+        assert_eq!(s.shrunk, 0);
+    }
+
+    #[test]
+    fn delay_shrinks_slowly_when_jitter_subsides_dropping_single_frames() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(adaptive());
+        // 3 s of 90 ms jitter, then 60 s calm.
+        let arrivals = stream(
+            0,
+            3150,
+            0,
+            |k| if k < 150 { u64::from(k % 10) * 10 } else { 0 },
+        );
+        let out = ticked(t0).run(&mut jb, arrivals, 63_500_000);
+        let shrinks = jb.stats().shrunk;
+        let s = jb.stats();
+        assert!(s.stretched >= 3, "{s:?}");
+        // Back from ~100 ms to within a frame of the 20 ms floor, one frame at
+        // a time, never two within a second.
+        assert!(
+            jb.current_delay() <= ms(20 + 20 + 2),
+            "{:?}",
+            jb.current_delay()
+        );
+        assert!(shrinks >= 3, "{s:?}");
+        // A shrink shows as one sequence number missing between two played packets.
+        let played: Vec<(u64, u16)> = out
+            .iter()
+            .filter_map(|(t, i)| match i {
+                Playout::Packet(p) => Some((*t, p.sequence)),
+                _ => None,
+            })
+            .collect();
+        let skips: Vec<u64> = played
+            .windows(2)
+            .filter(|w| w[0].0 > 3_500_000 && w[1].1 != w[0].1 + 1)
+            .map(|w| w[1].0)
+            .collect();
+        assert_eq!(skips.len() as u64, shrinks);
+        assert!(skips.windows(2).all(|w| w[1] - w[0] >= 1_000_000));
+        // Decrease slowly: the held target takes ~10 s per 20 ms.
+        assert!(skips[0] > 3_000_000 + 5_000_000, "{skips:?}");
+        // Nothing lost but what arrived too late while the delay grew.
+        assert_eq!(s.lost, s.late);
+    }
+
+    #[test]
+    fn target_is_bounded_by_max_delay() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(JitterConfig {
+            max_delay: ms(100),
+            ..adaptive()
+        });
+        // 400 ms of jitter, far beyond max_delay.
+        let arrivals = stream(0, 1000, 0, |k| u64::from(k % 20) * 20);
+        ticked(t0).run(&mut jb, arrivals, 20_500_000);
+        assert_eq!(jb.target_delay(), ms(100));
+        assert!(jb.current_delay() <= ms(120));
+    }
+
+    #[test]
+    fn talk_spurt_start_realigns_without_stretch_or_drop() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(adaptive());
+        // Spurt 1 with 90 ms of jitter (the delay grows), 2 s of silence, then
+        // spurt 2 with the same jitter: it starts at the held target directly.
+        let mut arrivals = stream(0, 100, 0, |k| u64::from(k % 10) * 10);
+        let mut spurt2 = stream(200, 100, 4000, |k| u64::from(k % 10) * 10);
+        spurt2[0].1.marker = true;
+        arrivals.extend(spurt2);
+        let out = ticked(t0).run(&mut jb, arrivals, 7_000_000);
+        let s = jb.stats();
+        let stretched_in_spurt2 = out
+            .iter()
+            .filter(|(t, i)| *t > 4_000_000 && matches!(i, Playout::Stretch { .. }))
+            .count();
+        assert_eq!(stretched_in_spurt2, 0, "{s:?}");
+        assert_eq!(s.shrunk, 0);
+        assert!(s.realigned <= 1, "{s:?}");
+        assert_eq!(s.played + s.late, 200);
+        // Nothing is concealed when spurt 2 starts.
+        let first2 = out
+            .iter()
+            .position(|(_, i)| matches!(i, Playout::Packet(p) if p.sequence == 200))
+            .unwrap();
+        assert!(out[first2..]
+            .iter()
+            .take(50)
+            .all(|(_, i)| matches!(i, Playout::Packet(_))));
+    }
+
+    #[test]
+    fn realignment_at_a_talk_spurt_moves_the_delay_down_to_the_target() {
+        let t0 = Instant::now();
+        // Starts at 120 ms; the jitter is nil, so the target is the 20 ms floor.
+        let mut jb = JitterBuffer::new(JitterConfig {
+            target_delay: ms(120),
+            ..adaptive()
+        });
+        let mut arrivals = stream(0, 50, 0, |_| 0);
+        let mut spurt2 = stream(1000, 50, 20_000, |_| 0);
+        spurt2[0].1.marker = true;
+        arrivals.extend(spurt2);
+        let out = ticked(t0).run(&mut jb, arrivals, 22_000_000);
+        let s = jb.stats();
+        // Silent for 19 s: the held target has decayed from 120 ms by 2 ms/s
+        // to ~80 ms, so spurt 2 starts lower, without a drop.
+        assert_eq!((s.realigned, s.shrunk, s.stretched), (1, 0, 0), "{s:?}");
+        let t = jb.target_delay();
+        assert!(t >= ms(78) && t <= ms(84), "{t:?}");
+        // Half a frame above the target of the moment (which decays on).
+        let c = jb.current_delay();
+        assert!(c >= t + ms(9) && c <= t + ms(15), "{c:?} {t:?}");
+        let first2 = out
+            .iter()
+            .find(|(_, i)| matches!(i, Playout::Packet(p) if p.sequence == 1000))
+            .unwrap();
+        assert!(first2.0 >= 20_000_000 + c.as_micros() as u64);
+        assert!(first2.0 < 20_000_000 + c.as_micros() as u64 + 20_000);
+    }
+
+    fn drift_run(ppm: f64, minutes: u64) -> (JitterBuffer, Vec<(u64, Playout)>) {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(adaptive());
+        let n = (minutes * 60 * 50) as u32;
+        let period_us = 20_000.0 / (1.0 + ppm * 1e-6);
+        let arrivals = (0..n)
+            .map(|i| {
+                (
+                    (f64::from(i) * period_us) as u64 + 5_000,
+                    pkt(i as u16, i.wrapping_mul(160)),
+                )
+            })
+            .collect();
+        let end = (f64::from(n) * period_us) as u64 + 500_000;
+        let out = ticked(t0).run(&mut jb, arrivals, end);
+        (jb, out)
+    }
+
+    #[test]
+    fn fast_sender_clock_is_absorbed_by_rare_single_frame_drops() {
+        // +1000 ppm for 5 minutes: 300 ms of slide (what ±100 ppm does in 50 min).
+        let (jb, out) = drift_run(1000.0, 5);
+        let s = jb.stats();
+        assert!(s.shrunk >= 13 && s.shrunk <= 16, "{s:?}");
+        assert_eq!((s.stretched, s.late, s.lost), (0, 0, 0));
+        assert!(jb.current_delay() >= ms(20) && jb.current_delay() <= ms(62));
+        assert_eq!(s.concealed, s.underruns);
+        assert!(until_last_packet(&out)
+            .iter()
+            .all(|(_, i)| !matches!(i, Playout::Lost { .. })));
+    }
+
+    #[test]
+    fn slow_sender_clock_is_absorbed_by_rare_single_frame_stretches() {
+        let (jb, out) = drift_run(-1000.0, 5);
+        let s = jb.stats();
+        assert!(s.stretched >= 13 && s.stretched <= 16, "{s:?}");
+        assert_eq!((s.shrunk, s.late, s.lost), (0, 0, 0));
+        assert!(jb.current_delay() >= ms(20) && jb.current_delay() <= ms(62));
+        // No underrun-then-rebuffer cycle: nothing concealed mid-stream.
+        let last_packet = out
+            .iter()
+            .rposition(|(_, i)| matches!(i, Playout::Packet(_)))
+            .unwrap();
+        assert!(out[..last_packet]
+            .iter()
+            .all(|(_, i)| !matches!(i, Playout::Lost { .. })));
+    }
+
+    #[test]
+    fn packet_time_is_learned_from_timestamps() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(JitterConfig {
+            clock_rate: 48_000,
+            ..cfg()
+        });
+        // 30 ms Opus packets (1440 samples at 48 kHz); seq 5 lost.
+        let arrivals: Vec<_> = (0..10u16)
+            .filter(|&s| s != 5)
+            .map(|s| {
+                (
+                    u64::from(s) * 30,
+                    MediaPacket {
+                        payload_type: 111,
+                        ..pkt(s, u32::from(s) * 1440)
+                    },
+                )
+            })
+            .collect();
+        let out = simulate(&mut jb, t0, arrivals, 400);
+        assert_eq!(jb.frame_samples(), 1440);
+        let (t, item) = &out[5];
+        assert!(matches!(item, Playout::Lost { samples: 1440, fec: Some(p) } if p.sequence == 6));
+        assert_eq!(*t, 5 * 30 + 60);
+        // After the last packet, underrun slots are 30 ms too.
+        assert!(out[10..].iter().all(|(_, i)| *i == lost(1440)));
+    }
+
+    #[test]
+    fn no_lost_storm_after_a_long_outage() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(adaptive());
+        // 1 s of packets, a 10 s outage (seq and ts keep counting), 1 s more.
+        let mut arrivals = stream(0, 50, 0, |_| 0);
+        arrivals.extend(stream(550, 50, 11_000, |_| 0));
+        let out = ticked(t0).run(&mut jb, arrivals, 13_000_000);
+        let s = jb.stats();
+        assert_eq!((s.played, s.resyncs), (100, 0));
+        // Concealment is real time and bounded by max_delay: 10 slots of 20 ms.
+        let cap = jb.lim.gap_cap_frames(160) as u64;
+        assert_eq!(cap, 10);
+        assert!(s.concealed <= cap + 10, "{s:?}");
+        let mut per_tick = std::collections::BTreeMap::new();
+        for (t, _) in &out {
+            *per_tick.entry(*t).or_insert(0) += 1;
+        }
+        assert!(
+            per_tick.values().all(|&n| n <= 2),
+            "burst of items in one tick"
+        );
+    }
+
+    #[test]
+    fn underrun_during_continuous_speech_is_concealed_in_real_time() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(cfg());
+        // Packets 10..13 lost and nothing buffered behind them (60 ms delay,
+        // 20 ms packets: packet 14 arrives after slot 10 is due).
+        let arrivals = stream(0, 30, 0, |_| 0)
+            .into_iter()
+            .filter(|(_, p)| !(10..14).contains(&p.sequence))
+            .collect();
+        let out = until_last_packet(&ticked(t0).run(&mut jb, arrivals, 2_000_000));
+        let mut ticks = out.iter().map(|(t, _)| *t).collect::<Vec<_>>();
+        ticks.dedup();
+        assert_eq!(ticks.len(), out.len(), "one item per tick");
+        let items: Vec<_> = out.iter().map(|(_, i)| i.clone()).collect();
+        // Slot 10 (due at 260 ms, tick at 267 ms): nothing buffered.
+        assert_eq!(items[10], lost(160));
+        // By slot 11 packet 14 (sent at 280 ms) is buffered: the loss is
+        // bracketed now, and the last missing frame gets its FEC.
+        assert_eq!(items[11], lost(160));
+        assert_eq!(items[12], lost(160));
+        assert!(matches!(&items[13], Playout::Lost { fec: Some(p), .. } if p.sequence == 14));
+        let s = jb.stats();
+        assert_eq!(s.lost, 4);
+        // The rest is the stream's end: concealment bounded by max_delay.
+        assert_eq!(s.underruns, 1 + jb.lim.gap_cap_frames(160) as u64);
+        assert_eq!(
+            out.iter()
+                .filter(|(_, i)| matches!(i, Playout::Lost { .. }))
+                .count(),
+            4
+        );
+    }
+
+    #[test]
+    fn packet_late_for_a_concealed_slot_is_dropped_without_resync() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(cfg());
+        // Packets 10..16 delayed by 150 ms (a spike): their slots are
+        // concealed; they arrive late but do not look like a restart.
+        let arrivals = stream(0, 40, 0, |k| if (10..17).contains(&k) { 150 } else { 0 });
+        ticked(t0).run(&mut jb, arrivals, 1_000_000);
+        let s = jb.stats();
+        assert_eq!(s.resyncs, 0, "{s:?}");
+        assert!(s.late >= 5, "{s:?}");
+        assert_eq!(s.played + s.late, 40);
+    }
+
+    #[test]
+    fn accessors_before_any_packet() {
+        let jb = JitterBuffer::new(adaptive());
+        assert_eq!(jb.current_delay(), Duration::ZERO);
+        assert_eq!(jb.target_delay(), ms(40));
+        assert_eq!(jb.frame_samples(), 160);
+        assert_eq!(jb.stats().mean_delay(), Duration::ZERO);
+    }
+
+    #[test]
+    fn simulator_smoke() {
+        let mut s = sim::Scenario::hour(
+            "smoke",
+            7,
+            sim::Loss::Bursty {
+                rate: 0.2,
+                mean_burst: 3.0,
+            },
+            100.0,
+        );
+        s.duration = Duration::from_secs(60);
+        let r = sim::simulate(&s);
+        assert_eq!(r.out_of_order, 0);
+        assert!(r.stats.resyncs <= r.events);
+        let ratio = r.output_samples as f64 / r.sent_samples as f64;
+        assert!((0.97..1.03).contains(&ratio), "{r:?}");
     }
 }

@@ -301,6 +301,7 @@ fn media_settings(cfg: &crate::config::Config) -> MediaSettings {
         jitter: JitterConfig {
             // Set per call from the negotiated codec.
             clock_rate: 8000,
+            min_delay: ms(m.jitter_buffer.min_ms.get()),
             target_delay: ms(m.jitter_buffer.target_ms.get()),
             max_delay: ms(m.jitter_buffer.max_ms.get()),
             max_packets: 256,
