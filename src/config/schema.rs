@@ -203,8 +203,9 @@ impl Default for JitterConfigYaml {
 fn default_jb_min() -> U64Range<0, 1000> {
     U64Range(20)
 }
+/// Start at the minimum: a clean network keeps ~20 ms; jitter raises it within a few packets.
 fn default_jb_target() -> U64Range<0, 1000> {
-    U64Range(40)
+    U64Range(20)
 }
 fn default_jb_max() -> U64Range<20, 5000> {
     U64Range(200)
