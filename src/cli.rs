@@ -33,6 +33,12 @@ pub enum Command {
     CheckConfig {
         file: PathBuf,
     },
+    /// Load the ONNX Runtime library and every configured model, and say which
+    /// execution provider each one really runs on.
+    CheckModels {
+        #[arg(long, short, default_value = "config/switchboard.yaml")]
+        config: PathBuf,
+    },
 }
 
 fn parse_ports(s: &str) -> Result<PortRange, String> {

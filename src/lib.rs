@@ -11,6 +11,7 @@ pub mod config;
 pub mod http;
 pub mod media;
 pub mod metrics;
+pub mod models;
 pub mod server;
 pub mod sip;
 pub mod telemetry;

@@ -17,6 +17,26 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::CheckModels { config } => {
+            let loaded = match switchboard::config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            switchboard::telemetry::init(&loaded.config.logging);
+            match switchboard::models::load_all(&loaded) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config, sip_listen, http_listen, rtp_ports } => {
             let loaded = match switchboard::config::load(&config) {
                 Ok(c) => c,

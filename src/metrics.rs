@@ -7,6 +7,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub active_calls: IntGauge,
     pub rtp_ports_in_use: IntGauge,
+    /// 1 for each loaded model, labelled with the execution provider it really runs on.
+    pub model_info: prometheus::IntGaugeVec,
     pub calls: IntCounterVec,
     pub rtp_packets_in: IntCounter,
     pub rtp_packets_out: IntCounter,
@@ -59,9 +61,12 @@ impl Metrics {
         }
         registry.register(Box::new(active_calls.clone())).expect("unique metric");
         registry.register(Box::new(rtp_ports_in_use.clone())).expect("unique metric");
+        let model_info = prometheus::IntGaugeVec::new(Opts::new("switchboard_model_info", "Loaded models and the execution provider each runs on"), &["model", "provider"]).expect("valid metric");
+        registry.register(Box::new(model_info.clone())).expect("unique metric");
         Metrics {
             active_calls,
             rtp_ports_in_use,
+            model_info,
             rtp_packets_in: rtp_packets.with_label_values(&["in"]),
             rtp_packets_out: rtp_packets.with_label_values(&["out"]),
             rtp_bytes_in: rtp_bytes.with_label_values(&["in"]),

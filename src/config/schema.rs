@@ -19,6 +19,9 @@ pub struct Config {
     pub logging: LoggingConfig,
     #[serde(default)]
     pub calls: CallsConfig,
+    /// Speech models on ONNX Runtime; absent: no model is loaded.
+    #[serde(default)]
+    pub models: Option<ModelsConfig>,
     pub routes: Vec<Route>,
     pub agents: BTreeMap<String, AgentConfig>,
 }
@@ -410,4 +413,79 @@ pub fn glob_match(pattern: &str, s: &str) -> bool {
         pi += 1;
     }
     pi == p.len()
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub vad: Option<ModelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// The ONNX Runtime shared library (relative to this file); scripts/setup.sh
+    /// extracts it from the pinned `onnxruntime` wheel (`--gpu`: `onnxruntime-gpu`).
+    #[serde(default = "default_ort_library")]
+    pub library: PathBuf,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { library: default_ort_library() }
+    }
+}
+fn default_ort_library() -> PathBuf {
+    PathBuf::from("../models/onnxruntime/libonnxruntime.so.1.32.0")
+}
+
+/// One model: its file and where it runs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The .onnx file (relative to this file).
+    pub path: PathBuf,
+    /// Execution providers in order of preference; the first that works is used.
+    #[serde(default = "default_providers")]
+    pub providers: Vec<crate::models::runtime::Provider>,
+    /// An unavailable provider is a start-up error instead of a fallback.
+    #[serde(default)]
+    pub strict: bool,
+    #[serde(default = "default_one")]
+    pub intra_threads: U64Range<1, 64>,
+    #[serde(default = "default_one")]
+    pub inter_threads: U64Range<1, 64>,
+    /// Most streams in one inference (models with a batch dimension).
+    #[serde(default = "default_batch")]
+    pub max_batch: U64Range<1, 4096>,
+    /// Requests waiting for the model, across calls; beyond it a call's work is dropped (counted).
+    #[serde(default = "default_queue")]
+    pub queue: U64Range<1, 1_000_000>,
+}
+
+fn default_providers() -> Vec<crate::models::runtime::Provider> {
+    vec![crate::models::runtime::Provider::Cpu]
+}
+fn default_one() -> U64Range<1, 64> {
+    U64Range(1)
+}
+fn default_batch() -> U64Range<1, 4096> {
+    U64Range(128)
+}
+fn default_queue() -> U64Range<1, 1_000_000> {
+    U64Range(4096)
+}
+
+impl ModelConfig {
+    pub fn session_options(&self) -> crate::models::runtime::SessionOptions {
+        crate::models::runtime::SessionOptions {
+            providers: self.providers.clone(),
+            strict: self.strict,
+            intra_threads: self.intra_threads.get() as usize,
+            inter_threads: self.inter_threads.get() as usize,
+        }
+    }
 }

@@ -52,7 +52,15 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
         agents.insert(name.clone(), spec);
     }
 
+    // Models first: a missing library or an unavailable strict provider stops start-up here.
+    let models = crate::models::load_all(&loaded).map_err(|e| anyhow!("{e}"))?;
+    for line in &models.summary {
+        info!("{line}");
+    }
     let metrics = Arc::new(Metrics::new());
+    if let Some(w) = &models.vad {
+        metrics.model_info.with_label_values(&["vad", w.provider().label()]).set(1);
+    }
     let draining = Arc::new(AtomicBool::new(false));
     let http = tokio::net::TcpListener::bind(http_listen).await.with_context(|| format!("cannot listen for HTTP on {http_listen}"))?;
     let udp = Arc::new(tokio::net::UdpSocket::bind(sip_listen).await.with_context(|| format!("cannot listen for SIP/UDP on {sip_listen}"))?);

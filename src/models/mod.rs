@@ -1,0 +1,44 @@
+//! Speech models on ONNX Runtime. `runtime` loads the library and builds
+//! sessions on the configured execution providers; `vad` is Silero VAD,
+//! streamed per call and batched across calls on a worker thread.
+
+pub mod runtime;
+pub mod vad;
+
+use crate::config::LoadedConfig;
+use runtime::RuntimeError;
+
+/// The models a config asks for, loaded (the workers run them).
+pub struct Models {
+    pub vad: Option<vad::VadWorker>,
+    /// One line per model: name, provider, path (for logs and `check-models`).
+    pub summary: Vec<String>,
+}
+
+impl std::fmt::Display for Models {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for l in &self.summary {
+            writeln!(f, "{l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Load the runtime and every configured model: a problem is a start-up error.
+pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
+    let Some(m) = &cfg.config.models else {
+        return Ok(Models { vad: None, summary: vec!["no models configured".into()] });
+    };
+    let rt = runtime::init(&cfg.resolve(&m.runtime.library))?;
+    let mut summary = vec![format!("onnxruntime {} from {}", rt.version(), rt.library().display())];
+    let vad = match &m.vad {
+        Some(v) => {
+            let path = cfg.resolve(&v.path);
+            let model = vad::SileroVad::load(rt, &path, &v.session_options())?;
+            summary.push(format!("vad: {} on {} ({})", path.display(), model.provider().label(), "silero-vad 6.2.3"));
+            Some(vad::VadWorker::spawn(model, v.queue.get() as usize, v.max_batch.get() as usize))
+        }
+        None => None,
+    };
+    Ok(Models { vad, summary })
+}

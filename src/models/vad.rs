@@ -1,0 +1,436 @@
+//! Silero VAD (silero-vad 6.2.3) streamed per call and batched across calls.
+//!
+//! The model takes, per stream, one chunk (512 samples at 16 kHz, 256 at
+//! 8 kHz) prefixed by the last 64 (32) samples of the previous chunk, plus
+//! its recurrent state `[2, B, 128]`, and returns P(speech) and the next
+//! state. The batch dimension is free, so one inference serves every call
+//! that has a chunk ready: that is what `VadWorker` does on its own thread.
+//!
+//! `Segmenter` turns probabilities into speech start/stop events with the
+//! OpenAI Realtime `server_vad` parameters (threshold, prefix_padding_ms,
+//! silence_duration_ms) plus a minimum speech duration.
+
+use super::runtime::{Runtime, RuntimeError, SessionOptions};
+use ort::session::Session;
+use ort::value::Tensor;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc;
+
+const STATE: usize = 2 * 128;
+
+/// Chunk and context lengths for a sample rate (the model supports 8 and 16 kHz).
+pub fn chunk_len(sample_rate: u32) -> Option<(usize, usize)> {
+    match sample_rate {
+        16000 => Some((512, 64)),
+        8000 => Some((256, 32)),
+        _ => None,
+    }
+}
+
+/// One stream's memory between chunks.
+#[derive(Clone)]
+pub struct StreamState {
+    sample_rate: u32,
+    context: Vec<f32>,
+    state: Vec<f32>,
+}
+
+impl StreamState {
+    pub fn new(sample_rate: u32) -> Option<StreamState> {
+        let (_, ctx) = chunk_len(sample_rate)?;
+        Some(StreamState { sample_rate, context: vec![0.0; ctx], state: vec![0.0; STATE] })
+    }
+}
+
+/// The Silero session.
+pub struct SileroVad {
+    session: Session,
+    provider: super::runtime::Provider,
+}
+
+impl SileroVad {
+    pub fn load(rt: &Runtime, path: &Path, opts: &SessionOptions) -> Result<SileroVad, RuntimeError> {
+        let (session, provider) = rt.session("vad", path, opts)?;
+        Ok(SileroVad { session, provider })
+    }
+
+    pub fn provider(&self) -> super::runtime::Provider {
+        self.provider
+    }
+
+    /// One chunk for each stream (all at the same sample rate): P(speech) per
+    /// stream, and each stream's context and state advanced.
+    pub fn infer(&mut self, streams: &mut [&mut StreamState], chunks: &[&[f32]]) -> Result<Vec<f32>, ort::Error> {
+        let b = streams.len();
+        if b == 0 {
+            return Ok(Vec::new());
+        }
+        let sr = streams[0].sample_rate;
+        let (n, c) = chunk_len(sr).ok_or_else(|| ort::Error::new("unsupported sample rate"))?;
+        let mut input = Vec::with_capacity(b * (n + c));
+        let mut state = vec![0f32; 2 * b * 128];
+        for (i, (s, chunk)) in streams.iter().zip(chunks).enumerate() {
+            if s.sample_rate != sr || chunk.len() != n {
+                return Err(ort::Error::new("a batch must hold whole chunks at one sample rate"));
+            }
+            input.extend_from_slice(&s.context);
+            input.extend_from_slice(chunk);
+            // state is [2][B][128]: layer-major.
+            for layer in 0..2 {
+                state[(layer * b + i) * 128..(layer * b + i + 1) * 128].copy_from_slice(&s.state[layer * 128..(layer + 1) * 128]);
+            }
+        }
+        let outputs = self.session.run(ort::inputs![
+            "input" => Tensor::from_array(([b, n + c], input))?,
+            "state" => Tensor::from_array(([2, b, 128], state))?,
+            "sr" => Tensor::from_array(((), vec![sr as i64]))?,
+        ])?;
+        let (_, probs) = outputs["output"].try_extract_tensor::<f32>()?;
+        let (_, next) = outputs["stateN"].try_extract_tensor::<f32>()?;
+        if probs.len() != b || next.len() != 2 * b * 128 {
+            return Err(ort::Error::new("unexpected output shape from the VAD model"));
+        }
+        for (i, s) in streams.iter_mut().enumerate() {
+            for layer in 0..2 {
+                s.state[layer * 128..(layer + 1) * 128].copy_from_slice(&next[(layer * b + i) * 128..(layer * b + i + 1) * 128]);
+            }
+            // The next context is the tail of this chunk (n > c).
+            s.context.copy_from_slice(&chunks[i][n - c..]);
+        }
+        Ok(probs.to_vec())
+    }
+}
+
+// ------------------------------------------------------------------ worker
+
+/// Identifies one stream (call) on a `VadWorker`.
+pub type StreamId = u64;
+
+/// What the worker answers for each chunk.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VadResult {
+    pub stream: StreamId,
+    /// Index of the chunk within its stream (0, 1, …).
+    pub seq: u64,
+    pub probability: f32,
+}
+
+enum Request {
+    Open { id: StreamId, sample_rate: u32, reply: mpsc::SyncSender<VadResult> },
+    Chunk { id: StreamId, seq: u64, samples: Vec<f32> },
+    Close { id: StreamId },
+}
+
+/// Counters of a worker (for metrics and tests).
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub batches: std::sync::atomic::AtomicU64,
+    pub chunks: std::sync::atomic::AtomicU64,
+    /// Chunks not analysed (queue full) or results not delivered (the call's channel full).
+    pub dropped: std::sync::atomic::AtomicU64,
+    pub errors: std::sync::atomic::AtomicU64,
+}
+
+/// A thread owning the VAD session and every stream's state. Calls submit
+/// chunks without blocking; the worker runs whatever is queued as one batch
+/// per sample rate and answers on each stream's own channel.
+#[derive(Clone)]
+pub struct VadWorker {
+    tx: mpsc::SyncSender<Request>,
+    stats: std::sync::Arc<WorkerStats>,
+    provider: super::runtime::Provider,
+}
+
+/// One call's handle: submit chunks, read probabilities.
+pub struct VadClient {
+    id: StreamId,
+    worker: VadWorker,
+    rx: mpsc::Receiver<VadResult>,
+    sample_rate: u32,
+    next_seq: u64,
+    pending: Vec<f32>,
+}
+
+impl VadWorker {
+    /// `queue` bounds the requests waiting (across all calls); `max_batch` the streams per inference.
+    pub fn spawn(mut vad: SileroVad, queue: usize, max_batch: usize) -> VadWorker {
+        let provider = vad.provider();
+        let (tx, rx) = mpsc::sync_channel::<Request>(queue.max(1));
+        let stats = std::sync::Arc::new(WorkerStats::default());
+        let st = stats.clone();
+        std::thread::Builder::new()
+            .name("vad-worker".into())
+            .spawn(move || worker_loop(&mut vad, rx, max_batch.max(1), &st))
+            .expect("spawn the VAD worker thread");
+        VadWorker { tx, stats, provider }
+    }
+
+    /// The execution provider the model really runs on.
+    pub fn provider(&self) -> super::runtime::Provider {
+        self.provider
+    }
+
+    pub fn stats(&self) -> &WorkerStats {
+        &self.stats
+    }
+
+    /// Open a stream. Results for it arrive on the client's own bounded channel.
+    pub fn open(&self, id: StreamId, sample_rate: u32) -> Option<VadClient> {
+        chunk_len(sample_rate)?;
+        let (reply, rx) = mpsc::sync_channel(256);
+        self.tx.send(Request::Open { id, sample_rate, reply }).ok()?;
+        Some(VadClient { id, worker: self.clone(), rx, sample_rate, next_seq: 0, pending: Vec::new() })
+    }
+}
+
+impl VadClient {
+    /// Feed PCM (any length): whole chunks are submitted. Returns false when the
+    /// worker's queue was full and a chunk was dropped (the call degrades; RTP does not wait).
+    pub fn push(&mut self, pcm: &[i16]) -> bool {
+        let (n, _) = chunk_len(self.sample_rate).expect("checked at open");
+        self.pending.extend(pcm.iter().map(|&s| s as f32 / 32768.0));
+        let mut ok = true;
+        while self.pending.len() >= n {
+            let samples: Vec<f32> = self.pending.drain(..n).collect();
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            if self.worker.tx.try_send(Request::Chunk { id: self.id, seq, samples }).is_err() {
+                self.worker.stats.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// Results that have arrived (non-blocking).
+    pub fn poll(&mut self) -> Option<VadResult> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Wait for a result (tests, offline use).
+    pub fn recv_timeout(&mut self, t: std::time::Duration) -> Option<VadResult> {
+        self.rx.recv_timeout(t).ok()
+    }
+
+    pub fn chunk_ms(&self) -> u32 {
+        let (n, _) = chunk_len(self.sample_rate).expect("checked at open");
+        (n as u32 * 1000) / self.sample_rate
+    }
+}
+
+impl Drop for VadClient {
+    fn drop(&mut self) {
+        let _ = self.worker.tx.send(Request::Close { id: self.id });
+    }
+}
+
+struct Stream {
+    state: StreamState,
+    reply: mpsc::SyncSender<VadResult>,
+}
+
+fn worker_loop(vad: &mut SileroVad, rx: mpsc::Receiver<Request>, max_batch: usize, stats: &WorkerStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut streams: HashMap<StreamId, Stream> = HashMap::new();
+    let mut batch: Vec<(StreamId, u64, Vec<f32>)> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        // Take what is queued right now (up to max_batch chunks) as one batch.
+        loop {
+            match next.take() {
+                Some(Request::Open { id, sample_rate, reply }) => {
+                    if let Some(state) = StreamState::new(sample_rate) {
+                        streams.insert(id, Stream { state, reply });
+                    }
+                }
+                Some(Request::Close { id }) => {
+                    streams.remove(&id);
+                }
+                Some(Request::Chunk { id, seq, samples }) => batch.push((id, seq, samples)),
+                None => {}
+            }
+            if batch.len() >= max_batch {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(r) => next = Some(r),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        run_batch(vad, &mut streams, &mut batch, stats);
+        stats.batches.fetch_add(1, Relaxed);
+    }
+}
+
+/// One inference per sample rate, one chunk per stream (a stream with two
+/// chunks queued goes in two rounds: its state must advance in order).
+fn run_batch(vad: &mut SileroVad, streams: &mut HashMap<StreamId, Stream>, batch: &mut Vec<(StreamId, u64, Vec<f32>)>, stats: &WorkerStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    while !batch.is_empty() {
+        let mut round: Vec<(StreamId, u64, Vec<f32>)> = Vec::new();
+        let mut rest = Vec::new();
+        for item in batch.drain(..) {
+            if round.iter().any(|(id, _, _)| *id == item.0) {
+                rest.push(item);
+            } else {
+                round.push(item);
+            }
+        }
+        *batch = rest;
+        for rate in [16000u32, 8000] {
+            let group: Vec<&(StreamId, u64, Vec<f32>)> =
+                round.iter().filter(|(id, _, _)| streams.get(id).is_some_and(|s| s.state.sample_rate == rate)).collect();
+            if group.is_empty() {
+                continue;
+            }
+            let ids: Vec<StreamId> = group.iter().map(|g| g.0).collect();
+            let chunks: Vec<&[f32]> = group.iter().map(|g| g.2.as_slice()).collect();
+            // Take the states out, run, put them back (HashMap gives no disjoint &mut).
+            let mut states: Vec<StreamState> = ids.iter().map(|id| streams[id].state.clone()).collect();
+            let mut refs: Vec<&mut StreamState> = states.iter_mut().collect();
+            match vad.infer(&mut refs, &chunks) {
+                Ok(probs) => {
+                    stats.chunks.fetch_add(probs.len() as u64, Relaxed);
+                    for ((g, st), p) in group.iter().zip(states).zip(probs) {
+                        if let Some(s) = streams.get_mut(&g.0) {
+                            s.state = st;
+                            // A call that stopped reading loses results, counted: never block the worker.
+                            if s.reply.try_send(VadResult { stream: g.0, seq: g.1, probability: p }).is_err() {
+                                stats.dropped.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    stats.errors.fetch_add(1, Relaxed);
+                    tracing::warn!(error = %e, streams = ids.len(), "VAD inference failed");
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ segmenter
+
+/// The `server_vad` parameters of the OpenAI Realtime API, plus a minimum speech duration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmenterConfig {
+    pub threshold: f32,
+    /// Audio before the detected start that belongs to the utterance.
+    pub prefix_padding_ms: u32,
+    /// Silence that ends the utterance.
+    pub silence_duration_ms: u32,
+    /// Shorter bursts are not speech (coughs, clicks).
+    pub min_speech_ms: u32,
+}
+
+impl Default for SegmenterConfig {
+    fn default() -> Self {
+        SegmenterConfig { threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 500, min_speech_ms: 250 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VadEvent {
+    /// Speech began at `audio_start_ms` (prefix padding included), in the stream's audio time.
+    SpeechStarted { audio_start_ms: u64 },
+    /// Speech ended at `audio_end_ms` (before the trailing silence).
+    SpeechStopped { audio_end_ms: u64 },
+}
+
+/// Probabilities in, speech start/stop events out (sans-IO; time is the stream's audio time).
+#[derive(Debug, Clone)]
+pub struct Segmenter {
+    cfg: SegmenterConfig,
+    in_speech: bool,
+    /// Start of the current run of speech chunks (candidate start).
+    run_start: Option<u64>,
+    /// Start of the current run of silence chunks while in speech.
+    silence_start: Option<u64>,
+}
+
+impl Segmenter {
+    pub fn new(cfg: SegmenterConfig) -> Segmenter {
+        Segmenter { cfg, in_speech: false, run_start: None, silence_start: None }
+    }
+
+    /// The probability for the chunk covering [start_ms, end_ms).
+    pub fn push(&mut self, p: f32, start_ms: u64, end_ms: u64) -> Option<VadEvent> {
+        // Hysteresis as in Silero's own iterator: leaving speech needs p below threshold - 0.15.
+        let speechy = p >= self.cfg.threshold;
+        let quiet = p < (self.cfg.threshold - 0.15).max(0.01);
+        if !self.in_speech {
+            if speechy {
+                let start = *self.run_start.get_or_insert(start_ms);
+                if end_ms - start >= self.cfg.min_speech_ms as u64 {
+                    self.in_speech = true;
+                    self.silence_start = None;
+                    return Some(VadEvent::SpeechStarted { audio_start_ms: start.saturating_sub(self.cfg.prefix_padding_ms as u64) });
+                }
+            } else {
+                self.run_start = None;
+            }
+            return None;
+        }
+        if quiet {
+            let s = *self.silence_start.get_or_insert(start_ms);
+            if end_ms - s >= self.cfg.silence_duration_ms as u64 {
+                self.in_speech = false;
+                self.run_start = None;
+                self.silence_start = None;
+                return Some(VadEvent::SpeechStopped { audio_end_ms: s });
+            }
+        } else if speechy {
+            self.silence_start = None;
+        }
+        None
+    }
+
+    pub fn in_speech(&self) -> bool {
+        self.in_speech
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(probs: &[f32], cfg: SegmenterConfig) -> Vec<VadEvent> {
+        let mut s = Segmenter::new(cfg);
+        probs.iter().enumerate().filter_map(|(i, &p)| s.push(p, i as u64 * 32, (i as u64 + 1) * 32)).collect()
+    }
+
+    #[test]
+    fn segments_with_padding_min_speech_and_silence() {
+        // 10 chunks silence, 20 speech, 5 quiet (160 ms < 500), 10 speech, 20 quiet.
+        let mut p = vec![0.05; 10];
+        p.extend(vec![0.9; 20]);
+        p.extend(vec![0.1; 5]);
+        p.extend(vec![0.9; 10]);
+        p.extend(vec![0.1; 20]);
+        let ev = run(&p, SegmenterConfig::default());
+        assert_eq!(
+            ev,
+            vec![VadEvent::SpeechStarted { audio_start_ms: 320 - 300 }, VadEvent::SpeechStopped { audio_end_ms: 45 * 32 }],
+            "one utterance: the short pause does not split it"
+        );
+    }
+
+    #[test]
+    fn short_bursts_are_not_speech_and_hysteresis_holds() {
+        // 4 chunks (128 ms) of speech: below min_speech_ms.
+        let mut p = vec![0.05; 5];
+        p.extend(vec![0.9; 4]);
+        p.extend(vec![0.05; 30]);
+        assert!(run(&p, SegmenterConfig::default()).is_empty());
+        // Values between threshold-0.15 and threshold do not end speech.
+        let mut p = vec![0.9; 20];
+        p.extend(vec![0.4; 40]);
+        let ev = run(&p, SegmenterConfig::default());
+        assert_eq!(ev.len(), 1, "{ev:?}");
+    }
+}
