@@ -34,8 +34,17 @@ pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
     let vad = match &m.vad {
         Some(v) => {
             let path = cfg.resolve(&v.path);
-            let model = vad::SileroVad::load(rt, &path, &v.session_options())?;
-            summary.push(format!("vad: {} on {} ({})", path.display(), model.provider().label(), "silero-vad 6.2.3"));
+            let mut model = vad::SileroVad::load(rt, &path, &v.session_options())?;
+            // One real inference now: a provider that registers but cannot run fails here, at start-up.
+            let t0 = std::time::Instant::now();
+            let mut st = vad::StreamState::new(16000).expect("16 kHz is supported");
+            model.infer(&mut [&mut st], &[&[0.0f32; 512][..]]).map_err(|source| RuntimeError::Ort { model: "vad".into(), source })?;
+            summary.push(format!(
+                "vad: {} on {} (silero-vad 6.2.3; first inference {:.1} ms)",
+                path.display(),
+                model.provider().label(),
+                t0.elapsed().as_secs_f64() * 1000.0
+            ));
             Some(vad::VadWorker::spawn(model, v.queue.get() as usize, v.max_batch.get() as usize))
         }
         None => None,
