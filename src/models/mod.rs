@@ -4,6 +4,7 @@
 
 pub mod runtime;
 pub mod vad;
+pub mod melspec; pub mod turn;
 
 use crate::config::LoadedConfig;
 use runtime::RuntimeError;
@@ -51,3 +52,4 @@ pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
     };
     Ok(Models { vad, summary })
 }
+pub mod tts;

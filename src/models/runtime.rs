@@ -141,7 +141,7 @@ impl Runtime {
                 .with_inter_threads(opts.inter_threads.max(1))
                 .map_err(|e| err(e.into()))?
                 .with_execution_providers([p.dispatch()])
-                .map_err(|e| ort::Error::from(e))
+                .map_err(ort::Error::from)
                 .and_then(|mut b| b.commit_from_file(path));
             match built {
                 Ok(session) => {

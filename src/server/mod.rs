@@ -132,8 +132,8 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                     break;
                 }
             }
-            _ = sigterm.recv() => begin_shutdown(&mut endpoint, &draining, &mut shutdown_at, &mut hard_stop_at, grace),
-            _ = sigint.recv() => begin_shutdown(&mut endpoint, &draining, &mut shutdown_at, &mut hard_stop_at, grace),
+            _ = sigterm.recv() => begin_shutdown(&mut endpoint, &draining, &mut shutdown_at, grace),
+            _ = sigint.recv() => begin_shutdown(&mut endpoint, &draining, &mut shutdown_at, grace),
         }
 
         // Handling an event (answering a call) queues more to send: drain both until quiet.
@@ -219,7 +219,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn begin_shutdown(endpoint: &mut Endpoint, draining: &AtomicBool, shutdown_at: &mut Option<Instant>, hard_stop_at: &mut Option<Instant>, grace: Duration) {
+fn begin_shutdown(endpoint: &mut Endpoint, draining: &AtomicBool, shutdown_at: &mut Option<Instant>, grace: Duration) {
     if draining.swap(true, Ordering::Relaxed) {
         // A second signal: do not wait for the grace period.
         warn!("second shutdown signal: ending calls now");
@@ -229,7 +229,6 @@ fn begin_shutdown(endpoint: &mut Endpoint, draining: &AtomicBool, shutdown_at: &
     info!(calls = endpoint.active_calls(), grace_s = grace.as_secs(), "shutting down: refusing new calls");
     endpoint.set_draining(true);
     *shutdown_at = Some(Instant::now() + grace);
-    let _ = hard_stop_at;
 }
 
 #[allow(clippy::too_many_arguments)]

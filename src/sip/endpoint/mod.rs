@@ -163,7 +163,7 @@ impl Endpoint {
                 self.stats.requests += 1;
                 self.handle_request(msg, src, now)
             }
-            Ok(msg) => self.handle_response(msg, now),
+            Ok(msg) => self.handle_response(msg),
             Err(e) => self.handle_malformed(e, src),
         }
     }
@@ -300,7 +300,7 @@ impl Endpoint {
         true
     }
 
-    fn handle_response(&mut self, resp: SipMessage, now: Instant) {
+    fn handle_response(&mut self, resp: SipMessage) {
         let StartLine::Response { code, .. } = resp.start else { return };
         let Some(branch) = resp.top_via().and_then(|v| v.branch().map(str::to_string)) else { return };
         if code < 200 {
@@ -313,7 +313,6 @@ impl Endpoint {
         if let Some(tx) = self.client_txs.remove(&branch) {
             debug!(call_id = %tx.call_id, code, method = tx.method.as_str(), "final response to our request");
         }
-        let _ = now;
     }
 
     // ---------------------------------------------------------------- INVITE
