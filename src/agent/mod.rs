@@ -54,13 +54,34 @@ pub struct AgentSpec {
 }
 
 impl AgentSpec {
-    pub fn load(name: &str, config: &AgentConfig, loaded: &crate::config::LoadedConfig) -> Result<AgentSpec, String> {
-        let greeting = match &config.greeting {
-            Some(p) => {
+    /// `tts` speaks text greetings (synthesised once, here, at start-up).
+    pub fn load(
+        name: &str,
+        config: &AgentConfig,
+        loaded: &crate::config::LoadedConfig,
+        tts: Option<&std::sync::Mutex<crate::models::tts::PiperVoice>>,
+    ) -> Result<AgentSpec, String> {
+        let greeting = match (&config.greeting, &config.greeting_text, tts) {
+            (Some(p), _, _) => {
                 let path = loaded.resolve(p);
                 Some(Arc::new(wav::load_pcm16(&path, crate::media::codec::AGENT_RATE).map_err(|e| format!("{}: {e}", path.display()))?))
             }
-            None => None,
+            (None, Some(text), Some(voice)) => {
+                let mut v = voice.lock().unwrap_or_else(|p| p.into_inner());
+                let (rate, scales) = (v.speaking_rate(), v.scales());
+                v.set_speaking_rate(config.speaking_rate);
+                let mut s = scales;
+                s.noise_scale = config.noise_scale.unwrap_or(s.noise_scale);
+                s.noise_w = config.noise_w.unwrap_or(s.noise_w);
+                v.set_scales(s);
+                let pcm = v.synthesize_16k(text).map_err(|e| format!("greeting_text: {e}"));
+                // The voice is shared: put its settings back for the next agent.
+                v.set_speaking_rate(rate);
+                v.set_scales(scales);
+                Some(Arc::new(pcm?))
+            }
+            (None, Some(_), None) => return Err("greeting_text needs models.tts".into()),
+            (None, None, _) => None,
         };
         Ok(AgentSpec { name: name.to_string(), config: config.clone(), greeting })
     }

@@ -106,7 +106,17 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     if c.media.codecs.is_empty() {
         return Err(err("media.codecs", "at least one codec must be listed".into()));
     }
+    let has_tts = c.models.as_ref().is_some_and(|m| m.tts.is_some());
     for (name, a) in &c.agents {
+        if a.greeting.is_some() && a.greeting_text.is_some() {
+            return Err(err(&format!("agents.{name}.greeting_text"), "give either `greeting` (a WAV file) or `greeting_text`, not both".into()));
+        }
+        if a.greeting_text.is_some() && !has_tts {
+            return Err(err(&format!("agents.{name}.greeting_text"), "a text greeting needs a voice: configure `models.tts` (the Piper voice)".into()));
+        }
+        if !(0.25..=4.0).contains(&a.speaking_rate) {
+            return Err(err(&format!("agents.{name}.speaking_rate"), format!("{} is out of range 0.25..=4.0", a.speaking_rate)));
+        }
         if let Some(g) = &a.greeting {
             let file = resolve_relative(path, g);
             if let Err(e) = crate::agent::wav::load_pcm16(&file, crate::media::codec::AGENT_RATE) {

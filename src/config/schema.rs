@@ -310,6 +310,17 @@ pub struct AgentConfig {
     /// relative paths are relative to the config file.
     #[serde(default)]
     pub greeting: Option<PathBuf>,
+    /// Greeting as text, spoken with the Piper voice of `models.tts` (synthesised at start-up).
+    #[serde(default)]
+    pub greeting_text: Option<String>,
+    /// Piper speaking rate: 1.0 as trained, 1.25 faster, 0.8 slower.
+    #[serde(default = "default_rate")]
+    pub speaking_rate: f32,
+    /// Piper's voice variation (the voice's JSON gives the defaults); 0 and 0 make synthesis deterministic.
+    #[serde(default)]
+    pub noise_scale: Option<f32>,
+    #[serde(default)]
+    pub noise_w: Option<f32>,
     #[serde(default)]
     pub mode: AgentMode,
     #[serde(default = "default_echo_delay")]
@@ -320,6 +331,10 @@ pub struct AgentConfig {
     /// Overrides calls.max_duration_s for this agent.
     #[serde(default)]
     pub max_duration_s: Option<u64>,
+}
+
+fn default_rate() -> f32 {
+    1.0
 }
 
 fn default_echo_delay() -> U64Range<0, 5000> {
@@ -422,6 +437,12 @@ pub struct ModelsConfig {
     pub runtime: RuntimeConfig,
     #[serde(default)]
     pub vad: Option<ModelConfig>,
+    /// Smart Turn v3.2 end-of-turn model (`semantic_vad`).
+    #[serde(default)]
+    pub turn: Option<ModelConfig>,
+    /// Piper voice (`path` is the .onnx; its `.onnx.json` sits beside it).
+    #[serde(default)]
+    pub tts: Option<ModelConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -60,6 +60,8 @@ pub enum RuntimeError {
     NoProvider { model: String, tried: String },
     #[error("model {model}: {source}")]
     Ort { model: String, source: ort::Error },
+    #[error("model {model}: {reason}")]
+    Model { model: String, reason: String },
 }
 
 /// The loaded library and its ONNX Runtime environment (one per process).

@@ -46,20 +46,25 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let http_listen = ov.http_listen.unwrap_or(cfg.http.listen);
     let rtp = ov.rtp_ports.unwrap_or(cfg.media.rtp_ports);
 
-    let mut agents = HashMap::new();
-    for (name, a) in &cfg.agents {
-        let spec = AgentSpec::load(name, a, &loaded).map_err(|e| anyhow!("agent `{name}`: {e}"))?;
-        agents.insert(name.clone(), spec);
-    }
-
     // Models first: a missing library or an unavailable strict provider stops start-up here.
     let models = crate::models::load_all(&loaded).map_err(|e| anyhow!("{e}"))?;
     for line in &models.summary {
         info!("{line}");
     }
+    let mut agents = HashMap::new();
+    for (name, a) in &cfg.agents {
+        let spec = AgentSpec::load(name, a, &loaded, models.tts.as_ref()).map_err(|e| anyhow!("agent `{name}`: {e}"))?;
+        agents.insert(name.clone(), spec);
+    }
     let metrics = Arc::new(Metrics::new());
     if let Some(w) = &models.vad {
         metrics.model_info.with_label_values(&["vad", w.provider().label()]).set(1);
+    }
+    if let Some(t) = &models.turn {
+        metrics.model_info.with_label_values(&["turn", t.lock().unwrap_or_else(|p| p.into_inner()).provider().label()]).set(1);
+    }
+    if let Some(t) = &models.tts {
+        metrics.model_info.with_label_values(&["tts", t.lock().unwrap_or_else(|p| p.into_inner()).provider().label()]).set(1);
     }
     let draining = Arc::new(AtomicBool::new(false));
     let http = tokio::net::TcpListener::bind(http_listen).await.with_context(|| format!("cannot listen for HTTP on {http_listen}"))?;

@@ -1,0 +1,226 @@
+//! Piper TTS (en_US-joe-medium) on ONNX Runtime from Rust, checked against
+//! the Python reference (tests/fixtures/tts/*.json, made by
+//! scripts/tts-reference.py with the logic of piper.py and the deterministic
+//! scales noise_scale = noise_w = 0).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Instant;
+use switchboard::models::runtime::{self, Provider, SessionOptions};
+use switchboard::models::tts::{self, PiperVoice, Phonemizer, Scales, TtsError};
+
+fn models_dir() -> PathBuf {
+    let dir = std::env::var_os("SWITCHBOARD_MODELS").map(PathBuf::from).unwrap_or_else(|| common::repo_root().join("models"));
+    assert!(dir.join("piper/en_US-joe-medium.onnx").exists(), "{}: models missing; run scripts/setup.sh --test", dir.display());
+    dir
+}
+
+fn rt() -> &'static runtime::Runtime {
+    runtime::init(&models_dir().join("onnxruntime/libonnxruntime.so.1.32.0")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn cpu(threads: usize) -> SessionOptions {
+    SessionOptions { providers: vec![Provider::Cpu], strict: false, intra_threads: threads, inter_threads: 1 }
+}
+
+fn voice(threads: usize) -> PiperVoice {
+    let m = models_dir().join("piper/en_US-joe-medium.onnx");
+    PiperVoice::load(rt(), &m, &m.with_extension("onnx.json"), &cpu(threads)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[derive(serde::Deserialize)]
+struct Fixture {
+    text: String,
+    phonemes: String,
+    phoneme_ids: Vec<i64>,
+    scales: [f32; 3],
+    sample_rate: u32,
+    deterministic: bool,
+    samples: usize,
+    rms: f64,
+    envelope: Vec<f64>,
+}
+
+fn fixtures() -> Vec<(String, Fixture)> {
+    let dir = common::repo_root().join("tests/fixtures/tts");
+    let mut out: Vec<(String, Fixture)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p.file_name().unwrap().to_string_lossy().into_owned(), serde_yaml_ng::from_str(&text).unwrap())
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(out.len() >= 2, "fixtures in {}", dir.display());
+    out
+}
+
+/// RMS of 20 ms windows centred on `n` evenly spaced points (as the script).
+fn envelope(pcm: &[i16], rate: u32, n: usize) -> Vec<f64> {
+    let w = (rate / 50) as usize;
+    let len = pcm.len();
+    (0..n)
+        .map(|k| {
+            let c = ((k as f64 + 0.5) * len as f64 / n as f64).round() as usize;
+            let a = c.saturating_sub(w / 2);
+            let b = (a + w).min(len);
+            if b <= a {
+                return 0.0;
+            }
+            (pcm[a..b].iter().map(|&s| (s as f64 / 32768.0).powi(2)).sum::<f64>() / (b - a) as f64).sqrt()
+        })
+        .collect()
+}
+
+fn rms(pcm: &[i16]) -> f64 {
+    (pcm.iter().map(|&s| (s as f64 / 32768.0).powi(2)).sum::<f64>() / pcm.len().max(1) as f64).sqrt()
+}
+
+fn correlation(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
+fn deterministic(v: &mut PiperVoice, f: &Fixture) {
+    let s = v.scales();
+    assert_eq!(s.length_scale, f.scales[1], "length_scale from the JSON");
+    v.set_scales(Scales { noise_scale: f.scales[0], length_scale: f.scales[1], noise_w: f.scales[2] });
+}
+
+#[test]
+fn phoneme_ids_equal_the_python_reference() {
+    let mut v = voice(1);
+    assert_eq!(v.sample_rate(), 22050);
+    assert_eq!(v.phonemizer().voice(), "en-us");
+    for (name, f) in fixtures() {
+        assert_eq!(v.phonemizer().phonemes(&f.text).unwrap(), f.phonemes, "{name}: phonemes");
+        assert_eq!(v.phoneme_ids(&f.text).unwrap(), f.phoneme_ids, "{name}: ids");
+    }
+    assert_eq!(v.skipped_phonemes(), 0);
+    // Unknown characters are skipped and counted, not fatal.
+    let (ids, missing) = v.ids_for_phonemes("a\u{1F600}b");
+    assert_eq!(missing, 1);
+    assert_eq!(ids.len(), 2 + 2 * 2 + 1);
+}
+
+#[test]
+fn audio_matches_the_python_reference() {
+    let mut v = voice(2);
+    for (name, f) in fixtures() {
+        assert!(f.deterministic, "{name}: the reference was not deterministic");
+        deterministic(&mut v, &f);
+        let pcm = v.synthesize(&f.text).unwrap();
+        let env = envelope(&pcm, f.sample_rate, f.envelope.len());
+        let r = correlation(&env, &f.envelope);
+        let len_err = (pcm.len() as f64 - f.samples as f64).abs() / f.samples as f64;
+        println!(
+            "{name}: {} samples (reference {}, {:.3} %), rms {:.4} (reference {:.4}), envelope correlation {r:.5}",
+            pcm.len(),
+            f.samples,
+            len_err * 100.0,
+            rms(&pcm),
+            f.rms
+        );
+        assert!(len_err <= 0.01, "{name}: length {} vs {}", pcm.len(), f.samples);
+        assert!(r > 0.95, "{name}: envelope correlation {r}");
+        assert!((rms(&pcm) / f.rms - 1.0).abs() < 0.1, "{name}: rms {} vs {}", rms(&pcm), f.rms);
+    }
+}
+
+#[test]
+fn synthesize_16k_is_audible_speech() {
+    let mut v = voice(2);
+    let (_, f) = fixtures().into_iter().nth(1).unwrap();
+    deterministic(&mut v, &f);
+    let pcm = v.synthesize_16k(&f.text).unwrap();
+    let expected = (f.samples * 16000).div_ceil(22050);
+    assert!((pcm.len() as f64 - expected as f64).abs() <= expected as f64 * 0.01, "{} vs {expected}", pcm.len());
+    // Same loudness and the same 20 ms envelope as the 22.05 kHz reference (delay removed).
+    let r = correlation(&envelope(&pcm, 16000, f.envelope.len()), &f.envelope);
+    println!("16 kHz: {} samples, rms {:.4}, envelope correlation with the 22.05 kHz reference {r:.4}", pcm.len(), rms(&pcm));
+    assert!(r > 0.95, "envelope correlation {r}");
+    assert!((rms(&pcm) / f.rms - 1.0).abs() < 0.15, "rms {} vs {}", rms(&pcm), f.rms);
+    // Speech: most 20 ms frames are above -40 dBFS, some pauses, nothing clipped.
+    let frames: Vec<f64> = pcm.chunks(320).map(rms).collect();
+    let loud = frames.iter().filter(|&&x| x > 0.01).count() as f64 / frames.len() as f64;
+    assert!(loud > 0.5 && loud < 1.0, "fraction of loud frames {loud}");
+    let peak = pcm.iter().map(|s| s.unsigned_abs()).max().unwrap();
+    assert!(peak > 3000 && peak < 32767, "peak {peak}");
+    // Sentence by sentence gives the same audio as one sentence at a time.
+    let parts = tts::sentences("Thank you for calling switchboard. Our opening hours are nine to five, Monday to Friday.");
+    assert_eq!(parts, vec!["Thank you for calling switchboard.", "Our opening hours are nine to five, Monday to Friday."]);
+    assert_eq!(v.synthesize_16k(&parts[1]).unwrap(), pcm);
+}
+
+#[test]
+fn errors_are_values() {
+    let mut v = voice(1);
+    v.set_phonemizer(Phonemizer::new("en-us").with_program("/nonexistent/espeak-ng"));
+    let e = v.synthesize("hello").unwrap_err();
+    assert!(matches!(e, TtsError::EspeakMissing { .. }), "{e}");
+    assert!(e.to_string().contains("espeak-ng"), "{e}");
+    v.set_phonemizer(Phonemizer::new("en-us").with_program("false"));
+    assert!(matches!(v.synthesize("hello"), Err(TtsError::EspeakFailed { .. })));
+    v.set_phonemizer(Phonemizer::new("en-us"));
+    assert!(v.synthesize("").unwrap().is_empty());
+    let m = models_dir().join("piper/en_US-joe-medium.onnx");
+    let bad = PiperVoice::load(rt(), &m, &models_dir().join("piper/missing.json"), &cpu(1));
+    assert!(matches!(bad, Err(TtsError::Config { .. })));
+    let bad = PiperVoice::load(rt(), &models_dir().join("piper/missing.onnx"), &m.with_extension("onnx.json"), &cpu(1));
+    assert!(matches!(bad, Err(TtsError::Model(_))));
+}
+
+#[test]
+fn speaking_rate_changes_the_length() {
+    let mut v = voice(2);
+    let (_, f) = fixtures().into_iter().next().unwrap();
+    deterministic(&mut v, &f);
+    let normal = v.synthesize(&f.text).unwrap().len() as f64;
+    v.set_speaking_rate(1.25);
+    let fast = v.synthesize(&f.text).unwrap().len() as f64;
+    v.set_speaking_rate(0.8);
+    let slow = v.synthesize(&f.text).unwrap().len() as f64;
+    // Not exactly 1/rate: each phoneme's duration is rounded up to whole 256-sample frames.
+    println!("speaking rate 1.25: {fast} samples, 1.0: {normal}, 0.8: {slow}");
+    assert!(fast < normal * 0.95 && slow > normal * 1.1, "{fast} {normal} {slow}");
+}
+
+/// Time to first audio of a 12-word sentence (phonemize + inference), and
+/// the real-time factor; printed, not asserted (run with --nocapture).
+#[test]
+fn time_to_first_audio() {
+    let text = "Hello, thanks for calling switchboard, how can I help you this morning?";
+    assert_eq!(text.split_whitespace().count(), 12);
+    for threads in [1, 2] {
+        let mut v = voice(threads);
+        v.synthesize(text).unwrap(); // warm-up
+        let mut best = f64::MAX;
+        let mut phon_best = f64::MAX;
+        let mut audio_s = 0.0;
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            let ids = v.phoneme_ids(text).unwrap();
+            let t1 = Instant::now();
+            let pcm = tts::to_i16(&v.infer(&ids).unwrap());
+            let t = t0.elapsed().as_secs_f64();
+            best = best.min(t);
+            phon_best = phon_best.min((t1 - t0).as_secs_f64());
+            audio_s = pcm.len() as f64 / v.sample_rate() as f64;
+        }
+        println!(
+            "tts time to first audio ({} build, {threads} intra-op threads): {:.0} ms (espeak-ng {:.1} ms) for {audio_s:.2} s of audio, RTF {:.3}",
+            if cfg!(debug_assertions) { "debug" } else { "release" },
+            best * 1000.0,
+            phon_best * 1000.0,
+            best / audio_s
+        );
+    }
+}
