@@ -26,6 +26,10 @@ pub struct Metrics {
     pub sip_retransmissions: IntCounter,
     pub dtmf_rfc4733: IntCounter,
     pub dtmf_sip_info: IntCounter,
+    pub speech_started: IntCounter,
+    pub speech_stopped: IntCounter,
+    /// Model work a call could not hand over (the worker's queue was full): the call degrades.
+    pub vad_dropped: IntCounter,
     pub concealed_seconds: prometheus::Counter,
     /// Per-call figures observed when each call ends (from RTCP).
     pub call_jitter: Histogram,
@@ -44,6 +48,10 @@ impl Metrics {
         let jitter = IntCounterVec::new(Opts::new("switchboard_jitter_buffer_packets_total", "Jitter-buffer packet events"), &["event"]).expect("valid metric");
         let dropped = IntCounterVec::new(Opts::new("switchboard_rtp_dropped_total", "Received datagrams not played"), &["reason"]).expect("valid metric");
         let sip = IntCounterVec::new(Opts::new("switchboard_sip_messages_total", "SIP messages received"), &["kind"]).expect("valid metric");
+        let speech = IntCounterVec::new(Opts::new("switchboard_speech_events_total", "server_vad events"), &["event"]).expect("valid metric");
+        let dropped_work = IntCounterVec::new(Opts::new("switchboard_model_work_dropped_total", "Model work dropped because a worker queue was full"), &["model"]).expect("valid metric");
+        registry.register(Box::new(speech.clone())).expect("unique metric");
+        registry.register(Box::new(dropped_work.clone())).expect("unique metric");
         let dtmf = IntCounterVec::new(Opts::new("switchboard_dtmf_digits_total", "DTMF digits received"), &["source"]).expect("valid metric");
         let jitter_stretched = prometheus::Counter::new("switchboard_jitter_buffer_stretched_seconds_total", "Audio synthesised while jitter buffers grew their delay").expect("valid metric");
         registry.register(Box::new(jitter_stretched.clone())).expect("unique metric");
@@ -83,6 +91,9 @@ impl Metrics {
             sip_retransmissions: sip.with_label_values(&["retransmission"]),
             dtmf_rfc4733: dtmf.with_label_values(&["rfc4733"]),
             dtmf_sip_info: dtmf.with_label_values(&["sip_info"]),
+            speech_started: speech.with_label_values(&["speech_started"]),
+            speech_stopped: speech.with_label_values(&["speech_stopped"]),
+            vad_dropped: dropped_work.with_label_values(&["vad"]),
             concealed_seconds,
             call_jitter,
             call_loss,
@@ -113,6 +124,14 @@ impl Metrics {
         self.concealed_seconds.inc_by((now.concealed_samples - before.concealed_samples) as f64 / 16000.0);
         self.jitter_stretched.inc_by((now.stretched_samples - before.stretched_samples) as f64 / 16000.0);
         self.jitter_shrunk.inc_by(now.shrunk.saturating_sub(before.shrunk));
+        self.vad_dropped.inc_by(now.vad_dropped - before.vad_dropped);
+    }
+
+    pub fn speech_event(&self, ev: crate::models::vad::VadEvent) {
+        match ev {
+            crate::models::vad::VadEvent::SpeechStarted { .. } => self.speech_started.inc(),
+            crate::models::vad::VadEvent::SpeechStopped { .. } => self.speech_stopped.inc(),
+        }
     }
 
     pub fn dtmf_digit(&self, source: crate::media::dtmf::DtmfSource) {

@@ -41,7 +41,7 @@ fn baresip_opus_call_audio_both_ways_dtmf_and_rtcp() {
             .arg(&fx.speech_8k)
             .args(["-r", "48000", "-c", "2", "-b", "16"])
             .arg(&src)
-            .args(["pad", &format!("{lead_s:.3}"), "6"]),
+            .args(["pad", &format!("{lead_s:.3}"), "15"]),
     );
     let phone = Baresip::start(app.dir(), &ports, &src, "opus");
     phone.dial(&format!("sip:1000@{}", ports.sip_addr()));
@@ -49,7 +49,9 @@ fn baresip_opus_call_audio_both_ways_dtmf_and_rtcp() {
     assert!(app.wait_log("codec=Opus", Duration::from_secs(2)), "Opus negotiated: {}", app.log_tail(20));
     std::thread::sleep(Duration::from_secs_f64(lead_s + speech.len() as f64 / 8000.0 + 1.0));
     phone.send_dtmf("123#");
-    std::thread::sleep(Duration::from_secs(3));
+    // baresip reports every ~5 s, and only a report sent after it received one of our SRs carries
+    // the LSR/DLSR an RTT needs: keep the call up long enough for a few rounds.
+    std::thread::sleep(Duration::from_secs(9));
     phone.hangup();
     assert!(phone.wait_event("CALL_CLOSED", Duration::from_secs(5)).is_some());
     assert!(app.wait_log("media stopped", Duration::from_secs(5)));

@@ -230,3 +230,37 @@ fn the_appliance_loads_the_vad_at_start_and_labels_its_provider() {
     assert_eq!(app.metric_value("switchboard_model_info{model=\"vad\",provider=\"cpu\"}"), Some(1.0), "{}", app.metrics());
     assert!(app.log().contains("model loaded"), "{}", app.log_tail(20));
 }
+
+fn log_values(log: &str, needle: &str, field: &str) -> Vec<u64> {
+    log.lines().filter(|l| l.contains(needle)).filter_map(|l| l.split(&format!("{field}=")).nth(1)?.split_whitespace().next()?.parse().ok()).collect()
+}
+
+#[test]
+fn a_call_with_server_vad_gets_speech_events_from_the_shared_worker() {
+    common::require_tools(&["sipp"]);
+    let fx = common::fixtures();
+    let m = models_dir();
+    let ports = common::alloc_ports();
+    let cfg = format!(
+        "models:\n  runtime:\n    library: {}\n  vad:\n    path: {}\nroutes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: silent\n    turn_detection:\n      type: server_vad\n      silence_duration_ms: 700\n",
+        m.join("onnxruntime/libonnxruntime.so.1.32.0").display(),
+        m.join("silero_vad/silero_vad.onnx").display()
+    );
+    let app = common::Appliance::start(&cfg, &ports);
+    let run = common::run_sipp(app.dir(), &common::scenario("uac_pcmu_speech.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1", "-d", "0"], Duration::from_secs(40));
+    assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
+    assert!(app.wait_log("media stopped", Duration::from_secs(3)));
+    let log = app.log();
+    let starts = log_values(&log, "speech started", "audio_start_ms");
+    let stops = log_values(&log, "speech stopped", "audio_end_ms");
+    let speech_ms = fx.speech_pcm().len() as u64 / 8;
+    // The sentence plays right after the ACK (~speech_ms long): speech starts near 0 (minus padding)
+    // and ends near its end (jitter buffer and resampler add tens of ms).
+    assert!(!starts.is_empty() && starts[0] <= 800, "speech start: {starts:?}\n{}", app.log_tail(30));
+    assert!(stops.len() == starts.len(), "every start has its stop: {starts:?} {stops:?}");
+    let last = *stops.last().unwrap();
+    assert!(last + 600 >= speech_ms && last <= speech_ms + 800, "speech end {last} ms vs sentence {speech_ms} ms");
+    assert!(stops.iter().all(|s| log.contains("call_id")) , "call-scoped lines");
+    assert_eq!(app.metric_value("switchboard_speech_events_total{event=\"speech_started\"}"), Some(starts.len() as f64));
+    assert_eq!(app.metric_value("switchboard_model_work_dropped_total{model=\"vad\"}"), Some(0.0));
+}

@@ -42,6 +42,8 @@ pub trait Agent: Send {
     fn poll_output(&mut self, playout: PlayoutState, now: Instant) -> Option<AgentOutput>;
     /// A digit from the caller (RFC 4733 or SIP INFO), with when it started.
     fn on_dtmf(&mut self, _event: &crate::media::dtmf::DtmfEvent, _now: Instant) {}
+    /// The caller started or stopped speaking (server_vad), in the caller audio's time.
+    fn on_speech(&mut self, _event: crate::models::vad::VadEvent, _now: Instant) {}
 }
 
 /// Everything an agent needs from the config, with its files already loaded.

@@ -16,6 +16,7 @@ use crate::media::jitter::{InsertOutcome, JitterBuffer, JitterConfig, MediaPacke
 use crate::media::pacer::{Pacer, PacerConfig};
 use crate::media::rtcp::{RtcpConfig, RtcpSession, RtcpStats};
 use crate::media::rtp;
+use crate::models::vad::{Segmenter, VadClient, VadEvent};
 use crate::sip::sdp::{Codec, Direction, Negotiated, OpusFmtp};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -84,6 +85,8 @@ pub struct MediaStats {
     pub decoded_samples: u64,
     pub decode_errors: u64,
     pub dtmf_digits: u64,
+    /// VAD chunks this call could not hand to the (shared) VAD worker: its queue was full.
+    pub vad_dropped: u64,
     pub rtcp: RtcpStats,
 }
 
@@ -110,6 +113,7 @@ pub enum Outgoing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
     Dtmf(DtmfEvent),
+    Speech(VadEvent),
     /// End the call with BYE for this reason (agent decision, RTP timeout).
     Hangup(String),
 }
@@ -181,6 +185,8 @@ pub struct CallMedia {
     rtcp: RtcpSession,
     agent: Box<dyn Agent>,
     agent_started: bool,
+    /// server_vad: this call's stream on the shared VAD worker, and its segmenter.
+    vad: Option<(VadClient, Segmenter)>,
     events: VecDeque<MediaEvent>,
     timed_out: bool,
     stats: MediaStats,
@@ -214,6 +220,7 @@ impl CallMedia {
             rtcp,
             agent,
             agent_started: false,
+            vad: None,
             events: VecDeque::new(),
             timed_out: false,
             stats: MediaStats::default(),
@@ -242,6 +249,11 @@ impl CallMedia {
             initial_timestamp: id.timestamp,
             max_catch_up: 3,
         }
+    }
+
+    /// Turn on server_vad: caller audio goes to the VAD worker, speech events come back.
+    pub fn set_vad(&mut self, client: VadClient, segmenter: Segmenter) {
+        self.vad = Some((client, segmenter));
     }
 
     pub fn params(&self) -> &MediaParams {
@@ -453,7 +465,22 @@ impl CallMedia {
     /// Caller audio: what the jitter buffer releases, decoded or concealed, to the agent.
     fn play_out(&mut self, now: Instant) {
         let clock = self.params.codec.clock_rate();
-        while let Some(p) = self.jitter.pop(now) {
+        let mut produced = false;
+        loop {
+            let Some(p) = self.jitter.pop(now) else {
+                if produced {
+                    break;
+                }
+                // Nothing to play this packet time (before the first packet, or the caller
+                // stopped sending: silence suppression, hold): the caller's timeline goes on
+                // with silence, so the agent and the VAD hear the pause.
+                produced = true;
+                self.pcm.clear();
+                self.pcm.resize(AGENT_RATE as usize * self.params.ptime_ms as usize / 1000, 0);
+                self.hand_caller_audio(now);
+                continue;
+            };
+            produced = true;
             self.pcm.clear();
             match p {
                 Playout::Packet(pkt) => {
@@ -480,10 +507,44 @@ impl CallMedia {
                     self.stats.stretched_samples += self.pcm.len() as u64;
                 }
             }
-            if self.agent_started {
-                let st = self.playout_state();
-                self.agent.on_caller_audio(&self.pcm, st, now);
+            self.hand_caller_audio(now);
+        }
+        self.vad_results(now);
+    }
+
+    /// `self.pcm` (16 kHz caller audio) to the agent and the VAD.
+    fn hand_caller_audio(&mut self, now: Instant) {
+        if self.agent_started {
+            let st = self.playout_state();
+            self.agent.on_caller_audio(&self.pcm, st, now);
+        }
+        if let Some((client, _)) = &mut self.vad {
+            // Never waits: a full worker queue drops this call's chunk (counted).
+            if !client.push(&self.pcm) {
+                self.stats.vad_dropped += 1;
             }
+        }
+    }
+
+    /// Probabilities the VAD worker has sent back, through the segmenter.
+    fn vad_results(&mut self, now: Instant) {
+        let Some((client, seg)) = &mut self.vad else { return };
+        let ms = client.chunk_ms() as u64;
+        let mut events = Vec::new();
+        while let Some(r) = client.poll() {
+            if let Some(ev) = seg.push(r.probability, r.seq * ms, (r.seq + 1) * ms) {
+                events.push(ev);
+            }
+        }
+        for ev in events {
+            match ev {
+                VadEvent::SpeechStarted { audio_start_ms } => tracing::info!(audio_start_ms, "speech started"),
+                VadEvent::SpeechStopped { audio_end_ms } => tracing::info!(audio_end_ms, "speech stopped"),
+            }
+            if self.agent_started {
+                self.agent.on_speech(ev, now);
+            }
+            self.events.push_back(MediaEvent::Speech(ev));
         }
     }
 

@@ -111,6 +111,7 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
         while let Some(ev) = media.poll_event() {
             match ev {
                 MediaEvent::Dtmf(d) => metrics.dtmf_digit(d.source),
+                MediaEvent::Speech(ev) => metrics.speech_event(ev),
                 MediaEvent::Hangup(reason) => {
                     let _ = hangup.send(HangupRequest { key, reason });
                 }

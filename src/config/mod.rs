@@ -114,6 +114,14 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
         if a.greeting_text.is_some() && !has_tts {
             return Err(err(&format!("agents.{name}.greeting_text"), "a text greeting needs a voice: configure `models.tts` (the Piper voice)".into()));
         }
+        if let Some(td) = &a.turn_detection {
+            if !c.models.as_ref().is_some_and(|m| m.vad.is_some()) {
+                return Err(err(&format!("agents.{name}.turn_detection"), "server_vad needs the VAD model: configure `models.vad`".into()));
+            }
+            if !(0.0..=1.0).contains(&td.threshold) {
+                return Err(err(&format!("agents.{name}.turn_detection.threshold"), format!("{} is out of range 0..=1", td.threshold)));
+            }
+        }
         if !(0.25..=4.0).contains(&a.speaking_rate) {
             return Err(err(&format!("agents.{name}.speaking_rate"), format!("{} is out of range 0.25..=4.0", a.speaking_rate)));
         }

@@ -331,6 +331,56 @@ pub struct AgentConfig {
     /// Overrides calls.max_duration_s for this agent.
     #[serde(default)]
     pub max_duration_s: Option<u64>,
+    /// How the caller's turns are found (OpenAI Realtime `turn_detection`); needs `models.vad`.
+    #[serde(default)]
+    pub turn_detection: Option<TurnDetection>,
+}
+
+/// `server_vad`: Silero VAD with the Realtime API's parameters.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TurnDetection {
+    #[serde(rename = "type")]
+    pub kind: TurnDetectionKind,
+    #[serde(default = "default_vad_threshold")]
+    pub threshold: f32,
+    #[serde(default = "default_prefix_padding")]
+    pub prefix_padding_ms: U64Range<0, 5000>,
+    #[serde(default = "default_silence_duration")]
+    pub silence_duration_ms: U64Range<0, 10_000>,
+    /// Shorter bursts (coughs, clicks) are not speech.
+    #[serde(default = "default_min_speech")]
+    pub min_speech_ms: U64Range<0, 5000>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnDetectionKind {
+    ServerVad,
+}
+
+fn default_vad_threshold() -> f32 {
+    0.5
+}
+fn default_prefix_padding() -> U64Range<0, 5000> {
+    U64Range(300)
+}
+fn default_silence_duration() -> U64Range<0, 10_000> {
+    U64Range(500)
+}
+fn default_min_speech() -> U64Range<0, 5000> {
+    U64Range(250)
+}
+
+impl TurnDetection {
+    pub fn segmenter_config(&self) -> crate::models::vad::SegmenterConfig {
+        crate::models::vad::SegmenterConfig {
+            threshold: self.threshold,
+            prefix_padding_ms: self.prefix_padding_ms.get() as u32,
+            silence_duration_ms: self.silence_duration_ms.get() as u32,
+            min_speech_ms: self.min_speech_ms.get() as u32,
+        }
+    }
 }
 
 fn default_rate() -> f32 {

@@ -928,8 +928,13 @@ impl RtcpSession {
             // garbled or forged block), and DLSR beyond the age would make
             // the RTT negative — both are ignored.
             let since_sr = arrival.wrapping_sub(rb.lsr);
+            // Peers compute DLSR at coarse resolution (baresip: milliseconds): on a short path it
+            // can exceed the SR's age by its rounding. Up to 5 ms of that is an RTT of ~0, not garbage.
+            const ROUNDING: u32 = 5 * 65536 / 1000;
             if since_sr < 1 << 31 && rb.dlsr <= since_sr {
                 self.stats.rtt = Some(units_16_to_duration(since_sr - rb.dlsr));
+            } else if since_sr < 1 << 31 && rb.dlsr - since_sr <= ROUNDING {
+                self.stats.rtt = Some(Duration::ZERO);
             }
         }
     }

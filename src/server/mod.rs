@@ -150,7 +150,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
             match ev {
                 Event::Incoming(ic) => {
                     let now = std::time::Instant::now();
-                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, &metrics, &hang_tx, cfg.calls.max_duration_s) {
+                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, models.vad.as_ref(), &metrics, &hang_tx, cfg.calls.max_duration_s) {
                         Ok(active) => {
                             let answer_after = agents.get(&ic.agent).map(|a| a.config.answer_after_ms.get()).unwrap_or(0);
                             let port = active.port;
@@ -243,6 +243,7 @@ fn start_call(
     ports: &Arc<Mutex<PortPool>>,
     media_ip: std::net::IpAddr,
     settings: &MediaSettings,
+    vad: Option<&crate::models::vad::VadWorker>,
     metrics: &Arc<Metrics>,
     hangup: &mpsc::UnboundedSender<HangupRequest>,
     default_max_s: u64,
@@ -259,6 +260,11 @@ fn start_call(
         std::time::SystemTime::now(),
     )
     .map_err(|e| anyhow!("cannot set up the {:?} codec: {e}", ic.negotiated.codec))?;
+    let mut media = media;
+    if let (Some(td), Some(worker)) = (&spec.config.turn_detection, vad) {
+        let client = worker.open(ic.key.0, crate::media::codec::AGENT_RATE).ok_or_else(|| anyhow!("the VAD worker is gone"))?;
+        media.set_vad(client, crate::models::vad::Segmenter::new(td.segmenter_config()));
+    }
     let (rtp, rtcp, port) = bind_rtp(ports, media_ip)?;
     let max_s = spec.config.max_duration_s.unwrap_or(default_max_s);
     let pool = ports.clone();
