@@ -4,6 +4,16 @@ use clap::Parser;
 use cli::{Cli, Command};
 use std::process::ExitCode;
 
+/// Load a config for a command that runs (logging set up from it); a bad config exits with 2.
+fn load_config(path: &std::path::Path) -> Result<switchboard::config::LoadedConfig, ExitCode> {
+    let loaded = switchboard::config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })?;
+    switchboard::telemetry::init(&loaded.config.logging);
+    Ok(loaded)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -18,14 +28,10 @@ fn main() -> ExitCode {
             }
         },
         Command::CheckModels { config } => {
-            let loaded = match switchboard::config::load(&config) {
+            let loaded = match load_config(&config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
-            switchboard::telemetry::init(&loaded.config.logging);
             match switchboard::models::load_all(&loaded) {
                 Ok(report) => {
                     println!("{report}");
@@ -38,14 +44,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config, sip_listen, http_listen, rtp_ports } => {
-            let loaded = match switchboard::config::load(&config) {
+            let loaded = match load_config(&config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
-            switchboard::telemetry::init(&loaded.config.logging);
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("switchboard").build() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -11,9 +11,7 @@ use switchboard::models::runtime::{self, Provider, SessionOptions};
 use switchboard::models::tts::{self, PiperVoice, Phonemizer, Scales, TtsError};
 
 fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("SWITCHBOARD_MODELS").map(PathBuf::from).unwrap_or_else(|| common::repo_root().join("models"));
-    assert!(dir.join("piper/en_US-joe-medium.onnx").exists(), "{}: models missing; run scripts/setup.sh --test", dir.display());
-    dir
+    common::models_dir("piper/en_US-joe-medium.onnx")
 }
 
 fn rt() -> &'static runtime::Runtime {

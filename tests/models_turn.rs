@@ -10,9 +10,7 @@ use switchboard::models::runtime::{self, Provider, SessionOptions};
 use switchboard::models::turn::SmartTurn;
 
 fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("SWITCHBOARD_MODELS").map(PathBuf::from).unwrap_or_else(|| common::repo_root().join("models"));
-    assert!(dir.join("smart_turn/smart-turn-v3.2-cpu.onnx").exists(), "{}: models missing; run scripts/setup.sh --test", dir.display());
-    dir
+    common::models_dir("smart_turn/smart-turn-v3.2-cpu.onnx")
 }
 
 fn rt() -> &'static runtime::Runtime {

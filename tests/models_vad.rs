@@ -10,9 +10,7 @@ use switchboard::models::runtime::{self, Provider, RuntimeError, SessionOptions}
 use switchboard::models::vad::{self, Segmenter, SegmenterConfig, SileroVad, StreamState, VadWorker};
 
 fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("SWITCHBOARD_MODELS").map(PathBuf::from).unwrap_or_else(|| common::repo_root().join("models"));
-    assert!(dir.join("silero_vad/silero_vad.onnx").exists(), "{}: models missing; run scripts/setup.sh --test", dir.display());
-    dir
+    common::models_dir("silero_vad/silero_vad.onnx")
 }
 
 fn rt() -> &'static runtime::Runtime {
@@ -260,7 +258,8 @@ fn a_call_with_server_vad_gets_speech_events_from_the_shared_worker() {
     assert!(stops.len() == starts.len(), "every start has its stop: {starts:?} {stops:?}");
     let last = *stops.last().unwrap();
     assert!(last + 600 >= speech_ms && last <= speech_ms + 800, "speech end {last} ms vs sentence {speech_ms} ms");
-    assert!(stops.iter().all(|s| log.contains("call_id")) , "call-scoped lines");
+    let speech_lines: Vec<&str> = log.lines().filter(|l| l.contains("speech st")).collect();
+    assert!(speech_lines.iter().all(|l| l.contains("call{call_id=")), "speech events are logged in the call's span: {speech_lines:?}");
     assert_eq!(app.metric_value("switchboard_speech_events_total{event=\"speech_started\"}"), Some(starts.len() as f64));
     assert_eq!(app.metric_value("switchboard_model_work_dropped_total{model=\"vad\"}"), Some(0.0));
 }

@@ -14,9 +14,7 @@ use switchboard::models::tts::PiperVoice;
 const TEXT: &str = "Thank you for calling. Our opening hours are nine to five, Monday to Friday.";
 
 fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("SWITCHBOARD_MODELS").map(PathBuf::from).unwrap_or_else(|| repo_root().join("models"));
-    assert!(dir.join("piper/en_US-joe-medium.onnx").exists(), "{}: models missing; run scripts/setup.sh --test", dir.display());
-    dir
+    common::models_dir("piper/en_US-joe-medium.onnx")
 }
 
 #[test]

@@ -115,7 +115,7 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
             return Err(err(&format!("agents.{name}.greeting_text"), "a text greeting needs a voice: configure `models.tts` (the Piper voice)".into()));
         }
         if let Some(td) = &a.turn_detection {
-            if !c.models.as_ref().is_some_and(|m| m.vad.is_some()) {
+            if c.models.as_ref().is_none_or(|m| m.vad.is_none()) {
                 return Err(err(&format!("agents.{name}.turn_detection"), "server_vad needs the VAD model: configure `models.vad`".into()));
             }
             if !(0.0..=1.0).contains(&td.threshold) {

@@ -292,3 +292,11 @@ pub fn run_checked(cmd: &mut Command) -> std::process::Output {
     }
     out
 }
+
+/// The models folder the set-up fills (`SWITCHBOARD_MODELS` overrides it), checked to hold `required`;
+/// tests never skip: a missing model says how to get it.
+pub fn models_dir(required: &str) -> PathBuf {
+    let dir = std::env::var_os("SWITCHBOARD_MODELS").map(PathBuf::from).unwrap_or_else(|| repo_root().join("models"));
+    assert!(dir.join(required).exists(), "{}: {required} missing; run scripts/setup.sh --test", dir.display());
+    dir
+}
