@@ -61,11 +61,15 @@ fn baresip_opus_call_audio_both_ways_dtmf_and_rtcp() {
     assert_eq!(rec.len(), 1, "{rec:?}");
     let heard = to_8k_mono(&rec[0], app.dir());
     assert!(is_audible(&heard, 8000), "baresip's recording is audible");
-    let (glag, gncc) = find_in(&heard, &greeting).expect("greeting");
-    let (elag, encc) = find_in(&heard, &speech).expect("echo");
-    assert!(gncc > 0.7, "greeting through Opus: ncc {gncc:.3}");
-    assert!(encc > 0.7, "baresip's own words back through Opus both ways: ncc {encc:.3}");
-    assert!(elag > glag + greeting.len() / 2, "echo after the greeting");
+    // Piece by piece (0.5 s pieces, ±60 ms): two adaptive jitter buffers (ours and baresip's) may
+    // each insert or drop a frame mid-sentence, which breaks a whole-sentence alignment but not the
+    // pieces; every piece must still be the same speech.
+    let g = common::audio::find_in_piecewise(&heard, &greeting, 4000, 480).expect("greeting");
+    let e = common::audio::find_in_piecewise(&heard, &speech, 4000, 480).expect("echo");
+    eprintln!("opus greeting: pieces {:.3} (min {:.3}), whole {:.3}; echo: pieces {:.3} (min {:.3}), whole {:.3}", g.mean_ncc, g.min_ncc, g.ncc, e.mean_ncc, e.min_ncc, e.ncc);
+    assert!(g.mean_ncc > 0.75, "greeting through Opus: mean piece ncc {:.3} (whole {:.3})", g.mean_ncc, g.ncc);
+    assert!(e.mean_ncc > 0.75, "baresip's own words back through Opus both ways: mean piece ncc {:.3} (whole {:.3})", e.mean_ncc, e.ncc);
+    assert!(e.lag > g.lag + greeting.len() / 2, "echo after the greeting");
     let (_, other) = find_in(&heard, &fx.other_speech_pcm()).unwrap_or((0, 0.0));
     assert!(other < 0.5, "unrelated speech does not match: {other:.3}");
 
