@@ -7,7 +7,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::time::Instant;
-use switchboard::models::runtime::{self, Provider, SessionOptions};
+use switchboard::models::runtime::{self, SessionOptions};
 use switchboard::models::tts::{self, PiperVoice, Phonemizer, Scales, TtsError};
 
 fn models_dir() -> PathBuf {
@@ -15,11 +15,11 @@ fn models_dir() -> PathBuf {
 }
 
 fn rt() -> &'static runtime::Runtime {
-    runtime::init(&models_dir().join("onnxruntime/libonnxruntime.so.1.32.0")).unwrap_or_else(|e| panic!("{e}"))
+    common::ort_runtime()
 }
 
 fn cpu(threads: usize) -> SessionOptions {
-    SessionOptions { providers: vec![Provider::Cpu], strict: false, intra_threads: threads, inter_threads: 1 }
+    common::cpu_options(threads)
 }
 
 fn voice(threads: usize) -> PiperVoice {

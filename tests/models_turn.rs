@@ -14,11 +14,11 @@ fn models_dir() -> PathBuf {
 }
 
 fn rt() -> &'static runtime::Runtime {
-    runtime::init(&models_dir().join("onnxruntime/libonnxruntime.so.1.32.0")).unwrap_or_else(|e| panic!("{e}"))
+    common::ort_runtime()
 }
 
 fn cpu() -> SessionOptions {
-    SessionOptions { providers: vec![Provider::Cpu], strict: false, intra_threads: 1, inter_threads: 1 }
+    common::cpu_options(1)
 }
 
 fn model() -> SmartTurn {

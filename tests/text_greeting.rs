@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use std::path::PathBuf;
 use std::time::Duration;
-use switchboard::models::runtime::{self, Provider, SessionOptions};
 use switchboard::models::tts::PiperVoice;
 
 const TEXT: &str = "Thank you for calling. Our opening hours are nine to five, Monday to Friday.";
@@ -22,9 +21,7 @@ fn sipp_caller_hears_the_text_greeting_spoken_by_piper() {
     require_tools(&["sipp", "tcpdump", "sox", "espeak-ng"]);
     let m = models_dir();
     // The same synthesis offline, at 22.05 kHz, converted to 8 kHz by sox (independent of our resampler).
-    let rt = runtime::init(&m.join("onnxruntime/libonnxruntime.so.1.32.0")).unwrap();
-    let opts = SessionOptions { providers: vec![Provider::Cpu], strict: false, intra_threads: 2, inter_threads: 1 };
-    let mut voice = PiperVoice::load(rt, &m.join("piper/en_US-joe-medium.onnx"), &m.join("piper/en_US-joe-medium.onnx.json"), &opts).unwrap();
+    let mut voice = PiperVoice::load(common::ort_runtime(), &m.join("piper/en_US-joe-medium.onnx"), &m.join("piper/en_US-joe-medium.onnx.json"), &common::cpu_options(2)).unwrap();
     // Deterministic on both sides: no voice variation (noise 0), so the two syntheses are identical.
     let mut sc = voice.scales();
     sc.noise_scale = 0.0;

@@ -70,17 +70,11 @@ impl AgentSpec {
             }
             (None, Some(text), Some(voice)) => {
                 let mut v = voice.lock().unwrap_or_else(|p| p.into_inner());
-                let (rate, scales) = (v.speaking_rate(), v.scales());
-                v.set_speaking_rate(config.speaking_rate);
-                let mut s = scales;
+                let mut s = v.scales();
                 s.noise_scale = config.noise_scale.unwrap_or(s.noise_scale);
                 s.noise_w = config.noise_w.unwrap_or(s.noise_w);
-                v.set_scales(s);
-                let pcm = v.synthesize_16k(text).map_err(|e| format!("greeting_text: {e}"));
-                // The voice is shared: put its settings back for the next agent.
-                v.set_speaking_rate(rate);
-                v.set_scales(scales);
-                Some(Arc::new(pcm?))
+                let pcm = v.synthesize_16k_with(text, s, config.speaking_rate).map_err(|e| format!("greeting_text: {e}"))?;
+                Some(Arc::new(pcm))
             }
             (None, Some(_), None) => return Err("greeting_text needs models.tts".into()),
             (None, None, _) => None,

@@ -466,20 +466,7 @@ impl CallMedia {
     fn play_out(&mut self, now: Instant) {
         let clock = self.params.codec.clock_rate();
         let mut produced = false;
-        loop {
-            let Some(p) = self.jitter.pop(now) else {
-                if produced {
-                    break;
-                }
-                // Nothing to play this packet time (before the first packet, or the caller
-                // stopped sending: silence suppression, hold): the caller's timeline goes on
-                // with silence, so the agent and the VAD hear the pause.
-                produced = true;
-                self.pcm.clear();
-                self.pcm.resize(AGENT_RATE as usize * self.params.ptime_ms as usize / 1000, 0);
-                self.hand_caller_audio(now);
-                continue;
-            };
+        while let Some(p) = self.jitter.pop(now) {
             produced = true;
             self.pcm.clear();
             match p {
@@ -507,6 +494,14 @@ impl CallMedia {
                     self.stats.stretched_samples += self.pcm.len() as u64;
                 }
             }
+            self.hand_caller_audio(now);
+        }
+        if !produced {
+            // Nothing to play this packet time (before the first packet, or the caller stopped
+            // sending: silence suppression, hold): the caller's timeline goes on with silence,
+            // so the agent and the VAD hear the pause.
+            self.pcm.clear();
+            self.pcm.resize(AGENT_RATE as usize * self.params.ptime_ms as usize / 1000, 0);
             self.hand_caller_audio(now);
         }
         self.vad_results(now);

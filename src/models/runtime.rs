@@ -71,20 +71,31 @@ pub struct Runtime {
     version: String,
 }
 
-static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+/// The library the process loaded (or failed to load), with the outcome: `ort` loads one
+/// ONNX Runtime per process, so a later request for another library is an error, not a swap.
+static RUNTIME: OnceLock<(PathBuf, Result<Runtime, String>)> = OnceLock::new();
 
-/// Load the library once per process; later calls return the same runtime (or the same error).
+/// Load the library once per process; later calls for the same path return the same runtime (or error).
 pub fn init(library: &Path) -> Result<&'static Runtime, RuntimeError> {
-    let r = RUNTIME.get_or_init(|| {
-        if !library.exists() {
-            return Err("file not found".to_string());
-        }
-        let builder = ort::init_from(library).map_err(|e| e.to_string())?;
-        let env = builder.with_name("switchboard").build().map_err(|e| e.to_string())?;
-        let version = library_version(library).unwrap_or_else(|| "unknown".into());
-        Ok(Runtime { env, library: library.to_path_buf(), version })
+    let (loaded, r) = RUNTIME.get_or_init(|| {
+        let load = || {
+            if !library.exists() {
+                return Err("file not found".to_string());
+            }
+            let builder = ort::init_from(library).map_err(|e| e.to_string())?;
+            let env = builder.with_name("switchboard").build().map_err(|e| e.to_string())?;
+            let version = library_version(library).unwrap_or_else(|| "unknown".into());
+            Ok(Runtime { env, library: library.to_path_buf(), version })
+        };
+        (library.to_path_buf(), load())
     });
-    r.as_ref().map_err(|reason| RuntimeError::Library { path: library.to_path_buf(), reason: reason.clone() })
+    if loaded != library {
+        return Err(RuntimeError::Library {
+            path: library.to_path_buf(),
+            reason: format!("ONNX Runtime is already loaded from {} (one library per process)", loaded.display()),
+        });
+    }
+    r.as_ref().map_err(|reason| RuntimeError::Library { path: loaded.clone(), reason: reason.clone() })
 }
 
 /// "1.32.0" from `libonnxruntime.so.1.32.0` (or the file it links to).

@@ -344,12 +344,17 @@ impl PiperVoice {
 
     /// Run the model on ids: f32 audio at `sample_rate()`.
     pub fn infer(&mut self, ids: &[i64]) -> Result<Vec<f32>, TtsError> {
+        self.infer_with(ids, self.scales, self.speaking_rate)
+    }
+
+    /// `infer` with this request's scales and speaking rate (the voice's own stay as they are).
+    pub fn infer_with(&mut self, ids: &[i64], s: Scales, speaking_rate: f32) -> Result<Vec<f32>, TtsError> {
         if ids.len() <= self.bos.len() + self.pad.len() + self.eos.len() {
             return Ok(Vec::new());
         }
         let n = ids.len();
-        let s = self.scales;
-        let scales = vec![s.noise_scale, s.length_scale / self.speaking_rate, s.noise_w];
+        let rate = if speaking_rate.is_finite() { speaking_rate.clamp(0.25, 4.0) } else { 1.0 };
+        let scales = vec![s.noise_scale, s.length_scale / rate, s.noise_w];
         let outputs = self.session.run(ort::inputs![
             "input" => Tensor::from_array(([1usize, n], ids.to_vec()))?,
             "input_lengths" => Tensor::from_array(([1usize], vec![n as i64]))?,
@@ -369,6 +374,14 @@ impl PiperVoice {
     /// (exactly `ceil(n × 16000 / rate)` samples for `n` at the model rate).
     pub fn synthesize_16k(&mut self, text: &str) -> Result<Vec<i16>, TtsError> {
         let pcm = self.synthesize(text)?;
+        resample_16k(&pcm, self.sample_rate)
+    }
+
+    /// `synthesize_16k` with one request's scales and speaking rate (e.g. an agent's), leaving the
+    /// voice's own settings untouched: one voice serves agents with different styles.
+    pub fn synthesize_16k_with(&mut self, text: &str, scales: Scales, speaking_rate: f32) -> Result<Vec<i16>, TtsError> {
+        let ids = self.phoneme_ids(text)?;
+        let pcm = to_i16(&self.infer_with(&ids, scales, speaking_rate)?);
         resample_16k(&pcm, self.sample_rate)
     }
 }

@@ -251,7 +251,7 @@ fn start_call(
     let spec = agents.get(&ic.agent).ok_or_else(|| anyhow!("route names unknown agent {}", ic.agent))?;
     let mut settings = settings.clone();
     settings.cname = format!("{:016x}@switchboard", rand::random::<u64>());
-    let media = CallMedia::new(
+    let mut media = CallMedia::new(
         MediaParams::from(&ic.negotiated),
         settings,
         spec.build(),
@@ -260,7 +260,6 @@ fn start_call(
         std::time::SystemTime::now(),
     )
     .map_err(|e| anyhow!("cannot set up the {:?} codec: {e}", ic.negotiated.codec))?;
-    let mut media = media;
     if let (Some(td), Some(worker)) = (&spec.config.turn_detection, vad) {
         let client = worker.open(ic.key.0, crate::media::codec::AGENT_RATE).ok_or_else(|| anyhow!("the VAD worker is gone"))?;
         media.set_vad(client, crate::models::vad::Segmenter::new(td.segmenter_config()));

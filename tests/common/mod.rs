@@ -300,3 +300,15 @@ pub fn models_dir(required: &str) -> PathBuf {
     assert!(dir.join(required).exists(), "{}: {required} missing; run scripts/setup.sh --test", dir.display());
     dir
 }
+
+/// The set-up's ONNX Runtime library, loaded once per test process.
+pub fn ort_runtime() -> &'static switchboard::models::runtime::Runtime {
+    let lib = models_dir("onnxruntime/libonnxruntime.so.1.32.0").join("onnxruntime/libonnxruntime.so.1.32.0");
+    switchboard::models::runtime::init(&lib).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// CPU-only session options with `threads` intra-op threads.
+pub fn cpu_options(threads: usize) -> switchboard::models::runtime::SessionOptions {
+    use switchboard::models::runtime::{Provider, SessionOptions};
+    SessionOptions { providers: vec![Provider::Cpu], strict: false, intra_threads: threads, inter_threads: 1 }
+}
