@@ -44,6 +44,8 @@ pub trait Agent: Send {
     fn on_dtmf(&mut self, _event: &crate::media::dtmf::DtmfEvent, _now: Instant) {}
     /// The caller started or stopped speaking (server_vad), in the caller audio's time.
     fn on_speech(&mut self, _event: crate::models::vad::VadEvent, _now: Instant) {}
+    /// A caller turn's transcript (partials first, then the final one).
+    fn on_transcript(&mut self, _t: &crate::call::transcriber::TurnTranscript, _now: Instant) {}
 }
 
 /// Everything an agent needs from the config, with its files already loaded.

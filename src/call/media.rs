@@ -17,6 +17,7 @@ use crate::media::pacer::{Pacer, PacerConfig};
 use crate::media::rtcp::{RtcpConfig, RtcpSession, RtcpStats};
 use crate::media::rtp;
 use crate::models::vad::{Segmenter, VadClient, VadEvent};
+use super::transcriber::{Transcriber, TranscriberEvent};
 use crate::sip::sdp::{Codec, Direction, Negotiated, OpusFmtp};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -110,10 +111,12 @@ pub enum Outgoing {
 }
 
 /// Something the call driver must act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MediaEvent {
     Dtmf(DtmfEvent),
     Speech(VadEvent),
+    /// A caller turn's transcript (or partial), or why a turn has none.
+    Transcription(TranscriberEvent),
     /// End the call with BYE for this reason (agent decision, RTP timeout).
     Hangup(String),
 }
@@ -187,6 +190,8 @@ pub struct CallMedia {
     agent_started: bool,
     /// server_vad: this call's stream on the shared VAD worker, and its segmenter.
     vad: Option<(VadClient, Segmenter)>,
+    /// Speech recognition of the turns the VAD finds.
+    transcriber: Option<Transcriber>,
     events: VecDeque<MediaEvent>,
     timed_out: bool,
     stats: MediaStats,
@@ -221,6 +226,7 @@ impl CallMedia {
             agent,
             agent_started: false,
             vad: None,
+            transcriber: None,
             events: VecDeque::new(),
             timed_out: false,
             stats: MediaStats::default(),
@@ -254,6 +260,11 @@ impl CallMedia {
     /// Turn on server_vad: caller audio goes to the VAD worker, speech events come back.
     pub fn set_vad(&mut self, client: VadClient, segmenter: Segmenter) {
         self.vad = Some((client, segmenter));
+    }
+
+    /// Transcribe the turns server_vad finds (needs `set_vad`).
+    pub fn set_transcriber(&mut self, t: Transcriber) {
+        self.transcriber = Some(t);
     }
 
     pub fn params(&self) -> &MediaParams {
@@ -518,6 +529,9 @@ impl CallMedia {
             if !client.push(&self.pcm) {
                 self.stats.vad_dropped += 1;
             }
+            if let Some(t) = &mut self.transcriber {
+                t.push_audio(&self.pcm);
+            }
         }
     }
 
@@ -539,7 +553,19 @@ impl CallMedia {
             if self.agent_started {
                 self.agent.on_speech(ev, now);
             }
+            if let Some(t) = &mut self.transcriber {
+                t.on_speech(ev, now);
+            }
             self.events.push_back(MediaEvent::Speech(ev));
+        }
+        if let Some(t) = &mut self.transcriber {
+            t.tick(now);
+            while let Some(ev) = t.poll_event() {
+                if let (TranscriberEvent::Transcript(tr), true) = (&ev, self.agent_started) {
+                    self.agent.on_transcript(tr, now);
+                }
+                self.events.push_back(MediaEvent::Transcription(ev));
+            }
         }
     }
 

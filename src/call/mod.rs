@@ -2,7 +2,9 @@
 //! jitter buffer, codec, agent and pacer, and the tokio task that drives it.
 
 pub mod media;
+pub mod record;
 pub mod task;
+pub mod transcriber;
 
 pub use media::{CallMedia, MediaParams, MediaStats};
 

@@ -18,8 +18,8 @@ pub enum CallCtrl {
     Update(MediaParams),
     /// An in-dialog INFO body (DTMF relay).
     Info { content_type: String, body: Vec<u8> },
-    /// The call ended: stop at once.
-    Stop,
+    /// The call ended (the calls metric's status label): stop at once.
+    Stop { reason: String },
 }
 
 /// Why a call task asks the SIP side to hang up.
@@ -38,6 +38,8 @@ pub struct CallTaskParams {
     pub metrics: Arc<Metrics>,
     pub hangup: mpsc::UnboundedSender<HangupRequest>,
     pub max_duration: Option<Duration>,
+    /// Builds the call record, written when the call ends (`calls.record_dir`).
+    pub record: Option<super::record::Recorder>,
     /// Runs when the task ends (returns the RTP port to the pool).
     pub on_exit: Box<dyn FnOnce() + Send>,
 }
@@ -60,7 +62,8 @@ async fn send(rtp: &UdpSocket, rtcp: &UdpSocket, o: Outgoing) {
 }
 
 async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
-    let CallTaskParams { key, rtp, rtcp, mut media, metrics, hangup, max_duration, on_exit, .. } = p;
+    let CallTaskParams { key, rtp, rtcp, mut media, metrics, hangup, max_duration, mut record, on_exit, .. } = p;
+    let mut end_reason = "task_stopped".to_string();
     let mut buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 2048];
     let mut out = Vec::new();
@@ -83,7 +86,11 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
                 Some(CallCtrl::Confirmed) => media.start_agent(std::time::Instant::now()),
                 Some(CallCtrl::Update(params)) => media.update(params, std::time::Instant::now()),
                 Some(CallCtrl::Info { content_type, body }) => media.handle_info(&content_type, &body, std::time::Instant::now()),
-                Some(CallCtrl::Stop) | None => break,
+                Some(CallCtrl::Stop { reason }) => {
+                    end_reason = reason;
+                    break;
+                }
+                None => break,
             },
             r = rtp.recv_from(&mut buf) => match r {
                 Ok((n, from)) => { media.handle_rtp(&buf[..n], from, std::time::Instant::now()); }
@@ -110,8 +117,25 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
         }
         while let Some(ev) = media.poll_event() {
             match ev {
-                MediaEvent::Dtmf(d) => metrics.dtmf_digit(d.source),
-                MediaEvent::Speech(ev) => metrics.speech_event(ev),
+                MediaEvent::Dtmf(d) => {
+                    metrics.dtmf_digit(d.source);
+                    if let Some(r) = &mut record {
+                        r.dtmf(d.digit);
+                    }
+                }
+                MediaEvent::Speech(ev) => {
+                    metrics.speech_event(ev);
+                    if let Some(r) = &mut record {
+                        r.speech(ev);
+                    }
+                }
+                MediaEvent::Transcription(ev) => {
+                    transcription_log(&ev);
+                    metrics.transcription(&ev);
+                    if let Some(r) = &mut record {
+                        r.transcription(&ev);
+                    }
+                }
                 MediaEvent::Hangup(reason) => {
                     let _ = hangup.send(HangupRequest { key, reason });
                 }
@@ -125,7 +149,6 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
     metrics.add_media(&s, &reported);
     metrics.observe_call_quality(&s);
     let r = &s.rtcp;
-    // The call record (a durable store arrives with campaigns and hardening).
     tracing::info!(
         packets_in = s.packets_in, packets_out = s.packets_out, lost = s.lost, late = s.late,
         duplicate = s.duplicate, foreign = s.foreign_dropped, concealed_ms = s.concealed_samples / 16,
@@ -133,5 +156,33 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
         remote_loss_pct = ?r.remote_fraction_lost.map(|f| format!("{:.2}", f * 100.0)),
         rtt_ms = ?r.rtt.map(|d| d.as_millis()), "media stopped"
     );
+    if let Some(rec) = record {
+        let media = super::record::RecordMedia {
+            packets_in: s.packets_in,
+            packets_out: s.packets_out,
+            lost: s.lost,
+            concealed_ms: s.concealed_samples / 16,
+            jitter_ms: (r.jitter_ms * 10.0).round() / 10.0,
+        };
+        // Writing (and fsyncing) blocks: off the runtime's worker threads.
+        match tokio::task::spawn_blocking(move || rec.finish(&end_reason, Some(media))).await {
+            Ok(Ok(path)) => debug!(path = %path.display(), "call record written"),
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot write the call record"),
+            Err(e) => tracing::error!(error = %e, "call record writer failed"),
+        }
+    }
     on_exit();
+}
+
+fn transcription_log(ev: &super::transcriber::TranscriberEvent) {
+    use super::transcriber::TranscriberEvent::*;
+    match ev {
+        Transcript(t) if t.partial => debug!(turn = t.turn, text = %t.text, "partial transcript"),
+        Transcript(t) => tracing::info!(
+            turn = t.turn, audio_start_ms = t.audio_start_ms, audio_end_ms = t.audio_end_ms,
+            latency_ms = format!("{:.0}", t.latency_ms), no_speech_prob = format!("{:.2}", t.no_speech_prob),
+            text = %t.text, "transcript"
+        ),
+        Failed { turn, reason, .. } => tracing::warn!(turn, %reason, "turn not transcribed"),
+    }
 }

@@ -122,6 +122,30 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
                 return Err(err(&format!("agents.{name}.turn_detection.threshold"), format!("{} is out of range 0..=1", td.threshold)));
             }
         }
+        if let Some(v) = &a.voice {
+            if c.models.as_ref().is_none_or(|m| !m.voices.contains_key(v)) {
+                let known: Vec<&str> = c.models.iter().flat_map(|m| m.voices.keys()).map(String::as_str).collect();
+                return Err(err(&format!("agents.{name}.voice"), format!("unknown voice `{v}` (models.voices has: {})", or_none(&known))));
+            }
+        }
+        if let Some(t) = &a.transcription {
+            if a.turn_detection.is_none() {
+                return Err(err(&format!("agents.{name}.transcription"), "transcription needs turn_detection: the VAD finds the turns that are transcribed".into()));
+            }
+            let models: Vec<&str> = c.models.iter().flat_map(|m| m.asr.keys()).map(String::as_str).collect();
+            match &t.model {
+                Some(m) if !models.contains(&m.as_str()) => {
+                    return Err(err(&format!("agents.{name}.transcription.model"), format!("unknown recogniser `{m}` (models.asr has: {})", or_none(&models))));
+                }
+                None if models.len() != 1 => {
+                    return Err(err(
+                        &format!("agents.{name}.transcription"),
+                        format!("name the recogniser with `model:` (models.asr has: {})", or_none(&models)),
+                    ));
+                }
+                _ => {}
+            }
+        }
         if !(0.25..=4.0).contains(&a.speaking_rate) {
             return Err(err(&format!("agents.{name}.speaking_rate"), format!("{} is out of range 0.25..=4.0", a.speaking_rate)));
         }
@@ -133,6 +157,22 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+fn or_none(names: &[&str]) -> String {
+    if names.is_empty() { "none".into() } else { names.join(", ") }
+}
+
+impl Config {
+    /// The recogniser an agent uses (validated: exists when `transcription` is set).
+    pub fn asr_model_of(&self, agent: &AgentConfig) -> Option<(&str, &AsrModelConfig)> {
+        let t = agent.transcription.as_ref()?;
+        let asr = &self.models.as_ref()?.asr;
+        match &t.model {
+            Some(m) => asr.get_key_value(m).map(|(k, v)| (k.as_str(), v)),
+            None => asr.iter().next().map(|(k, v)| (k.as_str(), v)),
+        }
+    }
 }
 
 #[cfg(test)]

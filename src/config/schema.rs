@@ -268,11 +268,15 @@ pub struct CallsConfig {
     /// On SIGTERM, how long active calls may continue before they are ended with BYE.
     #[serde(default = "default_grace")]
     pub shutdown_grace_s: u64,
+    /// A JSON call record per call (events, transcripts) is written here when the call
+    /// ends (relative to this file; created if missing). Unset: no records.
+    #[serde(default)]
+    pub record_dir: Option<PathBuf>,
 }
 
 impl Default for CallsConfig {
     fn default() -> Self {
-        CallsConfig { max_duration_s: default_max_duration(), shutdown_grace_s: default_grace() }
+        CallsConfig { max_duration_s: default_max_duration(), shutdown_grace_s: default_grace(), record_dir: None }
     }
 }
 fn default_max_duration() -> u64 {
@@ -334,6 +338,27 @@ pub struct AgentConfig {
     /// How the caller's turns are found (OpenAI Realtime `turn_detection`); needs `models.vad`.
     #[serde(default)]
     pub turn_detection: Option<TurnDetection>,
+    /// The Piper voice: a name from `models.voices` (default: `models.tts`).
+    #[serde(default)]
+    pub voice: Option<String>,
+    /// Transcribe each caller turn (needs `turn_detection` and `models.asr`).
+    #[serde(default)]
+    pub transcription: Option<Transcription>,
+}
+
+/// Speech recognition of the caller's turns (OpenAI Realtime `input_audio_transcription`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Transcription {
+    /// A name from `models.asr`; may be left out when only one is configured.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Overrides the model's `language` (`en`, `de`, ..., or `auto`).
+    #[serde(default)]
+    pub language: Option<String>,
+    /// While the caller speaks, a partial transcript this often when a recogniser is idle (0 = off).
+    #[serde(default)]
+    pub partial_interval_ms: U64Range<0, 60_000>,
 }
 
 /// `server_vad`: Silero VAD with the Realtime API's parameters.
@@ -490,9 +515,64 @@ pub struct ModelsConfig {
     /// Smart Turn v3.2 end-of-turn model (`semantic_vad`).
     #[serde(default)]
     pub turn: Option<ModelConfig>,
-    /// Piper voice (`path` is the .onnx; its `.onnx.json` sits beside it).
+    /// Piper voice (`path` is the .onnx; its `.onnx.json` sits beside it): the default voice.
     #[serde(default)]
     pub tts: Option<ModelConfig>,
+    /// More Piper voices by name; an agent picks one with `voice: NAME`.
+    #[serde(default)]
+    pub voices: BTreeMap<String, ModelConfig>,
+    /// Whisper recognisers by name (folders scripts/setup.sh converts to ONNX); an agent
+    /// picks one with `transcription.model` (optional when there is only one).
+    #[serde(default)]
+    pub asr: BTreeMap<String, AsrModelConfig>,
+}
+
+/// One Whisper recogniser: its converted folder and where it runs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AsrModelConfig {
+    /// Folder with encoder/decoder .onnx, whisper.json and vocabulary.txt (relative to this file).
+    pub path: PathBuf,
+    /// `fp32`, or `int8` (the per-channel quantised graphs beside them).
+    #[serde(default)]
+    pub precision: crate::models::asr::Precision,
+    /// Default language for agents using this model: `en`, another code the
+    /// (multilingual) model knows, or `auto` to detect it per turn.
+    #[serde(default = "default_language")]
+    pub language: String,
+    #[serde(default = "default_providers")]
+    pub providers: Vec<crate::models::runtime::Provider>,
+    #[serde(default)]
+    pub strict: bool,
+    #[serde(default = "default_one")]
+    pub intra_threads: U64Range<1, 64>,
+    /// Threads, each with its own copy of the model, sharing one queue.
+    #[serde(default = "default_one_worker")]
+    pub workers: U64Range<1, 64>,
+    /// Turns waiting, across calls; beyond it a turn is not transcribed (counted).
+    #[serde(default = "default_asr_queue")]
+    pub queue: U64Range<1, 100_000>,
+}
+
+fn default_language() -> String {
+    "en".into()
+}
+fn default_one_worker() -> U64Range<1, 64> {
+    U64Range(1)
+}
+fn default_asr_queue() -> U64Range<1, 100_000> {
+    U64Range(64)
+}
+
+impl AsrModelConfig {
+    pub fn session_options(&self) -> crate::models::runtime::SessionOptions {
+        crate::models::runtime::SessionOptions {
+            providers: self.providers.clone(),
+            strict: self.strict,
+            intra_threads: self.intra_threads.get() as usize,
+            inter_threads: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -4,16 +4,23 @@
 
 pub mod runtime;
 pub mod vad;
-pub mod melspec; pub mod turn;
+pub mod asr;
+pub mod melspec;
+pub mod turn;
 
 use crate::config::LoadedConfig;
 use runtime::RuntimeError;
+use std::collections::BTreeMap;
 
 /// The models a config asks for, loaded (the workers run them).
 pub struct Models {
     pub vad: Option<vad::VadWorker>,
     pub turn: Option<std::sync::Mutex<turn::SmartTurn>>,
     pub tts: Option<std::sync::Mutex<tts::PiperVoice>>,
+    /// `models.voices`, by name.
+    pub voices: BTreeMap<String, std::sync::Mutex<tts::PiperVoice>>,
+    /// `models.asr`: one worker pool per recogniser, by name.
+    pub asr: BTreeMap<String, asr::worker::AsrWorker>,
     /// One line per model: name, provider, path (for logs and `check-models`).
     pub summary: Vec<String>,
 }
@@ -30,7 +37,7 @@ impl std::fmt::Display for Models {
 /// Load the runtime and every configured model: a problem is a start-up error.
 pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
     let Some(m) = &cfg.config.models else {
-        return Ok(Models { vad: None, turn: None, tts: None, summary: vec!["no models configured".into()] });
+        return Ok(Models { vad: None, turn: None, tts: None, voices: BTreeMap::new(), asr: BTreeMap::new(), summary: vec!["no models configured".into()] });
     };
     let rt = runtime::init(&cfg.resolve(&m.runtime.library))?;
     let mut summary = vec![format!("onnxruntime {} from {}", rt.version(), rt.library().display())];
@@ -69,25 +76,83 @@ pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
         None => None,
     };
     let tts = match &m.tts {
-        Some(t) => {
-            let path = cfg.resolve(&t.path);
-            let mut json = path.clone().into_os_string();
-            json.push(".json");
-            let mut voice = tts::PiperVoice::load(rt, &path, std::path::Path::new(&json), &t.session_options())
-                .map_err(|e| RuntimeError::Model { model: "tts".into(), reason: e.to_string() })?;
-            let t0 = std::time::Instant::now();
-            let audio = voice.synthesize_16k("Hello.").map_err(|e| RuntimeError::Model { model: "tts".into(), reason: e.to_string() })?;
-            summary.push(format!(
-                "tts: {} on {} (piper en_US-joe-medium; \"Hello.\" = {} ms of audio in {:.0} ms)",
-                path.display(),
-                voice.provider().label(),
-                audio.len() / 16,
-                t0.elapsed().as_secs_f64() * 1000.0
-            ));
-            Some(std::sync::Mutex::new(voice))
-        }
+        Some(t) => Some(load_voice(rt, cfg, "tts", t, &mut summary)?),
         None => None,
     };
-    Ok(Models { vad, turn, tts, summary })
+    let mut voices = BTreeMap::new();
+    for (name, v) in &m.voices {
+        voices.insert(name.clone(), load_voice(rt, cfg, &format!("voices.{name}"), v, &mut summary)?);
+    }
+    let mut asr = BTreeMap::new();
+    for (name, a) in &m.asr {
+        asr.insert(name.clone(), load_asr(rt, cfg, name, a, &mut summary)?);
+    }
+    Ok(Models { vad, turn, tts, voices, asr, summary })
+}
+
+/// A Piper voice (`.onnx` with its `.onnx.json` beside it), tried once on "Hello.".
+fn load_voice(
+    rt: &runtime::Runtime,
+    cfg: &LoadedConfig,
+    label: &str,
+    t: &crate::config::ModelConfig,
+    summary: &mut Vec<String>,
+) -> Result<std::sync::Mutex<tts::PiperVoice>, RuntimeError> {
+    let path = cfg.resolve(&t.path);
+    let mut json = path.clone().into_os_string();
+    json.push(".json");
+    let err = |e: tts::TtsError| RuntimeError::Model { model: label.into(), reason: e.to_string() };
+    let mut voice = tts::PiperVoice::load(rt, &path, std::path::Path::new(&json), &t.session_options()).map_err(err)?;
+    let t0 = std::time::Instant::now();
+    let audio = voice.synthesize_16k("Hello.").map_err(err)?;
+    summary.push(format!(
+        "{label}: {} on {} (piper; \"Hello.\" = {} ms of audio in {:.0} ms)",
+        path.display(),
+        voice.provider().label(),
+        audio.len() / 16,
+        t0.elapsed().as_secs_f64() * 1000.0
+    ));
+    Ok(std::sync::Mutex::new(voice))
+}
+
+/// A Whisper recogniser: `workers` copies on their threads, each tried once on a second of
+/// silence (which must come out empty), and every agent's language checked against it.
+fn load_asr(
+    rt: &runtime::Runtime,
+    cfg: &LoadedConfig,
+    name: &str,
+    a: &crate::config::AsrModelConfig,
+    summary: &mut Vec<String>,
+) -> Result<asr::worker::AsrWorker, RuntimeError> {
+    let label = format!("asr.{name}");
+    let dir = cfg.resolve(&a.path);
+    let mut copies = Vec::new();
+    for _ in 0..a.workers.get() {
+        copies.push(asr::Whisper::load(rt, &label, &dir, a.precision, &a.session_options())?);
+    }
+    let first = &mut copies[0];
+    for (agent, ac) in &cfg.config.agents {
+        if cfg.config.asr_model_of(ac).is_some_and(|(m, _)| m == name) {
+            let lang = ac.transcription.as_ref().and_then(|t| t.language.clone()).unwrap_or_else(|| a.language.clone());
+            first.check_language(&lang).map_err(|reason| RuntimeError::Model { model: format!("agents.{agent}.transcription.language"), reason })?;
+        }
+    }
+    first.check_language(&a.language).map_err(|reason| RuntimeError::Model { model: format!("models.asr.{name}.language"), reason })?;
+    let t0 = std::time::Instant::now();
+    let opts = asr::DecodeOptions { language: a.language.clone(), ..Default::default() };
+    let t = first.transcribe(&[0.0f32; 16000], &opts).map_err(|source| RuntimeError::Ort { model: label.clone(), source })?;
+    let first = &copies[0];
+    summary.push(format!(
+        "{label}: {} {} on {} ({}; {} worker(s); 1 s of silence in {:.0} ms → {:?}, P(no speech) {:.2})",
+        dir.display(),
+        a.precision.label(),
+        first.provider().label(),
+        if first.spec().source.is_empty() { "whisper" } else { &first.spec().source },
+        copies.len(),
+        t0.elapsed().as_secs_f64() * 1000.0,
+        t.text,
+        t.no_speech_prob
+    ));
+    Ok(asr::worker::AsrWorker::spawn(copies, a.queue.get() as usize, name))
 }
 pub mod tts;

@@ -53,7 +53,11 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     }
     let mut agents = HashMap::new();
     for (name, a) in &cfg.agents {
-        let spec = AgentSpec::load(name, a, &loaded, models.tts.as_ref()).map_err(|e| anyhow!("agent `{name}`: {e}"))?;
+        let voice = match &a.voice {
+            Some(v) => models.voices.get(v),
+            None => models.tts.as_ref(),
+        };
+        let spec = AgentSpec::load(name, a, &loaded, voice).map_err(|e| anyhow!("agent `{name}`: {e}"))?;
         agents.insert(name.clone(), spec);
     }
     let metrics = Arc::new(Metrics::new());
@@ -66,6 +70,13 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     if let Some(t) = &models.tts {
         metrics.model_info.with_label_values(&["tts", t.lock().unwrap_or_else(|p| p.into_inner()).provider().label()]).set(1);
     }
+    for (name, v) in &models.voices {
+        metrics.model_info.with_label_values(&[&format!("voice:{name}"), v.lock().unwrap_or_else(|p| p.into_inner()).provider().label()]).set(1);
+    }
+    for (name, w) in &models.asr {
+        metrics.model_info.with_label_values(&[&format!("asr:{name}"), w.provider().label()]).set(1);
+    }
+    let record_dir = cfg.calls.record_dir.as_ref().map(|d| loaded.resolve(d));
     let draining = Arc::new(AtomicBool::new(false));
     let http = tokio::net::TcpListener::bind(http_listen).await.with_context(|| format!("cannot listen for HTTP on {http_listen}"))?;
     let udp = Arc::new(tokio::net::UdpSocket::bind(sip_listen).await.with_context(|| format!("cannot listen for SIP/UDP on {sip_listen}"))?);
@@ -150,7 +161,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
             match ev {
                 Event::Incoming(ic) => {
                     let now = std::time::Instant::now();
-                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, models.vad.as_ref(), &metrics, &hang_tx, cfg.calls.max_duration_s) {
+                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, &models, cfg, record_dir.as_deref(), &metrics, &hang_tx) {
                         Ok(active) => {
                             let answer_after = agents.get(&ic.agent).map(|a| a.config.answer_after_ms.get()).unwrap_or(0);
                             let port = active.port;
@@ -192,16 +203,16 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                     }
                 }
                 Event::Ended { key, reason, .. } => {
-                    if let Some(c) = calls.remove(&key) {
-                        if let Some(ctrl) = c.ctrl {
-                            let _ = ctrl.send(CallCtrl::Stop);
-                        }
-                        metrics.active_calls.dec();
-                    }
                     let label = match &reason {
                         crate::sip::endpoint::EndReason::Rejected(code) => format!("rejected_{code}"),
                         r => r.status_label().to_string(),
                     };
+                    if let Some(c) = calls.remove(&key) {
+                        if let Some(ctrl) = c.ctrl {
+                            let _ = ctrl.send(CallCtrl::Stop { reason: label.clone() });
+                        }
+                        metrics.active_calls.dec();
+                    }
                     metrics.calls.with_label_values(&[label.as_str()]).inc();
                 }
             }
@@ -243,11 +254,13 @@ fn start_call(
     ports: &Arc<Mutex<PortPool>>,
     media_ip: std::net::IpAddr,
     settings: &MediaSettings,
-    vad: Option<&crate::models::vad::VadWorker>,
+    models: &crate::models::Models,
+    cfg: &crate::config::Config,
+    record_dir: Option<&std::path::Path>,
     metrics: &Arc<Metrics>,
     hangup: &mpsc::UnboundedSender<HangupRequest>,
-    default_max_s: u64,
 ) -> anyhow::Result<ActiveCall> {
+    let default_max_s = cfg.calls.max_duration_s;
     let spec = agents.get(&ic.agent).ok_or_else(|| anyhow!("route names unknown agent {}", ic.agent))?;
     let mut settings = settings.clone();
     settings.cname = format!("{:016x}@switchboard", rand::random::<u64>());
@@ -260,10 +273,18 @@ fn start_call(
         std::time::SystemTime::now(),
     )
     .map_err(|e| anyhow!("cannot set up the {:?} codec: {e}", ic.negotiated.codec))?;
-    if let (Some(td), Some(worker)) = (&spec.config.turn_detection, vad) {
+    if let (Some(td), Some(worker)) = (&spec.config.turn_detection, models.vad.as_ref()) {
         let client = worker.open(ic.key.0, crate::media::codec::AGENT_RATE).ok_or_else(|| anyhow!("the VAD worker is gone"))?;
         media.set_vad(client, crate::models::vad::Segmenter::new(td.segmenter_config()));
+        if let Some((name, asr)) = cfg.asr_model_of(&spec.config) {
+            let worker = models.asr.get(name).ok_or_else(|| anyhow!("recogniser {name} is not loaded"))?;
+            let t = spec.config.transcription.as_ref().expect("asr_model_of implies transcription");
+            let opts = crate::models::asr::DecodeOptions { language: t.language.clone().unwrap_or_else(|| asr.language.clone()), ..Default::default() };
+            let partial = (t.partial_interval_ms.get() > 0).then(|| Duration::from_millis(t.partial_interval_ms.get()));
+            media.set_transcriber(crate::call::transcriber::Transcriber::new(Box::new(worker.client(opts)), td.prefix_padding_ms.get(), partial));
+        }
     }
+    let record = record_dir.map(|d| crate::call::record::Recorder::new(d.to_path_buf(), &ic.call_id, &ic.from, &ic.called, &ic.agent));
     let (rtp, rtcp, port) = bind_rtp(ports, media_ip)?;
     let max_s = spec.config.max_duration_s.unwrap_or(default_max_s);
     let pool = ports.clone();
@@ -278,6 +299,7 @@ fn start_call(
         metrics: metrics.clone(),
         hangup: hangup.clone(),
         max_duration: (max_s > 0).then(|| Duration::from_secs(max_s)),
+        record,
         on_exit: Box::new(move || {
             pool.lock().unwrap_or_else(|p| p.into_inner()).release(port);
             in_use.dec();

@@ -1,0 +1,230 @@
+//! The call record: who called, which agent answered, what was said (the
+//! caller's turns, transcribed), the speech and DTMF events, the media
+//! quality and why the call ended, written as one JSON file per call when
+//! the call ends (to a temporary name, fsynced, then renamed, so a reader
+//! never sees half a record). The durable store of campaigns and hardening
+//! (SQLite, write-ahead) replaces the file later; the content stays.
+
+use super::transcriber::{TranscriberEvent, TurnTranscript};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    pub call_id: String,
+    pub from: String,
+    pub called: String,
+    pub agent: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub end_reason: String,
+    /// Final transcripts of the caller's turns, in order.
+    pub transcripts: Vec<RecordTranscript>,
+    /// Speech, DTMF and transcription events, with their time from the start of the call.
+    pub events: Vec<RecordEvent>,
+    pub media: Option<RecordMedia>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordTranscript {
+    pub turn: u64,
+    pub audio_start_ms: u64,
+    pub audio_end_ms: u64,
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    pub no_speech_prob: f32,
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordEvent {
+    pub t_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    SpeechStarted { audio_start_ms: u64 },
+    SpeechStopped { audio_end_ms: u64 },
+    PartialTranscript { turn: u64, text: String },
+    TranscriptionFailed { turn: u64, reason: String },
+    Dtmf { digit: char },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordMedia {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub lost: u64,
+    pub concealed_ms: u64,
+    pub jitter_ms: f64,
+}
+
+/// Builds one call's record as the call goes.
+pub struct Recorder {
+    dir: PathBuf,
+    record: CallRecord,
+    started: Instant,
+    started_wall: SystemTime,
+}
+
+impl Recorder {
+    pub fn new(dir: PathBuf, call_id: &str, from: &str, called: &str, agent: &str) -> Recorder {
+        let now = SystemTime::now();
+        Recorder {
+            dir,
+            record: CallRecord {
+                call_id: call_id.into(),
+                from: from.into(),
+                called: called.into(),
+                agent: agent.into(),
+                started_at: rfc3339(now),
+                duration_ms: 0,
+                end_reason: String::new(),
+                transcripts: Vec::new(),
+                events: Vec::new(),
+                media: None,
+            },
+            started: Instant::now(),
+            started_wall: now,
+        }
+    }
+
+    fn event(&mut self, kind: EventKind) {
+        let t_ms = self.started.elapsed().as_millis() as u64;
+        self.record.events.push(RecordEvent { t_ms, kind });
+    }
+
+    pub fn speech(&mut self, ev: crate::models::vad::VadEvent) {
+        use crate::models::vad::VadEvent::*;
+        self.event(match ev {
+            SpeechStarted { audio_start_ms } => EventKind::SpeechStarted { audio_start_ms },
+            SpeechStopped { audio_end_ms } => EventKind::SpeechStopped { audio_end_ms },
+        });
+    }
+
+    pub fn dtmf(&mut self, digit: char) {
+        self.event(EventKind::Dtmf { digit });
+    }
+
+    pub fn transcription(&mut self, ev: &TranscriberEvent) {
+        match ev {
+            TranscriberEvent::Transcript(t) if t.partial => self.event(EventKind::PartialTranscript { turn: t.turn, text: t.text.clone() }),
+            TranscriberEvent::Transcript(t) => self.record.transcripts.push(final_transcript(t)),
+            TranscriberEvent::Failed { turn, reason, .. } => self.event(EventKind::TranscriptionFailed { turn: *turn, reason: reason.clone() }),
+        }
+    }
+
+    /// Close the record and write it; returns the file written.
+    pub fn finish(mut self, end_reason: &str, media: Option<RecordMedia>) -> std::io::Result<PathBuf> {
+        self.record.end_reason = end_reason.into();
+        self.record.duration_ms = self.started.elapsed().as_millis() as u64;
+        self.record.media = media;
+        let ms = self.started_wall.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let name = format!("{ms}-{}.json", file_safe(&self.record.call_id));
+        write_atomic(&self.dir, &name, &serde_json::to_vec_pretty(&self.record).map_err(std::io::Error::other)?)
+    }
+}
+
+fn final_transcript(t: &TurnTranscript) -> RecordTranscript {
+    RecordTranscript {
+        turn: t.turn,
+        audio_start_ms: t.audio_start_ms,
+        audio_end_ms: t.audio_end_ms,
+        text: t.text.clone(),
+        language: t.language.clone(),
+        no_speech_prob: t.no_speech_prob,
+        latency_ms: (t.latency_ms * 10.0).round() / 10.0,
+    }
+}
+
+/// A Call-ID as part of a file name: anything but [A-Za-z0-9._-] becomes `_`, at most 80 characters.
+fn file_safe(s: &str) -> String {
+    s.chars().take(80).map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
+}
+
+fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    // The rename is durable once the directory is synced.
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(path)
+}
+
+/// `2026-11-24T10:11:12.345Z` (UTC, from the civil-from-days algorithm).
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_millis(951_782_400_123)), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_523_472)), "2026-11-24T12:31:12.000Z");
+    }
+
+    #[test]
+    fn file_names_are_safe() {
+        assert_eq!(file_safe("a/b@c d..x"), "a_b_c_d..x");
+        assert_eq!(file_safe(&"x".repeat(300)).len(), 80);
+    }
+
+    #[test]
+    fn record_is_written_whole() {
+        let dir = std::env::temp_dir().join(format!("sb-record-{}", std::process::id()));
+        let mut r = Recorder::new(dir.clone(), "abc/1", "sip:alice@x", "1000", "default");
+        r.speech(crate::models::vad::VadEvent::SpeechStarted { audio_start_ms: 100 });
+        r.transcription(&TranscriberEvent::Transcript(TurnTranscript {
+            turn: 0,
+            audio_start_ms: 100,
+            audio_end_ms: 2000,
+            partial: false,
+            text: "hello there".into(),
+            language: None,
+            no_speech_prob: 0.01,
+            latency_ms: 312.34,
+        }));
+        let path = r.finish("completed_remote_bye", None).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v["transcripts"][0]["text"], "hello there");
+        assert_eq!(v["transcripts"][0]["latency_ms"], 312.3);
+        assert_eq!(v["events"][0]["type"], "speech_started");
+        assert_eq!(v["end_reason"], "completed_remote_bye");
+        assert!(path.file_name().unwrap().to_str().unwrap().ends_with("-abc_1.json"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,229 @@
+//! One call's speech recognition, sans-IO: the caller's audio (16 kHz, the
+//! same stream the VAD hears, so the VAD's millisecond times index it) is kept
+//! on a short tape; a VAD speech start opens a turn, a speech stop cuts it
+//! out and submits it to the recogniser. While the caller speaks, a partial
+//! of the turn so far is submitted every `partial_interval` when a recogniser
+//! is idle. A turn longer than 30 s (one Whisper window) is submitted in
+//! pieces, so the tape never holds more than ~30 s plus the padding.
+//!
+//! The recogniser is behind a trait so tests drive turns in virtual time with
+//! a scripted one; in calls it is the shared worker pool (`AsrClient`).
+
+use crate::models::asr::worker::{AsrClient, AsrResult};
+use crate::models::vad::VadEvent;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// What the transcriber needs from a recogniser.
+pub trait Recognizer: Send {
+    /// Queue audio; `None` when refused (queue full, or no idle worker for a partial).
+    fn submit(&mut self, audio: Vec<f32>, partial: bool) -> Option<u64>;
+    fn poll(&mut self) -> Option<AsrResult>;
+}
+
+impl Recognizer for AsrClient {
+    fn submit(&mut self, audio: Vec<f32>, partial: bool) -> Option<u64> {
+        AsrClient::submit(self, audio, partial)
+    }
+    fn poll(&mut self) -> Option<AsrResult> {
+        AsrClient::poll(self)
+    }
+}
+
+const RATE: u64 = 16;
+/// Audio kept after the VAD's speech end: the stop time is where speech fell below
+/// threshold, and a word's tail is often softer than that.
+const TAIL_MS: u64 = 200;
+/// Longest piece given to the recogniser (one Whisper window).
+const MAX_PIECE_MS: u64 = 30_000;
+/// Partials start once the turn has this much audio (shorter ones say little).
+const MIN_PARTIAL_MS: u64 = 1000;
+
+/// A transcript of (part of) one caller turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnTranscript {
+    /// Turns are numbered from 0 in the call.
+    pub turn: u64,
+    /// The audio transcribed, in the caller stream's time.
+    pub audio_start_ms: u64,
+    pub audio_end_ms: u64,
+    /// A partial (the turn is still going on); the final one follows.
+    pub partial: bool,
+    /// Empty when the recogniser heard no speech.
+    pub text: String,
+    pub language: Option<String>,
+    pub no_speech_prob: f32,
+    /// From submitting the audio to having the text (queueing included).
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TranscriberEvent {
+    Transcript(TurnTranscript),
+    /// A turn (or piece) that will have no transcript, and why.
+    Failed { turn: u64, audio_start_ms: u64, audio_end_ms: u64, reason: String },
+}
+
+struct OpenTurn {
+    id: u64,
+    /// Sample index where the unsubmitted part of the turn begins.
+    start: u64,
+    last_partial: Option<Instant>,
+}
+
+struct Submitted {
+    turn: u64,
+    start_ms: u64,
+    end_ms: u64,
+    partial: bool,
+}
+
+pub struct Transcriber {
+    rec: Box<dyn Recognizer>,
+    /// Caller audio; `tape[0]` is sample number `base` of the stream.
+    tape: VecDeque<f32>,
+    base: u64,
+    /// Samples kept before a turn opens (the VAD's prefix padding must still be there).
+    keep: usize,
+    turn: Option<OpenTurn>,
+    next_turn: u64,
+    partial_interval: Option<Duration>,
+    inflight: HashMap<u64, Submitted>,
+    /// A partial is waiting for its answer: never two at once per call.
+    partial_inflight: bool,
+    events: VecDeque<TranscriberEvent>,
+}
+
+impl Transcriber {
+    /// `prefix_padding_ms`: the VAD's (its speech starts lie this far before the speech).
+    pub fn new(rec: Box<dyn Recognizer>, prefix_padding_ms: u64, partial_interval: Option<Duration>) -> Transcriber {
+        Transcriber {
+            rec,
+            tape: VecDeque::new(),
+            base: 0,
+            keep: ((prefix_padding_ms + 1000) * RATE) as usize,
+            turn: None,
+            next_turn: 0,
+            partial_interval,
+            inflight: HashMap::new(),
+            partial_inflight: false,
+            events: VecDeque::new(),
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.base + self.tape.len() as u64
+    }
+
+    /// Caller audio, in order (the same samples the VAD is given).
+    pub fn push_audio(&mut self, pcm: &[i16]) {
+        self.tape.extend(pcm.iter().map(|&s| s as f32 / 32768.0));
+        if let Some(t) = &self.turn {
+            if self.end() - t.start >= MAX_PIECE_MS * RATE {
+                let (start, end) = (t.start, self.end());
+                let id = t.id;
+                self.submit(id, start, end, false);
+                if let Some(t) = &mut self.turn {
+                    t.start = end;
+                }
+            }
+        }
+        // Drop what no turn can need any more.
+        let keep_from = match &self.turn {
+            Some(t) => t.start,
+            None => self.end().saturating_sub(self.keep as u64),
+        };
+        if keep_from > self.base {
+            let n = ((keep_from - self.base) as usize).min(self.tape.len());
+            self.tape.drain(..n);
+            self.base += n as u64;
+        }
+    }
+
+    /// The VAD's events, in order.
+    pub fn on_speech(&mut self, ev: VadEvent, now: Instant) {
+        match ev {
+            VadEvent::SpeechStarted { audio_start_ms } => {
+                let start = (audio_start_ms * RATE).clamp(self.base, self.end());
+                self.turn = Some(OpenTurn { id: self.next_turn, start, last_partial: Some(now) });
+                self.next_turn += 1;
+            }
+            VadEvent::SpeechStopped { audio_end_ms } => {
+                if let Some(t) = self.turn.take() {
+                    let end = ((audio_end_ms + TAIL_MS) * RATE).min(self.end()).max(t.start);
+                    self.submit(t.id, t.start, end, false);
+                }
+            }
+        }
+    }
+
+    fn submit(&mut self, turn: u64, start: u64, end: u64, partial: bool) {
+        let lo = (start - self.base) as usize;
+        let hi = ((end - self.base) as usize).min(self.tape.len());
+        let audio: Vec<f32> = self.tape.range(lo..hi).copied().collect();
+        let (start_ms, end_ms) = (start / RATE, end / RATE);
+        match self.rec.submit(audio, partial) {
+            Some(seq) => {
+                self.partial_inflight |= partial;
+                self.inflight.insert(seq, Submitted { turn, start_ms, end_ms, partial });
+            }
+            None if partial => {} // a skipped partial costs nothing: the final one comes
+            None => self.events.push_back(TranscriberEvent::Failed {
+                turn,
+                audio_start_ms: start_ms,
+                audio_end_ms: end_ms,
+                reason: "the recogniser's queue is full".into(),
+            }),
+        }
+    }
+
+    /// Once per packet time: partials, and the recogniser's answers.
+    pub fn tick(&mut self, now: Instant) {
+        if let (Some(interval), Some(t)) = (self.partial_interval, &self.turn) {
+            let due = t.last_partial.is_none_or(|at| now.duration_since(at) >= interval);
+            if due && !self.partial_inflight && self.end() - t.start >= MIN_PARTIAL_MS * RATE {
+                let (id, start, end) = (t.id, t.start, self.end());
+                if let Some(t) = &mut self.turn {
+                    t.last_partial = Some(now);
+                }
+                self.submit(id, start, end, true);
+            }
+        }
+        while let Some(r) = self.rec.poll() {
+            let Some(s) = self.inflight.remove(&r.seq) else { continue };
+            if s.partial {
+                self.partial_inflight = false;
+                // A partial that arrives after its turn ended says less than the final one.
+                if self.turn.as_ref().is_none_or(|t| t.id != s.turn) {
+                    continue;
+                }
+            }
+            self.events.push_back(match r.transcript {
+                Ok(t) => TranscriberEvent::Transcript(TurnTranscript {
+                    turn: s.turn,
+                    audio_start_ms: s.start_ms,
+                    audio_end_ms: s.end_ms,
+                    partial: s.partial,
+                    text: t.text,
+                    language: t.language,
+                    no_speech_prob: t.no_speech_prob,
+                    latency_ms: r.latency_ms,
+                }),
+                Err(reason) => TranscriberEvent::Failed { turn: s.turn, audio_start_ms: s.start_ms, audio_end_ms: s.end_ms, reason },
+            });
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<TranscriberEvent> {
+        self.events.pop_front()
+    }
+
+    /// Samples held (for tests: the tape stays bounded).
+    pub fn held_samples(&self) -> usize {
+        self.tape.len()
+    }
+}
+
+#[cfg(test)]
+#[path = "transcriber_tests.rs"]
+mod tests;

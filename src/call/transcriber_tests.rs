@@ -1,0 +1,204 @@
+//! The transcriber in virtual time, with a scripted recogniser.
+
+use super::*;
+use crate::models::asr::Transcript;
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+struct Script {
+    /// (audio, partial) in submission order.
+    submitted: Vec<(Vec<f32>, bool)>,
+    /// Refuse finals / partials.
+    refuse_final: bool,
+    refuse_partial: bool,
+    /// Answers to hand out on the next poll.
+    answers: VecDeque<AsrResult>,
+}
+
+struct Scripted(Arc<Mutex<Script>>);
+
+impl Recognizer for Scripted {
+    fn submit(&mut self, audio: Vec<f32>, partial: bool) -> Option<u64> {
+        let mut s = self.0.lock().unwrap();
+        if (partial && s.refuse_partial) || (!partial && s.refuse_final) {
+            return None;
+        }
+        s.submitted.push((audio, partial));
+        Some(s.submitted.len() as u64 - 1)
+    }
+    fn poll(&mut self) -> Option<AsrResult> {
+        self.0.lock().unwrap().answers.pop_front()
+    }
+}
+
+fn answer(seq: u64, partial: bool, text: &str) -> AsrResult {
+    AsrResult {
+        seq,
+        partial,
+        transcript: Ok(Transcript {
+            text: text.into(),
+            tokens: vec![],
+            language: None,
+            no_speech_prob: 0.01,
+            avg_logprob: -0.2,
+            audio_ms: 0,
+            encode_ms: 0.0,
+            decode_ms: 0.0,
+        }),
+        latency_ms: 250.0,
+    }
+}
+
+/// Sample n of the stream carries the value (n mod 30000): a cut can be located exactly.
+fn ramp(from: u64, n: usize) -> Vec<i16> {
+    (0..n as u64).map(|i| ((from + i) % 30000) as i16).collect()
+}
+
+fn value_of(sample: u64) -> f32 {
+    (sample % 30000) as f32 / 32768.0
+}
+
+struct Rig {
+    t: Transcriber,
+    script: Arc<Mutex<Script>>,
+    pos: u64,
+    now: Instant,
+}
+
+impl Rig {
+    fn new(partial_ms: Option<u64>) -> Rig {
+        let script = Arc::new(Mutex::new(Script::default()));
+        let t = Transcriber::new(Box::new(Scripted(script.clone())), 300, partial_ms.map(Duration::from_millis));
+        Rig { t, script, pos: 0, now: Instant::now() }
+    }
+    /// `ms` of audio in 20 ms packets, ticking like the media loop.
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms / 20 {
+            self.t.push_audio(&ramp(self.pos, 320));
+            self.pos += 320;
+            self.now += Duration::from_millis(20);
+            self.t.tick(self.now);
+        }
+    }
+    fn events(&mut self) -> Vec<TranscriberEvent> {
+        std::iter::from_fn(|| self.t.poll_event()).collect()
+    }
+}
+
+#[test]
+fn a_turn_is_cut_where_the_vad_says_plus_a_short_tail() {
+    let mut r = Rig::new(None);
+    r.run(3000);
+    // The VAD's start lies ~0.6 s back (prefix padding + minimum speech + its latency).
+    r.t.on_speech(VadEvent::SpeechStarted { audio_start_ms: 2400 }, r.now);
+    r.run(2000);
+    r.t.on_speech(VadEvent::SpeechStopped { audio_end_ms: 4000 }, r.now);
+    let s = r.script.lock().unwrap();
+    assert_eq!(s.submitted.len(), 1);
+    let (audio, partial) = &s.submitted[0];
+    assert!(!partial);
+    assert_eq!(audio.len() as u64, (4000 + TAIL_MS - 2400) * 16);
+    assert_eq!(audio[0], value_of(2400 * 16));
+    assert_eq!(*audio.last().unwrap(), value_of((4000 + TAIL_MS) * 16 - 1));
+}
+
+#[test]
+fn the_answer_names_its_turn_and_audio_span() {
+    let mut r = Rig::new(None);
+    r.run(1000);
+    r.t.on_speech(VadEvent::SpeechStarted { audio_start_ms: 700 }, r.now);
+    r.run(1000);
+    r.t.on_speech(VadEvent::SpeechStopped { audio_end_ms: 1800 }, r.now);
+    r.run(1000);
+    r.t.on_speech(VadEvent::SpeechStarted { audio_start_ms: 2900 }, r.now);
+    r.run(600);
+    r.t.on_speech(VadEvent::SpeechStopped { audio_end_ms: 3500 }, r.now);
+    r.script.lock().unwrap().answers.extend([answer(1, false, "second"), answer(0, false, "first")]);
+    r.run(20);
+    let ev = r.events();
+    let TranscriberEvent::Transcript(a) = &ev[0] else { panic!("{ev:?}") };
+    let TranscriberEvent::Transcript(b) = &ev[1] else { panic!("{ev:?}") };
+    assert_eq!((a.turn, a.text.as_str(), a.audio_start_ms, a.audio_end_ms), (1, "second", 2900, 3600));
+    assert_eq!((b.turn, b.text.as_str(), b.audio_start_ms, b.audio_end_ms), (0, "first", 700, 2000));
+    assert!(!a.partial && a.latency_ms == 250.0);
+}
+
+#[test]
+fn the_tape_stays_bounded_without_speech_and_in_a_long_turn() {
+    let mut r = Rig::new(None);
+    r.run(120_000);
+    assert!(r.t.held_samples() <= (300 + 1000) * 16, "{}", r.t.held_samples());
+    r.t.on_speech(VadEvent::SpeechStarted { audio_start_ms: r.pos / 16 - 200 }, r.now);
+    let started = r.pos / 16 - 200;
+    r.run(70_000);
+    // Two 30 s pieces went out while the caller kept talking; the rest waits for the end.
+    {
+        let s = r.script.lock().unwrap();
+        assert_eq!(s.submitted.len(), 2);
+        assert_eq!(s.submitted[0].0.len(), 30_000 * 16);
+        assert_eq!(s.submitted[0].0[0], value_of(started * 16));
+        assert_eq!(s.submitted[1].0[0], value_of((started + 30_000) * 16));
+    }
+    assert!(r.t.held_samples() <= 31_000 * 16, "{}", r.t.held_samples());
+    r.t.on_speech(VadEvent::SpeechStopped { audio_end_ms: r.pos / 16 - 300 }, r.now);
+    let s = r.script.lock().unwrap();
+    assert_eq!(s.submitted.len(), 3);
+    assert_eq!(s.submitted[2].0[0], value_of((started + 60_000) * 16));
+}
+
+#[test]
+fn partials_come_while_speaking_and_stale_ones_are_dropped() {
+    let mut r = Rig::new(Some(500));
+    r.run(400);
+    r.t.on_speech(VadEvent::SpeechStarted { audio_start_ms: 100 }, r.now);
+    r.run(900); // 1.2 s of turn audio: the first partial is due once the turn has 1 s
+    {
+        let s = r.script.lock().unwrap();
+        assert_eq!(s.submitted.len(), 1);
+        assert!(s.submitted[0].1);
+    }
+    // Never two partials in flight: nothing new until the first answers.
+    r.run(1000);
+    assert_eq!(r.script.lock().unwrap().submitted.len(), 1);
+    r.script.lock().unwrap().answers.push_back(answer(0, true, "hel"));
+    r.run(20);
+    let ev = r.events();
+    assert!(matches!(&ev[..], [TranscriberEvent::Transcript(t)] if t.partial && t.text == "hel"), "{ev:?}");
+    r.run(500);
+    assert_eq!(r.script.lock().unwrap().submitted.len(), 2);
+    // The turn ends before the second partial answers: the final goes out, the late partial is dropped.
+    r.t.on_speech(VadEvent::SpeechStopped { audio_end_ms: r.pos / 16 - 100 }, r.now);
+    r.script.lock().unwrap().answers.extend([answer(1, true, "hello th"), answer(2, false, "hello there")]);
+    r.run(20);
+    let ev = r.events();
+    assert!(matches!(&ev[..], [TranscriberEvent::Transcript(t)] if !t.partial && t.text == "hello there"), "{ev:?}");
+}
+
+#[test]
+fn a_refused_final_is_reported_and_a_refused_partial_is_not() {
+    let mut r = Rig::new(Some(200));
+    {
+        let mut s = r.script.lock().unwrap();
+        s.refuse_final = true;
+        s.refuse_partial = true;
+    }
+    r.run(500);
+    r.t.on_speech(VadEvent::SpeechStarted { audio_start_ms: 0 }, r.now);
+    r.run(3000);
+    assert!(r.events().is_empty());
+    r.t.on_speech(VadEvent::SpeechStopped { audio_end_ms: 3000 }, r.now);
+    let ev = r.events();
+    assert!(matches!(&ev[..], [TranscriberEvent::Failed { turn: 0, .. }]), "{ev:?}");
+}
+
+#[test]
+fn a_recogniser_error_is_a_failed_turn() {
+    let mut r = Rig::new(None);
+    r.run(1000);
+    r.t.on_speech(VadEvent::SpeechStarted { audio_start_ms: 100 }, r.now);
+    r.t.on_speech(VadEvent::SpeechStopped { audio_end_ms: 900 }, r.now);
+    r.script.lock().unwrap().answers.push_back(AsrResult { seq: 0, partial: false, transcript: Err("boom".into()), latency_ms: 1.0 });
+    r.run(20);
+    let ev = r.events();
+    assert!(matches!(&ev[..], [TranscriberEvent::Failed { reason, .. }] if reason == "boom"), "{ev:?}");
+}

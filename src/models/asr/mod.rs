@@ -1,0 +1,310 @@
+//! Speech recognition: Whisper (tiny.en, or the multilingual base) converted
+//! from the packaged CTranslate2 weights to ONNX by scripts/whisper-to-onnx.py.
+//!
+//! The graphs (see the script for their exact interface):
+//! - `encoder.onnx`: `mel` f32[B, 80, 3000] → `cross_kv` f32[2L, B, 1500, D],
+//!   the cross-attention keys (2l) and values (2l+1) of every decoder layer,
+//!   computed once per 30 s window;
+//! - `decoder.onnx`: `tokens` i64[B, n], `self_kv` f32[2L, B, past, D],
+//!   `cross_kv` → `logits` f32[B, n, vocab], `self_kv_out` f32[2L, B, past+n, D].
+//!
+//! Decoding is greedy with Whisper's rules: the prompt `[SOT, (language,
+//! transcribe,) notimestamps]`, `suppress_ids` at every step and
+//! `suppress_ids_begin` at the first, stop at end of text. Silence is
+//! recognised, not transcribed: P(no speech) at the SOT position above 0.6
+//! with an average log-probability under −1 gives an empty transcript, and a
+//! decoding loop or a token budget proportional to the audio's length stops
+//! runaway output. In calls the VAD's segments are what reach the model.
+
+pub mod greedy;
+pub mod spec;
+pub mod tokenizer;
+pub mod worker;
+
+use super::melspec::LogMel;
+use super::runtime::{Provider, Runtime, RuntimeError, SessionOptions};
+use ort::session::Session;
+use ort::value::{DynValue, Tensor};
+use serde::Deserialize;
+use spec::WhisperSpec;
+use std::path::Path;
+use std::time::Instant;
+use tokenizer::Tokenizer;
+
+/// Samples in one Whisper window (30 s at 16 kHz).
+pub const WINDOW_SAMPLES: usize = 480_000;
+const FRAMES: usize = 3000;
+const ENCODER_POSITIONS: usize = 1500;
+
+/// Which graphs to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// Per-channel dynamic int8 weights: smaller and faster, same words on our clips.
+    Int8,
+}
+
+impl Precision {
+    fn suffix(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "",
+            Precision::Int8 => ".int8",
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+/// How to decode.
+#[derive(Debug, Clone)]
+pub struct DecodeOptions {
+    /// Multilingual models: a language code (`en`, `de`, ...) or `auto` to detect it per window.
+    pub language: String,
+    pub no_speech_threshold: f32,
+    pub logprob_threshold: f64,
+    /// Token budget: this many per second of audio, plus 16 (speech is ~4/s).
+    pub max_tokens_per_second: f32,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions { language: "en".into(), no_speech_threshold: 0.6, logprob_threshold: -1.0, max_tokens_per_second: 12.0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    /// Trimmed; empty when the audio held no speech.
+    pub text: String,
+    pub tokens: Vec<i64>,
+    /// The language decoded in (multilingual models), e.g. `en`.
+    pub language: Option<String>,
+    /// P(no speech) of the first window.
+    pub no_speech_prob: f32,
+    /// Mean log-probability of the chosen tokens (end of text included).
+    pub avg_logprob: f64,
+    pub audio_ms: u64,
+    /// Wall time in the encoder and the decoder loop.
+    pub encode_ms: f64,
+    pub decode_ms: f64,
+}
+
+pub struct Whisper {
+    encoder: Session,
+    decoder: Session,
+    spec: WhisperSpec,
+    tokenizer: Tokenizer,
+    mel: LogMel,
+    provider: Provider,
+    precision: Precision,
+}
+
+impl Whisper {
+    /// Load `dir` (encoder/decoder graphs, whisper.json, vocabulary.txt); `model` names it in errors.
+    pub fn load(rt: &Runtime, model: &str, dir: &Path, precision: Precision, opts: &SessionOptions) -> Result<Whisper, RuntimeError> {
+        let bad = |reason: String| RuntimeError::Model { model: model.into(), reason };
+        let spec_path = dir.join("whisper.json");
+        if !spec_path.exists() {
+            return Err(RuntimeError::MissingModel { model: model.into(), path: spec_path });
+        }
+        let spec: WhisperSpec = serde_json::from_str(
+            &std::fs::read_to_string(&spec_path).map_err(|e| bad(format!("{}: {e}", spec_path.display())))?,
+        )
+        .map_err(|e| bad(format!("{}: {e}", spec_path.display())))?;
+        if spec.n_mels != 80 {
+            return Err(bad(format!("{} mel bands; this front end makes 80", spec.n_mels)));
+        }
+        let vocab = dir.join("vocabulary.txt");
+        let tokenizer = Tokenizer::load(&vocab, spec.eot as usize).map_err(|e| bad(format!("{}: {e}", vocab.display())))?;
+        if tokenizer.len() < spec.eot as usize {
+            return Err(bad(format!("{} has {} tokens, fewer than the model's text tokens", vocab.display(), tokenizer.len())));
+        }
+        let s = precision.suffix();
+        let (encoder, provider) = rt.session(model, &dir.join(format!("encoder{s}.onnx")), opts)?;
+        let (decoder, _) = rt.session(model, &dir.join(format!("decoder{s}.onnx")), opts)?;
+        Ok(Whisper { encoder, decoder, spec, tokenizer, mel: LogMel::new(FRAMES), provider, precision })
+    }
+
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+    pub fn spec(&self) -> &WhisperSpec {
+        &self.spec
+    }
+
+    /// Check a language option against the model before any call needs it.
+    pub fn check_language(&self, language: &str) -> Result<(), String> {
+        if !self.spec.multilingual {
+            return if language == "en" { Ok(()) } else { Err(format!("this model is English-only; language `{language}` needs a multilingual model")) };
+        }
+        if language == "auto" {
+            return Ok(());
+        }
+        self.spec.language_token(language).map(|_| ())
+    }
+
+    /// Transcribe 16 kHz mono audio (f32 in [−1, 1]); longer than 30 s is cut into 30 s windows.
+    pub fn transcribe(&mut self, audio: &[f32], opts: &DecodeOptions) -> Result<Transcript, ort::Error> {
+        let mut out = Transcript {
+            text: String::new(),
+            tokens: Vec::new(),
+            language: None,
+            no_speech_prob: 0.0,
+            avg_logprob: 0.0,
+            audio_ms: audio.len() as u64 / 16,
+            encode_ms: 0.0,
+            decode_ms: 0.0,
+        };
+        let mut texts = Vec::new();
+        let mut logprob_sum = 0.0;
+        let mut scored = 0usize;
+        for (i, window) in audio.chunks(WINDOW_SAMPLES).enumerate() {
+            let w = self.window(window, opts)?;
+            out.encode_ms += w.encode_ms;
+            out.decode_ms += w.decode_ms;
+            if i == 0 {
+                out.no_speech_prob = w.no_speech_prob;
+                out.language = w.language.clone();
+            }
+            let avg = if w.scored > 0 { w.logprob_sum / w.scored as f64 } else { 0.0 };
+            if greedy::is_silence(w.no_speech_prob, avg, opts.no_speech_threshold, opts.logprob_threshold) {
+                continue;
+            }
+            logprob_sum += w.logprob_sum;
+            scored += w.scored;
+            let text = self.tokenizer.decode(&w.tokens);
+            out.tokens.extend(w.tokens);
+            if !text.trim().is_empty() {
+                texts.push(text.trim().to_string());
+            }
+        }
+        out.avg_logprob = if scored > 0 { logprob_sum / scored as f64 } else { 0.0 };
+        out.text = texts.join(" ");
+        Ok(out)
+    }
+
+    /// The encoder's cross-attention keys/values for one window of at most 30 s.
+    fn encode(&mut self, window: &[f32]) -> Result<DynValue, ort::Error> {
+        let feats = self.mel.compute(window, false);
+        let mut outputs = self.encoder.run(ort::inputs!["mel" => Tensor::from_array(([1usize, 80, FRAMES], feats))?])?;
+        let kv = outputs.remove("cross_kv").ok_or_else(|| ort::Error::new("the encoder has no `cross_kv` output"))?;
+        let shape = kv.shape().to_vec();
+        let want = [2 * self.spec.n_layers as i64, 1, ENCODER_POSITIONS as i64, self.spec.d_model as i64];
+        if shape != want {
+            return Err(ort::Error::new(format!("encoder `cross_kv` has shape {shape:?}, expected {want:?}")));
+        }
+        Ok(kv)
+    }
+
+    /// One decoder call: logits of every new position (row-major [n][vocab]) and the grown cache.
+    fn step(&mut self, tokens: &[i64], self_kv: &DynValue, cross_kv: &DynValue) -> Result<(Vec<f32>, DynValue), ort::Error> {
+        let mut outputs = self.decoder.run(ort::inputs![
+            "tokens" => Tensor::from_array(([1usize, tokens.len()], tokens.to_vec()))?,
+            "self_kv" => self_kv,
+            "cross_kv" => cross_kv,
+        ])?;
+        let (_, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
+        if logits.len() != tokens.len() * self.spec.vocab_size {
+            return Err(ort::Error::new(format!("decoder logits hold {} values, expected {}×{}", logits.len(), tokens.len(), self.spec.vocab_size)));
+        }
+        let logits = logits.to_vec();
+        let kv = outputs.remove("self_kv_out").ok_or_else(|| ort::Error::new("the decoder has no `self_kv_out` output"))?;
+        Ok((logits, kv))
+    }
+
+    fn empty_cache(&self) -> Result<DynValue, ort::Error> {
+        Ok(Tensor::from_array(([2 * self.spec.n_layers, 1usize, 0usize, self.spec.d_model], Vec::<f32>::new()))?.into_dyn())
+    }
+
+    /// Detect the language of a window from the logits after `[SOT]`.
+    fn detect_language(&mut self, cross_kv: &DynValue) -> Result<(String, i64), ort::Error> {
+        let empty = self.empty_cache()?;
+        let (logits, _) = self.step(&[self.spec.sot], &empty, cross_kv)?;
+        let best = self
+            .spec
+            .lang_ids
+            .iter()
+            .max_by(|a, b| logits[*a.1 as usize].total_cmp(&logits[*b.1 as usize]))
+            .map(|(c, &id)| (c.clone(), id))
+            .ok_or_else(|| ort::Error::new("the model lists no languages"))?;
+        Ok(best)
+    }
+
+    fn window(&mut self, window: &[f32], opts: &DecodeOptions) -> Result<WindowResult, ort::Error> {
+        let t0 = Instant::now();
+        let cross_kv = self.encode(window)?;
+        let encode_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let t1 = Instant::now();
+        let (language, lang_token) = if self.spec.multilingual {
+            if opts.language == "auto" {
+                let (c, id) = self.detect_language(&cross_kv)?;
+                (Some(c), Some(id))
+            } else {
+                let id = self.spec.language_token(&opts.language).map_err(ort::Error::new)?;
+                (Some(opts.language.clone()), Some(id))
+            }
+        } else {
+            (None, None)
+        };
+        let prompt = self.spec.prompt(lang_token);
+        let seconds = window.len() as f32 / 16000.0;
+        let budget = ((seconds * opts.max_tokens_per_second) as usize + 16).min(self.spec.max_length - prompt.len());
+        let vocab = self.spec.vocab_size;
+
+        let mut kv = self.empty_cache()?;
+        let mut feed = prompt.clone();
+        let mut tokens = Vec::new();
+        let (mut logprob_sum, mut scored, mut no_speech_prob) = (0.0, 0usize, 0.0);
+        loop {
+            let (logits, next_kv) = self.step(&feed, &kv, &cross_kv)?;
+            kv = next_kv;
+            if tokens.is_empty() {
+                no_speech_prob = greedy::no_speech_prob(&logits[..vocab], self.spec.no_speech);
+            }
+            let mut last = logits[(feed.len() - 1) * vocab..feed.len() * vocab].to_vec();
+            greedy::suppress(&mut last, &self.spec.suppress_ids);
+            if tokens.is_empty() {
+                greedy::suppress(&mut last, &self.spec.suppress_ids_begin);
+            }
+            let (id, lp) = greedy::argmax_logprob(&last);
+            logprob_sum += lp;
+            scored += 1;
+            if id == self.spec.eot {
+                break;
+            }
+            tokens.push(id);
+            if tokens.len() >= budget || greedy::looping(&tokens, 8, 4) {
+                break;
+            }
+            feed = vec![id];
+        }
+        Ok(WindowResult {
+            tokens,
+            language,
+            no_speech_prob,
+            logprob_sum,
+            scored,
+            encode_ms,
+            decode_ms: t1.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+}
+
+struct WindowResult {
+    tokens: Vec<i64>,
+    language: Option<String>,
+    no_speech_prob: f32,
+    logprob_sum: f64,
+    scored: usize,
+    encode_ms: f64,
+    decode_ms: f64,
+}
