@@ -2,7 +2,9 @@
 """Transcribe WAV files with Whisper tiny.en on the CTranslate2 runtime — the tests' oracle
 for "the caller heard these words" until the appliance's own ASR lands (step 4).
 
-  models/venv/bin/python scripts/transcribe.py FILE.wav...     (after scripts/setup.sh --test)
+  models/venv/bin/python scripts/transcribe.py [--model CT2_DIR] [--language en] FILE.wav...
+  (after scripts/setup.sh --test; the default model is models/whisper_tiny_en_ct2, and
+  models/whisper_base_ct2 is the multilingual base)
 
 Prints one line per file: the transcript. Follows ../shared/models/asr_ct2.py: pipecat's numpy
 Whisper front end (30 s log-mel), float32 (int8 changes transcripts), greedy decoding with the
@@ -24,8 +26,20 @@ def feats30(x):
     return ((ls + 4.0) / 4.0).astype(np.float32)
 
 def main():
-    m = ctranslate2.models.Whisper(os.path.join(MODELS, "whisper_tiny_en_ct2"), device="cpu", compute_type="float32", intra_threads=2)
-    for p in sys.argv[1:]:
+    args = sys.argv[1:]
+    model, language = os.path.join(MODELS, "whisper_tiny_en_ct2"), "en"
+    while args and args[0].startswith("--"):
+        if args[0] == "--model":
+            model, args = args[1], args[2:]
+        elif args[0] == "--language":
+            language, args = args[1], args[2:]
+        else:
+            sys.exit(f"unknown option {args[0]}")
+    m = ctranslate2.models.Whisper(model, device="cpu", compute_type="float32", intra_threads=2)
+    prompt = ["<|startoftranscript|>", "<|notimestamps|>"]
+    if m.is_multilingual:
+        prompt = ["<|startoftranscript|>", f"<|{language}|>", "<|transcribe|>", "<|notimestamps|>"]
+    for p in args:
         w = wave.open(p); sr = w.getframerate()
         x = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
         if w.getnchannels() > 1:
@@ -33,7 +47,7 @@ def main():
         if sr != 16000:  # linear interpolation: enough for an oracle
             t = np.arange(int(len(x) * 16000 / sr)) * sr / 16000
             x = np.interp(t, np.arange(len(x)), x)
-        r = m.generate(ctranslate2.StorageView.from_array(feats30(x)[None]), [["<|startoftranscript|>", "<|notimestamps|>"]], beam_size=1)
+        r = m.generate(ctranslate2.StorageView.from_array(feats30(x)[None]), [prompt], beam_size=1)
         print("".join(r[0].sequences[0]).replace("\u0120", " ").strip())
 
 if __name__ == "__main__":

@@ -39,6 +39,40 @@ pub enum Command {
         #[arg(long, short, default_value = "config/switchboard.yaml")]
         config: PathBuf,
     },
+    /// Transcribe WAV files the way calls are transcribed (Silero VAD turns, then Whisper),
+    /// with a recogniser from the config's `models.asr`.
+    Transcribe {
+        #[arg(long, short, default_value = "config/switchboard.yaml")]
+        config: PathBuf,
+        /// A name from models.asr (default: the first).
+        #[arg(long)]
+        model: Option<String>,
+        /// Override the model's language (`auto` detects).
+        #[arg(long)]
+        language: Option<String>,
+        /// Transcribe each file whole (up to 30 s windows), without the VAD.
+        #[arg(long)]
+        no_vad: bool,
+        files: Vec<PathBuf>,
+    },
+    /// Speech-recognition benchmark: real-time factor per precision and thread count, and
+    /// the latency from the end of a turn to its transcript, on the given WAV files.
+    BenchAsr {
+        #[arg(long, short, default_value = "config/switchboard.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        model: Option<String>,
+        /// Thread counts to measure (intra-op threads of one recogniser).
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+        /// Precisions to measure.
+        #[arg(long, value_delimiter = ',', default_value = "fp32,int8")]
+        precision: Vec<String>,
+        /// Runs per file and setting (the best is reported: the machine is shared).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        files: Vec<PathBuf>,
+    },
 }
 
 fn parse_ports(s: &str) -> Result<PortRange, String> {

@@ -1,4 +1,5 @@
 mod cli;
+mod cli_asr;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -43,6 +44,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Transcribe { config, model, language, no_vad, files } => {
+            let loaded = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            report(cli_asr::transcribe(&loaded, model.as_deref(), language.as_deref(), !no_vad, &files))
+        }
+        Command::BenchAsr { config, model, threads, precision, runs, files } => {
+            let loaded = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            report(cli_asr::bench(&loaded, model.as_deref(), &threads, &precision, runs, &files))
+        }
         Command::Run { config, sip_listen, http_listen, rtp_ports } => {
             let loaded = match load_config(&config) {
                 Ok(c) => c,
@@ -64,6 +79,16 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn report(r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -558,6 +558,11 @@ impl CallMedia {
             }
             self.events.push_back(MediaEvent::Speech(ev));
         }
+        self.transcription(now);
+    }
+
+    /// The recogniser's answers, to the agent and the event queue.
+    fn transcription(&mut self, now: Instant) {
         if let Some(t) = &mut self.transcriber {
             t.tick(now);
             while let Some(ev) = t.poll_event() {
@@ -567,6 +572,24 @@ impl CallMedia {
                 self.events.push_back(MediaEvent::Transcription(ev));
             }
         }
+    }
+
+    /// The call is ending: submit the turn in progress. Returns true while transcripts are
+    /// still owed; the driver calls `poll_transcription` until false (or it gives up).
+    pub fn finish_transcription(&mut self) -> bool {
+        if let Some(t) = &mut self.transcriber {
+            t.flush();
+        }
+        self.transcription_pending()
+    }
+
+    pub fn transcription_pending(&self) -> bool {
+        self.transcriber.as_ref().is_some_and(|t| t.pending_finals() > 0)
+    }
+
+    /// Collect answers after the call (events come out of `poll_event`).
+    pub fn poll_transcription(&mut self, now: Instant) {
+        self.transcription(now);
     }
 
     /// The agent's decisions: audio to queue, interruptions, hang-up.

@@ -115,31 +115,16 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
                 let _ = hangup.send(HangupRequest { key, reason: "maximum call duration reached".into() });
             }
         }
-        while let Some(ev) = media.poll_event() {
-            match ev {
-                MediaEvent::Dtmf(d) => {
-                    metrics.dtmf_digit(d.source);
-                    if let Some(r) = &mut record {
-                        r.dtmf(d.digit);
-                    }
-                }
-                MediaEvent::Speech(ev) => {
-                    metrics.speech_event(ev);
-                    if let Some(r) = &mut record {
-                        r.speech(ev);
-                    }
-                }
-                MediaEvent::Transcription(ev) => {
-                    transcription_log(&ev);
-                    metrics.transcription(&ev);
-                    if let Some(r) = &mut record {
-                        r.transcription(&ev);
-                    }
-                }
-                MediaEvent::Hangup(reason) => {
-                    let _ = hangup.send(HangupRequest { key, reason });
-                }
-            }
+        handle_events(&mut media, &metrics, &hangup, key, &mut record);
+    }
+    // Transcripts of the last turn (the caller often hangs up right after speaking) still
+    // belong in the record: wait for them, within bounds.
+    if media.finish_transcription() {
+        let until = Instant::now() + TRANSCRIPT_GRACE;
+        while media.transcription_pending() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            media.poll_transcription(std::time::Instant::now());
+            handle_events(&mut media, &metrics, &hangup, key, &mut record);
         }
     }
     if let Some(bye) = media.goodbye(std::time::Instant::now()) {
@@ -172,6 +157,44 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
         }
     }
     on_exit();
+}
+
+/// How long a call that has ended waits for the transcripts of its last turn.
+const TRANSCRIPT_GRACE: Duration = Duration::from_secs(10);
+
+fn handle_events(
+    media: &mut CallMedia,
+    metrics: &Metrics,
+    hangup: &mpsc::UnboundedSender<HangupRequest>,
+    key: crate::sip::endpoint::CallKey,
+    record: &mut Option<super::record::Recorder>,
+) {
+    while let Some(ev) = media.poll_event() {
+        match ev {
+            MediaEvent::Dtmf(d) => {
+                metrics.dtmf_digit(d.source);
+                if let Some(r) = record {
+                    r.dtmf(d.digit);
+                }
+            }
+            MediaEvent::Speech(ev) => {
+                metrics.speech_event(ev);
+                if let Some(r) = record {
+                    r.speech(ev);
+                }
+            }
+            MediaEvent::Transcription(ev) => {
+                transcription_log(&ev);
+                metrics.transcription(&ev);
+                if let Some(r) = record {
+                    r.transcription(&ev);
+                }
+            }
+            MediaEvent::Hangup(reason) => {
+                let _ = hangup.send(HangupRequest { key, reason });
+            }
+        }
+    }
 }
 
 fn transcription_log(ev: &super::transcriber::TranscriberEvent) {

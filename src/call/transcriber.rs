@@ -33,7 +33,7 @@ impl Recognizer for AsrClient {
 const RATE: u64 = 16;
 /// Audio kept after the VAD's speech end: the stop time is where speech fell below
 /// threshold, and a word's tail is often softer than that.
-const TAIL_MS: u64 = 200;
+const TAIL_MS: u64 = crate::models::asr::offline::TAIL_MS;
 /// Longest piece given to the recogniser (one Whisper window).
 const MAX_PIECE_MS: u64 = 30_000;
 /// Partials start once the turn has this much audio (shorter ones say little).
@@ -212,6 +212,21 @@ impl Transcriber {
                 Err(reason) => TranscriberEvent::Failed { turn: s.turn, audio_start_ms: s.start_ms, audio_end_ms: s.end_ms, reason },
             });
         }
+    }
+
+    /// The call is ending: a turn still open is submitted as it stands.
+    pub fn flush(&mut self) {
+        if let Some(t) = self.turn.take() {
+            let end = self.end();
+            if end > t.start {
+                self.submit(t.id, t.start, end, false);
+            }
+        }
+    }
+
+    /// Final transcripts submitted and not yet answered.
+    pub fn pending_finals(&self) -> usize {
+        self.inflight.values().filter(|s| !s.partial).count()
     }
 
     pub fn poll_event(&mut self) -> Option<TranscriberEvent> {

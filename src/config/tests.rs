@@ -90,3 +90,44 @@ fn jitter_bounds_must_be_ordered() {
     let e = err(&format!("media:\n  jitter_buffer:\n    min_ms: 80\n    target_ms: 40\n{MIN}"));
     assert_eq!((e.key.as_str(), e.line), ("media.jitter_buffer", Some(2)), "{e}");
 }
+
+const MODELS: &str = "models:\n  vad:\n    path: v.onnx\n  asr:\n    tiny:\n      path: w\n    base:\n      path: b\n      precision: int8\n      language: auto\n  voices:\n    slow:\n      path: p.onnx\n";
+
+#[test]
+fn transcription_and_voice_references_are_checked() {
+    let agent = |body: &str| format!("{MODELS}routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n{body}");
+    let td = "    turn_detection:\n      type: server_vad\n";
+    let ok = parse(Path::new(P), &agent(&format!("{td}    transcription:\n      model: base\n      language: de\n    voice: slow\n"))).unwrap();
+    let (name, m) = ok.asr_model_of(&ok.agents["a"]).unwrap();
+    assert_eq!((name, m.precision, m.language.as_str()), ("base", crate::models::asr::Precision::Int8, "auto"));
+    assert_eq!(ok.agents["a"].voice.as_deref(), Some("slow"));
+
+    let e = err(&agent(&format!("{td}    transcription:\n      model: large\n")));
+    assert_eq!(e.key, "agents.a.transcription.model", "{e}");
+    assert!(e.message.contains("unknown recogniser `large`") && e.message.contains("base, tiny"), "{e}");
+    // Two recognisers: the agent must name one.
+    let e = err(&agent(&format!("{td}    transcription: {{}}\n")));
+    assert_eq!(e.key, "agents.a.transcription", "{e}");
+    assert!(e.message.contains("name the recogniser"), "{e}");
+    // Turns come from the VAD.
+    let e = err(&agent("    transcription:\n      model: tiny\n"));
+    assert!(e.message.contains("needs turn_detection"), "{e}");
+    let e = err(&agent("    voice: fast\n"));
+    assert_eq!(e.key, "agents.a.voice", "{e}");
+    assert!(e.message.contains("unknown voice `fast`") && e.message.contains("slow"), "{e}");
+    let e = err(&agent(&format!("{td}    transcription:\n      partial_interval_ms: 90000\n")));
+    assert!(e.message.contains("out of range"), "{e}");
+    let e = err(&format!("models:\n  asr:\n    t:\n      path: w\n      precision: int4\n{MIN}"));
+    assert_eq!(e.key, "models.asr.t.precision", "{e}");
+}
+
+#[test]
+fn one_recogniser_is_the_default() {
+    let c = parse(
+        Path::new(P),
+        "models:\n  vad:\n    path: v.onnx\n  asr:\n    tiny:\n      path: w\nroutes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    turn_detection:\n      type: server_vad\n    transcription: {}\n",
+    )
+    .unwrap();
+    assert_eq!(c.asr_model_of(&c.agents["a"]).map(|(n, _)| n), Some("tiny"));
+    assert_eq!(c.calls.record_dir, None);
+}

@@ -25,6 +25,7 @@ pub mod fixtures;
 pub mod pcap;
 pub mod ports;
 pub mod sipp;
+pub mod wer;
 
 pub use appliance::Appliance;
 pub use audio::{

@@ -17,6 +17,7 @@
 //! runaway output. In calls the VAD's segments are what reach the model.
 
 pub mod greedy;
+pub mod offline;
 pub mod spec;
 pub mod tokenizer;
 pub mod worker;

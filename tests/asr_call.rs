@@ -1,0 +1,82 @@
+//! A caller's turn, transcribed in the call: SIPp plays a spoken sentence
+//! (PCMU) into an agent with server_vad and transcription; the call record
+//! written when the call ends, the log and the metrics hold the sentence.
+
+mod common;
+
+use common::wer;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn config(m: &std::path::Path, records: &std::path::Path, partial_ms: u64) -> String {
+    format!(
+        "calls:\n  record_dir: {records}\nmodels:\n  runtime:\n    library: {lib}\n  vad:\n    path: {vad}\n  asr:\n    tiny:\n      path: {asr}\n      precision: int8\n      intra_threads: 2\n\
+         routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: silent\n    turn_detection:\n      type: server_vad\n    transcription:\n      partial_interval_ms: {partial_ms}\n",
+        records = records.display(),
+        lib = m.join("onnxruntime/libonnxruntime.so.1.32.0").display(),
+        vad = m.join("silero_vad/silero_vad.onnx").display(),
+        asr = m.join("whisper_tiny_en").display(),
+    )
+}
+
+fn records(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect())
+        .unwrap_or_default();
+    files.sort();
+    files.iter().map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()).collect()
+}
+
+#[test]
+fn the_callers_sentence_is_in_the_call_record_and_the_log() {
+    common::require_tools(&["sipp"]);
+    let m = common::models_dir("whisper_tiny_en/whisper.json");
+    let ports = common::alloc_ports();
+    let dir = common::test_dir("app");
+    let rec_dir = dir.join("records");
+    let app = common::Appliance::start_in(&dir, &config(&m, &rec_dir, 700), &ports);
+    // The sentence (~3.5 s) plays right after the ACK; the caller hangs up 1 s after the 4 s pause.
+    let run = common::run_sipp(app.dir(), &common::scenario("uac_pcmu_speech.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1", "-d", "1000"], Duration::from_secs(40));
+    assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
+    let recs = common::wait_until(Duration::from_secs(15), || Some(records(&rec_dir)).filter(|r| !r.is_empty())).unwrap_or_else(|| panic!("no call record in {}\n{}", rec_dir.display(), app.log_tail(40)));
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    let finals: Vec<&str> = r["transcripts"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap()).collect();
+    let heard = finals.join(" ");
+    let errors = wer::word_errors(common::fixtures::SPEECH_TEXT, &heard);
+    println!("record: {}", serde_json::to_string_pretty(r).unwrap());
+    assert!(errors <= 1, "the record holds the sentence: {heard:?} ({errors} word errors)\n{}", app.log_tail(40));
+    assert_eq!(r["agent"], "a");
+    assert_eq!(r["called"], "1000");
+    assert_eq!(r["end_reason"], "completed_remote_bye");
+    let t0 = &r["transcripts"][0];
+    assert!(t0["audio_start_ms"].as_u64().unwrap() < 1000 && t0["audio_end_ms"].as_u64().unwrap() > 3000, "turn span: {t0}");
+    assert!(t0["latency_ms"].as_f64().unwrap() < 5000.0, "latency: {t0}");
+    let types: Vec<&str> = r["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(types.contains(&"speech_started") && types.contains(&"speech_stopped"), "{types:?}");
+    // The log has the final transcript in the call's span.
+    let log = app.log();
+    let line = log.lines().find(|l| l.contains(" transcript ") || l.ends_with(" transcript")).or_else(|| log.lines().find(|l| l.contains("transcript") && l.contains("text=")));
+    let line = line.unwrap_or_else(|| panic!("no transcript line\n{}", app.log_tail(40)));
+    assert!(line.contains("call{call_id=") && line.to_lowercase().contains("test call"), "{line}");
+    assert_eq!(app.metric_value("switchboard_transcripts_total{outcome=\"final\"}"), Some(finals.len() as f64));
+    assert!(app.metric_value("switchboard_transcript_latency_seconds_count").unwrap_or(0.0) >= 1.0);
+}
+
+/// The caller hangs up while still speaking: the turn in progress is transcribed anyway.
+#[test]
+fn a_turn_cut_by_the_hang_up_is_still_transcribed() {
+    common::require_tools(&["sipp"]);
+    let m = common::models_dir("whisper_tiny_en/whisper.json");
+    let ports = common::alloc_ports();
+    let dir = common::test_dir("app");
+    let rec_dir = dir.join("records");
+    let app = common::Appliance::start_in(&dir, &config(&m, &rec_dir, 0), &ports);
+    // BYE 2.5 s into the 3.5 s sentence: the VAD never sees the end of the turn.
+    let run = common::run_sipp(app.dir(), &common::scenario("uac_pcmu_speech_cut.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(40));
+    assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
+    let recs = common::wait_until(Duration::from_secs(20), || Some(records(&rec_dir)).filter(|r| !r.is_empty())).unwrap_or_else(|| panic!("no call record\n{}", app.log_tail(40)));
+    let heard: Vec<String> = recs[0]["transcripts"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap().to_string()).collect();
+    let words = wer::words(&heard.join(" "));
+    assert!(words.contains(&"hello".to_string()) && words.contains(&"test".to_string()), "the start of the sentence: {heard:?}\n{}", app.log_tail(30));
+}
