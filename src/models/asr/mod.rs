@@ -12,7 +12,9 @@
 //! transcribe,) notimestamps]`, `suppress_ids` at every step and
 //! `suppress_ids_begin` at the first, stop at end of text. Silence is
 //! recognised, not transcribed: P(no speech) at the SOT position above 0.6
-//! with an average log-probability under −1 gives an empty transcript, and a
+//! with an average log-probability under −1 (Whisper's rule), or above 0.8
+//! whatever the confidence (Whisper's "you" on silence), gives an empty
+//! transcript, and a
 //! decoding loop or a token budget proportional to the audio's length stops
 //! runaway output. In calls the VAD's segments are what reach the model.
 
@@ -69,13 +71,16 @@ pub struct DecodeOptions {
     pub language: String,
     pub no_speech_threshold: f32,
     pub logprob_threshold: f64,
+    /// Above this P(no speech), no text whatever the confidence: Whisper says a confident
+    /// "you" on silence and on chimes (P 0.86–0.95 here), while speech stays below 0.65.
+    pub no_speech_certain: f32,
     /// Token budget: this many per second of audio, plus 16 (speech is ~4/s).
     pub max_tokens_per_second: f32,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { language: "en".into(), no_speech_threshold: 0.6, logprob_threshold: -1.0, max_tokens_per_second: 12.0 }
+        DecodeOptions { language: "en".into(), no_speech_threshold: 0.6, logprob_threshold: -1.0, no_speech_certain: 0.8, max_tokens_per_second: 12.0 }
     }
 }
 
@@ -177,7 +182,7 @@ impl Whisper {
                 out.language = w.language.clone();
             }
             let avg = if w.scored > 0 { w.logprob_sum / w.scored as f64 } else { 0.0 };
-            if greedy::is_silence(w.no_speech_prob, avg, opts.no_speech_threshold, opts.logprob_threshold) {
+            if greedy::is_silence(w.no_speech_prob, avg, opts.no_speech_threshold, opts.logprob_threshold) || w.no_speech_prob > opts.no_speech_certain {
                 continue;
             }
             logprob_sum += w.logprob_sum;
