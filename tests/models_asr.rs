@@ -331,3 +331,40 @@ fn a_missing_model_folder_is_a_clear_error() {
     let e = r.err().expect("an error").to_string();
     assert!(e.contains("/nonexistent/whisper/whisper.json") && e.contains("scripts/setup.sh"), "{e}");
 }
+
+/// The worker pool: answers every accepted job, refuses beyond its queue, never runs a partial
+/// ahead of waiting work.
+#[test]
+fn the_worker_pool_is_bounded_and_answers_what_it_accepts() {
+    use switchboard::models::asr::worker::AsrWorker;
+    let m = models();
+    let w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Int8, &common::cpu_options(1)).unwrap();
+    let pool = AsrWorker::spawn(vec![w], 1, "test");
+    let mut client = pool.client(DecodeOptions::default());
+    let clip = load_16k(&{
+        let dir = common::test_dir("pool");
+        let tel = dir.join("clone.wav");
+        telephone(&m.join("fixtures/speech/clone-test.wav"), &tel);
+        tel
+    });
+    let first = client.submit(clip.clone(), false).expect("an idle pool takes a job");
+    // The one worker is busy (or about to be): a partial is not worth delaying anything for.
+    assert_eq!(client.submit(clip.clone(), true), None, "partial refused while the worker is busy");
+    // One more fits the queue of 1 at most; beyond that, refusals.
+    let accepted: Vec<u64> = (0..4).filter_map(|_| client.submit(clip.clone(), false)).collect();
+    assert!(accepted.len() <= 2, "a queue of 1 (+ the job in hand) bounds what is accepted: {accepted:?}");
+    let mut answered = Vec::new();
+    for _ in 0..1 + accepted.len() {
+        let r = client.wait(std::time::Duration::from_secs(60)).expect("an answer");
+        let t = r.transcript.expect("transcribed");
+        assert!(wer::words(&t.text).contains(&"america".to_string()), "{t:?}");
+        answered.push(r.seq);
+    }
+    answered.sort();
+    let mut expect = vec![first];
+    expect.extend(&accepted);
+    assert_eq!(answered, expect);
+    assert_eq!(pool.pending(), 0);
+    // Idle again: a partial is welcome.
+    assert!(client.submit(clip, true).is_some());
+}
