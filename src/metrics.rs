@@ -31,6 +31,8 @@ pub struct Metrics {
     /// Model work a call could not hand over (the worker's queue was full): the call degrades.
     pub vad_dropped: IntCounter,
     pub concealed_seconds: prometheus::Counter,
+    /// Caller turns ended, by why (silence, model, timeout, call_ended).
+    pub turns: IntCounterVec,
     /// Caller turns transcribed (final), empty (no speech heard), failed or refused.
     pub transcripts: IntCounterVec,
     /// From the end of a caller turn (audio submitted) to its final transcript.
@@ -64,6 +66,8 @@ impl Metrics {
         let call_jitter = hist("switchboard_call_jitter_seconds", "Interarrival jitter of the caller's RTP at call end (RFC 3550)", vec![0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16]);
         let call_loss = hist("switchboard_call_loss_ratio", "Fraction of the caller's RTP lost over the call", vec![0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]);
         let call_rtt = hist("switchboard_call_rtt_seconds", "Round-trip time from RTCP at call end", vec![0.005, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8]);
+        let turns = IntCounterVec::new(Opts::new("switchboard_turns_total", "Caller turns ended, by what ended them"), &["reason"]).expect("valid metric");
+        registry.register(Box::new(turns.clone())).expect("unique metric");
         let transcripts = IntCounterVec::new(Opts::new("switchboard_transcripts_total", "Caller turns given to speech recognition, by outcome"), &["outcome"]).expect("valid metric");
         registry.register(Box::new(transcripts.clone())).expect("unique metric");
         let transcript_latency = hist("switchboard_transcript_latency_seconds", "End of a caller turn to its final transcript (queueing included)", vec![0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0]);
@@ -102,6 +106,7 @@ impl Metrics {
             speech_stopped: speech.with_label_values(&["speech_stopped"]),
             vad_dropped: dropped_work.with_label_values(&["vad"]),
             concealed_seconds,
+            turns,
             transcripts,
             transcript_latency,
             call_jitter,

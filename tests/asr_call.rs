@@ -98,3 +98,59 @@ fn a_turn_cut_by_the_hang_up_is_still_transcribed() {
     assert!(words.contains(&"hello".to_string()) && words.contains(&"call".to_string()), "the start of the sentence: {heard:?}\n{}", app.log_tail(30));
     assert!(!words.contains(&"hear".to_string()), "nothing after the hang-up: {heard:?}");
 }
+
+/// semantic_vad: the caller pauses for 1.2 s in the middle of a sentence ("I want to cancel my …
+/// appointment for tomorrow morning."). server_vad (500 ms) would end the turn at the pause;
+/// Smart Turn hears an unfinished sentence, so it is one turn, transcribed whole, ended by the model
+/// once the sentence is complete.
+#[test]
+fn semantic_vad_keeps_a_pause_inside_one_turn() {
+    common::require_tools(&["sipp", "sox", "espeak-ng"]);
+    let m = common::models_dir("whisper_tiny_en/whisper.json");
+    let ports = common::alloc_ports();
+    let dir = common::test_dir("app");
+    // The caller's audio: "I want to cancel my" … 1.2 s … "appointment for tomorrow morning."
+    // (espeak-ng, 8 kHz). Smart Turn hears the first half as unfinished (P ≈ 0.05 in the Python
+    // reference) and the whole as finished (P ≈ 0.95).
+    let part = |text: &str, name: &str| -> Vec<i16> {
+        let raw = dir.join(format!("{name}.src.wav"));
+        let wav = dir.join(format!("{name}.wav"));
+        common::run_checked(std::process::Command::new(common::tool("espeak-ng")).args(["-v", "en-us", "-s", "160", "-w"]).arg(&raw).arg(text));
+        common::run_checked(std::process::Command::new(common::tool("sox")).arg(&raw).args(["-D", "-r", "8000"]).arg(&wav));
+        common::read_wav_mono_i16(&wav).0
+    };
+    let mut pcm = vec![0i16; 4000];
+    pcm.extend(part("I want to cancel my", "first"));
+    pcm.extend(vec![0i16; 9600]);
+    pcm.extend(part("appointment for tomorrow morning.", "second"));
+    pcm.extend(vec![0i16; 8000]);
+    let wav8 = dir.join("turn_pause_8k.wav");
+    common::write_wav(&wav8, &pcm, 8000);
+    std::fs::create_dir_all(dir.join("pcap")).unwrap();
+    common::fixtures::write_rtp_audio_pcap(&wav8, &dir.join("pcap/turn_pause_pcmu.pcap"), 0, 20, 1000, 160_000, 0x5EC0_0001);
+
+    let rec_dir = dir.join("records");
+    let cfg = config(&m, &rec_dir, 0)
+        .replace("      type: server_vad\n", "      type: semantic_vad\n      eagerness: low\n")
+        .replace("  asr:\n", &format!("  turn:\n    path: {}\n  asr:\n", m.join("smart_turn/smart-turn-v3.2-cpu.onnx").display()));
+    let app = common::Appliance::start_in(&dir, &cfg, &ports);
+    let run = common::run_sipp(app.dir(), &common::scenario("uac_pcmu_turn_pause.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(40));
+    assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
+    let recs = common::wait_until(Duration::from_secs(20), || Some(records(&rec_dir)).filter(|r| !r.is_empty())).unwrap_or_else(|| panic!("no call record\n{}", app.log_tail(40)));
+    let r = &recs[0];
+    println!("{}", serde_json::to_string_pretty(r).unwrap());
+    let events = r["events"].as_array().unwrap();
+    let starts = events.iter().filter(|e| e["type"] == "speech_started").count();
+    let commits: Vec<&serde_json::Value> = events.iter().filter(|e| e["type"] == "turn_committed").collect();
+    assert!(starts >= 2, "the VAD heard the pause (two speech runs): {starts}\n{}", app.log_tail(30));
+    assert_eq!(commits.len(), 1, "one turn: {commits:?}\n{}", app.log_tail(30));
+    assert_eq!(commits[0]["reason"], "model", "ended by Smart Turn, not by the 8 s bound: {}", commits[0]);
+    assert!(commits[0]["p_complete"].as_f64().unwrap() >= 0.5);
+    let texts: Vec<&str> = r["transcripts"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap()).collect();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    let words = wer::words(texts[0]);
+    for w in ["cancel", "appointment", "tomorrow", "morning"] {
+        assert!(words.contains(&w.to_string()), "one transcript holds both halves: {texts:?}");
+    }
+    assert_eq!(app.metric_value("switchboard_turns_total{reason=\"model\"}"), Some(1.0));
+}

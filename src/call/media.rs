@@ -18,6 +18,7 @@ use crate::media::rtcp::{RtcpConfig, RtcpSession, RtcpStats};
 use crate::media::rtp;
 use crate::models::vad::{Segmenter, VadClient, VadEvent};
 use super::transcriber::{Transcriber, TranscriberEvent};
+use super::turns::{TurnCommit, TurnDetector, TurnEvent};
 use crate::sip::sdp::{Codec, Direction, Negotiated, OpusFmtp};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -117,6 +118,8 @@ pub enum MediaEvent {
     Speech(VadEvent),
     /// A caller turn's transcript (or partial), or why a turn has none.
     Transcription(TranscriberEvent),
+    /// A caller turn ended (server_vad silence, semantic_vad model or bound, or the call's end).
+    TurnCommitted(TurnCommit),
     /// End the call with BYE for this reason (agent decision, RTP timeout).
     Hangup(String),
 }
@@ -188,8 +191,9 @@ pub struct CallMedia {
     rtcp: RtcpSession,
     agent: Box<dyn Agent>,
     agent_started: bool,
-    /// server_vad: this call's stream on the shared VAD worker, and its segmenter.
-    vad: Option<(VadClient, Segmenter)>,
+    /// turn_detection: this call's stream on the shared VAD worker, its segmenter, and the
+    /// detector that decides where turns end.
+    vad: Option<(VadClient, Segmenter, TurnDetector)>,
     /// Speech recognition of the turns the VAD finds.
     transcriber: Option<Transcriber>,
     events: VecDeque<MediaEvent>,
@@ -258,8 +262,8 @@ impl CallMedia {
     }
 
     /// Turn on server_vad: caller audio goes to the VAD worker, speech events come back.
-    pub fn set_vad(&mut self, client: VadClient, segmenter: Segmenter) {
-        self.vad = Some((client, segmenter));
+    pub fn set_vad(&mut self, client: VadClient, segmenter: Segmenter, turns: TurnDetector) {
+        self.vad = Some((client, segmenter, turns));
     }
 
     /// Transcribe the turns server_vad finds (needs `set_vad`).
@@ -524,7 +528,8 @@ impl CallMedia {
             let st = self.playout_state();
             self.agent.on_caller_audio(&self.pcm, st, now);
         }
-        if let Some((client, _)) = &mut self.vad {
+        if let Some((client, _, turns)) = &mut self.vad {
+            turns.push_audio(&self.pcm);
             // Never waits: a full worker queue drops this call's chunk (counted).
             if !client.push(&self.pcm) {
                 self.stats.vad_dropped += 1;
@@ -537,28 +542,38 @@ impl CallMedia {
 
     /// Probabilities the VAD worker has sent back, through the segmenter.
     fn vad_results(&mut self, now: Instant) {
-        let Some((client, seg)) = &mut self.vad else { return };
+        let Some((client, seg, turns)) = &mut self.vad else { return };
         let ms = client.chunk_ms() as u64;
-        let mut events = Vec::new();
         while let Some(r) = client.poll() {
             if let Some(ev) = seg.push(r.probability, r.seq * ms, (r.seq + 1) * ms) {
-                events.push(ev);
+                match ev {
+                    VadEvent::SpeechStarted { audio_start_ms } => tracing::info!(audio_start_ms, "speech started"),
+                    VadEvent::SpeechStopped { audio_end_ms } => tracing::info!(audio_end_ms, "speech stopped"),
+                }
+                if self.agent_started {
+                    self.agent.on_speech(ev, now);
+                }
+                self.events.push_back(MediaEvent::Speech(ev));
+                turns.on_vad(ev);
             }
         }
-        for ev in events {
-            match ev {
-                VadEvent::SpeechStarted { audio_start_ms } => tracing::info!(audio_start_ms, "speech started"),
-                VadEvent::SpeechStopped { audio_end_ms } => tracing::info!(audio_end_ms, "speech stopped"),
-            }
-            if self.agent_started {
-                self.agent.on_speech(ev, now);
-            }
-            if let Some(t) = &mut self.transcriber {
-                t.on_speech(ev, now);
-            }
-            self.events.push_back(MediaEvent::Speech(ev));
-        }
+        turns.tick();
+        self.turn_events(now);
         self.transcription(now);
+    }
+
+    /// The turn detector's events, to the transcriber and the event queue.
+    fn turn_events(&mut self, now: Instant) {
+        let Some((_, _, turns)) = &mut self.vad else { return };
+        while let Some(ev) = turns.poll_event() {
+            if let Some(t) = &mut self.transcriber {
+                t.on_turn(&ev, now);
+            }
+            if let TurnEvent::Committed(c) = ev {
+                tracing::info!(turn = c.turn, audio_end_ms = c.audio_end_ms, reason = c.reason.label(), p_complete = ?c.p_complete, "turn committed");
+                self.events.push_back(MediaEvent::TurnCommitted(c));
+            }
+        }
     }
 
     /// The recogniser's answers, to the agent and the event queue.
@@ -577,6 +592,10 @@ impl CallMedia {
     /// The call is ending: submit the turn in progress. Returns true while transcripts are
     /// still owed; the driver calls `poll_transcription` until false (or it gives up).
     pub fn finish_transcription(&mut self) -> bool {
+        if let Some((_, _, turns)) = &mut self.vad {
+            turns.finish();
+        }
+        self.turn_events(Instant::now());
         if let Some(t) = &mut self.transcriber {
             t.flush();
         }

@@ -5,6 +5,7 @@ pub mod media;
 pub mod record;
 pub mod task;
 pub mod transcriber;
+pub mod turns;
 
 pub use media::{CallMedia, MediaParams, MediaStats};
 

@@ -54,6 +54,7 @@ pub enum EventKind {
     SpeechStopped { audio_end_ms: u64 },
     PartialTranscript { turn: u64, text: String },
     TranscriptionFailed { turn: u64, reason: String },
+    TurnCommitted { turn: u64, audio_start_ms: u64, audio_end_ms: u64, reason: &'static str, #[serde(skip_serializing_if = "Option::is_none")] p_complete: Option<f32> },
     Dtmf { digit: char },
 }
 
@@ -106,6 +107,16 @@ impl Recorder {
         self.event(match ev {
             SpeechStarted { audio_start_ms } => EventKind::SpeechStarted { audio_start_ms },
             SpeechStopped { audio_end_ms } => EventKind::SpeechStopped { audio_end_ms },
+        });
+    }
+
+    pub fn turn_committed(&mut self, c: &super::turns::TurnCommit) {
+        self.event(EventKind::TurnCommitted {
+            turn: c.turn,
+            audio_start_ms: c.audio_start_ms,
+            audio_end_ms: c.audio_end_ms,
+            reason: c.reason.label(),
+            p_complete: c.p_complete.map(|p| (p * 1000.0).round() / 1000.0),
         });
     }
 

@@ -190,6 +190,12 @@ fn handle_events(
                     r.transcription(&ev);
                 }
             }
+            MediaEvent::TurnCommitted(c) => {
+                metrics.turns.with_label_values(&[c.reason.label()]).inc();
+                if let Some(r) = record {
+                    r.turn_committed(&c);
+                }
+            }
             MediaEvent::Hangup(reason) => {
                 let _ = hangup.send(HangupRequest { key, reason });
             }

@@ -1,7 +1,7 @@
 //! One call's speech recognition, sans-IO: the caller's audio (16 kHz, the
 //! same stream the VAD hears, so the VAD's millisecond times index it) is kept
-//! on a short tape; a VAD speech start opens a turn, a speech stop cuts it
-//! out and submits it to the recogniser. While the caller speaks, a partial
+//! on a short tape; a turn's first speech start opens it, its commit (see
+//! `call::turns`) cuts it out and submits it to the recogniser. While the caller speaks, a partial
 //! of the turn so far is submitted every `partial_interval` when a recogniser
 //! is idle. A turn longer than 30 s (one Whisper window) is submitted in
 //! pieces, so the tape never holds more than ~30 s plus the padding.
@@ -10,7 +10,7 @@
 //! a scripted one; in calls it is the shared worker pool (`AsrClient`).
 
 use crate::models::asr::worker::{AsrClient, AsrResult};
-use crate::models::vad::VadEvent;
+use super::turns::TurnEvent;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -86,7 +86,6 @@ pub struct Transcriber {
     /// Samples kept before a turn opens (the VAD's prefix padding must still be there).
     keep: usize,
     turn: Option<OpenTurn>,
-    next_turn: u64,
     partial_interval: Option<Duration>,
     inflight: HashMap<u64, Submitted>,
     /// A partial is waiting for its answer: never two at once per call.
@@ -103,7 +102,6 @@ impl Transcriber {
             base: 0,
             keep: ((prefix_padding_ms + 1000) * RATE) as usize,
             turn: None,
-            next_turn: 0,
             partial_interval,
             inflight: HashMap::new(),
             partial_inflight: false,
@@ -140,20 +138,21 @@ impl Transcriber {
         }
     }
 
-    /// The VAD's events, in order.
-    pub fn on_speech(&mut self, ev: VadEvent, now: Instant) {
-        match ev {
-            VadEvent::SpeechStarted { audio_start_ms } => {
+    /// The turn detector's events, in order: a turn opens at its first speech start and is
+    /// cut when it is committed (one turn may hold several pauses with semantic_vad).
+    pub fn on_turn(&mut self, ev: &TurnEvent, now: Instant) {
+        match *ev {
+            TurnEvent::SpeechStarted { audio_start_ms, new_turn: true, turn } => {
                 let start = (audio_start_ms * RATE).clamp(self.base, self.end());
-                self.turn = Some(OpenTurn { id: self.next_turn, start, last_partial: Some(now) });
-                self.next_turn += 1;
+                self.turn = Some(OpenTurn { id: turn, start, last_partial: Some(now) });
             }
-            VadEvent::SpeechStopped { audio_end_ms } => {
+            TurnEvent::Committed(c) => {
                 if let Some(t) = self.turn.take() {
-                    let end = ((audio_end_ms + TAIL_MS) * RATE).min(self.end()).max(t.start);
+                    let end = ((c.audio_end_ms + TAIL_MS) * RATE).min(self.end()).max(t.start);
                     self.submit(t.id, t.start, end, false);
                 }
             }
+            _ => {}
         }
     }
 

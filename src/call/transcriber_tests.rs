@@ -1,6 +1,7 @@
 //! The transcriber in virtual time, with a scripted recogniser.
 
 use super::*;
+use crate::call::turns::{CommitReason, TurnCommit};
 use crate::models::asr::Transcript;
 use std::sync::{Arc, Mutex};
 
@@ -63,13 +64,14 @@ struct Rig {
     script: Arc<Mutex<Script>>,
     pos: u64,
     now: Instant,
+    turns: u64,
 }
 
 impl Rig {
     fn new(partial_ms: Option<u64>) -> Rig {
         let script = Arc::new(Mutex::new(Script::default()));
         let t = Transcriber::new(Box::new(Scripted(script.clone())), 300, partial_ms.map(Duration::from_millis));
-        Rig { t, script, pos: 0, now: Instant::now() }
+        Rig { t, script, pos: 0, now: Instant::now(), turns: 0 }
     }
     /// `ms` of audio in 20 ms packets, ticking like the media loop.
     fn run(&mut self, ms: u64) {
@@ -85,14 +87,26 @@ impl Rig {
     }
 }
 
+/// Turns open and close as the detector says (server_vad: a turn per speech run).
+fn start(r: &mut Rig, audio_start_ms: u64) {
+    r.t.on_turn(&TurnEvent::SpeechStarted { audio_start_ms, new_turn: true, turn: r.turns }, r.now);
+}
+
+fn stop(r: &mut Rig, audio_end_ms: u64) {
+    let c = TurnCommit { turn: r.turns, audio_start_ms: 0, audio_end_ms, reason: CommitReason::Silence, p_complete: None };
+    r.t.on_turn(&TurnEvent::SpeechStopped { audio_end_ms }, r.now);
+    r.t.on_turn(&TurnEvent::Committed(c), r.now);
+    r.turns += 1;
+}
+
 #[test]
 fn a_turn_is_cut_where_the_vad_says_plus_a_short_tail() {
     let mut r = Rig::new(None);
     r.run(3000);
     // The VAD's start lies ~0.6 s back (prefix padding + minimum speech + its latency).
-    r.t.on_speech(VadEvent::SpeechStarted { audio_start_ms: 2400 }, r.now);
+    start(&mut r, 2400);
     r.run(2000);
-    r.t.on_speech(VadEvent::SpeechStopped { audio_end_ms: 4000 }, r.now);
+    stop(&mut r, 4000);
     let s = r.script.lock().unwrap();
     assert_eq!(s.submitted.len(), 1);
     let (audio, partial) = &s.submitted[0];
@@ -106,13 +120,13 @@ fn a_turn_is_cut_where_the_vad_says_plus_a_short_tail() {
 fn the_answer_names_its_turn_and_audio_span() {
     let mut r = Rig::new(None);
     r.run(1000);
-    r.t.on_speech(VadEvent::SpeechStarted { audio_start_ms: 700 }, r.now);
+    start(&mut r, 700);
     r.run(1000);
-    r.t.on_speech(VadEvent::SpeechStopped { audio_end_ms: 1800 }, r.now);
+    stop(&mut r, 1800);
     r.run(1000);
-    r.t.on_speech(VadEvent::SpeechStarted { audio_start_ms: 2900 }, r.now);
+    start(&mut r, 2900);
     r.run(600);
-    r.t.on_speech(VadEvent::SpeechStopped { audio_end_ms: 3500 }, r.now);
+    stop(&mut r, 3500);
     r.script.lock().unwrap().answers.extend([answer(1, false, "second"), answer(0, false, "first")]);
     r.run(20);
     let ev = r.events();
@@ -128,7 +142,8 @@ fn the_tape_stays_bounded_without_speech_and_in_a_long_turn() {
     let mut r = Rig::new(None);
     r.run(120_000);
     assert!(r.t.held_samples() <= (300 + 1000) * 16, "{}", r.t.held_samples());
-    r.t.on_speech(VadEvent::SpeechStarted { audio_start_ms: r.pos / 16 - 200 }, r.now);
+    let at = r.pos / 16 - 200;
+    start(&mut r, at);
     let started = r.pos / 16 - 200;
     r.run(70_000);
     // Two 30 s pieces went out while the caller kept talking; the rest waits for the end.
@@ -140,7 +155,8 @@ fn the_tape_stays_bounded_without_speech_and_in_a_long_turn() {
         assert_eq!(s.submitted[1].0[0], value_of((started + 30_000) * 16));
     }
     assert!(r.t.held_samples() <= 31_000 * 16, "{}", r.t.held_samples());
-    r.t.on_speech(VadEvent::SpeechStopped { audio_end_ms: r.pos / 16 - 300 }, r.now);
+    let at = r.pos / 16 - 300;
+    stop(&mut r, at);
     let s = r.script.lock().unwrap();
     assert_eq!(s.submitted.len(), 3);
     assert_eq!(s.submitted[2].0[0], value_of((started + 60_000) * 16));
@@ -150,7 +166,7 @@ fn the_tape_stays_bounded_without_speech_and_in_a_long_turn() {
 fn partials_come_while_speaking_and_stale_ones_are_dropped() {
     let mut r = Rig::new(Some(500));
     r.run(400);
-    r.t.on_speech(VadEvent::SpeechStarted { audio_start_ms: 100 }, r.now);
+    start(&mut r, 100);
     r.run(900); // 1.2 s of turn audio: the first partial is due once the turn has 1 s
     {
         let s = r.script.lock().unwrap();
@@ -167,7 +183,8 @@ fn partials_come_while_speaking_and_stale_ones_are_dropped() {
     r.run(500);
     assert_eq!(r.script.lock().unwrap().submitted.len(), 2);
     // The turn ends before the second partial answers: the final goes out, the late partial is dropped.
-    r.t.on_speech(VadEvent::SpeechStopped { audio_end_ms: r.pos / 16 - 100 }, r.now);
+    let at = r.pos / 16 - 100;
+    stop(&mut r, at);
     r.script.lock().unwrap().answers.extend([answer(1, true, "hello th"), answer(2, false, "hello there")]);
     r.run(20);
     let ev = r.events();
@@ -183,10 +200,10 @@ fn a_refused_final_is_reported_and_a_refused_partial_is_not() {
         s.refuse_partial = true;
     }
     r.run(500);
-    r.t.on_speech(VadEvent::SpeechStarted { audio_start_ms: 0 }, r.now);
+    start(&mut r, 0);
     r.run(3000);
     assert!(r.events().is_empty());
-    r.t.on_speech(VadEvent::SpeechStopped { audio_end_ms: 3000 }, r.now);
+    stop(&mut r, 3000);
     let ev = r.events();
     assert!(matches!(&ev[..], [TranscriberEvent::Failed { turn: 0, .. }]), "{ev:?}");
 }
@@ -195,8 +212,8 @@ fn a_refused_final_is_reported_and_a_refused_partial_is_not() {
 fn a_recogniser_error_is_a_failed_turn() {
     let mut r = Rig::new(None);
     r.run(1000);
-    r.t.on_speech(VadEvent::SpeechStarted { audio_start_ms: 100 }, r.now);
-    r.t.on_speech(VadEvent::SpeechStopped { audio_end_ms: 900 }, r.now);
+    start(&mut r, 100);
+    stop(&mut r, 900);
     r.script.lock().unwrap().answers.push_back(AsrResult { seq: 0, partial: false, transcript: Err("boom".into()), latency_ms: 1.0 });
     r.run(20);
     let ev = r.events();

@@ -116,10 +116,19 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
         }
         if let Some(td) = &a.turn_detection {
             if c.models.as_ref().is_none_or(|m| m.vad.is_none()) {
-                return Err(err(&format!("agents.{name}.turn_detection"), "server_vad needs the VAD model: configure `models.vad`".into()));
+                return Err(err(&format!("agents.{name}.turn_detection"), "turn detection needs the VAD model: configure `models.vad`".into()));
             }
             if !(0.0..=1.0).contains(&td.threshold) {
                 return Err(err(&format!("agents.{name}.turn_detection.threshold"), format!("{} is out of range 0..=1", td.threshold)));
+            }
+            if !(0.0..=1.0).contains(&td.completion_threshold) {
+                return Err(err(
+                    &format!("agents.{name}.turn_detection.completion_threshold"),
+                    format!("{} is out of range 0..=1", td.completion_threshold),
+                ));
+            }
+            if td.kind == TurnDetectionKind::SemanticVad && c.models.as_ref().is_none_or(|m| m.turn.is_none()) {
+                return Err(err(&format!("agents.{name}.turn_detection"), "semantic_vad needs the end-of-turn model: configure `models.turn` (Smart Turn)".into()));
             }
         }
         if let Some(v) = &a.voice {

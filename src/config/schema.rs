@@ -361,7 +361,8 @@ pub struct Transcription {
     pub partial_interval_ms: U64Range<0, 60_000>,
 }
 
-/// `server_vad`: Silero VAD with the Realtime API's parameters.
+/// How turns end (OpenAI Realtime `turn_detection`): `server_vad` on silence, `semantic_vad`
+/// when the end-of-turn model says the caller has finished (bounded by `eagerness`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TurnDetection {
@@ -371,39 +372,88 @@ pub struct TurnDetection {
     pub threshold: f32,
     #[serde(default = "default_prefix_padding")]
     pub prefix_padding_ms: U64Range<0, 5000>,
-    #[serde(default = "default_silence_duration")]
-    pub silence_duration_ms: U64Range<0, 10_000>,
+    /// Silence that stops speech: server_vad's turn end (default 500 ms); with semantic_vad the
+    /// moment the end-of-turn model is asked (default 250 ms).
+    #[serde(default)]
+    pub silence_duration_ms: Option<U64Range<0, 10_000>>,
     /// Shorter bursts (coughs, clicks) are not speech.
     #[serde(default = "default_min_speech")]
     pub min_speech_ms: U64Range<0, 5000>,
+    /// semantic_vad: how long an unfinished-sounding turn may pause before it ends anyway
+    /// (low 8 s, medium and auto 4 s, high 2 s).
+    #[serde(default)]
+    pub eagerness: Eagerness,
+    /// semantic_vad: P(turn complete) at or above which the turn ends at once.
+    #[serde(default = "default_turn_threshold")]
+    pub completion_threshold: f32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum TurnDetectionKind {
     ServerVad,
+    SemanticVad,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Eagerness {
+    Low,
+    Medium,
+    High,
+    #[default]
+    Auto,
+}
+
+impl Eagerness {
+    /// The longest pause an unfinished-sounding turn may have (the Realtime API's bounds).
+    pub fn max_wait_ms(self) -> u64 {
+        match self {
+            Eagerness::Low => 8000,
+            Eagerness::Medium | Eagerness::Auto => 4000,
+            Eagerness::High => 2000,
+        }
+    }
 }
 
 fn default_vad_threshold() -> f32 {
     0.5
 }
+fn default_turn_threshold() -> f32 {
+    0.5
+}
 fn default_prefix_padding() -> U64Range<0, 5000> {
     U64Range(300)
-}
-fn default_silence_duration() -> U64Range<0, 10_000> {
-    U64Range(500)
 }
 fn default_min_speech() -> U64Range<0, 5000> {
     U64Range(250)
 }
 
 impl TurnDetection {
+    pub fn silence_ms(&self) -> u64 {
+        match (self.silence_duration_ms, self.kind) {
+            (Some(s), _) => s.get(),
+            (None, TurnDetectionKind::ServerVad) => 500,
+            (None, TurnDetectionKind::SemanticVad) => 250,
+        }
+    }
+
     pub fn segmenter_config(&self) -> crate::models::vad::SegmenterConfig {
         crate::models::vad::SegmenterConfig {
             threshold: self.threshold,
             prefix_padding_ms: self.prefix_padding_ms.get() as u32,
-            silence_duration_ms: self.silence_duration_ms.get() as u32,
+            silence_duration_ms: self.silence_ms() as u32,
             min_speech_ms: self.min_speech_ms.get() as u32,
+        }
+    }
+
+    pub fn turn_mode(&self) -> crate::call::turns::TurnMode {
+        match self.kind {
+            TurnDetectionKind::ServerVad => crate::call::turns::TurnMode::ServerVad,
+            TurnDetectionKind::SemanticVad => crate::call::turns::TurnMode::SemanticVad {
+                threshold: self.completion_threshold,
+                max_wait_ms: self.eagerness.max_wait_ms(),
+            },
         }
     }
 }

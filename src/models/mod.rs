@@ -6,6 +6,7 @@ pub mod runtime;
 pub mod vad;
 pub mod asr;
 pub mod melspec;
+pub mod pool;
 pub mod turn;
 
 use crate::config::LoadedConfig;
@@ -15,7 +16,8 @@ use std::collections::BTreeMap;
 /// The models a config asks for, loaded (the workers run them).
 pub struct Models {
     pub vad: Option<vad::VadWorker>,
-    pub turn: Option<std::sync::Mutex<turn::SmartTurn>>,
+    /// Smart Turn on its own thread(s): P(turn complete) for semantic_vad.
+    pub turn: Option<turn::TurnWorker>,
     pub tts: Option<std::sync::Mutex<tts::PiperVoice>>,
     /// `models.voices`, by name.
     pub voices: BTreeMap<String, std::sync::Mutex<tts::PiperVoice>>,
@@ -71,7 +73,7 @@ pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
                 model.provider().label(),
                 t0.elapsed().as_secs_f64() * 1000.0
             ));
-            Some(std::sync::Mutex::new(model))
+            Some(turn::TurnWorker::spawn(model, t.queue.get() as usize))
         }
         None => None,
     };

@@ -50,3 +50,25 @@ impl SmartTurn {
         p.first().copied().ok_or_else(|| ort::Error::new("empty output from the turn model"))
     }
 }
+
+/// Smart Turn on a `pool` thread: calls ask P(complete) without waiting.
+pub struct TurnWorker {
+    pool: super::pool::Pool<Vec<f32>, f32>,
+    provider: Provider,
+}
+
+impl TurnWorker {
+    pub fn spawn(mut model: SmartTurn, queue: usize) -> TurnWorker {
+        let provider = model.provider();
+        let work = move |audio: Vec<f32>| model.predict(&audio).map_err(|e| e.to_string());
+        TurnWorker { pool: super::pool::Pool::spawn(vec![work], queue, "turn"), provider }
+    }
+
+    pub fn client(&self) -> super::pool::PoolClient<Vec<f32>, f32> {
+        self.pool.client()
+    }
+
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+}

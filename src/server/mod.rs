@@ -65,7 +65,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
         metrics.model_info.with_label_values(&["vad", w.provider().label()]).set(1);
     }
     if let Some(t) = &models.turn {
-        metrics.model_info.with_label_values(&["turn", t.lock().unwrap_or_else(|p| p.into_inner()).provider().label()]).set(1);
+        metrics.model_info.with_label_values(&["turn", t.provider().label()]).set(1);
     }
     if let Some(t) = &models.tts {
         metrics.model_info.with_label_values(&["tts", t.lock().unwrap_or_else(|p| p.into_inner()).provider().label()]).set(1);
@@ -275,7 +275,15 @@ fn start_call(
     .map_err(|e| anyhow!("cannot set up the {:?} codec: {e}", ic.negotiated.codec))?;
     if let (Some(td), Some(worker)) = (&spec.config.turn_detection, models.vad.as_ref()) {
         let client = worker.open(ic.key.0, crate::media::codec::AGENT_RATE).ok_or_else(|| anyhow!("the VAD worker is gone"))?;
-        media.set_vad(client, crate::models::vad::Segmenter::new(td.segmenter_config()));
+        let mode = td.turn_mode();
+        let detector = match (mode, models.turn.as_ref()) {
+            (crate::call::turns::TurnMode::SemanticVad { .. }, Some(turn)) => {
+                crate::call::turns::TurnDetector::new(mode, Some(Box::new(turn.client())))
+            }
+            (crate::call::turns::TurnMode::SemanticVad { .. }, None) => return Err(anyhow!("semantic_vad needs models.turn")),
+            (crate::call::turns::TurnMode::ServerVad, _) => crate::call::turns::TurnDetector::server_vad(),
+        };
+        media.set_vad(client, crate::models::vad::Segmenter::new(td.segmenter_config()), detector);
         if let Some((name, asr)) = cfg.asr_model_of(&spec.config) {
             let worker = models.asr.get(name).ok_or_else(|| anyhow!("recogniser {name} is not loaded"))?;
             let t = spec.config.transcription.as_ref().expect("asr_model_of implies transcription");

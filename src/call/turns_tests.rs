@@ -1,0 +1,204 @@
+//! Turn detection in virtual time with a scripted end-of-turn model.
+
+use super::*;
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+struct Script {
+    asked: Vec<Vec<f32>>,
+    refuse: bool,
+    answers: VecDeque<(u64, Result<f32, String>)>,
+}
+
+struct Scripted(Arc<Mutex<Script>>);
+
+impl TurnModel for Scripted {
+    fn submit(&mut self, audio: Vec<f32>) -> Option<u64> {
+        let mut s = self.0.lock().unwrap();
+        if s.refuse {
+            return None;
+        }
+        s.asked.push(audio);
+        Some(s.asked.len() as u64 - 1)
+    }
+    fn poll(&mut self) -> Option<(u64, Result<f32, String>)> {
+        self.0.lock().unwrap().answers.pop_front()
+    }
+}
+
+struct Rig {
+    d: TurnDetector,
+    script: Arc<Mutex<Script>>,
+}
+
+impl Rig {
+    fn semantic(max_wait_ms: u64) -> Rig {
+        let script = Arc::new(Mutex::new(Script::default()));
+        let d = TurnDetector::new(TurnMode::SemanticVad { threshold: 0.5, max_wait_ms }, Some(Box::new(Scripted(script.clone()))));
+        Rig { d, script }
+    }
+    /// `ms` of caller audio in 20 ms packets, ticking like the media loop.
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms / 20 {
+            self.d.push_audio(&[100; 320]);
+            self.d.tick();
+        }
+    }
+    fn answer(&mut self, seq: u64, p: f32) {
+        self.script.lock().unwrap().answers.push_back((seq, Ok(p)));
+    }
+    fn commits(&mut self) -> Vec<TurnCommit> {
+        std::iter::from_fn(|| self.d.poll_event())
+            .filter_map(|e| match e {
+                TurnEvent::Committed(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn server_vad_commits_when_the_speech_stops() {
+    let mut d = TurnDetector::server_vad();
+    d.push_audio(&[0; 16000]);
+    d.on_vad(VadEvent::SpeechStarted { audio_start_ms: 200 });
+    d.on_vad(VadEvent::SpeechStopped { audio_end_ms: 900 });
+    d.on_vad(VadEvent::SpeechStarted { audio_start_ms: 1500 });
+    d.on_vad(VadEvent::SpeechStopped { audio_end_ms: 2100 });
+    let ev: Vec<TurnEvent> = std::iter::from_fn(|| d.poll_event()).collect();
+    assert_eq!(
+        ev,
+        vec![
+            TurnEvent::SpeechStarted { audio_start_ms: 200, new_turn: true, turn: 0 },
+            TurnEvent::SpeechStopped { audio_end_ms: 900 },
+            TurnEvent::Committed(TurnCommit { turn: 0, audio_start_ms: 200, audio_end_ms: 900, reason: CommitReason::Silence, p_complete: None }),
+            TurnEvent::SpeechStarted { audio_start_ms: 1500, new_turn: true, turn: 1 },
+            TurnEvent::SpeechStopped { audio_end_ms: 2100 },
+            TurnEvent::Committed(TurnCommit { turn: 1, audio_start_ms: 1500, audio_end_ms: 2100, reason: CommitReason::Silence, p_complete: None }),
+        ]
+    );
+}
+
+#[test]
+fn semantic_vad_commits_at_once_when_the_model_says_complete() {
+    let mut r = Rig::semantic(4000);
+    r.run(10_000);
+    r.d.on_vad(VadEvent::SpeechStarted { audio_start_ms: 7000 });
+    r.d.on_vad(VadEvent::SpeechStopped { audio_end_ms: 9800 });
+    // The model hears the last 8 s (the window), up to now.
+    assert_eq!(r.script.lock().unwrap().asked[0].len(), 8 * 16000);
+    r.run(100);
+    assert!(r.commits().is_empty(), "nothing until the model answers");
+    r.answer(0, 0.93);
+    r.run(20);
+    let c = r.commits();
+    assert_eq!(c, vec![TurnCommit { turn: 0, audio_start_ms: 7000, audio_end_ms: 9800, reason: CommitReason::Model, p_complete: Some(0.93) }]);
+}
+
+#[test]
+fn semantic_vad_waits_for_the_eagerness_bound_when_the_model_says_incomplete() {
+    let mut r = Rig::semantic(2000);
+    r.run(3000);
+    r.d.on_vad(VadEvent::SpeechStarted { audio_start_ms: 500 });
+    r.d.on_vad(VadEvent::SpeechStopped { audio_end_ms: 3000 });
+    r.answer(0, 0.2);
+    r.run(1980);
+    assert!(r.commits().is_empty(), "an unfinished sentence: the caller may go on");
+    r.run(20);
+    let c = r.commits();
+    assert_eq!(c.len(), 1);
+    assert_eq!((c[0].reason, c[0].audio_end_ms, c[0].p_complete), (CommitReason::Timeout, 3000, Some(0.2)));
+}
+
+#[test]
+fn speech_after_a_pause_continues_the_same_turn() {
+    let mut r = Rig::semantic(4000);
+    r.run(2000);
+    r.d.on_vad(VadEvent::SpeechStarted { audio_start_ms: 300 });
+    r.d.on_vad(VadEvent::SpeechStopped { audio_end_ms: 2000 });
+    r.answer(0, 0.1);
+    r.run(1200);
+    r.d.on_vad(VadEvent::SpeechStarted { audio_start_ms: 3000 });
+    // A late, stale answer about the first pause says "complete": it must not end the turn.
+    r.answer(0, 0.99);
+    r.run(1000);
+    r.d.on_vad(VadEvent::SpeechStopped { audio_end_ms: 4200 });
+    // Asked at the first pause, once more 200 ms into it (never answered), and now.
+    assert_eq!(r.script.lock().unwrap().asked.len(), 3);
+    r.answer(2, 0.8);
+    r.run(20);
+    let ev: Vec<TurnEvent> = std::iter::from_fn(|| r.d.poll_event()).collect();
+    assert!(ev.contains(&TurnEvent::SpeechStarted { audio_start_ms: 3000, new_turn: false, turn: 0 }), "{ev:?}");
+    let commits: Vec<&TurnEvent> = ev.iter().filter(|e| matches!(e, TurnEvent::Committed(_))).collect();
+    assert_eq!(
+        commits,
+        vec![&TurnEvent::Committed(TurnCommit { turn: 0, audio_start_ms: 300, audio_end_ms: 4200, reason: CommitReason::Model, p_complete: Some(0.8) })]
+    );
+}
+
+#[test]
+fn the_model_is_asked_again_as_the_silence_grows() {
+    let mut r = Rig::semantic(4000);
+    r.run(2000);
+    r.d.on_vad(VadEvent::SpeechStarted { audio_start_ms: 100 });
+    r.d.on_vad(VadEvent::SpeechStopped { audio_end_ms: 1700 });
+    r.answer(0, 0.3);
+    r.run(180);
+    assert_eq!(r.script.lock().unwrap().asked.len(), 1, "not before 200 ms");
+    r.run(40);
+    assert_eq!(r.script.lock().unwrap().asked.len(), 2, "asked again with more trailing silence");
+    {
+        let s = r.script.lock().unwrap();
+        assert_eq!(s.asked[1].len() - s.asked[0].len(), 200 * 16, "the new request holds the extra silence");
+    }
+    r.answer(1, 0.7);
+    r.run(20);
+    let c = r.commits();
+    assert_eq!((c[0].reason, c[0].audio_end_ms, c[0].p_complete), (CommitReason::Model, 1700, Some(0.7)));
+}
+
+#[test]
+fn a_busy_or_failing_model_leaves_the_bound_to_decide() {
+    let mut r = Rig::semantic(4000);
+    r.script.lock().unwrap().refuse = true;
+    r.run(1000);
+    r.d.on_vad(VadEvent::SpeechStarted { audio_start_ms: 0 });
+    r.d.on_vad(VadEvent::SpeechStopped { audio_end_ms: 1000 });
+    r.run(4000);
+    assert_eq!(r.commits()[0].reason, CommitReason::Timeout);
+
+    let mut r = Rig::semantic(4000);
+    r.run(1000);
+    r.d.on_vad(VadEvent::SpeechStarted { audio_start_ms: 0 });
+    r.d.on_vad(VadEvent::SpeechStopped { audio_end_ms: 1000 });
+    r.script.lock().unwrap().answers.push_back((0, Err("model error".into())));
+    r.run(3900);
+    assert!(r.commits().is_empty());
+    r.run(100);
+    let c = r.commits();
+    assert_eq!((c[0].reason, c[0].p_complete), (CommitReason::Timeout, None));
+}
+
+#[test]
+fn the_end_of_the_call_ends_an_open_turn() {
+    let mut r = Rig::semantic(8000);
+    r.run(1000);
+    r.d.on_vad(VadEvent::SpeechStarted { audio_start_ms: 100 });
+    r.run(1500);
+    assert!(r.d.in_turn());
+    r.d.finish();
+    let c = r.commits();
+    assert_eq!((c[0].reason, c[0].audio_start_ms, c[0].audio_end_ms), (CommitReason::CallEnded, 100, 2500));
+    assert!(!r.d.in_turn());
+}
+
+#[test]
+fn the_tape_holds_only_the_models_window() {
+    let mut r = Rig::semantic(4000);
+    r.run(60_000);
+    assert_eq!(r.d.tape.len(), WINDOW);
+    // server_vad keeps no audio at all.
+    let mut d = TurnDetector::server_vad();
+    d.push_audio(&[1; 32000]);
+    assert!(d.tape.is_empty());
+}
