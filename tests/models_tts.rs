@@ -222,3 +222,54 @@ fn time_to_first_audio() {
         );
     }
 }
+
+/// The worker streams a reply sentence by sentence: the first sentence's audio is there before
+/// the last sentence is synthesised, and cancelling stops after the sentence in hand.
+#[test]
+fn the_worker_streams_sentences_and_can_be_cancelled() {
+    use switchboard::models::tts_worker::{SpeechChunk, Style, TtsWorker};
+    use std::time::Duration;
+    let v = voice(1);
+    let style = Style { scales: v.scales(), speaking_rate: 1.0 };
+    let w = TtsWorker::spawn(v, 4, "test");
+    let text = "Thanks for waiting. Your order left the warehouse this morning. It should arrive on Friday, between nine and noon.";
+    let t0 = Instant::now();
+    let mut s = w.speak(text, style).unwrap();
+    let mut arrivals = Vec::new();
+    let mut texts = Vec::new();
+    loop {
+        match s.wait(Duration::from_secs(30)).expect("a chunk") {
+            SpeechChunk::Audio { sentence, text, pcm, .. } => {
+                assert_eq!(sentence, arrivals.len());
+                assert!(pcm.len() > 16000 / 2, "{text}: {} samples", pcm.len());
+                arrivals.push(t0.elapsed());
+                texts.push(text);
+            }
+            SpeechChunk::Done { sentences, cancelled } => {
+                assert_eq!((sentences, cancelled), (3, false));
+                break;
+            }
+            SpeechChunk::Failed { reason, .. } => panic!("{reason}"),
+        }
+    }
+    assert_eq!(texts, vec!["Thanks for waiting.", "Your order left the warehouse this morning.", "It should arrive on Friday, between nine and noon."]);
+    println!("sentence arrivals: {arrivals:?}");
+    assert!(arrivals[0] * 2 < arrivals[2], "the first sentence comes well before the whole reply: {arrivals:?}");
+
+    // Cancelled after the first sentence: the rest is never synthesised.
+    let mut s = w.speak(text, style).unwrap();
+    assert!(matches!(s.wait(Duration::from_secs(30)), Some(SpeechChunk::Audio { sentence: 0, .. })));
+    s.cancel();
+    let mut rest = Vec::new();
+    while let Some(c) = s.wait(Duration::from_secs(30)) {
+        rest.push(c);
+    }
+    let done = rest.last().expect("Done");
+    assert!(matches!(done, SpeechChunk::Done { cancelled: true, sentences } if *sentences <= 2), "{rest:?}");
+    // A bad request is an error value, and the worker carries on.
+    let mut s = w.speak("\u{0}\u{1}", style).unwrap();
+    let c = s.wait(Duration::from_secs(30)).unwrap();
+    assert!(matches!(c, SpeechChunk::Done { sentences: 0, .. } | SpeechChunk::Failed { .. }), "{c:?}");
+    let mut s = w.speak("Still here.", style).unwrap();
+    assert!(matches!(s.wait(Duration::from_secs(30)), Some(SpeechChunk::Audio { .. })));
+}

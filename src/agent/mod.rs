@@ -8,6 +8,7 @@
 //! SIP and media code do not change shape.
 
 pub mod echo;
+pub mod repeat;
 pub mod wav;
 
 use crate::config::{AgentConfig, AgentMode};
@@ -55,6 +56,8 @@ pub struct AgentSpec {
     pub config: AgentConfig,
     /// Greeting as mono PCM at the agent rate (16 kHz), loaded once at start-up.
     pub greeting: Option<Arc<Vec<i16>>>,
+    /// The agent's voice on its worker (agents that speak at run time).
+    pub tts: Option<crate::models::tts_worker::TtsWorker>,
 }
 
 impl AgentSpec {
@@ -81,7 +84,7 @@ impl AgentSpec {
             (None, Some(_), None) => return Err("greeting_text needs models.tts".into()),
             (None, None, _) => None,
         };
-        Ok(AgentSpec { name: name.to_string(), config: config.clone(), greeting })
+        Ok(AgentSpec { name: name.to_string(), config: config.clone(), greeting, tts: None })
     }
 
     pub fn build(&self) -> Box<dyn Agent> {
@@ -89,6 +92,17 @@ impl AgentSpec {
         match self.config.mode {
             AgentMode::Echo => Box::new(echo::EchoAgent::new(self.greeting.clone(), Some(delay))),
             AgentMode::Silent => Box::new(echo::EchoAgent::new(self.greeting.clone(), None)),
+            AgentMode::Repeat => match &self.tts {
+                Some(tts) => {
+                    let mut scales = tts.default_scales();
+                    scales.noise_scale = self.config.noise_scale.unwrap_or(scales.noise_scale);
+                    scales.noise_w = self.config.noise_w.unwrap_or(scales.noise_w);
+                    let style = crate::models::tts_worker::Style { scales, speaking_rate: self.config.speaking_rate };
+                    Box::new(repeat::RepeatAgent::new(self.greeting.clone(), tts.clone(), style))
+                }
+                // Validated at start-up (repeat needs a voice); never silent dead air if it slips.
+                None => Box::new(echo::EchoAgent::new(self.greeting.clone(), None)),
+            },
         }
     }
 }

@@ -155,6 +155,14 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
                 _ => {}
             }
         }
+        if a.mode == AgentMode::Repeat {
+            if a.transcription.is_none() {
+                return Err(err(&format!("agents.{name}.mode"), "repeat says back what the caller said: it needs `transcription`".into()));
+            }
+            if a.voice.is_none() && !has_tts {
+                return Err(err(&format!("agents.{name}.mode"), "repeat speaks: it needs a voice (`models.tts` or `voice`)".into()));
+            }
+        }
         if !(0.25..=4.0).contains(&a.speaking_rate) {
             return Err(err(&format!("agents.{name}.speaking_rate"), format!("{} is out of range 0.25..=4.0", a.speaking_rate)));
         }

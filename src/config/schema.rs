@@ -305,6 +305,9 @@ pub enum AgentMode {
     Echo,
     /// Play the greeting, then listen without answering (for tests and IVR stubs).
     Silent,
+    /// Say back each caller turn ("You said: …") with the agent's voice: the voice loop
+    /// without a language model (needs `transcription` and a voice).
+    Repeat,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -131,3 +131,21 @@ fn one_recogniser_is_the_default() {
     assert_eq!(c.asr_model_of(&c.agents["a"]).map(|(n, _)| n), Some("tiny"));
     assert_eq!(c.calls.record_dir, None);
 }
+
+#[test]
+fn semantic_vad_and_repeat_are_checked() {
+    let base = "models:\n  vad:\n    path: v.onnx\n  asr:\n    t:\n      path: w\nroutes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n";
+    let e = err(&format!("{base}    turn_detection:\n      type: semantic_vad\n"));
+    assert_eq!(e.key, "agents.a.turn_detection", "{e}");
+    assert!(e.message.contains("models.turn"), "{e}");
+    let ok = parse(Path::new(P), &format!("models:\n  turn:\n    path: t.onnx\n{}    turn_detection:\n      type: semantic_vad\n      eagerness: high\n", &base[8..])).unwrap();
+    let td = ok.agents["a"].turn_detection.as_ref().unwrap();
+    assert_eq!(td.turn_mode(), crate::call::turns::TurnMode::SemanticVad { threshold: 0.5, max_wait_ms: 2000 });
+    assert_eq!(td.silence_ms(), 250, "semantic_vad asks the model after a short silence");
+    let e = err(&format!("{base}    turn_detection:\n      type: semantic_vad\n      eagerness: eager\n"));
+    assert_eq!(e.key, "agents.a.turn_detection.eagerness", "{e}");
+    let e = err(&format!("{base}    mode: repeat\n    turn_detection:\n      type: server_vad\n"));
+    assert!(e.message.contains("needs `transcription`"), "{e}");
+    let e = err(&format!("{base}    mode: repeat\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n"));
+    assert!(e.message.contains("needs a voice"), "{e}");
+}

@@ -158,3 +158,4 @@ fn load_asr(
     Ok(asr::worker::AsrWorker::spawn(copies, a.queue.get() as usize, name))
 }
 pub mod tts;
+pub mod tts_worker;

@@ -47,7 +47,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let rtp = ov.rtp_ports.unwrap_or(cfg.media.rtp_ports);
 
     // Models first: a missing library or an unavailable strict provider stops start-up here.
-    let models = crate::models::load_all(&loaded).map_err(|e| anyhow!("{e}"))?;
+    let mut models = crate::models::load_all(&loaded).map_err(|e| anyhow!("{e}"))?;
     for line in &models.summary {
         info!("{line}");
     }
@@ -75,6 +75,19 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     }
     for (name, w) in &models.asr {
         metrics.model_info.with_label_values(&[&format!("asr:{name}"), w.provider().label()]).set(1);
+    }
+    // Greetings are synthesised; the voices move to their worker threads for run-time speech.
+    let mut speakers: HashMap<Option<String>, crate::models::tts_worker::TtsWorker> = HashMap::new();
+    for (name, v) in std::mem::take(&mut models.voices) {
+        let voice = v.into_inner().unwrap_or_else(|p| p.into_inner());
+        speakers.insert(Some(name.clone()), crate::models::tts_worker::TtsWorker::spawn(voice, 64, &name));
+    }
+    if let Some(v) = models.tts.take() {
+        let voice = v.into_inner().unwrap_or_else(|p| p.into_inner());
+        speakers.insert(None, crate::models::tts_worker::TtsWorker::spawn(voice, 64, "default"));
+    }
+    for spec in agents.values_mut() {
+        spec.tts = speakers.get(&spec.config.voice).cloned();
     }
     let record_dir = cfg.calls.record_dir.as_ref().map(|d| loaded.resolve(d));
     let draining = Arc::new(AtomicBool::new(false));

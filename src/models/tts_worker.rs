@@ -1,0 +1,162 @@
+//! Speech synthesis off the async runtime, streamed sentence by sentence.
+//!
+//! A `TtsWorker` is a thread owning one Piper voice. A request (text plus the
+//! agent's style) is split into sentences (`tts::sentences`); each sentence is
+//! synthesised and sent as soon as it is ready, so the first sentence reaches
+//! the pacer (and the wire) while the rest is still being synthesised. A
+//! request can be cancelled (the caller interrupted): the worker checks
+//! between sentences and drops the rest. Requests queue in a bounded channel;
+//! a full queue refuses at once (the agent plays its fallback instead of
+//! waiting).
+
+use super::tts::{PiperVoice, Scales};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What comes back for one request, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpeechChunk {
+    /// One sentence, 16 kHz mono.
+    Audio { sentence: usize, text: String, pcm: Vec<i16>, synth_ms: f64 },
+    /// Every sentence was sent (or the request was cancelled).
+    Done { sentences: usize, cancelled: bool },
+    /// Synthesis failed at this sentence; nothing more follows.
+    Failed { sentence: usize, reason: String },
+}
+
+/// How an agent wants its text spoken.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Style {
+    pub scales: Scales,
+    pub speaking_rate: f32,
+}
+
+struct Job {
+    text: String,
+    style: Style,
+    cancel: Arc<AtomicBool>,
+    reply: Sender<SpeechChunk>,
+}
+
+#[derive(Clone)]
+pub struct TtsWorker {
+    // (Debug below: the channel has nothing worth printing.)
+    tx: SyncSender<Job>,
+    default_scales: Scales,
+}
+
+impl std::fmt::Debug for TtsWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TtsWorker")
+    }
+}
+
+impl TtsWorker {
+    pub fn spawn(voice: PiperVoice, queue: usize, name: &str) -> TtsWorker {
+        let default_scales = voice.scales();
+        let (tx, rx) = mpsc::sync_channel::<Job>(queue.max(1));
+        std::thread::Builder::new().name(format!("tts-{name}")).spawn(move || run(voice, rx)).expect("spawn the TTS thread");
+        TtsWorker { tx, default_scales }
+    }
+
+    /// The voice's own scales (the starting point for an agent's style).
+    pub fn default_scales(&self) -> Scales {
+        self.default_scales
+    }
+
+    /// Start speaking `text`; `None` when the queue is full (or the worker is gone).
+    pub fn speak(&self, text: &str, style: Style) -> Option<Speech> {
+        let (reply, rx) = mpsc::channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.tx.try_send(Job { text: text.to_string(), style, cancel: cancel.clone(), reply }).ok()?;
+        Some(Speech { rx, cancel, finished: false })
+    }
+}
+
+fn run(mut voice: PiperVoice, rx: Receiver<Job>) {
+    while let Ok(job) = rx.recv() {
+        let parts = super::tts::sentences(&job.text);
+        let mut sent = 0;
+        let mut cancelled = false;
+        let mut failed = false;
+        for (i, s) in parts.iter().enumerate() {
+            if job.cancel.load(Ordering::Relaxed) {
+                cancelled = true;
+                break;
+            }
+            let t0 = Instant::now();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| voice.synthesize_16k_with(s, job.style.scales, job.style.speaking_rate)));
+            match r {
+                Ok(Ok(pcm)) => {
+                    let chunk = SpeechChunk::Audio { sentence: i, text: s.clone(), pcm, synth_ms: t0.elapsed().as_secs_f64() * 1000.0 };
+                    if job.reply.send(chunk).is_err() {
+                        cancelled = true; // nobody listens any more
+                        break;
+                    }
+                    sent += 1;
+                }
+                Ok(Err(e)) => {
+                    let _ = job.reply.send(SpeechChunk::Failed { sentence: i, reason: e.to_string() });
+                    failed = true;
+                    break;
+                }
+                Err(_) => {
+                    let _ = job.reply.send(SpeechChunk::Failed { sentence: i, reason: "the voice panicked on this sentence".into() });
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed {
+            let _ = job.reply.send(SpeechChunk::Done { sentences: sent, cancelled });
+        }
+    }
+}
+
+/// One request in progress.
+pub struct Speech {
+    rx: Receiver<SpeechChunk>,
+    cancel: Arc<AtomicBool>,
+    finished: bool,
+}
+
+impl Speech {
+    /// The next chunk, if one is ready (never waits).
+    pub fn poll(&mut self) -> Option<SpeechChunk> {
+        if self.finished {
+            return None;
+        }
+        match self.rx.try_recv() {
+            Ok(c) => {
+                self.finished = matches!(c, SpeechChunk::Done { .. } | SpeechChunk::Failed { .. });
+                Some(c)
+            }
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                self.finished = true;
+                Some(SpeechChunk::Failed { sentence: 0, reason: "the TTS worker stopped".into() })
+            }
+        }
+    }
+
+    /// Wait for the next chunk (tests and tools, not the media loop).
+    pub fn wait(&mut self, timeout: std::time::Duration) -> Option<SpeechChunk> {
+        if self.finished {
+            return None;
+        }
+        let c = self.rx.recv_timeout(timeout).ok()?;
+        self.finished = matches!(c, SpeechChunk::Done { .. } | SpeechChunk::Failed { .. });
+        Some(c)
+    }
+
+    /// Stop after the sentence being synthesised now.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+}
