@@ -14,6 +14,8 @@ Writes into OUT_DIR (the interface src/ is written against; see ../shared/models
                  be 0), cross_kv (as above) -> logits f32[batch, n_new, vocab],
                  self_kv_out f32[2*n_layers, batch, past_len + n_new, d_model]
   encoder.int8.onnx, decoder.int8.onnx   (--int8) the same graphs, per-channel dynamic int8 weights
+                 (same interface; decoder.onnx reads the logits projection off the token embedding itself,
+                 decoder.int8.onnx keeps a pre-transposed copy of it to quantise: see build_decoder)
   whisper.json   dimensions and special token ids; vocabulary.txt   line i = token i (copied)
 
 The output is deterministic: the same input gives the same bytes (no timestamps, no random names).
@@ -316,8 +318,31 @@ def causal_mask(g, past_len, total_len):
     return g.op("Where", [future, g.scalar_f32(MASK, "mask_value"), g.scalar_f32(0.0, "zero")], "mask")
 
 
-def build_decoder(w, dims):
-    """tokens [B, n], self_kv [2L, B, P, D], cross_kv [2L, B, 1500, D] -> logits [B, n, V], self_kv_out."""
+def tied_projection(g, x, emb, vocab):
+    """logits [B, n, V] = x [B, n, D] @ E^T on the embedding initializer E [V, D] the token lookup uses, so the
+    float32 graph holds E once (it is the largest weight: 51864 x 384 floats = 80 MB for tiny.en). Gemm takes E
+    as it is with transB=1, no transposed copy anywhere (a MatMul on Transpose(E) would be constant-folded into
+    one at load time); Gemm is 2-D, hence the flatten to [B*n, D] and the reshape back to tokens' [B, n] + [V].
+    The saving is on disk and while loading: a running session still holds E twice, as the Gather's tensor and
+    as the copy ONNX Runtime prepacks for the Gemm (the old graph's packed E^T took the same room)."""
+    logits = g.op("Gemm", [g.op("Flatten", [x], "projection", axis=2), emb], "projection", transB=1)  # [B*n, V]
+    shape = g.op("Concat", [g.op("Shape", ["tokens"], "projection"), g.ints([vocab])], "projection", axis=0)
+    g.nodes.append(helper.make_node("Reshape", [logits, shape], ["logits"], name="projection/Reshape_logits"))
+
+
+def quantizable_projection(g, w, x):
+    """logits = x @ E^T with E^T stored as its own pre-transposed [D, V] initializer: quantize_dynamic only
+    quantises a MatMul whose right-hand side is an initializer (not a Transpose of one, not a Gemm with
+    transB), and per channel = per output column = per token. The int8 decoder is built this way."""
+    et = g.weight("decoder/projection/weight_t", w("decoder/embeddings/weight").T)
+    g.nodes.append(helper.make_node("MatMul", [x, et], ["logits"], name="projection/MatMul_logits"))
+
+
+def build_decoder(w, dims, for_int8=False):
+    """tokens [B, n], self_kv [2L, B, P, D], cross_kv [2L, B, 1500, D] -> logits [B, n, V], self_kv_out.
+    for_int8: the source graph for quantize_dynamic, whose output projection has its own copy of the embedding
+    (quantizable_projection); otherwise the projection shares the embedding (tied_projection). Same interface,
+    and the same nodes (names included) up to the projection."""
     g = Graph()
     D, H, L, V = dims["d_model"], dims["n_heads"], dims["n_layers"], dims["vocab_size"]
 
@@ -362,11 +387,11 @@ def build_decoder(w, dims):
         x = g.op("Add", [x, feed_forward(g, w, x, f"{p}/ffn")], p)
 
     x = layer_norm(g, w, x, "decoder/layer_norm")
-    # Output projection tied to the token embedding: logits = h @ E^T, no bias. E^T is stored as its own
-    # pre-transposed [D, V] initializer: a Transpose of the embedding would be folded at load time anyway, and
-    # quantize_dynamic only quantises a MatMul whose right-hand side is an initializer.
-    et = g.weight("decoder/projection/weight_t", w("decoder/embeddings/weight").T)
-    g.nodes.append(helper.make_node("MatMul", [x, et], ["logits"], name="projection/MatMul_logits"))
+    # Output projection tied to the token embedding: logits = h @ E^T, no bias.
+    if for_int8:
+        quantizable_projection(g, w, x)
+    else:
+        tied_projection(g, x, emb, V)
     # New cache: [K0, V0, K1, V1, ...] each [B, P + n, D] stacked on a new first axis.
     stacked = [g.op("Unsqueeze", [t, g.ints([0])], "self_kv_out") for t in present]
     g.nodes.append(helper.make_node("Concat", stacked, ["self_kv_out"], name="self_kv_out/Concat_out", axis=0))
@@ -455,6 +480,19 @@ def quantize(src, dst):
     return os.path.getsize(dst)
 
 
+def quantize_from(build_int8, w, dims, fp32_path, dst):
+    """quantize() the float32 graph at fp32_path, or, where build_int8 is given, the graph it builds (written
+    next to dst for quantize_dynamic to read, then deleted: it is not an output)."""
+    if build_int8 is None:
+        return quantize(fp32_path, dst)
+    src = dst + ".source"
+    save(build_int8(w, dims), src)
+    try:
+        return quantize(src, dst)
+    finally:
+        os.remove(src)
+
+
 def sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -489,17 +527,19 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     written = {}
     with tempfile.TemporaryDirectory(prefix=".whisper-to-onnx-", dir=args.out) as work:
-        for name, build in (("encoder", build_encoder), ("decoder", build_decoder)):
+        # (name, float32 graph, source graph of the int8 one: None = quantise the float32 graph itself)
+        graphs = (("encoder", build_encoder, None),
+                  ("decoder", build_decoder, lambda w, dims: build_decoder(w, dims, for_int8=True)))
+        for name, build, build_int8 in graphs:
             t = time.monotonic()
-            model = build(w, dims)
             path = os.path.join(work, f"{name}.onnx")
-            written[f"{name}.onnx"] = save(model, path)
-            del model
+            written[f"{name}.onnx"] = save(build(w, dims), path)
             print(f"[whisper-to-onnx] {name}.onnx: {written[f'{name}.onnx'] / 1e6:.1f} MB "
                   f"({time.monotonic() - t:.1f} s)", flush=True)
             if args.int8:
                 t = time.monotonic()
-                written[f"{name}.int8.onnx"] = quantize(path, os.path.join(work, f"{name}.int8.onnx"))
+                written[f"{name}.int8.onnx"] = quantize_from(build_int8, w, dims, path,
+                                                             os.path.join(work, f"{name}.int8.onnx"))
                 print(f"[whisper-to-onnx] {name}.int8.onnx: {written[f'{name}.int8.onnx'] / 1e6:.1f} MB "
                       f"({time.monotonic() - t:.1f} s)", flush=True)
         meta = {"n_mels": dims["n_mels"], "n_layers": dims["n_layers"], "d_model": dims["d_model"],

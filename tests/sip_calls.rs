@@ -87,8 +87,18 @@ fn greeting_then_echo(codec: &str, pt: u8, pcap: &str) {
     assert!(ncc > 0.9, "greeting correlates: ncc={ncc:.3}");
     assert!(lag < 8000 / 2, "greeting starts within 0.5 s: lag {lag} samples");
     // The caller's sentence, echoed after the greeting: jitter buffer (40 ms) + echo delay (300 ms).
-    let (lag, ncc) = find_in(&audio.pcm, &speech).expect("echo found");
-    assert!(ncc > 0.9, "echo is the caller's own speech: ncc={ncc:.3}\n{}", describe(&audio.pcm, 8000));
+    // Matched piece by piece (0.5 s pieces, ±60 ms): under load the adaptive jitter buffer may grow
+    // by a frame in the middle of the sentence, which lowers a whole-sentence correlation (seen at
+    // 0.85 on a busy 2-core machine) without changing what the caller hears.
+    let m = common::audio::find_in_piecewise(&audio.pcm, &speech, 4000, 480).expect("echo found");
+    let (lag, ncc) = (m.lag, m.ncc);
+    assert!(
+        m.mean_ncc > 0.9 && m.min_ncc > 0.6,
+        "echo is the caller's own speech: pieces mean {:.3} min {:.3} (whole {ncc:.3})\n{}",
+        m.mean_ncc,
+        m.min_ncc,
+        describe(&audio.pcm, 8000)
+    );
     let lag_ms = lag as u64 * 1000 / 8000;
     assert!(
         lag_ms >= wait_greeting + 250 && lag_ms <= wait_greeting + 800,
