@@ -600,7 +600,7 @@ pub struct AsrModelConfig {
     #[serde(default = "default_one")]
     pub intra_threads: U64Range<1, 64>,
     /// Threads, each with its own copy of the model, sharing one queue.
-    #[serde(default = "default_one_worker")]
+    #[serde(default = "default_one")]
     pub workers: U64Range<1, 64>,
     /// Turns waiting, across calls; beyond it a turn is not transcribed (counted).
     #[serde(default = "default_asr_queue")]
@@ -609,9 +609,6 @@ pub struct AsrModelConfig {
 
 fn default_language() -> String {
     "en".into()
-}
-fn default_one_worker() -> U64Range<1, 64> {
-    U64Range(1)
 }
 fn default_asr_queue() -> U64Range<1, 100_000> {
     U64Range(64)
