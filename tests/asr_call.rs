@@ -70,7 +70,9 @@ fn the_callers_sentence_is_in_the_call_record_and_the_log() {
     assert!(t0["audio_start_ms"].as_u64().unwrap() < 1000 && t0["audio_end_ms"].as_u64().unwrap() > 3000, "turn span: {t0}");
     assert!(t0["latency_ms"].as_f64().unwrap() < 5000.0, "latency: {t0}");
     let types: Vec<&str> = r["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert!(types.contains(&"speech_started") && types.contains(&"speech_stopped"), "{types:?}");
+    assert!(types.contains(&"speech_started") && types.contains(&"speech_stopped") && types.contains(&"turn_committed"), "{types:?}");
+    // partial_interval_ms: 700 and an idle recogniser: the 3.4 s turn got a partial while it was spoken.
+    assert!(types.contains(&"partial_transcript"), "{types:?}");
     // The log has the final transcript in the call's span.
     let log = app.log();
     let line = log.lines().find(|l| l.contains(" transcript ") || l.ends_with(" transcript")).or_else(|| log.lines().find(|l| l.contains("transcript") && l.contains("text=")));
