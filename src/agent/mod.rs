@@ -7,6 +7,7 @@
 //! inference on worker threads feeding `poll_output` through a channel, so the
 //! SIP and media code do not change shape.
 
+pub mod conversation;
 pub mod echo;
 pub mod repeat;
 pub mod wav;
