@@ -9,7 +9,9 @@
 
 pub mod conversation;
 pub mod echo;
+pub mod llm;
 pub mod repeat;
+pub mod splitter;
 pub mod wav;
 
 use crate::config::{AgentConfig, AgentMode};
@@ -59,9 +61,28 @@ pub struct AgentSpec {
     pub greeting: Option<Arc<Vec<i16>>>,
     /// The agent's voice on its worker (agents that speak at run time).
     pub tts: Option<crate::models::tts_worker::TtsWorker>,
+    /// The agent's language model (`mode: llm`).
+    pub llm: Option<crate::models::llm::openai::OpenAiBackend>,
+}
+
+/// The variables an agent's instructions may use, for one call.
+pub fn call_variables(caller: &str, called: &str, agent: &str) -> std::collections::BTreeMap<String, String> {
+    let now = crate::call::record::rfc3339(std::time::SystemTime::now());
+    let (date, time) = (now[..10].to_string(), now[11..16].to_string());
+    [("caller", caller.to_string()), ("called", called.to_string()), ("agent", agent.to_string()), ("date", date), ("time", format!("{time} UTC"))]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }
 
 impl AgentSpec {
+    fn style(&self, tts: &crate::models::tts_worker::TtsWorker) -> crate::models::tts_worker::Style {
+        let mut scales = tts.default_scales();
+        scales.noise_scale = self.config.noise_scale.unwrap_or(scales.noise_scale);
+        scales.noise_w = self.config.noise_w.unwrap_or(scales.noise_w);
+        crate::models::tts_worker::Style { scales, speaking_rate: self.config.speaking_rate }
+    }
+
     /// `tts` speaks text greetings (synthesised once, here, at start-up).
     pub fn load(
         name: &str,
@@ -85,24 +106,35 @@ impl AgentSpec {
             (None, Some(_), None) => return Err("greeting_text needs models.tts".into()),
             (None, None, _) => None,
         };
-        Ok(AgentSpec { name: name.to_string(), config: config.clone(), greeting, tts: None })
+        Ok(AgentSpec { name: name.to_string(), config: config.clone(), greeting, tts: None, llm: None })
     }
 
-    pub fn build(&self) -> Box<dyn Agent> {
+    /// The agent for one call (`caller`, `called`: for the instructions' variables).
+    pub fn build(&self, caller: &str, called: &str) -> Box<dyn Agent> {
         let delay = self.config.echo_delay_ms.get();
         match self.config.mode {
             AgentMode::Echo => Box::new(echo::EchoAgent::new(self.greeting.clone(), Some(delay))),
             AgentMode::Silent => Box::new(echo::EchoAgent::new(self.greeting.clone(), None)),
             AgentMode::Repeat => match &self.tts {
-                Some(tts) => {
-                    let mut scales = tts.default_scales();
-                    scales.noise_scale = self.config.noise_scale.unwrap_or(scales.noise_scale);
-                    scales.noise_w = self.config.noise_w.unwrap_or(scales.noise_w);
-                    let style = crate::models::tts_worker::Style { scales, speaking_rate: self.config.speaking_rate };
-                    Box::new(repeat::RepeatAgent::new(self.greeting.clone(), tts.clone(), style))
-                }
+                Some(tts) => Box::new(repeat::RepeatAgent::new(self.greeting.clone(), tts.clone(), self.style(tts))),
                 // Validated at start-up (repeat needs a voice); never silent dead air if it slips.
                 None => Box::new(echo::EchoAgent::new(self.greeting.clone(), None)),
+            },
+            AgentMode::Llm => match (&self.tts, &self.llm, &self.config.llm) {
+                (Some(tts), Some(backend), Some(l)) => {
+                    let vars = call_variables(caller, called, &self.name);
+                    // Validated at start-up with the same variables: rendering cannot fail here.
+                    let instructions = conversation::render(&l.instructions, &vars).unwrap_or_else(|_| l.instructions.clone());
+                    let budget = l.max_context_tokens.get();
+                    let conv = conversation::Conversation::new(instructions, (budget > 0).then_some(budget as usize));
+                    let settings = llm::LlmSettings {
+                        temperature: l.temperature,
+                        max_output_tokens: Some(l.max_output_tokens.get() as u32),
+                        apology: l.apology.clone(),
+                    };
+                    Box::new(llm::LlmAgent::new(self.greeting.clone(), conv, backend.clone(), settings, tts.clone(), self.style(tts)))
+                }
+                _ => Box::new(echo::EchoAgent::new(self.greeting.clone(), None)),
             },
         }
     }

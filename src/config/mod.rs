@@ -155,6 +155,30 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
                 _ => {}
             }
         }
+        if a.mode == AgentMode::Llm {
+            let Some(l) = &a.llm else {
+                return Err(err(&format!("agents.{name}.mode"), "mode llm needs an `llm:` section (instructions, model)".into()));
+            };
+            if a.transcription.is_none() {
+                return Err(err(&format!("agents.{name}.mode"), "mode llm answers what the caller says: it needs `transcription`".into()));
+            }
+            if a.voice.is_none() && !has_tts {
+                return Err(err(&format!("agents.{name}.mode"), "mode llm speaks: it needs a voice (`models.tts` or `voice`)".into()));
+            }
+            let models: Vec<&str> = c.models.iter().flat_map(|m| m.llm.keys()).map(String::as_str).collect();
+            match &l.model {
+                Some(m) if !models.contains(&m.as_str()) => {
+                    return Err(err(&format!("agents.{name}.llm.model"), format!("unknown language model `{m}` (models.llm has: {})", or_none(&models))));
+                }
+                None if models.len() != 1 => {
+                    return Err(err(&format!("agents.{name}.llm"), format!("name the language model with `model:` (models.llm has: {})", or_none(&models))));
+                }
+                _ => {}
+            }
+            if let Err(e) = crate::agent::conversation::render(&l.instructions, &crate::agent::call_variables("", "", name)) {
+                return Err(err(&format!("agents.{name}.llm.instructions"), e));
+            }
+        }
         if a.mode == AgentMode::Repeat {
             if a.transcription.is_none() {
                 return Err(err(&format!("agents.{name}.mode"), "repeat says back what the caller said: it needs `transcription`".into()));
@@ -181,6 +205,16 @@ fn or_none(names: &[&str]) -> String {
 }
 
 impl Config {
+    /// The language model an agent uses (validated: exists for `mode: llm`).
+    pub fn llm_model_of(&self, agent: &AgentConfig) -> Option<(&str, &LlmBackendConfig)> {
+        let l = agent.llm.as_ref()?;
+        let llm = &self.models.as_ref()?.llm;
+        match &l.model {
+            Some(m) => llm.get_key_value(m).map(|(k, v)| (k.as_str(), v)),
+            None => llm.iter().next().map(|(k, v)| (k.as_str(), v)),
+        }
+    }
+
     /// The recogniser an agent uses (validated: exists when `transcription` is set).
     pub fn asr_model_of(&self, agent: &AgentConfig) -> Option<(&str, &AsrModelConfig)> {
         let t = agent.transcription.as_ref()?;

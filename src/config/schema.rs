@@ -308,6 +308,8 @@ pub enum AgentMode {
     /// Say back each caller turn ("You said: …") with the agent's voice: the voice loop
     /// without a language model (needs `transcription` and a voice).
     Repeat,
+    /// Talk: each caller turn goes to the language model (`llm`), the reply is spoken.
+    Llm,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -347,6 +349,40 @@ pub struct AgentConfig {
     /// Transcribe each caller turn (needs `turn_detection` and `models.asr`).
     #[serde(default)]
     pub transcription: Option<Transcription>,
+    /// The conversation (`mode: llm`).
+    #[serde(default)]
+    pub llm: Option<AgentLlm>,
+}
+
+/// What an `llm` agent says and how (OpenAI Realtime session settings).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLlm {
+    /// A name from `models.llm`; may be left out when only one is configured.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The system instructions; `{caller}`, `{called}`, `{agent}`, `{date}`, `{time}` are filled in per call.
+    pub instructions: String,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default = "default_max_output")]
+    pub max_output_tokens: U64Range<1, 100_000>,
+    /// Oldest items leave the context beyond this many (estimated) tokens; 0 = never truncate.
+    #[serde(default = "default_max_context")]
+    pub max_context_tokens: U64Range<0, 10_000_000>,
+    /// Spoken when the language model is down, slow or answers garbage.
+    #[serde(default = "default_apology")]
+    pub apology: String,
+}
+
+fn default_max_output() -> U64Range<1, 100_000> {
+    U64Range(200)
+}
+fn default_max_context() -> U64Range<0, 10_000_000> {
+    U64Range(4096)
+}
+fn default_apology() -> String {
+    "I'm sorry, I'm having trouble answering right now. Please try again in a moment.".into()
 }
 
 /// Speech recognition of the caller's turns (OpenAI Realtime `input_audio_transcription`).
@@ -578,6 +614,54 @@ pub struct ModelsConfig {
     /// picks one with `transcription.model` (optional when there is only one).
     #[serde(default)]
     pub asr: BTreeMap<String, AsrModelConfig>,
+    /// Language models by name; an agent picks one with `llm.model` (optional when there is one).
+    #[serde(default)]
+    pub llm: BTreeMap<String, LlmBackendConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmKind {
+    /// Any OpenAI-compatible chat-completions endpoint (llama.cpp server, vLLM, Ollama, OpenAI).
+    Openai,
+}
+
+/// A language-model backend.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LlmBackendConfig {
+    #[serde(rename = "type")]
+    pub kind: LlmKind,
+    /// Up to, not including, `/chat/completions`, e.g. `http://127.0.0.1:8080/v1`.
+    pub base_url: String,
+    pub model: String,
+    /// The API key from this environment variable, or from this file (never logged).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: U64Range<1, 60_000>,
+    #[serde(default = "default_first_token_timeout")]
+    pub first_token_timeout_ms: U64Range<1, 600_000>,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: U64Range<1, 600_000>,
+    /// Retries before the first token (connection errors, 429, 5xx).
+    #[serde(default = "default_llm_retries")]
+    pub retries: U64Range<0, 10>,
+}
+
+fn default_connect_timeout() -> U64Range<1, 60_000> {
+    U64Range(2000)
+}
+fn default_first_token_timeout() -> U64Range<1, 600_000> {
+    U64Range(10_000)
+}
+fn default_idle_timeout() -> U64Range<1, 600_000> {
+    U64Range(5000)
+}
+fn default_llm_retries() -> U64Range<0, 10> {
+    U64Range(1)
 }
 
 /// One Whisper recogniser: its converted folder and where it runs.

@@ -86,8 +86,14 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
         let voice = v.into_inner().unwrap_or_else(|p| p.into_inner());
         speakers.insert(None, crate::models::tts_worker::TtsWorker::spawn(voice, 64, "default"));
     }
+    let mut backends = HashMap::new();
+    for (name, b) in cfg.models.iter().flat_map(|m| &m.llm) {
+        backends.insert(name.clone(), llm_backend(&loaded, name, b)?);
+        info!(llm = %name, base_url = %b.base_url, model = %b.model, "language model: openai-compatible endpoint");
+    }
     for spec in agents.values_mut() {
         spec.tts = speakers.get(&spec.config.voice).cloned();
+        spec.llm = cfg.llm_model_of(&spec.config).and_then(|(n, _)| backends.get(n).cloned());
     }
     let record_dir = cfg.calls.record_dir.as_ref().map(|d| loaded.resolve(d));
     let draining = Arc::new(AtomicBool::new(false));
@@ -260,6 +266,29 @@ fn begin_shutdown(endpoint: &mut Endpoint, draining: &AtomicBool, shutdown_at: &
     *shutdown_at = Some(Instant::now() + grace);
 }
 
+/// An `openai` backend from its config; the key comes from the environment or a file.
+fn llm_backend(loaded: &LoadedConfig, name: &str, b: &crate::config::LlmBackendConfig) -> anyhow::Result<crate::models::llm::openai::OpenAiBackend> {
+    let api_key = match (&b.api_key_env, &b.api_key_file) {
+        (Some(var), _) => Some(std::env::var(var).map_err(|_| anyhow!("models.llm.{name}.api_key_env: the environment variable {var} is not set"))?),
+        (None, Some(f)) => {
+            let path = loaded.resolve(f);
+            Some(std::fs::read_to_string(&path).map_err(|e| anyhow!("models.llm.{name}.api_key_file: {}: {e}", path.display()))?.trim().to_string())
+        }
+        (None, None) => None,
+    };
+    let ms = |v: u64| Duration::from_millis(v);
+    crate::models::llm::openai::OpenAiBackend::new(crate::models::llm::openai::OpenAiConfig {
+        base_url: b.base_url.clone(),
+        model: b.model.clone(),
+        api_key,
+        connect_timeout: ms(b.connect_timeout_ms.get()),
+        first_token_timeout: ms(b.first_token_timeout_ms.get()),
+        idle_timeout: ms(b.idle_timeout_ms.get()),
+        retries: b.retries.get() as u32,
+    })
+    .map_err(|e| anyhow!("models.llm.{name}: {e}"))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn start_call(
     ic: &IncomingCall,
@@ -280,7 +309,7 @@ fn start_call(
     let mut media = CallMedia::new(
         MediaParams::from(&ic.negotiated),
         settings,
-        spec.build(),
+        spec.build(&ic.from, &ic.called),
         RtpIdentity::random(),
         std::time::Instant::now(),
         std::time::SystemTime::now(),

@@ -1,0 +1,178 @@
+//! The conversational agent: each caller turn (its final transcript) becomes a
+//! user item; the reply is streamed from the language model, cut into
+//! sentences as it arrives, and each sentence goes to the voice at once, so
+//! the caller hears the first sentence while the model writes the rest. When
+//! the model fails (down, slow, garbage), the caller hears the agent's
+//! apology — never dead air. A new turn while a reply is being written
+//! replaces it (the reply is cancelled; barge-in proper is step 6).
+
+use super::conversation::Conversation;
+use super::splitter::SentenceSplitter;
+use super::{Agent, AgentOutput, PlayoutState};
+use crate::call::transcriber::TurnTranscript;
+use crate::models::llm::chat::LlmEvent;
+use crate::models::llm::openai::{LlmStream, OpenAiBackend};
+use crate::models::tts_worker::{Speech, SpeechChunk, Style, TtsWorker};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct LlmSettings {
+    pub temperature: Option<f32>,
+    pub max_output_tokens: Option<u32>,
+    pub apology: String,
+}
+
+struct Reply {
+    stream: LlmStream,
+    splitter: SentenceSplitter,
+    text: String,
+    started: Instant,
+    first_text: Option<Instant>,
+}
+
+pub struct LlmAgent {
+    greeting: Option<Arc<Vec<i16>>>,
+    greeting_queued: bool,
+    conv: Conversation,
+    backend: OpenAiBackend,
+    settings: LlmSettings,
+    tts: TtsWorker,
+    style: Style,
+    reply: Option<Reply>,
+    /// Sentences on the voice, in order.
+    speaking: VecDeque<Speech>,
+    /// A turn came while the model was busy: answer it next (the newest wins).
+    pending_turn: bool,
+}
+
+impl LlmAgent {
+    pub fn new(greeting: Option<Arc<Vec<i16>>>, conv: Conversation, backend: OpenAiBackend, settings: LlmSettings, tts: TtsWorker, style: Style) -> LlmAgent {
+        LlmAgent { greeting, greeting_queued: false, conv, backend, settings, tts, style, reply: None, speaking: VecDeque::new(), pending_turn: false }
+    }
+
+    fn say(&mut self, sentence: &str) {
+        match self.tts.speak(sentence, self.style) {
+            Some(s) => self.speaking.push_back(s),
+            None => tracing::warn!("sentence dropped: the voice's queue is full"),
+        }
+    }
+
+    fn start_reply(&mut self) {
+        let req = self.conv.request(&[], self.settings.temperature, self.settings.max_output_tokens);
+        let stream = self.backend.stream(&req);
+        self.reply = Some(Reply { stream, splitter: SentenceSplitter::new(), text: String::new(), started: Instant::now(), first_text: None });
+    }
+
+    /// The language model's events so far.
+    fn pump_reply(&mut self) {
+        let mut sentences = Vec::new();
+        let mut finished: Option<Result<(), String>> = None;
+        if let Some(r) = &mut self.reply {
+            while let Some(ev) = r.stream.poll() {
+                match ev {
+                    Ok(LlmEvent::Text(t)) => {
+                        r.first_text.get_or_insert_with(Instant::now);
+                        r.text.push_str(&t);
+                        sentences.extend(r.splitter.push(&t));
+                    }
+                    Ok(LlmEvent::ToolCall(c)) => tracing::warn!(tool = %c.name, "tool call ignored: no tools are configured"),
+                    Ok(LlmEvent::Done { finish_reason }) => {
+                        sentences.extend(r.splitter.finish());
+                        tracing::info!(
+                            finish_reason,
+                            first_text_ms = r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64),
+                            total_ms = r.started.elapsed().as_millis() as u64,
+                            text = %r.text,
+                            "reply"
+                        );
+                        finished = Some(Ok(()));
+                        break;
+                    }
+                    Err(e) => {
+                        finished = Some(Err(e.to_string()));
+                        break;
+                    }
+                }
+            }
+        }
+        for s in sentences {
+            self.say(&s);
+        }
+        match finished {
+            Some(Ok(())) => {
+                let r = self.reply.take().expect("a reply was running");
+                if !r.text.trim().is_empty() {
+                    self.conv.add_assistant(r.text.trim(), vec![]);
+                }
+            }
+            Some(Err(e)) => {
+                let r = self.reply.take().expect("a reply was running");
+                tracing::warn!(error = %e, partial = %r.text, "the language model failed; apologising");
+                if r.text.trim().is_empty() {
+                    let apology = self.settings.apology.clone();
+                    self.say(&apology);
+                } else {
+                    // What was already said stays said; the rest is lost.
+                    self.conv.add_assistant(r.text.trim(), vec![]);
+                }
+            }
+            None => {}
+        }
+        if self.reply.is_none() && self.pending_turn {
+            self.pending_turn = false;
+            self.start_reply();
+        }
+    }
+}
+
+impl Agent for LlmAgent {
+    fn start(&mut self, _sample_rate: u32, _now: Instant) {}
+
+    fn on_caller_audio(&mut self, _pcm: &[i16], _playout: PlayoutState, _now: Instant) {}
+
+    fn on_transcript(&mut self, t: &TurnTranscript, _now: Instant) {
+        if t.partial || t.text.trim().is_empty() {
+            return;
+        }
+        self.conv.add_user(t.text.trim());
+        if self.reply.is_some() {
+            // The caller said more before the reply came: answer everything they said.
+            if let Some(mut r) = self.reply.take() {
+                r.stream.cancel();
+            }
+            self.pending_turn = true;
+        } else {
+            self.start_reply();
+        }
+    }
+
+    fn poll_output(&mut self, _playout: PlayoutState, _now: Instant) -> Option<AgentOutput> {
+        if !self.greeting_queued {
+            self.greeting_queued = true;
+            if let Some(g) = &self.greeting {
+                return Some(AgentOutput::Audio(g.to_vec()));
+            }
+        }
+        if self.pending_turn && self.reply.is_none() {
+            self.pending_turn = false;
+            self.start_reply();
+        }
+        self.pump_reply();
+        while let Some(s) = self.speaking.front_mut() {
+            match s.poll() {
+                Some(SpeechChunk::Audio { pcm, .. }) => return Some(AgentOutput::Audio(pcm)),
+                Some(SpeechChunk::Done { .. }) => {
+                    self.speaking.pop_front();
+                }
+                Some(SpeechChunk::Failed { reason, .. }) => {
+                    tracing::warn!(%reason, "sentence synthesis failed");
+                    self.speaking.pop_front();
+                }
+                None => return None,
+            }
+        }
+        None
+    }
+}
