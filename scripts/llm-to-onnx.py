@@ -392,7 +392,9 @@ def write_tokenizer(g, out_dir):
         "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
                   "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": {t: i for i, t in enumerate(tokens) if ttypes[i] in (1, 5)},
+                  # every token, added ones included: an added token missing from the model vocab would be
+                  # given a fresh id past the end by `tokenizers` instead of its own
+                  "vocab": vocab,
                   "merges": merges},
     }
     with open(os.path.join(out_dir, "tokenizer.json"), "w", encoding="utf-8") as f:
@@ -418,10 +420,14 @@ def main():
     ap.add_argument("--max-pos", type=int, default=0, help="RoPE table length (default: context_length)")
     ap.add_argument("--source", default="", help="provenance text stored in the model metadata")
     ap.add_argument("--no-gguf-sha", action="store_true", help="skip hashing the GGUF")
+    ap.add_argument("--tokenizer-only", action="store_true", help="only (re)write tokenizer.json/vocab.json/merges.txt")
     a = ap.parse_args()
     t0 = time.time()
     os.makedirs(a.out_dir, exist_ok=True)
     g = GGUFModel(a.gguf)
+    if a.tokenizer_only:
+        write_tokenizer(g, a.out_dir)
+        return
     dims = build(g, a.out_dir, a.quant, a.accuracy_level if a.quant != "none" else 0, a.max_pos, a.source)
     added, nvocab, nmerges = write_tokenizer(g, a.out_dir)
     special = {t["content"]: t["id"] for t in added}
