@@ -310,7 +310,9 @@ def cmd_compare(a):
             t1x, t1y = int(np.argmax(x)), int(np.argmax(y))
             top5 = len(set(np.argsort(-x)[:5]) & set(np.argsort(-y)[:5]))
             agree += t1x == t1y
-            print(f"  {k:20s} top1 {t1x:6d}/{t1y:6d} {'==' if t1x == t1y else '!='}  top5 overlap {top5}/5  "
+            srt = np.sort(x)[::-1]
+            gap = f"  (ref top1-top2 margin {srt[0] - srt[1]:.3f})" if t1x != t1y else ""
+            print(f"  {k:20s} top1 {t1x:6d}/{t1y:6d} {'==' if t1x == t1y else '!='}{gap}  top5 overlap {top5}/5  "
                   f"max|dlogit| {np.abs(x - y).max():.3f}  mean|dlogit| {np.abs(x - y).mean():.3f}")
         print(f"  top-1 agreement {agree}/{len(rl.files)}")
     print("\n== answers")
@@ -368,6 +370,69 @@ def cmd_tokcheck(a):
     print(f"tokcheck: {len(texts)} texts, checkers {list(checks)}, mismatches {bad}")
 
 
+def numpy_forward(gguf_path, ids):
+    """Independent float64 numpy Qwen2 forward over the dequantised GGUF weights (no cache): last logits.
+    Follows HF Qwen2 (neox RoPE, GQA by repeating K/V heads, untied lm_head unless output.weight is absent)."""
+    import gguf
+
+    r = gguf.GGUFReader(gguf_path)
+    T = {t.name: t for t in r.tensors}
+    f = lambda k: r.fields[k].contents()
+
+    def W(name):
+        t = T[name]
+        a = np.array(t.data, np.float32) if t.tensor_type == gguf.GGMLQuantizationType.F32 else \
+            gguf.quants.dequantize(t.data, t.tensor_type)
+        return a.reshape(tuple(int(x) for x in reversed(t.shape))).astype(np.float64)
+
+    L, H, KVH = f("qwen2.block_count"), f("qwen2.attention.head_count"), f("qwen2.attention.head_count_kv")
+    D = f("qwen2.embedding_length")
+    HD, eps, theta = D // H, f("qwen2.attention.layer_norm_rms_epsilon"), f("qwen2.rope.freq_base")
+    n = len(ids)
+    x = W("token_embd.weight")[ids]
+    inv = 1.0 / theta ** (np.arange(0, HD, 2) / HD)
+    ang = np.arange(n)[:, None] * inv[None]
+    cos, sin = np.cos(np.concatenate([ang, ang], 1)), np.sin(np.concatenate([ang, ang], 1))
+    rot = lambda v: v * cos + np.concatenate([-v[..., HD // 2:], v[..., :HD // 2]], -1) * sin
+    norm = lambda v, w: v / np.sqrt((v * v).mean(-1, keepdims=True) + eps) * w
+    mask = np.triu(np.full((n, n), -np.inf), 1)
+    for i in range(L):
+        p = f"blk.{i}."
+        h = norm(x, W(p + "attn_norm.weight"))
+        q = (h @ W(p + "attn_q.weight").T + W(p + "attn_q.bias")).reshape(n, H, HD).transpose(1, 0, 2)
+        k = (h @ W(p + "attn_k.weight").T + W(p + "attn_k.bias")).reshape(n, KVH, HD).transpose(1, 0, 2)
+        v = (h @ W(p + "attn_v.weight").T + W(p + "attn_v.bias")).reshape(n, KVH, HD).transpose(1, 0, 2)
+        q, k = rot(q), rot(k)
+        k, v = np.repeat(k, H // KVH, 0), np.repeat(v, H // KVH, 0)
+        s = q @ k.transpose(0, 2, 1) / np.sqrt(HD) + mask
+        s = np.exp(s - s.max(-1, keepdims=True))
+        a = (s / s.sum(-1, keepdims=True)) @ v
+        x = x + a.transpose(1, 0, 2).reshape(n, D) @ W(p + "attn_output.weight").T
+        h = norm(x, W(p + "ffn_norm.weight"))
+        g = h @ W(p + "ffn_gate.weight").T
+        x = x + ((g / (1 + np.exp(-g))) * (h @ W(p + "ffn_up.weight").T)) @ W(p + "ffn_down.weight").T
+    h = norm(x[-1:], W("output_norm.weight"))
+    return (h @ W("output.weight" if "output.weight" in T else "token_embd.weight").T)[0]
+
+
+def cmd_numpycheck(a):
+    """ONNX (full prefill, and prefill + cached single-token steps) against the numpy forward."""
+    tok = BPETokenizer(a.model_dir)
+    side = json.load(open(os.path.join(a.model_dir, "llm.json"), encoding="utf-8"))
+    ids = tok.encode(format_chat([{"role": "user", "content": "Are you open on Sunday?"}]))[-a.n:]
+    ref = numpy_forward(a.gguf, ids)
+    lm = OnnxLM(a.model_dir, a.threads)
+    lm.reset()
+    full = lm.forward(ids)
+    lm.reset()
+    inc = lm.forward(ids[: a.n - 3])
+    for t in ids[a.n - 3:]:
+        inc = lm.forward([t])
+    for nm, y in (("prefill", full), ("prefill+3 cached steps", inc)):
+        print(f"{side['quant']:5s} {nm:24s} vs numpy float64 ({len(ids)} tokens): top1 {int(np.argmax(ref))}/{int(np.argmax(y))} "
+              f"max|dlogit| {np.abs(ref - y).max():.5f} mean {np.abs(ref - y).mean():.5f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sp = ap.add_subparsers(dest="cmd", required=True)
@@ -385,10 +450,15 @@ def main():
     t.add_argument("--model-dir", required=True)
     t.add_argument("--gguf")
     t.add_argument("--prompts", default=DEFAULT_PROMPTS)
+    nc = sp.add_parser("numpycheck")
+    nc.add_argument("--model-dir", required=True)
+    nc.add_argument("--gguf", required=True)
+    nc.add_argument("--n", type=int, default=12, help="number of prompt tokens (the last n of a chat prompt)")
+    nc.add_argument("--threads", type=int, default=2)
     c = sp.add_parser("compare")
     c.add_argument("results", nargs="+")
     a = ap.parse_args()
-    {"run": cmd_run, "compare": cmd_compare, "tokcheck": cmd_tokcheck}[a.cmd](a)
+    {"run": cmd_run, "compare": cmd_compare, "tokcheck": cmd_tokcheck, "numpycheck": cmd_numpycheck}[a.cmd](a)
 
 
 if __name__ == "__main__":

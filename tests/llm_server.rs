@@ -95,3 +95,59 @@ fn the_backend_streams_answers_from_llama_cpp_and_keeps_the_conversation() {
     println!("follow-up: {a2:?}");
     assert!(a2.contains("14") || a2.to_lowercase().contains("two") || a2.contains("2"), "the follow-up refers to Saturday: {a2}");
 }
+
+/// A caller asks, in speech, what time the bakery opens on Saturday; the agent's spoken answer,
+/// captured on the wire and transcribed by the project's own Whisper, holds the right hour.
+#[test]
+fn a_caller_asks_and_hears_the_right_hours() {
+    common::require_tools(&["sipp", "tcpdump", "sox"]);
+    let srv = server();
+    let m = common::models_dir("whisper_tiny_en/whisper.json");
+    let ports = common::alloc_ports();
+    let dir = common::test_dir("app");
+    // The question, spoken by Piper, as the caller's PCMU.
+    let onnx = m.join("piper/en_US-joe-medium.onnx");
+    let mut voice = switchboard::models::tts::PiperVoice::load(common::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &common::cpu_options(2)).unwrap();
+    let rate = voice.sample_rate() as usize;
+    let mut pcm = vec![0i16; rate / 2];
+    pcm.extend(voice.synthesize("Hi! What time do you open on Saturday?").unwrap());
+    pcm.extend(vec![0i16; rate]);
+    let src = dir.join("question22k.wav");
+    common::write_wav(&src, &pcm, rate as u32);
+    let wav8 = dir.join("question8k.wav");
+    common::run_checked(Command::new(common::tool("sox")).arg(&src).args(["-D", "-r", "8000"]).arg(&wav8));
+    std::fs::create_dir_all(dir.join("pcap")).unwrap();
+    common::fixtures::write_rtp_audio_pcap(&wav8, &dir.join("pcap/turn_pause_pcmu.pcap"), 0, 20, 1000, 160_000, 0x5EC0_0002);
+    let cfg = format!(
+        "models:\n  runtime:\n    library: {lib}\n  vad:\n    path: {vad}\n  tts:\n    path: {tts}\n    intra_threads: 2\n  asr:\n    tiny:\n      path: {asr}\n      intra_threads: 2\n  llm:\n    local:\n      type: openai\n      base_url: http://127.0.0.1:{port}/v1\n      model: qwen\n      first_token_timeout_ms: 60000\n\
+         routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      temperature: 0\n      max_output_tokens: 60\n",
+        lib = m.join("onnxruntime/libonnxruntime.so.1.32.0").display(),
+        vad = m.join("silero_vad/silero_vad.onnx").display(),
+        tts = m.join("piper/en_US-joe-medium.onnx").display(),
+        asr = m.join("whisper_tiny_en").display(),
+        port = srv.port,
+    );
+    let app = common::Appliance::start_in(&dir, &cfg, &ports);
+    let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
+    // uac_pcmu_turn_pause.xml plays pcap/turn_pause_pcmu.pcap and hangs up after 9 s; give the reply time.
+    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml")).unwrap().replace("<pause milliseconds=\"9000\"/>", "<pause milliseconds=\"25000\"/>");
+    let scen = dir.join("question.xml");
+    std::fs::write(&scen, xml).unwrap();
+    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(60));
+    let pkts = cap.stop();
+    assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
+    let first = pkts.iter().find(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).expect("RTP from the appliance");
+    let audio = common::rtp_stream_to_pcm(&pkts, first.dst.port(), Some(first.src.port()));
+    let heard8 = dir.join("heard8k.wav");
+    common::write_wav(&heard8, &audio.pcm, 8000);
+    let heard16 = dir.join("heard16k.wav");
+    common::run_checked(Command::new(common::tool("sox")).arg(&heard8).args(["-D", "-r", "16000"]).arg(&heard16));
+    let (pcm16, _) = common::read_wav_mono_i16(&heard16);
+    let x: Vec<f32> = pcm16.iter().map(|&s| s as f32 / 32768.0).collect();
+    let mut w = switchboard::models::asr::Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), switchboard::models::asr::Precision::Fp32, &common::cpu_options(2)).unwrap();
+    let said = w.transcribe(&x, &switchboard::models::asr::DecodeOptions::default()).unwrap().text;
+    println!("the agent said: {said:?}");
+    println!("{}", app.log().lines().filter(|l| l.contains("transcript turn=") || l.contains(" reply ")).collect::<Vec<_>>().join("\n"));
+    let lower = said.to_lowercase();
+    assert!(lower.contains('8') || lower.contains("eight"), "the spoken answer has the opening hour: {said:?}\n{}", app.log_tail(30));
+}
