@@ -298,9 +298,14 @@ def cmd_run(a):
 
 def cmd_compare(a):
     runs = [json.load(open(p, encoding="utf-8")) for p in a.results]
+    cases = {c["id"]: c for c in json.load(open(a.prompts, encoding="utf-8"))["cases"]}
+    for r in runs:  # re-judge against the current fixture
+        for c in r["cases"]:
+            c["facts_ok"] = check_facts(c["answer"], cases[c["id"]])
+        r["facts_ok"] = sum(c["facts_ok"] for c in r["cases"])
     lg = [np.load(os.path.splitext(p)[0] + ".logits.npz") for p in a.results]
     ref, rl = runs[0], lg[0]
-    names = [f"{r['backend']}{'/' + r['quant'] if r.get('quant') else ''}" for r in runs]
+    names = [os.path.splitext(os.path.basename(p))[0] for p in a.results]
     print("reference:", names[0], ref["version"])
     for r, l, nm in zip(runs[1:], lg[1:], names[1:]):
         print(f"\n== {nm} ({r['version']}) vs {names[0]}: next-token logits")
@@ -457,6 +462,7 @@ def main():
     nc.add_argument("--threads", type=int, default=2)
     c = sp.add_parser("compare")
     c.add_argument("results", nargs="+")
+    c.add_argument("--prompts", default=DEFAULT_PROMPTS)
     a = ap.parse_args()
     {"run": cmd_run, "compare": cmd_compare, "tokcheck": cmd_tokcheck, "numpycheck": cmd_numpycheck}[a.cmd](a)
 

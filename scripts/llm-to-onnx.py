@@ -25,8 +25,9 @@ Writes into OUT_DIR:
 
 --quant (weights of the 197 projection matrices incl. lm_head):
   none  float32 MatMul (the GGUF dequantised exactly; ~7 GB; for checking only)
-  int4  com.microsoft MatMulNBits bits=4 block_size=32 symmetric, packed by onnxruntime.quantization's own
-        DefaultWeightOnlyQuantizer (the same packing MatMul4BitsQuantizer writes), streamed tensor by tensor
+  int4  com.microsoft MatMulNBits bits=4 block_size=32, asymmetric (uint4 + zero point per block; --symmetric
+        for none), accuracy_level 4; packed by onnxruntime.quantization's own DefaultWeightOnlyQuantizer (the
+        same packing MatMul4BitsQuantizer writes), streamed tensor by tensor: peak RSS ~4.3 GiB
   int8  the same with bits=8
   For int4/int8 the token embedding is int8 per-row symmetric (Gather + Cast + Mul by a per-row scale).
 
@@ -160,7 +161,7 @@ class Builder:
         return nm
 
 
-def build(g, out_dir, quant, accuracy_level, max_pos, source):
+def build(g, out_dir, quant, accuracy_level, max_pos, source, symmetric=True):
     arch = g.meta("general.architecture")
     if arch != "qwen2":
         raise SystemExit(f"architecture {arch!r}: only qwen2 is supported")
@@ -192,7 +193,7 @@ def build(g, out_dir, quant, accuracy_level, max_pos, source):
         )
 
         nbits = 4 if quant == "int4" else 8
-        qcfg = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=accuracy_level,
+        qcfg = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=symmetric, accuracy_level=accuracy_level,
                                             bits=nbits)
         quantizer = DefaultWeightOnlyQuantizer(qcfg)
 
@@ -206,14 +207,15 @@ def build(g, out_dir, quant, accuracy_level, max_pos, source):
             del W
             y = b.node("MatMul", [x, wt], name=out_name if bias_name is None else out_name + "_mm")
         else:
-            packed, scales, _zp = quantizer.qbits_block_quant(np.ascontiguousarray(W.T))  # expects [K, N]
+            packed, scales, zp = quantizer.qbits_block_quant(np.ascontiguousarray(W.T))  # expects [K, N]
             del W
             bq = b.const(packed, base + f".w_q{nbits}")
             sc = b.const(scales, base + ".w_scales")
+            mm_in = [x, bq, sc] if symmetric else [x, bq, sc, b.const(zp, base + ".w_zp")]
             attrs = dict(K=K, N=N, bits=nbits, block_size=32)
             if accuracy_level:
                 attrs["accuracy_level"] = accuracy_level
-            y = b.node("MatMulNBits", [x, bq, sc], name=out_name if bias_name is None else out_name + "_mm",
+            y = b.node("MatMulNBits", mm_in, name=out_name if bias_name is None else out_name + "_mm",
                        domain="com.microsoft", **attrs)
         if bias_name is not None:
             bias = b.const(g.tensor(bias_name), bias_name.replace(".bias", ".b"))
@@ -417,6 +419,10 @@ def main():
     ap.add_argument("--quant", choices=["int4", "int8", "none"], default="int4")
     ap.add_argument("--accuracy-level", type=int, default=4,
                     help="MatMulNBits accuracy_level (0 = unset, 4 = int8 activations; default 4)")
+    ap.add_argument("--symmetric", action="store_true",
+                    help="int4/int8 without zero points. Default: asymmetric (uint4/uint8 + zero point per block): "
+                         "the GGUF's Q4_K blocks are themselves affine (scale and min), and symmetric int4 on top of "
+                         "them lost facts on the receptionist prompt set")
     ap.add_argument("--max-pos", type=int, default=0, help="RoPE table length (default: context_length)")
     ap.add_argument("--source", default="", help="provenance text stored in the model metadata")
     ap.add_argument("--no-gguf-sha", action="store_true", help="skip hashing the GGUF")
@@ -428,7 +434,8 @@ def main():
     if a.tokenizer_only:
         write_tokenizer(g, a.out_dir)
         return
-    dims = build(g, a.out_dir, a.quant, a.accuracy_level if a.quant != "none" else 0, a.max_pos, a.source)
+    dims = build(g, a.out_dir, a.quant, a.accuracy_level if a.quant != "none" else 0, a.max_pos, a.source,
+                 symmetric=a.symmetric)
     added, nvocab, nmerges = write_tokenizer(g, a.out_dir)
     special = {t["content"]: t["id"] for t in added}
     side = {
@@ -440,7 +447,8 @@ def main():
         "gguf_sha256": None if a.no_gguf_sha else sha256(a.gguf),
         "quant": a.quant,
         "matmul": ("float32 MatMul" if a.quant == "none" else
-                   f"com.microsoft MatMulNBits bits={4 if a.quant == 'int4' else 8} block_size=32 symmetric "
+                   f"com.microsoft MatMulNBits bits={4 if a.quant == 'int4' else 8} block_size=32 "
+                   f"{'symmetric' if a.symmetric else 'asymmetric (uint zero points)'} "
                    f"accuracy_level={a.accuracy_level}"),
         **dims,
         "rope": {"type": "neox", "theta": dims["rope_theta"], "dims": dims["head_dim"],
