@@ -373,6 +373,21 @@ def cmd_tokcheck(a):
                 bad += 1
                 print(f"MISMATCH {nm}: {t!r}\n  bpe   {mine}\n  other {other}")
     print(f"tokcheck: {len(texts)} texts, checkers {list(checks)}, mismatches {bad}")
+    if a.write:
+        # The Rust tokenizer's test fixture: llama.cpp's ids for every text and for every case's chat prompt.
+        if "llama.cpp" not in checks:
+            sys.exit("--write needs --gguf (the fixture holds llama.cpp's ids)")
+        side = json.load(open(os.path.join(a.model_dir, "llm.json"), encoding="utf-8"))
+        chats = []
+        for c in prompts["cases"]:
+            msgs = [{"role": "system", "content": prompts["system"]}] + c["messages"]
+            text = render_chat(side["chat_template"], msgs)
+            chats.append({"id": c["id"], "ids": list(checks["llama.cpp"](text))})
+        out = {"source": "llama.cpp tokenize(special=True) via scripts/llm-reference.py tokcheck --write",
+               "texts": [{"text": t, "ids": list(checks["llama.cpp"](t))} for t in texts], "chats": chats}
+        with open(a.write, "w", encoding="utf-8") as f:
+            json.dump(out, f, ensure_ascii=False, indent=0)
+        print(f"wrote {a.write}")
 
 
 def numpy_forward(gguf_path, ids):
@@ -455,6 +470,7 @@ def main():
     t.add_argument("--model-dir", required=True)
     t.add_argument("--gguf")
     t.add_argument("--prompts", default=DEFAULT_PROMPTS)
+    t.add_argument("--write", help="write llama.cpp's ids as a JSON fixture (tests/fixtures/llm/tokens.json)")
     nc = sp.add_parser("numpycheck")
     nc.add_argument("--model-dir", required=True)
     nc.add_argument("--gguf", required=True)

@@ -37,6 +37,12 @@ pub struct Metrics {
     pub transcripts: IntCounterVec,
     /// From the end of a caller turn (audio submitted) to its final transcript.
     pub transcript_latency: Histogram,
+    /// Language-model replies by outcome (done, failed, cancelled).
+    pub llm_replies: IntCounterVec,
+    /// Failed replies by what failed (connect, status, timeout, garbage, truncated, busy, model).
+    pub llm_failures: IntCounterVec,
+    /// From asking the language model to its first text.
+    pub llm_first_text: Histogram,
     /// Per-call figures observed when each call ends (from RTCP).
     pub call_jitter: Histogram,
     pub call_loss: Histogram,
@@ -71,7 +77,12 @@ impl Metrics {
         let transcripts = IntCounterVec::new(Opts::new("switchboard_transcripts_total", "Caller turns given to speech recognition, by outcome"), &["outcome"]).expect("valid metric");
         registry.register(Box::new(transcripts.clone())).expect("unique metric");
         let transcript_latency = hist("switchboard_transcript_latency_seconds", "End of a caller turn to its final transcript (queueing included)", vec![0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0]);
-        for h in [&call_jitter, &call_loss, &call_rtt, &transcript_latency] {
+        let llm_replies = IntCounterVec::new(Opts::new("switchboard_llm_replies_total", "Language-model replies, by outcome"), &["outcome"]).expect("valid metric");
+        registry.register(Box::new(llm_replies.clone())).expect("unique metric");
+        let llm_failures = IntCounterVec::new(Opts::new("switchboard_llm_failures_total", "Language-model replies that failed (the caller heard the apology), by cause"), &["kind"]).expect("valid metric");
+        registry.register(Box::new(llm_failures.clone())).expect("unique metric");
+        let llm_first_text = hist("switchboard_llm_first_text_seconds", "Asking the language model to its first text", vec![0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0]);
+        for h in [&call_jitter, &call_loss, &call_rtt, &transcript_latency, &llm_first_text] {
             registry.register(Box::new(h.clone())).expect("unique metric");
         }
         registry.register(Box::new(concealed_seconds.clone())).expect("unique metric");
@@ -109,11 +120,24 @@ impl Metrics {
             turns,
             transcripts,
             transcript_latency,
+            llm_replies,
+            llm_failures,
+            llm_first_text,
             call_jitter,
             call_loss,
             call_rtt,
             calls,
             registry,
+        }
+    }
+
+    pub fn reply(&self, r: &crate::agent::ReplyRecord) {
+        self.llm_replies.with_label_values(&[r.outcome]).inc();
+        if let Some(kind) = r.error {
+            self.llm_failures.with_label_values(&[kind]).inc();
+        }
+        if let Some(ms) = r.first_text_ms {
+            self.llm_first_text.observe(ms as f64 / 1000.0);
         }
     }
 

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard::models::llm::chat::{ChatRequest, LlmEvent, Message, Role};
-use switchboard::models::llm::openai::{LlmError, OpenAiBackend, OpenAiConfig};
+use switchboard::models::llm::openai::{OpenAiBackend, OpenAiConfig};
+use switchboard::models::llm::LlmError;
 
 fn cfg(port: u16) -> OpenAiConfig {
     OpenAiConfig {

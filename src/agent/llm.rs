@@ -5,15 +5,21 @@
 //! the model fails (down, slow, garbage), the caller hears the agent's
 //! apology — never dead air. A new turn while a reply is being written
 //! replaces it (the reply is cancelled; barge-in proper is step 6).
+//!
+//! Each agent is one conversation (session) of its backend: the embedded
+//! model computes the instructions as soon as the call is set up (`warm`) and
+//! keeps the conversation's cache between turns; the session ends with the
+//! agent. Every reply's end goes out as `AgentOutput::Reply` for the record.
 
 use super::conversation::Conversation;
 use super::splitter::SentenceSplitter;
-use super::{Agent, AgentOutput, PlayoutState};
+use super::{Agent, AgentOutput, PlayoutState, ReplyRecord};
 use crate::call::transcriber::TurnTranscript;
 use crate::models::llm::chat::LlmEvent;
-use crate::models::llm::openai::{LlmStream, OpenAiBackend};
+use crate::models::llm::{LlmBackend, LlmStream};
 use crate::models::tts_worker::{Speech, SpeechChunk, Style, TtsWorker};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,7 +42,9 @@ pub struct LlmAgent {
     greeting: Option<Arc<Vec<i16>>>,
     greeting_queued: bool,
     conv: Conversation,
-    backend: OpenAiBackend,
+    backend: LlmBackend,
+    session: u64,
+    records: VecDeque<ReplyRecord>,
     settings: LlmSettings,
     tts: TtsWorker,
     style: Style,
@@ -48,8 +56,39 @@ pub struct LlmAgent {
 }
 
 impl LlmAgent {
-    pub fn new(greeting: Option<Arc<Vec<i16>>>, conv: Conversation, backend: OpenAiBackend, settings: LlmSettings, tts: TtsWorker, style: Style) -> LlmAgent {
-        LlmAgent { greeting, greeting_queued: false, conv, backend, settings, tts, style, reply: None, speaking: VecDeque::new(), pending_turn: false }
+    pub fn new(greeting: Option<Arc<Vec<i16>>>, conv: Conversation, backend: LlmBackend, settings: LlmSettings, tts: TtsWorker, style: Style) -> LlmAgent {
+        static SESSIONS: AtomicU64 = AtomicU64::new(1);
+        let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
+        // The instructions are computed while the call is set up, not when the caller first speaks.
+        backend.warm(&conv.request(&[], None, None), session);
+        LlmAgent {
+            greeting,
+            greeting_queued: false,
+            conv,
+            backend,
+            session,
+            records: VecDeque::new(),
+            settings,
+            tts,
+            style,
+            reply: None,
+            speaking: VecDeque::new(),
+            pending_turn: false,
+        }
+    }
+
+    fn cancel_reply(&mut self) {
+        if let Some(mut r) = self.reply.take() {
+            r.stream.cancel();
+            self.records.push_back(ReplyRecord {
+                text: r.text.trim().to_string(),
+                outcome: "cancelled",
+                error: None,
+                finish_reason: None,
+                first_text_ms: r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64),
+                total_ms: r.started.elapsed().as_millis() as u64,
+            });
+        }
     }
 
     fn say(&mut self, sentence: &str) {
@@ -61,14 +100,14 @@ impl LlmAgent {
 
     fn start_reply(&mut self) {
         let req = self.conv.request(&[], self.settings.temperature, self.settings.max_output_tokens);
-        let stream = self.backend.stream(&req);
+        let stream = self.backend.stream(&req, self.session);
         self.reply = Some(Reply { stream, splitter: SentenceSplitter::new(), text: String::new(), started: Instant::now(), first_text: None });
     }
 
     /// The language model's events so far.
     fn pump_reply(&mut self) {
         let mut sentences = Vec::new();
-        let mut finished: Option<Result<(), String>> = None;
+        let mut finished: Option<Result<String, crate::models::llm::LlmError>> = None;
         if let Some(r) = &mut self.reply {
             while let Some(ev) = r.stream.poll() {
                 match ev {
@@ -87,11 +126,11 @@ impl LlmAgent {
                             text = %r.text,
                             "reply"
                         );
-                        finished = Some(Ok(()));
+                        finished = Some(Ok(finish_reason));
                         break;
                     }
                     Err(e) => {
-                        finished = Some(Err(e.to_string()));
+                        finished = Some(Err(e));
                         break;
                     }
                 }
@@ -100,25 +139,29 @@ impl LlmAgent {
         for s in sentences {
             self.say(&s);
         }
-        match finished {
-            Some(Ok(())) => {
-                let r = self.reply.take().expect("a reply was running");
-                if !r.text.trim().is_empty() {
-                    self.conv.add_assistant(r.text.trim(), vec![]);
+        if let Some(result) = finished {
+            let r = self.reply.take().expect("a reply was running");
+            let first_text_ms = r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64);
+            let total_ms = r.started.elapsed().as_millis() as u64;
+            let mut record = ReplyRecord { text: r.text.trim().to_string(), outcome: "done", error: None, finish_reason: None, first_text_ms, total_ms };
+            match result {
+                Ok(reason) => record.finish_reason = Some(reason),
+                Err(e) => {
+                    tracing::warn!(error = %e, partial = %r.text, "the language model failed; apologising");
+                    record.outcome = "failed";
+                    record.error = Some(e.kind());
+                    if r.text.trim().is_empty() {
+                        let apology = self.settings.apology.clone();
+                        self.say(&apology);
+                        record.text = apology;
+                    }
+                    // Otherwise what was already said stays said; the rest is lost.
                 }
             }
-            Some(Err(e)) => {
-                let r = self.reply.take().expect("a reply was running");
-                tracing::warn!(error = %e, partial = %r.text, "the language model failed; apologising");
-                if r.text.trim().is_empty() {
-                    let apology = self.settings.apology.clone();
-                    self.say(&apology);
-                } else {
-                    // What was already said stays said; the rest is lost.
-                    self.conv.add_assistant(r.text.trim(), vec![]);
-                }
+            if !r.text.trim().is_empty() {
+                self.conv.add_assistant(r.text.trim(), vec![]);
             }
-            None => {}
+            self.records.push_back(record);
         }
         if self.reply.is_none() && self.pending_turn {
             self.pending_turn = false;
@@ -139,9 +182,7 @@ impl Agent for LlmAgent {
         self.conv.add_user(t.text.trim());
         if self.reply.is_some() {
             // The caller said more before the reply came: answer everything they said.
-            if let Some(mut r) = self.reply.take() {
-                r.stream.cancel();
-            }
+            self.cancel_reply();
             self.pending_turn = true;
         } else {
             self.start_reply();
@@ -160,6 +201,9 @@ impl Agent for LlmAgent {
             self.start_reply();
         }
         self.pump_reply();
+        if let Some(r) = self.records.pop_front() {
+            return Some(AgentOutput::Reply(r));
+        }
         while let Some(s) = self.speaking.front_mut() {
             match s.poll() {
                 Some(SpeechChunk::Audio { pcm, .. }) => return Some(AgentOutput::Audio(pcm)),
@@ -174,5 +218,12 @@ impl Agent for LlmAgent {
             }
         }
         None
+    }
+}
+
+impl Drop for LlmAgent {
+    fn drop(&mut self) {
+        self.cancel_reply();
+        self.backend.end(self.session);
     }
 }

@@ -35,6 +35,23 @@ pub enum AgentOutput {
     ClearAudio,
     /// End the call with BYE, giving this reason.
     Hangup(String),
+    /// A reply of the language model ended (for the call record, logs and metrics).
+    Reply(ReplyRecord),
+}
+
+/// One reply of an agent's language model, as it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyRecord {
+    /// What the agent says (the apology when the model failed before any text).
+    pub text: String,
+    /// `done`, `failed` or `cancelled` (the caller spoke again first).
+    pub outcome: &'static str,
+    /// Why it failed: the error kind (`connect`, `timeout`, `garbage`, `busy`, `model`, …).
+    pub error: Option<&'static str>,
+    pub finish_reason: Option<String>,
+    /// From the request to the first text.
+    pub first_text_ms: Option<u64>,
+    pub total_ms: u64,
 }
 
 pub trait Agent: Send {
@@ -62,7 +79,7 @@ pub struct AgentSpec {
     /// The agent's voice on its worker (agents that speak at run time).
     pub tts: Option<crate::models::tts_worker::TtsWorker>,
     /// The agent's language model (`mode: llm`).
-    pub llm: Option<crate::models::llm::openai::OpenAiBackend>,
+    pub llm: Option<crate::models::llm::LlmBackend>,
 }
 
 /// The variables an agent's instructions may use, for one call.

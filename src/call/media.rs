@@ -122,6 +122,8 @@ pub enum MediaEvent {
     TurnCommitted(TurnCommit),
     /// End the call with BYE for this reason (agent decision, RTP timeout).
     Hangup(String),
+    /// The agent's language model finished (or failed, or dropped) a reply.
+    Reply(crate::agent::ReplyRecord),
 }
 
 /// Random RTP identity (SSRC, first sequence number and timestamp, RFC 3550 §5.1).
@@ -624,6 +626,7 @@ impl CallMedia {
                     self.pacer.clear();
                 }
                 Some(AgentOutput::Hangup(r)) => self.events.push_back(MediaEvent::Hangup(r)),
+                Some(AgentOutput::Reply(r)) => self.events.push_back(MediaEvent::Reply(r)),
                 None => break,
             }
         }

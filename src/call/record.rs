@@ -23,6 +23,8 @@ pub struct CallRecord {
     pub end_reason: String,
     /// Final transcripts of the caller's turns, in order.
     pub transcripts: Vec<RecordTranscript>,
+    /// The agent's side: each language-model reply as it ended, in order.
+    pub replies: Vec<RecordReply>,
     /// Speech, DTMF and transcription events, with their time from the start of the call.
     pub events: Vec<RecordEvent>,
     pub media: Option<RecordMedia>,
@@ -38,6 +40,21 @@ pub struct RecordTranscript {
     pub language: Option<String>,
     pub no_speech_prob: f32,
     pub latency_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordReply {
+    /// When the reply ended, from the start of the call.
+    pub t_ms: u64,
+    pub text: String,
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_text_ms: Option<u64>,
+    pub total_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,6 +106,7 @@ impl Recorder {
                 duration_ms: 0,
                 end_reason: String::new(),
                 transcripts: Vec::new(),
+                replies: Vec::new(),
                 events: Vec::new(),
                 media: None,
             },
@@ -117,6 +135,18 @@ impl Recorder {
             audio_end_ms: c.audio_end_ms,
             reason: c.reason.label(),
             p_complete: c.p_complete.map(|p| (p * 1000.0).round() / 1000.0),
+        });
+    }
+
+    pub fn reply(&mut self, r: &crate::agent::ReplyRecord) {
+        self.record.replies.push(RecordReply {
+            t_ms: self.started.elapsed().as_millis() as u64,
+            text: r.text.clone(),
+            outcome: r.outcome,
+            error: r.error,
+            finish_reason: r.finish_reason.clone(),
+            first_text_ms: r.first_text_ms,
+            total_ms: r.total_ms,
         });
     }
 

@@ -106,6 +106,29 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     if c.media.codecs.is_empty() {
         return Err(err("media.codecs", "at least one codec must be listed".into()));
     }
+    for (name, b) in c.models.iter().flat_map(|m| &m.llm) {
+        let key = |k: &str| format!("models.llm.{name}.{k}");
+        let (needs, forbids): (&[(&str, bool)], &[(&str, bool)]) = match b.kind {
+            LlmKind::Openai => (&[("base_url", b.base_url.is_some()), ("model", b.model.is_some())], &[("path", b.path.is_some())]),
+            LlmKind::Onnx => (&[("path", b.path.is_some())], &[("base_url", b.base_url.is_some()), ("model", b.model.is_some()), ("api_key_env", b.api_key_env.is_some()), ("api_key_file", b.api_key_file.is_some())]),
+        };
+        let kind = if b.kind == LlmKind::Openai { "openai" } else { "onnx" };
+        if let Some((k, _)) = needs.iter().find(|(_, set)| !set) {
+            return Err(err(&format!("models.llm.{name}"), format!("type {kind} needs `{k}`")));
+        }
+        if let Some((k, _)) = forbids.iter().find(|(_, set)| *set) {
+            return Err(err(&key(k), format!("`{k}` does not apply to type {kind}")));
+        }
+        if !(0.0..=2.0).contains(&b.temperature) {
+            return Err(err(&key("temperature"), format!("{} is out of range 0..=2", b.temperature)));
+        }
+        if !(b.top_p > 0.0 && b.top_p <= 1.0) {
+            return Err(err(&key("top_p"), format!("{} is out of range (0, 1]", b.top_p)));
+        }
+        if !(1.0..=2.0).contains(&b.repetition_penalty) {
+            return Err(err(&key("repetition_penalty"), format!("{} is out of range 1..=2", b.repetition_penalty)));
+        }
+    }
     let has_tts = c.models.as_ref().is_some_and(|m| m.tts.is_some());
     for (name, a) in &c.agents {
         if a.greeting.is_some() && a.greeting_text.is_some() {

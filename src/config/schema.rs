@@ -624,18 +624,24 @@ pub struct ModelsConfig {
 pub enum LlmKind {
     /// Any OpenAI-compatible chat-completions endpoint (llama.cpp server, vLLM, Ollama, OpenAI).
     Openai,
+    /// The embedded model: a folder scripts/llm-to-onnx.py converted, run on ONNX Runtime here.
+    Onnx,
 }
 
-/// A language-model backend.
+/// A language-model backend: `type: openai` (base_url, model, key, timeouts, retries) or
+/// `type: onnx` (path, where it runs, sampling, cache).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LlmBackendConfig {
     #[serde(rename = "type")]
     pub kind: LlmKind,
-    /// Up to, not including, `/chat/completions`, e.g. `http://127.0.0.1:8080/v1`.
-    pub base_url: String,
-    pub model: String,
-    /// The API key from this environment variable, or from this file (never logged).
+    /// openai: up to, not including, `/chat/completions`, e.g. `http://127.0.0.1:8080/v1`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// openai: the model name the endpoint knows.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// openai: the API key from this environment variable, or from this file (never logged).
     #[serde(default)]
     pub api_key_env: Option<String>,
     #[serde(default)]
@@ -646,9 +652,69 @@ pub struct LlmBackendConfig {
     pub first_token_timeout_ms: U64Range<1, 600_000>,
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_ms: U64Range<1, 600_000>,
-    /// Retries before the first token (connection errors, 429, 5xx).
+    /// openai: retries before the first token (connection errors, 429, 5xx).
     #[serde(default = "default_llm_retries")]
     pub retries: U64Range<0, 10>,
+    /// onnx: the converted model's folder (model.onnx, llm.json, vocab.json, merges.txt), relative to this file.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// onnx: execution providers in order of preference.
+    #[serde(default = "default_providers")]
+    pub providers: Vec<crate::models::runtime::Provider>,
+    #[serde(default)]
+    pub strict: bool,
+    #[serde(default = "default_llm_threads")]
+    pub intra_threads: U64Range<1, 64>,
+    /// onnx: replies waiting for the model, across calls; beyond it the caller hears the apology.
+    #[serde(default = "default_llm_queue")]
+    pub queue: U64Range<1, 10_000>,
+    /// onnx: memory for the conversations' computed prefixes (KV caches), across calls.
+    #[serde(default = "default_llm_cache_mb")]
+    pub cache_mb: U64Range<16, 1_000_000>,
+    /// onnx sampling defaults (an agent's `llm.temperature` overrides the temperature); 0 = greedy.
+    #[serde(default = "default_llm_temperature")]
+    pub temperature: f32,
+    #[serde(default = "default_llm_top_p")]
+    pub top_p: f32,
+    #[serde(default = "default_llm_top_k")]
+    pub top_k: U64Range<0, 1_000_000>,
+    #[serde(default = "default_llm_repetition_penalty")]
+    pub repetition_penalty: f32,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_llm_threads() -> U64Range<1, 64> {
+    U64Range(2)
+}
+fn default_llm_queue() -> U64Range<1, 10_000> {
+    U64Range(16)
+}
+fn default_llm_cache_mb() -> U64Range<16, 1_000_000> {
+    U64Range(1024)
+}
+fn default_llm_temperature() -> f32 {
+    0.7
+}
+fn default_llm_top_p() -> f32 {
+    0.8
+}
+fn default_llm_top_k() -> U64Range<0, 1_000_000> {
+    U64Range(20)
+}
+fn default_llm_repetition_penalty() -> f32 {
+    1.05
+}
+
+impl LlmBackendConfig {
+    pub fn session_options(&self) -> crate::models::runtime::SessionOptions {
+        crate::models::runtime::SessionOptions {
+            providers: self.providers.clone(),
+            strict: self.strict,
+            intra_threads: self.intra_threads.get() as usize,
+            inter_threads: 1,
+        }
+    }
 }
 
 fn default_connect_timeout() -> U64Range<1, 60_000> {

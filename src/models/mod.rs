@@ -24,6 +24,8 @@ pub struct Models {
     pub voices: BTreeMap<String, std::sync::Mutex<tts::PiperVoice>>,
     /// `models.asr`: one worker pool per recogniser, by name.
     pub asr: BTreeMap<String, asr::worker::AsrWorker>,
+    /// `models.llm` of type onnx: the embedded language models on their threads, by name.
+    pub llm: BTreeMap<String, llm::local::LocalLlm>,
     /// One line per model: name, provider, path (for logs and `check-models`).
     pub summary: Vec<String>,
 }
@@ -40,7 +42,7 @@ impl std::fmt::Display for Models {
 /// Load the runtime and every configured model: a problem is a start-up error.
 pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
     let Some(m) = &cfg.config.models else {
-        return Ok(Models { vad: None, turn: None, tts: None, voices: BTreeMap::new(), asr: BTreeMap::new(), summary: vec!["no models configured".into()] });
+        return Ok(Models { vad: None, turn: None, tts: None, voices: BTreeMap::new(), asr: BTreeMap::new(), llm: BTreeMap::new(), summary: vec!["no models configured".into()] });
     };
     let rt = runtime::init(&cfg.resolve(&m.runtime.library))?;
     let mut summary = vec![format!("onnxruntime {} from {}", rt.version(), rt.library().display())];
@@ -90,7 +92,11 @@ pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
     for (name, a) in &m.asr {
         asr.insert(name.clone(), load_asr(rt, cfg, name, a, &mut summary)?);
     }
-    Ok(Models { vad, turn, tts, voices, asr, summary })
+    let mut llm = BTreeMap::new();
+    for (name, l) in m.llm.iter().filter(|(_, l)| l.kind == crate::config::LlmKind::Onnx) {
+        llm.insert(name.clone(), load_llm(rt, cfg, name, l, &mut summary)?);
+    }
+    Ok(Models { vad, turn, tts, voices, asr, llm, summary })
 }
 
 /// A Piper voice (`.onnx` with its `.onnx.json` beside it), tried once on "Hello.".
@@ -157,6 +163,45 @@ fn load_asr(
         t.no_speech_prob
     ));
     Ok(asr::worker::AsrWorker::spawn(copies, a.queue.get() as usize, name))
+}
+
+/// An embedded language model on its worker thread, after one real step (a provider that
+/// registers but cannot run fails here, at start-up).
+fn load_llm(
+    rt: &runtime::Runtime,
+    cfg: &LoadedConfig,
+    name: &str,
+    l: &crate::config::LlmBackendConfig,
+    summary: &mut Vec<String>,
+) -> Result<llm::local::LocalLlm, RuntimeError> {
+    let label = format!("llm.{name}");
+    let dir = cfg.resolve(l.path.as_deref().unwrap_or(std::path::Path::new(".")));
+    let t0 = std::time::Instant::now();
+    let mut model = llm::qwen::Qwen::load(rt, &label, &dir, &l.session_options())?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let t1 = std::time::Instant::now();
+    let mut cache = model.empty_cache().map_err(|source| RuntimeError::Ort { model: label.clone(), source })?;
+    let hello = model.tokenizer().encode("Hello");
+    model.forward(&mut cache, &hello).map_err(|source| RuntimeError::Ort { model: label.clone(), source })?;
+    summary.push(format!(
+        "{label}: {} ({} {}, on {}; loaded in {load_ms:.0} ms, first step {:.0} ms)",
+        dir.display(),
+        model.spec().name,
+        model.spec().quant,
+        model.provider().label(),
+        t1.elapsed().as_secs_f64() * 1000.0
+    ));
+    let settings = llm::local::LocalSettings {
+        sampling: llm::sampler::Sampling {
+            temperature: l.temperature,
+            top_k: l.top_k.get() as usize,
+            top_p: l.top_p,
+            repetition_penalty: l.repetition_penalty,
+        },
+        cache_bytes: l.cache_mb.get() as usize * 1024 * 1024,
+        seed: l.seed,
+    };
+    llm::local::LocalLlm::spawn(model, settings, l.queue.get() as usize, name).map_err(|reason| RuntimeError::Model { model: label, reason })
 }
 pub mod tts;
 pub mod tts_worker;

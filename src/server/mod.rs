@@ -88,8 +88,14 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     }
     let mut backends = HashMap::new();
     for (name, b) in cfg.models.iter().flat_map(|m| &m.llm) {
-        backends.insert(name.clone(), llm_backend(&loaded, name, b)?);
-        info!(llm = %name, base_url = %b.base_url, model = %b.model, "language model: openai-compatible endpoint");
+        let backend = match models.llm.remove(name) {
+            Some(local) => crate::models::llm::LlmBackend::Local(local),
+            None => {
+                info!(llm = %name, base_url = ?b.base_url, model = ?b.model, "language model: openai-compatible endpoint");
+                crate::models::llm::LlmBackend::OpenAi(llm_backend(&loaded, name, b)?)
+            }
+        };
+        backends.insert(name.clone(), backend);
     }
     for spec in agents.values_mut() {
         spec.tts = speakers.get(&spec.config.voice).cloned();
@@ -278,8 +284,9 @@ fn llm_backend(loaded: &LoadedConfig, name: &str, b: &crate::config::LlmBackendC
     };
     let ms = |v: u64| Duration::from_millis(v);
     crate::models::llm::openai::OpenAiBackend::new(crate::models::llm::openai::OpenAiConfig {
-        base_url: b.base_url.clone(),
-        model: b.model.clone(),
+        // Validated: type openai has both.
+        base_url: b.base_url.clone().unwrap_or_default(),
+        model: b.model.clone().unwrap_or_default(),
         api_key,
         connect_timeout: ms(b.connect_timeout_ms.get()),
         first_token_timeout: ms(b.first_token_timeout_ms.get()),

@@ -313,3 +313,21 @@ pub fn cpu_options(threads: usize) -> switchboard::models::runtime::SessionOptio
     use switchboard::models::runtime::{Provider, SessionOptions};
     SessionOptions { providers: vec![Provider::Cpu], strict: false, intra_threads: threads, inter_threads: 1 }
 }
+
+/// The Python with llama-cpp-python[server] that `scripts/setup.sh --test` builds
+/// (`SWITCHBOARD_LLAMA_PYTHON` overrides it).
+pub fn llama_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("SWITCHBOARD_LLAMA_PYTHON") {
+        return PathBuf::from(p);
+    }
+    models_dir("llamavenv/bin/python").join("llamavenv/bin/python")
+}
+
+/// The packaged Qwen2.5-Coder-1.5B-Instruct GGUF the set-up joins (`SWITCHBOARD_LLM_GGUF` overrides it).
+pub fn llm_gguf() -> PathBuf {
+    if let Some(p) = std::env::var_os("SWITCHBOARD_LLM_GGUF") {
+        return PathBuf::from(p);
+    }
+    let rel = "qwen_gguf/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
+    models_dir(rel).join(rel)
+}

@@ -9,8 +9,9 @@
 //! first event, since a reply cannot be retried half-spoken. Dropping or
 //! cancelling the stream aborts the request. The API key is never logged.
 
-use super::chat::{request_body, ChatRequest, ChatStreamDecoder, ChatStreamError, LlmEvent};
-use super::sse::{SseError, SseParser};
+use super::chat::{request_body, ChatRequest, ChatStreamDecoder, LlmEvent};
+use super::sse::SseParser;
+use super::{LlmError, LlmStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -27,51 +28,6 @@ pub struct OpenAiConfig {
     pub idle_timeout: Duration,
     /// Retries before the first event (connection errors, 429, 5xx).
     pub retries: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum LlmError {
-    #[error("cannot reach the language model at {url}: {reason}")]
-    Connect { url: String, reason: String },
-    #[error("the language model answered HTTP {status}: {body}")]
-    Status { status: u16, body: String },
-    #[error("the language model timed out ({0})")]
-    Timeout(&'static str),
-    #[error("{0}")]
-    Stream(#[from] ChatStreamError),
-    #[error("{0}")]
-    Sse(#[from] SseError),
-    #[error("the reply ended before it was complete")]
-    Truncated,
-}
-
-/// One reply in progress: poll it; drop it (or `cancel`) to abort.
-pub struct LlmStream {
-    rx: mpsc::Receiver<Result<LlmEvent, LlmError>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl LlmStream {
-    pub fn poll(&mut self) -> Option<Result<LlmEvent, LlmError>> {
-        self.rx.try_recv().ok()
-    }
-
-    /// Wait for the next event (tests and tools, not the media loop).
-    pub fn wait(&mut self, timeout: Duration) -> Option<Result<LlmEvent, LlmError>> {
-        self.rx.recv_timeout(timeout).ok()
-    }
-
-    pub fn cancel(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
-
-impl Drop for LlmStream {
-    fn drop(&mut self) {
-        self.cancel();
-    }
 }
 
 #[derive(Clone)]
@@ -110,7 +66,7 @@ impl OpenAiBackend {
                 let _ = tx.send(Err(e));
             }
         });
-        LlmStream { rx, task: Some(task) }
+        LlmStream::with_task(rx, task)
     }
 
     async fn run(&self, body: serde_json::Value, tx: &mpsc::Sender<Result<LlmEvent, LlmError>>) -> Result<(), LlmError> {

@@ -1,0 +1,170 @@
+//! The embedded language model (Qwen2.5-Coder-1.5B-Instruct converted to ONNX by the set-up)
+//! against llama.cpp running the same GGUF: the tokenizer gives llama.cpp's ids, and the answers to
+//! the fixed prompt set (tests/fixtures/llm/prompts.json) carry the same facts.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use switchboard::models::llm::chat::{ChatRequest, LlmEvent, Message, Role};
+use switchboard::models::llm::local::{LocalLlm, LocalSettings};
+use switchboard::models::llm::qwen::{load_tokenizer, Qwen};
+use switchboard::models::llm::sampler::Sampling;
+use switchboard::models::llm::template::{prompt_tokens, Controls};
+
+const MODEL: &str = "qwen2_5_coder_1_5b";
+
+fn model_dir() -> PathBuf {
+    common::models_dir(&format!("{MODEL}/llm.json")).join(MODEL)
+}
+
+fn fixture(name: &str) -> serde_json::Value {
+    let p = common::repo_root().join("tests/fixtures/llm").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn chat(prompts: &serde_json::Value, case: &serde_json::Value) -> ChatRequest {
+    let mut messages = vec![Message::new(Role::System, prompts["system"].as_str().unwrap())];
+    for m in case["messages"].as_array().unwrap() {
+        let role = match m["role"].as_str().unwrap() {
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            r => panic!("role {r}"),
+        };
+        messages.push(Message::new(role, m["content"].as_str().unwrap()));
+    }
+    ChatRequest { messages, tools: vec![], temperature: Some(0.0), max_tokens: Some(prompts["max_new_tokens"].as_u64().unwrap() as u32) }
+}
+
+/// The fixture holds llama.cpp's ids (scripts/llm-reference.py tokcheck --write).
+#[test]
+fn tokenizer_and_chat_template_match_llama_cpp() {
+    let (tok, _) = load_tokenizer(&model_dir()).unwrap();
+    let fx = fixture("tokens.json");
+    let mut checked = 0;
+    for t in fx["texts"].as_array().unwrap() {
+        let text = t["text"].as_str().unwrap();
+        // llama.cpp does not NFC-normalise; the HF tokenizer (and ours) does: they differ only there.
+        if unicode_normalization::is_nfc(text) {
+            assert_eq!(tok.encode_with_special(text), ids(&t["ids"]), "{text:?}");
+            assert_eq!(tok.decode(&tok.encode_with_special(text), true), text);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 18, "only {checked} texts checked");
+    let prompts = fixture("prompts.json");
+    let controls = Controls::of(&tok).unwrap();
+    for (case, want) in prompts["cases"].as_array().unwrap().iter().zip(fx["chats"].as_array().unwrap()) {
+        assert_eq!(case["id"], want["id"]);
+        let got = prompt_tokens(&tok, &controls, &chat(&prompts, case), true);
+        assert_eq!(got, ids(&want["ids"]), "chat prompt of case {}", case["id"]);
+    }
+}
+
+fn facts_ok(text: &str, case: &serde_json::Value) -> bool {
+    let re = |p: &str| fancy_regex::Regex::new(&format!("(?i){p}")).unwrap();
+    let list = |k: &str| case[k].as_array().map(|a| a.iter().map(|p| p.as_str().unwrap().to_string()).collect::<Vec<_>>()).unwrap_or_default();
+    list("expect").iter().all(|p| re(p).is_match(text).unwrap()) && list("forbid").iter().all(|p| !re(p).is_match(text).unwrap())
+}
+
+/// llama.cpp's greedy answers to the prompt set, run now by scripts/llm-reference.py.
+fn llama_cpp_answers() -> Vec<(String, String)> {
+    let py = common::llama_python();
+    let out = common::test_dir("llm-onnx").join("llama.json");
+    let gguf = common::llm_gguf();
+    let r = Command::new(&py)
+        .arg(common::repo_root().join("scripts/llm-reference.py"))
+        .args(["run", "--backend", "llama", "--threads", "2", "--model-dir"])
+        .arg(model_dir())
+        .arg("--gguf")
+        .arg(&gguf)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "llm-reference.py run --backend llama failed:\n{}", String::from_utf8_lossy(&r.stderr));
+    let res: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    res["cases"].as_array().unwrap().iter().map(|c| (c["id"].as_str().unwrap().to_string(), c["answer"].as_str().unwrap().to_string())).collect()
+}
+
+fn ask(llm: &LocalLlm, req: &ChatRequest, session: u64) -> (String, String, Duration) {
+    let t0 = Instant::now();
+    let mut s = llm.stream(req, session);
+    let mut text = String::new();
+    let mut first = None;
+    loop {
+        match s.wait(Duration::from_secs(120)).expect("the model answers within 120 s") {
+            Ok(LlmEvent::Text(t)) => {
+                first.get_or_insert_with(|| t0.elapsed());
+                text.push_str(&t);
+            }
+            Ok(LlmEvent::ToolCall(c)) => panic!("no tools were offered, yet: {c:?}"),
+            Ok(LlmEvent::Done { finish_reason }) => return (text, finish_reason, first.unwrap_or_default()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn spawn_model() -> LocalLlm {
+    let model = Qwen::load(common::ort_runtime(), "llm", &model_dir(), &common::cpu_options(2)).unwrap();
+    let greedy = Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0 };
+    LocalLlm::spawn(model, LocalSettings { sampling: greedy, cache_bytes: 256 << 20, seed: 0 }, 4, "test").unwrap()
+}
+
+#[test]
+fn answers_carry_the_same_facts_as_llama_cpp() {
+    let prompts = fixture("prompts.json");
+    let llm = spawn_model();
+    let theirs = llama_cpp_answers();
+    let mut ours_ok = 0;
+    let mut theirs_ok = 0;
+    let mut lost = Vec::new();
+    for (i, case) in prompts["cases"].as_array().unwrap().iter().enumerate() {
+        let (text, finish, ttft) = ask(&llm, &chat(&prompts, case), 100 + i as u64);
+        let (id, their_text) = &theirs[i];
+        assert_eq!(id, case["id"].as_str().unwrap());
+        let (a, b) = (facts_ok(&text, case), facts_ok(their_text, case));
+        eprintln!("{id:20} onnx {a:5} ({finish}, first text {ttft:?}) {text:?}\n{:20} llama {b:5} {their_text:?}", "");
+        ours_ok += a as usize;
+        theirs_ok += b as usize;
+        if b && !a {
+            lost.push(id.clone());
+        }
+        assert!(!text.trim().is_empty(), "{id}: empty answer");
+    }
+    eprintln!("facts right: onnx {ours_ok}/8, llama.cpp {theirs_ok}/8; lost {lost:?}");
+    // The int4 re-quantisation may flip a near-tie; it must not lose more than one fact llama.cpp knows.
+    assert!(lost.len() <= 1, "the ONNX model lost facts llama.cpp got right: {lost:?}");
+    assert!(ours_ok + 1 >= theirs_ok && ours_ok >= 5, "onnx {ours_ok}/8 vs llama.cpp {theirs_ok}/8");
+}
+
+/// A second turn reuses the conversation's cache: only the new tokens are computed, and the
+/// answer is the same as from a cold start.
+#[test]
+fn later_turns_reuse_the_conversation_cache() {
+    let prompts = fixture("prompts.json");
+    let case = &prompts["cases"].as_array().unwrap()[5]; // followup_close: three messages
+    assert_eq!(case["id"], "followup_close");
+    let llm = spawn_model();
+    let mut first_turn = chat(&prompts, case);
+    first_turn.messages.truncate(2);
+    let (a1, _, _) = ask(&llm, &first_turn, 1);
+    assert!(a1.contains('8'), "{a1}");
+    // Turn two in the same session, with the model's own answer in the history.
+    let mut second = first_turn.clone();
+    second.messages.push(Message::new(Role::Assistant, a1.trim()));
+    second.messages.push(Message::new(Role::User, "And when do you close that day?"));
+    let (warm_text, _, warm_first) = ask(&llm, &second, 1);
+    // The same request cold, in a fresh session with nothing to share: the same answer (greedy).
+    let llm_cold = spawn_model();
+    let (cold_text, _, cold_first) = ask(&llm_cold, &second, 2);
+    eprintln!("turn 2 warm {warm_first:?} {warm_text:?}; cold {cold_first:?} {cold_text:?}");
+    assert_eq!(warm_text, cold_text);
+    assert!(facts_ok(&warm_text, case), "{warm_text}");
+    assert!(warm_first < cold_first, "the cached prefix makes the first text sooner: warm {warm_first:?}, cold {cold_first:?}");
+}
