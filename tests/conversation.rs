@@ -1,0 +1,120 @@
+//! A whole spoken conversation on the embedded default language model (the set-up's ONNX
+//! conversion of Qwen2.5-Coder-1.5B-Instruct): a SIPp caller asks three questions spoken by Piper,
+//! the second and third referring to the first answer; the agent's answers, captured on the wire and
+//! transcribed by the project's own Whisper, hold the right facts, in order; the call record holds
+//! both sides' words with their times.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+use switchboard::models::asr::{offline, DecodeOptions, Precision, Whisper};
+use switchboard::models::vad::{SegmenterConfig, SileroVad};
+
+const INSTRUCTIONS: &str = "You are the friendly phone receptionist of Sunny Bakery. Answer the caller in one short sentence that sounds natural when spoken aloud. \
+Only use these facts. Opening hours: Monday to Friday 7:00 to 18:00, Saturday 8:00 to 14:00. Closed on Sunday. Phone number: 555-0100.";
+
+/// (when the question starts in the caller's audio, seconds; the question; what the answer must hold)
+const TURNS: [(f64, &str, &[&str]); 3] = [
+    // Whisper writes "8:00" as "800" and "2 p.m." as "2pm".
+    (1.0, "Hi! What time do you open on Saturday?", &["8", "800", "8am", "eight"]),
+    (15.0, "And when do you close that day?", &["14", "1400", "2", "2pm", "two"]),
+    (29.0, "What about Sunday?", &["closed", "not open", "close"]),
+];
+const CALL_S: f64 = 44.0;
+
+/// Any of `words` as a whole word ("8" is in "8:00 am", not in "18:00").
+fn any_word(text: &str, words: &[&str]) -> bool {
+    words.iter().any(|w| fancy_regex::Regex::new(&format!(r"(?i)\b{}\b", fancy_regex::escape(w))).unwrap().is_match(text).unwrap())
+}
+
+#[test]
+fn three_turns_on_the_embedded_model() {
+    common::require_tools(&["sipp", "tcpdump", "sox"]);
+    let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
+    let ports = common::alloc_ports();
+    let dir = common::test_dir("conversation");
+    // The caller's side: three questions by Piper at fixed times, as PCMU.
+    let onnx = m.join("piper/en_US-joe-medium.onnx");
+    let mut voice = switchboard::models::tts::PiperVoice::load(common::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &common::cpu_options(2)).unwrap();
+    let rate = voice.sample_rate() as usize;
+    let mut pcm = vec![0i16; (CALL_S * rate as f64) as usize];
+    let mut ends = Vec::new();
+    for (at, q, _) in TURNS {
+        let s = voice.synthesize(q).unwrap();
+        let start = (at * rate as f64) as usize;
+        pcm[start..start + s.len()].copy_from_slice(&s);
+        ends.push(at + s.len() as f64 / rate as f64);
+    }
+    let src = dir.join("questions22k.wav");
+    common::write_wav(&src, &pcm, rate as u32);
+    let wav8 = dir.join("questions8k.wav");
+    common::run_checked(Command::new(common::tool("sox")).arg(&src).args(["-D", "-r", "8000"]).arg(&wav8));
+    std::fs::create_dir_all(dir.join("pcap")).unwrap();
+    common::fixtures::write_rtp_audio_pcap(&wav8, &dir.join("pcap/turn_pause_pcmu.pcap"), 0, 20, 1000, 160_000, 0x5EC0_0003);
+
+    // The appliance on the shipped models, the language model being the embedded default.
+    let cfg = format!(
+        "models:\n  runtime:\n    library: {m}/onnxruntime/libonnxruntime.so.1.32.0\n  vad:\n    path: {m}/silero_vad/silero_vad.onnx\n  tts:\n    path: {m}/piper/en_US-joe-medium.onnx\n    intra_threads: 1\n  asr:\n    tiny:\n      path: {m}/whisper_tiny_en\n  llm:\n    embedded:\n      type: onnx\n      path: {m}/qwen2_5_coder_1_5b\n      temperature: 0\n\
+         calls:\n  record_dir: {{{{run_dir}}}}/records\n\
+         routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      max_output_tokens: 60\n",
+        m = m.display(),
+    );
+    let app = common::Appliance::start_in(&dir, &cfg, &ports);
+    let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
+    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml"))
+        .unwrap()
+        .replace("<pause milliseconds=\"9000\"/>", &format!("<pause milliseconds=\"{}\"/>", (CALL_S * 1000.0) as u64));
+    let scen = dir.join("conversation.xml");
+    std::fs::write(&scen, xml).unwrap();
+    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(90));
+    let pkts = cap.stop();
+    assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
+
+    // What the caller heard, turn by turn, in Whisper's words.
+    let first = pkts.iter().find(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).expect("RTP from the appliance");
+    let audio = common::rtp_stream_to_pcm(&pkts, first.dst.port(), Some(first.src.port()));
+    let heard8 = dir.join("heard8k.wav");
+    common::write_wav(&heard8, &audio.pcm, 8000);
+    let heard16 = dir.join("heard16k.wav");
+    common::run_checked(Command::new(common::tool("sox")).arg(&heard8).args(["-D", "-r", "16000"]).arg(&heard16));
+    let (pcm16, _) = common::read_wav_mono_i16(&heard16);
+    let x: Vec<f32> = pcm16.iter().map(|&s| s as f32 / 32768.0).collect();
+    let rt = common::ort_runtime();
+    let mut vad = SileroVad::load(rt, &m.join("silero_vad/silero_vad.onnx"), &common::cpu_options(1)).unwrap();
+    let mut whisper = Whisper::load(rt, "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &common::cpu_options(2)).unwrap();
+    let seg = SegmenterConfig { silence_duration_ms: 800, ..Default::default() };
+    let spoken = offline::transcribe_turns(&mut vad, seg, &mut whisper, &DecodeOptions::default(), &x).unwrap();
+    for t in &spoken {
+        println!("agent {:>6}..{:>6} ms: {:?}", t.start_ms, t.end_ms, t.transcript.text);
+    }
+    let log = app.log();
+    println!("{}", log.lines().filter(|l| l.contains("transcript turn=") || l.contains("agent reply")).collect::<Vec<_>>().join("\n"));
+    // Each answer is spoken after its question ends and before the next question begins.
+    for (i, (_, q, facts)) in TURNS.iter().enumerate() {
+        let from = (ends[i] * 1000.0) as u64;
+        let to = TURNS.get(i + 1).map(|t| (t.0 * 1000.0) as u64).unwrap_or((CALL_S * 1000.0) as u64);
+        let said: Vec<&str> = spoken.iter().filter(|t| t.start_ms >= from && t.start_ms < to).map(|t| t.transcript.text.as_str()).collect();
+        let said = said.join(" ");
+        assert!(any_word(&said, facts), "turn {}: asked {q:?}, the caller heard {said:?}, which lacks any of {facts:?}\n{}", i + 1, app.log_tail(40));
+    }
+
+    // The record: three caller turns and three replies, each with its time.
+    let rec_dir = dir.join("records");
+    let rec = common::wait_until(Duration::from_secs(15), || std::fs::read_dir(&rec_dir).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")))
+        .expect("a call record");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
+    let transcripts = r["transcripts"].as_array().unwrap();
+    let replies = r["replies"].as_array().unwrap();
+    assert_eq!(transcripts.len(), 3, "{}", serde_json::to_string_pretty(&r).unwrap());
+    assert!(replies.len() >= 3 && replies.iter().filter(|x| x["outcome"] == "done").count() >= 3, "{}", serde_json::to_string_pretty(&r["replies"]).unwrap());
+    for (i, (_, _, facts)) in TURNS.iter().enumerate() {
+        let text = replies.iter().filter(|x| x["outcome"] == "done").nth(i).unwrap()["text"].as_str().unwrap();
+        assert!(any_word(text, facts), "reply {}: {text:?} lacks any of {facts:?}", i + 1);
+        assert!(transcripts[i]["audio_end_ms"].as_u64().unwrap() > 0);
+    }
+    // Replies come after the turns they answer.
+    let t_ms: Vec<u64> = replies.iter().map(|x| x["t_ms"].as_u64().unwrap()).collect();
+    assert!(t_ms.windows(2).all(|w| w[0] <= w[1]), "{t_ms:?}");
+    assert!(app.metric_sum("switchboard_llm_replies_total") >= 3.0);
+}
