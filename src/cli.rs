@@ -73,6 +73,23 @@ pub enum Command {
         runs: usize,
         files: Vec<PathBuf>,
     },
+    /// Language-model benchmark: the embedded model (models.llm, type onnx) through a scripted
+    /// conversation of N turns in one session, as a call uses it: time to the first text and
+    /// to the first sentence per turn, decode rate, p50/p95.
+    BenchLlm {
+        #[arg(long, short, default_value = "config/switchboard.yaml")]
+        config: PathBuf,
+        /// A name from models.llm (default: the first of type onnx).
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        turns: usize,
+        /// Override the model's intra-op threads.
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 60)]
+        max_tokens: u32,
+    },
 }
 
 fn parse_ports(s: &str) -> Result<PortRange, String> {

@@ -1,5 +1,6 @@
 mod cli;
 mod cli_asr;
+mod cli_llm;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -57,6 +58,13 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             report(cli_asr::bench(&loaded, model.as_deref(), &threads, &precision, runs, &files))
+        }
+        Command::BenchLlm { config, model, turns, threads, max_tokens } => {
+            let loaded = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            report(cli_llm::bench(&loaded, model.as_deref(), turns, threads, max_tokens))
         }
         Command::Run { config, sip_listen, http_listen, rtp_ports } => {
             let loaded = match load_config(&config) {
