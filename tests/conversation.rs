@@ -28,19 +28,15 @@ fn any_word(text: &str, words: &[&str]) -> bool {
     words.iter().any(|w| fancy_regex::Regex::new(&format!(r"(?i)\b{}\b", fancy_regex::escape(w))).unwrap().is_match(text).unwrap())
 }
 
-#[test]
-fn three_turns_on_the_embedded_model() {
-    common::require_tools(&["sipp", "tcpdump", "sox"]);
-    let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
-    let ports = common::alloc_ports();
-    let dir = common::test_dir("conversation");
-    // The caller's side: three questions by Piper at fixed times, as PCMU.
+/// Piper speaks `questions` at their times into pcap/turn_pause_pcmu.pcap (PCMU) in `dir`, for
+/// uac_pcmu_turn_pause.xml; returns when each question ends (s).
+fn caller_pcap(m: &std::path::Path, dir: &std::path::Path, questions: &[(f64, &str)], total_s: f64) -> Vec<f64> {
     let onnx = m.join("piper/en_US-joe-medium.onnx");
     let mut voice = switchboard::models::tts::PiperVoice::load(common::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &common::cpu_options(2)).unwrap();
     let rate = voice.sample_rate() as usize;
-    let mut pcm = vec![0i16; (CALL_S * rate as f64) as usize];
+    let mut pcm = vec![0i16; (total_s * rate as f64) as usize];
     let mut ends = Vec::new();
-    for (at, q, _) in TURNS {
+    for (at, q) in questions {
         let s = voice.synthesize(q).unwrap();
         let start = (at * rate as f64) as usize;
         pcm[start..start + s.len()].copy_from_slice(&s);
@@ -52,6 +48,38 @@ fn three_turns_on_the_embedded_model() {
     common::run_checked(Command::new(common::tool("sox")).arg(&src).args(["-D", "-r", "8000"]).arg(&wav8));
     std::fs::create_dir_all(dir.join("pcap")).unwrap();
     common::fixtures::write_rtp_audio_pcap(&wav8, &dir.join("pcap/turn_pause_pcmu.pcap"), 0, 20, 1000, 160_000, 0x5EC0_0003);
+    ends
+}
+
+/// The agent's audio in a capture, transcribed turn by turn by the project's Whisper.
+fn agent_speech(m: &std::path::Path, dir: &std::path::Path, pkts: &[common::UdpPacket], ports: &common::Ports) -> Vec<offline::TurnText> {
+    let first = pkts.iter().find(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).expect("RTP from the appliance");
+    let audio = common::rtp_stream_to_pcm(pkts, first.dst.port(), Some(first.src.port()));
+    let heard8 = dir.join("heard8k.wav");
+    common::write_wav(&heard8, &audio.pcm, 8000);
+    let heard16 = dir.join("heard16k.wav");
+    common::run_checked(Command::new(common::tool("sox")).arg(&heard8).args(["-D", "-r", "16000"]).arg(&heard16));
+    let (pcm16, _) = common::read_wav_mono_i16(&heard16);
+    let x: Vec<f32> = pcm16.iter().map(|&s| s as f32 / 32768.0).collect();
+    let rt = common::ort_runtime();
+    let mut vad = SileroVad::load(rt, &m.join("silero_vad/silero_vad.onnx"), &common::cpu_options(1)).unwrap();
+    let mut whisper = Whisper::load(rt, "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &common::cpu_options(2)).unwrap();
+    let seg = SegmenterConfig { silence_duration_ms: 800, ..Default::default() };
+    let spoken = offline::transcribe_turns(&mut vad, seg, &mut whisper, &DecodeOptions::default(), &x).unwrap();
+    for t in &spoken {
+        println!("agent {:>6}..{:>6} ms: {:?}", t.start_ms, t.end_ms, t.transcript.text);
+    }
+    spoken
+}
+
+#[test]
+fn three_turns_on_the_embedded_model() {
+    common::require_tools(&["sipp", "tcpdump", "sox"]);
+    let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
+    let ports = common::alloc_ports();
+    let dir = common::test_dir("conversation");
+    // The caller's side: three questions by Piper at fixed times, as PCMU.
+    let ends = caller_pcap(&m, &dir, &TURNS.map(|(at, q, _)| (at, q)), CALL_S);
 
     // The appliance on the shipped models, the language model being the embedded default.
     let cfg = format!(
@@ -72,22 +100,7 @@ fn three_turns_on_the_embedded_model() {
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
 
     // What the caller heard, turn by turn, in Whisper's words.
-    let first = pkts.iter().find(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).expect("RTP from the appliance");
-    let audio = common::rtp_stream_to_pcm(&pkts, first.dst.port(), Some(first.src.port()));
-    let heard8 = dir.join("heard8k.wav");
-    common::write_wav(&heard8, &audio.pcm, 8000);
-    let heard16 = dir.join("heard16k.wav");
-    common::run_checked(Command::new(common::tool("sox")).arg(&heard8).args(["-D", "-r", "16000"]).arg(&heard16));
-    let (pcm16, _) = common::read_wav_mono_i16(&heard16);
-    let x: Vec<f32> = pcm16.iter().map(|&s| s as f32 / 32768.0).collect();
-    let rt = common::ort_runtime();
-    let mut vad = SileroVad::load(rt, &m.join("silero_vad/silero_vad.onnx"), &common::cpu_options(1)).unwrap();
-    let mut whisper = Whisper::load(rt, "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &common::cpu_options(2)).unwrap();
-    let seg = SegmenterConfig { silence_duration_ms: 800, ..Default::default() };
-    let spoken = offline::transcribe_turns(&mut vad, seg, &mut whisper, &DecodeOptions::default(), &x).unwrap();
-    for t in &spoken {
-        println!("agent {:>6}..{:>6} ms: {:?}", t.start_ms, t.end_ms, t.transcript.text);
-    }
+    let spoken = agent_speech(&m, &dir, &pkts, &ports);
     let log = app.log();
     println!("{}", log.lines().filter(|l| l.contains("transcript turn=") || l.contains("agent reply")).collect::<Vec<_>>().join("\n"));
     // Each answer is spoken after its question ends and before the next question begins.
@@ -117,4 +130,46 @@ fn three_turns_on_the_embedded_model() {
     let t_ms: Vec<u64> = replies.iter().map(|x| x["t_ms"].as_u64().unwrap()).collect();
     assert!(t_ms.windows(2).all(|w| w[0] <= w[1]), "{t_ms:?}");
     assert!(app.metric_sum("switchboard_llm_replies_total") >= 3.0);
+}
+
+/// A language model that cannot be reached: the caller hears the agent's apology (never dead air),
+/// the agent hangs up as configured, and the failure is counted and recorded.
+#[test]
+fn a_dead_language_model_gets_an_apology_then_a_hangup() {
+    common::require_tools(&["sipp", "tcpdump", "sox"]);
+    let m = common::models_dir("whisper_tiny_en/whisper.json");
+    let ports = common::alloc_ports();
+    let dir = common::test_dir("llm-down");
+    caller_pcap(&m, &dir, &[(1.0, "What time do you open on Saturday?")], 6.0);
+    // Nothing listens on this port.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = format!(
+        "models:\n  runtime:\n    library: {m}/onnxruntime/libonnxruntime.so.1.32.0\n  vad:\n    path: {m}/silero_vad/silero_vad.onnx\n  tts:\n    path: {m}/piper/en_US-joe-medium.onnx\n  asr:\n    tiny:\n      path: {m}/whisper_tiny_en\n  llm:\n    remote:\n      type: openai\n      base_url: http://127.0.0.1:{dead}/v1\n      model: qwen\n      retries: 1\n\
+         calls:\n  record_dir: {{{{run_dir}}}}/records\n\
+         routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      apology: \"Sorry, our assistant cannot answer right now. Goodbye.\"\n      on_failure: hangup\n",
+        m = m.display(),
+    );
+    let app = common::Appliance::start_in(&dir, &cfg, &ports);
+    let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
+    // uac_wait_bye.xml with the question played after the ACK: the appliance must end the call.
+    let xml = std::fs::read_to_string(common::scenario("uac_wait_bye.xml"))
+        .unwrap()
+        .replace("  <recv request=\"BYE\"", "  <nop><action><exec play_pcap_audio=\"pcap/turn_pause_pcmu.pcap\"/></action></nop>\n  <recv request=\"BYE\"");
+    let scen = dir.join("wait_bye_question.xml");
+    std::fs::write(&scen, xml).unwrap();
+    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(60));
+    let pkts = cap.stop();
+    assert!(run.successful == 1 && run.failed == 0, "the appliance hangs up after its apology\n{}\n{}", run.report(), app.log_tail(30));
+    let spoken = agent_speech(&m, &dir, &pkts, &ports);
+    let said: String = spoken.iter().map(|t| t.transcript.text.as_str()).collect::<Vec<_>>().join(" ").to_lowercase();
+    assert!(said.contains("sorry") && said.contains("answer"), "the caller hears the apology: {said:?}\n{}", app.log_tail(30));
+    assert!(app.metric_value("switchboard_llm_failures_total{kind=\"connect\"}").unwrap_or(0.0) >= 1.0, "{}", app.metrics());
+    let rec_dir = dir.join("records");
+    let rec = common::wait_until(Duration::from_secs(15), || std::fs::read_dir(&rec_dir).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")))
+        .expect("a call record");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
+    let reply = &r["replies"][0];
+    assert_eq!((reply["outcome"].as_str(), reply["error"].as_str()), (Some("failed"), Some("connect")), "{r}");
+    assert_eq!(r["end_reason"], "completed_local_bye", "the appliance ended the call");
+    assert!(app.log().contains("the language model failed"), "the hang-up says why in the log");
 }

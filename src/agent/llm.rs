@@ -28,6 +28,8 @@ pub struct LlmSettings {
     pub temperature: Option<f32>,
     pub max_output_tokens: Option<u32>,
     pub apology: String,
+    /// End the call once the apology is spoken.
+    pub hangup_on_failure: bool,
 }
 
 struct Reply {
@@ -53,6 +55,8 @@ pub struct LlmAgent {
     speaking: VecDeque<Speech>,
     /// A turn came while the model was busy: answer it next (the newest wins).
     pending_turn: bool,
+    /// The model failed and the agent is configured to hang up: BYE once the apology is out.
+    hangup_when_quiet: bool,
 }
 
 impl LlmAgent {
@@ -74,6 +78,7 @@ impl LlmAgent {
             reply: None,
             speaking: VecDeque::new(),
             pending_turn: false,
+            hangup_when_quiet: false,
         }
     }
 
@@ -150,6 +155,7 @@ impl LlmAgent {
                     tracing::warn!(error = %e, partial = %r.text, "the language model failed; apologising");
                     record.outcome = "failed";
                     record.error = Some(e.kind());
+                    self.hangup_when_quiet |= self.settings.hangup_on_failure;
                     if r.text.trim().is_empty() {
                         let apology = self.settings.apology.clone();
                         self.say(&apology);
@@ -189,7 +195,7 @@ impl Agent for LlmAgent {
         }
     }
 
-    fn poll_output(&mut self, _playout: PlayoutState, _now: Instant) -> Option<AgentOutput> {
+    fn poll_output(&mut self, playout: PlayoutState, _now: Instant) -> Option<AgentOutput> {
         if !self.greeting_queued {
             self.greeting_queued = true;
             if let Some(g) = &self.greeting {
@@ -216,6 +222,10 @@ impl Agent for LlmAgent {
                 }
                 None => return None,
             }
+        }
+        if self.hangup_when_quiet && playout.queued_samples == 0 {
+            self.hangup_when_quiet = false;
+            return Some(AgentOutput::Hangup("the language model failed".into()));
         }
         None
     }

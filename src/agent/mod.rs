@@ -148,6 +148,7 @@ impl AgentSpec {
                         temperature: l.temperature,
                         max_output_tokens: Some(l.max_output_tokens.get() as u32),
                         apology: l.apology.clone(),
+                        hangup_on_failure: l.on_failure == crate::config::LlmFailurePolicy::Hangup,
                     };
                     Box::new(llm::LlmAgent::new(self.greeting.clone(), conv, backend.clone(), settings, tts.clone(), self.style(tts)))
                 }

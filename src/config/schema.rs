@@ -373,6 +373,17 @@ pub struct AgentLlm {
     /// Spoken when the language model is down, slow or answers garbage.
     #[serde(default = "default_apology")]
     pub apology: String,
+    /// After the apology: `continue` (the caller may try again) or `hangup` (BYE once it is spoken).
+    #[serde(default)]
+    pub on_failure: LlmFailurePolicy,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmFailurePolicy {
+    #[default]
+    Continue,
+    Hangup,
 }
 
 fn default_max_output() -> U64Range<1, 100_000> {
