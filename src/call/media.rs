@@ -597,10 +597,8 @@ impl CallMedia {
         if let Some((_, _, turns)) = &mut self.vad {
             turns.finish();
         }
+        // The detector commits the open turn; the transcriber cuts and submits it.
         self.turn_events(Instant::now());
-        if let Some(t) = &mut self.transcriber {
-            t.flush();
-        }
         self.transcription_pending()
     }
 

@@ -213,16 +213,6 @@ impl Transcriber {
         }
     }
 
-    /// The call is ending: a turn still open is submitted as it stands.
-    pub fn flush(&mut self) {
-        if let Some(t) = self.turn.take() {
-            let end = self.end();
-            if end > t.start {
-                self.submit(t.id, t.start, end, false);
-            }
-        }
-    }
-
     /// Final transcripts submitted and not yet answered.
     pub fn pending_finals(&self) -> usize {
         self.inflight.values().filter(|s| !s.partial).count()
