@@ -71,18 +71,18 @@ pub fn bench(loaded: &LoadedConfig, model: Option<&str>, turns: usize, threads: 
     let mut messages = vec![Message::new(Role::System, INSTRUCTIONS)];
     // The instructions are computed while the call rings (as the agent does); timed apart.
     let t_warm = Instant::now();
-    let mut probe = llm.stream(&ChatRequest { messages: messages.clone(), tools: vec![], temperature: Some(0.0), max_tokens: Some(0) }, 1);
+    let mut probe = llm.stream(&ChatRequest { messages: messages.clone(), tools: vec![], tool_choice: Default::default(), temperature: Some(0.0), max_tokens: Some(0) }, 1);
     while let Some(ev) = probe.wait(Duration::from_secs(300)) {
         if matches!(ev, Ok(LlmEvent::Done { .. }) | Err(_)) {
             break;
         }
     }
-    println!("instructions ({} tokens) computed in {:.0} ms (while the call rings)", prompt_tokens(&tok, &controls, &ChatRequest { messages: messages.clone(), tools: vec![], temperature: None, max_tokens: None }, false).len(), t_warm.elapsed().as_secs_f64() * 1000.0);
+    println!("instructions ({} tokens) computed in {:.0} ms (while the call rings)", prompt_tokens(&tok, &controls, &ChatRequest { messages: messages.clone(), tools: vec![], tool_choice: Default::default(), temperature: None, max_tokens: None }, false).len(), t_warm.elapsed().as_secs_f64() * 1000.0);
     println!("{:>4}  {:>6}  {:>10}  {:>14}  {:>9}  {:>6}  reply", "turn", "prompt", "first text", "first sentence", "total", "words");
     let mut results = Vec::new();
     for i in 0..turns {
         messages.push(Message::new(Role::User, QUESTIONS[i % QUESTIONS.len()]));
-        let req = ChatRequest { messages: messages.clone(), tools: vec![], temperature: Some(0.0), max_tokens: Some(max_tokens) };
+        let req = ChatRequest { messages: messages.clone(), tools: vec![], tool_choice: Default::default(), temperature: Some(0.0), max_tokens: Some(max_tokens) };
         let prompt = prompt_tokens(&tok, &controls, &req, true).len();
         let t = Instant::now();
         let mut s = llm.stream(&req, 1);

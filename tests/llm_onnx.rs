@@ -38,7 +38,7 @@ fn chat(prompts: &serde_json::Value, case: &serde_json::Value) -> ChatRequest {
         };
         messages.push(Message::new(role, m["content"].as_str().unwrap()));
     }
-    ChatRequest { messages, tools: vec![], temperature: Some(0.0), max_tokens: Some(prompts["max_new_tokens"].as_u64().unwrap() as u32) }
+    ChatRequest { messages, tools: vec![], tool_choice: Default::default(), temperature: Some(0.0), max_tokens: Some(prompts["max_new_tokens"].as_u64().unwrap() as u32) }
 }
 
 /// The fixture holds llama.cpp's ids (scripts/llm-reference.py tokcheck --write).
@@ -167,4 +167,69 @@ fn later_turns_reuse_the_conversation_cache() {
     assert_eq!(warm_text, cold_text);
     assert!(facts_ok(&warm_text, case), "{warm_text}");
     assert!(warm_first < cold_first, "the cached prefix makes the first text sooner: warm {warm_first:?}, cold {cold_first:?}");
+}
+
+/// Tool calls from the embedded model are constrained to the offered tools and their JSON Schemas:
+/// forced (`required`, a named function) and left to the model (`auto`).
+#[test]
+fn tool_calls_follow_the_schema() {
+    use switchboard::models::llm::chat::{ToolChoice, ToolSpec};
+    let llm = spawn_model();
+    let days = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+    let tools = vec![
+        ToolSpec {
+            name: "book_table".into(),
+            description: "Book a table at the restaurant.".into(),
+            parameters: serde_json::json!({"type": "object", "properties": {
+                "day": {"type": "string", "enum": days},
+                "time": {"type": "string", "description": "HH:MM, 24-hour"},
+                "people": {"type": "integer"}
+            }, "required": ["day", "time", "people"]}),
+        },
+        ToolSpec { name: "transfer_to_human".into(), description: "Transfer the caller to a member of staff.".into(), parameters: serde_json::json!({"type": "object", "properties": {}}) },
+    ];
+    let system = "You are the phone receptionist of Luigi's restaurant. Use the tools to act for the caller.";
+    let ask_with = |choice: ToolChoice, session: u64, user: &str| {
+        let req = ChatRequest {
+            messages: vec![Message::new(Role::System, system), Message::new(Role::User, user)],
+            tools: tools.clone(),
+            tool_choice: choice,
+            temperature: Some(0.0),
+            max_tokens: Some(80),
+        };
+        let mut s = llm.stream(&req, session);
+        let (mut text, mut calls) = (String::new(), Vec::new());
+        loop {
+            match s.wait(Duration::from_secs(120)).expect("an answer") {
+                Ok(LlmEvent::Text(t)) => text.push_str(&t),
+                Ok(LlmEvent::ToolCall(c)) => calls.push(c),
+                Ok(LlmEvent::Done { finish_reason }) => return (text, calls, finish_reason),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let booking = "Hi, I'd like a table for four people on Friday at 7 pm, please.";
+    let (text, calls, finish) = ask_with(ToolChoice::Required, 1, booking);
+    eprintln!("required: {calls:?} {text:?} ({finish})");
+    assert_eq!(calls.len(), 1, "{calls:?} {text:?}");
+    assert_eq!(calls[0].name, "book_table");
+    let args: serde_json::Value = serde_json::from_str(&calls[0].arguments).unwrap();
+    assert!(days.contains(&args["day"].as_str().unwrap()), "{args}");
+    assert!(args["people"].is_i64() && args["time"].is_string(), "{args}");
+    assert_eq!((args["day"].as_str(), args["people"].as_i64()), (Some("Friday"), Some(4)), "the model fills in what the caller said: {args}");
+
+    let (_, calls, _) = ask_with(ToolChoice::Function("transfer_to_human".into()), 2, booking);
+    assert_eq!(calls.len(), 1);
+    assert_eq!((calls[0].name.as_str(), calls[0].arguments.as_str()), ("transfer_to_human", "{}"));
+
+    let (text, calls, _) = ask_with(ToolChoice::None, 3, booking);
+    assert!(calls.is_empty() && !text.trim().is_empty(), "tool_choice none: words only: {calls:?}");
+
+    // Left to the model (`auto`): it decides to call the transfer (it writes `<tool_call>` out in
+    // ordinary tokens, which is caught, never spoken, and constrained like the control token).
+    let (text, calls, finish) = ask_with(ToolChoice::Auto, 4, "Can you put me through to someone from the staff?");
+    eprintln!("auto: {calls:?} {text:?} ({finish})");
+    assert_eq!(calls.iter().map(|c| (c.name.as_str(), c.arguments.as_str())).collect::<Vec<_>>(), vec![("transfer_to_human", "{}")], "{text:?}");
+    assert!(!text.contains("tool_call") && text.trim().is_empty(), "nothing of the call is said: {text:?}");
+    assert_eq!(finish, "tool_calls");
 }

@@ -25,7 +25,7 @@ fn cfg(port: u16) -> OpenAiConfig {
 }
 
 fn req() -> ChatRequest {
-    ChatRequest { messages: vec![Message::new(Role::User, "Are you open on Sunday?")], tools: vec![], temperature: None, max_tokens: Some(32) }
+    ChatRequest { messages: vec![Message::new(Role::User, "Are you open on Sunday?")], tools: vec![], tool_choice: Default::default(), temperature: None, max_tokens: Some(32) }
 }
 
 /// Every event until the stream ends (error or Done).

@@ -63,7 +63,7 @@ fn ask(b: &OpenAiBackend, messages: Vec<Message>) -> (String, Duration, usize) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let _g = rt.enter();
     let t0 = Instant::now();
-    let mut s = b.stream(&ChatRequest { messages, tools: vec![], temperature: Some(0.0), max_tokens: Some(60) });
+    let mut s = b.stream(&ChatRequest { messages, tools: vec![], tool_choice: Default::default(), temperature: Some(0.0), max_tokens: Some(60) });
     let (mut text, mut first, mut deltas) = (String::new(), None, 0);
     while let Some(ev) = s.wait(Duration::from_secs(90)) {
         match ev.unwrap() {

@@ -134,7 +134,7 @@ impl Conversation {
         }
         let mut messages = vec![system];
         messages.extend(self.items[first..].iter().map(|i| i.message.clone()));
-        ChatRequest { messages, tools: tools.to_vec(), temperature, max_tokens }
+        ChatRequest { messages, tools: tools.to_vec(), tool_choice: Default::default(), temperature, max_tokens }
     }
 }
 

@@ -63,10 +63,22 @@ pub struct ToolSpec {
     pub parameters: Value,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Whether the model may, must or must not call a tool (OpenAI `tool_choice`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ToolChoice {
+    #[default]
+    Auto,
+    None,
+    Required,
+    /// This function, by name.
+    Function(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatRequest {
     pub messages: Vec<Message>,
     pub tools: Vec<ToolSpec>,
+    pub tool_choice: ToolChoice,
     pub temperature: Option<f32>,
     pub max_tokens: Option<u32>,
 }
@@ -84,6 +96,12 @@ pub fn request_body(model: &str, req: &ChatRequest) -> Value {
             .iter()
             .map(|t| json!({ "type": "function", "function": { "name": t.name, "description": t.description, "parameters": t.parameters } }))
             .collect();
+        match &req.tool_choice {
+            ToolChoice::Auto => {}
+            ToolChoice::None => body["tool_choice"] = json!("none"),
+            ToolChoice::Required => body["tool_choice"] = json!("required"),
+            ToolChoice::Function(name) => body["tool_choice"] = json!({ "type": "function", "function": { "name": name } }),
+        }
     }
     if let Some(t) = req.temperature {
         body["temperature"] = json!(t);
@@ -325,6 +343,7 @@ mod tests {
         let req = ChatRequest {
             messages: vec![Message::new(Role::System, "You are Sunny Bakery's receptionist."), Message::new(Role::User, "Saturday?"), assistant, tool],
             tools: vec![ToolSpec { name: "hours".into(), description: "Opening hours".into(), parameters: json!({"type": "object", "properties": {}}) }],
+            tool_choice: ToolChoice::Function("hours".into()),
             temperature: Some(0.2),
             max_tokens: Some(120),
         };
@@ -332,6 +351,7 @@ mod tests {
         assert_eq!(b["stream"], true);
         assert_eq!(b["messages"][0]["role"], "system");
         assert_eq!(b["messages"][2]["tool_calls"][0]["function"]["name"], "hours");
+        assert_eq!(b["tool_choice"]["function"]["name"], "hours");
         assert_eq!(b["messages"][3]["tool_call_id"], "c1");
         assert_eq!(b["tools"][0]["type"], "function");
         assert_eq!(b["max_tokens"], 120);

@@ -11,9 +11,10 @@
 //! memory budget are dropped, least recently used first; dropping one only
 //! costs time.
 
-use super::chat::{ChatRequest, LlmEvent, ToolCall};
+use super::chat::{ChatRequest, LlmEvent, ToolCall, ToolChoice, ToolSpec};
+use super::constrain::{Check, ToolGrammar};
 use super::qwen::{KvCache, Qwen};
-use super::sampler::{Sampler, Sampling};
+use super::sampler::{argmax, Sampler, Sampling};
 use super::template::{prompt_tokens, Controls};
 use super::tokenizer::Utf8Stream;
 use super::{LlmError, LlmStream};
@@ -223,13 +224,23 @@ impl Worker {
         let max_tokens = req.max_tokens.unwrap_or(512) as usize;
         let stop = self.model.spec().special_tokens.stop.clone();
         let mut banned = self.banned.clone();
-        if req.tools.is_empty() {
+        // The tools the model may call (tool_choice narrows them; `none` offers them but bans calls).
+        let callable: Vec<&ToolSpec> = match &req.tool_choice {
+            ToolChoice::None => vec![],
+            ToolChoice::Function(name) => req.tools.iter().filter(|t| &t.name == name).collect(),
+            ToolChoice::Auto | ToolChoice::Required => req.tools.iter().collect(),
+        };
+        if callable.is_empty() {
             banned.extend([self.controls.tool_call, self.controls.tool_call_end]);
         }
+        let grammar = ToolGrammar { tools: callable.iter().map(|t| (t.name.as_str(), &t.parameters)).collect() };
         let mut generated: Vec<u32> = Vec::new();
         let mut text = Utf8Stream::default();
+        let mut held = HeldText::default();
         let mut in_call: Option<Vec<u8>> = None;
         let mut calls = 0usize;
+        // `required` or a named function: the reply starts with a call.
+        let mut forced: Vec<u32> = if !callable.is_empty() && matches!(req.tool_choice, ToolChoice::Required | ToolChoice::Function(_)) { vec![self.controls.tool_call] } else { vec![] };
         let finish = loop {
             if cancel.load(Ordering::Relaxed) {
                 break "cancelled";
@@ -237,36 +248,67 @@ impl Worker {
             if generated.len() >= max_tokens {
                 break "length";
             }
-            let ban: Vec<u32> = if in_call.is_some() { banned.iter().copied().chain([self.controls.tool_call]).collect() } else { banned.iter().copied().chain([self.controls.tool_call_end]).collect() };
-            let next = sampler.pick(&mut logits, &ban, &generated);
-            if stop.contains(&next) {
+            let mut complete = false;
+            let next = if !forced.is_empty() {
+                forced.remove(0)
+            } else if let Some(body) = &in_call {
+                // Inside a call: the model's most likely token that keeps the call valid.
+                match self.constrained_pick(&mut logits, &banned, body, &grammar) {
+                    Some((id, check)) => {
+                        complete = check == Check::Complete;
+                        id
+                    }
+                    None => {
+                        tracing::warn!(session, body = %String::from_utf8_lossy(body), "no token continues the tool call validly; reply ended");
+                        break "invalid_tool_call";
+                    }
+                }
+            } else {
+                let ban: Vec<u32> = banned.iter().copied().chain([self.controls.tool_call_end]).collect();
+                sampler.pick(&mut logits, &ban, &generated)
+            };
+            if in_call.is_none() && stop.contains(&next) {
                 break if calls > 0 { "tool_calls" } else { "stop" };
             }
             generated.push(next);
+            let mut feed = vec![next];
             if next == self.controls.tool_call {
                 in_call = Some(Vec::new());
-            } else if next == self.controls.tool_call_end {
-                let body = in_call.take().unwrap_or_default();
-                calls += 1;
-                match parse_tool_call(&body, calls) {
-                    Ok(call) => {
-                        if reply.send(Ok(LlmEvent::ToolCall(call))).is_err() {
-                            break "cancelled";
-                        }
-                    }
-                    Err(e) => tracing::warn!(session, error = %e, "the model wrote a tool call that is not JSON; ignored"),
-                }
             } else if let Some(body) = &mut in_call {
                 body.extend_from_slice(self.model.tokenizer().token_bytes(next));
+                if complete {
+                    // The call is whole: close it as the chat format does ("}\n</tool_call>").
+                    let body = in_call.take().unwrap_or_default();
+                    if !body.ends_with(b"\n") {
+                        feed.extend(self.model.tokenizer().encode("\n"));
+                    }
+                    feed.push(self.controls.tool_call_end);
+                    generated.extend_from_slice(&feed[1..]);
+                    calls += 1;
+                    match parse_tool_call(&body, calls) {
+                        Ok(call) => {
+                            if reply.send(Ok(LlmEvent::ToolCall(call))).is_err() {
+                                break "cancelled";
+                            }
+                        }
+                        Err(e) => tracing::warn!(session, error = %e, "a constrained tool call did not parse; ignored"),
+                    }
+                }
             } else {
                 let delta = text.push(self.model.tokenizer().token_bytes(next));
-                if !delta.is_empty() && reply.send(Ok(LlmEvent::Text(delta))).is_err() {
+                let (say, call) = held.push(&delta, !callable.is_empty());
+                if !say.is_empty() && reply.send(Ok(LlmEvent::Text(say))).is_err() {
                     break "cancelled";
                 }
+                if let Some(after) = call {
+                    // The model spelled `<tool_call>` out in text tokens: the same call, constrained from here.
+                    in_call = Some(after.into_bytes());
+                }
             }
-            logits = self.model.forward(&mut self.sessions.get_mut(&session).ok_or("the session's cache went away")?.cache, &[next]).map_err(|e| e.to_string())?;
+            logits = self.model.forward(&mut self.sessions.get_mut(&session).ok_or("the session's cache went away")?.cache, &feed).map_err(|e| e.to_string())?;
         };
-        let rest = text.finish();
+        let mut rest = held.finish();
+        rest.push_str(&text.finish());
         if !rest.is_empty() {
             let _ = reply.send(Ok(LlmEvent::Text(rest)));
         }
@@ -286,6 +328,70 @@ impl Worker {
     }
 }
 
+const CALL_TAG: &str = "<tool_call>";
+
+/// Text on its way to the caller, holding back what may be `<tool_call>` written out in ordinary
+/// tokens (the model does that too) until it is clearly not: a call is never spoken.
+#[derive(Default)]
+struct HeldText {
+    pending: String,
+}
+
+impl HeldText {
+    /// What can be said now, and — when the tag is complete — what followed it (the call's start).
+    fn push(&mut self, delta: &str, calls_allowed: bool) -> (String, Option<String>) {
+        if !calls_allowed {
+            return (delta.to_string(), None);
+        }
+        self.pending.push_str(delta);
+        if let Some(p) = self.pending.find(CALL_TAG) {
+            let before = self.pending[..p].to_string();
+            let after = self.pending[p + CALL_TAG.len()..].to_string();
+            self.pending.clear();
+            return (before, Some(after));
+        }
+        let keep = (1..CALL_TAG.len()).rev().find(|&n| self.pending.ends_with(&CALL_TAG[..n])).unwrap_or(0);
+        let say: String = self.pending.drain(..self.pending.len() - keep).collect();
+        (say, None)
+    }
+
+    fn finish(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+impl Worker {
+    /// Inside a tool call: the highest-scoring token (greedy: a call's arguments are not a place for
+    /// variety) whose bytes keep the call a valid prefix of the grammar, and where that leaves it.
+    fn constrained_pick(&self, logits: &mut [f32], banned: &[u32], body: &[u8], grammar: &ToolGrammar) -> Option<(u32, Check)> {
+        let tok = self.model.tokenizer();
+        for &b in banned {
+            if let Some(l) = logits.get_mut(b as usize) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        let mut candidate = body.to_vec();
+        // Most candidates fail on their first byte; bound the search all the same.
+        for _ in 0..20_000 {
+            let id = argmax(logits);
+            if !logits[id as usize].is_finite() {
+                return None;
+            }
+            logits[id as usize] = f32::NEG_INFINITY;
+            if tok.is_added(id) {
+                continue;
+            }
+            candidate.truncate(body.len());
+            candidate.extend_from_slice(tok.token_bytes(id));
+            match grammar.check(&candidate) {
+                Check::Invalid => continue,
+                c => return Some((id, c)),
+            }
+        }
+        None
+    }
+}
+
 /// `{"name": …, "arguments": {…}}` between the tool-call tokens.
 fn parse_tool_call(body: &[u8], n: usize) -> Result<ToolCall, String> {
     let text = String::from_utf8_lossy(body);
@@ -302,6 +408,20 @@ fn parse_tool_call(body: &[u8], n: usize) -> Result<ToolCall, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spelled_out_call_tag_is_never_said() {
+        let mut h = HeldText::default();
+        assert_eq!(h.push("Sure. <", true), ("Sure. ".to_string(), None));
+        assert_eq!(h.push("tool", true), (String::new(), None));
+        assert_eq!(h.push("_call>\n{", true), (String::new(), Some("\n{".to_string())));
+        assert_eq!(h.push("a <", true), ("a ".to_string(), None), "`<` alone may start the tag");
+        assert_eq!(h.push(" b!", true), ("< b!".to_string(), None));
+        assert_eq!(h.push("<tool", false), ("<tool".to_string(), None), "no tools: nothing held");
+        let mut h = HeldText::default();
+        h.push("x <tool", true);
+        assert_eq!(h.finish(), "<tool");
+    }
 
     #[test]
     fn tool_call_bodies() {

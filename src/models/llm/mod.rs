@@ -4,6 +4,7 @@
 //! (the embedded Qwen model on a worker thread, `local`).
 
 pub mod chat;
+pub mod constrain;
 pub mod local;
 pub mod openai;
 pub mod qwen;
