@@ -833,7 +833,8 @@ def convert_all(root, models, manifest, sets, venv_wheels, memo):
         r = subprocess.run(cmd)
         if r.returncode != 0:
             shutil.rmtree(work, ignore_errors=True)
-            raise Fail(f"{converter_rel} failed (exit {r.returncode}) converting models/{src} to models/{dest}/")
+            how = f"was killed by signal {-r.returncode} (out of memory? the LLM conversion needs ~4.3 GiB)" if r.returncode < 0 else f"failed (exit {r.returncode})"
+            raise Fail(f"{converter_rel} {how} converting models/{src} to models/{dest}/")
         outputs = {n: sha256_file(os.path.join(work, n)) for n in sorted(os.listdir(work))}
         with open(os.path.join(work, CONVERT_STAMP), "w") as f:
             f.write(inputs + "# outputs\n" + "".join(f"{sha}  {n}\n" for n, sha in outputs.items()))
@@ -986,6 +987,11 @@ def cached_llama_wheel(entry):
 
 
 def build_llama_wheel(py, sdist, cache, built_root, entry):
+    # The tools first: no 76 MB download for a build that cannot run.
+    missing = [t for t in ("cmake", "cc", "c++", "make") if shutil.which(t) is None]
+    if missing:
+        raise Fail(f"building {sdist.req} needs {', '.join(missing)}: on Debian 12 install cmake and build-essential "
+                   f"(scripts/setup.sh --test does)")
     sdist_path = os.path.join(cache, sdist.filename)
     if os.path.isfile(sdist_path) and os.path.getsize(sdist_path) == sdist.size and sha256_file(sdist_path) == sdist.sha:
         log(f"cached {sdist.filename} ({mb(sdist.size)}, sha256 ok)")
@@ -994,12 +1000,12 @@ def build_llama_wheel(py, sdist, cache, built_root, entry):
             log(f"WARNING: cached {sdist_path} does not match its sha256 in scripts/models.lock; deleting it")
             os.remove(sdist_path)
         download_sdist(py, sdist, cache)
-    missing = [t for t in ("cmake", "cc", "c++", "make") if shutil.which(t) is None]
-    if missing:
-        raise Fail(f"building {sdist.req} needs {', '.join(missing)}: on Debian 12 install cmake and build-essential "
-                   f"(scripts/setup.sh --test does)")
     jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or LLAMA_JOBS
     env = dict(os.environ, CMAKE_ARGS=LLAMA_CMAKE_ARGS, CMAKE_BUILD_PARALLEL_LEVEL=jobs)
+    # The cached wheel is keyed by the portable CMake arguments only: flags from the environment
+    # (-march=native, another generator, extra CMake defines) would make it something else.
+    for var in ("CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "CC", "CXX", "SKBUILD_CMAKE_ARGS", "SKBUILD_CMAKE_DEFINE", "CMAKE_GENERATOR"):
+        env.pop(var, None)
     # Build in the cache folder, then rename into place: an entry is whole or absent.
     stage = tempfile.mkdtemp(prefix=".build-", dir=built_root)
     try:
