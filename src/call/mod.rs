@@ -1,6 +1,7 @@
 //! One call's media and agent: a sans-IO core (`CallMedia`) joining RTP,
 //! jitter buffer, codec, agent and pacer, and the tokio task that drives it.
 
+pub mod bargein;
 pub mod media;
 pub mod record;
 pub mod task;

@@ -68,6 +68,8 @@ pub struct Pacer {
     /// The last frame sent carried speech (a talk spurt is in progress).
     in_talkspurt: bool,
     played_speech_samples: u64,
+    /// Barge-in pending: frames carry silence and the queue waits.
+    paused: bool,
     stats: PacerStats,
 }
 
@@ -100,6 +102,7 @@ impl Pacer {
             sent_any: false,
             in_talkspurt: false,
             played_speech_samples: 0,
+            paused: false,
             stats: PacerStats::default(),
         }
     }
@@ -120,7 +123,23 @@ impl Pacer {
         let dropped = self.queue.len();
         self.queue.clear();
         self.in_talkspurt = false;
+        self.paused = false;
         dropped
+    }
+
+    /// Hold the queued audio (a possible barge-in): from the next frame on, silence goes out and
+    /// nothing is taken from the queue, until `resume` (a false alarm) or `clear` (a real one).
+    pub fn pause(&mut self) {
+        self.paused = true;
+    }
+
+    /// Go on from where `pause` stopped (the next speech frame starts a new talk spurt).
+    pub fn resume(&mut self) {
+        self.paused = false;
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     pub fn queued_samples(&self) -> usize {
@@ -172,7 +191,7 @@ impl Pacer {
     }
 
     fn next_frame(&mut self) -> OutFrame {
-        let take = self.frame_samples.min(self.queue.len());
+        let take = if self.paused { 0 } else { self.frame_samples.min(self.queue.len()) };
         let mut pcm = Vec::with_capacity(self.frame_samples);
         pcm.extend(self.queue.drain(..take));
         pcm.resize(self.frame_samples, 0);
@@ -406,6 +425,31 @@ mod tests {
         let f = p.handle_timeout(t0 + ms(40));
         let out: Vec<i16> = f.iter().flat_map(|f| f.pcm.iter().copied()).collect();
         assert_eq!(out, audio);
+    }
+
+    #[test]
+    fn pause_holds_the_queue_and_resume_goes_on_from_there() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(cfg(), t0);
+        let audio: Vec<i16> = (0..800).map(|i| i as i16 + 1).collect();
+        p.push_audio(&audio);
+        let a = p.handle_timeout(t0);
+        p.pause();
+        // Paused: silence, nothing taken, the same position.
+        let f = p.handle_timeout(t0 + ms(40));
+        assert_eq!(f.len(), 2);
+        assert!(f.iter().all(|f| !f.speech && f.pcm.iter().all(|&x| x == 0)));
+        assert_eq!((p.queued_samples(), p.played_speech_samples()), (640, 160));
+        p.resume();
+        let b = p.handle_timeout(t0 + ms(60));
+        assert!(b[0].speech && b[0].header.marker, "a new talk spurt");
+        let mut heard: Vec<i16> = a[0].pcm.clone();
+        heard.extend(&b[0].pcm);
+        assert_eq!(heard, audio[..320].to_vec(), "nothing lost, nothing repeated");
+        // A real barge-in after a pause: clear drops the held audio and ends the pause.
+        p.pause();
+        assert_eq!(p.clear(), 480);
+        assert!(!p.is_paused());
     }
 
     #[test]
