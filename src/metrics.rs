@@ -43,6 +43,8 @@ pub struct Metrics {
     pub llm_failures: IntCounterVec,
     /// From asking the language model to its first text.
     pub llm_first_text: Histogram,
+    /// Caller speech over the agent: interrupted (the agent stopped) or resumed (it was not).
+    pub barge_ins: IntCounterVec,
     /// Per-call figures observed when each call ends (from RTCP).
     pub call_jitter: Histogram,
     pub call_loss: Histogram,
@@ -82,6 +84,8 @@ impl Metrics {
         let llm_failures = IntCounterVec::new(Opts::new("switchboard_llm_failures_total", "Language-model replies that failed (the caller heard the apology), by cause"), &["kind"]).expect("valid metric");
         registry.register(Box::new(llm_failures.clone())).expect("unique metric");
         let llm_first_text = hist("switchboard_llm_first_text_seconds", "Asking the language model to its first text", vec![0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0]);
+        let barge_ins = IntCounterVec::new(Opts::new("switchboard_barge_ins_total", "Caller speech over the agent, by outcome (interrupted, resumed)"), &["outcome"]).expect("valid metric");
+        registry.register(Box::new(barge_ins.clone())).expect("unique metric");
         for h in [&call_jitter, &call_loss, &call_rtt, &transcript_latency, &llm_first_text] {
             registry.register(Box::new(h.clone())).expect("unique metric");
         }
@@ -123,12 +127,21 @@ impl Metrics {
             llm_replies,
             llm_failures,
             llm_first_text,
+            barge_ins,
             call_jitter,
             call_loss,
             call_rtt,
             calls,
             registry,
         }
+    }
+
+    pub fn barge_in(&self, b: &crate::call::media::BargeInEvent) {
+        let outcome = match b {
+            crate::call::media::BargeInEvent::Interrupted { .. } => "interrupted",
+            crate::call::media::BargeInEvent::Resumed => "resumed",
+        };
+        self.barge_ins.with_label_values(&[outcome]).inc();
     }
 
     pub fn reply(&self, r: &crate::agent::ReplyRecord) {

@@ -53,6 +53,11 @@ pub struct LlmAgent {
     reply: Option<Reply>,
     /// Sentences on the voice, in order.
     speaking: VecDeque<Speech>,
+    /// The current reply's audio as queued: (sentence, first sample, samples), positions counted like
+    /// the pacer's played samples, so an interruption knows which words were heard.
+    on_air: Vec<(String, u64, u64)>,
+    /// The assistant item of the reply on air, once it is in the conversation.
+    on_air_item: Option<u64>,
     /// A turn came while the model was busy: answer it next (the newest wins).
     pending_turn: bool,
     /// The model failed and the agent is configured to hang up: BYE once the apology is out.
@@ -77,6 +82,8 @@ impl LlmAgent {
             style,
             reply: None,
             speaking: VecDeque::new(),
+            on_air: Vec::new(),
+            on_air_item: None,
             pending_turn: false,
             hangup_when_quiet: false,
         }
@@ -86,6 +93,7 @@ impl LlmAgent {
         if let Some(mut r) = self.reply.take() {
             r.stream.cancel();
             self.records.push_back(ReplyRecord {
+                audio_end_ms: None,
                 text: r.text.trim().to_string(),
                 outcome: "cancelled",
                 error: None,
@@ -148,7 +156,7 @@ impl LlmAgent {
             let r = self.reply.take().expect("a reply was running");
             let first_text_ms = r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64);
             let total_ms = r.started.elapsed().as_millis() as u64;
-            let mut record = ReplyRecord { text: r.text.trim().to_string(), outcome: "done", error: None, finish_reason: None, first_text_ms, total_ms };
+            let mut record = ReplyRecord { text: r.text.trim().to_string(), outcome: "done", error: None, finish_reason: None, first_text_ms, total_ms, audio_end_ms: None };
             match result {
                 Ok(reason) => record.finish_reason = Some(reason),
                 Err(e) => {
@@ -165,7 +173,7 @@ impl LlmAgent {
                 }
             }
             if !r.text.trim().is_empty() {
-                self.conv.add_assistant(r.text.trim(), vec![]);
+                self.on_air_item = Some(self.conv.add_assistant(r.text.trim(), vec![]));
             }
             self.records.push_back(record);
         }
@@ -181,11 +189,48 @@ impl Agent for LlmAgent {
 
     fn on_caller_audio(&mut self, _pcm: &[i16], _playout: PlayoutState, _now: Instant) {}
 
+    fn on_interrupt(&mut self, played: u64, _now: Instant) {
+        // Nothing more of this reply: not the text still being written, not the sentences queued.
+        let writing = self.reply.take();
+        for s in self.speaking.drain(..) {
+            s.cancel();
+        }
+        let Some(first) = self.on_air.first().map(|a| a.1) else {
+            // The greeting (or nothing of a reply) was interrupted.
+            drop(writing);
+            return;
+        };
+        let heard = heard_text(&self.on_air, played);
+        let audio_end_ms = played.saturating_sub(first) / 16;
+        tracing::info!(audio_end_ms, heard = %heard, "reply interrupted");
+        match self.on_air_item {
+            Some(id) => {
+                self.conv.truncate_assistant(id, &heard);
+            }
+            None if !heard.is_empty() => {
+                let id = self.conv.add_assistant(&heard, vec![]);
+                self.conv.truncate_assistant(id, &heard);
+            }
+            None => {}
+        }
+        let (first_text_ms, total_ms) = match &writing {
+            Some(r) => (r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64), r.started.elapsed().as_millis() as u64),
+            None => (None, 0),
+        };
+        self.records.push_back(ReplyRecord { text: heard, outcome: "interrupted", error: None, finish_reason: None, first_text_ms, total_ms, audio_end_ms: Some(audio_end_ms) });
+        self.on_air.clear();
+        self.on_air_item = None;
+        drop(writing);
+    }
+
     fn on_transcript(&mut self, t: &TurnTranscript, _now: Instant) {
         if t.partial || t.text.trim().is_empty() {
             return;
         }
         self.conv.add_user(t.text.trim());
+        // A new turn: what plays from now on belongs to the next reply.
+        self.on_air.clear();
+        self.on_air_item = None;
         if self.reply.is_some() {
             // The caller said more before the reply came: answer everything they said.
             self.cancel_reply();
@@ -212,7 +257,11 @@ impl Agent for LlmAgent {
         }
         while let Some(s) = self.speaking.front_mut() {
             match s.poll() {
-                Some(SpeechChunk::Audio { pcm, .. }) => return Some(AgentOutput::Audio(pcm)),
+                Some(SpeechChunk::Audio { pcm, text, .. }) => {
+                    let start = playout.played_samples + playout.queued_samples as u64;
+                    self.on_air.push((text, start, pcm.len() as u64));
+                    return Some(AgentOutput::Audio(pcm));
+                }
                 Some(SpeechChunk::Done { .. }) => {
                     self.speaking.pop_front();
                 }
@@ -235,5 +284,39 @@ impl Drop for LlmAgent {
     fn drop(&mut self) {
         self.cancel_reply();
         self.backend.end(self.session);
+    }
+}
+
+/// The words of the queued sentences that were played by sample `played`: whole sentences, then the
+/// share of the next one's words that its played share of audio covers.
+fn heard_text(on_air: &[(String, u64, u64)], played: u64) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for (text, start, len) in on_air {
+        if played >= start + len {
+            out.extend(text.split_whitespace());
+        } else if played > *start && *len > 0 {
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let n = (words.len() as u64 * (played - start) / len) as usize;
+            out.extend(&words[..n]);
+            break;
+        } else {
+            break;
+        }
+    }
+    out.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::heard_text;
+
+    #[test]
+    fn what_was_heard_of_a_reply() {
+        let air = vec![("We open at eight.".to_string(), 1000, 16000), ("On Sunday we are closed all day.".to_string(), 17000, 32000)];
+        assert_eq!(heard_text(&air, 500), "");
+        assert_eq!(heard_text(&air, 17000), "We open at eight.");
+        // Half of the second sentence's audio: half of its seven words (rounded down).
+        assert_eq!(heard_text(&air, 17000 + 16000), "We open at eight. On Sunday we");
+        assert_eq!(heard_text(&air, 99_999), "We open at eight. On Sunday we are closed all day.");
     }
 }

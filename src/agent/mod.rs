@@ -52,6 +52,8 @@ pub struct ReplyRecord {
     /// From the request to the first text.
     pub first_text_ms: Option<u64>,
     pub total_ms: u64,
+    /// Interrupted: how much of the reply's audio the caller heard (ms from its first sample).
+    pub audio_end_ms: Option<u64>,
 }
 
 pub trait Agent: Send {
@@ -67,6 +69,9 @@ pub trait Agent: Send {
     fn on_speech(&mut self, _event: crate::models::vad::VadEvent, _now: Instant) {}
     /// A caller turn's transcript (partials first, then the final one).
     fn on_transcript(&mut self, _t: &crate::call::transcriber::TurnTranscript, _now: Instant) {}
+    /// The caller interrupted: the queued audio is gone; `played_samples` (16 kHz, counted from the
+    /// start of the call's agent audio) had been heard. Stop the reply and keep what was heard.
+    fn on_interrupt(&mut self, _played_samples: u64, _now: Instant) {}
 }
 
 /// Everything an agent needs from the config, with its files already loaded.

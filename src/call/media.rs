@@ -17,6 +17,7 @@ use crate::media::pacer::{Pacer, PacerConfig};
 use crate::media::rtcp::{RtcpConfig, RtcpSession, RtcpStats};
 use crate::media::rtp;
 use crate::models::vad::{Segmenter, VadClient, VadEvent};
+use super::bargein::{BargeAction, BargeIn, BargeInConfig, EchoCheck};
 use super::transcriber::{Transcriber, TranscriberEvent};
 use super::turns::{TurnCommit, TurnDetector, TurnEvent};
 use crate::sip::sdp::{Codec, Direction, Negotiated, OpusFmtp};
@@ -124,6 +125,24 @@ pub enum MediaEvent {
     Hangup(String),
     /// The agent's language model finished (or failed, or dropped) a reply.
     Reply(crate::agent::ReplyRecord),
+    /// The caller spoke over the agent.
+    BargeIn(BargeInEvent),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BargeInEvent {
+    /// A real interruption: the agent's audio stopped; `played_samples` (16 kHz) had been heard.
+    Interrupted { onset_ms: u64, played_samples: u64, dropped_samples: u64 },
+    /// Speech over the agent that was not an interruption (a back-channel, a cough): it resumed.
+    Resumed,
+}
+
+/// A call's barge-in state.
+struct Barge {
+    decide: BargeIn,
+    echo: EchoCheck,
+    echo_ncc: f32,
+    frames: VecDeque<(u64, u64, bool)>,
 }
 
 /// Random RTP identity (SSRC, first sequence number and timestamp, RFC 3550 §5.1).
@@ -198,6 +217,11 @@ pub struct CallMedia {
     vad: Option<(VadClient, Segmenter, TurnDetector)>,
     /// Speech recognition of the turns the VAD finds.
     transcriber: Option<Transcriber>,
+    /// Barge-in (needs the VAD): the decision, the echo check, and which recent caller audio was
+    /// the agent's own echo (caller sample position, length, echo?).
+    barge: Option<Barge>,
+    /// Caller samples (16 kHz) handed on so far: the caller audio's timeline.
+    caller_samples: u64,
     events: VecDeque<MediaEvent>,
     timed_out: bool,
     stats: MediaStats,
@@ -233,6 +257,8 @@ impl CallMedia {
             agent_started: false,
             vad: None,
             transcriber: None,
+            barge: None,
+            caller_samples: 0,
             events: VecDeque::new(),
             timed_out: false,
             stats: MediaStats::default(),
@@ -266,6 +292,11 @@ impl CallMedia {
     /// Turn on server_vad: caller audio goes to the VAD worker, speech events come back.
     pub fn set_vad(&mut self, client: VadClient, segmenter: Segmenter, turns: TurnDetector) {
         self.vad = Some((client, segmenter, turns));
+    }
+
+    /// Let the caller interrupt the agent (needs `set_vad`).
+    pub fn set_barge_in(&mut self, cfg: BargeInConfig, echo_max_delay_ms: u64) {
+        self.barge = Some(Barge { echo_ncc: cfg.echo_ncc, decide: BargeIn::new(cfg), echo: EchoCheck::new(echo_max_delay_ms), frames: VecDeque::new() });
     }
 
     /// Transcribe the turns server_vad finds (needs `set_vad`).
@@ -526,6 +557,16 @@ impl CallMedia {
 
     /// `self.pcm` (16 kHz caller audio) to the agent and the VAD.
     fn hand_caller_audio(&mut self, now: Instant) {
+        if let Some(b) = &mut self.barge {
+            // Only while the agent talks is there an echo to fear (and a correlation to pay for).
+            let talking = self.pacer.queued_samples() > 0 || self.pacer.is_paused();
+            let echo = talking && b.echo.similarity(&self.pcm) >= b.echo_ncc;
+            b.frames.push_back((self.caller_samples, self.pcm.len() as u64, echo));
+            while b.frames.len() > 200 {
+                b.frames.pop_front();
+            }
+        }
+        self.caller_samples += self.pcm.len() as u64;
         if self.agent_started {
             let st = self.playout_state();
             self.agent.on_caller_audio(&self.pcm, st, now);
@@ -547,6 +588,31 @@ impl CallMedia {
         let Some((client, seg, turns)) = &mut self.vad else { return };
         let ms = client.chunk_ms() as u64;
         while let Some(r) = client.poll() {
+            if let (Some(b), true) = (&mut self.barge, self.agent_started) {
+                let (start_ms, end_ms) = (r.seq * ms, (r.seq + 1) * ms);
+                let (s0, s1) = (start_ms * 16, end_ms * 16);
+                let echo = b.frames.iter().any(|&(at, n, e)| e && at < s1 && at + n > s0);
+                let talking = self.pacer.queued_samples() > 0 || self.pacer.is_paused();
+                match b.decide.push(r.probability, start_ms, end_ms, talking, echo) {
+                    Some(BargeAction::Pause { onset_ms }) => {
+                        self.pacer.pause();
+                        tracing::debug!(onset_ms, "barge-in: agent audio paused");
+                    }
+                    Some(BargeAction::Resume) => {
+                        self.pacer.resume();
+                        tracing::info!("barge-in: not an interruption; the agent resumes");
+                        self.events.push_back(MediaEvent::BargeIn(BargeInEvent::Resumed));
+                    }
+                    Some(BargeAction::Commit { onset_ms }) => {
+                        let played = self.pacer.played_speech_samples();
+                        let dropped = self.pacer.clear();
+                        tracing::info!(onset_ms, played_ms = played / 16, dropped_ms = dropped / 16, "barge-in: the caller interrupted");
+                        self.agent.on_interrupt(played, now);
+                        self.events.push_back(MediaEvent::BargeIn(BargeInEvent::Interrupted { onset_ms, played_samples: played, dropped_samples: dropped as u64 }));
+                    }
+                    None => {}
+                }
+            }
             if let Some(ev) = seg.push(r.probability, r.seq * ms, (r.seq + 1) * ms) {
                 match ev {
                     VadEvent::SpeechStarted { audio_start_ms } => tracing::info!(audio_start_ms, "speech started"),
@@ -635,6 +701,9 @@ impl CallMedia {
         let dest = self.latched.or(self.params.remote);
         let send = self.params.direction.we_send();
         for frame in self.pacer.handle_timeout(now) {
+            if let Some(b) = &mut self.barge {
+                b.echo.sent(&frame.pcm);
+            }
             let (Some(dest), true) = (dest, send) else { continue };
             let slot_ts = frame.header.timestamp;
             let mut header = frame.header;

@@ -55,6 +55,9 @@ pub struct RecordReply {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_text_ms: Option<u64>,
     pub total_ms: u64,
+    /// Interrupted replies: the audio the caller heard, ms from the reply's first sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_end_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,6 +76,11 @@ pub enum EventKind {
     TranscriptionFailed { turn: u64, reason: String },
     TurnCommitted { turn: u64, audio_start_ms: u64, audio_end_ms: u64, reason: &'static str, #[serde(skip_serializing_if = "Option::is_none")] p_complete: Option<f32> },
     Dtmf { digit: char },
+    /// The caller interrupted the agent (Realtime's response interrupted, with `audio_end_ms`: how much
+    /// of the agent's audio had been heard, counted from its first sample in the call).
+    ResponseInterrupted { onset_ms: u64, audio_end_ms: u64, dropped_ms: u64 },
+    /// Speech over the agent that turned out not to be an interruption: the agent resumed.
+    BargeInResumed,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,6 +155,17 @@ impl Recorder {
             finish_reason: r.finish_reason.clone(),
             first_text_ms: r.first_text_ms,
             total_ms: r.total_ms,
+            audio_end_ms: r.audio_end_ms,
+        });
+    }
+
+    pub fn barge_in(&mut self, b: &super::media::BargeInEvent) {
+        use super::media::BargeInEvent::*;
+        self.event(match *b {
+            Interrupted { onset_ms, played_samples, dropped_samples } => {
+                EventKind::ResponseInterrupted { onset_ms, audio_end_ms: played_samples / 16, dropped_ms: dropped_samples / 16 }
+            }
+            Resumed => EventKind::BargeInResumed,
         });
     }
 

@@ -199,6 +199,12 @@ fn handle_events(
             MediaEvent::Hangup(reason) => {
                 let _ = hangup.send(HangupRequest { key, reason });
             }
+            MediaEvent::BargeIn(b) => {
+                metrics.barge_in(&b);
+                if let Some(rec) = record {
+                    rec.barge_in(&b);
+                }
+            }
             MediaEvent::Reply(r) => {
                 tracing::info!(outcome = r.outcome, error = ?r.error, finish_reason = ?r.finish_reason, first_text_ms = ?r.first_text_ms, total_ms = r.total_ms, text = %r.text, "agent reply");
                 metrics.reply(&r);

@@ -210,6 +210,16 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
                 return Err(err(&format!("agents.{name}.mode"), "repeat speaks: it needs a voice (`models.tts` or `voice`)".into()));
             }
         }
+        let bi = &a.barge_in;
+        if !(0.0..=1.0).contains(&bi.threshold) {
+            return Err(err(&format!("agents.{name}.barge_in.threshold"), format!("{} is out of range 0..=1", bi.threshold)));
+        }
+        if !(0.0..=1.0).contains(&bi.echo_ncc) {
+            return Err(err(&format!("agents.{name}.barge_in.echo_ncc"), format!("{} is out of range 0..=1", bi.echo_ncc)));
+        }
+        if bi.commit_ms.get() < bi.pause_ms.get() {
+            return Err(err(&format!("agents.{name}.barge_in.commit_ms"), format!("{} is shorter than pause_ms ({})", bi.commit_ms.get(), bi.pause_ms.get())));
+        }
         if !(0.25..=4.0).contains(&a.speaking_rate) {
             return Err(err(&format!("agents.{name}.speaking_rate"), format!("{} is out of range 0.25..=4.0", a.speaking_rate)));
         }

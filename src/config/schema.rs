@@ -352,6 +352,53 @@ pub struct AgentConfig {
     /// The conversation (`mode: llm`).
     #[serde(default)]
     pub llm: Option<AgentLlm>,
+    /// The caller may interrupt the agent (`mode: llm` and `repeat`, with turn_detection).
+    #[serde(default)]
+    pub barge_in: BargeInSettings,
+}
+
+/// Barge-in: pause the agent's audio after `pause_ms` of caller speech, drop it after `commit_ms`,
+/// resume after `resume_ms` of quiet when the speech was too short to be an interruption.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BargeInSettings {
+    pub enabled: bool,
+    /// VAD probability that counts as caller speech while the agent talks (above turn detection's).
+    pub threshold: f32,
+    pub pause_ms: U64Range<20, 2000>,
+    pub commit_ms: U64Range<20, 5000>,
+    pub resume_ms: U64Range<20, 5000>,
+    /// Caller audio this correlated with the agent's own recent audio is line echo, not speech.
+    pub echo_ncc: f32,
+    /// The longest echo path delay looked at.
+    pub echo_max_delay_ms: U64Range<20, 2000>,
+}
+
+impl Default for BargeInSettings {
+    fn default() -> Self {
+        let d = crate::call::bargein::BargeInConfig::default();
+        BargeInSettings {
+            enabled: true,
+            threshold: d.threshold,
+            pause_ms: U64Range(d.pause_ms),
+            commit_ms: U64Range(d.commit_ms),
+            resume_ms: U64Range(d.resume_ms),
+            echo_ncc: d.echo_ncc,
+            echo_max_delay_ms: U64Range(400),
+        }
+    }
+}
+
+impl BargeInSettings {
+    pub fn decision(&self) -> crate::call::bargein::BargeInConfig {
+        crate::call::bargein::BargeInConfig {
+            threshold: self.threshold,
+            pause_ms: self.pause_ms.get(),
+            commit_ms: self.commit_ms.get(),
+            resume_ms: self.resume_ms.get(),
+            echo_ncc: self.echo_ncc,
+        }
+    }
 }
 
 /// What an `llm` agent says and how (OpenAI Realtime session settings).

@@ -333,6 +333,11 @@ fn start_call(
             (crate::call::turns::TurnMode::ServerVad, _) => crate::call::turns::TurnDetector::server_vad(),
         };
         media.set_vad(client, crate::models::vad::Segmenter::new(td.segmenter_config()), detector);
+        // Only agents that answer with their voice can be interrupted (an echo line would barge in on itself).
+        let bi = &spec.config.barge_in;
+        if bi.enabled && matches!(spec.config.mode, crate::config::AgentMode::Llm | crate::config::AgentMode::Repeat) {
+            media.set_barge_in(bi.decision(), bi.echo_max_delay_ms.get());
+        }
         if let Some((name, asr)) = cfg.asr_model_of(&spec.config) {
             let worker = models.asr.get(name).ok_or_else(|| anyhow!("recogniser {name} is not loaded"))?;
             let t = spec.config.transcription.as_ref().expect("asr_model_of implies transcription");
