@@ -171,6 +171,22 @@ fn find_in_piecewise_tolerates_a_jitter_buffer_gap() {
     assert!(m.pieces.iter().any(|&(off, lag, _)| off >= 12000 && lag == 8000 + off + 240), "{m:?}");
     let other = find_in_piecewise(&hay, &fixtures().other_speech_pcm(), 3200, 400).unwrap();
     assert!(other.mean_ncc < 0.5, "{other:?}");
+
+    // A starved sender: four 40 ms gaps along the sentence add up to 160 ms, beyond ±50 ms of drift
+    // from any single alignment; piece by piece, each following the last, it is still the sentence.
+    let mut hay = vec![0i16; 8000];
+    for (i, part) in speech.chunks(6000).enumerate() {
+        if i > 0 {
+            hay.extend(std::iter::repeat_n(0i16, 320));
+        }
+        hay.extend_from_slice(part);
+    }
+    hay.extend(vec![0i16; 8000]);
+    let m = find_in_piecewise(&hay, &speech, 4000, 400).unwrap();
+    eprintln!("gaps: whole ncc {:.3}; piecewise mean {:.3} min {:.3}", m.ncc, m.mean_ncc, m.min_ncc);
+    assert!(m.mean_ncc > 0.75, "{m:?}");
+    let other = find_in_piecewise(&hay, &fixtures().other_speech_pcm(), 4000, 400).unwrap();
+    assert!(other.mean_ncc < 0.5, "unrelated speech still does not match: {other:?}");
 }
 
 #[test]

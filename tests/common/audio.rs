@@ -536,10 +536,11 @@ pub struct PiecewiseMatch {
     pub min_ncc: f64,
 }
 
-/// Like [`find_in`], but tolerant of small timing changes inside the match (a jitter buffer that
-/// inserted or dropped a few milliseconds): after the global match, each non-silent piece of
-/// `piece_len` samples of the needle is matched separately within ±`max_drift` samples of where the
-/// global lag puts it.
+/// Like [`find_in`], but tolerant of timing changes inside the match (a jitter buffer that inserted
+/// or dropped a few milliseconds, a starved sender that skipped a frame): each non-silent piece of
+/// `piece_len` samples of the needle is matched separately. The first is searched within ±1 s of
+/// the global lag (which gaps inside the match can pull off); each later one within ±`max_drift`
+/// of where the previous piece was found, so small shifts may add up along the needle.
 pub fn find_in_piecewise(haystack: &[i16], needle: &[i16], piece_len: usize, max_drift: usize) -> Option<PiecewiseMatch> {
     let (lag, ncc) = find_in(haystack, needle)?;
     let hay: Vec<f64> = haystack.iter().map(|&s| s as f64).collect();
@@ -550,16 +551,23 @@ pub fn find_in_piecewise(haystack: &[i16], needle: &[i16], piece_len: usize, max
     let mut weights = 0.0;
     let mut min_ncc: f64 = 1.0;
     let mut off = 0;
+    // (offset in the needle, lag found) of the previous piece.
+    let mut prev: Option<(usize, usize)> = None;
     while off + piece_len <= needle.len() {
         let piece = &needle[off..off + piece_len];
         let energy = rms(piece);
         if energy >= 0.01 {
             let p: Vec<f64> = piece.iter().map(|&s| s as f64).collect();
-            let expected = lag + off;
-            let lo = expected.saturating_sub(max_drift);
-            let hi = (expected + max_drift).min(hay.len().saturating_sub(piece_len));
+            let (expected, drift) = match prev {
+                Some((poff, plag)) => (plag + (off - poff), max_drift),
+                None => (lag + off, max_drift.max(8000)),
+            };
+            let lo = expected.saturating_sub(drift);
+            let hi = (expected + drift).min(hay.len().saturating_sub(piece_len));
             let (best_lag, c) = if lo <= hi { best_ncc_with(&hay, &prefix, &p, lo, hi, 1) } else { (expected, 0.0) };
             let c = c.clamp(0.0, 1.0);
+            // A piece that did not match (silence on the far side) keeps the track where it was expected.
+            prev = Some((off, if c > 0.5 { best_lag } else { expected }));
             pieces.push((off, best_lag, c));
             weighted += c * energy * energy;
             weights += energy * energy;
