@@ -58,9 +58,9 @@ and we are closed on Sunday. Custom cakes need two days of notice. How can I hel
     let theirs = |p: &&common::audio::RtpPacket| (ports.rtp_low..=ports.rtp_high).contains(&p.dst.port()) && p.pt == 0;
     let n_theirs = rtp.iter().filter(theirs).count();
     let max_theirs = rtp.iter().filter(theirs).map(|p| pcmu_rms(&p.payload)).fold(0.0, f64::max);
-    eprintln!("rtp {} packets; caller {n_theirs} (max rms {max_theirs:.0}); agent {}", rtp.len(), rtp.iter().filter(ours).count());
-    let caller_onset = rtp.iter().filter(theirs).find(|p| pcmu_rms(&p.payload) > 300.0).expect("the caller's speech on the wire").time;
-    let agent_speech: Vec<f64> = rtp.iter().filter(ours).filter(|p| pcmu_rms(&p.payload) > 300.0).map(|p| p.time).collect();
+    eprintln!("rtp {} packets; caller {n_theirs} (max rms {max_theirs:.3}); agent {}", rtp.len(), rtp.iter().filter(ours).count());
+    let caller_onset = rtp.iter().filter(theirs).find(|p| pcmu_rms(&p.payload) > 0.02).expect("the caller's speech on the wire").time;
+    let agent_speech: Vec<f64> = rtp.iter().filter(ours).filter(|p| pcmu_rms(&p.payload) > 0.02).map(|p| p.time).collect();
     assert!(agent_speech.iter().any(|&t| t < caller_onset - 1.0), "the greeting was playing before the caller spoke");
     // The last agent speech packet of the greeting: the first gap of > 400 ms after the onset ends it.
     let mut last = caller_onset;
