@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 /// RMS of a PCMU payload, decoded.
@@ -20,20 +19,8 @@ fn the_caller_interrupts_the_greeting() {
     let m = common::models_dir("whisper_tiny_en/whisper.json");
     let ports = common::alloc_ports();
     let dir = common::test_dir("barge");
-    // The caller: 2.5 s of silence (the greeting plays), then a sentence over it.
-    let onnx = m.join("piper/en_US-joe-medium.onnx");
-    let mut voice = switchboard::models::tts::PiperVoice::load(common::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &common::cpu_options(2)).unwrap();
-    let rate = voice.sample_rate() as usize;
-    let onset_s = 2.5;
-    let mut pcm = vec![0i16; (onset_s * rate as f64) as usize];
-    pcm.extend(voice.synthesize("Sorry to interrupt, but I need to talk to someone about my order.").unwrap());
-    pcm.extend(vec![0i16; rate * 6]);
-    let src = dir.join("caller22k.wav");
-    common::write_wav(&src, &pcm, rate as u32);
-    let wav8 = dir.join("caller8k.wav");
-    common::run_checked(Command::new(common::tool("sox")).arg(&src).args(["-D", "-r", "8000"]).arg(&wav8));
-    std::fs::create_dir_all(dir.join("pcap")).unwrap();
-    common::fixtures::write_rtp_audio_pcap(&wav8, &dir.join("pcap/turn_pause_pcmu.pcap"), 0, 20, 1000, 160_000, 0x5EC0_0004);
+    // The caller: 2.5 s of silence (the greeting plays), then a sentence over it, then 6 s of quiet.
+    common::speech::caller_pcap(&m, &dir, &[(2.5, "Sorry to interrupt, but I need to talk to someone about my order.")], 0.0, 6.0, 0x5EC0_0004);
 
     let greeting = "Thank you for calling Sunny Bakery. Our opening hours are seven to six on weekdays and eight to two on Saturday, \
 and we are closed on Sunday. Custom cakes need two days of notice. How can I help you today?";

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 use switchboard::models::asr::{offline, DecodeOptions, Precision, Whisper};
 use switchboard::models::vad::{SegmenterConfig, SileroVad};
@@ -28,39 +27,9 @@ fn any_word(text: &str, words: &[&str]) -> bool {
     words.iter().any(|w| fancy_regex::Regex::new(&format!(r"(?i)\b{}\b", fancy_regex::escape(w))).unwrap().is_match(text).unwrap())
 }
 
-/// Piper speaks `questions` at their times into pcap/turn_pause_pcmu.pcap (PCMU) in `dir`, for
-/// uac_pcmu_turn_pause.xml; returns when each question ends (s).
-fn caller_pcap(m: &std::path::Path, dir: &std::path::Path, questions: &[(f64, &str)], total_s: f64) -> Vec<f64> {
-    let onnx = m.join("piper/en_US-joe-medium.onnx");
-    let mut voice = switchboard::models::tts::PiperVoice::load(common::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &common::cpu_options(2)).unwrap();
-    let rate = voice.sample_rate() as usize;
-    let mut pcm = vec![0i16; (total_s * rate as f64) as usize];
-    let mut ends = Vec::new();
-    for (at, q) in questions {
-        let s = voice.synthesize(q).unwrap();
-        let start = (at * rate as f64) as usize;
-        pcm[start..start + s.len()].copy_from_slice(&s);
-        ends.push(at + s.len() as f64 / rate as f64);
-    }
-    let src = dir.join("questions22k.wav");
-    common::write_wav(&src, &pcm, rate as u32);
-    let wav8 = dir.join("questions8k.wav");
-    common::run_checked(Command::new(common::tool("sox")).arg(&src).args(["-D", "-r", "8000"]).arg(&wav8));
-    std::fs::create_dir_all(dir.join("pcap")).unwrap();
-    common::fixtures::write_rtp_audio_pcap(&wav8, &dir.join("pcap/turn_pause_pcmu.pcap"), 0, 20, 1000, 160_000, 0x5EC0_0003);
-    ends
-}
-
 /// The agent's audio in a capture, transcribed turn by turn by the project's Whisper.
 fn agent_speech(m: &std::path::Path, dir: &std::path::Path, pkts: &[common::UdpPacket], ports: &common::Ports) -> Vec<offline::TurnText> {
-    let first = pkts.iter().find(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).expect("RTP from the appliance");
-    let audio = common::rtp_stream_to_pcm(pkts, first.dst.port(), Some(first.src.port()));
-    let heard8 = dir.join("heard8k.wav");
-    common::write_wav(&heard8, &audio.pcm, 8000);
-    let heard16 = dir.join("heard16k.wav");
-    common::run_checked(Command::new(common::tool("sox")).arg(&heard8).args(["-D", "-r", "16000"]).arg(&heard16));
-    let (pcm16, _) = common::read_wav_mono_i16(&heard16);
-    let x: Vec<f32> = pcm16.iter().map(|&s| s as f32 / 32768.0).collect();
+    let x = common::speech::agent_audio_16k(dir, pkts, ports);
     let rt = common::ort_runtime();
     let mut vad = SileroVad::load(rt, &m.join("silero_vad/silero_vad.onnx"), &common::cpu_options(1)).unwrap();
     let mut whisper = Whisper::load(rt, "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &common::cpu_options(2)).unwrap();
@@ -79,7 +48,7 @@ fn three_turns_on_the_embedded_model() {
     let ports = common::alloc_ports();
     let dir = common::test_dir("conversation");
     // The caller's side: three questions by Piper at fixed times, as PCMU.
-    let ends = caller_pcap(&m, &dir, &TURNS.map(|(at, q, _)| (at, q)), CALL_S);
+    let ends = common::speech::caller_pcap(&m, &dir, &TURNS.map(|(at, q, _)| (at, q)), CALL_S, 0.0, 0x5EC0_0003);
 
     // The appliance on the shipped models, the language model being the embedded default.
     let cfg = format!(
@@ -140,7 +109,7 @@ fn a_dead_language_model_gets_an_apology_then_a_hangup() {
     let m = common::models_dir("whisper_tiny_en/whisper.json");
     let ports = common::alloc_ports();
     let dir = common::test_dir("llm-down");
-    caller_pcap(&m, &dir, &[(1.0, "What time do you open on Saturday?")], 6.0);
+    common::speech::caller_pcap(&m, &dir, &[(1.0, "What time do you open on Saturday?")], 6.0, 0.0, 0x5EC0_0003);
     // Nothing listens on this port.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg = format!(

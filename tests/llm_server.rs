@@ -105,19 +105,8 @@ fn a_caller_asks_and_hears_the_right_hours() {
     let m = common::models_dir("whisper_tiny_en/whisper.json");
     let ports = common::alloc_ports();
     let dir = common::test_dir("app");
-    // The question, spoken by Piper, as the caller's PCMU.
-    let onnx = m.join("piper/en_US-joe-medium.onnx");
-    let mut voice = switchboard::models::tts::PiperVoice::load(common::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &common::cpu_options(2)).unwrap();
-    let rate = voice.sample_rate() as usize;
-    let mut pcm = vec![0i16; rate / 2];
-    pcm.extend(voice.synthesize("Hi! What time do you open on Saturday?").unwrap());
-    pcm.extend(vec![0i16; rate]);
-    let src = dir.join("question22k.wav");
-    common::write_wav(&src, &pcm, rate as u32);
-    let wav8 = dir.join("question8k.wav");
-    common::run_checked(Command::new(common::tool("sox")).arg(&src).args(["-D", "-r", "8000"]).arg(&wav8));
-    std::fs::create_dir_all(dir.join("pcap")).unwrap();
-    common::fixtures::write_rtp_audio_pcap(&wav8, &dir.join("pcap/turn_pause_pcmu.pcap"), 0, 20, 1000, 160_000, 0x5EC0_0002);
+    // The question, spoken by Piper, as the caller's PCMU: half a second in, a second of quiet after.
+    common::speech::caller_pcap(&m, &dir, &[(0.5, "Hi! What time do you open on Saturday?")], 0.0, 1.0, 0x5EC0_0002);
     let cfg = format!(
         "models:\n  runtime:\n    library: {lib}\n  vad:\n    path: {vad}\n  tts:\n    path: {tts}\n    intra_threads: 2\n  asr:\n    tiny:\n      path: {asr}\n      intra_threads: 2\n  llm:\n    local:\n      type: openai\n      base_url: http://127.0.0.1:{port}/v1\n      model: qwen\n      first_token_timeout_ms: 60000\n\
          routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      temperature: 0\n      max_output_tokens: 60\n",
@@ -136,14 +125,7 @@ fn a_caller_asks_and_hears_the_right_hours() {
     let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(60));
     let pkts = cap.stop();
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
-    let first = pkts.iter().find(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).expect("RTP from the appliance");
-    let audio = common::rtp_stream_to_pcm(&pkts, first.dst.port(), Some(first.src.port()));
-    let heard8 = dir.join("heard8k.wav");
-    common::write_wav(&heard8, &audio.pcm, 8000);
-    let heard16 = dir.join("heard16k.wav");
-    common::run_checked(Command::new(common::tool("sox")).arg(&heard8).args(["-D", "-r", "16000"]).arg(&heard16));
-    let (pcm16, _) = common::read_wav_mono_i16(&heard16);
-    let x: Vec<f32> = pcm16.iter().map(|&s| s as f32 / 32768.0).collect();
+    let x = common::speech::agent_audio_16k(&dir, &pkts, &ports);
     let mut w = switchboard::models::asr::Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), switchboard::models::asr::Precision::Fp32, &common::cpu_options(2)).unwrap();
     let said = w.transcribe(&x, &switchboard::models::asr::DecodeOptions::default()).unwrap().text;
     println!("the agent said: {said:?}");

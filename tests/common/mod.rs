@@ -25,6 +25,7 @@ pub mod fixtures;
 pub mod pcap;
 pub mod ports;
 pub mod sipp;
+pub mod speech;
 pub mod wer;
 
 pub use appliance::Appliance;

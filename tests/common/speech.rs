@@ -1,0 +1,43 @@
+//! Spoken calls for the tests: a caller's side made of Piper sentences at given times (a pcap
+//! SIPp plays), and the appliance's side of a capture as 16 kHz audio for the project's Whisper.
+
+use super::{run_checked, tool, write_wav, Ports, UdpPacket};
+use std::path::Path;
+use std::process::Command;
+
+/// Piper speaks `lines` at their times (s) into `dir`/pcap/turn_pause_pcmu.pcap (PCMU, for
+/// uac_pcmu_turn_pause.xml); the audio lasts `min_total_s`, and at least `tail_s` after the last
+/// line. Returns when each line ends (s).
+pub fn caller_pcap(models: &Path, dir: &Path, lines: &[(f64, &str)], min_total_s: f64, tail_s: f64, ssrc: u32) -> Vec<f64> {
+    let onnx = models.join("piper/en_US-joe-medium.onnx");
+    let mut voice = switchboard::models::tts::PiperVoice::load(super::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &super::cpu_options(2)).unwrap();
+    let rate = voice.sample_rate() as usize;
+    let spoken: Vec<(usize, Vec<i16>)> = lines.iter().map(|(at, text)| ((at * rate as f64) as usize, voice.synthesize(text).unwrap())).collect();
+    let last_end = spoken.iter().map(|(start, s)| start + s.len()).max().unwrap_or(0);
+    let mut pcm = vec![0i16; ((min_total_s * rate as f64) as usize).max(last_end + (tail_s * rate as f64) as usize)];
+    let mut ends = Vec::new();
+    for (start, s) in &spoken {
+        pcm[*start..start + s.len()].copy_from_slice(s);
+        ends.push((start + s.len()) as f64 / rate as f64);
+    }
+    let src = dir.join("caller22k.wav");
+    write_wav(&src, &pcm, rate as u32);
+    let wav8 = dir.join("caller8k.wav");
+    run_checked(Command::new(tool("sox")).arg(&src).args(["-D", "-r", "8000"]).arg(&wav8));
+    std::fs::create_dir_all(dir.join("pcap")).unwrap();
+    super::fixtures::write_rtp_audio_pcap(&wav8, &dir.join("pcap/turn_pause_pcmu.pcap"), 0, 20, 1000, 160_000, ssrc);
+    ends
+}
+
+/// The appliance's RTP in a capture (the first stream from its port range), decoded and resampled
+/// by sox to 16 kHz f32 in [−1, 1]; the 8 and 16 kHz WAVs are left in `dir`.
+pub fn agent_audio_16k(dir: &Path, pkts: &[UdpPacket], ports: &Ports) -> Vec<f32> {
+    let first = pkts.iter().find(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).expect("RTP from the appliance");
+    let audio = super::rtp_stream_to_pcm(pkts, first.dst.port(), Some(first.src.port()));
+    let heard8 = dir.join("heard8k.wav");
+    write_wav(&heard8, &audio.pcm, 8000);
+    let heard16 = dir.join("heard16k.wav");
+    run_checked(Command::new(tool("sox")).arg(&heard8).args(["-D", "-r", "16000"]).arg(&heard16));
+    let (pcm16, _) = super::read_wav_mono_i16(&heard16);
+    pcm16.iter().map(|&s| s as f32 / 32768.0).collect()
+}
