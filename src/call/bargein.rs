@@ -171,7 +171,7 @@ impl EchoCheck {
 
     /// The best normalised correlation of the caller's latest chunk (16 kHz) with the agent's audio
     /// at any delay up to the maximum; 0 when the agent said nothing lately.
-    pub fn similarity(&self, caller: &[i16]) -> f32 {
+    pub fn similarity(&mut self, caller: &[i16]) -> f32 {
         let c = decimate(caller);
         let n = c.len();
         if n == 0 || self.reference.len() < n {
@@ -181,7 +181,8 @@ impl EchoCheck {
         if ce <= 1e-3 {
             return 0.0;
         }
-        let r: Vec<f32> = self.reference.iter().copied().collect();
+        // In place, not copied: this runs for every caller frame while the agent talks.
+        let r = self.reference.make_contiguous();
         let last = r.len() - n; // delay 0: the newest reference aligned with the chunk
         let mut best = 0.0f32;
         for d in 0..=self.max_delay.min(last) {

@@ -119,44 +119,34 @@ impl<'a> P<'a> {
         }
     }
 
-    fn number(&mut self, integer: bool) -> R {
-        let digits = |p: &mut P| -> R<usize> {
-            let mut n = 0;
-            while p.i < p.b.len() && p.b[p.i].is_ascii_digit() {
-                p.i += 1;
-                n += 1;
-            }
-            Ok(n)
-        };
-        if self.peek()? == b'-' {
+    /// One or more digits (none is refused, unless the input ended first).
+    fn digits(&mut self) -> R {
+        let start = self.i;
+        while self.i < self.b.len() && self.b[self.i].is_ascii_digit() {
             self.i += 1;
         }
-        if digits(self)? == 0 {
+        if self.i == start {
             self.peek()?;
             return Err(Stop::Bad);
         }
-        if self.i >= self.b.len() {
-            return Err(Stop::End);
-        }
-        if !integer && self.b[self.i] == b'.' {
+        Ok(())
+    }
+
+    fn number(&mut self, integer: bool) -> R {
+        if self.peek()? == b'-' {
             self.i += 1;
-            if digits(self)? == 0 {
-                self.peek()?;
-                return Err(Stop::Bad);
-            }
         }
-        if self.i >= self.b.len() {
-            return Err(Stop::End);
+        self.digits()?;
+        if !integer && self.peek()? == b'.' {
+            self.i += 1;
+            self.digits()?;
         }
-        if !integer && matches!(self.b[self.i], b'e' | b'E') {
+        if !integer && matches!(self.peek()?, b'e' | b'E') {
             self.i += 1;
             if matches!(self.peek()?, b'+' | b'-') {
                 self.i += 1;
             }
-            if digits(self)? == 0 {
-                self.peek()?;
-                return Err(Stop::Bad);
-            }
+            self.digits()?;
         }
         // A number only ends where something else begins.
         self.peek()?;

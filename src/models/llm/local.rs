@@ -233,6 +233,8 @@ impl Worker {
         if callable.is_empty() {
             banned.extend([self.controls.tool_call, self.controls.tool_call_end]);
         }
+        // Outside a call, `</tool_call>` cannot come either.
+        let ban_text: Vec<u32> = banned.iter().copied().chain([self.controls.tool_call_end]).collect();
         let grammar = ToolGrammar { tools: callable.iter().map(|t| (t.name.as_str(), &t.parameters)).collect() };
         let mut generated: Vec<u32> = Vec::new();
         let mut text = Utf8Stream::default();
@@ -264,8 +266,7 @@ impl Worker {
                     }
                 }
             } else {
-                let ban: Vec<u32> = banned.iter().copied().chain([self.controls.tool_call_end]).collect();
-                sampler.pick(&mut logits, &ban, &generated)
+                sampler.pick(&mut logits, &ban_text, &generated)
             };
             if in_call.is_none() && stop.contains(&next) {
                 break if calls > 0 { "tool_calls" } else { "stop" };
