@@ -156,3 +156,63 @@ fn semantic_vad_keeps_a_pause_inside_one_turn() {
     }
     assert_eq!(app.metric_value("switchboard_turns_total{reason=\"model\"}"), Some(1.0));
 }
+
+/// manual turn detection (push-to-talk style): the caller says half a sentence, pauses 3 s (server_vad
+/// would end the turn after 500 ms, semantic_vad's high eagerness after 2 s), says the rest, then
+/// presses #. One turn, ended by the key, transcribed whole.
+#[test]
+fn a_manual_turn_ends_on_the_commit_key_not_on_a_pause() {
+    common::require_tools(&["sipp", "sox", "espeak-ng"]);
+    let m = common::models_dir("whisper_tiny_en/whisper.json");
+    let ports = common::alloc_ports();
+    let dir = common::test_dir("app");
+    let part = |text: &str, name: &str| -> Vec<i16> {
+        let raw = dir.join(format!("{name}.src.wav"));
+        let wav = dir.join(format!("{name}.wav"));
+        common::run_checked(std::process::Command::new(common::tool("espeak-ng")).args(["-v", "en-us", "-s", "160", "-w"]).arg(&raw).arg(text));
+        common::run_checked(std::process::Command::new(common::tool("sox")).arg(&raw).args(["-D", "-r", "8000"]).arg(&wav));
+        common::read_wav_mono_i16(&wav).0
+    };
+    let mut pcm = vec![0i16; 4000];
+    pcm.extend(part("I want to cancel my", "first"));
+    pcm.extend(vec![0i16; 24_000]);
+    pcm.extend(part("appointment for tomorrow morning.", "second"));
+    pcm.extend(vec![0i16; 8000]);
+    let speech_ms = pcm.len() as u64 / 8;
+    let wav8 = dir.join("turn_pause_8k.wav");
+    common::write_wav(&wav8, &pcm, 8000);
+    std::fs::create_dir_all(dir.join("pcap")).unwrap();
+    let n = common::fixtures::write_rtp_audio_pcap(&wav8, &dir.join("pcap/turn_pause_pcmu.pcap"), 0, 20, 1000, 160_000, 0x5EC0_0006);
+    // The key on the same RTP stream, right after the speech.
+    common::fixtures::write_dtmf_pcap("#", &dir.join("pcap/hash.pcap"), 101, 120, 0, 1000 + n as u16, 160_000 + n as u32 * 160, 0x5EC0_0006);
+    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml")).unwrap().replace(
+        "<pause milliseconds=\"9000\"/>",
+        &format!("<pause milliseconds=\"{speech_ms}\"/>\n  <nop><action><exec play_pcap_audio=\"pcap/hash.pcap\"/></action></nop>\n  <pause milliseconds=\"6000\"/>"),
+    );
+    let scen = dir.join("manual.xml");
+    std::fs::write(&scen, xml).unwrap();
+
+    let rec_dir = dir.join("records");
+    let cfg = config(&m, &rec_dir, 0).replace("      type: server_vad\n", "      type: manual\n");
+    let app = common::Appliance::start_in(&dir, &cfg, &ports);
+    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(40));
+    assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
+    let recs = common::wait_until(Duration::from_secs(20), || Some(records(&rec_dir)).filter(|r| !r.is_empty())).unwrap_or_else(|| panic!("no call record\n{}", app.log_tail(40)));
+    let r = &recs[0];
+    println!("{}", serde_json::to_string_pretty(r).unwrap());
+    let events = r["events"].as_array().unwrap();
+    let stops: Vec<u64> = events.iter().filter(|e| e["type"] == "speech_stopped").map(|e| e["t_ms"].as_u64().unwrap()).collect();
+    let commits: Vec<&serde_json::Value> = events.iter().filter(|e| e["type"] == "turn_committed").collect();
+    let key = events.iter().find(|e| e["type"] == "dtmf" && e["digit"] == "#").unwrap_or_else(|| panic!("the # key in the record: {events:?}"));
+    assert!(stops.len() >= 2, "the VAD heard the 3 s pause (two speech runs): {stops:?}\n{}", app.log_tail(30));
+    assert_eq!(commits.len(), 1, "one turn: {commits:?}\n{}", app.log_tail(30));
+    assert_eq!(commits[0]["reason"], "manual", "{}", commits[0]);
+    assert!(commits[0]["t_ms"].as_u64() >= key["t_ms"].as_u64(), "committed by the key: {} vs {key}", commits[0]);
+    let texts: Vec<&str> = r["transcripts"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap()).collect();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    let words = wer::words(texts[0]);
+    for w in ["cancel", "appointment", "tomorrow", "morning"] {
+        assert!(words.contains(&w.to_string()), "one transcript holds both halves: {texts:?}");
+    }
+    assert_eq!(app.metric_value("switchboard_turns_total{reason=\"manual\"}"), Some(1.0));
+}

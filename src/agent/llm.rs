@@ -33,6 +33,7 @@ pub struct LlmSettings {
 }
 
 struct Reply {
+    response: u64,
     stream: LlmStream,
     splitter: SentenceSplitter,
     text: String,
@@ -60,6 +61,9 @@ pub struct LlmAgent {
     on_air_item: Option<u64>,
     /// A turn came while the model was busy: answer it next (the newest wins).
     pending_turn: bool,
+    /// The number of the last reply begun (0: none yet); its start not yet reported.
+    last_response: u64,
+    started: VecDeque<u64>,
     /// The model failed and the agent is configured to hang up: BYE once the apology is out.
     hangup_when_quiet: bool,
 }
@@ -85,6 +89,8 @@ impl LlmAgent {
             on_air: Vec::new(),
             on_air_item: None,
             pending_turn: false,
+            last_response: 0,
+            started: VecDeque::new(),
             hangup_when_quiet: false,
         }
     }
@@ -93,6 +99,7 @@ impl LlmAgent {
         if let Some(mut r) = self.reply.take() {
             r.stream.cancel();
             self.records.push_back(ReplyRecord {
+                response: r.response,
                 audio_end_ms: None,
                 text: r.text.trim().to_string(),
                 outcome: "cancelled",
@@ -114,7 +121,9 @@ impl LlmAgent {
     fn start_reply(&mut self) {
         let req = self.conv.request(&[], self.settings.temperature, self.settings.max_output_tokens);
         let stream = self.backend.stream(&req, self.session);
-        self.reply = Some(Reply { stream, splitter: SentenceSplitter::new(), text: String::new(), started: Instant::now(), first_text: None });
+        self.last_response += 1;
+        self.started.push_back(self.last_response);
+        self.reply = Some(Reply { response: self.last_response, stream, splitter: SentenceSplitter::new(), text: String::new(), started: Instant::now(), first_text: None });
     }
 
     /// The language model's events so far.
@@ -156,7 +165,7 @@ impl LlmAgent {
             let r = self.reply.take().expect("a reply was running");
             let first_text_ms = r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64);
             let total_ms = r.started.elapsed().as_millis() as u64;
-            let mut record = ReplyRecord { text: r.text.trim().to_string(), outcome: "done", error: None, finish_reason: None, first_text_ms, total_ms, audio_end_ms: None };
+            let mut record = ReplyRecord { response: r.response, text: r.text.trim().to_string(), outcome: "done", error: None, finish_reason: None, first_text_ms, total_ms, audio_end_ms: None };
             match result {
                 Ok(reason) => record.finish_reason = Some(reason),
                 Err(e) => {
@@ -213,11 +222,13 @@ impl Agent for LlmAgent {
             }
             None => {}
         }
+        // The reply on air is the last one begun (a new turn clears `on_air`).
+        let response = writing.as_ref().map_or(self.last_response, |r| r.response);
         let (first_text_ms, total_ms) = match &writing {
             Some(r) => (r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64), r.started.elapsed().as_millis() as u64),
             None => (None, 0),
         };
-        self.records.push_back(ReplyRecord { text: heard, outcome: "interrupted", error: None, finish_reason: None, first_text_ms, total_ms, audio_end_ms: Some(audio_end_ms) });
+        self.records.push_back(ReplyRecord { response, text: heard, outcome: "interrupted", error: None, finish_reason: None, first_text_ms, total_ms, audio_end_ms: Some(audio_end_ms) });
         self.on_air.clear();
         self.on_air_item = None;
         drop(writing);
@@ -252,6 +263,9 @@ impl Agent for LlmAgent {
             self.start_reply();
         }
         self.pump_reply();
+        if let Some(n) = self.started.pop_front() {
+            return Some(AgentOutput::ReplyStarted(n));
+        }
         if let Some(r) = self.records.pop_front() {
             return Some(AgentOutput::Reply(r));
         }

@@ -35,6 +35,9 @@ pub enum AgentOutput {
     ClearAudio,
     /// End the call with BYE, giving this reason.
     Hangup(String),
+    /// A reply of the language model began: the request went to the model (Realtime's
+    /// `response.created`). Its end comes as `Reply` with the same number.
+    ReplyStarted(u64),
     /// A reply of the language model ended (for the call record, logs and metrics).
     Reply(ReplyRecord),
 }
@@ -42,9 +45,11 @@ pub enum AgentOutput {
 /// One reply of an agent's language model, as it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyRecord {
+    /// The reply's number in the call (1, 2, …), as in `ReplyStarted`.
+    pub response: u64,
     /// What the agent says (the apology when the model failed before any text).
     pub text: String,
-    /// `done`, `failed` or `cancelled` (the caller spoke again first).
+    /// `done`, `failed`, `cancelled` (the caller spoke again first) or `interrupted` (barge-in).
     pub outcome: &'static str,
     /// Why it failed: the error kind (`connect`, `timeout`, `garbage`, `busy`, `model`, …).
     pub error: Option<&'static str>,

@@ -123,6 +123,8 @@ pub enum MediaEvent {
     TurnCommitted(TurnCommit),
     /// End the call with BYE for this reason (agent decision, RTP timeout).
     Hangup(String),
+    /// The agent's language model began reply number N.
+    ReplyStarted(u64),
     /// The agent's language model finished (or failed, or dropped) a reply.
     Reply(crate::agent::ReplyRecord),
     /// The caller spoke over the agent.
@@ -455,7 +457,12 @@ impl CallMedia {
         if self.agent_started {
             self.agent.on_dtmf(&ev, now);
         }
+        let digit = ev.digit;
         self.events.push_back(MediaEvent::Dtmf(ev));
+        // After the digit's own event, so the record shows the key, then the turn it ended.
+        if self.vad.as_ref().and_then(|(_, _, t)| t.commit_key()) == Some(digit) {
+            self.commit_turn(now);
+        }
     }
 
     /// Send digits to the far end as RFC 4733 events (for tools: navigating another IVR).
@@ -657,6 +664,18 @@ impl CallMedia {
         }
     }
 
+    /// End the caller's turn now (manual turn detection: the commit key, or a command). False when
+    /// the caller has not spoken since the last turn.
+    pub fn commit_turn(&mut self, now: Instant) -> bool {
+        let Some((_, _, turns)) = &mut self.vad else { return false };
+        let done = turns.commit_now();
+        if !done {
+            tracing::info!("commit asked with no speech since the last turn: nothing to commit");
+        }
+        self.turn_events(now);
+        done
+    }
+
     /// The call is ending: submit the turn in progress. Returns true while transcripts are
     /// still owed; the driver calls `poll_transcription` until false (or it gives up).
     pub fn finish_transcription(&mut self) -> bool {
@@ -690,6 +709,7 @@ impl CallMedia {
                     self.pacer.clear();
                 }
                 Some(AgentOutput::Hangup(r)) => self.events.push_back(MediaEvent::Hangup(r)),
+                Some(AgentOutput::ReplyStarted(n)) => self.events.push_back(MediaEvent::ReplyStarted(n)),
                 Some(AgentOutput::Reply(r)) => self.events.push_back(MediaEvent::Reply(r)),
                 None => break,
             }

@@ -25,7 +25,7 @@ pub struct CallRecord {
     pub transcripts: Vec<RecordTranscript>,
     /// The agent's side: each language-model reply as it ended, in order.
     pub replies: Vec<RecordReply>,
-    /// Speech, DTMF and transcription events, with their time from the start of the call.
+    /// Speech, turn, DTMF, transcription, response and barge-in events, with their time from the start of the call.
     pub events: Vec<RecordEvent>,
     pub media: Option<RecordMedia>,
 }
@@ -44,6 +44,8 @@ pub struct RecordTranscript {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RecordReply {
+    /// The reply's number in the call (its `response_started` / `response_done` events carry it).
+    pub response: u64,
     /// When the reply ended, from the start of the call.
     pub t_ms: u64,
     pub text: String,
@@ -81,6 +83,11 @@ pub enum EventKind {
     ResponseInterrupted { onset_ms: u64, audio_end_ms: u64, dropped_ms: u64 },
     /// Speech over the agent that turned out not to be an interruption: the agent resumed.
     BargeInResumed,
+    /// The agent began a reply (its request went to the language model).
+    ResponseStarted { response: u64 },
+    /// The reply ended: `done`, `failed`, `cancelled` (the caller spoke again before it was written)
+    /// or `interrupted` (barge-in; `replies` has what was heard).
+    ResponseDone { response: u64, outcome: &'static str },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,8 +153,14 @@ impl Recorder {
         });
     }
 
+    pub fn response_started(&mut self, response: u64) {
+        self.event(EventKind::ResponseStarted { response });
+    }
+
     pub fn reply(&mut self, r: &crate::agent::ReplyRecord) {
+        self.event(EventKind::ResponseDone { response: r.response, outcome: r.outcome });
         self.record.replies.push(RecordReply {
+            response: r.response,
             t_ms: self.started.elapsed().as_millis() as u64,
             text: r.text.clone(),
             outcome: r.outcome,

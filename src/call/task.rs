@@ -205,8 +205,14 @@ fn handle_events(
                     rec.barge_in(&b);
                 }
             }
+            MediaEvent::ReplyStarted(n) => {
+                debug!(response = n, "reply started");
+                if let Some(rec) = record {
+                    rec.response_started(n);
+                }
+            }
             MediaEvent::Reply(r) => {
-                tracing::info!(outcome = r.outcome, error = ?r.error, finish_reason = ?r.finish_reason, first_text_ms = ?r.first_text_ms, total_ms = r.total_ms, text = %r.text, "agent reply");
+                tracing::info!(response = r.response, outcome = r.outcome, error = ?r.error, finish_reason = ?r.finish_reason, first_text_ms = ?r.first_text_ms, total_ms = r.total_ms, text = %r.text, "agent reply");
                 metrics.reply(&r);
                 if let Some(rec) = record {
                     rec.reply(&r);

@@ -13,6 +13,10 @@
 //!   bound (low 8 s, medium/auto 4 s, high 2 s), which ends the turn anyway.
 //!   Speech before that makes it one turn. A model that is busy or fails
 //!   leaves the bound to decide.
+//! * `manual`: pauses never end a turn; the caller (a DTMF key, push-to-talk
+//!   style) or a command (`commit`) does, like the Realtime API's
+//!   `input_audio_buffer.commit`. The turn runs from its first speech to the
+//!   moment of the commit, so words spoken up to the key press are kept.
 //!
 //! Times are the caller stream's audio time (the samples the VAD is given),
 //! so tests drive it in virtual time with a scripted model.
@@ -46,6 +50,8 @@ pub enum TurnMode {
         /// Silence after which the turn ends whatever the model said.
         max_wait_ms: u64,
     },
+    /// Only `commit` ends a turn; `key` is the DTMF digit that commits.
+    Manual { key: char },
 }
 
 /// Why a turn ended.
@@ -57,6 +63,8 @@ pub enum CommitReason {
     Model,
     /// semantic_vad: the silence reached the eagerness bound.
     Timeout,
+    /// manual: the commit key or command.
+    Manual,
     /// The call ended during the turn.
     CallEnded,
 }
@@ -67,6 +75,7 @@ impl CommitReason {
             CommitReason::Silence => "silence",
             CommitReason::Model => "model",
             CommitReason::Timeout => "timeout",
+            CommitReason::Manual => "manual",
             CommitReason::CallEnded => "call_ended",
         }
     }
@@ -186,6 +195,8 @@ impl TurnDetector {
                 match self.mode {
                     TurnMode::ServerVad => self.commit(CommitReason::Silence),
                     TurnMode::SemanticVad { .. } => self.ask(),
+                    // The turn may go on after this pause; only the caller's key ends it.
+                    TurnMode::Manual { .. } => {}
                 }
             }
         }
@@ -207,6 +218,28 @@ impl TurnDetector {
                 }
             }
         }
+    }
+
+    /// manual: the DTMF digit that commits the turn.
+    pub fn commit_key(&self) -> Option<char> {
+        match self.mode {
+            TurnMode::Manual { key } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Commit the open turn now (any mode; `manual` depends on it). False when no speech has
+    /// opened a turn: there is nothing to commit.
+    pub fn commit_now(&mut self) -> bool {
+        if self.open.is_none() {
+            return false;
+        }
+        if let Some(o) = &mut self.open {
+            // Words up to this moment belong to the turn, even if the VAD heard a pause before them.
+            o.stopped_at_ms = None;
+        }
+        self.commit(CommitReason::Manual);
+        true
     }
 
     /// The call is ending: a turn in progress ends where the audio ends.

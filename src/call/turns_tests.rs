@@ -202,3 +202,32 @@ fn the_tape_holds_only_the_models_window() {
     d.push_audio(&[1; 32000]);
     assert!(d.tape.is_empty());
 }
+
+#[test]
+fn manual_turns_end_only_on_commit_and_keep_words_up_to_it() {
+    let mut d = TurnDetector::new(TurnMode::Manual { key: '#' }, None);
+    assert_eq!(d.commit_key(), Some('#'));
+    assert!(!d.commit_now(), "no speech yet: nothing to commit");
+    d.push_audio(&[0; 16000]);
+    d.on_vad(VadEvent::SpeechStarted { audio_start_ms: 300 });
+    d.on_vad(VadEvent::SpeechStopped { audio_end_ms: 900 });
+    // Ten seconds of silence do not end a manual turn…
+    for _ in 0..500 {
+        d.push_audio(&[0; 320]);
+        d.tick();
+    }
+    // …and more speech after the pause belongs to the same turn.
+    d.on_vad(VadEvent::SpeechStarted { audio_start_ms: 11_200 });
+    d.push_audio(&[0; 16000]);
+    let ev: Vec<TurnEvent> = std::iter::from_fn(|| d.poll_event()).collect();
+    assert!(!ev.iter().any(|e| matches!(e, TurnEvent::Committed(_))), "{ev:?}");
+    assert!(ev.contains(&TurnEvent::SpeechStarted { audio_start_ms: 11_200, new_turn: false, turn: 0 }), "{ev:?}");
+    assert!(d.in_turn());
+    // The key, 12 s into the call while the caller may still be talking: the turn ends there.
+    assert!(d.commit_now());
+    let ev: Vec<TurnEvent> = std::iter::from_fn(|| d.poll_event()).collect();
+    assert_eq!(ev, vec![TurnEvent::Committed(TurnCommit { turn: 0, audio_start_ms: 300, audio_end_ms: 12_000, reason: CommitReason::Manual, p_complete: None })]);
+    assert!(!d.in_turn());
+    assert!(!d.commit_now(), "a second key press with no new speech commits nothing");
+    assert_eq!(TurnDetector::server_vad().commit_key(), None);
+}

@@ -150,6 +150,13 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
                     format!("{} is out of range 0..=1", td.completion_threshold),
                 ));
             }
+            let key_ok = td.commit_key.chars().count() == 1 && td.commit_key.chars().all(|k| matches!(k, '0'..='9' | '*' | '#' | 'A'..='D'));
+            if !key_ok {
+                return Err(err(
+                    &format!("agents.{name}.turn_detection.commit_key"),
+                    format!("`{}` is not one DTMF key (0-9, *, #, A-D)", td.commit_key),
+                ));
+            }
             if td.kind == TurnDetectionKind::SemanticVad && c.models.as_ref().is_none_or(|m| m.turn.is_none()) {
                 return Err(err(&format!("agents.{name}.turn_detection"), "semantic_vad needs the end-of-turn model: configure `models.turn` (Smart Turn)".into()));
             }

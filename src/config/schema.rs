@@ -483,6 +483,9 @@ pub struct TurnDetection {
     /// semantic_vad: P(turn complete) at or above which the turn ends at once.
     #[serde(default = "default_turn_threshold")]
     pub completion_threshold: f32,
+    /// manual: the DTMF key that ends the caller's turn (0-9, *, #, A-D).
+    #[serde(default = "default_commit_key")]
+    pub commit_key: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -490,6 +493,8 @@ pub struct TurnDetection {
 pub enum TurnDetectionKind {
     ServerVad,
     SemanticVad,
+    /// Pauses never end the turn: the commit key (or a command) does.
+    Manual,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -519,6 +524,9 @@ fn default_vad_threshold() -> f32 {
 fn default_turn_threshold() -> f32 {
     0.5
 }
+fn default_commit_key() -> String {
+    "#".into()
+}
 fn default_prefix_padding() -> U64Range<0, 5000> {
     U64Range(300)
 }
@@ -530,7 +538,7 @@ impl TurnDetection {
     pub fn silence_ms(&self) -> u64 {
         match (self.silence_duration_ms, self.kind) {
             (Some(s), _) => s.get(),
-            (None, TurnDetectionKind::ServerVad) => 500,
+            (None, TurnDetectionKind::ServerVad | TurnDetectionKind::Manual) => 500,
             (None, TurnDetectionKind::SemanticVad) => 250,
         }
     }
@@ -551,6 +559,8 @@ impl TurnDetection {
                 threshold: self.completion_threshold,
                 max_wait_ms: self.eagerness.max_wait_ms(),
             },
+            // Validated to be one DTMF digit.
+            TurnDetectionKind::Manual => crate::call::turns::TurnMode::Manual { key: self.commit_key.chars().next().unwrap_or('#') },
         }
     }
 }

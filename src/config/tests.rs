@@ -149,3 +149,18 @@ fn semantic_vad_and_repeat_are_checked() {
     let e = err(&format!("{base}    mode: repeat\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n"));
     assert!(e.message.contains("needs a voice"), "{e}");
 }
+
+#[test]
+fn manual_turns_take_one_dtmf_key() {
+    let base = "models:\n  vad:\n    path: v.onnx\nroutes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n";
+    let ok = parse(Path::new(P), &format!("{base}    turn_detection:\n      type: manual\n")).unwrap();
+    let td = ok.agents["a"].turn_detection.as_ref().unwrap();
+    assert_eq!(td.turn_mode(), crate::call::turns::TurnMode::Manual { key: '#' }, "# by default");
+    let ok = parse(Path::new(P), &format!("{base}    turn_detection:\n      type: manual\n      commit_key: \"*\"\n")).unwrap();
+    assert_eq!(ok.agents["a"].turn_detection.as_ref().unwrap().turn_mode(), crate::call::turns::TurnMode::Manual { key: '*' });
+    for bad in ["\"##\"", "x", "\"\""] {
+        let e = err(&format!("{base}    turn_detection:\n      type: manual\n      commit_key: {bad}\n"));
+        assert_eq!(e.key, "agents.a.turn_detection.commit_key", "{bad}: {e}");
+        assert!(e.message.contains("DTMF key"), "{e}");
+    }
+}

@@ -330,7 +330,9 @@ fn start_call(
                 crate::call::turns::TurnDetector::new(mode, Some(Box::new(turn.client())))
             }
             (crate::call::turns::TurnMode::SemanticVad { .. }, None) => return Err(anyhow!("semantic_vad needs models.turn")),
-            (crate::call::turns::TurnMode::ServerVad, _) => crate::call::turns::TurnDetector::server_vad(),
+            (crate::call::turns::TurnMode::ServerVad | crate::call::turns::TurnMode::Manual { .. }, _) => {
+                crate::call::turns::TurnDetector::new(mode, None)
+            }
         };
         media.set_vad(client, crate::models::vad::Segmenter::new(td.segmenter_config()), detector);
         // Only agents that answer with their voice can be interrupted (an echo line would barge in on itself).
