@@ -5,12 +5,27 @@
 mod common;
 
 use std::time::Duration;
+use switchboard::models::asr::{offline, DecodeOptions, Precision, Whisper};
+use switchboard::models::vad::{SegmenterConfig, SileroVad};
 
 /// RMS of a PCMU payload, decoded.
 fn pcmu_rms(payload: &[u8]) -> f64 {
     let mut pcm = Vec::new();
     switchboard::media::g711::decode_ulaw(payload, &mut pcm);
     common::rms(&pcm)
+}
+
+/// The last agent speech packet of the audio playing at `onset`: the first gap of > 400 ms after
+/// the onset ends it.
+fn last_speech_packet(agent_speech: &[f64], onset: f64) -> f64 {
+    let mut last = onset;
+    for &t in agent_speech.iter().filter(|&&t| t >= onset) {
+        if t - last > 0.4 {
+            break;
+        }
+        last = t;
+    }
+    last
 }
 
 #[test]
@@ -49,15 +64,7 @@ and we are closed on Sunday. Custom cakes need two days of notice. How can I hel
     let caller_onset = rtp.iter().filter(theirs).find(|p| pcmu_rms(&p.payload) > 0.02).expect("the caller's speech on the wire").time;
     let agent_speech: Vec<f64> = rtp.iter().filter(ours).filter(|p| pcmu_rms(&p.payload) > 0.02).map(|p| p.time).collect();
     assert!(agent_speech.iter().any(|&t| t < caller_onset - 1.0), "the greeting was playing before the caller spoke");
-    // The last agent speech packet of the greeting: the first gap of > 400 ms after the onset ends it.
-    let mut last = caller_onset;
-    for &t in agent_speech.iter().filter(|&&t| t >= caller_onset) {
-        if t - last > 0.4 {
-            break;
-        }
-        last = t;
-    }
-    let stop_ms = (last - caller_onset) * 1000.0;
+    let stop_ms = (last_speech_packet(&agent_speech, caller_onset) - caller_onset) * 1000.0;
     println!("caller onset on the wire → last greeting packet: {stop_ms:.0} ms");
     println!("{}", app.log().lines().filter(|l| l.contains("barge-in") || l.contains("speech started")).collect::<Vec<_>>().join("\n"));
     assert!(stop_ms <= 250.0, "the agent's audio stopped {stop_ms:.0} ms after the caller began\n{}", app.log_tail(30));
@@ -69,4 +76,112 @@ and we are closed on Sunday. Custom cakes need two days of notice. How can I hel
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
     let ev = r["events"].as_array().unwrap().iter().find(|e| e["type"] == "response_interrupted").expect("response_interrupted in the record");
     assert!(ev["audio_end_ms"].as_u64().unwrap() > 1500, "{ev}");
+}
+
+const BAKERY: &str = "You are the phone receptionist of Sunny Bakery. Whatever the caller's first question is, answer it by describing every one of these six cakes, \
+one sentence per cake, in this order: the lemon drizzle cake with fresh lemons, the dark chocolate fudge cake, the carrot cake with cream cheese icing, \
+the Victoria sponge with strawberry jam, the coffee and walnut cake, and the red velvet cake. After that, answer in one short sentence. \
+Prices: every cake costs twenty dollars.";
+
+/// The caller interrupts the agent in the middle of a long language-model reply: the audio stops on
+/// the wire within the budget, the record's reply says `interrupted` and keeps only the words the
+/// caller heard (checked against what Whisper hears in the captured audio), and the conversation
+/// goes on with an answer to the interruption.
+#[test]
+fn an_interrupted_reply_keeps_only_what_the_caller_heard() {
+    common::require_tools(&["sipp", "tcpdump", "sox"]);
+    let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
+    let ports = common::alloc_ports();
+    let dir = common::test_dir("barge_llm");
+    // The question at 1 s; the interruption 8 s after it ends, well inside the six-sentence answer.
+    let q_end = common::speech::caller_pcap(&m, &dir, &[(1.0, "Hello, what kinds of cake do you have?")], 0.0, 0.0, 0x5EC0_0007)[0];
+    let interrupt_at = q_end + 8.0;
+    common::speech::caller_pcap(
+        &m,
+        &dir,
+        &[(1.0, "Hello, what kinds of cake do you have?"), (interrupt_at, "Sorry, sorry, how much does the chocolate cake cost?")],
+        0.0,
+        8.0,
+        0x5EC0_0007,
+    );
+    let call_ms = ((interrupt_at + 12.0) * 1000.0) as u64;
+    let cfg = format!(
+        "models:\n  runtime:\n    library: {m}/onnxruntime/libonnxruntime.so.1.32.0\n  vad:\n    path: {m}/silero_vad/silero_vad.onnx\n  tts:\n    path: {m}/piper/en_US-joe-medium.onnx\n    intra_threads: 1\n  asr:\n    tiny:\n      path: {m}/whisper_tiny_en\n  llm:\n    embedded:\n      type: onnx\n      path: {m}/qwen2_5_coder_1_5b\n      temperature: 0\n\
+         calls:\n  record_dir: {{{{run_dir}}}}/records\n\
+         routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{BAKERY}\"\n      max_output_tokens: 220\n",
+        m = m.display(),
+    );
+    let app = common::Appliance::start_in(&dir, &cfg, &ports);
+    let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
+    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml")).unwrap().replace("<pause milliseconds=\"9000\"/>", &format!("<pause milliseconds=\"{call_ms}\"/>"));
+    let scen = dir.join("barge_llm.xml");
+    std::fs::write(&scen, xml).unwrap();
+    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(90));
+    let pkts = cap.stop();
+    assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
+    println!("{}", app.log().lines().filter(|l| l.contains("barge-in") || l.contains("agent reply") || l.contains("reply interrupted")).collect::<Vec<_>>().join("\n"));
+
+    // The wire: the interruption's onset, and the reply's audio around it.
+    let rtp: Vec<common::audio::RtpPacket> = pkts.iter().filter_map(|p| common::audio::parse_rtp(p.time, p.src, p.dst, &p.payload)).collect();
+    let ours = |p: &&common::audio::RtpPacket| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port()) && p.pt == 0;
+    let theirs = |p: &&common::audio::RtpPacket| (ports.rtp_low..=ports.rtp_high).contains(&p.dst.port()) && p.pt == 0;
+    let first_theirs = rtp.iter().find(theirs).expect("the caller's RTP").time;
+    let onset = rtp.iter().filter(theirs).find(|p| p.time > first_theirs + interrupt_at - 0.5 && pcmu_rms(&p.payload) > 0.02).expect("the interruption on the wire").time;
+    let agent_speech: Vec<f64> = rtp.iter().filter(ours).filter(|p| pcmu_rms(&p.payload) > 0.02).map(|p| p.time).collect();
+    let reply_start = *agent_speech.iter().find(|&&t| t > first_theirs + q_end).expect("the agent answered the question");
+    assert!(reply_start < onset - 1.0, "the reply was playing when the caller interrupted (it began {:.1} s after the question)\n{}", reply_start - first_theirs - q_end, app.log_tail(40));
+    assert!(
+        agent_speech.iter().any(|&t| t < onset && t > onset - 0.3),
+        "the agent was not talking when the caller began (a gap in the reply?)\n{}",
+        app.log_tail(40)
+    );
+    let stop = last_speech_packet(&agent_speech, onset);
+    let stop_ms = (stop - onset) * 1000.0;
+    println!("reply began {:.2} s after the question; caller onset → last reply packet: {stop_ms:.0} ms", reply_start - first_theirs - q_end);
+    assert!(stop_ms <= 250.0, "the reply's audio stopped {stop_ms:.0} ms after the caller began\n{}", app.log_tail(30));
+
+    // What the caller heard of the reply, in Whisper's words.
+    let audio = common::speech::agent_audio_16k(&dir, &pkts, &ports);
+    let t0 = rtp.iter().find(ours).unwrap().time;
+    let (a, b) = (((reply_start - t0 - 0.1) * 16000.0) as usize, (((stop - t0) + 0.05) * 16000.0) as usize);
+    let heard_audio = &audio[a.min(audio.len())..b.min(audio.len())];
+    let rt = common::ort_runtime();
+    let mut vad = SileroVad::load(rt, &m.join("silero_vad/silero_vad.onnx"), &common::cpu_options(1)).unwrap();
+    let mut whisper = Whisper::load(rt, "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &common::cpu_options(2)).unwrap();
+    let seg = SegmenterConfig { silence_duration_ms: 800, ..Default::default() };
+    let on_wire: Vec<String> = offline::transcribe_turns(&mut vad, seg, &mut whisper, &DecodeOptions::default(), heard_audio).unwrap().into_iter().map(|t| t.transcript.text).collect();
+    let on_wire = on_wire.join(" ");
+    println!("played before the interruption (Whisper): {on_wire:?}");
+
+    // The record: reply 1 interrupted, its text what was played; reply 2 answers the interruption.
+    let rec_dir = dir.join("records");
+    let rec = common::wait_until(Duration::from_secs(15), || std::fs::read_dir(&rec_dir).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")))
+        .expect("a call record");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
+    println!("replies: {}", serde_json::to_string_pretty(&r["replies"]).unwrap());
+    let replies = r["replies"].as_array().unwrap();
+    let cut = replies.iter().find(|x| x["outcome"] == "interrupted").unwrap_or_else(|| panic!("an interrupted reply in the record: {replies:?}"));
+    assert_eq!(cut["response"], 1, "{cut}");
+    let heard = cut["text"].as_str().unwrap();
+    let audio_end_ms = cut["audio_end_ms"].as_u64().unwrap();
+    let played_ms = ((stop - reply_start) * 1000.0) as u64;
+    assert!(audio_end_ms.abs_diff(played_ms) < 400, "audio_end_ms {audio_end_ms} vs {played_ms} ms of the reply on the wire");
+    if let Some(full) = replies.iter().find(|x| x["response"] == 1 && x["outcome"] == "done") {
+        let full = full["text"].as_str().unwrap();
+        assert!(full.starts_with(heard) && full.len() > heard.len() + 20, "the heard part is a strict prefix of the reply:\nheard: {heard}\nfull: {full}");
+    }
+    // The words Whisper hears in the played audio are the record's heard text, give or take the
+    // last few (the cut falls inside a sentence, and its words are shared out by audio length).
+    let heard_words = common::wer::words(heard);
+    let wire_words: Vec<String> = common::wer::words(&on_wire).into_iter().filter(|w| w.len() > 3).collect();
+    let found = wire_words.iter().filter(|w| heard_words.contains(w)).count();
+    assert!(wire_words.len() >= 5 && found * 10 >= wire_words.len() * 7, "heard text {heard:?} vs the wire {on_wire:?}");
+    assert!(heard_words.len() <= common::wer::words(&on_wire).len() + 6, "the record keeps more than was played: {heard:?} vs {on_wire:?}");
+    let events = r["events"].as_array().unwrap();
+    let kinds: Vec<(String, u64)> = events.iter().filter(|e| e["response"].is_u64() || e["type"] == "response_interrupted").map(|e| (e["type"].as_str().unwrap().to_string(), e["response"].as_u64().unwrap_or(0))).collect();
+    println!("response events: {kinds:?}");
+    let pos = |k: &str, n: u64| kinds.iter().position(|(t, r)| t == k && *r == n);
+    assert!(pos("response_started", 1) < pos("response_interrupted", 0), "{kinds:?}");
+    assert!(events.iter().any(|e| e["type"] == "response_done" && e["response"] == 1 && e["outcome"] == "interrupted"), "{kinds:?}");
+    assert!(replies.iter().any(|x| x["response"] == 2 && x["outcome"] == "done" && !x["text"].as_str().unwrap().is_empty()), "the agent answered the interruption: {replies:?}");
 }

@@ -33,6 +33,15 @@ impl Agent for RepeatAgent {
 
     fn on_caller_audio(&mut self, _pcm: &[i16], _playout: PlayoutState, _now: Instant) {}
 
+    fn on_interrupt(&mut self, _played_samples: u64, _now: Instant) {
+        // The queued audio is gone; the sentences still being synthesised and the replies waiting
+        // for the voice go too, or they would play after the caller took the turn.
+        if let Some(s) = self.speaking.take() {
+            s.cancel();
+        }
+        self.replies.clear();
+    }
+
     fn on_transcript(&mut self, t: &TurnTranscript, _now: Instant) {
         if t.partial || t.text.trim().is_empty() {
             return;

@@ -3,12 +3,20 @@
 //! rest. The sentence rules are `tts::sentences` (abbreviations, numbers like
 //! "3.5", closing quotes): a sentence is complete once text follows it, so a
 //! "3." at the end of a delta waits for the next one.
+//!
+//! A long sentence is cut at a clause break (a comma, semicolon or colon with
+//! text after it) once it has `LONG_WORDS` words (10 for a reply's first): the voice synthesises a
+//! sentence whole, so a 60-word run-on sentence would otherwise leave the
+//! caller in seconds of silence after a short first sentence (seen with the
+//! embedded model listing six cakes in one sentence: a 5 s gap).
 
 use crate::models::tts::sentences;
 
 #[derive(Default)]
 pub struct SentenceSplitter {
     buf: String,
+    /// Sentences and clauses given out so far (the first is cut sooner: it sets the reply's latency).
+    emitted: usize,
 }
 
 impl SentenceSplitter {
@@ -16,17 +24,25 @@ impl SentenceSplitter {
         SentenceSplitter::default()
     }
 
-    /// More text; returns the sentences it completed.
+    /// More text; returns the sentences (or clauses of long sentences) it completed.
     pub fn push(&mut self, delta: &str) -> Vec<String> {
         self.buf.push_str(delta);
         let mut parts = sentences(&self.buf);
-        if parts.len() <= 1 {
-            return Vec::new();
+        if parts.len() > 1 {
+            // The last part may still be growing: keep it (with the space that may follow it).
+            let last = parts.pop().unwrap_or_default();
+            let trailing_space = self.buf.ends_with(char::is_whitespace);
+            self.buf = if trailing_space { format!("{last} ") } else { last };
+        } else {
+            parts.clear();
         }
-        // The last part may still be growing: keep it (with the space that may follow it).
-        let last = parts.pop().unwrap_or_default();
-        let trailing_space = self.buf.ends_with(char::is_whitespace);
-        self.buf = if trailing_space { format!("{last} ") } else { last };
+        loop {
+            let long = if self.emitted + parts.len() == 0 { LONG_WORDS_FIRST } else { LONG_WORDS };
+            let Some(cut) = clause_cut(&self.buf, long) else { break };
+            parts.push(self.buf[..cut].trim().to_string());
+            self.buf = self.buf[cut..].trim_start().to_string();
+        }
+        self.emitted += parts.len();
         parts
     }
 
@@ -40,6 +56,40 @@ impl SentenceSplitter {
             Some(parts.join(" "))
         }
     }
+}
+
+/// A growing sentence this long (in words) is cut at its first clause break (the reply's first
+/// sentence sooner: the caller is waiting for it)…
+const LONG_WORDS: usize = 14;
+const LONG_WORDS_FIRST: usize = 10;
+/// …that leaves at least this many words before it.
+const MIN_CLAUSE_WORDS: usize = 5;
+
+/// Where to cut a long unfinished sentence: just after the first `,`/`;`/`:` that has at least
+/// `MIN_CLAUSE_WORDS` words before it and a word after it (so "3,5" or a trailing comma waits).
+fn clause_cut(text: &str, long: usize) -> Option<usize> {
+    if text.split_whitespace().count() < long {
+        return None;
+    }
+    let mut words = 0;
+    let mut prev_space = true;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            prev_space = true;
+            continue;
+        }
+        if prev_space {
+            words += 1;
+            prev_space = false;
+        }
+        if matches!(c, ',' | ';' | ':') && words >= MIN_CLAUSE_WORDS {
+            let after = &text[i + 1..];
+            if after.starts_with(char::is_whitespace) && after.trim_start().chars().next().is_some() {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -72,5 +122,44 @@ mod tests {
         assert_eq!(run(&["It costs 3.", "5 dollars. Ask Dr.", " Smith! Ok"]), vec!["It costs 3.5 dollars.", "Ask Dr. Smith!", "Ok"]);
         assert_eq!(run(&["Hello", " ", "there.", " ", "Bye."]), vec!["Hello there.", "Bye."]);
         assert_eq!(run(&["", "  "]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_long_sentence_is_cut_at_its_clause_breaks_as_it_grows() {
+        let reply = "Certainly! The lemon drizzle cake with fresh lemons is a delightful treat, the dark chocolate fudge cake is rich and creamy, \
+the carrot cake with cream cheese icing is soft and sweet, and the red velvet cake is a beautiful option.";
+        // Word by word, as a model streams it.
+        let deltas: Vec<String> = reply.split_inclusive(' ').map(String::from).collect();
+        let mut s = SentenceSplitter::new();
+        let mut out = Vec::new();
+        let mut first_clause_at = None;
+        for (i, d) in deltas.iter().enumerate() {
+            out.extend(s.push(d));
+            if out.len() >= 2 && first_clause_at.is_none() {
+                first_clause_at = Some(i);
+            }
+        }
+        out.extend(s.finish());
+        assert_eq!(
+            out,
+            vec![
+                "Certainly!",
+                "The lemon drizzle cake with fresh lemons is a delightful treat,",
+                "the dark chocolate fudge cake is rich and creamy,",
+                "the carrot cake with cream cheese icing is soft and sweet,",
+                "and the red velvet cake is a beautiful option."
+            ]
+        );
+        // The first clause goes to the voice once the sentence is long, not when it ends.
+        assert!(first_clause_at.unwrap() < 20, "{first_clause_at:?}");
+        // Short sentences with commas, and numbers with commas, are left whole.
+        assert_eq!(run(&["Yes, we open at 8, and close at 6. It costs 3,5 euros, or so they say, I think."]), vec!["Yes, we open at 8, and close at 6.", "It costs 3,5 euros, or so they say, I think."]);
+        assert_eq!(clause_cut("one two three four five six, seven eight nine ten eleven twelve thirteen fourteen", LONG_WORDS), Some(28));
+        assert_eq!(clause_cut("one two three four five six seven eight nine ten eleven twelve thirteen fourteen,", LONG_WORDS), None, "nothing after the comma yet");
+        // A reply that starts with a long sentence: its first clause goes out after 10 words.
+        assert_eq!(
+            run(&["I have a lemon drizzle cake with fresh lemons, a dark chocolate fudge cake, and a carrot cake."]),
+            vec!["I have a lemon drizzle cake with fresh lemons,", "a dark chocolate fudge cake, and a carrot cake."]
+        );
     }
 }

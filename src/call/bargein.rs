@@ -14,9 +14,9 @@
 //!    where it stopped — a false barge-in costs a short gap, not the reply.
 //!
 //! While the agent talks the caller must be louder than the line's echo:
-//! chunks that match what the agent just sent (`EchoCheck`, a normalised
-//! cross-correlation over the echo path's possible delays) do not count as
-//! speech, and the probability threshold is higher than for turn detection.
+//! chunks that are the agent's own voice coming back (`echo_check`) do not
+//! count as speech, and the probability threshold is higher than for turn
+//! detection.
 
 /// How barge-in behaves (per agent).
 #[derive(Debug, Clone, PartialEq)]
@@ -29,13 +29,15 @@ pub struct BargeInConfig {
     pub commit_ms: u64,
     /// Quiet this long after a pause that was not committed resumes the agent.
     pub resume_ms: u64,
-    /// Caller audio correlated at least this much with the agent's recent audio is echo.
+    /// Caller audio correlated at least this much with the agent's recent audio is echo…
     pub echo_ncc: f32,
+    /// …if it is at least this much quieter than the agent (the echo path's least loss, dB).
+    pub echo_return_loss_db: f32,
 }
 
 impl Default for BargeInConfig {
     fn default() -> Self {
-        BargeInConfig { threshold: 0.6, pause_ms: 64, commit_ms: 480, resume_ms: 320, echo_ncc: 0.55 }
+        BargeInConfig { threshold: 0.6, pause_ms: 64, commit_ms: 480, resume_ms: 320, echo_ncc: 0.55, echo_return_loss_db: 6.0 }
     }
 }
 
@@ -133,71 +135,6 @@ impl BargeIn {
     }
 }
 
-/// Is the caller's audio the agent's own voice coming back? The agent's recent audio (what the
-/// pacer sent) and the caller's chunk are both reduced to 4 kHz, and the chunk is compared with
-/// every delay of the echo path up to `max_delay_ms`: a normalised cross-correlation this high at
-/// some delay means echo. At 4 kHz a 32 ms chunk over 400 ms of delays is ~60 k multiply-adds.
-#[derive(Debug, Clone)]
-pub struct EchoCheck {
-    /// The agent's audio at 4 kHz, oldest first, up to max_delay + a chunk.
-    reference: std::collections::VecDeque<f32>,
-    capacity: usize,
-    max_delay: usize,
-}
-
-const DECIMATE: usize = 4; // 16 kHz → 4 kHz
-
-fn decimate(pcm: &[i16]) -> Vec<f32> {
-    // Average of 4 (a crude low-pass; enough for an envelope-level match of speech).
-    pcm.chunks(DECIMATE).map(|c| c.iter().map(|&s| s as f32).sum::<f32>() / c.len() as f32).collect()
-}
-
-impl EchoCheck {
-    pub fn new(max_delay_ms: u64) -> EchoCheck {
-        let max_delay = (max_delay_ms as usize) * 16 / DECIMATE;
-        let capacity = max_delay + 4000 / DECIMATE; // + 250 ms of chunk
-        EchoCheck { reference: std::collections::VecDeque::with_capacity(capacity), capacity, max_delay }
-    }
-
-    /// Agent audio (16 kHz) as it leaves on the wire; silence fill too, to keep the timeline.
-    pub fn sent(&mut self, pcm: &[i16]) {
-        for x in decimate(pcm) {
-            if self.reference.len() == self.capacity {
-                self.reference.pop_front();
-            }
-            self.reference.push_back(x);
-        }
-    }
-
-    /// The best normalised correlation of the caller's latest chunk (16 kHz) with the agent's audio
-    /// at any delay up to the maximum; 0 when the agent said nothing lately.
-    pub fn similarity(&mut self, caller: &[i16]) -> f32 {
-        let c = decimate(caller);
-        let n = c.len();
-        if n == 0 || self.reference.len() < n {
-            return 0.0;
-        }
-        let ce: f32 = c.iter().map(|x| x * x).sum();
-        if ce <= 1e-3 {
-            return 0.0;
-        }
-        // In place, not copied: this runs for every caller frame while the agent talks.
-        let r = self.reference.make_contiguous();
-        let last = r.len() - n; // delay 0: the newest reference aligned with the chunk
-        let mut best = 0.0f32;
-        for d in 0..=self.max_delay.min(last) {
-            let seg = &r[last - d..last - d + n];
-            let re: f32 = seg.iter().map(|x| x * x).sum();
-            if re <= 1e-3 {
-                continue;
-            }
-            let dot: f32 = seg.iter().zip(&c).map(|(a, b)| a * b).sum();
-            best = best.max(dot / (re * ce).sqrt());
-        }
-        best
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,40 +213,5 @@ mod tests {
         let got = run(&mut b, &p);
         assert_eq!(got.first().map(|g| g.1), Some(BargeAction::Pause { onset_ms: 0 }));
         assert_eq!(got.last().map(|g| g.1), Some(BargeAction::Commit { onset_ms: 0 }));
-    }
-
-    /// A speech-like test signal: low-passed noise under a syllable-rate envelope, distinct per seed.
-    fn voice(n: usize, seed: u64) -> Vec<i16> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let mut lp = 0.0f32;
-        (0..n)
-            .map(|i| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                let white = ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5;
-                lp = 0.7 * lp + 0.3 * white;
-                let t = i as f32 / 16000.0;
-                let env = 0.3 + 0.7 * (t * 4.0 * std::f32::consts::PI + seed as f32).sin().abs();
-                (lp * env * 40000.0) as i16
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_agents_echo_is_recognised_and_the_caller_is_not() {
-        let mut e = EchoCheck::new(400);
-        let agent = voice(16000, 1);
-        let caller = voice(16000, 7);
-        // 60 ms echo path at −10 dB (amplitude ×0.316), plus line noise.
-        let delay = 960;
-        e.sent(&agent[..8000]);
-        let echo: Vec<i16> = (0..512).map(|i| (agent[8000 - delay - 512 + i] as f32 * 0.316) as i16 + ((i * 7919) % 61) as i16 - 30).collect();
-        let sim_echo = e.similarity(&echo);
-        let sim_caller = e.similarity(&caller[4000..4512]);
-        assert!(sim_echo > 0.9, "echo: {sim_echo}");
-        assert!(sim_caller < 0.55, "the caller's own voice: {sim_caller}");
-        // The caller talking over the echo (double talk) is not echo either.
-        let both: Vec<i16> = echo.iter().zip(&caller[4000..4512]).map(|(a, b)| a.saturating_add(*b)).collect();
-        assert!(e.similarity(&both) < 0.55, "double talk: {}", e.similarity(&both));
-        assert_eq!(EchoCheck::new(400).similarity(&echo), 0.0, "nothing sent, nothing to match");
     }
 }

@@ -17,7 +17,8 @@ use crate::media::pacer::{Pacer, PacerConfig};
 use crate::media::rtcp::{RtcpConfig, RtcpSession, RtcpStats};
 use crate::media::rtp;
 use crate::models::vad::{Segmenter, VadClient, VadEvent};
-use super::bargein::{BargeAction, BargeIn, BargeInConfig, EchoCheck};
+use super::bargein::{BargeAction, BargeIn, BargeInConfig};
+use super::echo_check::EchoCheck;
 use super::transcriber::{Transcriber, TranscriberEvent};
 use super::turns::{TurnCommit, TurnDetector, TurnEvent};
 use crate::sip::sdp::{Codec, Direction, Negotiated, OpusFmtp};
@@ -143,7 +144,6 @@ pub enum BargeInEvent {
 struct Barge {
     decide: BargeIn,
     echo: EchoCheck,
-    echo_ncc: f32,
     frames: VecDeque<(u64, u64, bool)>,
 }
 
@@ -298,7 +298,8 @@ impl CallMedia {
 
     /// Let the caller interrupt the agent (needs `set_vad`).
     pub fn set_barge_in(&mut self, cfg: BargeInConfig, echo_max_delay_ms: u64) {
-        self.barge = Some(Barge { echo_ncc: cfg.echo_ncc, decide: BargeIn::new(cfg), echo: EchoCheck::new(echo_max_delay_ms), frames: VecDeque::new() });
+        let echo = EchoCheck::new(echo_max_delay_ms, cfg.echo_ncc, cfg.echo_return_loss_db);
+        self.barge = Some(Barge { decide: BargeIn::new(cfg), echo, frames: VecDeque::new() });
     }
 
     /// Transcribe the turns server_vad finds (needs `set_vad`).
@@ -567,7 +568,7 @@ impl CallMedia {
         if let Some(b) = &mut self.barge {
             // Only while the agent talks is there an echo to fear (and a correlation to pay for).
             let talking = self.pacer.queued_samples() > 0 || self.pacer.is_paused();
-            let echo = talking && b.echo.similarity(&self.pcm) >= b.echo_ncc;
+            let echo = talking && b.echo.check(&self.pcm).echo;
             b.frames.push_back((self.caller_samples, self.pcm.len() as u64, echo));
             while b.frames.len() > 200 {
                 b.frames.pop_front();

@@ -368,8 +368,10 @@ pub struct BargeInSettings {
     pub pause_ms: U64Range<20, 2000>,
     pub commit_ms: U64Range<20, 5000>,
     pub resume_ms: U64Range<20, 5000>,
-    /// Caller audio this correlated with the agent's own recent audio is line echo, not speech.
+    /// Caller audio this correlated with the agent's own recent audio, at the echo path's delay…
     pub echo_ncc: f32,
+    /// …when it is at least this many dB quieter than the agent (louder is the caller).
+    pub echo_return_loss_db: f32,
     /// The longest echo path delay looked at.
     pub echo_max_delay_ms: U64Range<20, 2000>,
 }
@@ -384,6 +386,7 @@ impl Default for BargeInSettings {
             commit_ms: U64Range(d.commit_ms),
             resume_ms: U64Range(d.resume_ms),
             echo_ncc: d.echo_ncc,
+            echo_return_loss_db: d.echo_return_loss_db,
             echo_max_delay_ms: U64Range(400),
         }
     }
@@ -397,6 +400,7 @@ impl BargeInSettings {
             commit_ms: self.commit_ms.get(),
             resume_ms: self.resume_ms.get(),
             echo_ncc: self.echo_ncc,
+            echo_return_loss_db: self.echo_return_loss_db,
         }
     }
 }
