@@ -90,6 +90,31 @@ pub enum Command {
         #[arg(long, default_value_t = 60)]
         max_tokens: u32,
     },
+    /// Barge-in benchmark in virtual time on real speech: latency from the caller's onset to the
+    /// agent's last packet over N interruptions (p50/p95), and false barge-ins on back-channels,
+    /// coughs and the agent's own echo; plus the echo check's cost per frame.
+    BenchBargeIn {
+        #[arg(long, short, default_value = "config/switchboard.yaml")]
+        config: PathBuf,
+        /// Whose barge_in settings (default: the first agent with barge-in enabled).
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        interruptions: usize,
+        #[arg(long, default_value_t = 20)]
+        coughs: usize,
+        /// Echo on the caller's line, dB (relative to the agent's audio).
+        #[arg(long, default_value_t = -10.0, allow_negative_numbers = true)]
+        echo_db: f32,
+        #[arg(long, default_value_t = 60)]
+        echo_delay_ms: u64,
+        /// The receive path's delay before the VAD (jitter buffer).
+        #[arg(long, default_value_t = 40)]
+        jitter_ms: u64,
+        /// Print every trial's outcome.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 fn parse_ports(s: &str) -> Result<PortRange, String> {

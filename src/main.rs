@@ -1,6 +1,7 @@
 mod cli;
 mod cli_asr;
 mod cli_llm;
+mod cli_bargein;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -65,6 +66,14 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             report(cli_llm::bench(&loaded, model.as_deref(), turns, threads, max_tokens))
+        }
+        Command::BenchBargeIn { config, agent, interruptions, coughs, echo_db, echo_delay_ms, jitter_ms, verbose } => {
+            let loaded = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let line = switchboard::call::bargein_sim::Line { echo_gain: 10f32.powf(echo_db / 20.0), echo_delay_ms, jitter_ms, ..Default::default() };
+            report(cli_bargein::bench(&loaded, agent.as_deref(), interruptions, coughs, line, verbose))
         }
         Command::Run { config, sip_listen, http_listen, rtp_ports } => {
             let loaded = match load_config(&config) {

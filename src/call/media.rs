@@ -17,8 +17,7 @@ use crate::media::pacer::{Pacer, PacerConfig};
 use crate::media::rtcp::{RtcpConfig, RtcpSession, RtcpStats};
 use crate::media::rtp;
 use crate::models::vad::{Segmenter, VadClient, VadEvent};
-use super::bargein::{BargeAction, BargeIn, BargeInConfig};
-use super::echo_check::EchoCheck;
+use super::bargein::{BargeAction, BargeInConfig, BargeInTracker};
 use super::transcriber::{Transcriber, TranscriberEvent};
 use super::turns::{TurnCommit, TurnDetector, TurnEvent};
 use crate::sip::sdp::{Codec, Direction, Negotiated, OpusFmtp};
@@ -140,13 +139,6 @@ pub enum BargeInEvent {
     Resumed,
 }
 
-/// A call's barge-in state.
-struct Barge {
-    decide: BargeIn,
-    echo: EchoCheck,
-    frames: VecDeque<(u64, u64, bool)>,
-}
-
 /// Random RTP identity (SSRC, first sequence number and timestamp, RFC 3550 §5.1).
 #[derive(Debug, Clone, Copy)]
 pub struct RtpIdentity {
@@ -221,7 +213,7 @@ pub struct CallMedia {
     transcriber: Option<Transcriber>,
     /// Barge-in (needs the VAD): the decision, the echo check, and which recent caller audio was
     /// the agent's own echo (caller sample position, length, echo?).
-    barge: Option<Barge>,
+    barge: Option<BargeInTracker>,
     /// Caller samples (16 kHz) handed on so far: the caller audio's timeline.
     caller_samples: u64,
     events: VecDeque<MediaEvent>,
@@ -298,8 +290,7 @@ impl CallMedia {
 
     /// Let the caller interrupt the agent (needs `set_vad`).
     pub fn set_barge_in(&mut self, cfg: BargeInConfig, echo_max_delay_ms: u64) {
-        let echo = EchoCheck::new(echo_max_delay_ms, cfg.echo_ncc, cfg.echo_return_loss_db);
-        self.barge = Some(Barge { decide: BargeIn::new(cfg), echo, frames: VecDeque::new() });
+        self.barge = Some(BargeInTracker::new(cfg, echo_max_delay_ms));
     }
 
     /// Transcribe the turns server_vad finds (needs `set_vad`).
@@ -566,13 +557,8 @@ impl CallMedia {
     /// `self.pcm` (16 kHz caller audio) to the agent and the VAD.
     fn hand_caller_audio(&mut self, now: Instant) {
         if let Some(b) = &mut self.barge {
-            // Only while the agent talks is there an echo to fear (and a correlation to pay for).
             let talking = self.pacer.queued_samples() > 0 || self.pacer.is_paused();
-            let echo = talking && b.echo.check(&self.pcm).echo;
-            b.frames.push_back((self.caller_samples, self.pcm.len() as u64, echo));
-            while b.frames.len() > 200 {
-                b.frames.pop_front();
-            }
+            b.caller_frame(self.caller_samples, &self.pcm, talking);
         }
         self.caller_samples += self.pcm.len() as u64;
         if self.agent_started {
@@ -597,11 +583,8 @@ impl CallMedia {
         let ms = client.chunk_ms() as u64;
         while let Some(r) = client.poll() {
             if let (Some(b), true) = (&mut self.barge, self.agent_started) {
-                let (start_ms, end_ms) = (r.seq * ms, (r.seq + 1) * ms);
-                let (s0, s1) = (start_ms * 16, end_ms * 16);
-                let echo = b.frames.iter().any(|&(at, n, e)| e && at < s1 && at + n > s0);
                 let talking = self.pacer.queued_samples() > 0 || self.pacer.is_paused();
-                match b.decide.push(r.probability, start_ms, end_ms, talking, echo) {
+                match b.vad_chunk(r.probability, r.seq * ms, (r.seq + 1) * ms, talking) {
                     Some(BargeAction::Pause { onset_ms }) => {
                         self.pacer.pause();
                         tracing::debug!(onset_ms, "barge-in: agent audio paused");
@@ -723,7 +706,7 @@ impl CallMedia {
         let send = self.params.direction.we_send();
         for frame in self.pacer.handle_timeout(now) {
             if let Some(b) = &mut self.barge {
-                b.echo.sent(&frame.pcm);
+                b.agent_sent(&frame.pcm);
             }
             let (Some(dest), true) = (dest, send) else { continue };
             let slot_ts = frame.header.timestamp;

@@ -2,6 +2,7 @@
 //! jitter buffer, codec, agent and pacer, and the tokio task that drives it.
 
 pub mod bargein;
+pub mod bargein_sim;
 pub mod echo_check;
 pub mod media;
 pub mod record;
