@@ -289,7 +289,8 @@ impl CallMedia {
     }
 
     /// Let the caller interrupt the agent (needs `set_vad`).
-    pub fn set_barge_in(&mut self, cfg: BargeInConfig, echo_max_delay_ms: u64) {
+    pub fn set_barge_in(&mut self, cfg: BargeInConfig, echo_max_delay_ms: u64, fade_ms: u64) {
+        self.pacer.set_fade(fade_ms as usize * AGENT_RATE as usize / 1000);
         self.barge = Some(BargeInTracker::new(cfg, echo_max_delay_ms));
     }
 

@@ -374,6 +374,8 @@ pub struct BargeInSettings {
     pub echo_return_loss_db: f32,
     /// The longest echo path delay looked at.
     pub echo_max_delay_ms: U64Range<20, 2000>,
+    /// Fade the agent's audio out over this long when it stops (0: a hard cut at a frame boundary).
+    pub fade_ms: U64Range<0, 20>,
 }
 
 impl Default for BargeInSettings {
@@ -388,6 +390,7 @@ impl Default for BargeInSettings {
             echo_ncc: d.echo_ncc,
             echo_return_loss_db: d.echo_return_loss_db,
             echo_max_delay_ms: U64Range(400),
+            fade_ms: U64Range(0),
         }
     }
 }

@@ -70,6 +70,10 @@ pub struct Pacer {
     played_speech_samples: u64,
     /// Barge-in pending: frames carry silence and the queue waits.
     paused: bool,
+    /// Samples of fade-out on a pause or clear (0: a hard cut).
+    fade_samples: usize,
+    /// The fade-out the next frame carries (the queue's next samples, ramped down; not consumed).
+    fade: Vec<i16>,
     stats: PacerStats,
 }
 
@@ -103,8 +107,25 @@ impl Pacer {
             in_talkspurt: false,
             played_speech_samples: 0,
             paused: false,
+            fade_samples: 0,
+            fade: Vec::new(),
             stats: PacerStats::default(),
         }
+    }
+
+    /// Fade the audio out over `samples` (at pcm_rate) when it is paused or cleared, instead of
+    /// cutting it on a frame boundary. The faded samples are not counted as played: a resumed pause
+    /// plays them again, whole.
+    pub fn set_fade(&mut self, samples: usize) {
+        self.fade_samples = samples.min(self.frame_samples);
+    }
+
+    fn start_fade(&mut self) {
+        if self.fade_samples == 0 || self.paused || !self.in_talkspurt {
+            return;
+        }
+        let n = self.fade_samples.min(self.queue.len());
+        self.fade = self.queue.iter().take(n).enumerate().map(|(i, &s)| (s as f32 * (1.0 - (i + 1) as f32 / (n + 1) as f32)) as i16).collect();
     }
 
     /// pcm_rate * ptime
@@ -120,6 +141,7 @@ impl Pacer {
     /// Drop all queued audio at once (barge-in); returns how many samples were
     /// dropped. Ends the talk spurt, so the next speech frame carries the marker.
     pub fn clear(&mut self) -> usize {
+        self.start_fade();
         let dropped = self.queue.len();
         self.queue.clear();
         self.in_talkspurt = false;
@@ -130,6 +152,7 @@ impl Pacer {
     /// Hold the queued audio (a possible barge-in): from the next frame on, silence goes out and
     /// nothing is taken from the queue, until `resume` (a false alarm) or `clear` (a real one).
     pub fn pause(&mut self) {
+        self.start_fade();
         self.paused = true;
     }
 
@@ -193,6 +216,8 @@ impl Pacer {
     fn next_frame(&mut self) -> OutFrame {
         let take = if self.paused { 0 } else { self.frame_samples.min(self.queue.len()) };
         let mut pcm = Vec::with_capacity(self.frame_samples);
+        // A fade-out ends the talk spurt: its few ms of audio, then silence (not counted as speech).
+        pcm.append(&mut self.fade);
         pcm.extend(self.queue.drain(..take));
         pcm.resize(self.frame_samples, 0);
         let speech = take > 0;
@@ -232,6 +257,34 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pause_or_clear_fades_out_when_asked_and_a_resume_loses_nothing() {
+        let t0 = Instant::now();
+        let cfg = PacerConfig { clock_rate: 8000, pcm_rate: 16000, ptime: Duration::from_millis(20), payload_type: 0, ssrc: 1, initial_sequence: 0, initial_timestamp: 0, max_catch_up: 3 };
+        let mut p = Pacer::new(cfg.clone(), t0);
+        p.set_fade(80);
+        p.push_audio(&vec![1000i16; 3200]);
+        let at = |k: u64| t0 + Duration::from_millis(20 * k);
+        assert!(p.handle_timeout(at(0))[0].speech);
+        p.pause();
+        let f = p.handle_timeout(at(1)).remove(0);
+        assert!(!f.speech);
+        assert!(f.pcm[0] > 900 && f.pcm[40] > 400 && f.pcm[40] < 600 && f.pcm[79] < 30 && f.pcm[80..].iter().all(|&s| s == 0), "{:?}", &f.pcm[..90]);
+        assert!(p.handle_timeout(at(2))[0].pcm.iter().all(|&s| s == 0), "silence after the fade");
+        assert_eq!(p.played_speech_samples(), 320, "the faded samples are not played");
+        p.resume();
+        assert_eq!(p.handle_timeout(at(3))[0].pcm, vec![1000i16; 320], "a resume plays them whole");
+        p.clear();
+        let f = p.handle_timeout(at(4)).remove(0);
+        assert!(f.pcm[0] > 900 && f.pcm[80..].iter().all(|&s| s == 0));
+        // Without a fade: a hard cut, as before.
+        let mut q = Pacer::new(cfg, t0);
+        q.push_audio(&vec![1000i16; 3200]);
+        q.handle_timeout(at(0));
+        q.pause();
+        assert!(q.handle_timeout(at(1))[0].pcm.iter().all(|&s| s == 0));
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

@@ -338,7 +338,7 @@ fn start_call(
         // Only agents that answer with their voice can be interrupted (an echo line would barge in on itself).
         let bi = &spec.config.barge_in;
         if bi.enabled && matches!(spec.config.mode, crate::config::AgentMode::Llm | crate::config::AgentMode::Repeat) {
-            media.set_barge_in(bi.decision(), bi.echo_max_delay_ms.get());
+            media.set_barge_in(bi.decision(), bi.echo_max_delay_ms.get(), bi.fade_ms.get());
         }
         if let Some((name, asr)) = cfg.asr_model_of(&spec.config) {
             let worker = models.asr.get(name).ok_or_else(|| anyhow!("recogniser {name} is not loaded"))?;
