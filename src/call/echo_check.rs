@@ -297,6 +297,10 @@ mod tests {
         let echo = |i: usize| -> Vec<i16> { (0..320).map(|k| (agent[(i * 320 + k).saturating_sub(960)] as f32 * 0.316) as i16).collect() };
         run(&mut e, &agent[..16000], echo);
         assert_eq!(e.path_delay(), Some(240));
+        // (A quiet 220 ms on the line: past the echo's hangover.)
+        for _ in 0..11 {
+            assert!(!e.check(&[0; 320]).echo);
+        }
         // …so quiet audio that matches the agent at 200 ms (what a voice like the agent's does by
         // chance, a frame here and there) is not echo…
         let other = |i: usize| -> Vec<i16> { (0..320).map(|k| (agent[(16000 + i * 320 + k).saturating_sub(3200)] as f32 * 0.3) as i16).collect() };
