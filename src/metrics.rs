@@ -45,6 +45,7 @@ pub struct Metrics {
     pub llm_first_text: Histogram,
     /// Caller speech over the agent: interrupted (the agent stopped) or resumed (it was not).
     pub barge_ins: IntCounterVec,
+    pub tool_calls: IntCounterVec,
     /// Per-call figures observed when each call ends (from RTCP).
     pub call_jitter: Histogram,
     pub call_loss: Histogram,
@@ -86,6 +87,8 @@ impl Metrics {
         let llm_first_text = hist("switchboard_llm_first_text_seconds", "Asking the language model to its first text", vec![0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0]);
         let barge_ins = IntCounterVec::new(Opts::new("switchboard_barge_ins_total", "Caller speech over the agent, by outcome (interrupted, resumed)"), &["outcome"]).expect("valid metric");
         registry.register(Box::new(barge_ins.clone())).expect("unique metric");
+        let tool_calls = IntCounterVec::new(Opts::new("switchboard_tool_calls_total", "Tool calls of the agents' models, by tool and outcome (ok, error, timeout, invalid_arguments)"), &["tool", "outcome"]).expect("valid metric");
+        registry.register(Box::new(tool_calls.clone())).expect("unique metric");
         for h in [&call_jitter, &call_loss, &call_rtt, &transcript_latency, &llm_first_text] {
             registry.register(Box::new(h.clone())).expect("unique metric");
         }
@@ -128,6 +131,7 @@ impl Metrics {
             llm_failures,
             llm_first_text,
             barge_ins,
+            tool_calls,
             call_jitter,
             call_loss,
             call_rtt,
@@ -142,6 +146,10 @@ impl Metrics {
             crate::call::media::BargeInEvent::Resumed => "resumed",
         };
         self.barge_ins.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn tool(&self, t: &crate::agent::ToolRecord) {
+        self.tool_calls.with_label_values(&[t.name.as_str(), t.outcome]).inc();
     }
 
     pub fn reply(&self, r: &crate::agent::ReplyRecord) {

@@ -13,7 +13,11 @@
 
 use super::conversation::Conversation;
 use super::splitter::SentenceSplitter;
-use super::{Agent, AgentOutput, PlayoutState, ReplyRecord};
+use super::tools::{ToolJob, ToolOutcome, ToolSet};
+use super::{Agent, AgentOutput, PlayoutState, ReplyRecord, ToolRecord};
+use crate::config::ToolKind;
+use crate::models::llm::chat::ToolCall;
+use std::collections::BTreeMap;
 use crate::call::transcriber::TurnTranscript;
 use crate::models::llm::chat::LlmEvent;
 use crate::models::llm::{LlmBackend, LlmStream};
@@ -32,8 +36,28 @@ pub struct LlmSettings {
     pub hangup_on_failure: bool,
 }
 
+/// The agent's tools and the call's variables (`{caller}`, … and what `set_variable` sets).
+pub struct AgentTools {
+    pub set: Arc<ToolSet>,
+    pub http: reqwest::Client,
+    pub vars: BTreeMap<String, String>,
+}
+
+/// A tool call being run.
+struct Running {
+    response: u64,
+    call: ToolCall,
+    arguments: String,
+    job: ToolJob,
+}
+
+/// Tool rounds (a reply, its calls, their results) one caller turn may take before the agent gives up.
+const MAX_TOOL_ROUNDS: u32 = 4;
+
 struct Reply {
     response: u64,
+    /// Tool calls the model asked for in this reply.
+    calls: Vec<ToolCall>,
     stream: LlmStream,
     splitter: SentenceSplitter,
     text: String,
@@ -66,14 +90,22 @@ pub struct LlmAgent {
     started: VecDeque<u64>,
     /// The model failed and the agent is configured to hang up: BYE once the apology is out.
     hangup_when_quiet: bool,
+    tools: AgentTools,
+    /// Tool calls in flight; the reply continues once they have all answered.
+    running: Vec<Running>,
+    tool_records: VecDeque<ToolRecord>,
+    /// Tool rounds since the caller's last turn.
+    tool_rounds: u32,
+    /// Tool results are in: the model continues the reply.
+    continue_after_tools: bool,
 }
 
 impl LlmAgent {
-    pub fn new(greeting: Option<Arc<Vec<i16>>>, conv: Conversation, backend: LlmBackend, settings: LlmSettings, tts: TtsWorker, style: Style) -> LlmAgent {
+    pub fn new(greeting: Option<Arc<Vec<i16>>>, conv: Conversation, backend: LlmBackend, settings: LlmSettings, tts: TtsWorker, style: Style, tools: AgentTools) -> LlmAgent {
         static SESSIONS: AtomicU64 = AtomicU64::new(1);
         let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
         // The instructions are computed while the call is set up, not when the caller first speaks.
-        backend.warm(&conv.request(&[], None, None), session);
+        backend.warm(&conv.request(&tools.set.offered(&tools.vars), None, None), session);
         LlmAgent {
             greeting,
             greeting_queued: false,
@@ -92,6 +124,11 @@ impl LlmAgent {
             last_response: 0,
             started: VecDeque::new(),
             hangup_when_quiet: false,
+            tools,
+            running: Vec::new(),
+            tool_records: VecDeque::new(),
+            tool_rounds: 0,
+            continue_after_tools: false,
         }
     }
 
@@ -119,11 +156,12 @@ impl LlmAgent {
     }
 
     fn start_reply(&mut self) {
-        let req = self.conv.request(&[], self.settings.temperature, self.settings.max_output_tokens);
+        let offered = self.tools.set.offered(&self.tools.vars);
+        let req = self.conv.request(&offered, self.settings.temperature, self.settings.max_output_tokens);
         let stream = self.backend.stream(&req, self.session);
         self.last_response += 1;
         self.started.push_back(self.last_response);
-        self.reply = Some(Reply { response: self.last_response, stream, splitter: SentenceSplitter::new(), text: String::new(), started: Instant::now(), first_text: None });
+        self.reply = Some(Reply { response: self.last_response, calls: Vec::new(), stream, splitter: SentenceSplitter::new(), text: String::new(), started: Instant::now(), first_text: None });
     }
 
     /// The language model's events so far.
@@ -138,7 +176,7 @@ impl LlmAgent {
                         r.text.push_str(&t);
                         sentences.extend(r.splitter.push(&t));
                     }
-                    Ok(LlmEvent::ToolCall(c)) => tracing::warn!(tool = %c.name, "tool call ignored: no tools are configured"),
+                    Ok(LlmEvent::ToolCall(c)) => r.calls.push(c),
                     Ok(LlmEvent::Done { finish_reason }) => {
                         sentences.extend(r.splitter.finish());
                         tracing::info!(
@@ -181,14 +219,112 @@ impl LlmAgent {
                     // Otherwise what was already said stays said; the rest is lost.
                 }
             }
-            if !r.text.trim().is_empty() {
-                self.on_air_item = Some(self.conv.add_assistant(r.text.trim(), vec![]));
+            let calls = if record.outcome == "done" { r.calls } else { Vec::new() };
+            if !calls.is_empty() {
+                // The calls go into the conversation with the text said before them.
+                self.on_air_item = Some(self.conv.add_assistant(r.text.trim(), calls.clone()));
+                self.records.push_back(record);
+                self.start_tools(r.response, calls);
+            } else {
+                if !r.text.trim().is_empty() {
+                    self.on_air_item = Some(self.conv.add_assistant(r.text.trim(), vec![]));
+                }
+                self.records.push_back(record);
             }
-            self.records.push_back(record);
         }
-        if self.reply.is_none() && self.pending_turn {
+        if self.reply.is_none() && self.running.is_empty() && (self.pending_turn || self.continue_after_tools) {
             self.pending_turn = false;
+            self.continue_after_tools = false;
             self.start_reply();
+        }
+    }
+
+    /// Validate and start the calls of one reply; built-ins answer at once.
+    fn start_tools(&mut self, response: u64, calls: Vec<ToolCall>) {
+        self.tool_rounds += 1;
+        let mut hangup = false;
+        for call in calls {
+            let started = Instant::now();
+            let (outcome, arguments) = match self.tools.set.validate(&call, &self.tools.vars) {
+                Err(e) => (ToolOutcome::error("invalid_arguments", &e), self.tools.set.shown_arguments(&call)),
+                Ok((tool, args)) => {
+                    let shown = super::tools::redact(&args, &tool.config.secret_arguments);
+                    match tool.config.kind {
+                        ToolKind::Http => {
+                            let job = super::tools::start_http(tool, args, &self.tools.vars, &self.tools.http);
+                            tracing::info!(tool = %call.name, arguments = %shown, "tool call");
+                            self.running.push(Running { response, call, arguments: shown, job });
+                            continue;
+                        }
+                        ToolKind::SetVariable => {
+                            for (k, v) in args.as_object().into_iter().flatten() {
+                                let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                                self.tools.vars.insert(k.clone(), v);
+                            }
+                            (ToolOutcome::ok(serde_json::json!({"ok": true})), shown)
+                        }
+                        ToolKind::Hangup => {
+                            hangup = true;
+                            (ToolOutcome::ok(serde_json::json!({"ok": true, "note": "the call ends when you stop speaking"})), shown)
+                        }
+                    }
+                }
+            };
+            self.finish_tool(response, &call, arguments, outcome, started);
+        }
+        if hangup {
+            // The agent said its goodbye before the call: end once it is heard, without another reply.
+            self.hangup_when_quiet = true;
+            return;
+        }
+        self.after_tools();
+    }
+
+    fn finish_tool(&mut self, response: u64, call: &ToolCall, arguments: String, o: ToolOutcome, started: Instant) {
+        let duration_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(tool = %call.name, outcome = o.outcome, duration_ms, "tool result");
+        self.conv.add_tool_result(&call.id, &o.content);
+        self.tool_records.push_back(ToolRecord {
+            response,
+            call_id: call.id.clone(),
+            name: call.name.clone(),
+            arguments,
+            outcome: o.outcome,
+            result: o.content.chars().take(500).collect(),
+            duration_ms,
+        });
+    }
+
+    /// All of a round's results are in: let the model go on, unless it has gone round too often.
+    fn after_tools(&mut self) {
+        if !self.running.is_empty() || self.hangup_when_quiet {
+            return;
+        }
+        if self.tool_rounds > MAX_TOOL_ROUNDS {
+            tracing::warn!(rounds = self.tool_rounds, "too many tool rounds for one turn; apologising");
+            let apology = self.settings.apology.clone();
+            self.say(&apology);
+            return;
+        }
+        self.continue_after_tools = true;
+    }
+
+    /// Tool calls that have answered since the last packet time.
+    fn poll_tools(&mut self) {
+        let mut i = 0;
+        let mut done = false;
+        while i < self.running.len() {
+            match self.running[i].job.poll() {
+                Some(o) => {
+                    let r = self.running.remove(i);
+                    self.finish_tool(r.response, &r.call, r.arguments, o, r.job.started);
+                    done = true;
+                }
+                None => i += 1,
+            }
+        }
+        if done {
+            self.after_tools();
         }
     }
 }
@@ -242,9 +378,13 @@ impl Agent for LlmAgent {
         // A new turn: what plays from now on belongs to the next reply.
         self.on_air.clear();
         self.on_air_item = None;
+        self.tool_rounds = 0;
         if self.reply.is_some() {
             // The caller said more before the reply came: answer everything they said.
             self.cancel_reply();
+            self.pending_turn = true;
+        } else if !self.running.is_empty() {
+            // Tools are running: answer once their results are in (they are not lost).
             self.pending_turn = true;
         } else {
             self.start_reply();
@@ -258,8 +398,10 @@ impl Agent for LlmAgent {
                 return Some(AgentOutput::Audio(g.to_vec()));
             }
         }
-        if self.pending_turn && self.reply.is_none() {
+        self.poll_tools();
+        if (self.pending_turn || self.continue_after_tools) && self.reply.is_none() && self.running.is_empty() {
             self.pending_turn = false;
+            self.continue_after_tools = false;
             self.start_reply();
         }
         self.pump_reply();
@@ -268,6 +410,9 @@ impl Agent for LlmAgent {
         }
         if let Some(r) = self.records.pop_front() {
             return Some(AgentOutput::Reply(r));
+        }
+        if let Some(t) = self.tool_records.pop_front() {
+            return Some(AgentOutput::Tool(t));
         }
         while let Some(s) = self.speaking.front_mut() {
             match s.poll() {

@@ -12,6 +12,7 @@ pub mod echo;
 pub mod llm;
 pub mod repeat;
 pub mod splitter;
+pub mod tools;
 pub mod wav;
 
 use crate::config::{AgentConfig, AgentMode};
@@ -40,6 +41,24 @@ pub enum AgentOutput {
     ReplyStarted(u64),
     /// A reply of the language model ended (for the call record, logs and metrics).
     Reply(ReplyRecord),
+    /// A tool call ended (for the call record, logs and metrics).
+    Tool(ToolRecord),
+}
+
+/// One tool call, as it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolRecord {
+    /// The reply that asked for it.
+    pub response: u64,
+    pub call_id: String,
+    pub name: String,
+    /// As JSON, secret arguments redacted.
+    pub arguments: String,
+    /// `ok`, `error`, `timeout`, `invalid_arguments`.
+    pub outcome: &'static str,
+    /// What the model was given (cut for the record).
+    pub result: String,
+    pub duration_ms: u64,
 }
 
 /// One reply of an agent's language model, as it ended.
@@ -90,6 +109,10 @@ pub struct AgentSpec {
     pub tts: Option<crate::models::tts_worker::TtsWorker>,
     /// The agent's language model (`mode: llm`).
     pub llm: Option<crate::models::llm::LlmBackend>,
+    /// The tools its model may call, secrets read at start-up.
+    pub tools: Arc<tools::ToolSet>,
+    /// For `http` tools (one connection pool per agent).
+    pub http: reqwest::Client,
 }
 
 /// The variables an agent's instructions may use, for one call.
@@ -133,7 +156,9 @@ impl AgentSpec {
             (None, Some(_), None) => return Err("greeting_text needs models.tts".into()),
             (None, None, _) => None,
         };
-        Ok(AgentSpec { name: name.to_string(), config: config.clone(), greeting, tts: None, llm: None })
+        let tools = tools::ToolSet::load(config.llm.as_ref().map_or(&[][..], |l| &l.tools[..]))?;
+        let http = reqwest::Client::builder().build().map_err(|e| format!("http client for tools: {e}"))?;
+        Ok(AgentSpec { name: name.to_string(), config: config.clone(), greeting, tts: None, llm: None, tools: Arc::new(tools), http })
     }
 
     /// The agent for one call (`caller`, `called`: for the instructions' variables).
@@ -160,7 +185,8 @@ impl AgentSpec {
                         apology: l.apology.clone(),
                         hangup_on_failure: l.on_failure == crate::config::LlmFailurePolicy::Hangup,
                     };
-                    Box::new(llm::LlmAgent::new(self.greeting.clone(), conv, backend.clone(), settings, tts.clone(), self.style(tts)))
+                    let tools = llm::AgentTools { set: self.tools.clone(), http: self.http.clone(), vars };
+                    Box::new(llm::LlmAgent::new(self.greeting.clone(), conv, backend.clone(), settings, tts.clone(), self.style(tts), tools))
                 }
                 _ => Box::new(echo::EchoAgent::new(self.greeting.clone(), None)),
             },

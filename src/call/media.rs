@@ -129,6 +129,8 @@ pub enum MediaEvent {
     Reply(crate::agent::ReplyRecord),
     /// The caller spoke over the agent.
     BargeIn(BargeInEvent),
+    /// A tool call of the agent's model ended.
+    Tool(crate::agent::ToolRecord),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -696,6 +698,7 @@ impl CallMedia {
                 Some(AgentOutput::Hangup(r)) => self.events.push_back(MediaEvent::Hangup(r)),
                 Some(AgentOutput::ReplyStarted(n)) => self.events.push_back(MediaEvent::ReplyStarted(n)),
                 Some(AgentOutput::Reply(r)) => self.events.push_back(MediaEvent::Reply(r)),
+                Some(AgentOutput::Tool(t)) => self.events.push_back(MediaEvent::Tool(t)),
                 None => break,
             }
         }

@@ -25,6 +25,8 @@ pub struct CallRecord {
     pub transcripts: Vec<RecordTranscript>,
     /// The agent's side: each language-model reply as it ended, in order.
     pub replies: Vec<RecordReply>,
+    /// Tool calls of the agent's model, in the order they ended (secret arguments redacted).
+    pub tools: Vec<RecordTool>,
     /// Speech, turn, DTMF, transcription, response and barge-in events, with their time from the start of the call.
     pub events: Vec<RecordEvent>,
     pub media: Option<RecordMedia>,
@@ -60,6 +62,19 @@ pub struct RecordReply {
     /// Interrupted replies: the audio the caller heard, ms from the reply's first sample.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_end_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordTool {
+    /// When it ended, from the start of the call.
+    pub t_ms: u64,
+    pub response: u64,
+    pub call_id: String,
+    pub name: String,
+    pub arguments: String,
+    pub outcome: &'static str,
+    pub result: String,
+    pub duration_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,6 +137,7 @@ impl Recorder {
                 end_reason: String::new(),
                 transcripts: Vec::new(),
                 replies: Vec::new(),
+                tools: Vec::new(),
                 events: Vec::new(),
                 media: None,
             },
@@ -150,6 +166,19 @@ impl Recorder {
             audio_end_ms: c.audio_end_ms,
             reason: c.reason.label(),
             p_complete: c.p_complete.map(|p| (p * 1000.0).round() / 1000.0),
+        });
+    }
+
+    pub fn tool(&mut self, t: &crate::agent::ToolRecord) {
+        self.record.tools.push(RecordTool {
+            t_ms: self.started.elapsed().as_millis() as u64,
+            response: t.response,
+            call_id: t.call_id.clone(),
+            name: t.name.clone(),
+            arguments: t.arguments.clone(),
+            outcome: t.outcome,
+            result: t.result.clone(),
+            duration_ms: t.duration_ms,
         });
     }
 

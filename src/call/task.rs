@@ -205,6 +205,13 @@ fn handle_events(
                     rec.barge_in(&b);
                 }
             }
+            MediaEvent::Tool(t) => {
+                tracing::info!(response = t.response, tool = %t.name, arguments = %t.arguments, outcome = t.outcome, duration_ms = t.duration_ms, "agent tool call");
+                metrics.tool(&t);
+                if let Some(rec) = record {
+                    rec.tool(&t);
+                }
+            }
             MediaEvent::ReplyStarted(n) => {
                 debug!(response = n, "reply started");
                 if let Some(rec) = record {

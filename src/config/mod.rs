@@ -208,6 +208,15 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
             if let Err(e) = crate::agent::conversation::render(&l.instructions, &crate::agent::call_variables("", "", name)) {
                 return Err(err(&format!("agents.{name}.llm.instructions"), e));
             }
+            let mut seen = std::collections::BTreeSet::new();
+            for (i, t) in l.tools.iter().enumerate() {
+                if let Err((key, e)) = crate::agent::tools::check_config(t) {
+                    return Err(err(&format!("agents.{name}.llm.tools.{i}.{key}"), e));
+                }
+                if !seen.insert(t.name.as_str()) {
+                    return Err(err(&format!("agents.{name}.llm.tools.{i}.name"), format!("a second tool named `{}`", t.name)));
+                }
+            }
         }
         if a.mode == AgentMode::Repeat {
             if a.transcription.is_none() {

@@ -430,6 +430,67 @@ pub struct AgentLlm {
     /// After the apology: `continue` (the caller may try again) or `hangup` (BYE once it is spoken).
     #[serde(default)]
     pub on_failure: LlmFailurePolicy,
+    /// Functions the model may call during the call (OpenAI function tools).
+    #[serde(default)]
+    pub tools: Vec<ToolConfig>,
+}
+
+/// One tool: what the model sees (name, description, JSON-Schema parameters) and what runs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ToolConfig {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments (the subset `models::llm::constrain` checks).
+    #[serde(default = "default_tool_parameters")]
+    pub parameters: serde_json::Value,
+    #[serde(rename = "type")]
+    pub kind: ToolKind,
+    /// http: GET, POST, PUT, PATCH or DELETE (default POST).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// http: the URL; `{name}` is filled in from the arguments or the call's variables (URL-encoded).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// http: request headers; `${env:NAME}` and `${file:PATH}` are replaced at start-up (never logged).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default = "default_tool_timeout")]
+    pub timeout_ms: U64Range<1, 600_000>,
+    /// http: attempts after the first on a connection error, a timeout or a 5xx.
+    #[serde(default)]
+    pub retries: U64Range<0, 5>,
+    /// http: the response body given to the model is cut at this many bytes.
+    #[serde(default = "default_tool_max_response")]
+    pub max_response_bytes: U64Range<16, 1_000_000>,
+    /// Argument names whose values never reach the record or the log.
+    #[serde(default)]
+    pub secret_arguments: Vec<String>,
+    /// The tool is offered only while every one of these call variables has the given value
+    /// (variables come from the call and from `set_variable`).
+    #[serde(default)]
+    pub when: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolKind {
+    /// A webhook: the arguments and the call's context as JSON, the response body back to the model.
+    Http,
+    /// End the call once the agent has finished speaking.
+    Hangup,
+    /// Set call variables (the arguments' keys and values) for later `when` conditions.
+    SetVariable,
+}
+
+fn default_tool_parameters() -> serde_json::Value {
+    serde_json::json!({"type": "object", "properties": {}})
+}
+fn default_tool_timeout() -> U64Range<1, 600_000> {
+    U64Range(5000)
+}
+fn default_tool_max_response() -> U64Range<16, 1_000_000> {
+    U64Range(4000)
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

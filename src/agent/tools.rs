@@ -1,0 +1,389 @@
+//! Tools the language model may call during a call: declared per agent in the YAML
+//! (`agents.*.llm.tools`, the shape of OpenAI function tools), validated against their JSON
+//! Schema before anything runs, and run off the media loop — an `http` webhook on the async
+//! runtime, the built-ins (`hangup`, `set_variable`) at once. The agent stays sans-IO: it starts a
+//! `ToolJob` and polls it.
+//!
+//! What the model gets back is always a JSON object: the webhook's answer
+//! (`{"status": 200, "body": …}`, the body cut at `max_response_bytes`) or
+//! `{"error": …}` — invalid arguments, a timeout, a 5xx after the retries — so
+//! it can tell the caller, never leaving silence.
+
+use crate::config::{ToolConfig, ToolKind};
+use crate::models::llm::chat::{ToolCall, ToolSpec};
+use crate::models::llm::constrain::{Check, ToolGrammar};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A tool ready to run: its config with the header secrets resolved.
+#[derive(Debug, Clone)]
+pub struct Tool {
+    pub config: ToolConfig,
+    /// Header values with `${env:…}` / `${file:…}` filled in.
+    headers: Vec<(String, String)>,
+}
+
+/// An agent's tools (shared by its calls).
+#[derive(Debug, Clone, Default)]
+pub struct ToolSet {
+    tools: Vec<Tool>,
+}
+
+/// `Err((key under the tool, message))` for a tool the config must refuse.
+pub fn check_config(t: &ToolConfig) -> Result<(), (&'static str, String)> {
+    if t.name.is_empty() || !t.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || t.name.len() > 64 {
+        return Err(("name", format!("`{}`: a tool name is 1-64 of a-z, A-Z, 0-9, _ and -", t.name)));
+    }
+    if t.parameters.get("type").and_then(Value::as_str) != Some("object") {
+        return Err(("parameters", "the parameters schema must be `type: object`".into()));
+    }
+    // The schema must be one the constrained decoder understands: an empty call must be judged.
+    let g = ToolGrammar { tools: vec![(t.name.as_str(), &t.parameters)] };
+    if g.check(format!("{{\"name\": \"{}\", \"arguments\": ", t.name).as_bytes()) == Check::Invalid {
+        return Err(("parameters", "this schema cannot be checked".into()));
+    }
+    match t.kind {
+        ToolKind::Http => {
+            let url = t.url.as_deref().ok_or(("url", "an http tool needs `url`".to_string()))?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(("url", format!("`{url}` is not an http:// or https:// URL")));
+            }
+            let m = t.method.as_deref().unwrap_or("POST");
+            if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m) {
+                return Err(("method", format!("`{m}`: one of GET, POST, PUT, PATCH, DELETE")));
+            }
+            for v in t.headers.values() {
+                resolve_secret(v).map_err(|e| ("headers", e))?;
+            }
+        }
+        ToolKind::Hangup | ToolKind::SetVariable => {
+            if t.url.is_some() || t.method.is_some() || !t.headers.is_empty() {
+                return Err(("url", "only http tools take url, method and headers".into()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `${env:NAME}` and `${file:PATH}` in a header value, filled in.
+fn resolve_secret(v: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = v;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let end = rest[i..].find('}').ok_or_else(|| format!("`${{` without `}}` in a header value"))? + i;
+        let inner = &rest[i + 2..end];
+        let value = match inner.split_once(':') {
+            Some(("env", name)) => std::env::var(name).map_err(|_| format!("the environment variable {name} is not set"))?,
+            Some(("file", path)) => std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?.trim().to_string(),
+            _ => return Err(format!("`${{{inner}}}`: use ${{env:NAME}} or ${{file:PATH}}")),
+        };
+        out.push_str(&value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl ToolSet {
+    /// The agent's tools, with their secrets read (a missing variable or file is an error).
+    pub fn load(configs: &[ToolConfig]) -> Result<ToolSet, String> {
+        let tools = configs
+            .iter()
+            .map(|c| {
+                let headers = c.headers.iter().map(|(k, v)| Ok((k.clone(), resolve_secret(v).map_err(|e| format!("tool {}: header {k}: {e}", c.name))?))).collect::<Result<_, String>>()?;
+                Ok(Tool { config: c.clone(), headers })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(ToolSet { tools })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+
+    /// The tools offered now: those whose `when` holds for the call's variables.
+    pub fn offered(&self, vars: &BTreeMap<String, String>) -> Vec<ToolSpec> {
+        self.tools
+            .iter()
+            .filter(|t| t.config.when.iter().all(|(k, v)| vars.get(k) == Some(v)))
+            .map(|t| ToolSpec { name: t.config.name.clone(), description: t.config.description.clone(), parameters: t.config.parameters.clone() })
+            .collect()
+    }
+
+    /// The tool a call names and its arguments, if the tool is offered now and the arguments match
+    /// its schema; otherwise the error the model is told.
+    pub fn validate(&self, call: &ToolCall, vars: &BTreeMap<String, String>) -> Result<(&Tool, Value), String> {
+        let tool = self.tools.iter().find(|t| t.config.name == call.name).ok_or_else(|| format!("there is no tool named `{}`", call.name))?;
+        if !tool.config.when.iter().all(|(k, v)| vars.get(k) == Some(v)) {
+            return Err(format!("`{}` is not available yet", call.name));
+        }
+        let args: Value = if call.arguments.trim().is_empty() { json!({}) } else { serde_json::from_str(&call.arguments).map_err(|e| format!("the arguments are not JSON: {e}"))? };
+        // The same checker the embedded model decodes with, on a canonical rendering.
+        let text = format!("{{\"name\": {}, \"arguments\": {}}}", json!(call.name), serde_json::to_string(&args).unwrap_or_default());
+        let g = ToolGrammar { tools: vec![(tool.config.name.as_str(), &tool.config.parameters)] };
+        match g.check(text.as_bytes()) {
+            Check::Complete => Ok((tool, args)),
+            _ => Err(format!("the arguments {} do not match the parameters schema of `{}`", redact(&args, &tool.config.secret_arguments), call.name)),
+        }
+    }
+}
+
+impl ToolSet {
+    /// A call's arguments as the record and the log may show them, also when they are invalid:
+    /// the named tool's secret fields replaced, text that is not JSON not shown at all.
+    pub fn shown_arguments(&self, call: &ToolCall) -> String {
+        let secret = self.tools.iter().find(|t| t.config.name == call.name).map_or(&[][..], |t| &t.config.secret_arguments[..]);
+        match serde_json::from_str::<Value>(&call.arguments) {
+            Ok(v) => redact(&v, secret),
+            Err(_) => "(not JSON; not shown)".into(),
+        }
+    }
+}
+
+/// The arguments for the record and the log: secret fields replaced.
+pub fn redact(args: &Value, secret: &[String]) -> String {
+    let mut a = args.clone();
+    if let Some(o) = a.as_object_mut() {
+        for k in secret {
+            if let Some(v) = o.get_mut(k) {
+                *v = json!("[redacted]");
+            }
+        }
+    }
+    a.to_string()
+}
+
+/// `{name}` in a URL from the arguments, then the call's variables, URL-encoded.
+pub fn fill_url(template: &str, args: &Value, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let end = rest[i..].find('}').ok_or("`{` without `}` in the url")? + i;
+        let key = &rest[i + 1..end];
+        let value = match args.get(key) {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) if !v.is_null() => v.to_string(),
+            _ => vars.get(key).cloned().ok_or_else(|| format!("the url needs `{key}`, which neither the arguments nor the call's variables have"))?,
+        };
+        out.extend(value.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }));
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// How a tool call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolOutcome {
+    /// `ok`, `error` (the backend answered badly), `timeout`, `invalid_arguments`.
+    pub outcome: &'static str,
+    /// What the model is given (JSON).
+    pub content: String,
+}
+
+impl ToolOutcome {
+    pub fn ok(content: Value) -> ToolOutcome {
+        ToolOutcome { outcome: "ok", content: content.to_string() }
+    }
+    pub fn error(outcome: &'static str, message: &str) -> ToolOutcome {
+        ToolOutcome { outcome, content: json!({ "error": message }).to_string() }
+    }
+}
+
+/// A webhook call in flight.
+pub struct ToolJob {
+    rx: mpsc::Receiver<ToolOutcome>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub started: Instant,
+}
+
+impl ToolJob {
+    /// The outcome, once there is one (never waits).
+    pub fn poll(&mut self) -> Option<ToolOutcome> {
+        match self.rx.try_recv() {
+            Ok(o) => Some(o),
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => Some(ToolOutcome::error("error", "the tool's task ended without an answer")),
+        }
+    }
+
+    fn ready(o: ToolOutcome) -> ToolJob {
+        let (tx, rx) = mpsc::channel();
+        let _ = tx.send(o);
+        ToolJob { rx, task: None, started: Instant::now() }
+    }
+}
+
+impl Drop for ToolJob {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Start an http tool: POST/PUT/PATCH send `{"arguments": …, "call": {…}}`, GET/DELETE only the URL.
+pub fn start_http(tool: &Tool, args: Value, vars: &BTreeMap<String, String>, client: &reqwest::Client) -> ToolJob {
+    let c = &tool.config;
+    let url = match fill_url(c.url.as_deref().unwrap_or_default(), &args, vars) {
+        Ok(u) => u,
+        Err(e) => return ToolJob::ready(ToolOutcome::error("invalid_arguments", &e)),
+    };
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return ToolJob::ready(ToolOutcome::error("error", "no async runtime to call the webhook on"));
+    };
+    let method = reqwest::Method::from_bytes(c.method.as_deref().unwrap_or("POST").as_bytes()).unwrap_or(reqwest::Method::POST);
+    let with_body = !matches!(method, reqwest::Method::GET | reqwest::Method::DELETE);
+    let body = json!({ "tool": c.name, "arguments": args, "call": vars });
+    let headers = tool.headers.clone();
+    let timeout = Duration::from_millis(c.timeout_ms.get());
+    let attempts = 1 + c.retries.get() as usize;
+    let max = c.max_response_bytes.get() as usize;
+    let client = client.clone();
+    let (tx, rx) = mpsc::channel();
+    let task = handle.spawn(async move {
+        let mut last = ToolOutcome::error("error", "not attempted");
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+            }
+            let mut req = client.request(method.clone(), &url).timeout(timeout);
+            for (k, v) in &headers {
+                req = req.header(k, v);
+            }
+            if with_body {
+                req = req.json(&body);
+            }
+            let res = async {
+                let r = req.send().await?;
+                let status = r.status();
+                let bytes = r.bytes().await?;
+                Ok::<_, reqwest::Error>((status, bytes))
+            }
+            .await;
+            last = match res {
+                Ok((status, bytes)) => {
+                    let cut = &bytes[..bytes.len().min(max)];
+                    let text = String::from_utf8_lossy(cut).to_string();
+                    // JSON stays JSON for the model; anything else is a string.
+                    let body: Value = serde_json::from_slice(cut).unwrap_or(Value::String(text));
+                    let truncated = bytes.len() > max;
+                    if status.is_success() {
+                        ToolOutcome::ok(json!({ "status": status.as_u16(), "body": body, "truncated": truncated }))
+                    } else {
+                        let o = ToolOutcome { outcome: "error", content: json!({ "error": format!("the backend answered HTTP {}", status.as_u16()), "body": body }).to_string() };
+                        if status.is_server_error() {
+                            o
+                        } else {
+                            break_with(&tx, o);
+                            return;
+                        }
+                    }
+                }
+                Err(e) if e.is_timeout() => ToolOutcome::error("timeout", &format!("no answer within {} ms", timeout.as_millis())),
+                Err(e) => ToolOutcome::error("error", &format!("the backend could not be reached: {}", short_error(&e))),
+            };
+            if last.outcome == "ok" {
+                break;
+            }
+        }
+        let _ = tx.send(last);
+    });
+    ToolJob { rx, task: Some(task), started: Instant::now() }
+}
+
+fn break_with(tx: &mpsc::Sender<ToolOutcome>, o: ToolOutcome) {
+    let _ = tx.send(o);
+}
+
+/// reqwest's error without the URL (it may carry arguments).
+fn short_error(e: &reqwest::Error) -> String {
+    if e.is_connect() {
+        "connection failed".into()
+    } else if e.is_body() || e.is_decode() {
+        "the answer could not be read".into()
+    } else {
+        "request failed".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(yaml: &str) -> ToolConfig {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    const ORDER: &str = "name: check_order\ndescription: Look up an order\ntype: http\nurl: http://127.0.0.1:9/orders/{order_number}?agent={agent}\n\
+parameters:\n  type: object\n  properties:\n    order_number: {type: string}\n    card: {type: string}\n  required: [order_number]\nsecret_arguments: [card]\n";
+
+    #[test]
+    fn arguments_are_checked_against_the_schema_before_anything_runs() {
+        let set = ToolSet::load(&[tool(ORDER)]).unwrap();
+        let vars = BTreeMap::new();
+        let call = |args: &str| ToolCall { id: "c1".into(), name: "check_order".into(), arguments: args.into() };
+        let (t, args) = set.validate(&call("{\"order_number\":  \"4711\"}"), &vars).unwrap();
+        assert_eq!((t.config.name.as_str(), args), ("check_order", json!({"order_number": "4711"})));
+        let e = set.validate(&call("{\"order_number\": 4711}"), &vars).unwrap_err();
+        assert!(e.contains("do not match"), "{e}");
+        assert!(set.validate(&call("{}"), &vars).unwrap_err().contains("do not match"), "required");
+        assert!(set.validate(&call("{\"order_number\": \"1\", \"x\": 1}"), &vars).is_err(), "unknown key");
+        assert!(set.validate(&call("order 4711"), &vars).unwrap_err().contains("not JSON"));
+        let e = set.validate(&call("{\"order_number\": 5, \"card\": \"4111 1111\"}"), &vars).unwrap_err();
+        assert!(!e.contains("4111") && e.contains("[redacted]"), "secrets never reach the message: {e}");
+        let other = ToolCall { id: "c2".into(), name: "launch".into(), arguments: "{}".into() };
+        assert!(set.validate(&other, &vars).unwrap_err().contains("no tool named"));
+    }
+
+    #[test]
+    fn tools_with_a_condition_appear_once_it_holds() {
+        let mut gated = tool(ORDER);
+        gated.when.insert("verified".into(), "yes".into());
+        let set = ToolSet::load(&[gated]).unwrap();
+        let mut vars = BTreeMap::new();
+        assert!(set.offered(&vars).is_empty());
+        let call = ToolCall { id: "c1".into(), name: "check_order".into(), arguments: "{\"order_number\":\"1\"}".into() };
+        assert!(set.validate(&call, &vars).unwrap_err().contains("not available"));
+        vars.insert("verified".into(), "yes".into());
+        assert_eq!(set.offered(&vars).len(), 1);
+        assert!(set.validate(&call, &vars).is_ok());
+    }
+
+    #[test]
+    fn urls_are_filled_and_encoded_and_secrets_resolved() {
+        let vars: BTreeMap<String, String> = [("agent".to_string(), "front desk".to_string())].into();
+        let url = fill_url("http://h/orders/{order_number}?agent={agent}", &json!({"order_number": "A/1 2"}), &vars).unwrap();
+        assert_eq!(url, "http://h/orders/A%2F1%202?agent=front%20desk");
+        assert!(fill_url("http://h/{missing}", &json!({}), &vars).unwrap_err().contains("missing"));
+        std::env::set_var("SB_TOOL_TEST_TOKEN", "s3cret");
+        assert_eq!(resolve_secret("Bearer ${env:SB_TOOL_TEST_TOKEN}").unwrap(), "Bearer s3cret");
+        assert!(resolve_secret("${env:SB_TOOL_TEST_NOT_SET}").unwrap_err().contains("not set"));
+        assert!(resolve_secret("${vault:x}").is_err());
+        assert_eq!(redact(&json!({"card": "4111", "n": 1}), &["card".into()]), "{\"card\":\"[redacted]\",\"n\":1}");
+    }
+
+    #[test]
+    fn the_config_refuses_what_cannot_run() {
+        assert!(check_config(&tool(ORDER)).is_ok());
+        let bad = |patch: &str| check_config(&tool(&format!("{ORDER}{patch}"))).unwrap_err().0;
+        assert_eq!(bad("method: FETCH\n"), "method");
+        let mut t = tool(ORDER);
+        t.url = Some("ftp://x".into());
+        assert_eq!(check_config(&t).unwrap_err().0, "url");
+        t.url = None;
+        assert_eq!(check_config(&t).unwrap_err().0, "url");
+        let mut t = tool(ORDER);
+        t.name = "check order".into();
+        assert_eq!(check_config(&t).unwrap_err().0, "name");
+        let mut t = tool(ORDER);
+        t.parameters = json!({"type": "string"});
+        assert_eq!(check_config(&t).unwrap_err().0, "parameters");
+        let h = tool("name: bye\ndescription: End the call\ntype: hangup\n");
+        assert!(check_config(&h).is_ok());
+    }
+}

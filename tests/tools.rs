@@ -1,0 +1,154 @@
+//! Tools on a real call: a SIPp caller asks about an order; the embedded model decides to call the
+//! agent's `check_order` http tool, whose request reaches a real local webhook (Python's
+//! http.server, started by the test, recording what it receives); the answer goes back to the
+//! model and its words to the caller. A backend that answers 500 or too slowly gives the model an
+//! error result and the caller still hears the agent. Every call is in the record and the metrics.
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use switchboard::models::asr::{offline, DecodeOptions, Precision, Whisper};
+use switchboard::models::vad::{SegmenterConfig, SileroVad};
+
+struct Backend {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        common::stop_child(&mut self.child, "TERM", Duration::from_secs(5));
+    }
+}
+
+impl Backend {
+    fn start(dir: &std::path::Path) -> Backend {
+        let log = dir.join("webhook.jsonl");
+        let mut child = Command::new("python3")
+            .arg(common::repo_root().join("tests/fixtures/tool_backend.py"))
+            .arg("0")
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 (scripts/setup.sh --test installs it)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| panic!("the webhook printed {line:?}"));
+        Backend { child, port, log }
+    }
+
+    fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const INSTRUCTIONS: &str = "You are the order line of Sunny Bakery. When the caller asks about an order, call the check_order tool with the order number \
+they give, and never guess an order's status. Then tell the caller what the tool said, in one short sentence. If the tool fails, say you cannot look it up right now.";
+
+fn config(m: &std::path::Path, url: &str, timeout_ms: u64) -> String {
+    format!(
+        "models:\n  runtime:\n    library: {m}/onnxruntime/libonnxruntime.so.1.32.0\n  vad:\n    path: {m}/silero_vad/silero_vad.onnx\n  tts:\n    path: {m}/piper/en_US-joe-medium.onnx\n    intra_threads: 1\n  asr:\n    tiny:\n      path: {m}/whisper_tiny_en\n  llm:\n    embedded:\n      type: onnx\n      path: {m}/qwen2_5_coder_1_5b\n      temperature: 0\n\
+         calls:\n  record_dir: {{{{run_dir}}}}/records\n\
+         routes:\n  - match: \"*\"\n    agent: orders\nagents:\n  orders:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      max_output_tokens: 60\n      tools:\n        - name: check_order\n          description: Look up the status and delivery day of an order by its number\n          type: http\n          method: GET\n          url: \"{url}\"\n          headers:\n            Authorization: \"Bearer ${{env:SB_TEST_ORDERS_TOKEN}}\"\n          timeout_ms: {timeout_ms}\n          retries: 1\n          parameters:\n            type: object\n            properties:\n              order_number:\n                type: string\n                description: the order number the caller gave\n            required: [order_number]\n",
+        m = m.display(),
+    )
+}
+
+/// One call: the caller asks about order 4711; returns the appliance, what the caller heard and the record.
+fn call(name: &str, url_path: &str, timeout_ms: u64) -> (common::Appliance, Backend, String, serde_json::Value) {
+    common::require_tools(&["sipp", "tcpdump", "sox", "python3"]);
+    let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
+    let ports = common::alloc_ports();
+    let dir = common::test_dir(name);
+    let backend = Backend::start(&dir);
+    common::speech::caller_pcap(&m, &dir, &[(1.0, "Hello, can you check my order? The order number is 4711.")], 22.0, 0.0, 0x5EC0_0008);
+    std::env::set_var("SB_TEST_ORDERS_TOKEN", "t0ken-for-tests");
+    let url = format!("http://127.0.0.1:{}{url_path}", backend.port);
+    let app = common::Appliance::start_in(&dir, &config(&m, &url, timeout_ms), &ports);
+    let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
+    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml")).unwrap().replace("<pause milliseconds=\"9000\"/>", "<pause milliseconds=\"22000\"/>");
+    let scen = dir.join("tools.xml");
+    std::fs::write(&scen, xml).unwrap();
+    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(60));
+    let pkts = cap.stop();
+    assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
+    // What the caller heard, in Whisper's words.
+    let x = common::speech::agent_audio_16k(&dir, &pkts, &ports);
+    let rt = common::ort_runtime();
+    let mut vad = SileroVad::load(rt, &m.join("silero_vad/silero_vad.onnx"), &common::cpu_options(1)).unwrap();
+    let mut whisper = Whisper::load(rt, "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &common::cpu_options(2)).unwrap();
+    let seg = SegmenterConfig { silence_duration_ms: 800, ..Default::default() };
+    let heard: Vec<String> = offline::transcribe_turns(&mut vad, seg, &mut whisper, &DecodeOptions::default(), &x).unwrap().into_iter().map(|t| t.transcript.text).collect();
+    let heard = heard.join(" ");
+    println!("the caller heard: {heard:?}");
+    println!("{}", app.log().lines().filter(|l| l.contains("tool") || l.contains("agent reply") || l.contains("transcript turn")).collect::<Vec<_>>().join("\n"));
+    let rec_dir = dir.join("records");
+    let rec = common::wait_until(Duration::from_secs(15), || std::fs::read_dir(&rec_dir).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")))
+        .expect("a call record");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
+    println!("tools: {}\nreplies: {}", serde_json::to_string_pretty(&r["tools"]).unwrap(), serde_json::to_string_pretty(&r["replies"]).unwrap());
+    (app, backend, heard, r)
+}
+
+#[test]
+fn the_model_calls_the_webhook_and_the_caller_hears_its_answer() {
+    let (app, backend, heard, r) = call("tools_ok", "/orders/{order_number}", 5000);
+    // The request the webhook received: the model's argument in the URL, the secret header filled in.
+    let reqs = backend.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}\n{}", app.log_tail(30));
+    let path = percent_decode(reqs[0]["path"].as_str().unwrap());
+    // Whisper may write the number as "4711" or "4,711": the digits are what must arrive.
+    assert!(path.starts_with("/orders/") && path.chars().filter(char::is_ascii_digit).collect::<String>() == "4711", "{path}");
+    assert_eq!(reqs[0]["method"], "GET");
+    let auth = reqs[0]["headers"].as_object().unwrap().iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.clone());
+    assert_eq!(auth, Some(serde_json::json!("Bearer t0ken-for-tests")), "the secret header, filled in: {}", reqs[0]);
+    // The record and the metrics.
+    let tools = r["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 1, "{tools:?}");
+    assert_eq!((tools[0]["name"].as_str(), tools[0]["outcome"].as_str()), (Some("check_order"), Some("ok")));
+    assert!(tools[0]["result"].as_str().unwrap().contains("Friday"), "{}", tools[0]);
+    assert!(!serde_json::to_string(&r).unwrap().contains("t0ken"), "the secret never reaches the record");
+    assert!(!app.log().contains("t0ken"), "the secret never reaches the log");
+    assert_eq!(app.metric_value("switchboard_tool_calls_total{outcome=\"ok\",tool=\"check_order\"}"), Some(1.0), "{}", app.metrics());
+    // The answer reached the caller: the reply after the tool says what the webhook said.
+    let h = heard.to_lowercase();
+    assert!(h.contains("friday") || h.contains("shipped"), "the caller heard {heard:?}\n{}", app.log_tail(30));
+}
+
+#[test]
+fn a_failing_or_slow_webhook_gives_the_model_an_error_and_the_caller_an_answer() {
+    for (name, path, timeout_ms, outcome) in [("tools_500", "/fail/{order_number}", 5000, "error"), ("tools_slow", "/slow/{order_number}", 1000, "timeout")] {
+        let (app, backend, heard, r) = call(name, path, timeout_ms);
+        let tools = r["tools"].as_array().unwrap();
+        assert_eq!(tools.len(), 1, "{name}: {tools:?}");
+        assert_eq!(tools[0]["outcome"], outcome, "{name}: {}", tools[0]);
+        // 500 and a timeout are retried once.
+        assert_eq!(backend.requests().len(), 2, "{name}: {:?}", backend.requests());
+        let after: Vec<&serde_json::Value> = r["replies"].as_array().unwrap().iter().filter(|x| x["response"].as_u64() > tools[0]["response"].as_u64()).collect();
+        assert!(after.iter().any(|x| x["outcome"] == "done" && !x["text"].as_str().unwrap().is_empty()), "{name}: the model answered after the error: {after:?}");
+        assert!(!heard.trim().is_empty(), "{name}: the caller heard the agent");
+        assert_eq!(app.metric_value(&format!("switchboard_tool_calls_total{{outcome=\"{outcome}\",tool=\"check_order\"}}")), Some(1.0), "{}", app.metrics());
+    }
+}
