@@ -26,6 +26,15 @@ fn oracle(wav: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// espeak-ng (en-us, 160 wpm) saying `text`, as 8 kHz samples (the WAVs are left in `dir`).
+fn espeak_8k(dir: &std::path::Path, text: &str, name: &str) -> Vec<i16> {
+    let raw = dir.join(format!("{name}.src.wav"));
+    let wav = dir.join(format!("{name}.wav"));
+    common::run_checked(std::process::Command::new(common::tool("espeak-ng")).args(["-v", "en-us", "-s", "160", "-w"]).arg(&raw).arg(text));
+    common::run_checked(std::process::Command::new(common::tool("sox")).arg(&raw).args(["-D", "-r", "8000"]).arg(&wav));
+    common::read_wav_mono_i16(&wav).0
+}
+
 fn records(dir: &std::path::Path) -> Vec<serde_json::Value> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| d.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect())
@@ -114,13 +123,7 @@ fn semantic_vad_keeps_a_pause_inside_one_turn() {
     // The caller's audio: "I want to cancel my" … 1.2 s … "appointment for tomorrow morning."
     // (espeak-ng, 8 kHz). Smart Turn hears the first half as unfinished (P ≈ 0.05 in the Python
     // reference) and the whole as finished (P ≈ 0.95).
-    let part = |text: &str, name: &str| -> Vec<i16> {
-        let raw = dir.join(format!("{name}.src.wav"));
-        let wav = dir.join(format!("{name}.wav"));
-        common::run_checked(std::process::Command::new(common::tool("espeak-ng")).args(["-v", "en-us", "-s", "160", "-w"]).arg(&raw).arg(text));
-        common::run_checked(std::process::Command::new(common::tool("sox")).arg(&raw).args(["-D", "-r", "8000"]).arg(&wav));
-        common::read_wav_mono_i16(&wav).0
-    };
+    let part = |text: &str, name: &str| espeak_8k(&dir, text, name);
     let mut pcm = vec![0i16; 4000];
     pcm.extend(part("I want to cancel my", "first"));
     pcm.extend(vec![0i16; 9600]);
@@ -166,13 +169,7 @@ fn a_manual_turn_ends_on_the_commit_key_not_on_a_pause() {
     let m = common::models_dir("whisper_tiny_en/whisper.json");
     let ports = common::alloc_ports();
     let dir = common::test_dir("app");
-    let part = |text: &str, name: &str| -> Vec<i16> {
-        let raw = dir.join(format!("{name}.src.wav"));
-        let wav = dir.join(format!("{name}.wav"));
-        common::run_checked(std::process::Command::new(common::tool("espeak-ng")).args(["-v", "en-us", "-s", "160", "-w"]).arg(&raw).arg(text));
-        common::run_checked(std::process::Command::new(common::tool("sox")).arg(&raw).args(["-D", "-r", "8000"]).arg(&wav));
-        common::read_wav_mono_i16(&wav).0
-    };
+    let part = |text: &str, name: &str| espeak_8k(&dir, text, name);
     let mut pcm = vec![0i16; 4000];
     pcm.extend(part("I want to cancel my", "first"));
     pcm.extend(vec![0i16; 24_000]);

@@ -5,8 +5,6 @@
 mod common;
 
 use std::time::Duration;
-use switchboard::models::asr::{offline, DecodeOptions, Precision, Whisper};
-use switchboard::models::vad::{SegmenterConfig, SileroVad};
 
 /// RMS of a PCMU payload, decoded.
 fn pcmu_rms(payload: &[u8]) -> f64 {
@@ -145,11 +143,7 @@ fn an_interrupted_reply_keeps_only_what_the_caller_heard() {
     let t0 = rtp.iter().find(ours).unwrap().time;
     let (a, b) = (((reply_start - t0 - 0.1) * 16000.0) as usize, (((stop - t0) + 0.05) * 16000.0) as usize);
     let heard_audio = &audio[a.min(audio.len())..b.min(audio.len())];
-    let rt = common::ort_runtime();
-    let mut vad = SileroVad::load(rt, &m.join("silero_vad/silero_vad.onnx"), &common::cpu_options(1)).unwrap();
-    let mut whisper = Whisper::load(rt, "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &common::cpu_options(2)).unwrap();
-    let seg = SegmenterConfig { silence_duration_ms: 800, ..Default::default() };
-    let on_wire: Vec<String> = offline::transcribe_turns(&mut vad, seg, &mut whisper, &DecodeOptions::default(), heard_audio).unwrap().into_iter().map(|t| t.transcript.text).collect();
+    let on_wire: Vec<String> = common::speech::transcribe_16k(&m, heard_audio).into_iter().map(|t| t.transcript.text).collect();
     let on_wire = on_wire.join(" ");
     println!("played before the interruption (Whisper): {on_wire:?}");
 

@@ -7,8 +7,7 @@
 mod common;
 
 use std::time::Duration;
-use switchboard::models::asr::{offline, DecodeOptions, Precision, Whisper};
-use switchboard::models::vad::{SegmenterConfig, SileroVad};
+use switchboard::models::asr::offline;
 
 const INSTRUCTIONS: &str = "You are the friendly phone receptionist of Sunny Bakery. Answer the caller in one short sentence that sounds natural when spoken aloud. \
 Only use these facts. Opening hours: Monday to Friday 7:00 to 18:00, Saturday 8:00 to 14:00. Closed on Sunday. Phone number: 555-0100.";
@@ -30,11 +29,7 @@ fn any_word(text: &str, words: &[&str]) -> bool {
 /// The agent's audio in a capture, transcribed turn by turn by the project's Whisper.
 fn agent_speech(m: &std::path::Path, dir: &std::path::Path, pkts: &[common::UdpPacket], ports: &common::Ports) -> Vec<offline::TurnText> {
     let x = common::speech::agent_audio_16k(dir, pkts, ports);
-    let rt = common::ort_runtime();
-    let mut vad = SileroVad::load(rt, &m.join("silero_vad/silero_vad.onnx"), &common::cpu_options(1)).unwrap();
-    let mut whisper = Whisper::load(rt, "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &common::cpu_options(2)).unwrap();
-    let seg = SegmenterConfig { silence_duration_ms: 800, ..Default::default() };
-    let spoken = offline::transcribe_turns(&mut vad, seg, &mut whisper, &DecodeOptions::default(), &x).unwrap();
+    let spoken = common::speech::transcribe_16k(m, &x);
     for t in &spoken {
         println!("agent {:>6}..{:>6} ms: {:?}", t.start_ms, t.end_ms, t.transcript.text);
     }

@@ -1,5 +1,6 @@
 //! Spoken calls for the tests: a caller's side made of Piper sentences at given times (a pcap
-//! SIPp plays), and the appliance's side of a capture as 16 kHz audio for the project's Whisper.
+//! SIPp plays), and the appliance's side of a capture as 16 kHz audio for the project's Whisper,
+//! transcribed turn by turn.
 
 use super::{run_checked, tool, write_wav, Ports, UdpPacket};
 use std::path::Path;
@@ -27,6 +28,18 @@ pub fn caller_pcap(models: &Path, dir: &Path, lines: &[(f64, &str)], min_total_s
     std::fs::create_dir_all(dir.join("pcap")).unwrap();
     super::fixtures::write_rtp_audio_pcap(&wav8, &dir.join("pcap/turn_pause_pcmu.pcap"), 0, 20, 1000, 160_000, ssrc);
     ends
+}
+
+/// 16 kHz audio in [−1, 1] transcribed turn by turn by the project's Whisper tiny.en (fp32) after
+/// the Silero VAD has cut it (800 ms of silence ends a turn).
+pub fn transcribe_16k(models: &Path, audio: &[f32]) -> Vec<switchboard::models::asr::offline::TurnText> {
+    use switchboard::models::asr::{offline, DecodeOptions, Precision, Whisper};
+    use switchboard::models::vad::{SegmenterConfig, SileroVad};
+    let rt = super::ort_runtime();
+    let mut vad = SileroVad::load(rt, &models.join("silero_vad/silero_vad.onnx"), &super::cpu_options(1)).unwrap();
+    let mut whisper = Whisper::load(rt, "tiny", &models.join("whisper_tiny_en"), Precision::Fp32, &super::cpu_options(2)).unwrap();
+    let seg = SegmenterConfig { silence_duration_ms: 800, ..Default::default() };
+    offline::transcribe_turns(&mut vad, seg, &mut whisper, &DecodeOptions::default(), audio).unwrap()
 }
 
 /// The appliance's RTP in a capture (the first stream from its port range), decoded and resampled
