@@ -62,26 +62,39 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+const ORDER_LINE: &str = "Hello, can you check my order? The order number is 4711.";
+
 const INSTRUCTIONS: &str = "You are the order line of Sunny Bakery. When the caller asks about an order, call the check_order tool with the order number \
-they give, and never guess an order's status. Then tell the caller what the tool said, in one short sentence. If the tool fails, say you cannot look it up right now.";
+they give, and never guess an order's status. Then tell the caller what the tool said, in one short sentence. If the tool fails, say you cannot look it up right now. \
+When the caller asks you to press keys, call press_keys with those keys, then say that you pressed them.";
 
 fn config(m: &std::path::Path, url: &str, timeout_ms: u64) -> String {
     format!(
         "models:\n  runtime:\n    library: {m}/onnxruntime/libonnxruntime.so.1.32.0\n  vad:\n    path: {m}/silero_vad/silero_vad.onnx\n  tts:\n    path: {m}/piper/en_US-joe-medium.onnx\n    intra_threads: 1\n  asr:\n    tiny:\n      path: {m}/whisper_tiny_en\n  llm:\n    embedded:\n      type: onnx\n      path: {m}/qwen2_5_coder_1_5b\n      temperature: 0\n\
          calls:\n  record_dir: {{{{run_dir}}}}/records\n\
-         routes:\n  - match: \"*\"\n    agent: orders\nagents:\n  orders:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      max_output_tokens: 60\n      tools:\n        - name: check_order\n          description: Look up the status and delivery day of an order by its number\n          type: http\n          method: GET\n          url: \"{url}\"\n          headers:\n            Authorization: \"Bearer ${{env:SB_TEST_ORDERS_TOKEN}}\"\n          timeout_ms: {timeout_ms}\n          retries: 1\n          parameters:\n            type: object\n            properties:\n              order_number:\n                type: string\n                description: the order number the caller gave\n            required: [order_number]\n",
+         routes:\n  - match: \"*\"\n    agent: orders\nagents:\n  orders:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      max_output_tokens: 60\n      tools:\n        - name: check_order\n          description: Look up the status and delivery day of an order by its number\n          type: http\n          method: GET\n          url: \"{url}\"\n          headers:\n            Authorization: \"Bearer ${{env:SB_TEST_ORDERS_TOKEN}}\"\n          timeout_ms: {timeout_ms}\n          retries: 1\n          parameters:\n            type: object\n            properties:\n              order_number:\n                type: string\n                description: the order number the caller gave\n            required: [order_number]\n        - name: press_keys\n          description: Press telephone keys on this call, in order\n          type: send_dtmf\n",
         m = m.display(),
     )
 }
 
-/// One call: the caller asks about order 4711; returns the appliance, what the caller heard and the record.
-fn call(name: &str, url_path: &str, timeout_ms: u64) -> (common::Appliance, Backend, String, serde_json::Value) {
+/// What one call left: the appliance, the webhook, what the caller heard, the record, and the
+/// DTMF keys the appliance sent (RFC 4733, in order).
+struct Call {
+    app: common::Appliance,
+    backend: Backend,
+    heard: String,
+    record: serde_json::Value,
+    keys: String,
+}
+
+/// One call: the caller says `line`; the webhook URL ends in `url_path`.
+fn call(name: &str, line: &str, url_path: &str, timeout_ms: u64) -> Call {
     common::require_tools(&["sipp", "tcpdump", "sox", "python3"]);
     let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
     let ports = common::alloc_ports();
     let dir = common::test_dir(name);
     let backend = Backend::start(&dir);
-    common::speech::caller_pcap(&m, &dir, &[(1.0, "Hello, can you check my order? The order number is 4711.")], 22.0, 0.0, 0x5EC0_0008);
+    common::speech::caller_pcap(&m, &dir, &[(1.0, line)], 22.0, 0.0, 0x5EC0_0008);
     std::env::set_var("SB_TEST_ORDERS_TOKEN", "t0ken-for-tests");
     let url = format!("http://127.0.0.1:{}{url_path}", backend.port);
     let app = common::Appliance::start_in(&dir, &config(&m, &url, timeout_ms), &ports);
@@ -103,12 +116,27 @@ fn call(name: &str, url_path: &str, timeout_ms: u64) -> (common::Appliance, Back
         .expect("a call record");
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
     println!("tools: {}\nreplies: {}", serde_json::to_string_pretty(&r["tools"]).unwrap(), serde_json::to_string_pretty(&r["replies"]).unwrap());
-    (app, backend, heard, r)
+    // The keys the appliance sent: each RFC 4733 event once (its copies share the timestamp).
+    let mut keys = String::new();
+    let mut last_ts = None;
+    for p in pkts.iter().filter_map(|p| common::audio::parse_rtp(p.time, p.src, p.dst, &p.payload)) {
+        if (ports.rtp_low..=ports.rtp_high).contains(&p.src.port()) && p.pt == 101 && !p.payload.is_empty() && last_ts != Some(p.ts) {
+            last_ts = Some(p.ts);
+            keys.push(match p.payload[0] {
+                d @ 0..=9 => (b'0' + d) as char,
+                10 => '*',
+                11 => '#',
+                e => (b'A' + e.saturating_sub(12)) as char,
+            });
+        }
+    }
+    Call { app, backend, heard, record: r, keys }
 }
 
 #[test]
 fn the_model_calls_the_webhook_and_the_caller_hears_its_answer() {
-    let (app, backend, heard, r) = call("tools_ok", "/orders/{order_number}", 5000);
+    let Call { app, backend, heard, record: r, keys } = call("tools_ok", ORDER_LINE, "/orders/{order_number}", 5000);
+    assert!(keys.is_empty(), "no keys were asked for: {keys:?}");
     // The request the webhook received: the model's argument in the URL, the secret header filled in.
     let reqs = backend.requests();
     assert_eq!(reqs.len(), 1, "{reqs:?}\n{}", app.log_tail(30));
@@ -138,7 +166,7 @@ fn the_model_calls_the_webhook_and_the_caller_hears_its_answer() {
 #[test]
 fn a_failing_or_slow_webhook_gives_the_model_an_error_and_the_caller_an_answer() {
     for (name, path, timeout_ms, outcome) in [("tools_500", "/fail/{order_number}", 5000, "error"), ("tools_slow", "/slow/{order_number}", 1000, "timeout")] {
-        let (app, backend, heard, r) = call(name, path, timeout_ms);
+        let Call { app, backend, heard, record: r, .. } = call(name, ORDER_LINE, path, timeout_ms);
         let tools = r["tools"].as_array().unwrap();
         assert_eq!(tools.len(), 1, "{name}: {tools:?}");
         assert_eq!(tools[0]["outcome"], outcome, "{name}: {}", tools[0]);
@@ -149,4 +177,18 @@ fn a_failing_or_slow_webhook_gives_the_model_an_error_and_the_caller_an_answer()
         assert!(!heard.trim().is_empty(), "{name}: the caller heard the agent");
         assert_eq!(app.metric_value(&format!("switchboard_tool_calls_total{{outcome=\"{outcome}\",tool=\"check_order\"}}")), Some(1.0), "{}", app.metrics());
     }
+}
+
+/// `send_dtmf`: the caller asks the agent to press keys; the model calls the tool and the keys go out
+/// on the call as RFC 4733 events.
+#[test]
+fn the_model_presses_keys_on_the_call() {
+    let c = call("tools_dtmf", "Please press the keys 1, 2 and 3 for me.", "/orders/{order_number}", 5000);
+    let tools = c.record["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 1, "{tools:?}\n{}", c.app.log_tail(30));
+    assert_eq!((tools[0]["name"].as_str(), tools[0]["outcome"].as_str()), (Some("press_keys"), Some("ok")), "{}", tools[0]);
+    assert_eq!(c.keys, "123", "the keys on the wire\n{}", c.app.log_tail(30));
+    assert!(c.backend.requests().is_empty(), "the webhook was not called");
+    assert!(!c.heard.trim().is_empty(), "the agent said something after pressing them");
+    assert_eq!(c.app.metric_value("switchboard_tool_calls_total{outcome=\"ok\",tool=\"press_keys\"}"), Some(1.0), "{}", c.app.metrics());
 }

@@ -98,6 +98,8 @@ pub struct LlmAgent {
     tool_rounds: u32,
     /// Tool results are in: the model continues the reply.
     continue_after_tools: bool,
+    /// Keys a `send_dtmf` tool asked for, for the media loop.
+    dtmf_out: VecDeque<String>,
 }
 
 impl LlmAgent {
@@ -129,6 +131,7 @@ impl LlmAgent {
             tool_records: VecDeque::new(),
             tool_rounds: 0,
             continue_after_tools: false,
+            dtmf_out: VecDeque::new(),
         }
     }
 
@@ -263,6 +266,13 @@ impl LlmAgent {
                             }
                             (ToolOutcome::ok(serde_json::json!({"ok": true})), shown)
                         }
+                        ToolKind::SendDtmf => match super::tools::dtmf_digits(&args) {
+                            Ok(d) => {
+                                self.dtmf_out.push_back(d.clone());
+                                (ToolOutcome::ok(serde_json::json!({"ok": true, "sent": d})), shown)
+                            }
+                            Err(e) => (ToolOutcome::error("invalid_arguments", &e), shown),
+                        },
                         ToolKind::Hangup => {
                             hangup = true;
                             (ToolOutcome::ok(serde_json::json!({"ok": true, "note": "the call ends when you stop speaking"})), shown)
@@ -413,6 +423,9 @@ impl Agent for LlmAgent {
         }
         if let Some(t) = self.tool_records.pop_front() {
             return Some(AgentOutput::Tool(t));
+        }
+        if let Some(d) = self.dtmf_out.pop_front() {
+            return Some(AgentOutput::SendDtmf(d));
         }
         while let Some(s) = self.speaking.front_mut() {
             match s.poll() {

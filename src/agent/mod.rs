@@ -43,6 +43,8 @@ pub enum AgentOutput {
     Reply(ReplyRecord),
     /// A tool call ended (for the call record, logs and metrics).
     Tool(ToolRecord),
+    /// Send these DTMF keys to the far end (RFC 4733).
+    SendDtmf(String),
 }
 
 /// One tool call, as it ended.

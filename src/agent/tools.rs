@@ -1,7 +1,7 @@
 //! Tools the language model may call during a call: declared per agent in the YAML
 //! (`agents.*.llm.tools`, the shape of OpenAI function tools), validated against their JSON
 //! Schema before anything runs, and run off the media loop — an `http` webhook on the async
-//! runtime, the built-ins (`hangup`, `set_variable`) at once. The agent stays sans-IO: it starts a
+//! runtime, the built-ins (`hangup`, `set_variable`, `send_dtmf`) at once. The agent stays sans-IO: it starts a
 //! `ToolJob` and polls it.
 //!
 //! What the model gets back is always a JSON object: the webhook's answer
@@ -58,13 +58,34 @@ pub fn check_config(t: &ToolConfig) -> Result<(), (&'static str, String)> {
                 resolve_secret(v).map_err(|e| ("headers", e))?;
             }
         }
-        ToolKind::Hangup | ToolKind::SetVariable => {
+        ToolKind::SendDtmf if t.parameters.pointer("/properties/digits/type").and_then(Value::as_str) != Some("string") && has_properties(&t.parameters) => {
+            return Err(("parameters", "send_dtmf takes a `digits` string (leave `parameters` out for the standard one)".into()));
+        }
+        ToolKind::Hangup | ToolKind::SetVariable | ToolKind::SendDtmf => {
             if t.url.is_some() || t.method.is_some() || !t.headers.is_empty() {
                 return Err(("url", "only http tools take url, method and headers".into()));
             }
         }
     }
     Ok(())
+}
+
+fn has_properties(schema: &Value) -> bool {
+    schema.get("properties").and_then(Value::as_object).is_some_and(|p| !p.is_empty())
+}
+
+/// The parameters of a `send_dtmf` tool declared without its own.
+fn dtmf_parameters() -> Value {
+    json!({"type": "object", "properties": {"digits": {"type": "string", "description": "the keys to press, in order: 0-9, *, #, A-D"}}, "required": ["digits"]})
+}
+
+/// The digits of a `send_dtmf` call, if they are all DTMF keys.
+pub fn dtmf_digits(args: &Value) -> Result<String, String> {
+    let d: String = args.get("digits").and_then(Value::as_str).unwrap_or_default().chars().filter(|c| !c.is_whitespace() && *c != ',' && *c != '-').collect();
+    if d.is_empty() || d.len() > 32 || !d.chars().all(|c| matches!(c.to_ascii_uppercase(), '0'..='9' | '*' | '#' | 'A'..='D')) {
+        return Err(format!("`{d}` is not 1-32 DTMF keys (0-9, *, #, A-D)"));
+    }
+    Ok(d.to_ascii_uppercase())
 }
 
 /// `${env:NAME}` and `${file:PATH}` in a header value, filled in.
@@ -94,7 +115,11 @@ impl ToolSet {
             .iter()
             .map(|c| {
                 let headers = c.headers.iter().map(|(k, v)| Ok((k.clone(), resolve_secret(v).map_err(|e| format!("tool {}: header {k}: {e}", c.name))?))).collect::<Result<_, String>>()?;
-                Ok(Tool { config: c.clone(), headers })
+                let mut config = c.clone();
+                if config.kind == ToolKind::SendDtmf && !has_properties(&config.parameters) {
+                    config.parameters = dtmf_parameters();
+                }
+                Ok(Tool { config, headers })
             })
             .collect::<Result<_, String>>()?;
         Ok(ToolSet { tools })
@@ -385,5 +410,16 @@ parameters:\n  type: object\n  properties:\n    order_number: {type: string}\n  
         assert_eq!(check_config(&t).unwrap_err().0, "parameters");
         let h = tool("name: bye\ndescription: End the call\ntype: hangup\n");
         assert!(check_config(&h).is_ok());
+        // send_dtmf: the standard `digits` parameter when none is given; a schema without it is refused.
+        let d = tool("name: press\ndescription: Press keys\ntype: send_dtmf\n");
+        assert!(check_config(&d).is_ok());
+        let set = ToolSet::load(&[d]).unwrap();
+        assert_eq!(set.offered(&BTreeMap::new())[0].parameters["required"], json!(["digits"]));
+        let mut bad = tool("name: press\ndescription: Press keys\ntype: send_dtmf\n");
+        bad.parameters = json!({"type": "object", "properties": {"keys": {"type": "string"}}});
+        assert_eq!(check_config(&bad).unwrap_err().0, "parameters");
+        assert_eq!(dtmf_digits(&json!({"digits": "1, 2, 3#"})).unwrap(), "123#");
+        assert!(dtmf_digits(&json!({"digits": "12x"})).is_err());
+        assert!(dtmf_digits(&json!({})).is_err());
     }
 }

@@ -699,6 +699,11 @@ impl CallMedia {
                 Some(AgentOutput::ReplyStarted(n)) => self.events.push_back(MediaEvent::ReplyStarted(n)),
                 Some(AgentOutput::Reply(r)) => self.events.push_back(MediaEvent::Reply(r)),
                 Some(AgentOutput::Tool(t)) => self.events.push_back(MediaEvent::Tool(t)),
+                Some(AgentOutput::SendDtmf(d)) => match self.send_dtmf(&d) {
+                    Ok(()) => tracing::info!(digits = %d, "agent sends DTMF"),
+                    // No telephone-event negotiated, or a bad digit: the keys cannot go out.
+                    Err(e) => tracing::warn!(digits = %d, error = %e, "agent's DTMF not sent"),
+                },
                 None => break,
             }
         }

@@ -481,6 +481,8 @@ pub enum ToolKind {
     Hangup,
     /// Set call variables (the arguments' keys and values) for later `when` conditions.
     SetVariable,
+    /// Send the `digits` argument to the far end as RFC 4733 events (navigating another IVR).
+    SendDtmf,
 }
 
 fn default_tool_parameters() -> serde_json::Value {
