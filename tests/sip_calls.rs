@@ -92,8 +92,10 @@ fn greeting_then_echo(codec: &str, pt: u8, pcap: &str) {
     // 0.85 on a busy 2-core machine) without changing what the caller hears.
     let m = common::audio::find_in_piecewise(&audio.pcm, &speech, 4000, 480).expect("echo found");
     let (lag, ncc) = (m.lag, m.ncc);
+    // One piece may straddle a jitter-buffer step and match at only ~0.6 (seen once at 0.600 in a
+    // clean root with the mean at 0.922); unrelated speech gives a mean near 0.3.
     assert!(
-        m.mean_ncc > 0.9 && m.min_ncc > 0.6,
+        m.mean_ncc > 0.9 && m.min_ncc > 0.5,
         "echo is the caller's own speech: pieces mean {:.3} min {:.3} (whole {ncc:.3})\n{}",
         m.mean_ncc,
         m.min_ncc,
