@@ -36,6 +36,9 @@ echo "==================== test summary ===================="
 echo "test binaries/doc suites: $binaries   passed: $passed   failed: $failed   ignored: $ignored   (${elapsed}s)"
 if [ "$failed" -gt 0 ] || [ "$rc" -ne 0 ]; then
     grep -E '^test .* FAILED$|^    [A-Za-z0-9_:]+$' "$LOG" | grep -v '^test result' | sed 's/^/  /' | head -50 || true
+    # Why each failed, at the end where a truncated CI log still shows it: the panic and its message.
+    echo "why:"
+    grep -A2 -E "^thread '.*' .*panicked at " "$LOG" | grep -v '^stack backtrace:' | cut -c1-400 | sed 's/^/  /' | head -60 || true
     echo "RESULT: FAILED (cargo test exit code $rc); per-test logs under target/test-runs/"
 else
     echo "RESULT: OK"

@@ -108,8 +108,17 @@ fn baresip_hears_greeting_and_its_own_echo() {
     assert!(is_audible(&pcm, rate), "baresip's recording is audible");
     let (glag, gncc) = find_in(&pcm, &greeting).expect("greeting in the recording");
     assert!(gncc > 0.8, "baresip heard the greeting: ncc {gncc:.3}");
-    let (elag, encc) = find_in(&pcm, &speech).expect("echo in the recording");
-    assert!(encc > 0.8, "baresip heard its own words back: ncc {encc:.3}");
+    // Piece by piece, as in sip_calls: baresip's own jitter buffer and ours may each shift the echo
+    // by a frame mid-sentence under load, which lowers a whole-sentence correlation (seen at 0.751
+    // in CI) without changing what the caller hears; unrelated speech gives a mean near 0.3.
+    let m = common::audio::find_in_piecewise(&pcm, &speech, 4000, 480).expect("echo in the recording");
+    let (elag, encc) = (m.lag, m.ncc);
+    assert!(
+        m.mean_ncc > 0.85 && m.min_ncc > 0.5,
+        "baresip heard its own words back: pieces mean {:.3} min {:.3} (whole {encc:.3})",
+        m.mean_ncc,
+        m.min_ncc
+    );
     assert!(elag > glag + greeting.len(), "echo after the greeting ({glag} + {} < {elag})", greeting.len());
     assert_eq!(app.metric_value("switchboard_calls_total{status=\"completed_remote_bye\"}"), Some(1.0));
 }
