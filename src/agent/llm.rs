@@ -19,6 +19,7 @@ use crate::config::ToolKind;
 use crate::models::llm::chat::ToolCall;
 use std::collections::BTreeMap;
 use crate::call::transcriber::TurnTranscript;
+use crate::sip::endpoint::TransferProgress;
 use crate::models::llm::chat::LlmEvent;
 use crate::models::llm::{LlmBackend, LlmStream};
 use crate::models::tts_worker::{Speech, SpeechChunk, Style, TtsWorker};
@@ -49,6 +50,18 @@ struct Running {
     call: ToolCall,
     arguments: String,
     job: ToolJob,
+}
+
+/// A transfer the model asked for: the REFER goes out once the agent has finished speaking.
+struct PendingTransfer {
+    response: u64,
+    call: ToolCall,
+    arguments: String,
+    target: String,
+    timeout: std::time::Duration,
+    /// When the REFER was asked for (None: still speaking).
+    sent: Option<Instant>,
+    started: Instant,
 }
 
 /// Tool rounds (a reply, its calls, their results) one caller turn may take before the agent gives up.
@@ -88,8 +101,9 @@ pub struct LlmAgent {
     /// The number of the last reply begun (0: none yet); its start not yet reported.
     last_response: u64,
     started: VecDeque<u64>,
-    /// The model failed and the agent is configured to hang up: BYE once the apology is out.
-    hangup_when_quiet: bool,
+    /// BYE, for this reason, once what is being said is out (the hangup tool, or a failed model
+    /// with `on_failure: hangup`).
+    hangup_when_quiet: Option<String>,
     tools: AgentTools,
     /// Tool calls in flight; the reply continues once they have all answered.
     running: Vec<Running>,
@@ -100,6 +114,9 @@ pub struct LlmAgent {
     continue_after_tools: bool,
     /// Keys a `send_dtmf` tool asked for, for the media loop.
     dtmf_out: VecDeque<String>,
+    transfer: Option<PendingTransfer>,
+    /// A tool's `fallback` was said for this round: the model does not go on.
+    fallback_said: bool,
 }
 
 impl LlmAgent {
@@ -125,14 +142,21 @@ impl LlmAgent {
             pending_turn: false,
             last_response: 0,
             started: VecDeque::new(),
-            hangup_when_quiet: false,
+            hangup_when_quiet: None,
             tools,
             running: Vec::new(),
             tool_records: VecDeque::new(),
             tool_rounds: 0,
             continue_after_tools: false,
             dtmf_out: VecDeque::new(),
+            transfer: None,
+            fallback_said: false,
         }
+    }
+
+    /// Tool calls whose results the model still waits for.
+    fn tools_busy(&self) -> bool {
+        !self.running.is_empty() || self.transfer.is_some()
     }
 
     fn cancel_reply(&mut self) {
@@ -213,7 +237,9 @@ impl LlmAgent {
                     tracing::warn!(error = %e, partial = %r.text, "the language model failed; apologising");
                     record.outcome = "failed";
                     record.error = Some(e.kind());
-                    self.hangup_when_quiet |= self.settings.hangup_on_failure;
+                    if self.settings.hangup_on_failure {
+                        self.hangup_when_quiet = Some("the language model failed".into());
+                    }
                     if r.text.trim().is_empty() {
                         let apology = self.settings.apology.clone();
                         self.say(&apology);
@@ -235,7 +261,7 @@ impl LlmAgent {
                 self.records.push_back(record);
             }
         }
-        if self.reply.is_none() && self.running.is_empty() && (self.pending_turn || self.continue_after_tools) {
+        if self.reply.is_none() && !self.tools_busy() && (self.pending_turn || self.continue_after_tools) {
             self.pending_turn = false;
             self.continue_after_tools = false;
             self.start_reply();
@@ -252,13 +278,30 @@ impl LlmAgent {
                 Err(e) => (ToolOutcome::error("invalid_arguments", &e), self.tools.set.shown_arguments(&call)),
                 Ok((tool, args)) => {
                     let shown = super::tools::redact(&args, &tool.config.secret_arguments);
+                    let filler = tool.config.filler.clone();
                     match tool.config.kind {
                         ToolKind::Http => {
                             let job = super::tools::start_http(tool, args, &self.tools.vars, &self.tools.http);
                             tracing::info!(tool = %call.name, arguments = %shown, "tool call");
                             self.running.push(Running { response, call, arguments: shown, job });
+                            if let Some(f) = filler {
+                                self.say(&f);
+                            }
                             continue;
                         }
+                        ToolKind::Transfer => match super::tools::fill_url(tool.config.target.as_deref().unwrap_or_default(), &args, &self.tools.vars) {
+                            Ok(target) if self.transfer.is_none() => {
+                                tracing::info!(tool = %call.name, %target, "tool call: transfer once the agent is quiet");
+                                let timeout = tool.config.timeout();
+                                self.transfer = Some(PendingTransfer { response, call, arguments: shown, target, timeout, sent: None, started });
+                                if let Some(f) = filler {
+                                    self.say(&f);
+                                }
+                                continue;
+                            }
+                            Ok(_) => (ToolOutcome::error("error", "a transfer is already in progress"), shown),
+                            Err(e) => (ToolOutcome::error("invalid_arguments", &e), shown),
+                        },
                         ToolKind::SetVariable => {
                             for (k, v) in args.as_object().into_iter().flatten() {
                                 let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
@@ -284,7 +327,7 @@ impl LlmAgent {
         }
         if hangup {
             // The agent said its goodbye before the call: end once it is heard, without another reply.
-            self.hangup_when_quiet = true;
+            self.hangup_when_quiet = Some("the agent ended the call".into());
             return;
         }
         self.after_tools();
@@ -294,6 +337,15 @@ impl LlmAgent {
         let duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(tool = %call.name, outcome = o.outcome, duration_ms, "tool result");
         self.conv.add_tool_result(&call.id, &o.content);
+        // A failure the operator wrote words for: the caller hears them at once, not the model's
+        // guess. (Invalid arguments are the model's own mistake: it gets to try again.)
+        if !matches!(o.outcome, "ok" | "invalid_arguments") {
+            if let Some(f) = self.tools.set.get(&call.name).and_then(|t| t.config.fallback.clone()) {
+                self.say(&f);
+                self.conv.add_assistant(&f, vec![]);
+                self.fallback_said = true;
+            }
+        }
         self.tool_records.push_back(ToolRecord {
             response,
             call_id: call.id.clone(),
@@ -307,7 +359,10 @@ impl LlmAgent {
 
     /// All of a round's results are in: let the model go on, unless it has gone round too often.
     fn after_tools(&mut self) {
-        if !self.running.is_empty() || self.hangup_when_quiet {
+        if self.tools_busy() || self.hangup_when_quiet.is_some() {
+            return;
+        }
+        if std::mem::take(&mut self.fallback_said) {
             return;
         }
         if self.tool_rounds > MAX_TOOL_ROUNDS {
@@ -334,6 +389,18 @@ impl LlmAgent {
             }
         }
         if done {
+            self.after_tools();
+        }
+    }
+}
+
+impl LlmAgent {
+    /// The transfer did not happen: the caller is still here. The model hears why; the caller
+    /// hears the tool's `fallback` (or the model's next words).
+    fn transfer_failed(&mut self, outcome: &'static str, why: &str) {
+        if let Some(t) = self.transfer.take() {
+            tracing::warn!(target = %t.target, why, "transfer failed");
+            self.finish_tool(t.response, &t.call, t.arguments, ToolOutcome::error(outcome, why), t.started);
             self.after_tools();
         }
     }
@@ -393,7 +460,7 @@ impl Agent for LlmAgent {
             // The caller said more before the reply came: answer everything they said.
             self.cancel_reply();
             self.pending_turn = true;
-        } else if !self.running.is_empty() {
+        } else if self.tools_busy() {
             // Tools are running: answer once their results are in (they are not lost).
             self.pending_turn = true;
         } else {
@@ -409,7 +476,7 @@ impl Agent for LlmAgent {
             }
         }
         self.poll_tools();
-        if (self.pending_turn || self.continue_after_tools) && self.reply.is_none() && self.running.is_empty() {
+        if (self.pending_turn || self.continue_after_tools) && self.reply.is_none() && !self.tools_busy() {
             self.pending_turn = false;
             self.continue_after_tools = false;
             self.start_reply();
@@ -444,11 +511,45 @@ impl Agent for LlmAgent {
                 None => return None,
             }
         }
-        if self.hangup_when_quiet && playout.queued_samples == 0 {
-            self.hangup_when_quiet = false;
-            return Some(AgentOutput::Hangup("the language model failed".into()));
+        if let Some(t) = &mut self.transfer {
+            match t.sent {
+                // Everything said before the transfer has been heard: REFER now.
+                None if self.reply.is_none() && playout.queued_samples == 0 => {
+                    t.sent = Some(Instant::now());
+                    return Some(AgentOutput::Transfer(t.target.clone()));
+                }
+                Some(at) if at.elapsed() > t.timeout => {
+                    let timeout_ms = t.timeout.as_millis();
+                    self.transfer_failed("timeout", &format!("the transfer did not complete within {timeout_ms} ms"));
+                }
+                _ => {}
+            }
+        }
+        if self.hangup_when_quiet.is_some() && playout.queued_samples == 0 {
+            return self.hangup_when_quiet.take().map(AgentOutput::Hangup);
         }
         None
+    }
+
+    fn finish(&mut self, _now: Instant) -> Vec<AgentOutput> {
+        self.cancel_reply();
+        let started = self.started.drain(..).map(AgentOutput::ReplyStarted);
+        let replies = self.records.drain(..).map(AgentOutput::Reply);
+        let tools = self.tool_records.drain(..).map(AgentOutput::Tool);
+        started.chain(replies).chain(tools).collect()
+    }
+
+    fn on_transfer(&mut self, progress: &TransferProgress, _now: Instant) {
+        match progress {
+            TransferProgress::Accepted | TransferProgress::Trying(_) => {}
+            TransferProgress::Succeeded => {
+                if let Some(t) = self.transfer.take() {
+                    let o = ToolOutcome::ok(serde_json::json!({"ok": true, "transferred_to": t.target}));
+                    self.finish_tool(t.response, &t.call, t.arguments, o, t.started);
+                }
+            }
+            TransferProgress::Failed { code, reason } => self.transfer_failed("error", &format!("the transfer failed: {code} {reason}")),
+        }
     }
 }
 

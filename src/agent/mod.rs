@@ -45,6 +45,8 @@ pub enum AgentOutput {
     Tool(ToolRecord),
     /// Send these DTMF keys to the far end (RFC 4733).
     SendDtmf(String),
+    /// Transfer the caller to this SIP URI (REFER); the outcome comes back through `on_transfer`.
+    Transfer(String),
 }
 
 /// One tool call, as it ended.
@@ -98,6 +100,13 @@ pub trait Agent: Send {
     /// The caller interrupted: the queued audio is gone; `played_samples` (16 kHz, counted from the
     /// start of the call's agent audio) had been heard. Stop the reply and keep what was heard.
     fn on_interrupt(&mut self, _played_samples: u64, _now: Instant) {}
+    /// How a transfer the agent asked for is going.
+    fn on_transfer(&mut self, _progress: &crate::sip::endpoint::TransferProgress, _now: Instant) {}
+    /// The call is over: what the record still lacks (`ReplyStarted`, `Reply`, `Tool`), such as a
+    /// reply the hang-up cut off or a tool (a transfer) that ended with the call.
+    fn finish(&mut self, _now: Instant) -> Vec<AgentOutput> {
+        Vec::new()
+    }
 }
 
 /// Everything an agent needs from the config, with its files already loaded.

@@ -61,11 +61,19 @@ pub fn check_config(t: &ToolConfig) -> Result<(), (&'static str, String)> {
         ToolKind::SendDtmf if t.parameters.pointer("/properties/digits/type").and_then(Value::as_str) != Some("string") && has_properties(&t.parameters) => {
             return Err(("parameters", "send_dtmf takes a `digits` string (leave `parameters` out for the standard one)".into()));
         }
-        ToolKind::Hangup | ToolKind::SetVariable | ToolKind::SendDtmf => {
+        ToolKind::Hangup | ToolKind::SetVariable | ToolKind::SendDtmf | ToolKind::Transfer => {
             if t.url.is_some() || t.method.is_some() || !t.headers.is_empty() {
                 return Err(("url", "only http tools take url, method and headers".into()));
             }
         }
+    }
+    match (t.kind, t.target.as_deref()) {
+        (ToolKind::Transfer, None) => return Err(("target", "a transfer tool needs `target` (a sip: URI)".into())),
+        (ToolKind::Transfer, Some(u)) if !(u.starts_with("sip:") || u.starts_with("sips:")) => {
+            return Err(("target", format!("`{u}` is not a sip: or sips: URI")));
+        }
+        (ToolKind::Transfer, Some(_)) | (_, None) => {}
+        (_, Some(_)) => return Err(("target", "only transfer tools take `target`".into())),
     }
     Ok(())
 }
@@ -94,7 +102,7 @@ fn resolve_secret(v: &str) -> Result<String, String> {
     let mut rest = v;
     while let Some(i) = rest.find("${") {
         out.push_str(&rest[..i]);
-        let end = rest[i..].find('}').ok_or_else(|| format!("`${{` without `}}` in a header value"))? + i;
+        let end = rest[i..].find('}').ok_or_else(|| "`${` without `}` in a header value".to_string())? + i;
         let inner = &rest[i + 2..end];
         let value = match inner.split_once(':') {
             Some(("env", name)) => std::env::var(name).map_err(|_| format!("the environment variable {name} is not set"))?,
@@ -127,6 +135,10 @@ impl ToolSet {
 
     pub fn is_empty(&self) -> bool {
         self.tools.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tool> {
+        self.tools.iter().find(|t| t.config.name == name)
     }
 
     /// The tools offered now: those whose `when` holds for the call's variables.
@@ -265,7 +277,7 @@ pub fn start_http(tool: &Tool, args: Value, vars: &BTreeMap<String, String>, cli
     let with_body = !matches!(method, reqwest::Method::GET | reqwest::Method::DELETE);
     let body = json!({ "tool": c.name, "arguments": args, "call": vars });
     let headers = tool.headers.clone();
-    let timeout = Duration::from_millis(c.timeout_ms.get());
+    let timeout = c.timeout();
     let attempts = 1 + c.retries.get() as usize;
     let max = c.max_response_bytes.get() as usize;
     let client = client.clone();
@@ -418,6 +430,19 @@ parameters:\n  type: object\n  properties:\n    order_number: {type: string}\n  
         let mut bad = tool("name: press\ndescription: Press keys\ntype: send_dtmf\n");
         bad.parameters = json!({"type": "object", "properties": {"keys": {"type": "string"}}});
         assert_eq!(check_config(&bad).unwrap_err().0, "parameters");
+        // transfer: a sip: target, and only there; it waits 30 s for the target unless told otherwise.
+        let tr = tool("name: human\ndescription: Put through\ntype: transfer\ntarget: \"sip:desk@pbx.example\"\n");
+        assert!(check_config(&tr).is_ok());
+        assert_eq!(tr.timeout(), Duration::from_secs(30));
+        assert_eq!(tool(ORDER).timeout(), Duration::from_secs(5));
+        let mut t = tr.clone();
+        t.target = None;
+        assert_eq!(check_config(&t).unwrap_err().0, "target");
+        t.target = Some("https://pbx.example/desk".into());
+        assert_eq!(check_config(&t).unwrap_err().0, "target");
+        let mut t = tool(ORDER);
+        t.target = Some("sip:desk@pbx.example".into());
+        assert_eq!(check_config(&t).unwrap_err().0, "target");
         assert_eq!(dtmf_digits(&json!({"digits": "1, 2, 3#"})).unwrap(), "123#");
         assert!(dtmf_digits(&json!({"digits": "12x"})).is_err());
         assert!(dtmf_digits(&json!({})).is_err());

@@ -123,6 +123,8 @@ pub enum MediaEvent {
     TurnCommitted(TurnCommit),
     /// End the call with BYE for this reason (agent decision, RTP timeout).
     Hangup(String),
+    /// Transfer the caller to this SIP URI (REFER), as the agent decided.
+    Transfer(String),
     /// The agent's language model began reply number N.
     ReplyStarted(u64),
     /// The agent's language model finished (or failed, or dropped) a reply.
@@ -446,6 +448,30 @@ impl CallMedia {
         }
     }
 
+    /// The call is over: the agent's last records (a reply the hang-up cut off, the transfer that
+    /// ended the call) become events, so the call record has them.
+    pub fn finish_agent(&mut self, now: Instant) {
+        if !self.agent_started {
+            return;
+        }
+        for o in self.agent.finish(now) {
+            match o {
+                AgentOutput::ReplyStarted(n) => self.events.push_back(MediaEvent::ReplyStarted(n)),
+                AgentOutput::Reply(r) => self.events.push_back(MediaEvent::Reply(r)),
+                AgentOutput::Tool(t) => self.events.push_back(MediaEvent::Tool(t)),
+                _ => {}
+            }
+        }
+    }
+
+    /// How the agent's transfer is going (from the SIP side).
+    pub fn transfer_progress(&mut self, p: crate::sip::endpoint::TransferProgress, now: Instant) {
+        tracing::info!(progress = ?p, "transfer");
+        if self.agent_started {
+            self.agent.on_transfer(&p, now);
+        }
+    }
+
     fn dtmf(&mut self, ev: DtmfEvent, now: Instant) {
         tracing::info!(digit = %ev.digit, duration_ms = ev.duration_ms, source = ?ev.source, "DTMF received");
         self.stats.dtmf_digits += 1;
@@ -696,6 +722,7 @@ impl CallMedia {
                     self.pacer.clear();
                 }
                 Some(AgentOutput::Hangup(r)) => self.events.push_back(MediaEvent::Hangup(r)),
+                Some(AgentOutput::Transfer(t)) => self.events.push_back(MediaEvent::Transfer(t)),
                 Some(AgentOutput::ReplyStarted(n)) => self.events.push_back(MediaEvent::ReplyStarted(n)),
                 Some(AgentOutput::Reply(r)) => self.events.push_back(MediaEvent::Reply(r)),
                 Some(AgentOutput::Tool(t)) => self.events.push_back(MediaEvent::Tool(t)),

@@ -18,15 +18,25 @@ pub enum CallCtrl {
     Update(MediaParams),
     /// An in-dialog INFO body (DTMF relay).
     Info { content_type: String, body: Vec<u8> },
+    /// How the transfer the agent asked for is going.
+    Transfer(crate::sip::endpoint::TransferProgress),
     /// The call ended (the calls metric's status label): stop at once.
     Stop { reason: String },
 }
 
-/// Why a call task asks the SIP side to hang up.
+/// What a call task asks of the SIP side.
 #[derive(Debug)]
-pub struct HangupRequest {
+pub struct SipRequest {
     pub key: crate::sip::endpoint::CallKey,
-    pub reason: String,
+    pub action: SipAction,
+}
+
+#[derive(Debug)]
+pub enum SipAction {
+    /// End the call (BYE), for this reason.
+    Hangup(String),
+    /// Transfer the caller to this SIP URI (REFER).
+    Transfer(String),
 }
 
 pub struct CallTaskParams {
@@ -36,7 +46,7 @@ pub struct CallTaskParams {
     pub rtcp: UdpSocket,
     pub media: CallMedia,
     pub metrics: Arc<Metrics>,
-    pub hangup: mpsc::UnboundedSender<HangupRequest>,
+    pub sip: mpsc::UnboundedSender<SipRequest>,
     pub max_duration: Option<Duration>,
     /// Builds the call record, written when the call ends (`calls.record_dir`).
     pub record: Option<super::record::Recorder>,
@@ -62,7 +72,7 @@ async fn send(rtp: &UdpSocket, rtcp: &UdpSocket, o: Outgoing) {
 }
 
 async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
-    let CallTaskParams { key, rtp, rtcp, mut media, metrics, hangup, max_duration, mut record, on_exit, .. } = p;
+    let CallTaskParams { key, rtp, rtcp, mut media, metrics, sip, max_duration, mut record, on_exit, .. } = p;
     let mut end_reason = "task_stopped".to_string();
     let mut buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 2048];
@@ -86,6 +96,7 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
                 Some(CallCtrl::Confirmed) => media.start_agent(std::time::Instant::now()),
                 Some(CallCtrl::Update(params)) => media.update(params, std::time::Instant::now()),
                 Some(CallCtrl::Info { content_type, body }) => media.handle_info(&content_type, &body, std::time::Instant::now()),
+                Some(CallCtrl::Transfer(p)) => media.transfer_progress(p, std::time::Instant::now()),
                 Some(CallCtrl::Stop { reason }) => {
                     end_reason = reason;
                     break;
@@ -112,11 +123,13 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
             }
             _ = tokio::time::sleep_until(end_at) => {
                 end_at = far;
-                let _ = hangup.send(HangupRequest { key, reason: "maximum call duration reached".into() });
+                let _ = sip.send(SipRequest { key, action: SipAction::Hangup("maximum call duration reached".into()) });
             }
         }
-        handle_events(&mut media, &metrics, &hangup, key, &mut record);
+        handle_events(&mut media, &metrics, &sip, key, &mut record);
     }
+    media.finish_agent(std::time::Instant::now());
+    handle_events(&mut media, &metrics, &sip, key, &mut record);
     // Transcripts of the last turn (the caller often hangs up right after speaking) still
     // belong in the record: wait for them, within bounds.
     if media.finish_transcription() {
@@ -124,7 +137,7 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
         while media.transcription_pending() && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(20)).await;
             media.poll_transcription(std::time::Instant::now());
-            handle_events(&mut media, &metrics, &hangup, key, &mut record);
+            handle_events(&mut media, &metrics, &sip, key, &mut record);
         }
     }
     if let Some(bye) = media.goodbye(std::time::Instant::now()) {
@@ -165,7 +178,7 @@ const TRANSCRIPT_GRACE: Duration = Duration::from_secs(10);
 fn handle_events(
     media: &mut CallMedia,
     metrics: &Metrics,
-    hangup: &mpsc::UnboundedSender<HangupRequest>,
+    sip: &mpsc::UnboundedSender<SipRequest>,
     key: crate::sip::endpoint::CallKey,
     record: &mut Option<super::record::Recorder>,
 ) {
@@ -197,7 +210,11 @@ fn handle_events(
                 }
             }
             MediaEvent::Hangup(reason) => {
-                let _ = hangup.send(HangupRequest { key, reason });
+                let _ = sip.send(SipRequest { key, action: SipAction::Hangup(reason) });
+            }
+            MediaEvent::Transfer(target) => {
+                tracing::info!(%target, "agent transfers the call");
+                let _ = sip.send(SipRequest { key, action: SipAction::Transfer(target) });
             }
             MediaEvent::BargeIn(b) => {
                 metrics.barge_in(&b);

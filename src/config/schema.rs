@@ -455,14 +455,25 @@ pub struct ToolConfig {
     /// http: request headers; `${env:NAME}` and `${file:PATH}` are replaced at start-up (never logged).
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
-    #[serde(default = "default_tool_timeout")]
-    pub timeout_ms: U64Range<1, 600_000>,
+    /// http: per attempt (default 5 s); transfer: from the REFER to the target's answer (default 30 s).
+    #[serde(default)]
+    pub timeout_ms: Option<U64Range<1, 600_000>>,
     /// http: attempts after the first on a connection error, a timeout or a 5xx.
     #[serde(default)]
     pub retries: U64Range<0, 5>,
     /// http: the response body given to the model is cut at this many bytes.
     #[serde(default = "default_tool_max_response")]
     pub max_response_bytes: U64Range<16, 1_000_000>,
+    /// transfer: the SIP URI the caller is sent to (REFER); `{name}` is filled in like `url`.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Spoken as the tool starts, while the caller waits ("Let me check that for you").
+    #[serde(default)]
+    pub filler: Option<String>,
+    /// Spoken when the tool fails or times out (a transfer the peer refuses included); the model is
+    /// told the error and says nothing more for that turn. Without it the model speaks about the error.
+    #[serde(default)]
+    pub fallback: Option<String>,
     /// Argument names whose values never reach the record or the log.
     #[serde(default)]
     pub secret_arguments: Vec<String>,
@@ -483,13 +494,21 @@ pub enum ToolKind {
     SetVariable,
     /// Send the `digits` argument to the far end as RFC 4733 events (navigating another IVR).
     SendDtmf,
+    /// Blind transfer of the caller to `target` (SIP REFER) once the agent has finished speaking;
+    /// the call ends when the target answers, and goes on (with `fallback`) when it cannot.
+    Transfer,
+}
+
+impl ToolConfig {
+    /// How long the tool may take (see `timeout_ms`).
+    pub fn timeout(&self) -> std::time::Duration {
+        let default = if self.kind == ToolKind::Transfer { 30_000 } else { 5000 };
+        std::time::Duration::from_millis(self.timeout_ms.map_or(default, |t| t.get()))
+    }
 }
 
 fn default_tool_parameters() -> serde_json::Value {
     serde_json::json!({"type": "object", "properties": {}})
-}
-fn default_tool_timeout() -> U64Range<1, 600_000> {
-    U64Range(5000)
 }
 fn default_tool_max_response() -> U64Range<16, 1_000_000> {
     U64Range(4000)

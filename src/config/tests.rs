@@ -170,7 +170,7 @@ fn tools_are_checked_with_the_file_line_and_key() {
     let base = "models:\n  vad:\n    path: v.onnx\n  tts:\n    path: p.onnx\n  asr:\n    t:\n      path: w\n  llm:\n    m:\n      type: onnx\n      path: q\nroutes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {}\n    llm:\n      instructions: hi\n      tools:\n";
     let tool = "        - name: check_order\n          description: Look up an order\n          type: http\n          url: http://127.0.0.1:9/orders/{n}\n";
     let ok = parse(Path::new(P), &format!("{base}{tool}")).unwrap();
-    assert_eq!(ok.agents["a"].llm.as_ref().unwrap().tools[0].timeout_ms.get(), 5000);
+    assert_eq!(ok.agents["a"].llm.as_ref().unwrap().tools[0].timeout(), std::time::Duration::from_millis(5000));
     let e = err(&format!("{base}{tool}          method: FETCH\n"));
     assert_eq!(e.key, "agents.a.llm.tools.0.method", "{e}");
     assert_eq!(e.line, Some(29), "{e}");

@@ -5,7 +5,7 @@ mod transport;
 
 use crate::agent::AgentSpec;
 use crate::call::media::{CallMedia, MediaParams, MediaSettings, RtpIdentity};
-use crate::call::task::{self, CallCtrl, HangupRequest};
+use crate::call::task::{self, CallCtrl, SipAction, SipRequest};
 use crate::config::{LoadedConfig, PortRange, TransportKind};
 use crate::http::HttpState;
 use crate::media::jitter::JitterConfig;
@@ -128,7 +128,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
 
     let mut endpoint = Endpoint::new(EndpointConfig::from_config(cfg), rand::random());
     let ports = Arc::new(Mutex::new(PortPool::new(rtp.low, rtp.high)));
-    let (hang_tx, mut hang_rx) = mpsc::unbounded_channel::<HangupRequest>();
+    let (sip_tx, mut sip_rx) = mpsc::unbounded_channel::<SipRequest>();
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
     let mut calls: HashMap<CallKey, ActiveCall> = HashMap::new();
     let media_settings = media_settings(cfg);
@@ -149,7 +149,10 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                 let Some(m) = m else { break };
                 endpoint.handle_message(&m.data, m.source, std::time::Instant::now());
             }
-            Some(h) = hang_rx.recv() => endpoint.hangup(h.key, &h.reason, std::time::Instant::now()),
+            Some(r) = sip_rx.recv() => match r.action {
+                SipAction::Hangup(reason) => endpoint.hangup(r.key, &reason, std::time::Instant::now()),
+                SipAction::Transfer(target) => endpoint.transfer(r.key, &target, std::time::Instant::now()),
+            },
             Some(c) = ctl_rx.recv() => match c {
                 Control::Answer(key) => {
                     if let Some(port) = calls.get(&key).map(|c| c.port) {
@@ -186,7 +189,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
             match ev {
                 Event::Incoming(ic) => {
                     let now = std::time::Instant::now();
-                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, &models, cfg, record_dir.as_deref(), &metrics, &hang_tx) {
+                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, &models, cfg, record_dir.as_deref(), &metrics, &sip_tx) {
                         Ok(active) => {
                             let answer_after = agents.get(&ic.agent).map(|a| a.config.answer_after_ms.get()).unwrap_or(0);
                             let port = active.port;
@@ -225,6 +228,11 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                 Event::Info { key, content_type, body } => {
                     if let Some(c) = calls.get(&key).and_then(|c| c.ctrl.as_ref()) {
                         let _ = c.send(CallCtrl::Info { content_type, body });
+                    }
+                }
+                Event::Transfer { key, progress } => {
+                    if let Some(c) = calls.get(&key).and_then(|c| c.ctrl.as_ref()) {
+                        let _ = c.send(CallCtrl::Transfer(progress));
                     }
                 }
                 Event::Ended { key, reason, .. } => {
@@ -307,7 +315,7 @@ fn start_call(
     cfg: &crate::config::Config,
     record_dir: Option<&std::path::Path>,
     metrics: &Arc<Metrics>,
-    hangup: &mpsc::UnboundedSender<HangupRequest>,
+    sip: &mpsc::UnboundedSender<SipRequest>,
 ) -> anyhow::Result<ActiveCall> {
     let default_max_s = cfg.calls.max_duration_s;
     let spec = agents.get(&ic.agent).ok_or_else(|| anyhow!("route names unknown agent {}", ic.agent))?;
@@ -361,7 +369,7 @@ fn start_call(
         rtcp,
         media,
         metrics: metrics.clone(),
-        hangup: hangup.clone(),
+        sip: sip.clone(),
         max_duration: (max_s > 0).then(|| Duration::from_secs(max_s)),
         record,
         on_exit: Box::new(move || {

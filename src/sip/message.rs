@@ -292,7 +292,7 @@ pub enum StartLine {
 /// SP/HT (RFC 4475 "lwsstart"/"trws" allow either rejecting or accepting
 /// that) and an empty reason ("noreason").
 /// The version token is compared case-insensitively, but must be 2.0.
-fn parse_start_line(line: &str) -> Option<StartLine> {
+pub(crate) fn parse_start_line(line: &str) -> Option<StartLine> {
     if line.len() >= 4 && line.as_bytes().get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/")) {
         let (version, rest) = line.split_once(is_lws)?;
         if !version.eq_ignore_ascii_case("SIP/2.0") {

@@ -5,7 +5,7 @@ use crate::sip::message::{Headers, Method, SipMessage, SipUri, StartLine, Via};
 use std::net::SocketAddr;
 
 /// The methods we implement; a request for any other gets 405 with this list.
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, NOTIFY";
 pub const ACCEPT: &str = "application/sdp";
 
 pub fn reason_phrase(code: u16) -> &'static str {

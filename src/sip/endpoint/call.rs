@@ -64,6 +64,16 @@ pub struct Call {
     pub origin: Origin,
     pub local_rtp_port: Option<u16>,
     pub retx: Option<Retx>,
+    /// The transfer we asked for (REFER sent), until it succeeds or fails.
+    pub refer: Option<Refer>,
+}
+
+/// A REFER we sent and the implicit subscription it created (RFC 3515 §2.4.4).
+#[derive(Debug)]
+pub struct Refer {
+    /// The REFER's client transaction (its branch), until its final response.
+    pub branch: Option<String>,
+    pub target: String,
 }
 
 impl Call {

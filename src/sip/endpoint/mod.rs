@@ -4,10 +4,12 @@
 //! Drive it with `handle_message(bytes, source, now)` and `handle_timeout(now)`;
 //! take what it wants sent from `poll_transmit()` and what happened from
 //! `poll_event()`; answer calls with `ring`/`answer`/`reject` and end them with
-//! `hangup`. `poll_timeout()` says when it next needs `handle_timeout`.
+//! `hangup`, or hand them on with `transfer` (REFER). `poll_timeout()` says when it next needs
+//! `handle_timeout`.
 
 mod build;
 mod call;
+mod transfer;
 mod txn;
 mod types;
 
@@ -312,6 +314,13 @@ impl Endpoint {
         }
         if let Some(tx) = self.client_txs.remove(&branch) {
             debug!(call_id = %tx.call_id, code, method = tx.method.as_str(), "final response to our request");
+            if let (Method::Refer, Some(key)) = (&tx.method, tx.call) {
+                let reason = match &resp.start {
+                    StartLine::Response { reason, .. } => reason.clone(),
+                    _ => String::new(),
+                };
+                self.refer_answered(key, code, &reason);
+            }
         }
     }
 
@@ -393,6 +402,7 @@ impl Endpoint {
             origin: Origin { session_id: self.rng.random_range(1..1u64 << 48), version: 1 },
             local_rtp_port: None,
             retx: None,
+            refer: None,
         };
         info!(%call_id, key = %call_key, from = %from.uri, %called, %agent, codec = ?negotiated.codec, "incoming call");
         self.server_txs.insert(key, ServerTx::new_invite(Some(call_key)));
@@ -593,6 +603,7 @@ impl Endpoint {
                 self.end_call(ck, EndReason::RemoteBye);
             }
             Method::Invite | Method::Update => self.handle_reoffer(ctx, key, ck, now),
+            Method::Notify => self.handle_notify(ctx, key, ck, now),
             Method::Info | Method::Options => {
                 self.respond_tx(key, &ctx, 200, None, now, |m| {
                     m.headers.push("Allow", ALLOW);
@@ -660,13 +671,22 @@ impl Endpoint {
     }
 
     fn send_bye(&mut self, key: CallKey, reason: &str, now: Instant) {
+        if let Some(c) = self.calls.get(&key) {
+            info!(call_id = %c.call_id, key = %key, reason, "sending BYE");
+        }
+        let reason = format!("SIP;cause=200;text=\"{}\"", reason.replace('"', "'"));
+        self.send_in_dialog(key, Method::Bye, now, |m| m.headers.push("Reason", reason));
+    }
+
+    /// Send a request inside the call's dialog (BYE, REFER) as a client transaction; its branch.
+    fn send_in_dialog(&mut self, key: CallKey, method: Method, now: Instant, edit: impl FnOnce(&mut SipMessage)) -> Option<String> {
         let branch = self.new_branch();
-        let Some(c) = self.calls.get_mut(&key) else { return };
+        let c = self.calls.get_mut(&key)?;
         c.local_cseq += 1;
         let routing = build::route_request(&c.remote_target, &c.route_set);
         let transport = c.source.transport;
         let mut m = build::dialog_request(
-            Method::Bye,
+            method.clone(),
             &routing,
             &c.local_host,
             c.source.local.port(),
@@ -678,7 +698,7 @@ impl Endpoint {
             c.local_cseq,
             &self.cfg.user_agent,
         );
-        m.headers.push("Reason", format!("SIP;cause=200;text=\"{}\"", reason.replace('"', "'")));
+        edit(&mut m);
         // Next hop: the first route; else back the way the INVITE came when the
         // caller uses symmetric signalling (rport) or TCP, else its Contact.
         let (target, transport, conn) = match &routing.next_hop {
@@ -695,21 +715,22 @@ impl Endpoint {
                 None => (Target::Addr(c.source.addr), transport, c.source.conn),
             },
         };
-        info!(call_id = %c.call_id, key = %key, reason, "sending BYE");
         let call_id = c.call_id.clone();
         let request = Transmit { transport, target, conn, data: m.to_bytes() };
         self.transmits.push_back(request.clone());
         self.client_txs.insert(
-            branch,
+            branch.clone(),
             ClientTx {
                 call_id,
-                method: Method::Bye,
+                call: Some(key),
+                method,
                 request,
                 retransmit_at: (!transport.is_reliable()).then_some(now + self.cfg.t1),
                 interval: self.cfg.t1,
                 timeout_at: now + self.cfg.t1 * 64,
             },
         );
+        Some(branch)
     }
 
     /// The call is over: tell the driver (once) and forget its dialog.
@@ -762,10 +783,14 @@ impl Endpoint {
         }
         // Client transactions (our BYE).
         let mut done = Vec::new();
+        let mut unanswered_refers = Vec::new();
         for (b, tx) in self.client_txs.iter_mut() {
             if tx.timeout_at <= now {
                 warn!(call_id = %tx.call_id, "no answer to our {} (Timer F)", tx.method.as_str());
                 done.push(b.clone());
+                if let (Method::Refer, Some(key)) = (&tx.method, tx.call) {
+                    unanswered_refers.push(key);
+                }
                 continue;
             }
             if tx.retransmit_at.is_some_and(|at| at <= now) {
@@ -776,6 +801,9 @@ impl Endpoint {
         }
         for b in done {
             self.client_txs.remove(&b);
+        }
+        for key in unanswered_refers {
+            self.refer_answered(key, 408, "no answer to REFER");
         }
         // 2xx retransmission until ACK; BYE after 64*T1 without one.
         let mut ack_timeouts = Vec::new();

@@ -388,3 +388,107 @@ fn info_in_dialog_is_answered_and_passed_on() {
         e => panic!("{e:?}"),
     }
 }
+
+/// A confirmed call and the REFER it sent to `target`.
+fn referred_call(t: &mut T, target: &str) -> (CallKey, SipMessage, SipMessage) {
+    let (key, ok) = t.answered_call(Transport::Udp);
+    t.feed(&ack_for(&ok), Transport::Udp);
+    t.events();
+    t.ep.transfer(key, target, t.now);
+    let mut sent = t.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let refer = sent.pop().unwrap().1;
+    (key, ok, refer)
+}
+
+/// Our response to the peer's request `m` (a REFER or BYE we sent), in the peer's words.
+fn answer_to(m: &SipMessage, code: u16, reason: &str) -> String {
+    let h = |n: &str| m.headers.get(n).unwrap().to_string();
+    format!(
+        "SIP/2.0 {code} {reason}\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        h("Via"),
+        h("From"),
+        h("To"),
+        h("Call-ID"),
+        h("CSeq")
+    )
+}
+
+/// The peer's NOTIFY for the refer subscription, carrying `frag` as message/sipfrag.
+fn notify(ok: &SipMessage, cseq: u32, state: &str, frag: &str) -> String {
+    ack_for(ok)
+        .replace("ACK sip", "NOTIFY sip")
+        .replace("1 ACK", &format!("{cseq} NOTIFY"))
+        .replace("z9hG4bKack1", &format!("z9hG4bKntf{cseq}"))
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!("Event: refer\r\nSubscription-State: {state}\r\nContent-Type: message/sipfrag;version=2.0\r\nContent-Length: {}\r\n\r\n{frag}", frag.len()),
+        )
+}
+
+#[test]
+fn transfer_sends_refer_then_bye_once_the_target_answers() {
+    let mut t = T::new();
+    let (key, ok, refer) = referred_call(&mut t, "sip:agent@10.0.0.9:5070");
+    assert_eq!(refer.method(), Some(&Method::Refer));
+    assert_eq!(refer.headers.get("Refer-To"), Some("<sip:agent@10.0.0.9:5070>"));
+    assert!(refer.headers.get("Referred-By").is_some() && refer.headers.get("Contact").is_some(), "{refer:?}");
+    // In the dialog: our tag in From, the caller's in To, our CSeq, routed by the Record-Route.
+    assert_eq!(refer.call_id(), ok.call_id());
+    assert!(refer.headers.get("To").unwrap().contains("tag=a1"));
+    assert_eq!(refer.headers.get("Route"), Some("<sip:proxy.example;lr>"));
+    t.feed(&answer_to(&refer, 202, "Accepted"), Transport::Udp);
+    assert_eq!(t.events(), vec![Event::Transfer { key, progress: TransferProgress::Accepted }]);
+    t.feed(&notify(&ok, 2, "active;expires=60", "SIP/2.0 100 Trying\r\n"), Transport::Udp);
+    assert_eq!(t.codes(), vec![200]);
+    assert_eq!(t.events(), vec![Event::Transfer { key, progress: TransferProgress::Trying(100) }]);
+    t.feed(&notify(&ok, 3, "terminated;reason=noresource", "SIP/2.0 200 OK\r\n"), Transport::Udp);
+    let sent = t.sent();
+    let methods: Vec<String> = sent.iter().map(|(_, m)| m.method().map(|m| m.as_str().to_string()).unwrap_or_else(|| "response".into())).collect();
+    assert_eq!(methods, ["response", "BYE"], "200 for the NOTIFY, then our BYE");
+    assert_eq!(
+        t.events(),
+        vec![Event::Transfer { key, progress: TransferProgress::Succeeded }, Event::Ended { key, call_id: ok.call_id().unwrap().to_string(), reason: EndReason::Transferred }]
+    );
+    assert_eq!(EndReason::Transferred.status_label(), "transferred");
+}
+
+#[test]
+fn a_refused_refer_or_a_failed_target_leaves_the_call_up() {
+    // The peer does not do REFER (405): the call goes on.
+    let mut t = T::new();
+    let (key, ok, refer) = referred_call(&mut t, "sip:agent@10.0.0.9");
+    t.feed(&answer_to(&refer, 405, "Method Not Allowed"), Transport::Udp);
+    assert_eq!(t.events(), vec![Event::Transfer { key, progress: TransferProgress::Failed { code: 405, reason: "Method Not Allowed".into() } }]);
+    assert_eq!(t.ep.active_calls(), 1);
+    // A NOTIFY for a subscription that no longer exists.
+    t.feed(&notify(&ok, 2, "terminated", "SIP/2.0 200 OK\r\n"), Transport::Udp);
+    assert_eq!(t.codes(), vec![481]);
+    assert!(t.events().is_empty());
+    // A second try: accepted, but the target is busy.
+    t.ep.transfer(key, "sip:agent@10.0.0.9", t.now);
+    let refer = t.sent().pop().unwrap().1;
+    t.feed(&answer_to(&refer, 202, "Accepted"), Transport::Udp);
+    t.events();
+    t.feed(&notify(&ok, 3, "terminated;reason=noresource", "SIP/2.0 486 Busy Here\r\n"), Transport::Udp);
+    assert_eq!(t.codes(), vec![200]);
+    assert_eq!(t.events(), vec![Event::Transfer { key, progress: TransferProgress::Failed { code: 486, reason: "Busy Here".into() } }]);
+    assert_eq!(t.ep.active_calls(), 1, "the caller is still with us");
+    // While a transfer runs, a second one is refused at once.
+    t.ep.transfer(key, "sip:agent@10.0.0.9", t.now);
+    t.sent();
+    t.ep.transfer(key, "sip:other@10.0.0.9", t.now);
+    assert!(t.sent().is_empty());
+    assert!(matches!(t.events().as_slice(), [Event::Transfer { progress: TransferProgress::Failed { code: 491, .. }, .. }]));
+}
+
+#[test]
+fn an_unanswered_refer_fails_after_timer_f() {
+    let mut t = T::new();
+    let (key, _ok, _refer) = referred_call(&mut t, "sip:agent@10.0.0.9");
+    t.advance(500);
+    assert_eq!(t.sent().len(), 1, "retransmitted after T1");
+    t.advance(32_000);
+    assert_eq!(t.events(), vec![Event::Transfer { key, progress: TransferProgress::Failed { code: 408, reason: "no answer to REFER".into() } }]);
+    assert_eq!(t.ep.active_calls(), 1);
+}

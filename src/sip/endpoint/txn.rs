@@ -2,7 +2,7 @@
 //!
 //! Server transactions absorb retransmitted requests by re-sending the last
 //! response; INVITE error responses are retransmitted until ACK (Timer G/H);
-//! the BYE client transaction retransmits until a final response (Timer E/F).
+//! our BYE and REFER client transactions retransmit until a final response (Timer E/F).
 
 use super::types::{CallKey, Transmit};
 use crate::sip::message::Method;
@@ -55,10 +55,12 @@ impl ServerTx {
     }
 }
 
-/// A request we sent (BYE), retransmitted until a final response or Timer F.
+/// A request we sent (BYE, REFER), retransmitted until a final response or Timer F.
 #[derive(Debug)]
 pub struct ClientTx {
     pub call_id: String,
+    /// The call it belongs to, while the call lives.
+    pub call: Option<CallKey>,
     pub method: Method,
     pub request: Transmit,
     pub retransmit_at: Option<Instant>,

@@ -90,6 +90,8 @@ pub enum EndReason {
     LocalHangup(String),
     /// We refused the call with this final status code.
     Rejected(u16),
+    /// We transferred the caller (REFER, the target answered) and hung up.
+    Transferred,
 }
 
 impl EndReason {
@@ -100,6 +102,7 @@ impl EndReason {
             EndReason::AckTimeout => "ack_timeout",
             EndReason::LocalHangup(_) => "completed_local_bye",
             EndReason::Rejected(_) => "rejected",
+            EndReason::Transferred => "transferred",
         }
     }
 }
@@ -116,4 +119,20 @@ pub enum Event {
     Ended { key: CallKey, call_id: String, reason: EndReason },
     /// An in-dialog INFO with a body (DTMF relay and the like), already answered 200.
     Info { key: CallKey, content_type: String, body: Vec<u8> },
+    /// How a transfer asked for with `Endpoint::transfer` is going.
+    Transfer { key: CallKey, progress: TransferProgress },
+}
+
+/// A blind transfer (REFER, RFC 3515) as the peer reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferProgress {
+    /// The peer accepted the REFER (2xx): it is calling the target.
+    Accepted,
+    /// The peer's NOTIFY reports a provisional answer of the target (a sipfrag 1xx).
+    Trying(u16),
+    /// The target answered (a sipfrag 2xx). The endpoint has sent BYE; `Ended` (`Transferred`) follows.
+    Succeeded,
+    /// No transfer: the peer refused the REFER (e.g. 405, 403), the target refused or did not
+    /// answer (the sipfrag's final status), or the REFER went unanswered (408). The call goes on.
+    Failed { code: u16, reason: String },
 }

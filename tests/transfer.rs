@@ -1,0 +1,112 @@
+//! Transfer on real calls: the caller asks for a person; the embedded model decides to call the
+//! agent's `transfer` tool; the appliance says its filler line, then REFERs the caller.
+//! - baresip (which does RFC 3515 transfers) calls the target, a SIPp UAS, which answers; the
+//!   appliance hears the NOTIFY 200 and hangs up its own leg: the record says the tool succeeded
+//!   and the call ended `transferred`.
+//! - a SIPp caller that answers the REFER with 405 stays with the agent, who says the tool's
+//!   fallback line instead of leaving dead air.
+
+mod common;
+
+use std::time::Duration;
+
+const INSTRUCTIONS: &str = "You are the front desk of Sunny Bakery. When the caller asks to speak to a person, a human or staff, \
+call the transfer_to_human tool at once, without asking anything. Otherwise answer in one short sentence.";
+
+const FALLBACK: &str = "I'm sorry, I cannot put you through right now. Please call back later.";
+
+const ASK: &str = "Hello. Can I speak to a person, please?";
+
+/// One call at a time: each loads the 1.5B model next to Whisper and Piper (see tools.rs).
+fn one_call_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn config(m: &std::path::Path, target: &str) -> String {
+    format!(
+        "models:\n  runtime:\n    library: {m}/onnxruntime/libonnxruntime.so.1.32.0\n  vad:\n    path: {m}/silero_vad/silero_vad.onnx\n  tts:\n    path: {m}/piper/en_US-joe-medium.onnx\n    intra_threads: 1\n  asr:\n    tiny:\n      path: {m}/whisper_tiny_en\n  llm:\n    embedded:\n      type: onnx\n      path: {m}/qwen2_5_coder_1_5b\n      temperature: 0\n\
+         calls:\n  record_dir: {{{{run_dir}}}}/records\n\
+         routes:\n  - match: \"*\"\n    agent: desk\nagents:\n  desk:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      max_output_tokens: 40\n      tools:\n        - name: transfer_to_human\n          description: Put the caller through to a person at the bakery\n          type: transfer\n          target: \"{target}\"\n          filler: Putting you through now.\n          fallback: \"{FALLBACK}\"\n",
+        m = m.display(),
+    )
+}
+
+fn record(dir: &std::path::Path) -> serde_json::Value {
+    let rec_dir = dir.join("records");
+    let rec = common::wait_until(Duration::from_secs(15), || std::fs::read_dir(&rec_dir).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")))
+        .expect("a call record");
+    serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap()
+}
+
+#[test]
+fn the_agent_transfers_a_baresip_caller_to_a_person() {
+    let _one = one_call_at_a_time();
+    common::require_tools(&["baresip", "sipp", "sox"]);
+    let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
+    let ports = common::alloc_ports();
+    let target_ports = common::alloc_ports();
+    let dir = common::test_dir("transfer_ok");
+    // The caller's words, then silence: baresip hangs up when its source file ends.
+    common::speech::caller_pcap(&m, &dir, &[(1.0, ASK)], 40.0, 0.0, 0x7E57_0001);
+    let target_dir = dir.join("target");
+    std::fs::create_dir_all(&target_dir).unwrap();
+    let target = common::spawn_sipp(&target_dir, &common::scenario("uas_echo.xml"), None, &target_ports, &["-m", "1"]);
+    let target_uri = format!("sip:frontdesk@127.0.0.1:{}", target_ports.peer_sip);
+    let app = common::Appliance::start_in(&dir, &config(&m, &target_uri), &ports);
+
+    let phone = common::Baresip::start(&dir, &ports, &dir.join("caller8k.wav"), "PCMU");
+    phone.dial(&format!("sip:1000@{}", ports.sip_addr()));
+    assert!(phone.wait_event("CALL_ESTABLISHED", Duration::from_secs(10)).is_some(), "{}\n{}", phone.log(), app.log_tail(20));
+    // The model decides, the filler is said, then REFER; baresip calls the target, which answers.
+    assert!(app.wait_log("sending REFER", Duration::from_secs(40)), "no REFER\n{}", app.log_tail(30));
+    assert!(phone.wait_event("CALL_ESTABLISHED", Duration::from_secs(10)).is_some(), "baresip's call to the target\n{}\n{}", phone.log(), app.log_tail(20));
+    // Our leg ends once the target has answered (NOTIFY 200): BYE from the appliance.
+    assert!(phone.wait_event("CALL_CLOSED", Duration::from_secs(10)).is_some(), "the appliance's leg ended\n{}", app.log_tail(30));
+    assert!(app.wait_log("call ended", Duration::from_secs(5)));
+    // The caller is with the target now; hang that call up and the UAS completes its one call.
+    phone.hangup();
+    let run = target.wait(Duration::from_secs(15));
+    assert_eq!((run.successful, run.failed), (1, 0), "the target took the transferred call\n{}", run.report());
+
+    let r = record(&dir);
+    println!("tools: {}\nreplies: {}", serde_json::to_string_pretty(&r["tools"]).unwrap(), serde_json::to_string_pretty(&r["replies"]).unwrap());
+    let tools = r["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 1, "{tools:?}\n{}", app.log_tail(30));
+    assert_eq!((tools[0]["name"].as_str(), tools[0]["outcome"].as_str()), (Some("transfer_to_human"), Some("ok")), "{}", tools[0]);
+    assert!(tools[0]["result"].as_str().unwrap().contains(&target_uri), "{}", tools[0]);
+    assert_eq!(r["end_reason"], "transferred", "{r}");
+    assert_eq!(app.metric_value("switchboard_calls_total{status=\"transferred\"}"), Some(1.0), "{}", app.metrics());
+    assert_eq!(app.metric_value("switchboard_tool_calls_total{outcome=\"ok\",tool=\"transfer_to_human\"}"), Some(1.0));
+}
+
+#[test]
+fn a_caller_that_refuses_the_refer_hears_the_fallback() {
+    let _one = one_call_at_a_time();
+    common::require_tools(&["sipp", "tcpdump", "sox"]);
+    let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
+    let ports = common::alloc_ports();
+    let dir = common::test_dir("transfer_405");
+    common::speech::caller_pcap(&m, &dir, &[(1.0, ASK)], 20.0, 0.0, 0x7E57_0002);
+    let app = common::Appliance::start_in(&dir, &config(&m, "sip:frontdesk@127.0.0.1:5999"), &ports);
+    let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
+    let run = common::run_sipp(app.dir(), &common::scenario("uac_refuses_refer.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(90));
+    let pkts = cap.stop();
+    assert!(run.successful == 1 && run.failed == 0, "SIPp got a REFER, refused it and hung up later\n{}\n{}", run.report(), app.log_tail(30));
+
+    let r = record(&dir);
+    println!("tools: {}\nreplies: {}", serde_json::to_string_pretty(&r["tools"]).unwrap(), serde_json::to_string_pretty(&r["replies"]).unwrap());
+    let tools = r["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 1, "{tools:?}");
+    assert_eq!((tools[0]["name"].as_str(), tools[0]["outcome"].as_str()), (Some("transfer_to_human"), Some("error")), "{}", tools[0]);
+    assert!(tools[0]["result"].as_str().unwrap().contains("405"), "{}", tools[0]);
+    assert_eq!(r["end_reason"], "completed_remote_bye", "the caller stayed and hung up: {r}");
+    // What the caller heard: the filler, then the fallback, in Whisper's words.
+    let x = common::speech::agent_audio_16k(&dir, &pkts, &ports);
+    let heard: Vec<String> = common::speech::transcribe_16k(&m, &x).into_iter().map(|t| t.transcript.text).collect();
+    let heard = heard.join(" ").to_lowercase();
+    println!("the caller heard: {heard:?}");
+    assert!(heard.contains("through now"), "the filler: {heard:?}");
+    assert!(heard.contains("call back later"), "the fallback: {heard:?}\n{}", app.log_tail(30));
+    assert_eq!(app.metric_value("switchboard_tool_calls_total{outcome=\"error\",tool=\"transfer_to_human\"}"), Some(1.0), "{}", app.metrics());
+}
