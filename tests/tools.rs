@@ -68,11 +68,19 @@ const INSTRUCTIONS: &str = "You are the order line of Sunny Bakery. When the cal
 they give, and never guess an order's status. Then tell the caller what the tool said, in one short sentence. If the tool fails, say you cannot look it up right now. \
 When the caller asks you to press keys, call press_keys with those keys, then say that you pressed them.";
 
+/// For the asynchronous lookup: a question the model can answer while the tool runs.
+const HOURS: &str = " On Saturday the bakery opens at 8 am.";
+
+/// `check_order`'s extra YAML lines (`async`, `filler`), indented under the tool.
 fn config(m: &std::path::Path, url: &str, timeout_ms: u64) -> String {
+    config_with(m, url, timeout_ms, INSTRUCTIONS, "")
+}
+
+fn config_with(m: &std::path::Path, url: &str, timeout_ms: u64, instructions: &str, check_order_extra: &str) -> String {
     format!(
         "models:\n  runtime:\n    library: {m}/onnxruntime/libonnxruntime.so.1.32.0\n  vad:\n    path: {m}/silero_vad/silero_vad.onnx\n  tts:\n    path: {m}/piper/en_US-joe-medium.onnx\n    intra_threads: 1\n  asr:\n    tiny:\n      path: {m}/whisper_tiny_en\n  llm:\n    embedded:\n      type: onnx\n      path: {m}/qwen2_5_coder_1_5b\n      temperature: 0\n\
          calls:\n  record_dir: {{{{run_dir}}}}/records\n\
-         routes:\n  - match: \"*\"\n    agent: orders\nagents:\n  orders:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      max_output_tokens: 60\n      tools:\n        - name: check_order\n          description: Look up the status and delivery day of an order by its number\n          type: http\n          method: GET\n          url: \"{url}\"\n          headers:\n            Authorization: \"Bearer ${{env:SB_TEST_ORDERS_TOKEN}}\"\n          timeout_ms: {timeout_ms}\n          retries: 1\n          parameters:\n            type: object\n            properties:\n              order_number:\n                type: string\n                description: the order number the caller gave\n            required: [order_number]\n        - name: press_keys\n          description: Press telephone keys on this call, in order\n          type: send_dtmf\n",
+         routes:\n  - match: \"*\"\n    agent: orders\nagents:\n  orders:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{instructions}\"\n      max_output_tokens: 60\n      tools:\n        - name: check_order\n          description: Look up the status and delivery day of an order by its number\n          type: http\n          method: GET\n          url: \"{url}\"\n          headers:\n            Authorization: \"Bearer ${{env:SB_TEST_ORDERS_TOKEN}}\"\n          timeout_ms: {timeout_ms}\n          retries: 1\n{check_order_extra}          parameters:\n            type: object\n            properties:\n              order_number:\n                type: string\n                description: the order number the caller gave\n            required: [order_number]\n        - name: press_keys\n          description: Press telephone keys on this call, in order\n          type: send_dtmf\n",
         m = m.display(),
     )
 }
@@ -97,20 +105,37 @@ struct Call {
 
 /// One call: the caller says `line`; the webhook URL ends in `url_path`.
 fn call(name: &str, line: &str, url_path: &str, timeout_ms: u64) -> Call {
+    call_with(name, &[(1.0, line)], 22, url_path, |m, url| config(m, url, timeout_ms), |_, _| {})
+}
+
+/// One call: the caller says `lines` at their times (s) and hangs up after `call_s`; the agent's
+/// config comes from `cfg(models, webhook url)`; `during(app, backend)` runs while the call does.
+fn call_with(
+    name: &str,
+    lines: &[(f64, &str)],
+    call_s: u64,
+    url_path: &str,
+    cfg: impl Fn(&std::path::Path, &str) -> String,
+    during: impl FnOnce(&common::Appliance, &Backend) + Send,
+) -> Call {
     common::require_tools(&["sipp", "tcpdump", "sox", "python3"]);
     let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
     let ports = common::alloc_ports();
     let dir = common::test_dir(name);
     let backend = Backend::start(&dir);
-    common::speech::caller_pcap(&m, &dir, &[(1.0, line)], 22.0, 0.0, 0x5EC0_0008);
+    common::speech::caller_pcap(&m, &dir, lines, call_s as f64, 0.0, 0x5EC0_0008);
     std::env::set_var("SB_TEST_ORDERS_TOKEN", "t0ken-for-tests");
     let url = format!("http://127.0.0.1:{}{url_path}", backend.port);
-    let app = common::Appliance::start_in(&dir, &config(&m, &url, timeout_ms), &ports);
+    let app = common::Appliance::start_in(&dir, &cfg(&m, &url), &ports);
     let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
-    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml")).unwrap().replace("<pause milliseconds=\"9000\"/>", "<pause milliseconds=\"22000\"/>");
+    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml")).unwrap().replace("<pause milliseconds=\"9000\"/>", &format!("<pause milliseconds=\"{}\"/>", call_s * 1000));
     let scen = dir.join("tools.xml");
     std::fs::write(&scen, xml).unwrap();
-    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(60));
+    let run = std::thread::scope(|s| {
+        let sipp = s.spawn(|| common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(call_s + 40)));
+        during(&app, &backend);
+        sipp.join().unwrap()
+    });
     let pkts = cap.stop();
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
     // What the caller heard, in Whisper's words.
@@ -202,4 +227,39 @@ fn the_model_presses_keys_on_the_call() {
     assert!(c.backend.requests().is_empty(), "the webhook was not called");
     assert!(!c.heard.trim().is_empty(), "the agent said something after pressing them");
     assert_eq!(c.app.metric_value("switchboard_tool_calls_total{outcome=\"ok\",tool=\"press_keys\"}"), Some(1.0), "{}", c.app.metrics());
+}
+
+/// An asynchronous tool (`async: true`, the gpt-realtime behaviour): while the order lookup runs
+/// (the webhook holds its answer until the test releases it), the agent says the filler, the
+/// caller asks something else and is answered; then the result arrives and is spoken.
+#[test]
+fn an_async_tool_lets_the_conversation_go_on_until_its_result_arrives() {
+    let _one = one_call_at_a_time();
+    let instructions = format!("{INSTRUCTIONS}{HOURS}");
+    let extra = "          async: true\n          filler: Let me check that for you.\n";
+    let lines = [(1.0, ORDER_LINE), (11.0, "And what time do you open on Saturday?")];
+    let c = call_with("tools_async", &lines, 42, "/hold/orders/{order_number}", |m, url| config_with(m, url, 30_000, &instructions, extra), |app, backend| {
+        // Release the result only once the second question has been answered.
+        let answered = app.wait_log("agent reply response=2 outcome=\"done\"", Duration::from_secs(40));
+        std::fs::write(backend.log.with_extension("jsonl.release"), b"").unwrap();
+        assert!(answered, "the second question was answered while the tool ran\n{}", app.log_tail(30));
+    });
+    let reqs = c.backend.requests();
+    assert_eq!(reqs.len(), 1, "one lookup, not repeated while pending: {reqs:?}\n{}", c.app.log_tail(30));
+    let tools = c.record["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 1, "{tools:?}");
+    assert_eq!((tools[0]["name"].as_str(), tools[0]["outcome"].as_str()), (Some("check_order"), Some("ok")), "{}", tools[0]);
+    let replies = c.record["replies"].as_array().unwrap();
+    let text = |r: &serde_json::Value| r["text"].as_str().unwrap_or_default().to_lowercase();
+    let hours = replies.iter().find(|r| text(r).contains('8') || text(r).contains("eight")).unwrap_or_else(|| panic!("no reply gave the hours: {replies:?}"));
+    let result = replies.iter().find(|r| text(r).contains("friday") || text(r).contains("shipped")).unwrap_or_else(|| panic!("no reply gave the result: {replies:?}"));
+    // The question asked meanwhile was answered before the result arrived, and the result was said after.
+    assert!(hours["t_ms"].as_u64() < tools[0]["t_ms"].as_u64(), "hours {hours} before the result {}", tools[0]);
+    assert!(result["response"].as_u64() > hours["response"].as_u64(), "the result's reply {result} after {hours}");
+    // What the caller heard, in order: the filler, the hours, the order's status.
+    let h = c.heard.to_lowercase();
+    let at = |w: &[&str]| w.iter().filter_map(|w| h.find(w)).min();
+    let (filler, friday) = (at(&["check that"]), at(&["friday", "shipped"]));
+    assert!(filler.is_some() && friday.is_some() && filler < friday, "the caller heard {h:?}");
+    assert_eq!(c.app.metric_value("switchboard_tool_calls_total{outcome=\"ok\",tool=\"check_order\"}"), Some(1.0));
 }

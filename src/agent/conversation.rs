@@ -85,6 +85,11 @@ impl Conversation {
         self.push(m)
     }
 
+    /// A note for the model in the middle of the conversation (an asynchronous tool's result).
+    pub fn add_system(&mut self, text: &str) -> u64 {
+        self.push(Message::new(Role::System, text))
+    }
+
     pub fn add_tool_result(&mut self, call_id: &str, content: &str) -> u64 {
         let mut m = Message::new(Role::Tool, content);
         m.tool_call_id = Some(call_id.to_string());

@@ -50,7 +50,12 @@ struct Running {
     call: ToolCall,
     arguments: String,
     job: ToolJob,
+    /// `async: true`: the model was told the result is pending and the conversation goes on.
+    asynchronous: bool,
 }
+
+/// What the model is told at once about an asynchronous tool's call.
+const PENDING: &str = r#"{"status": "pending", "note": "The result will arrive later in this conversation. Do not call this tool again for it; answer the caller's other questions meanwhile."}"#;
 
 /// A transfer the model asked for: the REFER goes out once the agent has finished speaking.
 struct PendingTransfer {
@@ -115,8 +120,11 @@ pub struct LlmAgent {
     /// Keys a `send_dtmf` tool asked for, for the media loop.
     dtmf_out: VecDeque<String>,
     transfer: Option<PendingTransfer>,
-    /// A tool's `fallback` was said for this round: the model does not go on.
-    fallback_said: bool,
+    /// The agent already said something for this round (a tool's `fallback`, an asynchronous
+    /// tool's `filler`): the model does not go on.
+    said_for_round: bool,
+    /// The caller is speaking (server VAD): an asynchronous result waits for the turn's end.
+    caller_speaking: bool,
 }
 
 impl LlmAgent {
@@ -150,13 +158,20 @@ impl LlmAgent {
             continue_after_tools: false,
             dtmf_out: VecDeque::new(),
             transfer: None,
-            fallback_said: false,
+            said_for_round: false,
+            caller_speaking: false,
         }
     }
 
-    /// Tool calls whose results the model still waits for.
+    /// Tool calls whose results the model waits for before it goes on (not asynchronous ones).
     fn tools_busy(&self) -> bool {
-        !self.running.is_empty() || self.transfer.is_some()
+        self.running.iter().any(|r| !r.asynchronous) || self.transfer.is_some()
+    }
+
+    /// A reply should start now: a turn is waiting, or tool results are in and the caller is not
+    /// in the middle of saying something (their turn's reply will cover the results).
+    fn reply_due(&self) -> bool {
+        self.reply.is_none() && !self.tools_busy() && (self.pending_turn || (self.continue_after_tools && !self.caller_speaking))
     }
 
     fn cancel_reply(&mut self) {
@@ -186,6 +201,9 @@ impl LlmAgent {
         let offered = self.tools.set.offered(&self.tools.vars);
         let req = self.conv.request(&offered, self.settings.temperature, self.settings.max_output_tokens);
         let stream = self.backend.stream(&req, self.session);
+        // A reply sees the whole conversation: whatever was waiting for one is answered by it.
+        self.pending_turn = false;
+        self.continue_after_tools = false;
         self.last_response += 1;
         self.started.push_back(self.last_response);
         self.reply = Some(Reply { response: self.last_response, calls: Vec::new(), stream, splitter: SentenceSplitter::new(), text: String::new(), started: Instant::now(), first_text: None });
@@ -261,9 +279,7 @@ impl LlmAgent {
                 self.records.push_back(record);
             }
         }
-        if self.reply.is_none() && !self.tools_busy() && (self.pending_turn || self.continue_after_tools) {
-            self.pending_turn = false;
-            self.continue_after_tools = false;
+        if self.reply_due() {
             self.start_reply();
         }
     }
@@ -282,11 +298,20 @@ impl LlmAgent {
                     match tool.config.kind {
                         ToolKind::Http => {
                             let job = super::tools::start_http(tool, args, &self.tools.vars, &self.tools.http);
-                            tracing::info!(tool = %call.name, arguments = %shown, "tool call");
-                            self.running.push(Running { response, call, arguments: shown, job });
-                            if let Some(f) = filler {
-                                self.say(&f);
+                            let asynchronous = tool.config.is_async;
+                            tracing::info!(tool = %call.name, arguments = %shown, asynchronous, "tool call");
+                            if asynchronous {
+                                self.conv.add_tool_result(&call.id, PENDING);
                             }
+                            if let Some(f) = &filler {
+                                self.say(f);
+                                if asynchronous {
+                                    // The filler is this round's answer; the result gets its own.
+                                    self.conv.add_assistant(f, vec![]);
+                                    self.said_for_round = true;
+                                }
+                            }
+                            self.running.push(Running { response, call, arguments: shown, job, asynchronous });
                             continue;
                         }
                         ToolKind::Transfer => match super::tools::fill_url(tool.config.target.as_deref().unwrap_or_default(), &args, &self.tools.vars) {
@@ -334,16 +359,35 @@ impl LlmAgent {
     }
 
     fn finish_tool(&mut self, response: u64, call: &ToolCall, arguments: String, o: ToolOutcome, started: Instant) {
+        self.conv.add_tool_result(&call.id, &o.content);
+        if self.record_tool(response, call, arguments, o, started) {
+            self.said_for_round = true;
+        }
+    }
+
+    /// An asynchronous tool's result, which arrives after the model was told it is pending: a note
+    /// in the conversation, and a reply to say it once the caller is not talking (unless the
+    /// tool's fallback already said what there is to say).
+    fn finish_async_tool(&mut self, r: Running, o: ToolOutcome) {
+        let note = format!("The result of your earlier {} call ({}) has arrived: {}. Tell the caller now.", r.call.name, r.arguments, o.content);
+        self.conv.add_system(&note);
+        if !self.record_tool(r.response, &r.call, r.arguments, o, r.job.started) {
+            self.continue_after_tools = true;
+        }
+    }
+
+    /// Log and record a tool call's end; true when its `fallback` was said for it.
+    fn record_tool(&mut self, response: u64, call: &ToolCall, arguments: String, o: ToolOutcome, started: Instant) -> bool {
         let duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(tool = %call.name, outcome = o.outcome, duration_ms, "tool result");
-        self.conv.add_tool_result(&call.id, &o.content);
         // A failure the operator wrote words for: the caller hears them at once, not the model's
         // guess. (Invalid arguments are the model's own mistake: it gets to try again.)
+        let mut fallback_said = false;
         if !matches!(o.outcome, "ok" | "invalid_arguments") {
             if let Some(f) = self.tools.set.get(&call.name).and_then(|t| t.config.fallback.clone()) {
                 self.say(&f);
                 self.conv.add_assistant(&f, vec![]);
-                self.fallback_said = true;
+                fallback_said = true;
             }
         }
         self.tool_records.push_back(ToolRecord {
@@ -355,6 +399,7 @@ impl LlmAgent {
             result: o.content.chars().take(500).collect(),
             duration_ms,
         });
+        fallback_said
     }
 
     /// All of a round's results are in: let the model go on, unless it has gone round too often.
@@ -362,7 +407,7 @@ impl LlmAgent {
         if self.tools_busy() || self.hangup_when_quiet.is_some() {
             return;
         }
-        if std::mem::take(&mut self.fallback_said) {
+        if std::mem::take(&mut self.said_for_round) {
             return;
         }
         if self.tool_rounds > MAX_TOOL_ROUNDS {
@@ -382,6 +427,10 @@ impl LlmAgent {
             match self.running[i].job.poll() {
                 Some(o) => {
                     let r = self.running.remove(i);
+                    if r.asynchronous {
+                        self.finish_async_tool(r, o);
+                        continue;
+                    }
                     self.finish_tool(r.response, &r.call, r.arguments, o, r.job.started);
                     done = true;
                 }
@@ -410,6 +459,10 @@ impl Agent for LlmAgent {
     fn start(&mut self, _sample_rate: u32, _now: Instant) {}
 
     fn on_caller_audio(&mut self, _pcm: &[i16], _playout: PlayoutState, _now: Instant) {}
+
+    fn on_speech(&mut self, event: crate::models::vad::VadEvent, _now: Instant) {
+        self.caller_speaking = matches!(event, crate::models::vad::VadEvent::SpeechStarted { .. });
+    }
 
     fn on_interrupt(&mut self, played: u64, _now: Instant) {
         // Nothing more of this reply: not the text still being written, not the sentences queued.
@@ -476,9 +529,7 @@ impl Agent for LlmAgent {
             }
         }
         self.poll_tools();
-        if (self.pending_turn || self.continue_after_tools) && self.reply.is_none() && !self.tools_busy() {
-            self.pending_turn = false;
-            self.continue_after_tools = false;
+        if self.reply_due() {
             self.start_reply();
         }
         self.pump_reply();
@@ -533,6 +584,14 @@ impl Agent for LlmAgent {
 
     fn finish(&mut self, _now: Instant) -> Vec<AgentOutput> {
         self.cancel_reply();
+        // Tools still running when the call ends are in the record too.
+        let ended = ToolOutcome::error("cancelled", "the call ended first");
+        for r in std::mem::take(&mut self.running) {
+            self.record_tool(r.response, &r.call, r.arguments, ended.clone(), r.job.started);
+        }
+        if let Some(t) = self.transfer.take() {
+            self.record_tool(t.response, &t.call, t.arguments, ended, t.started);
+        }
         let started = self.started.drain(..).map(AgentOutput::ReplyStarted);
         let replies = self.records.drain(..).map(AgentOutput::Reply);
         let tools = self.tool_records.drain(..).map(AgentOutput::Tool);

@@ -58,7 +58,7 @@ pub struct ToolRecord {
     pub name: String,
     /// As JSON, secret arguments redacted.
     pub arguments: String,
-    /// `ok`, `error`, `timeout`, `invalid_arguments`.
+    /// `ok`, `error`, `timeout`, `invalid_arguments`, `cancelled` (the call ended first).
     pub outcome: &'static str,
     /// What the model was given (cut for the record).
     pub result: String,

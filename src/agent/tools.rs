@@ -1,7 +1,8 @@
 //! Tools the language model may call during a call: declared per agent in the YAML
 //! (`agents.*.llm.tools`, the shape of OpenAI function tools), validated against their JSON
 //! Schema before anything runs, and run off the media loop — an `http` webhook on the async
-//! runtime, the built-ins (`hangup`, `set_variable`, `send_dtmf`) at once. The agent stays sans-IO: it starts a
+//! runtime, the built-ins (`hangup`, `set_variable`, `send_dtmf`) at once, `transfer` through
+//! the SIP side once the agent is quiet. The agent stays sans-IO: it starts a
 //! `ToolJob` and polls it.
 //!
 //! What the model gets back is always a JSON object: the webhook's answer
@@ -66,6 +67,9 @@ pub fn check_config(t: &ToolConfig) -> Result<(), (&'static str, String)> {
                 return Err(("url", "only http tools take url, method and headers".into()));
             }
         }
+    }
+    if t.is_async && t.kind != ToolKind::Http {
+        return Err(("async", "only http tools run asynchronously".into()));
     }
     match (t.kind, t.target.as_deref()) {
         (ToolKind::Transfer, None) => return Err(("target", "a transfer tool needs `target` (a sip: URI)".into())),

@@ -467,6 +467,11 @@ pub struct ToolConfig {
     /// transfer: the SIP URI the caller is sent to (REFER); `{name}` is filled in like `url`.
     #[serde(default)]
     pub target: Option<String>,
+    /// http: the conversation goes on while the tool runs (gpt-realtime's asynchronous function
+    /// calls): the model is told the result is pending, the caller may keep talking, and the result
+    /// enters the conversation when it arrives, for the agent to say.
+    #[serde(rename = "async", default)]
+    pub is_async: bool,
     /// Spoken as the tool starts, while the caller waits ("Let me check that for you").
     #[serde(default)]
     pub filler: Option<String>,
