@@ -23,11 +23,17 @@ impl Drop for Backend {
 }
 
 impl Backend {
+    /// The webhook (tests/fixtures/tool_backend.py), logging to `dir`/webhook.jsonl.
     fn start(dir: &std::path::Path) -> Backend {
-        let log = dir.join("webhook.jsonl");
+        Backend::spawn("tool_backend.py", &[], dir.join("webhook.jsonl"))
+    }
+
+    /// `python3 tests/fixtures/<script> 0 <args…> <log>`, which prints its port first.
+    fn spawn(script: &str, args: &[&std::path::Path], log: std::path::PathBuf) -> Backend {
         let mut child = Command::new("python3")
-            .arg(common::repo_root().join("tests/fixtures/tool_backend.py"))
+            .arg(common::repo_root().join("tests/fixtures").join(script))
             .arg("0")
+            .args(args)
             .arg(&log)
             .stdout(Stdio::piped())
             .spawn()
@@ -262,4 +268,40 @@ fn an_async_tool_lets_the_conversation_go_on_until_its_result_arrives() {
     let (filler, friday) = (at(&["check that"]), at(&["friday", "shipped"]));
     assert!(filler.is_some() && friday.is_some() && filler < friday, "the caller heard {h:?}");
     assert_eq!(c.app.metric_value("switchboard_tool_calls_total{outcome=\"ok\",tool=\"check_order\"}"), Some(1.0));
+}
+
+/// Arguments that do not match the tool's schema go back to the model as an error result and never
+/// reach the webhook. The embedded model cannot produce them (its decoding is constrained), so the
+/// decisions come from a scripted OpenAI-compatible server (tests/fixtures/scripted_llm.py): first
+/// a call with a number where the schema wants a string, then words for the caller.
+#[test]
+fn invalid_arguments_go_back_to_the_model_and_never_reach_the_webhook() {
+    let _one = one_call_at_a_time();
+    let llm_dir = common::test_dir("tools_invalid_llm");
+    let script = llm_dir.join("script.json");
+    let say = "Sorry, I could not read that order number. Could you say it again?";
+    std::fs::write(&script, serde_json::json!([{"tool_call": {"name": "check_order", "arguments": "{\"order_number\": 4711}"}}, {"text": say}]).to_string()).unwrap();
+    let llm = Backend::spawn("scripted_llm.py", &[&script], llm_dir.join("requests.jsonl"));
+    let c = call_with("tools_invalid", &[(1.0, ORDER_LINE)], 16, "/orders/{order_number}", |m, url| {
+        let embedded = format!("    embedded:\n      type: onnx\n      path: {}/qwen2_5_coder_1_5b\n      temperature: 0\n", m.display());
+        let scripted = format!("    scripted:\n      type: openai\n      base_url: http://127.0.0.1:{}/v1\n      model: scripted\n", llm.port);
+        let cfg = config(m, url, 5000);
+        assert!(cfg.contains(&embedded));
+        cfg.replace(&embedded, &scripted)
+    }, |_, _| {});
+    assert!(c.backend.requests().is_empty(), "the webhook was not called: {:?}", c.backend.requests());
+    let tools = c.record["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 1, "{tools:?}\n{}", c.app.log_tail(30));
+    assert_eq!((tools[0]["name"].as_str(), tools[0]["outcome"].as_str()), (Some("check_order"), Some("invalid_arguments")), "{}", tools[0]);
+    // The model's second request carries its call and the error, in order.
+    let reqs = llm.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    let msgs = reqs[1]["messages"].as_array().unwrap();
+    let n = msgs.len();
+    assert_eq!(msgs[n - 2]["role"], "assistant");
+    assert_eq!(msgs[n - 2]["tool_calls"][0]["function"]["name"], "check_order", "{}", msgs[n - 2]);
+    assert_eq!((msgs[n - 1]["role"].as_str(), msgs[n - 1]["tool_call_id"].as_str()), (Some("tool"), Some("call_0")), "{}", msgs[n - 1]);
+    assert!(msgs[n - 1]["content"].as_str().unwrap().contains("do not match"), "{}", msgs[n - 1]);
+    assert!(c.heard.to_lowercase().contains("sorry"), "the caller heard the model's words: {:?}", c.heard);
+    assert_eq!(c.app.metric_value("switchboard_tool_calls_total{outcome=\"invalid_arguments\",tool=\"check_order\"}"), Some(1.0), "{}", c.app.metrics());
 }
