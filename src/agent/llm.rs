@@ -381,9 +381,10 @@ impl LlmAgent {
         let duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(tool = %call.name, outcome = o.outcome, duration_ms, "tool result");
         // A failure the operator wrote words for: the caller hears them at once, not the model's
-        // guess. (Invalid arguments are the model's own mistake: it gets to try again.)
+        // guess. (Invalid arguments are the model's own mistake: it gets to try again; a tool
+        // cancelled by the call's end has nobody to tell.)
         let mut fallback_said = false;
-        if !matches!(o.outcome, "ok" | "invalid_arguments") {
+        if !matches!(o.outcome, "ok" | "invalid_arguments" | "cancelled") {
             if let Some(f) = self.tools.set.get(&call.name).and_then(|t| t.config.fallback.clone()) {
                 self.say(&f);
                 self.conv.add_assistant(&f, vec![]);
@@ -419,6 +420,16 @@ impl LlmAgent {
         self.continue_after_tools = true;
     }
 
+    /// The transfer did not happen: the caller is still here. The model hears why; the caller
+    /// hears the tool's `fallback` (or the model's next words).
+    fn transfer_failed(&mut self, outcome: &'static str, why: &str) {
+        if let Some(t) = self.transfer.take() {
+            tracing::warn!(target = %t.target, why, "transfer failed");
+            self.finish_tool(t.response, &t.call, t.arguments, ToolOutcome::error(outcome, why), t.started);
+            self.after_tools();
+        }
+    }
+
     /// Tool calls that have answered since the last packet time.
     fn poll_tools(&mut self) {
         let mut i = 0;
@@ -438,18 +449,6 @@ impl LlmAgent {
             }
         }
         if done {
-            self.after_tools();
-        }
-    }
-}
-
-impl LlmAgent {
-    /// The transfer did not happen: the caller is still here. The model hears why; the caller
-    /// hears the tool's `fallback` (or the model's next words).
-    fn transfer_failed(&mut self, outcome: &'static str, why: &str) {
-        if let Some(t) = self.transfer.take() {
-            tracing::warn!(target = %t.target, why, "transfer failed");
-            self.finish_tool(t.response, &t.call, t.arguments, ToolOutcome::error(outcome, why), t.started);
             self.after_tools();
         }
     }

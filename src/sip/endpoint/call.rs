@@ -71,8 +71,6 @@ pub struct Call {
 /// A REFER we sent and the implicit subscription it created (RFC 3515 §2.4.4).
 #[derive(Debug)]
 pub struct Refer {
-    /// The REFER's client transaction (its branch), until its final response.
-    pub branch: Option<String>,
     pub target: String,
 }
 

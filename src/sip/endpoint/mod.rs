@@ -678,10 +678,10 @@ impl Endpoint {
         self.send_in_dialog(key, Method::Bye, now, |m| m.headers.push("Reason", reason));
     }
 
-    /// Send a request inside the call's dialog (BYE, REFER) as a client transaction; its branch.
-    fn send_in_dialog(&mut self, key: CallKey, method: Method, now: Instant, edit: impl FnOnce(&mut SipMessage)) -> Option<String> {
+    /// Send a request inside the call's dialog (BYE, REFER) as a client transaction.
+    fn send_in_dialog(&mut self, key: CallKey, method: Method, now: Instant, edit: impl FnOnce(&mut SipMessage)) {
         let branch = self.new_branch();
-        let c = self.calls.get_mut(&key)?;
+        let Some(c) = self.calls.get_mut(&key) else { return };
         c.local_cseq += 1;
         let routing = build::route_request(&c.remote_target, &c.route_set);
         let transport = c.source.transport;
@@ -719,7 +719,7 @@ impl Endpoint {
         let request = Transmit { transport, target, conn, data: m.to_bytes() };
         self.transmits.push_back(request.clone());
         self.client_txs.insert(
-            branch.clone(),
+            branch,
             ClientTx {
                 call_id,
                 call: Some(key),
@@ -730,7 +730,6 @@ impl Endpoint {
                 timeout_at: now + self.cfg.t1 * 64,
             },
         );
-        Some(branch)
     }
 
     /// The call is over: tell the driver (once) and forget its dialog.

@@ -32,22 +32,21 @@ impl Endpoint {
         let contact = c.contact.clone();
         let referred_by = contact.clone();
         let refer_to = format!("<{target}>");
-        let branch = self.send_in_dialog(key, Method::Refer, now, |m| {
+        self.send_in_dialog(key, Method::Refer, now, |m| {
             m.headers.push("Refer-To", refer_to);
             m.headers.push("Referred-By", referred_by);
             // REFER is a target refresh request (RFC 3515 §2.4.1): it carries our Contact.
             m.headers.push("Contact", contact);
         });
         if let Some(c) = self.calls.get_mut(&key) {
-            c.refer = Some(Refer { branch, target: target.to_string() });
+            c.refer = Some(Refer { target: target.to_string() });
         }
     }
 
     /// The final response to our REFER (or 408 when none came).
     pub(super) fn refer_answered(&mut self, key: CallKey, code: u16, reason: &str) {
         let Some(c) = self.calls.get_mut(&key) else { return };
-        let Some(refer) = &mut c.refer else { return };
-        refer.branch = None;
+        let Some(refer) = &c.refer else { return };
         let progress = if (200..300).contains(&code) {
             info!(call_id = %c.call_id, key = %key, code, "REFER accepted");
             TransferProgress::Accepted
