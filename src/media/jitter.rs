@@ -67,9 +67,13 @@
 //! and the next one, which must already be buffered, plays in its slot, at
 //! most once per second and never right after a concealment. The band
 //! `[target_up, held target + frame + 5 ms)` in between is left alone, so the
-//! estimate's noise costs nothing. Which frame is dropped is not chosen by
-//! energy: packets carry no level indication readable at packet level, so
-//! the frame due when the shrink is allowed goes. At a talk-spurt start (a
+//! estimate's noise costs nothing. In these rules `target_up` and the held
+//! target + 5 ms are cut at a ceiling, `max_delay - 5 ms` (not below
+//! `min_delay`): the delay also creeps up between adjustments while a shrink
+//! waits, and the margin keeps it within `max_delay` plus a frame. Which
+//! frame is dropped is not chosen by energy: packets carry no level
+//! indication readable at packet level, so the frame due when the shrink is
+//! allowed goes. At a talk-spurt start (a
 //! marker bit, or any gap the sender did not fill) a delay outside its band
 //! is instead re-anchored to the held target plus half a frame, without a
 //! stretch or a drop, because the change falls into silence (shortening it
@@ -118,6 +122,9 @@ const PERCENTILE: usize = 95;
 const MARGIN_NS: i64 = 5_000_000;
 /// A shrink must leave the delay this far above the held target.
 const SHRINK_HYSTERESIS_NS: i64 = 5_000_000;
+/// Room below `max_delay` for the delay to creep while a shrink waits (see
+/// `Limits::ceiling`): 2.5 s of a sender clock 2000 ppm fast.
+const CEILING_MARGIN_NS: i64 = 5_000_000;
 const GROW_INTERVAL_NS: i64 = 200_000_000;
 const SHRINK_INTERVAL_NS: i64 = 1_000_000_000;
 /// The held target decays towards the measured need by this much per second.
@@ -293,6 +300,16 @@ impl Limits {
             .saturating_mul(2)
             .max(1_000_000_000)
             .saturating_add(self.ns(frame))
+    }
+
+    /// Highest delay the adjustments steer to (a grow or a shrink leaves the
+    /// delay below this plus a frame): `max_delay` less a margin, because
+    /// between adjustments the delay creeps up on its own (a fast sender
+    /// clock, a new best transit) while a shrink may have to wait a second
+    /// after the last adjustment, for the next packet to be buffered, or past
+    /// a concealment. Never below `min_delay`.
+    fn ceiling(&self) -> i64 {
+        self.max.saturating_sub(CEILING_MARGIN_NS).max(self.min)
     }
 
     /// Most frames concealed for one gap, or in a row with nothing buffered.
@@ -483,16 +500,35 @@ impl Stream {
     /// The delay needs neither a grow nor a shrink.
     fn in_band(&self, lim: &Limits) -> bool {
         let current = self.current();
-        current >= self.target_up
-            && current.saturating_sub(lim.ns(self.frame))
-                < self.target_hold.saturating_add(SHRINK_HYSTERESIS_NS)
+        current >= self.grow_below(lim)
+            && current.saturating_sub(lim.ns(self.frame)) < self.shrink_floor(lim)
+    }
+
+    /// A delay below this grows: the measured need, but at most the ceiling,
+    /// so that a grow too leaves the margin for the creep (uncut, a grow from
+    /// just under `max_delay` landed just under `max_delay` plus a frame).
+    fn grow_below(&self, lim: &Limits) -> i64 {
+        self.target_up.min(lim.ceiling())
+    }
+
+    /// Lowest delay a shrink may leave. The hysteresis above the held target
+    /// is cut at the ceiling: uncut, a held target near `max_delay` put the
+    /// shrink threshold up to 5 ms above `max_delay` plus a frame, and a fast
+    /// sender's clock carried the delay there. Cutting it cannot start a
+    /// grow/shrink cycle: no grow is asked above the ceiling either.
+    fn shrink_floor(&self, lim: &Limits) -> i64 {
+        self.target_hold
+            .saturating_add(SHRINK_HYSTERESIS_NS)
+            .min(lim.ceiling())
     }
 
     /// Mapping offset that puts the delay half a frame above the held
     /// target: the next fluctuation of the estimate must not cost a stretch.
+    /// Capped like the band, so a realignment does not land where a shrink
+    /// is due at once.
     fn mid_band(&self, lim: &Limits) -> i64 {
         self.r_base
-            .saturating_add(self.target_hold)
+            .saturating_add(self.target_hold.min(lim.ceiling()))
             .saturating_add(lim.ns(self.frame) / 2)
     }
 
@@ -502,13 +538,11 @@ impl Stream {
         }
         let since = signed_nanos(now, self.last_adjust);
         let current = self.current();
-        if current < self.target_up && since >= GROW_INTERVAL_NS {
+        if current < self.grow_below(lim) && since >= GROW_INTERVAL_NS {
             return Adjust::Grow;
         }
         let after_shrink = current.saturating_sub(lim.ns(self.frame));
-        if after_shrink >= self.target_hold.saturating_add(SHRINK_HYSTERESIS_NS)
-            && since >= SHRINK_INTERVAL_NS
-            && self.prev_played
+        if after_shrink >= self.shrink_floor(lim) && since >= SHRINK_INTERVAL_NS && self.prev_played
         {
             return Adjust::Shrink;
         }
@@ -2353,6 +2387,38 @@ mod tests {
         assert!(out[..last_packet]
             .iter()
             .all(|(_, i)| !matches!(i, Playout::Lost { .. })));
+    }
+
+    /// A sender clock 1000-2000 ppm fast raises the delay steadily between
+    /// shrinks. It used to pass `max_delay` plus a frame: the shrink
+    /// threshold (held target + 5 ms + a frame) sat above it whenever the
+    /// held target was within 5 ms of `max_delay` (the first case, found by
+    /// tests/proptest_rtp.rs), and with no margin the creep while a shrink
+    /// waited took it over (after a grow to just under the bound; past a
+    /// concealment).
+    #[test]
+    fn fast_sender_clock_keeps_the_delay_within_max_delay_plus_a_frame() {
+        // ptime, jitter, loss, drift (ppm), min, max, initial delay, seed.
+        let cases: [(u64, u64, f64, f64, u64, u64, u64, u64); 3] = [
+            (10, 10, 0.0, 1426.7057436132454, 0, 20, 0, 0),
+            (60, 15, 0.0, 1082.9, 0, 33, 6, 13388622298785324769),
+            (10, 25, 0.064, 1904.9, 3, 36, 297, 6552102148902900074),
+        ];
+        for (ptime, jitter, loss, drift, min, max, initial, seed) in cases {
+            let mut s = sim::Scenario::hour("drift", seed, sim::Loss::Uniform(loss), drift);
+            s.duration = Duration::from_secs(60);
+            s.ptime = ms(ptime);
+            s.jitter = ms(jitter);
+            s.ts_jump = None;
+            s.ssrc_change = None;
+            s.warmup = Duration::from_secs(10);
+            s.config.min_delay = ms(min);
+            s.config.max_delay = ms(max);
+            s.config.target_delay = ms(initial);
+            let r = sim::simulate(&s);
+            assert_eq!(r.out_of_order, 0);
+            assert!(r.max_current_ms <= (max + ptime) as f64, "{r:?}");
+        }
     }
 
     #[test]
