@@ -6,12 +6,15 @@ use super::{run_checked, tool, write_wav, Ports, UdpPacket};
 use std::path::Path;
 use std::process::Command;
 
-/// Piper speaks `lines` at their times (s) into `dir`/pcap/turn_pause_pcmu.pcap (PCMU, for
-/// uac_pcmu_turn_pause.xml); the audio lasts `min_total_s`, and at least `tail_s` after the last
-/// line. Returns when each line ends (s).
+/// Piper speaks `lines` at their times (s), without sampling noise (the same audio every run),
+/// into `dir`/pcap/turn_pause_pcmu.pcap (PCMU, for uac_pcmu_turn_pause.xml); the audio lasts
+/// `min_total_s`, and at least `tail_s` after the last line. Returns when each line ends (s).
 pub fn caller_pcap(models: &Path, dir: &Path, lines: &[(f64, &str)], min_total_s: f64, tail_s: f64, ssrc: u32) -> Vec<f64> {
     let onnx = models.join("piper/en_US-joe-medium.onnx");
     let mut voice = switchboard::models::tts::PiperVoice::load(super::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &super::cpu_options(2)).unwrap();
+    // Without VITS's sampling noise the caller says the same thing in every run: with it, Whisper
+    // tiny heard "What about Sunday?" as "What about funding?" in one full run out of several.
+    voice.set_scales(switchboard::models::tts::Scales { noise_scale: 0.0, length_scale: 1.0, noise_w: 0.0 });
     let rate = voice.sample_rate() as usize;
     let spoken: Vec<(usize, Vec<i16>)> = lines.iter().map(|(at, text)| ((at * rate as f64) as usize, voice.synthesize(text).unwrap())).collect();
     let last_end = spoken.iter().map(|(start, s)| start + s.len()).max().unwrap_or(0);
