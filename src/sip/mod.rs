@@ -1,5 +1,6 @@
-//! SIP (RFC 3261): message syntax, SDP, the sans-IO endpoint core (transactions
+//! SIP (RFC 3261): message syntax, SDP, digest authentication, the sans-IO endpoint core (transactions
 //! and dialogs) and the UDP/TCP transport drivers.
+pub mod digest;
 pub mod headers;
 pub mod message;
 pub mod sdp;
