@@ -125,6 +125,8 @@ pub struct LlmAgent {
     said_for_round: bool,
     /// The caller is speaking (server VAD): an asynchronous result waits for the turn's end.
     caller_speaking: bool,
+    /// Something was given to the voice since the caller's last turn (for the latency log lines).
+    voiced_since_turn: bool,
 }
 
 impl LlmAgent {
@@ -160,6 +162,7 @@ impl LlmAgent {
             transfer: None,
             said_for_round: false,
             caller_speaking: false,
+            voiced_since_turn: true,
         }
     }
 
@@ -191,6 +194,11 @@ impl LlmAgent {
     }
 
     fn say(&mut self, sentence: &str) {
+        if !std::mem::replace(&mut self.voiced_since_turn, true) {
+            // With "transcript" and "first audio after the turn": where a turn's latency goes
+            // (bench voice_to_voice reads these).
+            tracing::info!(chars = sentence.len(), "first sentence to the voice");
+        }
         match self.tts.speak(sentence, self.style) {
             Some(s) => self.speaking.push_back(s),
             None => tracing::warn!("sentence dropped: the voice's queue is full"),
@@ -504,6 +512,7 @@ impl Agent for LlmAgent {
             return;
         }
         self.conv.add_user(t.text.trim());
+        self.voiced_since_turn = false;
         // A new turn: what plays from now on belongs to the next reply.
         self.on_air.clear();
         self.on_air_item = None;
@@ -547,6 +556,9 @@ impl Agent for LlmAgent {
         while let Some(s) = self.speaking.front_mut() {
             match s.poll() {
                 Some(SpeechChunk::Audio { pcm, text, .. }) => {
+                    if self.on_air.is_empty() {
+                        tracing::info!(samples = pcm.len(), "first audio after the turn");
+                    }
                     let start = playout.played_samples + playout.queued_samples as u64;
                     self.on_air.push((text, start, pcm.len() as u64));
                     return Some(AgentOutput::Audio(pcm));
