@@ -68,10 +68,7 @@ and we are closed on Sunday. Custom cakes need two days of notice. How can I hel
     assert!(stop_ms <= 150.0, "the agent's audio stopped {stop_ms:.0} ms after the caller began\n{}", app.log_tail(30));
     assert!(app.log().contains("barge-in: the caller interrupted"), "{}", app.log_tail(30));
     assert_eq!(app.metric_value("switchboard_barge_ins_total{outcome=\"interrupted\"}"), Some(1.0), "{}", app.metrics());
-    let rec_dir = dir.join("records");
-    let rec = common::wait_until(Duration::from_secs(15), || std::fs::read_dir(&rec_dir).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")))
-        .expect("a call record");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
+    let r = common::wait_call_record(&dir);
     let ev = r["events"].as_array().unwrap().iter().find(|e| e["type"] == "response_interrupted").expect("response_interrupted in the record");
     assert!(ev["audio_end_ms"].as_u64().unwrap() > 1500, "{ev}");
 }
@@ -148,10 +145,7 @@ fn an_interrupted_reply_keeps_only_what_the_caller_heard() {
     println!("played before the interruption (Whisper): {on_wire:?}");
 
     // The record: reply 1 interrupted, its text what was played; reply 2 answers the interruption.
-    let rec_dir = dir.join("records");
-    let rec = common::wait_until(Duration::from_secs(15), || std::fs::read_dir(&rec_dir).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")))
-        .expect("a call record");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
+    let r = common::wait_call_record(&dir);
     println!("replies: {}", serde_json::to_string_pretty(&r["replies"]).unwrap());
     let replies = r["replies"].as_array().unwrap();
     let cut = replies.iter().find(|x| x["outcome"] == "interrupted").unwrap_or_else(|| panic!("an interrupted reply in the record: {replies:?}"));

@@ -77,10 +77,7 @@ fn three_turns_on_the_embedded_model() {
     }
 
     // The record: three caller turns and three replies, each with its time.
-    let rec_dir = dir.join("records");
-    let rec = common::wait_until(Duration::from_secs(15), || std::fs::read_dir(&rec_dir).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")))
-        .expect("a call record");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
+    let r = common::wait_call_record(&dir);
     let transcripts = r["transcripts"].as_array().unwrap();
     let replies = r["replies"].as_array().unwrap();
     assert_eq!(transcripts.len(), 3, "{}", serde_json::to_string_pretty(&r).unwrap());
@@ -128,10 +125,7 @@ fn a_dead_language_model_gets_an_apology_then_a_hangup() {
     let said: String = spoken.iter().map(|t| t.transcript.text.as_str()).collect::<Vec<_>>().join(" ").to_lowercase();
     assert!(said.contains("sorry") && said.contains("answer"), "the caller hears the apology: {said:?}\n{}", app.log_tail(30));
     assert!(app.metric_value("switchboard_llm_failures_total{kind=\"connect\"}").unwrap_or(0.0) >= 1.0, "{}", app.metrics());
-    let rec_dir = dir.join("records");
-    let rec = common::wait_until(Duration::from_secs(15), || std::fs::read_dir(&rec_dir).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")))
-        .expect("a call record");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
+    let r = common::wait_call_record(&dir);
     let reply = &r["replies"][0];
     assert_eq!((reply["outcome"].as_str(), reply["error"].as_str()), (Some("failed"), Some("connect")), "{r}");
     assert_eq!(r["end_reason"], "completed_local_bye", "the appliance ended the call");

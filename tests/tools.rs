@@ -91,14 +91,6 @@ fn config_with(m: &std::path::Path, url: &str, timeout_ms: u64, instructions: &s
     )
 }
 
-/// One call at a time: each loads the 1.5B model next to Whisper and Piper, and two of them at once
-/// on a 2-core machine took 4.5 s to transcribe the caller and 6 s to the tool call, which pushed
-/// the spoken answer past the end of the caller's 22 s call.
-fn one_call_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// What one call left: the appliance, the webhook, what the caller heard, the record, and the
 /// DTMF keys the appliance sent (RFC 4733, in order).
 struct Call {
@@ -150,10 +142,7 @@ fn call_with(
     let heard = heard.join(" ");
     println!("the caller heard: {heard:?}");
     println!("{}", app.log().lines().filter(|l| l.contains("tool") || l.contains("agent reply") || l.contains("transcript turn")).collect::<Vec<_>>().join("\n"));
-    let rec_dir = dir.join("records");
-    let rec = common::wait_until(Duration::from_secs(15), || std::fs::read_dir(&rec_dir).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")))
-        .expect("a call record");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap();
+    let r = common::wait_call_record(&dir);
     println!("tools: {}\nreplies: {}", serde_json::to_string_pretty(&r["tools"]).unwrap(), serde_json::to_string_pretty(&r["replies"]).unwrap());
     // The keys the appliance sent: each RFC 4733 event once (its copies share the timestamp).
     let mut keys = String::new();
@@ -174,7 +163,7 @@ fn call_with(
 
 #[test]
 fn the_model_calls_the_webhook_and_the_caller_hears_its_answer() {
-    let _one = one_call_at_a_time();
+    let _one = common::one_llm_call_at_a_time();
     let Call { app, backend, heard, record: r, keys } = call("tools_ok", ORDER_LINE, "/orders/{order_number}", 5000);
     assert!(keys.is_empty(), "no keys were asked for: {keys:?}");
     // The request the webhook received: the model's argument in the URL, the secret header filled in.
@@ -205,7 +194,7 @@ fn the_model_calls_the_webhook_and_the_caller_hears_its_answer() {
 
 #[test]
 fn a_failing_or_slow_webhook_gives_the_model_an_error_and_the_caller_an_answer() {
-    let _one = one_call_at_a_time();
+    let _one = common::one_llm_call_at_a_time();
     for (name, path, timeout_ms, outcome) in [("tools_500", "/fail/{order_number}", 5000, "error"), ("tools_slow", "/slow/{order_number}", 1000, "timeout")] {
         let Call { app, backend, heard, record: r, .. } = call(name, ORDER_LINE, path, timeout_ms);
         let tools = r["tools"].as_array().unwrap();
@@ -224,7 +213,7 @@ fn a_failing_or_slow_webhook_gives_the_model_an_error_and_the_caller_an_answer()
 /// on the call as RFC 4733 events.
 #[test]
 fn the_model_presses_keys_on_the_call() {
-    let _one = one_call_at_a_time();
+    let _one = common::one_llm_call_at_a_time();
     let c = call("tools_dtmf", "Please press the keys 1, 2 and 3 for me.", "/orders/{order_number}", 5000);
     let tools = c.record["tools"].as_array().unwrap();
     assert_eq!(tools.len(), 1, "{tools:?}\n{}", c.app.log_tail(30));
@@ -240,7 +229,7 @@ fn the_model_presses_keys_on_the_call() {
 /// caller asks something else and is answered; then the result arrives and is spoken.
 #[test]
 fn an_async_tool_lets_the_conversation_go_on_until_its_result_arrives() {
-    let _one = one_call_at_a_time();
+    let _one = common::one_llm_call_at_a_time();
     let instructions = format!("{INSTRUCTIONS}{HOURS}");
     let extra = "          async: true\n          filler: Let me check that for you.\n";
     let lines = [(1.0, ORDER_LINE), (11.0, "And what time do you open on Saturday?")];
@@ -276,7 +265,7 @@ fn an_async_tool_lets_the_conversation_go_on_until_its_result_arrives() {
 /// a call with a number where the schema wants a string, then words for the caller.
 #[test]
 fn invalid_arguments_go_back_to_the_model_and_never_reach_the_webhook() {
-    let _one = one_call_at_a_time();
+    let _one = common::one_llm_call_at_a_time();
     let llm_dir = common::test_dir("tools_invalid_llm");
     let script = llm_dir.join("script.json");
     let say = "Sorry, I could not read that order number. Could you say it again?";

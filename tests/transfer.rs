@@ -17,12 +17,6 @@ const FALLBACK: &str = "I'm sorry, I cannot put you through right now. Please ca
 
 const ASK: &str = "Hello. Can I speak to a person, please?";
 
-/// One call at a time: each loads the 1.5B model next to Whisper and Piper (see tools.rs).
-fn one_call_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 fn config(m: &std::path::Path, target: &str) -> String {
     format!(
         "models:\n  runtime:\n    library: {m}/onnxruntime/libonnxruntime.so.1.32.0\n  vad:\n    path: {m}/silero_vad/silero_vad.onnx\n  tts:\n    path: {m}/piper/en_US-joe-medium.onnx\n    intra_threads: 1\n  asr:\n    tiny:\n      path: {m}/whisper_tiny_en\n  llm:\n    embedded:\n      type: onnx\n      path: {m}/qwen2_5_coder_1_5b\n      temperature: 0\n\
@@ -32,16 +26,9 @@ fn config(m: &std::path::Path, target: &str) -> String {
     )
 }
 
-fn record(dir: &std::path::Path) -> serde_json::Value {
-    let rec_dir = dir.join("records");
-    let rec = common::wait_until(Duration::from_secs(15), || std::fs::read_dir(&rec_dir).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")))
-        .expect("a call record");
-    serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap()
-}
-
 #[test]
 fn the_agent_transfers_a_baresip_caller_to_a_person() {
-    let _one = one_call_at_a_time();
+    let _one = common::one_llm_call_at_a_time();
     common::require_tools(&["baresip", "sipp", "sox"]);
     let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
     let ports = common::alloc_ports();
@@ -69,7 +56,7 @@ fn the_agent_transfers_a_baresip_caller_to_a_person() {
     let run = target.wait(Duration::from_secs(15));
     assert_eq!((run.successful, run.failed), (1, 0), "the target took the transferred call\n{}", run.report());
 
-    let r = record(&dir);
+    let r = common::wait_call_record(&dir);
     println!("tools: {}\nreplies: {}", serde_json::to_string_pretty(&r["tools"]).unwrap(), serde_json::to_string_pretty(&r["replies"]).unwrap());
     let tools = r["tools"].as_array().unwrap();
     assert_eq!(tools.len(), 1, "{tools:?}\n{}", app.log_tail(30));
@@ -82,7 +69,7 @@ fn the_agent_transfers_a_baresip_caller_to_a_person() {
 
 #[test]
 fn a_caller_that_refuses_the_refer_hears_the_fallback() {
-    let _one = one_call_at_a_time();
+    let _one = common::one_llm_call_at_a_time();
     common::require_tools(&["sipp", "tcpdump", "sox"]);
     let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
     let ports = common::alloc_ports();
@@ -94,7 +81,7 @@ fn a_caller_that_refuses_the_refer_hears_the_fallback() {
     let pkts = cap.stop();
     assert!(run.successful == 1 && run.failed == 0, "SIPp got a REFER, refused it and hung up later\n{}\n{}", run.report(), app.log_tail(30));
 
-    let r = record(&dir);
+    let r = common::wait_call_record(&dir);
     println!("tools: {}\nreplies: {}", serde_json::to_string_pretty(&r["tools"]).unwrap(), serde_json::to_string_pretty(&r["replies"]).unwrap());
     let tools = r["tools"].as_array().unwrap();
     assert_eq!(tools.len(), 1, "{tools:?}");

@@ -49,8 +49,8 @@ pub enum AgentOutput {
     Transfer(String),
 }
 
-/// One tool call, as it ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One tool call, as it ended (as the call record writes it, too).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ToolRecord {
     /// The reply that asked for it.
     pub response: u64,

@@ -68,13 +68,8 @@ pub struct RecordReply {
 pub struct RecordTool {
     /// When it ended, from the start of the call.
     pub t_ms: u64,
-    pub response: u64,
-    pub call_id: String,
-    pub name: String,
-    pub arguments: String,
-    pub outcome: &'static str,
-    pub result: String,
-    pub duration_ms: u64,
+    #[serde(flatten)]
+    pub tool: crate::agent::ToolRecord,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -170,16 +165,7 @@ impl Recorder {
     }
 
     pub fn tool(&mut self, t: &crate::agent::ToolRecord) {
-        self.record.tools.push(RecordTool {
-            t_ms: self.started.elapsed().as_millis() as u64,
-            response: t.response,
-            call_id: t.call_id.clone(),
-            name: t.name.clone(),
-            arguments: t.arguments.clone(),
-            outcome: t.outcome,
-            result: t.result.clone(),
-            duration_ms: t.duration_ms,
-        });
+        self.record.tools.push(RecordTool { t_ms: self.started.elapsed().as_millis() as u64, tool: t.clone() });
     }
 
     pub fn response_started(&mut self, response: u64) {

@@ -194,6 +194,23 @@ fn remove_stale_runs(bin_dir: &Path) {
     }
 }
 
+/// The first JSON call record written under `dir`/records (`calls.record_dir: {{run_dir}}/records`),
+/// waited for up to 15 s (a call's record is written once its last transcripts are in).
+pub fn wait_call_record(dir: &Path) -> serde_json::Value {
+    let rec_dir = dir.join("records");
+    let rec = wait_until(Duration::from_secs(15), || std::fs::read_dir(&rec_dir).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")))
+        .unwrap_or_else(|| panic!("no call record in {}", rec_dir.display()));
+    serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap()
+}
+
+/// One appliance with the embedded language model at a time in a test binary: each loads the 1.5B
+/// model next to Whisper and Piper, and two at once on a 2-core machine took 4.5 s to transcribe the
+/// caller and 6 s to a tool call, which pushed spoken answers past the end of the callers' calls.
+pub fn one_llm_call_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Polls `f` every 20 ms until it returns `Some`, or `timeout` passes.
 pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
