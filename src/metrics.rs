@@ -46,6 +46,12 @@ pub struct Metrics {
     /// Caller speech over the agent: interrupted (the agent stopped) or resumed (it was not).
     pub barge_ins: IntCounterVec,
     pub tool_calls: IntCounterVec,
+    /// 1 for each account's current registration state (idle, registering, registered, failed, unregistered).
+    pub registration_state: prometheus::IntGaugeVec,
+    /// Registration outcomes by account (registered, failed).
+    pub registrations: IntCounterVec,
+    /// Outbound calls placed, by outcome (answered, busy, no_answer, failed, cancelled).
+    pub outbound_calls: IntCounterVec,
     /// Per-call figures observed when each call ends (from RTCP).
     pub call_jitter: Histogram,
     pub call_loss: Histogram,
@@ -89,6 +95,12 @@ impl Metrics {
         registry.register(Box::new(barge_ins.clone())).expect("unique metric");
         let tool_calls = IntCounterVec::new(Opts::new("switchboard_tool_calls_total", "Tool calls of the agents' models, by tool and outcome (ok, error, timeout, invalid_arguments)"), &["tool", "outcome"]).expect("valid metric");
         registry.register(Box::new(tool_calls.clone())).expect("unique metric");
+        let registration_state = prometheus::IntGaugeVec::new(Opts::new("switchboard_registration_state", "1 for each account's current registration state"), &["account", "state"]).expect("valid metric");
+        registry.register(Box::new(registration_state.clone())).expect("unique metric");
+        let registrations = IntCounterVec::new(Opts::new("switchboard_registrations_total", "Registration attempts ended, by account and result (registered, failed)"), &["account", "result"]).expect("valid metric");
+        registry.register(Box::new(registrations.clone())).expect("unique metric");
+        let outbound_calls = IntCounterVec::new(Opts::new("switchboard_outbound_calls_total", "Outbound calls placed, by outcome (answered, busy, no_answer, failed, cancelled)"), &["outcome"]).expect("valid metric");
+        registry.register(Box::new(outbound_calls.clone())).expect("unique metric");
         for h in [&call_jitter, &call_loss, &call_rtt, &transcript_latency, &llm_first_text] {
             registry.register(Box::new(h.clone())).expect("unique metric");
         }
@@ -132,6 +144,9 @@ impl Metrics {
             llm_first_text,
             barge_ins,
             tool_calls,
+            registration_state,
+            registrations,
+            outbound_calls,
             call_jitter,
             call_loss,
             call_rtt,

@@ -96,6 +96,32 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    for (name, a) in &c.accounts {
+        let key = |k: &str| format!("accounts.{name}.{k}");
+        let set = [a.password_env.is_some(), a.password_file.is_some(), a.password.is_some()].iter().filter(|x| **x).count();
+        if set != 1 {
+            return Err(err(&format!("accounts.{name}"), "give exactly one of `password_env`, `password_file` or `password`".into()));
+        }
+        for (k, v) in [("domain", Some(&a.domain)), ("outbound_proxy", a.outbound_proxy.as_ref())] {
+            if let Some(v) = v {
+                if crate::config::host_port(v).is_none() {
+                    return Err(err(&key(k), format!("`{v}` is not `host` or `host:port`")));
+                }
+            }
+        }
+        if a.username.is_empty() || a.username.chars().any(|ch| ch.is_whitespace() || matches!(ch, '@' | ':' | '<' | '>' | ';')) {
+            return Err(err(&key("username"), format!("`{}` is not a SIP user name", a.username)));
+        }
+        if let Some(agent) = &a.agent {
+            if !c.agents.contains_key(agent) {
+                let known: Vec<&str> = c.agents.keys().map(String::as_str).collect();
+                return Err(err(&key("agent"), format!("unknown agent `{agent}` (defined agents: {})", known.join(", "))));
+            }
+        }
+        if !c.sip.transports.contains(&a.transport) {
+            return Err(err(&key("transport"), format!("{:?} is not among sip.transports", a.transport).to_lowercase()));
+        }
+    }
     let jb = &c.media.jitter_buffer;
     if !(jb.min_ms <= jb.target_ms && jb.target_ms.get() <= jb.max_ms.get()) {
         return Err(err(
@@ -280,3 +306,26 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+
+/// `host` or `host:port` (IPv6 in brackets) as written in the config; None when unreadable.
+pub fn host_port(s: &str) -> Option<(String, u16)> {
+    let s = s.trim();
+    let s = s.strip_prefix("sip:").unwrap_or(s);
+    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || matches!(c, '@' | ';' | '/')) {
+        return None;
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        host.parse::<std::net::Ipv6Addr>().ok()?;
+        return match after.strip_prefix(':') {
+            Some(p) => Some((host.to_string(), p.parse().ok()?)),
+            None if after.is_empty() => Some((host.to_string(), 5060)),
+            None => None,
+        };
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Some((h.to_string(), p.parse().ok().filter(|p: &u16| *p > 0)?)),
+        Some(_) => None,
+        None => Some((s.to_string(), 5060)),
+    }
+}

@@ -24,6 +24,53 @@ pub struct Config {
     pub models: Option<ModelsConfig>,
     pub routes: Vec<Route>,
     pub agents: BTreeMap<String, AgentConfig>,
+    /// SIP accounts on a PBX or trunk: registered (inbound calls reach the account's agent)
+    /// and/or dialled through (outbound calls and campaigns).
+    #[serde(default)]
+    pub accounts: BTreeMap<String, AccountConfig>,
+}
+
+/// One SIP account (an extension on a PBX, or a trunk).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The registrar / SIP domain: `host` or `host:port` (the address of record is
+    /// `sip:{username}@{domain}`).
+    pub domain: String,
+    pub username: String,
+    /// The digest user name when it differs from `username`.
+    #[serde(default)]
+    pub auth_username: Option<String>,
+    /// The password: from an environment variable, a file (first line), or inline.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Send every request here instead of to `domain` (`host` or `host:port`).
+    #[serde(default)]
+    pub outbound_proxy: Option<String>,
+    #[serde(default = "default_account_transport")]
+    pub transport: TransportKind,
+    /// Register (an extension); false for a trunk that is only dialled through.
+    #[serde(default = "default_true")]
+    pub register: bool,
+    /// The binding lifetime asked for (the registrar may grant another).
+    #[serde(default = "default_register_expires")]
+    pub expires_s: U64Range<10, 86_400>,
+    /// The agent that answers calls arriving through this registration; absent: the routes decide.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// The caller ID of outbound calls (the From user); default `username`.
+    #[serde(default)]
+    pub caller_id: Option<String>,
+}
+fn default_account_transport() -> TransportKind {
+    TransportKind::Udp
+}
+fn default_register_expires() -> U64Range<10, 86_400> {
+    U64Range(300)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]

@@ -14,6 +14,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// Set when shutdown begins: /healthz turns 503 so load balancers stop sending calls.
     pub draining: Arc<AtomicBool>,
+    /// Each SIP account's registration state.
+    pub accounts: crate::server::AccountStates,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -24,13 +26,19 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     ([("content-type", "text/plain; version=0.0.4")], s.metrics.render())
 }
 
+/// 200 while taking calls (`status` ok, or `degraded` when an account is not registered),
+/// 503 while draining; the body lists each account's registration.
 async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
     let active = s.metrics.active_calls.get();
-    if s.draining.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("{{\"status\":\"draining\",\"active_calls\":{active}}}\n"))
-    } else {
-        (StatusCode::OK, format!("{{\"status\":\"ok\",\"active_calls\":{active}}}\n"))
-    }
+    let accounts = crate::server::accounts_json(&s.accounts);
+    let unregistered = accounts.as_object().is_some_and(|m| m.values().any(|a| a["state"] != "registered" && a["state"] != "idle"));
+    let (code, status) = match (s.draining.load(Ordering::Relaxed), unregistered) {
+        (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        (false, true) => (StatusCode::OK, "degraded"),
+        (false, false) => (StatusCode::OK, "ok"),
+    };
+    let body = serde_json::json!({ "status": status, "active_calls": active, "accounts": accounts });
+    (code, format!("{body}\n"))
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, state: HttpState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {

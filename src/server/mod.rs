@@ -1,6 +1,7 @@
 //! The appliance: binds the listeners, owns the SIP endpoint, starts a call
 //! task for each answered call, and shuts down gracefully.
 
+mod accounts;
 mod transport;
 
 use crate::agent::AgentSpec;
@@ -22,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 use transport::{Connections, Inbound};
+pub use accounts::{states_json as accounts_json, AccountStates};
 
 /// Command-line overrides of the config's listen addresses.
 #[derive(Debug, Clone, Default)]
@@ -120,13 +122,24 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
         transport::spawn_tcp_acceptor(l, conns.clone(), in_tx.clone());
     }
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let http_state = HttpState { metrics: metrics.clone(), draining: draining.clone() };
+    let account_states: accounts::AccountStates = Default::default();
+    let account_specs = accounts::specs(&loaded, sip_listen).await?;
+    let http_state = HttpState { metrics: metrics.clone(), draining: draining.clone(), accounts: account_states.clone() };
     let http_task = tokio::spawn(crate::http::serve(http, http_state, async move {
         let _ = http_stop_rx.await;
     }));
     info!(sip = %sip_listen, transports = ?cfg.sip.transports, http = %http_listen, rtp = %format!("{}-{}", rtp.low, rtp.high), "switchboard listening");
 
     let mut endpoint = Endpoint::new(EndpointConfig::from_config(cfg), rand::random());
+    for spec in account_specs {
+        info!(account = %spec.name, aor = %spec.aor(), via = %spec.next_hop, register = spec.register, "SIP account");
+        accounts::record_state(&account_states, &metrics, &spec.name, &crate::sip::endpoint::RegState::Idle);
+        endpoint.add_account(spec, std::time::Instant::now());
+    }
+    // The first REGISTERs leave now, not with the loop's first wake-up.
+    while let Some(t) = endpoint.poll_transmit() {
+        transport::send(t, &udp, &conns, &in_tx);
+    }
     let ports = Arc::new(Mutex::new(PortPool::new(rtp.low, rtp.high)));
     let (sip_tx, mut sip_rx) = mpsc::unbounded_channel::<SipRequest>();
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
@@ -230,6 +243,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                         let _ = c.send(CallCtrl::Info { content_type, body });
                     }
                 }
+                Event::Registration { account, state } => accounts::record_state(&account_states, &metrics, &account, &state),
                 Event::Transfer { key, progress } => {
                     if let Some(c) = calls.get(&key).and_then(|c| c.ctrl.as_ref()) {
                         let _ = c.send(CallCtrl::Transfer(progress));
@@ -277,6 +291,7 @@ fn begin_shutdown(endpoint: &mut Endpoint, draining: &AtomicBool, shutdown_at: &
     }
     info!(calls = endpoint.active_calls(), grace_s = grace.as_secs(), "shutting down: refusing new calls");
     endpoint.set_draining(true);
+    endpoint.unregister_all(std::time::Instant::now());
     *shutdown_at = Some(Instant::now() + grace);
 }
 

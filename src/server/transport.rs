@@ -23,23 +23,36 @@ pub struct Inbound {
 }
 
 /// Open TCP connections, by id, each with the queue of bytes to write to it.
+/// Open TCP connections, by id, each with the queue of bytes to write to it, and by peer
+/// address, so requests to a peer reuse the connection it already has with us (a registrar
+/// sends calls back over the connection we registered on, RFC 5626's spirit without its flows).
 #[derive(Clone, Default)]
 pub struct Connections {
     inner: Arc<Mutex<HashMap<ConnId, mpsc::Sender<Vec<u8>>>>>,
+    by_peer: Arc<Mutex<HashMap<SocketAddr, ConnId>>>,
     next: Arc<AtomicU64>,
 }
 
 impl Connections {
-    fn register(&self, tx: mpsc::Sender<Vec<u8>>) -> ConnId {
+    fn register(&self, tx: mpsc::Sender<Vec<u8>>, peer: SocketAddr) -> ConnId {
         let id = ConnId(self.next.fetch_add(1, Ordering::Relaxed) + 1);
         self.lock().insert(id, tx);
+        self.by_peer.lock().unwrap_or_else(|p| p.into_inner()).insert(peer, id);
         id
     }
-    fn remove(&self, id: ConnId) {
+    fn remove(&self, id: ConnId, peer: SocketAddr) {
         self.lock().remove(&id);
+        let mut by_peer = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        if by_peer.get(&peer) == Some(&id) {
+            by_peer.remove(&peer);
+        }
     }
     fn get(&self, id: ConnId) -> Option<mpsc::Sender<Vec<u8>>> {
         self.lock().get(&id).cloned()
+    }
+    fn to_peer(&self, peer: SocketAddr) -> Option<mpsc::Sender<Vec<u8>>> {
+        let id = *self.by_peer.lock().unwrap_or_else(|p| p.into_inner()).get(&peer)?;
+        self.get(id)
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, mpsc::Sender<Vec<u8>>>> {
         // A panic while holding this lock cannot leave the map inconsistent.
@@ -120,7 +133,7 @@ fn spawn_connection(stream: TcpStream, conns: Connections, tx: mpsc::Sender<Inbo
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(256);
-    let id = conns.register(wtx);
+    let id = conns.register(wtx, peer);
     tokio::spawn(async move {
         while let Some(data) = wrx.recv().await {
             if wr.write_all(&data).await.is_err() {
@@ -162,7 +175,7 @@ fn spawn_connection(stream: TcpStream, conns: Connections, tx: mpsc::Sender<Inbo
                 break;
             }
         }
-        conns.remove(id);
+        conns.remove(id, peer);
     });
     Some(id)
 }
@@ -177,7 +190,11 @@ pub fn send(t: Transmit, udp: &Arc<UdpSocket>, conns: &Connections, inbound: &mp
             }
         }
         (Transport::Tcp, _) => {
-            if let Some(tx) = t.conn.and_then(|c| conns.get(c)) {
+            let open = t.conn.and_then(|c| conns.get(c)).or_else(|| match t.target {
+                Target::Addr(a) => conns.to_peer(a),
+                Target::Host(..) => None,
+            });
+            if let Some(tx) = open {
                 if tx.try_send(t.data.clone()).is_ok() {
                     return;
                 }

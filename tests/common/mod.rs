@@ -22,6 +22,7 @@ pub mod audio;
 pub mod baresip;
 pub mod capture;
 pub mod fixtures;
+pub mod kamailio;
 pub mod pcap;
 pub mod ports;
 pub mod sipp;
@@ -36,6 +37,7 @@ pub use audio::{
 pub use baresip::{Baresip, BaresipConfig};
 pub use capture::Capture;
 pub use fixtures::{fixtures, Fixtures};
+pub use kamailio::Kamailio;
 pub use pcap::UdpPacket;
 pub use ports::{alloc_ports, Ports};
 pub use sipp::{run_sipp, scenario, spawn_sipp, SippProcess, SippRun};

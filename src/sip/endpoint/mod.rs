@@ -9,6 +9,7 @@
 
 mod build;
 mod call;
+mod register;
 mod transfer;
 mod txn;
 mod types;
@@ -17,6 +18,7 @@ mod types;
 mod tests;
 
 pub use build::{ACCEPT, ALLOW};
+pub use register::{AccountSpec, RegState};
 pub use types::*;
 
 use crate::config::glob_match;
@@ -85,6 +87,7 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     draining: bool,
     stats: EndpointStats,
+    registrations: Vec<register::Registration>,
 }
 
 impl Endpoint {
@@ -101,6 +104,7 @@ impl Endpoint {
             events: VecDeque::new(),
             draining: false,
             stats: EndpointStats::default(),
+            registrations: Vec::new(),
         }
     }
 
@@ -154,7 +158,7 @@ impl Endpoint {
         let tx = self.server_txs.values().filter_map(ServerTx::next_timer);
         let ctx = self.client_txs.values().map(ClientTx::next_timer);
         let calls = self.calls.values().filter_map(Call::next_timer);
-        tx.chain(ctx).chain(calls).min()
+        tx.chain(ctx).chain(calls).chain(self.registration_timer()).min()
     }
 
     // ---------------------------------------------------------------- input
@@ -165,7 +169,7 @@ impl Endpoint {
                 self.stats.requests += 1;
                 self.handle_request(msg, src, now)
             }
-            Ok(msg) => self.handle_response(msg),
+            Ok(msg) => self.handle_response(msg, now),
             Err(e) => self.handle_malformed(e, src),
         }
     }
@@ -302,7 +306,7 @@ impl Endpoint {
         true
     }
 
-    fn handle_response(&mut self, resp: SipMessage) {
+    fn handle_response(&mut self, resp: SipMessage, now: Instant) {
         let StartLine::Response { code, .. } = resp.start else { return };
         let Some(branch) = resp.top_via().and_then(|v| v.branch().map(str::to_string)) else { return };
         if code < 200 {
@@ -314,6 +318,10 @@ impl Endpoint {
         }
         if let Some(tx) = self.client_txs.remove(&branch) {
             debug!(call_id = %tx.call_id, code, method = tx.method.as_str(), "final response to our request");
+            if let Some(i) = tx.account {
+                self.register_answered(i, Some(&resp), now);
+                return;
+            }
             if let (Method::Refer, Some(key)) = (&tx.method, tx.call) {
                 let reason = match &resp.start {
                     StartLine::Response { reason, .. } => reason.clone(),
@@ -334,7 +342,9 @@ impl Endpoint {
             self.respond_tx(key, &ctx, 503, None, now, |m| m.headers.push("Retry-After", "30"));
             return;
         }
-        let Some(agent) = self.cfg.routes.iter().find(|(p, _)| glob_match(p, &called)).map(|(_, a)| a.clone()) else {
+        // A call the registrar forwards to one of our registered Contacts goes to that account's agent.
+        let agent = self.account_agent(&called).or_else(|| self.cfg.routes.iter().find(|(p, _)| glob_match(p, &called)).map(|(_, a)| a.clone()));
+        let Some(agent) = agent else {
             info!(%call_id, %called, "no route for called user: 404");
             self.respond_tx(key, &ctx, 404, None, now, |_| {});
             return;
@@ -723,6 +733,7 @@ impl Endpoint {
             ClientTx {
                 call_id,
                 call: Some(key),
+                account: None,
                 method,
                 request,
                 retransmit_at: (!transport.is_reliable()).then_some(now + self.cfg.t1),
@@ -783,12 +794,16 @@ impl Endpoint {
         // Client transactions (our BYE).
         let mut done = Vec::new();
         let mut unanswered_refers = Vec::new();
+        let mut unanswered_registers = Vec::new();
         for (b, tx) in self.client_txs.iter_mut() {
             if tx.timeout_at <= now {
                 warn!(call_id = %tx.call_id, "no answer to our {} (Timer F)", tx.method.as_str());
                 done.push(b.clone());
                 if let (Method::Refer, Some(key)) = (&tx.method, tx.call) {
                     unanswered_refers.push(key);
+                }
+                if let Some(i) = tx.account {
+                    unanswered_registers.push(i);
                 }
                 continue;
             }
@@ -804,6 +819,10 @@ impl Endpoint {
         for key in unanswered_refers {
             self.refer_answered(key, 408, "no answer to REFER");
         }
+        for i in unanswered_registers {
+            self.register_answered(i, None, now);
+        }
+        self.registration_timeouts(now);
         // 2xx retransmission until ACK; BYE after 64*T1 without one.
         let mut ack_timeouts = Vec::new();
         for c in self.calls.values_mut() {

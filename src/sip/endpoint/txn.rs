@@ -61,6 +61,8 @@ pub struct ClientTx {
     pub call_id: String,
     /// The call it belongs to, while the call lives.
     pub call: Option<CallKey>,
+    /// The account whose REGISTER this is.
+    pub account: Option<usize>,
     pub method: Method,
     pub request: Transmit,
     pub retransmit_at: Option<Instant>,

@@ -1,5 +1,6 @@
 //! What goes in and out of the sans-IO endpoint.
 
+use super::register::RegState;
 use crate::sip::sdp::Negotiated;
 use std::net::SocketAddr;
 
@@ -121,6 +122,8 @@ pub enum Event {
     Info { key: CallKey, content_type: String, body: Vec<u8> },
     /// How a transfer asked for with `Endpoint::transfer` is going.
     Transfer { key: CallKey, progress: TransferProgress },
+    /// An account's registration changed state (registered, failed with the retry time, ...).
+    Registration { account: String, state: RegState },
 }
 
 /// A blind transfer (REFER, RFC 3515) as the peer reports it.
