@@ -29,6 +29,32 @@ pub enum Command {
         #[arg(long, value_parser = parse_ports)]
         rtp_ports: Option<PortRange>,
     },
+    /// Place one outbound call through a running appliance (its admin API) and follow it:
+    /// exit 0 answered, 3 busy, 4 no answer, 5 failed, 1 refused.
+    Dial {
+        /// A number (dialled at the account's domain), tel: or sip: URI.
+        to: String,
+        /// The agent that talks once the call is answered.
+        #[arg(long)]
+        agent: String,
+        /// The account or trunk to call through (accounts in the config).
+        #[arg(long)]
+        account: Option<String>,
+        /// Seconds to let it ring before CANCEL.
+        #[arg(long, default_value_t = 30)]
+        ring_timeout: u64,
+        /// A variable for the agent's instructions: NAME=VALUE (repeatable).
+        #[arg(long)]
+        var: Vec<String>,
+        /// The appliance's HTTP address (default: the config's http.listen).
+        #[arg(long)]
+        http: Option<SocketAddr>,
+        /// Return once the call is placed.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, short, default_value = "config/switchboard.yaml")]
+        config: PathBuf,
+    },
     /// Validate a config file without starting anything.
     CheckConfig {
         file: PathBuf,

@@ -2,6 +2,7 @@ mod cli;
 mod cli_asr;
 mod cli_llm;
 mod cli_bargein;
+mod cli_dial;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -74,6 +75,16 @@ fn main() -> ExitCode {
             };
             let line = switchboard::call::bargein_sim::Line { echo_gain: 10f32.powf(echo_db / 20.0), echo_delay_ms, jitter_ms, ..Default::default() };
             report(cli_bargein::bench(&loaded, agent.as_deref(), interruptions, coughs, line, verbose))
+        }
+        Command::Dial { to, agent, account, ring_timeout, var, http, no_wait, config } => {
+            let loaded = match switchboard::config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            cli_dial::dial(&loaded, cli_dial::DialArgs { to, agent, account, ring_timeout_s: ring_timeout, variables: var, http, no_wait })
         }
         Command::Run { config, sip_listen, http_listen, rtp_ports } => {
             let loaded = match load_config(&config) {

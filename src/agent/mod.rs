@@ -136,6 +136,14 @@ pub fn call_variables(caller: &str, called: &str, agent: &str) -> std::collectio
         .collect()
 }
 
+/// The built-in variables plus per-call ones (the agent's defaults, then a contact's values);
+/// the built-ins cannot be replaced.
+pub fn call_variables_with(caller: &str, called: &str, agent: &str, extra: &std::collections::BTreeMap<String, String>) -> std::collections::BTreeMap<String, String> {
+    let mut vars = extra.clone();
+    vars.extend(call_variables(caller, called, agent));
+    vars
+}
+
 impl AgentSpec {
     fn style(&self, tts: &crate::models::tts_worker::TtsWorker) -> crate::models::tts_worker::Style {
         let mut scales = tts.default_scales();
@@ -174,6 +182,11 @@ impl AgentSpec {
 
     /// The agent for one call (`caller`, `called`: for the instructions' variables).
     pub fn build(&self, caller: &str, called: &str) -> Box<dyn Agent> {
+        self.build_with(caller, called, &Default::default())
+    }
+
+    /// The agent for one call with per-call variables (a campaign contact's columns).
+    pub fn build_with(&self, caller: &str, called: &str, call_vars: &std::collections::BTreeMap<String, String>) -> Box<dyn Agent> {
         let delay = self.config.echo_delay_ms.get();
         match self.config.mode {
             AgentMode::Echo => Box::new(echo::EchoAgent::new(self.greeting.clone(), Some(delay))),
@@ -185,7 +198,9 @@ impl AgentSpec {
             },
             AgentMode::Llm => match (&self.tts, &self.llm, &self.config.llm) {
                 (Some(tts), Some(backend), Some(l)) => {
-                    let vars = call_variables(caller, called, &self.name);
+                    let mut extra = self.config.variables.clone();
+                    extra.extend(call_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    let vars = call_variables_with(caller, called, &self.name, &extra);
                     // Validated at start-up with the same variables: rendering cannot fail here.
                     let instructions = conversation::render(&l.instructions, &vars).unwrap_or_else(|_| l.instructions.clone());
                     let budget = l.max_context_tokens.get();

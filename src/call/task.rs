@@ -50,8 +50,9 @@ pub struct CallTaskParams {
     pub max_duration: Option<Duration>,
     /// Builds the call record, written when the call ends (`calls.record_dir`).
     pub record: Option<super::record::Recorder>,
-    /// Runs when the task ends (returns the RTP port to the pool).
-    pub on_exit: Box<dyn FnOnce() + Send>,
+    /// Runs when the task ends (returns the RTP port to the pool), with the call record's path
+    /// when one was written (an outbound call's dialer reads the transcript from it).
+    pub on_exit: Box<dyn FnOnce(Option<std::path::PathBuf>) + Send>,
 }
 
 pub fn spawn(p: CallTaskParams) -> mpsc::UnboundedSender<CallCtrl> {
@@ -154,6 +155,7 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
         remote_loss_pct = ?r.remote_fraction_lost.map(|f| format!("{:.2}", f * 100.0)),
         rtt_ms = ?r.rtt.map(|d| d.as_millis()), "media stopped"
     );
+    let mut record_path = None;
     if let Some(rec) = record {
         let media = super::record::RecordMedia {
             packets_in: s.packets_in,
@@ -164,12 +166,15 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
         };
         // Writing (and fsyncing) blocks: off the runtime's worker threads.
         match tokio::task::spawn_blocking(move || rec.finish(&end_reason, Some(media))).await {
-            Ok(Ok(path)) => debug!(path = %path.display(), "call record written"),
+            Ok(Ok(path)) => {
+                debug!(path = %path.display(), "call record written");
+                record_path = Some(path);
+            }
             Ok(Err(e)) => tracing::error!(error = %e, "cannot write the call record"),
             Err(e) => tracing::error!(error = %e, "call record writer failed"),
         }
     }
-    on_exit();
+    on_exit(record_path);
 }
 
 /// How long a call that has ended waits for the transcripts of its last turn.

@@ -231,7 +231,7 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
                 }
                 _ => {}
             }
-            if let Err(e) = crate::agent::conversation::render(&l.instructions, &crate::agent::call_variables("", "", name)) {
+            if let Err(e) = crate::agent::conversation::render(&l.instructions, &crate::agent::call_variables_with("", "", name, &a.variables)) {
                 return Err(err(&format!("agents.{name}.llm.instructions"), e));
             }
             let mut seen = std::collections::BTreeSet::new();

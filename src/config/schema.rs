@@ -268,11 +268,18 @@ pub struct HttpConfig {
     /// until the operator says so.
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
+    /// A bearer token the admin endpoints that change state (placing calls, campaigns) require,
+    /// from an environment variable or a file. Without one they are open to whoever reaches
+    /// `listen` (loopback by default).
+    #[serde(default)]
+    pub admin_token_env: Option<String>,
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: default_http_listen() }
+        HttpConfig { listen: default_http_listen(), admin_token_env: None, admin_token_file: None }
     }
 }
 fn default_http_listen() -> SocketAddr {
@@ -402,6 +409,10 @@ pub struct AgentConfig {
     /// The caller may interrupt the agent (`mode: llm` and `repeat`, with turn_detection).
     #[serde(default)]
     pub barge_in: BargeInSettings,
+    /// Per-call variables the instructions may use (`{name}`), with their defaults; a campaign
+    /// contact's CSV columns or a dial request's `variables` replace them for that call.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
 }
 
 /// Barge-in: pause the agent's audio after `pause_ms` of caller speech, drop it after `commit_ms`,

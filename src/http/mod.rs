@@ -1,4 +1,5 @@
-//! The operations HTTP port: /metrics (Prometheus text) and /healthz.
+//! The operations HTTP port: /metrics (Prometheus text), /healthz, and the admin API that
+//! places outbound calls (`POST /calls`, `GET /calls/{call_id}`, `POST /calls/{call_id}/hangup`).
 
 use crate::metrics::Metrics;
 use axum::extract::State;
@@ -16,10 +17,79 @@ pub struct HttpState {
     pub draining: Arc<AtomicBool>,
     /// Each SIP account's registration state.
     pub accounts: crate::server::AccountStates,
+    /// Commands for the server loop (dial, hang up).
+    pub commands: tokio::sync::mpsc::UnboundedSender<crate::server::Command>,
+    pub outbound: crate::server::OutboundTable,
+    /// Required as `Authorization: Bearer …` by the endpoints that change state, when set.
+    pub admin_token: Option<String>,
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).with_state(state)
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/calls", axum::routing::post(dial))
+        .route("/calls/{call_id}", get(call_status))
+        .route("/calls/{call_id}/hangup", axum::routing::post(hangup))
+        .with_state(state)
+}
+
+fn json_error(code: StatusCode, message: &str) -> (StatusCode, String) {
+    (code, format!("{}\n", serde_json::json!({ "error": message })))
+}
+
+/// The token check for endpoints that change state (constant-time compare).
+fn authorized(s: &HttpState, headers: &axum::http::HeaderMap) -> Result<(), (StatusCode, String)> {
+    let Some(token) = &s.admin_token else { return Ok(()) };
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    let same = given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(json_error(StatusCode::UNAUTHORIZED, "a valid `Authorization: Bearer` admin token is required"))
+    }
+}
+
+/// Place one outbound call: `{"to": "+44…" | "sip:…", "agent": "…", "account": "…",
+/// "ring_timeout_s": 30, "variables": {…}}` → 201 `{"call_id": …}`.
+async fn dial(State(s): State<HttpState>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> (StatusCode, String) {
+    if let Err(e) = authorized(&s, &headers) {
+        return e;
+    }
+    let req: crate::server::DialRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("bad dial request: {e}")),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if s.commands.send(crate::server::Command::Dial { req, next_hop: None, notify: None, reply: tx }).is_err() {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match rx.await {
+        Ok(Ok(call_id)) => (StatusCode::CREATED, format!("{}\n", serde_json::json!({ "call_id": call_id }))),
+        Ok(Err(e)) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        Err(_) => json_error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+    }
+}
+
+async fn call_status(State(s): State<HttpState>, axum::extract::Path(call_id): axum::extract::Path<String>) -> (StatusCode, String) {
+    match s.outbound.get(&call_id) {
+        Some(st) => (StatusCode::OK, format!("{}\n", serde_json::to_string(&st).unwrap_or_default())),
+        None => json_error(StatusCode::NOT_FOUND, "no such outbound call"),
+    }
+}
+
+async fn hangup(State(s): State<HttpState>, headers: axum::http::HeaderMap, axum::extract::Path(call_id): axum::extract::Path<String>) -> (StatusCode, String) {
+    if let Err(e) = authorized(&s, &headers) {
+        return e;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if s.commands.send(crate::server::Command::Hangup { call_id, reply: tx }).is_err() {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match rx.await {
+        Ok(true) => (StatusCode::ACCEPTED, "{\"status\":\"hanging up\"}\n".into()),
+        _ => json_error(StatusCode::NOT_FOUND, "no such call in progress"),
+    }
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {

@@ -2,6 +2,7 @@
 //! task for each answered call, and shuts down gracefully.
 
 mod accounts;
+mod outbound;
 mod transport;
 
 use crate::agent::AgentSpec;
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 use transport::{Connections, Inbound};
 pub use accounts::{states_json as accounts_json, AccountStates};
+pub use outbound::{Command, DialRequest, OutboundStatus, OutboundTable, OutboundUpdate};
 
 /// Command-line overrides of the config's listen addresses.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +39,17 @@ struct ActiveCall {
     ctrl: Option<mpsc::UnboundedSender<CallCtrl>>,
     port: u16,
 }
+
+/// An outbound call between its INVITE and its answer: the media sockets named in our offer,
+/// and who to tell how it goes.
+struct PendingDial {
+    sockets: Option<RtpSockets>,
+    req: DialRequest,
+    call: crate::sip::endpoint::OutgoingCall,
+    notify: Option<mpsc::UnboundedSender<OutboundUpdate>>,
+}
+
+type RtpSockets = (tokio::net::UdpSocket, tokio::net::UdpSocket, u16);
 
 enum Control {
     Answer(CallKey),
@@ -124,7 +137,16 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let account_states: accounts::AccountStates = Default::default();
     let account_specs = accounts::specs(&loaded, sip_listen).await?;
-    let http_state = HttpState { metrics: metrics.clone(), draining: draining.clone(), accounts: account_states.clone() };
+    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<Command>();
+    let outbound_table = OutboundTable::default();
+    let http_state = HttpState {
+        metrics: metrics.clone(),
+        draining: draining.clone(),
+        accounts: account_states.clone(),
+        commands: cmd_tx.clone(),
+        outbound: outbound_table.clone(),
+        admin_token: admin_token(&loaded)?,
+    };
     let http_task = tokio::spawn(crate::http::serve(http, http_state, async move {
         let _ = http_stop_rx.await;
     }));
@@ -144,6 +166,10 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let (sip_tx, mut sip_rx) = mpsc::unbounded_channel::<SipRequest>();
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
     let mut calls: HashMap<CallKey, ActiveCall> = HashMap::new();
+    let mut pending: HashMap<CallKey, PendingDial> = HashMap::new();
+    // Answered outbound calls: who to tell when they end (after the call record is written).
+    let mut outbound_live: HashMap<CallKey, (String, Option<mpsc::UnboundedSender<OutboundUpdate>>)> = HashMap::new();
+    let sip_transport = if cfg.sip.transports.contains(&TransportKind::Udp) { crate::sip::endpoint::Transport::Udp } else { crate::sip::endpoint::Transport::Tcp };
     let media_settings = media_settings(cfg);
     let media_ip = sip_listen.ip();
 
@@ -165,6 +191,37 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
             Some(r) = sip_rx.recv() => match r.action {
                 SipAction::Hangup(reason) => endpoint.hangup(r.key, &reason, std::time::Instant::now()),
                 SipAction::Transfer(target) => endpoint.transfer(r.key, &target, std::time::Instant::now()),
+            },
+            Some(c) = cmd_rx.recv() => match c {
+                Command::Dial { req, next_hop, notify, reply } => {
+                    let direct_needs_lookup = req.account.is_none() && next_hop.is_none();
+                    if direct_needs_lookup {
+                        // A sip: target's host is resolved off the loop, then the request comes back.
+                        let tx = cmd_tx.clone();
+                        tokio::spawn(async move {
+                            match outbound::resolve_direct(&req.to).await {
+                                Ok(Some(addr)) => { let _ = tx.send(Command::Dial { req, next_hop: Some(addr), notify, reply }); }
+                                Ok(None) => { let _ = reply.send(Err(format!("`{}` is a number: name an account to dial it through (or give a sip: URI)", req.to))); }
+                                Err(e) => { let _ = reply.send(Err(e)); }
+                            }
+                        });
+                    } else {
+                        let r = place_call(&mut endpoint, req, next_hop, notify, &agents, &ports, media_ip, sip_listen, sip_transport, &outbound_table, &mut pending);
+                        if r.is_ok() {
+                            metrics.active_calls.inc();
+                            metrics.rtp_ports_in_use.inc();
+                        }
+                        let _ = reply.send(r);
+                    }
+                }
+                Command::Hangup { call_id, reply } => {
+                    let key = pending.iter().find(|(_, p)| p.call.call_id == call_id).map(|(k, _)| *k)
+                        .or_else(|| outbound_live.iter().find(|(_, (id, _))| *id == call_id).map(|(k, _)| *k));
+                    if let Some(k) = key {
+                        endpoint.hangup(k, "hung up by the admin API", std::time::Instant::now());
+                    }
+                    let _ = reply.send(key.is_some());
+                }
             },
             Some(c) = ctl_rx.recv() => match c {
                 Control::Answer(key) => {
@@ -202,7 +259,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
             match ev {
                 Event::Incoming(ic) => {
                     let now = std::time::Instant::now();
-                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, &models, cfg, record_dir.as_deref(), &metrics, &sip_tx) {
+                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, &models, cfg, record_dir.as_deref(), &metrics, &sip_tx, None, &Default::default(), None) {
                         Ok(active) => {
                             let answer_after = agents.get(&ic.agent).map(|a| a.config.answer_after_ms.get()).unwrap_or(0);
                             let port = active.port;
@@ -243,6 +300,41 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                         let _ = c.send(CallCtrl::Info { content_type, body });
                     }
                 }
+                Event::Progress { key, code, early_media } => {
+                    if let Some(p) = pending.get(&key) {
+                        let u = OutboundUpdate::Ringing { code, early_media: early_media.is_some() };
+                        outbound_table.update(&p.call.call_id, &u);
+                        if let Some(n) = &p.notify { let _ = n.send(u); }
+                    }
+                }
+                Event::Answered { key, negotiated } => {
+                    let Some(mut p) = pending.remove(&key) else { continue };
+                    let call_id = p.call.call_id.clone();
+                    // To the agent the callee is "the caller": the other party of the call.
+                    let source = crate::sip::endpoint::Source { transport: sip_transport, addr: sip_listen, conn: None, local: sip_listen };
+                    let ic = IncomingCall { key, call_id: call_id.clone(), from: p.call.to.clone(), called: p.call.from.clone(), agent: p.call.agent.clone(), negotiated, source };
+                    let (table, notify, id) = (outbound_table.clone(), p.notify.clone(), call_id.clone());
+                    let on_record: Box<dyn FnOnce(Option<std::path::PathBuf>) + Send> = Box::new(move |path| {
+                        let u = OutboundUpdate::Ended { outcome: "answered".into(), code: Some(200), reason: "answered".into(), record_path: path.map(|p| p.display().to_string()) };
+                        table.update(&id, &u);
+                        if let Some(n) = notify { let _ = n.send(u); }
+                    });
+                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, &models, cfg, record_dir.as_deref(), &metrics, &sip_tx, p.sockets.take(), &p.req.variables, Some(on_record)) {
+                        Ok(active) => {
+                            if let Some(c) = &active.ctrl { let _ = c.send(CallCtrl::Confirmed); }
+                            calls.insert(key, active);
+                            metrics.outbound_calls.with_label_values(&["answered"]).inc();
+                            outbound_table.update(&call_id, &OutboundUpdate::Answered);
+                            if let Some(n) = &p.notify { let _ = n.send(OutboundUpdate::Answered); }
+                            outbound_live.insert(key, (call_id, p.notify));
+                        }
+                        Err(e) => {
+                            warn!(%call_id, error = %e, "cannot start the answered call: BYE");
+                            calls.insert(key, ActiveCall { ctrl: None, port: 0 });
+                            endpoint.hangup(key, "cannot start the agent", std::time::Instant::now());
+                        }
+                    }
+                }
                 Event::Registration { account, state } => accounts::record_state(&account_states, &metrics, &account, &state),
                 Event::Transfer { key, progress } => {
                     if let Some(c) = calls.get(&key).and_then(|c| c.ctrl.as_ref()) {
@@ -259,6 +351,23 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                             let _ = ctrl.send(CallCtrl::Stop { reason: label.clone() });
                         }
                         metrics.active_calls.dec();
+                    }
+                    outbound_live.remove(&key);
+                    if let Some(p) = pending.remove(&key) {
+                        // Never answered: the port goes back; the caller hears the outcome.
+                        if let Some((_, _, port)) = p.sockets {
+                            ports.lock().unwrap_or_else(|p| p.into_inner()).release(port);
+                            metrics.rtp_ports_in_use.dec();
+                        }
+                        metrics.active_calls.dec();
+                        let (code, why) = match &reason {
+                            crate::sip::endpoint::EndReason::Unanswered { code, reason } => (Some(*code), reason.clone()),
+                            r => (None, format!("{r:?}")),
+                        };
+                        metrics.outbound_calls.with_label_values(&[label.as_str()]).inc();
+                        let u = OutboundUpdate::Ended { outcome: label.clone(), code, reason: why, record_path: None };
+                        outbound_table.update(&p.call.call_id, &u);
+                        if let Some(n) = &p.notify { let _ = n.send(u); }
                     }
                     metrics.calls.with_label_values(&[label.as_str()]).inc();
                 }
@@ -331,6 +440,9 @@ fn start_call(
     record_dir: Option<&std::path::Path>,
     metrics: &Arc<Metrics>,
     sip: &mpsc::UnboundedSender<SipRequest>,
+    sockets: Option<RtpSockets>,
+    call_vars: &std::collections::BTreeMap<String, String>,
+    on_record: Option<Box<dyn FnOnce(Option<std::path::PathBuf>) + Send>>,
 ) -> anyhow::Result<ActiveCall> {
     let default_max_s = cfg.calls.max_duration_s;
     let spec = agents.get(&ic.agent).ok_or_else(|| anyhow!("route names unknown agent {}", ic.agent))?;
@@ -339,7 +451,7 @@ fn start_call(
     let mut media = CallMedia::new(
         MediaParams::from(&ic.negotiated),
         settings,
-        spec.build(&ic.from, &ic.called),
+        spec.build_with(&ic.from, &ic.called, call_vars),
         RtpIdentity::random(),
         std::time::Instant::now(),
         std::time::SystemTime::now(),
@@ -372,10 +484,16 @@ fn start_call(
         }
     }
     let record = record_dir.map(|d| crate::call::record::Recorder::new(d.to_path_buf(), &ic.call_id, &ic.from, &ic.called, &ic.agent));
-    let (rtp, rtcp, port) = bind_rtp(ports, media_ip)?;
+    let (rtp, rtcp, port) = match sockets {
+        Some(s) => s,
+        None => {
+            let s = bind_rtp(ports, media_ip)?;
+            metrics.rtp_ports_in_use.inc();
+            s
+        }
+    };
     let max_s = spec.config.max_duration_s.unwrap_or(default_max_s);
     let pool = ports.clone();
-    metrics.rtp_ports_in_use.inc();
     let in_use = metrics.rtp_ports_in_use.clone();
     let ctrl = task::spawn(task::CallTaskParams {
         key: ic.key,
@@ -387,12 +505,89 @@ fn start_call(
         sip: sip.clone(),
         max_duration: (max_s > 0).then(|| Duration::from_secs(max_s)),
         record,
-        on_exit: Box::new(move || {
+        on_exit: Box::new(move |record_path| {
             pool.lock().unwrap_or_else(|p| p.into_inner()).release(port);
             in_use.dec();
+            if let Some(f) = on_record {
+                f(record_path);
+            }
         }),
     });
     Ok(ActiveCall { ctrl: Some(ctrl), port })
+}
+
+/// Place an outbound call: bind its RTP port (named in our offer), send the INVITE, remember
+/// who asked. Returns the Call-ID.
+#[allow(clippy::too_many_arguments)]
+fn place_call(
+    endpoint: &mut Endpoint,
+    req: DialRequest,
+    next_hop: Option<SocketAddr>,
+    notify: Option<mpsc::UnboundedSender<OutboundUpdate>>,
+    agents: &HashMap<String, AgentSpec>,
+    ports: &Arc<Mutex<PortPool>>,
+    media_ip: std::net::IpAddr,
+    sip_listen: SocketAddr,
+    transport: crate::sip::endpoint::Transport,
+    table: &OutboundTable,
+    pending: &mut HashMap<CallKey, PendingDial>,
+) -> Result<String, String> {
+    if !agents.contains_key(&req.agent) {
+        let mut known: Vec<&str> = agents.keys().map(String::as_str).collect();
+        known.sort();
+        return Err(format!("unknown agent `{}` (defined agents: {})", req.agent, known.join(", ")));
+    }
+    if !(1..=600).contains(&req.ring_timeout_s) {
+        return Err(format!("ring_timeout_s {} is out of range 1..=600", req.ring_timeout_s));
+    }
+    let sockets = bind_rtp(ports, media_ip).map_err(|e| e.to_string())?;
+    let port = sockets.2;
+    let local = next_hop.map(|h| transport::LocalAddrCache::new(sip_listen).local_for(h));
+    let spec = crate::sip::endpoint::DialSpec {
+        target: req.to.clone(),
+        account: req.account.clone(),
+        next_hop,
+        local,
+        transport,
+        rtp_port: port,
+        ring_timeout: Duration::from_secs(req.ring_timeout_s),
+        agent: req.agent.clone(),
+    };
+    match endpoint.dial(spec, std::time::Instant::now()) {
+        Ok(call) => {
+            table.insert(OutboundStatus {
+                call_id: call.call_id.clone(),
+                to: call.to.clone(),
+                agent: call.agent.clone(),
+                state: "dialling".into(),
+                outcome: None,
+                code: None,
+                reason: None,
+                record_path: None,
+            });
+            let id = call.call_id.clone();
+            pending.insert(call.key, PendingDial { sockets: Some(sockets), req, call, notify });
+            Ok(id)
+        }
+        Err(e) => {
+            ports.lock().unwrap_or_else(|p| p.into_inner()).release(port);
+            Err(e)
+        }
+    }
+}
+
+/// The admin token from `http.admin_token_env` / `http.admin_token_file`, if configured.
+fn admin_token(loaded: &LoadedConfig) -> anyhow::Result<Option<String>> {
+    let h = &loaded.config.http;
+    match (&h.admin_token_env, &h.admin_token_file) {
+        (Some(var), _) => Ok(Some(std::env::var(var).map_err(|_| anyhow!("http.admin_token_env: the environment variable {var} is not set"))?)),
+        (None, Some(f)) => {
+            let path = loaded.resolve(f);
+            let t = std::fs::read_to_string(&path).map_err(|e| anyhow!("http.admin_token_file: {}: {e}", path.display()))?;
+            Ok(Some(t.trim().to_string()))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// Take an even port from the pool and bind it and its RTCP port (+1);

@@ -417,6 +417,33 @@ pub fn build_answer(offer: &SessionDescription, neg: &Negotiated, local: SocketA
     s
 }
 
+/// Our offer for an outbound call: every codec we accept, in our order of preference, with
+/// telephone-event (8 kHz, and 48 kHz beside Opus).
+pub fn build_offer(codecs: &[Codec], ptime_ms: u32, local: SocketAddr, origin: Origin) -> String {
+    let mut s = String::with_capacity(256);
+    let _ = write!(s, "v=0\r\no=switchboard {} {} {}\r\ns=switchboard\r\nc={}\r\nt=0 0\r\n", origin.session_id, origin.version, ip_line(local.ip()), ip_line(local.ip()));
+    let pt = |c: Codec| c.static_payload_type().unwrap_or(111);
+    let opus = codecs.contains(&Codec::Opus);
+    let mut fmts: Vec<String> = codecs.iter().map(|&c| pt(c).to_string()).collect();
+    fmts.push("101".into());
+    if opus {
+        fmts.push("102".into());
+    }
+    let _ = write!(s, "m=audio {} RTP/AVP {}\r\n", local.port(), fmts.join(" "));
+    for &c in codecs {
+        let _ = write!(s, "a=rtpmap:{} {}\r\n", pt(c), c.rtpmap());
+        if c == Codec::Opus {
+            let _ = write!(s, "a=fmtp:111 useinbandfec=1;stereo=0;sprop-stereo=0;maxplaybackrate=16000;sprop-maxcapturerate=16000\r\n");
+        }
+    }
+    let _ = write!(s, "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n");
+    if opus {
+        let _ = write!(s, "a=rtpmap:102 telephone-event/48000\r\na=fmtp:102 0-16\r\n");
+    }
+    let _ = write!(s, "a=ptime:{ptime_ms}\r\na=sendrecv\r\n");
+    s
+}
+
 fn write_audio(s: &mut String, neg: &Negotiated, port: u16) {
     let _ = write!(s, "m=audio {port} RTP/AVP {}", neg.payload_type);
     if let Some(d) = neg.dtmf_payload_type {

@@ -16,12 +16,14 @@ impl Kamailio {
     /// last `min_expires..=max_expires` seconds.
     pub fn start(dir: &Path, port: u16, users: &[(&str, &str)], min_expires: u32, max_expires: u32) -> Kamailio {
         let tmpl = std::fs::read_to_string(super::repo_root().join("tests/fixtures/kamailio/kamailio.cfg.tmpl")).expect("kamailio template");
+        let users_list = users;
         let users: String = users.iter().map(|(u, p)| format!("    if ($au == \"{u}\") {{ $var(pw) = \"{p}\"; }}\n")).collect();
         let cfg = tmpl
             .replace("@PORT@", &port.to_string())
             .replace("@MIN_EXPIRES@", &min_expires.to_string())
             .replace("@MAX_EXPIRES@", &max_expires.to_string())
-            .replace("@USERS@", &users);
+            .replace("@USERS@", &users)
+            .replace("@AGENT_PW@", users_pw(users_list, "agent"));
         let kdir = dir.join("kamailio");
         std::fs::create_dir_all(&kdir).expect("kamailio dir");
         let cfg_path = kdir.join("kamailio.cfg");
@@ -65,6 +67,10 @@ impl Kamailio {
             super::stop_child(&mut c, "TERM", Duration::from_secs(3));
         }
     }
+}
+
+fn users_pw<'a>(users: &[(&str, &'a str)], name: &str) -> &'a str {
+    users.iter().find(|(u, _)| *u == name).map(|(_, p)| *p).unwrap_or("")
 }
 
 impl Drop for Kamailio {

@@ -66,6 +66,9 @@ pub struct Call {
     pub retx: Option<Retx>,
     /// The transfer we asked for (REFER sent), until it succeeds or fails.
     pub refer: Option<Refer>,
+    /// Outbound calls: the INVITE client transaction (we are the UAC). For them `invite` is
+    /// our INVITE, `offer` the callee's answer, and `Early` means our INVITE is pending.
+    pub uac: Option<Box<super::dial::Uac>>,
 }
 
 /// A REFER we sent and the implicit subscription it created (RFC 3515 §2.4.4).

@@ -9,6 +9,7 @@
 
 mod build;
 mod call;
+mod dial;
 mod register;
 mod transfer;
 mod txn;
@@ -17,7 +18,8 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-pub use build::{ACCEPT, ALLOW};
+pub use build::{bracket_v6 as bracket_host, ACCEPT, ALLOW};
+pub use dial::{request_uri, DialOutcome, DialSpec, OutgoingCall};
 pub use register::{AccountSpec, RegState};
 pub use types::*;
 
@@ -88,6 +90,9 @@ pub struct Endpoint {
     draining: bool,
     stats: EndpointStats,
     registrations: Vec<register::Registration>,
+    /// Our pending INVITEs by branch, and the ACKs of their error answers (Timer D).
+    uac_branches: HashMap<String, CallKey>,
+    uac_acked: HashMap<String, (Transmit, Instant)>,
 }
 
 impl Endpoint {
@@ -105,6 +110,8 @@ impl Endpoint {
             draining: false,
             stats: EndpointStats::default(),
             registrations: Vec::new(),
+            uac_branches: HashMap::new(),
+            uac_acked: HashMap::new(),
         }
     }
 
@@ -158,7 +165,7 @@ impl Endpoint {
         let tx = self.server_txs.values().filter_map(ServerTx::next_timer);
         let ctx = self.client_txs.values().map(ClientTx::next_timer);
         let calls = self.calls.values().filter_map(Call::next_timer);
-        tx.chain(ctx).chain(calls).chain(self.registration_timer()).min()
+        tx.chain(ctx).chain(calls).chain(self.registration_timer()).chain(self.uac_timer()).min()
     }
 
     // ---------------------------------------------------------------- input
@@ -309,6 +316,14 @@ impl Endpoint {
     fn handle_response(&mut self, resp: SipMessage, now: Instant) {
         let StartLine::Response { code, .. } = resp.start else { return };
         let Some(branch) = resp.top_via().and_then(|v| v.branch().map(str::to_string)) else { return };
+        if resp.cseq().is_some_and(|c| c.method == Method::Invite) {
+            if let Some(&key) = self.uac_branches.get(&branch) {
+                self.handle_uac_response(key, resp, now);
+            } else if code >= 300 {
+                self.absorb_uac_final(&branch);
+            }
+            return;
+        }
         if code < 200 {
             // Provisional: stop retransmitting, keep waiting for the final answer (Timer F still runs).
             if let Some(tx) = self.client_txs.get_mut(&branch) {
@@ -413,6 +428,7 @@ impl Endpoint {
             local_rtp_port: None,
             retx: None,
             refer: None,
+            uac: None,
         };
         info!(%call_id, key = %call_key, from = %from.uri, %called, %agent, codec = ?negotiated.codec, "incoming call");
         self.server_txs.insert(key, ServerTx::new_invite(Some(call_key)));
@@ -433,7 +449,7 @@ impl Endpoint {
 
     /// Send 180 Ringing for a call the driver has accepted to handle.
     pub fn ring(&mut self, key: CallKey, now: Instant) {
-        if self.calls.get(&key).is_some_and(|c| c.phase == Phase::Early) {
+        if self.calls.get(&key).is_some_and(|c| c.phase == Phase::Early && c.uac.is_none()) {
             self.invite_response(key, 180, now);
         }
     }
@@ -441,7 +457,7 @@ impl Endpoint {
     /// Answer with 200 OK; our SDP carries `rtp_port` at the advertised media address.
     pub fn answer(&mut self, key: CallKey, rtp_port: u16, now: Instant) {
         let Some(c) = self.calls.get_mut(&key) else { return };
-        if c.phase != Phase::Early {
+        if c.phase != Phase::Early || c.uac.is_some() {
             return;
         }
         c.local_rtp_port = Some(rtp_port);
@@ -451,7 +467,7 @@ impl Endpoint {
 
     /// Refuse a call that has not been answered (503 when out of ports, 486, ...).
     pub fn reject(&mut self, key: CallKey, code: u16, now: Instant) {
-        if self.calls.get(&key).is_some_and(|c| c.phase == Phase::Early) {
+        if self.calls.get(&key).is_some_and(|c| c.phase == Phase::Early && c.uac.is_none()) {
             self.invite_response(key, code, now);
             self.end_call(key, EndReason::Rejected(code));
         }
@@ -461,6 +477,8 @@ impl Endpoint {
     pub fn hangup(&mut self, key: CallKey, reason: &str, now: Instant) {
         let Some(c) = self.calls.get(&key) else { return };
         match c.phase {
+            // Our own INVITE still rings: CANCEL it; `Ended` follows its 487.
+            Phase::Early if c.uac.is_some() => self.cancel_outbound(key, now),
             Phase::Early => {
                 self.invite_response(key, 480, now);
                 self.end_call(key, EndReason::LocalHangup(reason.to_string()));
@@ -605,7 +623,7 @@ impl Endpoint {
         match ctx.method {
             Method::Bye => {
                 info!(%call_id, key = %ck, "BYE from peer");
-                let early = c.phase == Phase::Early;
+                let early = c.phase == Phase::Early && c.uac.is_none();
                 self.respond_tx(key, &ctx, 200, None, now, |_| {});
                 if early {
                     self.invite_response(ck, 487, now);
@@ -762,6 +780,9 @@ impl Endpoint {
 
     fn forget_call(&mut self, key: CallKey) {
         if let Some(c) = self.calls.remove(&key) {
+            if let Some(u) = &c.uac {
+                self.uac_branches.remove(&u.branch);
+            }
             self.dialogs.remove(&(c.call_id, c.local_tag));
         }
     }
@@ -823,6 +844,7 @@ impl Endpoint {
             self.register_answered(i, None, now);
         }
         self.registration_timeouts(now);
+        self.uac_timeouts(now);
         // 2xx retransmission until ACK; BYE after 64*T1 without one.
         let mut ack_timeouts = Vec::new();
         for c in self.calls.values_mut() {

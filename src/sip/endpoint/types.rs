@@ -93,6 +93,9 @@ pub enum EndReason {
     Rejected(u16),
     /// We transferred the caller (REFER, the target answered) and hung up.
     Transferred,
+    /// Our outbound call was never answered: the final status (486 busy, 487 after our
+    /// CANCEL, 408 nobody responded, ...) and why.
+    Unanswered { code: u16, reason: String },
 }
 
 impl EndReason {
@@ -104,6 +107,7 @@ impl EndReason {
             EndReason::LocalHangup(_) => "completed_local_bye",
             EndReason::Rejected(_) => "rejected",
             EndReason::Transferred => "transferred",
+            EndReason::Unanswered { code, .. } => super::dial::DialOutcome::from_code(*code).label(),
         }
     }
 }
@@ -122,6 +126,10 @@ pub enum Event {
     Info { key: CallKey, content_type: String, body: Vec<u8> },
     /// How a transfer asked for with `Endpoint::transfer` is going.
     Transfer { key: CallKey, progress: TransferProgress },
+    /// Our outbound call is ringing (the first provisional answer), or announces early media.
+    Progress { key: CallKey, code: u16, early_media: Option<Negotiated> },
+    /// Our outbound call was answered (2xx, ACK sent): start its media and agent.
+    Answered { key: CallKey, negotiated: Negotiated },
     /// An account's registration changed state (registered, failed with the retry time, ...).
     Registration { account: String, state: RegState },
 }
