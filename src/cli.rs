@@ -55,6 +55,11 @@ pub enum Command {
         #[arg(long, short, default_value = "config/switchboard.yaml")]
         config: PathBuf,
     },
+    /// Outbound campaigns (see the README): run one on the running appliance, or read the store.
+    Campaign {
+        #[command(subcommand)]
+        action: CampaignAction,
+    },
     /// Validate a config file without starting anything.
     CheckConfig {
         file: PathBuf,
@@ -140,6 +145,38 @@ pub enum Command {
         /// Print every trial's outcome.
         #[arg(long)]
         verbose: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CampaignAction {
+    /// Start (or resume) the campaign in FILE on the running appliance and follow its progress.
+    Run {
+        file: PathBuf,
+        #[arg(long)]
+        http: Option<SocketAddr>,
+        /// Return once the appliance has taken the campaign.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, short, default_value = "config/switchboard.yaml")]
+        config: PathBuf,
+    },
+    /// Where a campaign stands (all campaigns without NAME), from the store.
+    Status {
+        name: Option<String>,
+        #[arg(long, short, default_value = "config/switchboard.yaml")]
+        config: PathBuf,
+    },
+    /// Results as CSV: one row per contact (or per attempt with --attempts).
+    Export {
+        name: String,
+        #[arg(long)]
+        attempts: bool,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        #[arg(long, short, default_value = "config/switchboard.yaml")]
+        config: PathBuf,
     },
 }
 

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod call;
+pub mod campaign;
 pub mod config;
 pub mod http;
 pub mod media;

@@ -2,10 +2,11 @@ mod cli;
 mod cli_asr;
 mod cli_llm;
 mod cli_bargein;
+mod cli_campaign;
 mod cli_dial;
 
 use clap::Parser;
-use cli::{Cli, Command};
+use cli::{CampaignAction, Cli, Command};
 use std::process::ExitCode;
 
 /// Load a config for a command that runs (logging set up from it); a bad config exits with 2.
@@ -85,6 +86,23 @@ fn main() -> ExitCode {
                 }
             };
             cli_dial::dial(&loaded, cli_dial::DialArgs { to, agent, account, ring_timeout_s: ring_timeout, variables: var, http, no_wait })
+        }
+        Command::Campaign { action } => {
+            let config = match &action {
+                CampaignAction::Run { config, .. } | CampaignAction::Status { config, .. } | CampaignAction::Export { config, .. } => config.clone(),
+            };
+            let loaded = match switchboard::config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match action {
+                CampaignAction::Run { file, http, no_wait, .. } => cli_campaign::run(&loaded, &file, http, no_wait),
+                CampaignAction::Status { name, .. } => cli_campaign::status(&loaded, name.as_deref()),
+                CampaignAction::Export { name, attempts, out, .. } => cli_campaign::export(&loaded, &name, attempts, out.as_deref()),
+            }
         }
         Command::Run { config, sip_listen, http_listen, rtp_ports } => {
             let loaded = match load_config(&config) {

@@ -28,6 +28,24 @@ pub struct Config {
     /// and/or dialled through (outbound calls and campaigns).
     #[serde(default)]
     pub accounts: BTreeMap<String, AccountConfig>,
+    #[serde(default)]
+    pub campaigns: CampaignsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignsConfig {
+    /// The SQLite store of campaigns, contacts and every attempt (relative to this file).
+    #[serde(default = "default_campaign_store")]
+    pub store: PathBuf,
+}
+impl Default for CampaignsConfig {
+    fn default() -> Self {
+        CampaignsConfig { store: default_campaign_store() }
+    }
+}
+fn default_campaign_store() -> PathBuf {
+    PathBuf::from("campaigns.sqlite")
 }
 
 /// One SIP account (an extension on a PBX, or a trunk).

@@ -22,6 +22,9 @@ pub struct HttpState {
     pub outbound: crate::server::OutboundTable,
     /// Required as `Authorization: Bearer …` by the endpoints that change state, when set.
     pub admin_token: Option<String>,
+    pub campaigns: crate::server::campaigns::Campaigns,
+    pub campaign_store: std::path::PathBuf,
+    pub config: Arc<crate::config::Config>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -31,6 +34,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/calls", axum::routing::post(dial))
         .route("/calls/{call_id}", get(call_status))
         .route("/calls/{call_id}/hangup", axum::routing::post(hangup))
+        .route("/campaigns", axum::routing::post(campaign_run))
+        .route("/campaigns/{name}", get(campaign_status))
         .with_state(state)
 }
 
@@ -68,6 +73,46 @@ async fn dial(State(s): State<HttpState>, headers: axum::http::HeaderMap, body: 
         Ok(Ok(call_id)) => (StatusCode::CREATED, format!("{}\n", serde_json::json!({ "call_id": call_id }))),
         Ok(Err(e)) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &e),
         Err(_) => json_error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+    }
+}
+
+/// Start or resume a campaign: `{"file": "/path/campaign.yaml"}` → 202 `{"campaign": name}`.
+async fn campaign_run(State(s): State<HttpState>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> (StatusCode, String) {
+    if let Err(e) = authorized(&s, &headers) {
+        return e;
+    }
+    let v: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("bad request: {e}")),
+    };
+    let Some(file) = v["file"].as_str().map(std::path::PathBuf::from) else {
+        return json_error(StatusCode::BAD_REQUEST, "give the campaign file: {\"file\": \"/path/campaign.yaml\"}");
+    };
+    let (c, store, cfg, cmds) = (s.campaigns.clone(), s.campaign_store.clone(), s.config.clone(), s.commands.clone());
+    // Importing a large contact list and syncing the store block: off the runtime.
+    let r = tokio::task::spawn_blocking(move || c.start(&file, &store, &cfg, cmds)).await;
+    match r {
+        Ok(Ok(name)) => (StatusCode::ACCEPTED, format!("{}\n", serde_json::json!({ "campaign": name }))),
+        Ok(Err(e)) => json_error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn campaign_status(State(s): State<HttpState>, axum::extract::Path(name): axum::extract::Path<String>) -> (StatusCode, String) {
+    let (store, state) = (s.campaign_store.clone(), s.campaigns.state(&name));
+    let r = tokio::task::spawn_blocking(move || {
+        let st = crate::campaign::Store::open(&store).map_err(|e| e.to_string())?;
+        crate::server::campaigns::status_json(&st, &name)
+    })
+    .await;
+    match r {
+        Ok(Ok(mut v)) => {
+            v["runner"] = state.map(Into::into).unwrap_or(serde_json::Value::Null);
+            (StatusCode::OK, format!("{v}\n"))
+        }
+        Ok(Err(e)) if e.contains("unknown campaign") || e.contains("UnknownCampaign") => json_error(StatusCode::NOT_FOUND, &e),
+        Ok(Err(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

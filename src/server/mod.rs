@@ -2,6 +2,7 @@
 //! task for each answered call, and shuts down gracefully.
 
 mod accounts;
+pub mod campaigns;
 mod outbound;
 mod transport;
 
@@ -25,7 +26,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 use transport::{Connections, Inbound};
 pub use accounts::{states_json as accounts_json, AccountStates};
-pub use outbound::{Command, DialRequest, OutboundStatus, OutboundTable, OutboundUpdate};
+pub use outbound::{Command, DialRequest, Notify, OutboundStatus, OutboundTable, OutboundUpdate};
 
 /// Command-line overrides of the config's listen addresses.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +47,7 @@ struct PendingDial {
     sockets: Option<RtpSockets>,
     req: DialRequest,
     call: crate::sip::endpoint::OutgoingCall,
-    notify: Option<mpsc::UnboundedSender<OutboundUpdate>>,
+    notify: Option<Notify>,
 }
 
 type RtpSockets = (tokio::net::UdpSocket, tokio::net::UdpSocket, u16);
@@ -138,6 +139,8 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let account_states: accounts::AccountStates = Default::default();
     let account_specs = accounts::specs(&loaded, sip_listen).await?;
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<Command>();
+    let campaigns = campaigns::Campaigns::default();
+    let campaign_store = loaded.resolve(&cfg.campaigns.store);
     let outbound_table = OutboundTable::default();
     let http_state = HttpState {
         metrics: metrics.clone(),
@@ -146,6 +149,9 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
         commands: cmd_tx.clone(),
         outbound: outbound_table.clone(),
         admin_token: admin_token(&loaded)?,
+        campaigns: campaigns.clone(),
+        campaign_store: campaign_store.clone(),
+        config: Arc::new(cfg.clone()),
     };
     let http_task = tokio::spawn(crate::http::serve(http, http_state, async move {
         let _ = http_stop_rx.await;
@@ -158,6 +164,8 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
         accounts::record_state(&account_states, &metrics, &spec.name, &crate::sip::endpoint::RegState::Idle);
         endpoint.add_account(spec, std::time::Instant::now());
     }
+    // Campaigns that were running when the appliance stopped go on (the store knows where).
+    campaigns.resume(&campaign_store, cfg, &cmd_tx);
     // The first REGISTERs leave now, not with the loop's first wake-up.
     while let Some(t) = endpoint.poll_transmit() {
         transport::send(t, &udp, &conns, &in_tx);
@@ -168,7 +176,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let mut calls: HashMap<CallKey, ActiveCall> = HashMap::new();
     let mut pending: HashMap<CallKey, PendingDial> = HashMap::new();
     // Answered outbound calls: who to tell when they end (after the call record is written).
-    let mut outbound_live: HashMap<CallKey, (String, Option<mpsc::UnboundedSender<OutboundUpdate>>)> = HashMap::new();
+    let mut outbound_live: HashMap<CallKey, String> = HashMap::new();
     let sip_transport = if cfg.sip.transports.contains(&TransportKind::Udp) { crate::sip::endpoint::Transport::Udp } else { crate::sip::endpoint::Transport::Tcp };
     let media_settings = media_settings(cfg);
     let media_ip = sip_listen.ip();
@@ -216,7 +224,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                 }
                 Command::Hangup { call_id, reply } => {
                     let key = pending.iter().find(|(_, p)| p.call.call_id == call_id).map(|(k, _)| *k)
-                        .or_else(|| outbound_live.iter().find(|(_, (id, _))| *id == call_id).map(|(k, _)| *k));
+                        .or_else(|| outbound_live.iter().find(|(_, id)| **id == call_id).map(|(k, _)| *k));
                     if let Some(k) = key {
                         endpoint.hangup(k, "hung up by the admin API", std::time::Instant::now());
                     }
@@ -246,8 +254,8 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                     break;
                 }
             }
-            _ = sigterm.recv() => begin_shutdown(&mut endpoint, &draining, &mut shutdown_at, grace),
-            _ = sigint.recv() => begin_shutdown(&mut endpoint, &draining, &mut shutdown_at, grace),
+            _ = sigterm.recv() => { campaigns.stop_all(); begin_shutdown(&mut endpoint, &draining, &mut shutdown_at, grace) }
+            _ = sigint.recv() => { campaigns.stop_all(); begin_shutdown(&mut endpoint, &draining, &mut shutdown_at, grace) }
         }
 
         // Handling an event (answering a call) queues more to send: drain both until quiet.
@@ -304,7 +312,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                     if let Some(p) = pending.get(&key) {
                         let u = OutboundUpdate::Ringing { code, early_media: early_media.is_some() };
                         outbound_table.update(&p.call.call_id, &u);
-                        if let Some(n) = &p.notify { let _ = n.send(u); }
+                        if let Some(n) = &p.notify { n(u); }
                     }
                 }
                 Event::Answered { key, negotiated } => {
@@ -313,11 +321,12 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                     // To the agent the callee is "the caller": the other party of the call.
                     let source = crate::sip::endpoint::Source { transport: sip_transport, addr: sip_listen, conn: None, local: sip_listen };
                     let ic = IncomingCall { key, call_id: call_id.clone(), from: p.call.to.clone(), called: p.call.from.clone(), agent: p.call.agent.clone(), negotiated, source };
-                    let (table, notify, id) = (outbound_table.clone(), p.notify.clone(), call_id.clone());
+                    if let Some(n) = &p.notify { n(OutboundUpdate::Answered); }
+                    let (table, notify, id) = (outbound_table.clone(), p.notify.take(), call_id.clone());
                     let on_record: Box<dyn FnOnce(Option<std::path::PathBuf>) + Send> = Box::new(move |path| {
                         let u = OutboundUpdate::Ended { outcome: "answered".into(), code: Some(200), reason: "answered".into(), record_path: path.map(|p| p.display().to_string()) };
                         table.update(&id, &u);
-                        if let Some(n) = notify { let _ = n.send(u); }
+                        if let Some(n) = notify { n(u); }
                     });
                     match start_call(&ic, &agents, &ports, media_ip, &media_settings, &models, cfg, record_dir.as_deref(), &metrics, &sip_tx, p.sockets.take(), &p.req.variables, Some(on_record)) {
                         Ok(active) => {
@@ -325,8 +334,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                             calls.insert(key, active);
                             metrics.outbound_calls.with_label_values(&["answered"]).inc();
                             outbound_table.update(&call_id, &OutboundUpdate::Answered);
-                            if let Some(n) = &p.notify { let _ = n.send(OutboundUpdate::Answered); }
-                            outbound_live.insert(key, (call_id, p.notify));
+                            outbound_live.insert(key, call_id);
                         }
                         Err(e) => {
                             warn!(%call_id, error = %e, "cannot start the answered call: BYE");
@@ -367,7 +375,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                         metrics.outbound_calls.with_label_values(&[label.as_str()]).inc();
                         let u = OutboundUpdate::Ended { outcome: label.clone(), code, reason: why, record_path: None };
                         outbound_table.update(&p.call.call_id, &u);
-                        if let Some(n) = &p.notify { let _ = n.send(u); }
+                        if let Some(n) = &p.notify { n(u); }
                     }
                     metrics.calls.with_label_values(&[label.as_str()]).inc();
                 }
@@ -384,8 +392,11 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
             break;
         }
     }
-    // Let the last BYE/200 leave and the call tasks release their ports.
+    // Let the last BYE/200 leave and the call tasks release their ports (and write their records).
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // Campaigns store the outcome of their last calls.
+    let c = campaigns.clone();
+    let _ = tokio::task::spawn_blocking(move || c.join_all(Duration::from_secs(5))).await;
     let _ = http_stop_tx.send(());
     let _ = http_task.await;
     Ok(())
@@ -523,7 +534,7 @@ fn place_call(
     endpoint: &mut Endpoint,
     req: DialRequest,
     next_hop: Option<SocketAddr>,
-    notify: Option<mpsc::UnboundedSender<OutboundUpdate>>,
+    notify: Option<Notify>,
     agents: &HashMap<String, AgentSpec>,
     ports: &Arc<Mutex<PortPool>>,
     media_ip: std::net::IpAddr,
@@ -552,6 +563,7 @@ fn place_call(
         rtp_port: port,
         ring_timeout: Duration::from_secs(req.ring_timeout_s),
         agent: req.agent.clone(),
+        call_id: req.call_id.clone(),
     };
     match endpoint.dial(spec, std::time::Instant::now()) {
         Ok(call) => {

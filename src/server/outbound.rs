@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// One call to place.
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +23,9 @@ pub struct DialRequest {
     /// Per-call variables for the agent's instructions (`{name}`).
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+    /// The Call-ID to use (a campaign stores it with the attempt before the INVITE leaves).
+    #[serde(skip)]
+    pub call_id: Option<String>,
 }
 fn default_ring_timeout() -> u64 {
     30
@@ -39,9 +42,12 @@ pub enum OutboundUpdate {
     Ended { outcome: String, code: Option<u16>, reason: String, record_path: Option<String> },
 }
 
+/// Told every `OutboundUpdate` of one call (a campaign's attempt, for instance).
+pub type Notify = Box<dyn Fn(OutboundUpdate) + Send>;
+
 /// What the server loop is asked to do from outside (the admin API, campaigns).
 pub enum Command {
-    Dial { req: DialRequest, next_hop: Option<SocketAddr>, notify: Option<mpsc::UnboundedSender<OutboundUpdate>>, reply: oneshot::Sender<Result<String, String>> },
+    Dial { req: DialRequest, next_hop: Option<SocketAddr>, notify: Option<Notify>, reply: oneshot::Sender<Result<String, String>> },
     Hangup { call_id: String, reply: oneshot::Sender<bool> },
 }
 

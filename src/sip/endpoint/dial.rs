@@ -34,6 +34,8 @@ pub struct DialSpec {
     /// CANCEL when nobody answers within this.
     pub ring_timeout: Duration,
     pub agent: String,
+    /// The Call-ID to use (else a fresh one).
+    pub call_id: Option<String>,
 }
 
 /// How an outbound call that never got answered ended.
@@ -138,7 +140,11 @@ impl Endpoint {
         };
         let key = CallKey(self.next_key);
         self.next_key += 1;
-        let call_id = format!("{}@switchboard", self.random_token(20));
+        let call_id = match spec.call_id.clone() {
+            Some(id) if !id.is_empty() && !id.chars().any(|c| c.is_whitespace() || c.is_control()) => id,
+            Some(id) => return Err(format!("`{id}` is not a Call-ID")),
+            None => format!("{}@switchboard", self.random_token(20)),
+        };
         let local_tag = self.random_token(12);
         let from = format!("<sip:{from_user}@{from_domain}>;tag={local_tag}");
         let to_header = format!("<{request_uri}>");
