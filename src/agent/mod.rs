@@ -7,6 +7,7 @@
 //! inference on worker threads feeding `poll_output` through a channel, so the
 //! SIP and media code do not change shape.
 
+pub mod amd_gate;
 pub mod conversation;
 pub mod echo;
 pub mod llm;
@@ -47,6 +48,8 @@ pub enum AgentOutput {
     SendDtmf(String),
     /// Transfer the caller to this SIP URI (REFER); the outcome comes back through `on_transfer`.
     Transfer(String),
+    /// Answering-machine detection decided (outbound calls with a machine policy).
+    Amd(crate::media::amd::AmdDecision),
 }
 
 /// One tool call, as it ended (as the call record writes it, too).
@@ -145,6 +148,11 @@ pub fn call_variables_with(caller: &str, called: &str, agent: &str, extra: &std:
 }
 
 impl AgentSpec {
+    /// The agent's voice and how it speaks (for text spoken outside its conversation).
+    pub fn voice(&self) -> Option<(crate::models::tts_worker::TtsWorker, crate::models::tts_worker::Style)> {
+        self.tts.as_ref().map(|t| (t.clone(), self.style(t)))
+    }
+
     fn style(&self, tts: &crate::models::tts_worker::TtsWorker) -> crate::models::tts_worker::Style {
         let mut scales = tts.default_scales();
         scales.noise_scale = self.config.noise_scale.unwrap_or(scales.noise_scale);

@@ -133,6 +133,8 @@ pub enum MediaEvent {
     BargeIn(BargeInEvent),
     /// A tool call of the agent's model ended.
     Tool(crate::agent::ToolRecord),
+    /// Answering-machine detection decided.
+    Amd(crate::media::amd::AmdDecision),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -726,6 +728,7 @@ impl CallMedia {
                 Some(AgentOutput::ReplyStarted(n)) => self.events.push_back(MediaEvent::ReplyStarted(n)),
                 Some(AgentOutput::Reply(r)) => self.events.push_back(MediaEvent::Reply(r)),
                 Some(AgentOutput::Tool(t)) => self.events.push_back(MediaEvent::Tool(t)),
+                Some(AgentOutput::Amd(d)) => self.events.push_back(MediaEvent::Amd(d)),
                 Some(AgentOutput::SendDtmf(d)) => match self.send_dtmf(&d) {
                     Ok(()) => tracing::info!(digits = %d, "agent sends DTMF"),
                     // No telephone-event negotiated, or a bad digit: the keys cannot go out.

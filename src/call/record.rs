@@ -30,6 +30,18 @@ pub struct CallRecord {
     /// Speech, turn, DTMF, transcription, response and barge-in events, with their time from the start of the call.
     pub events: Vec<RecordEvent>,
     pub media: Option<RecordMedia>,
+    /// Outbound calls with answering-machine detection: who answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amd: Option<RecordAmd>,
+}
+
+/// The answering-machine verdict of an outbound call.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordAmd {
+    pub machine: bool,
+    pub reason: String,
+    /// From the answer.
+    pub after_ms: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -135,6 +147,7 @@ impl Recorder {
                 tools: Vec::new(),
                 events: Vec::new(),
                 media: None,
+                amd: None,
             },
             started: Instant::now(),
             started_wall: now,
@@ -195,6 +208,10 @@ impl Recorder {
             }
             Resumed => EventKind::BargeInResumed,
         });
+    }
+
+    pub fn amd(&mut self, d: &crate::media::amd::AmdDecision) {
+        self.record.amd = Some(RecordAmd { machine: d.is_machine(), reason: d.reason().to_string(), after_ms: d.after_ms() });
     }
 
     pub fn dtmf(&mut self, digit: char) {

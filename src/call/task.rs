@@ -195,6 +195,11 @@ fn handle_events(
                     r.dtmf(d.digit);
                 }
             }
+            MediaEvent::Amd(d) => {
+                if let Some(r) = record {
+                    r.amd(&d);
+                }
+            }
             MediaEvent::Speech(ev) => {
                 metrics.speech_event(ev);
                 if let Some(r) = record {

@@ -175,7 +175,7 @@ impl Default for AmdConfig {
 }
 
 /// Who answered, decided once.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AmdDecision {
     /// Talk: a person (or nothing we could tell from one).
     Human { after_ms: u32, reason: &'static str },

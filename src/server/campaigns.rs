@@ -205,6 +205,11 @@ impl Runner {
                             ring_timeout_s: self.spec.ring_timeout.as_secs().max(1),
                             variables: c.variables.clone(),
                             call_id: Some(call_id.clone()),
+                            answering_machine: match &self.spec.answering_machine {
+                                campaign::MachinePolicy::Hangup => Some(crate::agent::amd_gate::MachinePolicy::Hangup),
+                                campaign::MachinePolicy::LeaveMessage(m) => Some(crate::agent::amd_gate::MachinePolicy::LeaveMessage(m.clone())),
+                                campaign::MachinePolicy::Ignore => None,
+                            },
                         };
                         let notify: super::Notify = Box::new(move |u| {
                             let _ = tx.send((id, u));
@@ -265,10 +270,17 @@ impl Runner {
         if outcome == Outcome::Answered {
             result.duration_ms = started.map(|s| s.elapsed().as_millis() as u64).unwrap_or(0);
             if let Some(rec) = record_path.as_deref().and_then(read_record) {
+                if rec["amd"]["machine"] == true {
+                    result.outcome = Outcome::Machine;
+                }
                 result.duration_ms = rec["duration_ms"].as_u64().unwrap_or(result.duration_ms);
                 result.transcript = transcript_of(&rec);
                 result.tools = rec["tools"].clone();
                 result.detail = rec["end_reason"].as_str().map(str::to_string);
+                if let Some(reason) = rec["amd"]["reason"].as_str() {
+                    let who = if rec["amd"]["machine"] == true { "machine" } else { "person" };
+                    result.detail = Some(format!("{} (answered by a {who}: {reason})", result.detail.unwrap_or_default()));
+                }
             }
         }
         self.store.finish_attempt(id, &result, Utc::now()).map_err(|e| e.to_string())?;

@@ -141,6 +141,8 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<Command>();
     let campaigns = campaigns::Campaigns::default();
     let campaign_store = loaded.resolve(&cfg.campaigns.store);
+    // Campaign calls always keep a record: their transcript, tools and answering-machine verdict go to the store.
+    let campaign_records = record_dir.clone().unwrap_or_else(|| campaign_store.parent().unwrap_or(std::path::Path::new(".")).join("records"));
     let outbound_table = OutboundTable::default();
     let http_state = HttpState {
         metrics: metrics.clone(),
@@ -267,7 +269,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
             match ev {
                 Event::Incoming(ic) => {
                     let now = std::time::Instant::now();
-                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, &models, cfg, record_dir.as_deref(), &metrics, &sip_tx, None, &Default::default(), None) {
+                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, &models, cfg, record_dir.as_deref(), &metrics, &sip_tx, None, &Default::default(), None, None) {
                         Ok(active) => {
                             let answer_after = agents.get(&ic.agent).map(|a| a.config.answer_after_ms.get()).unwrap_or(0);
                             let port = active.port;
@@ -322,13 +324,14 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                     let source = crate::sip::endpoint::Source { transport: sip_transport, addr: sip_listen, conn: None, local: sip_listen };
                     let ic = IncomingCall { key, call_id: call_id.clone(), from: p.call.to.clone(), called: p.call.from.clone(), agent: p.call.agent.clone(), negotiated, source };
                     if let Some(n) = &p.notify { n(OutboundUpdate::Answered); }
+                    let rec_dir = if p.notify.is_some() { Some(campaign_records.as_path()) } else { record_dir.as_deref() };
                     let (table, notify, id) = (outbound_table.clone(), p.notify.take(), call_id.clone());
                     let on_record: Box<dyn FnOnce(Option<std::path::PathBuf>) + Send> = Box::new(move |path| {
                         let u = OutboundUpdate::Ended { outcome: "answered".into(), code: Some(200), reason: "answered".into(), record_path: path.map(|p| p.display().to_string()) };
                         table.update(&id, &u);
                         if let Some(n) = notify { n(u); }
                     });
-                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, &models, cfg, record_dir.as_deref(), &metrics, &sip_tx, p.sockets.take(), &p.req.variables, Some(on_record)) {
+                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, &models, cfg, rec_dir, &metrics, &sip_tx, p.sockets.take(), &p.req.variables, Some(on_record), p.req.answering_machine.clone()) {
                         Ok(active) => {
                             if let Some(c) = &active.ctrl { let _ = c.send(CallCtrl::Confirmed); }
                             calls.insert(key, active);
@@ -454,6 +457,7 @@ fn start_call(
     sockets: Option<RtpSockets>,
     call_vars: &std::collections::BTreeMap<String, String>,
     on_record: Option<Box<dyn FnOnce(Option<std::path::PathBuf>) + Send>>,
+    machine_policy: Option<crate::agent::amd_gate::MachinePolicy>,
 ) -> anyhow::Result<ActiveCall> {
     let default_max_s = cfg.calls.max_duration_s;
     let spec = agents.get(&ic.agent).ok_or_else(|| anyhow!("route names unknown agent {}", ic.agent))?;
@@ -462,7 +466,11 @@ fn start_call(
     let mut media = CallMedia::new(
         MediaParams::from(&ic.negotiated),
         settings,
-        spec.build_with(&ic.from, &ic.called, call_vars),
+        match machine_policy {
+            // Outbound with a machine policy: the detector listens first, the agent waits for a person.
+            Some(policy) => Box::new(crate::agent::amd_gate::AmdGate::new(spec.build_with(&ic.from, &ic.called, call_vars), policy, spec.voice())),
+            None => spec.build_with(&ic.from, &ic.called, call_vars),
+        },
         RtpIdentity::random(),
         std::time::Instant::now(),
         std::time::SystemTime::now(),

@@ -26,6 +26,9 @@ pub struct DialRequest {
     /// The Call-ID to use (a campaign stores it with the attempt before the INVITE leaves).
     #[serde(skip)]
     pub call_id: Option<String>,
+    /// Detect an answering machine and do this when one answers (campaigns).
+    #[serde(skip)]
+    pub answering_machine: Option<crate::agent::amd_gate::MachinePolicy>,
 }
 fn default_ring_timeout() -> u64 {
     30
