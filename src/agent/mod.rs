@@ -227,3 +227,19 @@ impl AgentSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod variable_tests {
+    use super::*;
+
+    #[test]
+    fn call_variables_fill_instructions_and_cannot_replace_the_builtins() {
+        let extra: std::collections::BTreeMap<String, String> = [("first_name", "Anna"), ("caller", "spoofed")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars = call_variables_with("+441632960001", "2001", "reminders", &extra);
+        assert_eq!(vars["first_name"], "Anna");
+        assert_eq!(vars["caller"], "+441632960001", "a contact column cannot replace a built-in");
+        let text = conversation::render("Call {first_name} at {caller}.", &vars).unwrap();
+        assert_eq!(text, "Call Anna at +441632960001.");
+        assert!(conversation::render("Hi {last_name}", &vars).is_err(), "an undeclared variable is an error");
+    }
+}

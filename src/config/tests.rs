@@ -182,3 +182,32 @@ fn tools_are_checked_with_the_file_line_and_key() {
     let e = err(&format!("{base}        - name: t\n          description: x\n          type: teleport\n"));
     assert!(e.message.contains("teleport"), "{e}");
 }
+
+#[test]
+fn accounts_are_checked_and_name_the_key() {
+    let acct = |body: &str| format!("{MIN}accounts:\n  pbx:\n{body}");
+    let ok = parse(Path::new(P), &acct("    domain: pbx.example:5080\n    username: \"2001\"\n    password_env: PBX_PW\n    agent: a\n")).unwrap();
+    let a = &ok.accounts["pbx"];
+    assert_eq!((a.expires_s.get(), a.register, a.transport), (300, true, TransportKind::Udp));
+    let e = err(&acct("    domain: pbx.example\n    username: \"2001\"\n"));
+    assert!(e.key == "accounts.pbx" && e.message.contains("exactly one of"), "{e}");
+    let e = err(&acct("    domain: pbx.example\n    username: \"2001\"\n    password: x\n    agent: nobody\n"));
+    assert_eq!(e.key, "accounts.pbx.agent", "{e}");
+    assert_eq!(e.line, Some(12), "{e}");
+    let e = err(&acct("    domain: \"pbx example\"\n    username: \"2001\"\n    password: x\n"));
+    assert_eq!(e.key, "accounts.pbx.domain", "{e}");
+    let e = err(&acct("    domain: pbx.example\n    username: \"a@b\"\n    password: x\n"));
+    assert_eq!(e.key, "accounts.pbx.username", "{e}");
+    let e = err(&acct("    domain: pbx.example\n    username: \"2001\"\n    password: x\n    transport: tcp\n").replace("routes:", "sip:\n  transports: [udp]\nroutes:"));
+    assert_eq!(e.key, "accounts.pbx.transport", "{e}");
+}
+
+#[test]
+fn host_port_reads_what_operators_write() {
+    assert_eq!(host_port("pbx.example"), Some(("pbx.example".into(), 5060)));
+    assert_eq!(host_port("sip:10.0.0.1:5080"), Some(("10.0.0.1".into(), 5080)));
+    assert_eq!(host_port("[2001:db8::1]:5062"), Some(("2001:db8::1".into(), 5062)));
+    for bad in ["", "a b", "x:0", "x:99999", "user@host", "2001:db8::1", "[zz]:5060"] {
+        assert_eq!(host_port(bad), None, "{bad}");
+    }
+}
