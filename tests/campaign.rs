@@ -193,8 +193,16 @@ fn thirty_contacts_paced_retried_and_resumed_after_sigkill() {
     assert!(max_open(&pre, killed_at) <= MAX_CONCURRENT, "before the kill: {}", max_open(&pre, killed_at));
     assert!(max_open(&post, f64::MAX) <= MAX_CONCURRENT, "after the restart: {}", max_open(&post, f64::MAX));
     assert!(max_open(&post, f64::MAX) == MAX_CONCURRENT || max_open(&pre, killed_at) == MAX_CONCURRENT, "the limit is reached at some point");
+    // The pacer spaces starts 0.5 s apart; on the wire a loaded machine may delay one INVITE more
+    // than the next, so single gaps get a margin, and no window holds more than the rate allows.
     let gaps: Vec<(f64, f64)> = seen.windows(2).map(|w| (w[1].start - w[0].start, w[1].start - killed_at)).collect();
     let min_gap = gaps.iter().map(|g| g.0).fold(f64::MAX, f64::min);
-    assert!(min_gap >= 1.0 / CPS - 0.05, "calls start at most {CPS} per second: smallest gap {min_gap:.3} s; (gap, start after the kill): {gaps:.3?}");
+    assert!(min_gap >= 0.3, "calls start at most {CPS} per second: smallest gap {min_gap:.3} s; (gap, start after the kill): {gaps:.3?}");
+    for (i, a) in seen.iter().enumerate() {
+        for w in [1.0, 3.0, 10.0] {
+            let n = seen[i..].iter().take_while(|b| b.start - a.start < w).count();
+            assert!(n as f64 <= CPS * w + 1.0, "{n} calls started within {w} s of {:.3}: {gaps:.3?}", a.start - killed_at);
+        }
+    }
     eprintln!("{} calls seen; max open {}/{}; smallest gap {min_gap:.3} s", seen.len(), max_open(&pre, killed_at), max_open(&post, f64::MAX));
 }
