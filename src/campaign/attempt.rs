@@ -6,7 +6,6 @@
 //! from a call record; the export joins it as `caller: …` / `agent: …` lines.
 
 use super::rules::Outcome;
-use crate::call::record::CallRecord;
 use serde_json::{json, Value};
 
 /// The end of one attempt, for `Store::finish_attempt`.
@@ -32,21 +31,14 @@ impl AttemptResult {
     }
 }
 
-/// The caller's turns and the agent's replies of a call, merged in time order.
-pub fn transcript_from_record(record: &CallRecord) -> Value {
-    let mut turns: Vec<(u64, Value)> = record
-        .transcripts
-        .iter()
-        .map(|t| (t.audio_end_ms, json!({ "role": "caller", "text": t.text, "t_ms": t.audio_end_ms })))
-        .chain(record.replies.iter().map(|r| (r.t_ms, json!({ "role": "agent", "text": r.text, "t_ms": r.t_ms }))))
-        .collect();
+/// The caller's turns and the agent's replies of a call, merged in time order, from the call
+/// record as written (`call::record::CallRecord` as JSON: the dialer reads it back from disk).
+pub fn transcript_from_record(record: &Value) -> Value {
+    let caller = record["transcripts"].as_array().into_iter().flatten().map(|t| ("caller", t["audio_end_ms"].as_u64().unwrap_or(0), &t["text"]));
+    let agent = record["replies"].as_array().into_iter().flatten().map(|r| ("agent", r["t_ms"].as_u64().unwrap_or(0), &r["text"]));
+    let mut turns: Vec<(u64, Value)> = caller.chain(agent).map(|(role, t_ms, text)| (t_ms, json!({ "role": role, "text": text, "t_ms": t_ms }))).collect();
     turns.sort_by_key(|(t, _)| *t); // stable: a caller turn and a reply at the same ms keep caller first
     Value::Array(turns.into_iter().map(|(_, v)| v).collect())
-}
-
-/// The tool calls of a call record, as stored.
-pub fn tools_from_record(record: &CallRecord) -> Value {
-    serde_json::to_value(&record.tools).unwrap_or(Value::Null)
 }
 
 /// `caller: hello` / `agent: hi` lines for the export; tolerant of any JSON (a string is taken as it is).
@@ -77,5 +69,16 @@ mod tests {
         assert_eq!(transcript_text(&Value::Null), "");
         assert_eq!(transcript_text(&json!("plain")), "plain");
         assert_eq!(transcript_text(&json!({ "role": "agent" })), "");
+    }
+
+    #[test]
+    fn a_call_records_turns_and_replies_merge_in_time_order() {
+        let rec = json!({
+            "transcripts": [{ "text": "hi", "audio_end_ms": 900 }, { "text": "bye", "audio_end_ms": 4000 }],
+            "replies": [{ "text": "Hello Ann", "t_ms": 100 }, { "text": "Goodbye", "t_ms": 4000 }],
+        });
+        let t = transcript_from_record(&rec);
+        assert_eq!(transcript_text(&t), "agent: Hello Ann\ncaller: hi\ncaller: bye\nagent: Goodbye");
+        assert_eq!(transcript_from_record(&json!({})), json!([]));
     }
 }

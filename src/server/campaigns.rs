@@ -274,7 +274,7 @@ impl Runner {
                     result.outcome = Outcome::Machine;
                 }
                 result.duration_ms = rec["duration_ms"].as_u64().unwrap_or(result.duration_ms);
-                result.transcript = transcript_of(&rec);
+                result.transcript = campaign::attempt::transcript_from_record(&rec);
                 result.tools = rec["tools"].clone();
                 result.detail = rec["end_reason"].as_str().map(str::to_string);
                 if let Some(reason) = rec["amd"]["reason"].as_str() {
@@ -290,20 +290,4 @@ impl Runner {
 
 fn read_record(path: &str) -> Option<serde_json::Value> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
-/// The caller's turns and the agent's replies of a call record, in time order (the shape of
-/// `campaign::attempt::transcript_from_record`, read back from the record's JSON).
-fn transcript_of(rec: &serde_json::Value) -> serde_json::Value {
-    let mut turns: Vec<(u64, serde_json::Value)> = Vec::new();
-    for t in rec["transcripts"].as_array().into_iter().flatten() {
-        let at = t["audio_end_ms"].as_u64().unwrap_or(0);
-        turns.push((at, serde_json::json!({ "role": "caller", "text": t["text"], "t_ms": at })));
-    }
-    for r in rec["replies"].as_array().into_iter().flatten() {
-        let at = r["t_ms"].as_u64().unwrap_or(0);
-        turns.push((at, serde_json::json!({ "role": "agent", "text": r["text"], "t_ms": at })));
-    }
-    turns.sort_by_key(|(t, _)| *t);
-    serde_json::Value::Array(turns.into_iter().map(|(_, v)| v).collect())
 }
