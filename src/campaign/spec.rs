@@ -166,45 +166,19 @@ impl CampaignSpec {
 
 /// Read and validate a campaign file.
 pub fn load(path: &Path) -> Result<CampaignSpec, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_path_buf(),
-        line: None,
-        column: None,
-        key: String::new(),
-        message: format!("cannot read file: {e}"),
-    })?;
-    parse(path, &text)
+    parse(path, &crate::config::read_text(path)?)
 }
 
 /// Parse and validate campaign text; `path` is used in messages and to resolve `contacts`.
 pub fn parse(path: &Path, text: &str) -> Result<CampaignSpec, ConfigError> {
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    let file: CampaignFile = serde_path_to_error::deserialize(de).map_err(|e| {
-        // The same shaping as `config::parse`: our path, serde's location, its message without either.
-        let key = e.path().to_string();
-        let inner = e.into_inner();
-        let (line, column) = match inner.location() {
-            Some(l) => (Some(l.line()), Some(l.column())),
-            None => (None, None),
-        };
-        let mut message = inner.to_string();
-        if let Some(i) = message.find(" at line ") {
-            message.truncate(i);
-        }
-        if let Some((prefix, rest)) = message.split_once(": ") {
-            if !prefix.contains(' ') && key.starts_with(prefix) {
-                message = rest.to_string();
-            }
-        }
-        ConfigError { file: path.to_path_buf(), line, column, key: if key == "." { String::new() } else { key }, message }
-    })?;
+    let file: CampaignFile = crate::config::from_yaml(path, text)?;
     validate(path, text, file.campaign)
 }
 
 fn validate(path: &Path, text: &str, c: CampaignConfig) -> Result<CampaignSpec, ConfigError> {
     let err = |key: &str, message: String| {
         let key = format!("campaign.{key}");
-        ConfigError { file: path.to_path_buf(), line: line_of(text, &key), column: None, key, message }
+        ConfigError { file: path.to_path_buf(), line: crate::config::locate::line_of(text, &key), column: None, key, message }
     };
     if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-')) {
         return Err(err("name", format!("`{}` is not a campaign name: use letters, digits, `_`, `.` and `-`", c.name)));
@@ -295,34 +269,6 @@ fn parse_hhmm(s: &str) -> Result<NaiveTime, String> {
     NaiveTime::from_hms_opt(h, m, 0).ok_or_else(bad)
 }
 
-/// 1-based line of a dotted key in block-style YAML, or of its deepest parent found.
-///
-/// The campaign file is small and has no lists of mappings, so walking keys
-/// by indentation suffices; a flow mapping (`window: { … }`) sits on one
-/// line, which the parent's line then names exactly.
-fn line_of(text: &str, dotted: &str) -> Option<usize> {
-    let lines: Vec<&str> = text.lines().collect();
-    let (mut from, mut parent_indent, mut found) = (0usize, -1isize, None);
-    'segments: for seg in dotted.split('.') {
-        for (i, l) in lines.iter().enumerate().skip(from) {
-            let t = l.trim_start();
-            if t.is_empty() || t.starts_with('#') {
-                continue;
-            }
-            let indent = (l.len() - t.len()) as isize;
-            if indent <= parent_indent {
-                break 'segments; // left the parent's body
-            }
-            let name = t.split(':').next().unwrap_or("").trim().trim_matches(|c| c == '"' || c == '\'');
-            if name == seg && t.contains(':') {
-                (from, parent_indent, found) = (i + 1, indent, Some(i + 1));
-                continue 'segments;
-            }
-        }
-        break;
-    }
-    found
-}
 
 #[cfg(test)]
 mod tests {

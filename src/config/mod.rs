@@ -5,7 +5,7 @@
 //! dotted key path, so an operator can fix it without reading code.
 
 mod error;
-mod locate;
+pub(crate) mod locate;
 mod schema;
 
 pub use error::ConfigError;
@@ -37,21 +37,27 @@ fn resolve_relative(config_path: &Path, p: &Path) -> PathBuf {
 
 /// Read and validate a config file.
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let text = read_text(path)?;
+    let config = parse(path, &text)?;
+    Ok(LoadedConfig { path: path.to_path_buf(), config })
+}
+
+/// A YAML file's text, or an error naming the file.
+pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         line: None,
         column: None,
         key: String::new(),
         message: format!("cannot read file: {e}"),
-    })?;
-    let config = parse(path, &text)?;
-    Ok(LoadedConfig { path: path.to_path_buf(), config })
+    })
 }
 
-/// Parse and validate config text; `path` is used in messages and to resolve relative files.
-pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+/// Deserialise YAML (unknown keys, wrong types, bad values), the error naming the file, the line
+/// and the dotted key (the campaign file reads the same way).
+pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
-    let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
         let (line, column) = match inner.location() {
@@ -70,7 +76,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             }
         }
         ConfigError { file: path.to_path_buf(), line, column, key: if key == "." { String::new() } else { key }, message }
-    })?;
+    })
+}
+
+/// Parse and validate config text; `path` is used in messages and to resolve relative files.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let config: Config = from_yaml(path, text)?;
     validate(path, text, &config)?;
     Ok(config)
 }
