@@ -25,6 +25,20 @@ impl LoadedConfig {
     pub fn resolve(&self, p: &Path) -> PathBuf {
         resolve_relative(&self.path, p)
     }
+
+    /// A secret the config names by where it is: an environment variable (`{key}_env`) or a file
+    /// (`{key}_file`, its whole text; callers trim as their secret needs). `None` when neither is
+    /// set; an error naming the key when the variable is unset or the file unreadable.
+    pub fn secret(&self, key: &str, env: Option<&str>, file: Option<&Path>) -> Result<Option<String>, String> {
+        match (env, file) {
+            (Some(var), _) => std::env::var(var).map(Some).map_err(|_| format!("{key}_env: the environment variable {var} is not set")),
+            (None, Some(f)) => {
+                let path = self.resolve(f);
+                std::fs::read_to_string(&path).map(Some).map_err(|e| format!("{key}_file: {}: {e}", path.display()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 fn resolve_relative(config_path: &Path, p: &Path) -> PathBuf {

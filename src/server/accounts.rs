@@ -14,15 +14,11 @@ pub type AccountStates = Arc<Mutex<BTreeMap<String, RegState>>>;
 
 /// The account's password from the environment, a file (first line) or the config.
 pub fn password(loaded: &LoadedConfig, name: &str, a: &AccountConfig) -> anyhow::Result<String> {
-    match (&a.password_env, &a.password_file, &a.password) {
-        (Some(var), _, _) => std::env::var(var).map_err(|_| anyhow!("accounts.{name}.password_env: the environment variable {var} is not set")),
-        (None, Some(f), _) => {
-            let path = loaded.resolve(f);
-            let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("accounts.{name}.password_file: {}: {e}", path.display()))?;
-            Ok(text.lines().next().unwrap_or("").to_string())
-        }
-        (None, None, Some(p)) => Ok(p.clone()),
-        (None, None, None) => Err(anyhow!("accounts.{name}: no password")),
+    let key = format!("accounts.{name}.password");
+    match loaded.secret(&key, a.password_env.as_deref(), a.password_file.as_deref()).map_err(|e| anyhow!("{e}"))? {
+        Some(p) if a.password_env.is_some() => Ok(p),
+        Some(text) => Ok(text.lines().next().unwrap_or("").to_string()),
+        None => a.password.clone().ok_or_else(|| anyhow!("accounts.{name}: no password")),
     }
 }
 

@@ -420,14 +420,11 @@ fn begin_shutdown(endpoint: &mut Endpoint, draining: &AtomicBool, shutdown_at: &
 
 /// An `openai` backend from its config; the key comes from the environment or a file.
 fn llm_backend(loaded: &LoadedConfig, name: &str, b: &crate::config::LlmBackendConfig) -> anyhow::Result<crate::models::llm::openai::OpenAiBackend> {
-    let api_key = match (&b.api_key_env, &b.api_key_file) {
-        (Some(var), _) => Some(std::env::var(var).map_err(|_| anyhow!("models.llm.{name}.api_key_env: the environment variable {var} is not set"))?),
-        (None, Some(f)) => {
-            let path = loaded.resolve(f);
-            Some(std::fs::read_to_string(&path).map_err(|e| anyhow!("models.llm.{name}.api_key_file: {}: {e}", path.display()))?.trim().to_string())
-        }
-        (None, None) => None,
-    };
+    let api_key = loaded
+        .secret(&format!("models.llm.{name}.api_key"), b.api_key_env.as_deref(), b.api_key_file.as_deref())
+        .map_err(|e| anyhow!("{e}"))?;
+    // A key file's line break is not part of the key (an environment variable is taken as set).
+    let api_key = if b.api_key_env.is_some() { api_key } else { api_key.map(|k| k.trim().to_string()) };
     let ms = |v: u64| Duration::from_millis(v);
     crate::models::llm::openai::OpenAiBackend::new(crate::models::llm::openai::OpenAiConfig {
         // Validated: type openai has both.
@@ -597,17 +594,11 @@ fn place_call(
 }
 
 /// The admin token from `http.admin_token_env` / `http.admin_token_file`, if configured.
-fn admin_token(loaded: &LoadedConfig) -> anyhow::Result<Option<String>> {
+pub fn admin_token(loaded: &LoadedConfig) -> anyhow::Result<Option<String>> {
     let h = &loaded.config.http;
-    match (&h.admin_token_env, &h.admin_token_file) {
-        (Some(var), _) => Ok(Some(std::env::var(var).map_err(|_| anyhow!("http.admin_token_env: the environment variable {var} is not set"))?)),
-        (None, Some(f)) => {
-            let path = loaded.resolve(f);
-            let t = std::fs::read_to_string(&path).map_err(|e| anyhow!("http.admin_token_file: {}: {e}", path.display()))?;
-            Ok(Some(t.trim().to_string()))
-        }
-        (None, None) => Ok(None),
-    }
+    let token = loaded.secret("http.admin_token", h.admin_token_env.as_deref(), h.admin_token_file.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    // A token file's line break is not part of the token.
+    Ok(if h.admin_token_env.is_some() { token } else { token.map(|t| t.trim().to_string()) })
 }
 
 /// Take an even port from the pool and bind it and its RTCP port (+1);
