@@ -8,20 +8,6 @@ use std::time::Duration;
 use switchboard::campaign::Store;
 use switchboard::config::LoadedConfig;
 
-fn base_url(loaded: &LoadedConfig, http: Option<std::net::SocketAddr>) -> String {
-    let http = http.unwrap_or(loaded.config.http.listen);
-    let host = if http.ip().is_unspecified() { "127.0.0.1".to_string() } else { switchboard::sip::endpoint::bracket_host(&http.ip().to_string()) };
-    format!("http://{host}:{}", http.port())
-}
-
-fn token(loaded: &LoadedConfig) -> Option<String> {
-    match (&loaded.config.http.admin_token_env, &loaded.config.http.admin_token_file) {
-        (Some(var), _) => std::env::var(var).ok(),
-        (None, Some(f)) => std::fs::read_to_string(loaded.resolve(f)).ok().map(|t| t.trim().to_string()),
-        _ => None,
-    }
-}
-
 fn store(loaded: &LoadedConfig) -> Result<Store, String> {
     let path = loaded.resolve(&loaded.config.campaigns.store);
     if !path.exists() {
@@ -31,31 +17,20 @@ fn store(loaded: &LoadedConfig) -> Result<Store, String> {
 }
 
 pub fn run(loaded: &LoadedConfig, file: &std::path::Path, http: Option<std::net::SocketAddr>, no_wait: bool) -> ExitCode {
-    let base = base_url(loaded, http);
+    let admin = crate::cli_admin::Admin::new(loaded, http);
     let abs = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match crate::cli_admin::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    let token = token(loaded);
     rt.block_on(async move {
-        let client = reqwest::Client::new();
-        let mut req = client.post(format!("{base}/campaigns")).json(&serde_json::json!({ "file": abs.display().to_string() }));
-        if let Some(t) = &token {
-            req = req.bearer_auth(t);
-        }
-        let resp = match req.send().await {
-            Ok(r) => r,
+        let (code, v) = match admin.post("/campaigns", &serde_json::json!({ "file": abs.display().to_string() })).await {
+            Ok(r) => (r.status, r.json),
             Err(e) => {
-                eprintln!("error: cannot reach the appliance at {base} (is `switchboard run` up?): {e}");
+                eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        let code = resp.status();
-        let v: serde_json::Value = resp.json().await.unwrap_or_default();
         if !code.is_success() {
             eprintln!("error: {}", v["error"].as_str().unwrap_or("the appliance refused the campaign"));
             return ExitCode::FAILURE;
@@ -75,12 +50,11 @@ pub fn run(loaded: &LoadedConfig, file: &std::path::Path, http: Option<std::net:
         let mut last = String::new();
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let Ok(r) = client.get(format!("{base}/campaigns/{name}")).send().await else {
+            let Ok(s) = admin.get(&format!("/campaigns/{name}")).await else {
                 bar.abandon();
                 eprintln!("error: lost the appliance; the campaign resumes when it starts again");
                 return ExitCode::FAILURE;
             };
-            let s: serde_json::Value = r.json().await.unwrap_or_default();
             let contacts = s["contacts"].as_u64().unwrap_or(0);
             let done = contacts - s["pending"].as_u64().unwrap_or(0) - s["dialing"].as_u64().unwrap_or(0);
             let line = format!("{} dialling, {} attempts, final {}", s["dialing"], s["attempts"], s["final"]);

@@ -32,38 +32,20 @@ pub fn dial(loaded: &switchboard::config::LoadedConfig, a: DialArgs) -> ExitCode
             }
         }
     }
-    let http = a.http.unwrap_or(loaded.config.http.listen);
-    let host = if http.ip().is_unspecified() { "127.0.0.1".to_string() } else { switchboard::sip::endpoint::bracket_host(&http.ip().to_string()) };
-    let base = format!("http://{host}:{}", http.port());
-    let token = match (&loaded.config.http.admin_token_env, &loaded.config.http.admin_token_file) {
-        (Some(var), _) => std::env::var(var).ok(),
-        (None, Some(f)) => std::fs::read_to_string(loaded.resolve(f)).ok().map(|t| t.trim().to_string()),
-        _ => None,
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let admin = crate::cli_admin::Admin::new(loaded, a.http);
+    let rt = match crate::cli_admin::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
-        let client = reqwest::Client::new();
         let body = serde_json::json!({ "to": a.to, "agent": a.agent, "account": a.account, "ring_timeout_s": a.ring_timeout_s, "variables": vars });
-        let mut req = client.post(format!("{base}/calls")).json(&body);
-        if let Some(t) = &token {
-            req = req.bearer_auth(t);
-        }
-        let resp = match req.send().await {
+        let crate::cli_admin::Reply { status, json: v, text } = match admin.post("/calls", &body).await {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("error: cannot reach the appliance at {base} (is `switchboard run` up?): {e}");
+                eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         if !status.is_success() {
             eprintln!("error: the appliance refused the call ({status}): {}", v["error"].as_str().unwrap_or(text.trim()));
             return ExitCode::FAILURE;
@@ -79,11 +61,10 @@ pub fn dial(loaded: &switchboard::config::LoadedConfig, a: DialArgs) -> ExitCode
         let mut last = String::new();
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let Ok(r) = client.get(format!("{base}/calls/{call_id}")).send().await else {
+            let Ok(s) = admin.get(&format!("/calls/{call_id}")).await else {
                 eprintln!("error: lost the appliance while following the call");
                 return ExitCode::FAILURE;
             };
-            let s: serde_json::Value = r.json().await.unwrap_or_default();
             let state = s["state"].as_str().unwrap_or("").to_string();
             if state != last {
                 println!("{state}{}", s["code"].as_u64().map(|c| format!(" ({c})")).unwrap_or_default());

@@ -1,4 +1,5 @@
 mod cli;
+mod cli_admin;
 mod cli_asr;
 mod cli_llm;
 mod cli_bargein;
