@@ -283,7 +283,7 @@ impl Endpoint {
             c.remote_target = contact.uri.to_string();
         }
         // §12.1.2: the UAC's route set is the Record-Route of the 2xx, reversed.
-        let mut rr: Vec<String> = resp.headers.get_all("Record-Route").flat_map(split_header_list).collect();
+        let mut rr: Vec<String> = resp.headers.get_all("Record-Route").flat_map(|v| crate::sip::headers::split_outside(v, ',')).map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
         rr.reverse();
         c.route_set = rr;
         let answer = sdp::parse(&resp.body).map_err(|e| e.to_string()).and_then(|a| sdp::negotiate(&a, &codecs, ptime).map(|n| (a, n)).map_err(|e| e.to_string()));
@@ -555,25 +555,4 @@ pub fn request_uri(target: &str, domain: Option<&str>) -> Result<String, String>
         Some(d) => Ok(format!("sip:{number}@{d}")),
         None => Err(format!("`{t}` is a number: name an account to dial it through (or give a sip: URI)")),
     }
-}
-
-/// A header value that may list several entries (Record-Route), split at commas outside `<>`.
-fn split_header_list(v: &str) -> Vec<String> {
-    let (mut out, mut cur, mut depth) = (Vec::new(), String::new(), 0i32);
-    for ch in v.chars() {
-        match ch {
-            '<' => depth += 1,
-            '>' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(std::mem::take(&mut cur).trim().to_string());
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(ch);
-    }
-    if !cur.trim().is_empty() {
-        out.push(cur.trim().to_string());
-    }
-    out
 }

@@ -233,34 +233,14 @@ impl Registration {
         let from_contact = resp
             .headers
             .get_all("Contact")
-            .flat_map(|v| split_contacts(v))
-            .filter_map(|c| crate::sip::message::NameAddr::parse(&c))
+            .flat_map(|v| crate::sip::headers::split_outside(v, ','))
+            .filter_map(crate::sip::message::NameAddr::parse)
             .find(|na| ours.as_ref().is_some_and(|o| same_binding(o, &na.uri)))
             .and_then(|na| na.param("expires").flatten().and_then(|e| e.parse::<u32>().ok()));
         from_contact
             .or_else(|| resp.headers.get("Expires").and_then(|e| e.trim().parse().ok()))
             .unwrap_or(self.expires_s)
     }
-}
-
-/// Split a Contact header value that lists several bindings (commas outside `<>` and quotes).
-fn split_contacts(v: &str) -> Vec<String> {
-    let (mut out, mut cur, mut depth, mut quoted) = (Vec::new(), String::new(), 0i32, false);
-    for ch in v.chars() {
-        match ch {
-            '"' => quoted = !quoted,
-            '<' if !quoted => depth += 1,
-            '>' if !quoted => depth -= 1,
-            ',' if !quoted && depth == 0 => {
-                out.push(std::mem::take(&mut cur));
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(ch);
-    }
-    out.push(cur);
-    out
 }
 
 /// §10.3: bindings compare by URI; we compare what identifies us (user, host, port).
@@ -688,11 +668,5 @@ Contact: <sip:alice@10.0.0.9>\r\nContent-Type: application/sdp\r\nContent-Length
         assert_eq!([s(1, false), s(2, false), s(3, false), s(7, false), s(30, false)], [5, 10, 20, 300, 300]);
         assert_eq!([s(1, true), s(2, true), s(5, true)], [60, 120, 600]);
         assert!(backoff(1, false, 0.99).as_secs_f64() < 5.5);
-    }
-
-    #[test]
-    fn contact_lists_split_outside_brackets_and_quotes() {
-        let v = r#"<sip:a@h:5;x=1>;expires=30, "B, c" <sip:b@h>;expires=60"#;
-        assert_eq!(split_contacts(v).len(), 2);
     }
 }
