@@ -258,13 +258,13 @@ impl Endpoint {
             }
             200..=299 => self.uac_answered(key, resp, now),
             401 | 407 => {
-                self.ack_error(key, &resp);
+                self.ack_error(key, &resp, now);
                 if !self.answer_challenge(key, &resp, now) {
                     self.uac_failed(key, code, &format!("{reason} (credentials rejected)"));
                 }
             }
             _ => {
-                self.ack_error(key, &resp);
+                self.ack_error(key, &resp, now);
                 self.uac_failed(key, code, &reason);
             }
         }
@@ -329,26 +329,12 @@ impl Endpoint {
     }
 
     /// ACK a non-2xx final answer: same branch, same Request-URI, the To of the answer (§17.1.1.3).
-    fn ack_error(&mut self, key: CallKey, resp: &SipMessage) {
+    fn ack_error(&mut self, key: CallKey, resp: &SipMessage, now: Instant) {
         let Some(c) = self.calls.get(&key) else { return };
         let Some(u) = c.uac.as_ref() else { return };
-        let mut h = Headers::default();
-        if let Some(v) = u.invite_msg.headers.get("Via") {
-            h.push("Via", v);
-        }
-        h.push("Max-Forwards", "70");
-        h.push("From", c.local_uri.as_str());
-        h.push("To", resp.headers.get("To").unwrap_or(&u.to_header));
-        h.push("Call-ID", c.call_id.as_str());
-        h.push("CSeq", format!("{} ACK", u.cseq));
-        for r in u.invite_msg.headers.get_all("Route") {
-            h.push("Route", r);
-        }
-        h.push("Content-Length", "0");
-        let m = SipMessage { start: StartLine::Request { method: Method::Ack, uri: u.request_uri.clone() }, headers: h, body: Vec::new() };
-        let t = Transmit { data: m.to_bytes(), ..u.invite.clone() };
+        let t = same_transaction(c, u, Method::Ack, resp.headers.get("To").unwrap_or(&u.to_header));
         // Timer D: the callee may retransmit its answer for 32 s; each gets this ACK again.
-        self.uac_acked.insert(u.branch.clone(), (t.clone(), std::time::Instant::now() + self.cfg.t1 * 64));
+        self.uac_acked.insert(u.branch.clone(), (t.clone(), now + self.cfg.t1 * 64));
         self.transmits.push_back(t);
     }
 
@@ -392,26 +378,14 @@ impl Endpoint {
 
     /// CANCEL the pending INVITE (same branch, CSeq number and Request-URI; §9.1).
     fn send_cancel(&mut self, key: CallKey, now: Instant) {
-        let Some(c) = self.calls.get_mut(&key) else { return };
-        let Some(u) = c.uac.as_mut() else { return };
+        let t1 = self.cfg.t1;
+        let Some(u) = self.calls.get_mut(&key).and_then(|c| c.uac.as_mut()) else { return };
         u.cancel_sent = true;
         // No 487 within 64*T1 ends the call anyway.
-        u.timeout_at = Some(now + self.cfg.t1 * 64);
-        let mut h = Headers::default();
-        if let Some(v) = u.invite_msg.headers.get("Via") {
-            h.push("Via", v);
-        }
-        h.push("Max-Forwards", "70");
-        h.push("From", c.local_uri.as_str());
-        h.push("To", u.to_header.as_str());
-        h.push("Call-ID", c.call_id.as_str());
-        h.push("CSeq", format!("{} CANCEL", u.cseq));
-        for r in u.invite_msg.headers.get_all("Route") {
-            h.push("Route", r);
-        }
-        h.push("Content-Length", "0");
-        let m = SipMessage { start: StartLine::Request { method: Method::Cancel, uri: u.request_uri.clone() }, headers: h, body: Vec::new() };
-        let t = Transmit { data: m.to_bytes(), ..u.invite.clone() };
+        u.timeout_at = Some(now + t1 * 64);
+        let Some(c) = self.calls.get(&key) else { return };
+        let Some(u) = c.uac.as_ref() else { return };
+        let t = same_transaction(c, u, Method::Cancel, &u.to_header);
         info!(call_id = %c.call_id, key = %key, "no answer in time: CANCEL");
         let call_id = c.call_id.clone();
         let reliable = t.transport.is_reliable();
@@ -507,6 +481,26 @@ impl Endpoint {
             None => false,
         }
     }
+}
+
+/// The ACK of an error answer, or the CANCEL, of our INVITE (§17.1.1.3, §9.1): its Via (same
+/// branch), Request-URI, Call-ID, From, CSeq number and Route; `to` is the answer's To for an ACK.
+fn same_transaction(c: &Call, u: &Uac, method: Method, to: &str) -> Transmit {
+    let mut h = Headers::default();
+    if let Some(v) = u.invite_msg.headers.get("Via") {
+        h.push("Via", v);
+    }
+    h.push("Max-Forwards", "70");
+    h.push("From", c.local_uri.as_str());
+    h.push("To", to);
+    h.push("Call-ID", c.call_id.as_str());
+    h.push("CSeq", format!("{} {}", u.cseq, method.as_str()));
+    for r in u.invite_msg.headers.get_all("Route") {
+        h.push("Route", r);
+    }
+    h.push("Content-Length", "0");
+    let m = SipMessage { start: StartLine::Request { method, uri: u.request_uri.clone() }, headers: h, body: Vec::new() };
+    Transmit { data: m.to_bytes(), ..u.invite.clone() }
 }
 
 #[allow(clippy::too_many_arguments)]
