@@ -83,9 +83,9 @@ pub struct Uac {
     pub request_uri: String,
     pub branch: String,
     pub cseq: u32,
-    /// The INVITE as sent (re-sent by Timer A; the base for CANCEL and the ACK of an error).
+    /// The INVITE as sent, re-sent by Timer A (the call's `invite` is the same message, parsed:
+    /// the base for CANCEL and the ACK of an error).
     pub invite: Transmit,
-    pub invite_msg: SipMessage,
     pub retransmit_at: Option<Instant>,
     pub interval: Duration,
     /// Timer B: no response at all by then.
@@ -161,7 +161,6 @@ impl Endpoint {
             branch: branch.clone(),
             cseq: 1,
             invite: Transmit { transport, target: Target::Addr(next_hop), conn: None, data: Vec::new() },
-            invite_msg: SipMessage { start: StartLine::Request { method: Method::Invite, uri: request_uri.clone() }, headers: Headers::default(), body: Vec::new() },
             retransmit_at: None,
             interval: self.cfg.t1,
             timeout_at: None,
@@ -176,7 +175,6 @@ impl Endpoint {
         };
         let msg = build_invite(&uac, &from, &call_id, &contact, transport, &local_host, local.port(), &branch, &self.cfg.user_agent, None);
         uac.invite.data = msg.to_bytes();
-        uac.invite_msg = msg.clone();
         uac.retransmit_at = (!transport.is_reliable()).then_some(now + self.cfg.t1);
         uac.timeout_at = Some(now + self.cfg.t1 * 64);
         let via = msg.top_via().ok_or("our own Via")?;
@@ -361,7 +359,6 @@ impl Endpoint {
         let auth = (if proxy { "Proxy-Authorization" } else { "Authorization" }, value);
         let msg = build_invite(u, &c.local_uri, &c.call_id, &c.contact, c.source.transport, &c.local_host, c.source.local.port(), &branch, &ua, Some(auth));
         u.invite.data = msg.to_bytes();
-        u.invite_msg = msg.clone();
         u.retransmit_at = (!c.source.transport.is_reliable()).then_some(now + self.cfg.t1);
         u.interval = self.cfg.t1;
         u.timeout_at = Some(now + self.cfg.t1 * 64);
@@ -487,7 +484,7 @@ impl Endpoint {
 /// branch), Request-URI, Call-ID, From, CSeq number and Route; `to` is the answer's To for an ACK.
 fn same_transaction(c: &Call, u: &Uac, method: Method, to: &str) -> Transmit {
     let mut h = Headers::default();
-    if let Some(v) = u.invite_msg.headers.get("Via") {
+    if let Some(v) = c.invite.headers.get("Via") {
         h.push("Via", v);
     }
     h.push("Max-Forwards", "70");
@@ -495,7 +492,7 @@ fn same_transaction(c: &Call, u: &Uac, method: Method, to: &str) -> Transmit {
     h.push("To", to);
     h.push("Call-ID", c.call_id.as_str());
     h.push("CSeq", format!("{} {}", u.cseq, method.as_str()));
-    for r in u.invite_msg.headers.get_all("Route") {
+    for r in c.invite.headers.get_all("Route") {
         h.push("Route", r);
     }
     h.push("Content-Length", "0");
