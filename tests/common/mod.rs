@@ -22,6 +22,7 @@ pub mod audio;
 pub mod baresip;
 pub mod capture;
 pub mod fixtures;
+pub mod impair;
 pub mod kamailio;
 pub mod pcap;
 pub mod ports;
