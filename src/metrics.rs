@@ -56,6 +56,15 @@ pub struct Metrics {
     pub call_jitter: Histogram,
     pub call_loss: Histogram,
     pub call_rtt: Histogram,
+    /// SIP requests refused or dropped by who-may-call and overload checks, by reason (acl,
+    /// scanner, blocked, auth_challenge, auth_failed, call_limit, overload).
+    pub sip_refused: IntCounterVec,
+    /// Temporary blocks imposed on sources, by reason (rate, failed_auth, scanner).
+    pub sip_blocks: IntCounterVec,
+    /// Sources serving a block now.
+    pub sip_blocked_sources: IntGauge,
+    /// Inbound SIP messages dropped because the queue to the SIP core was full.
+    pub sip_queue_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -110,6 +119,14 @@ impl Metrics {
         }
         registry.register(Box::new(active_calls.clone())).expect("unique metric");
         registry.register(Box::new(rtp_ports_in_use.clone())).expect("unique metric");
+        let sip_refused = IntCounterVec::new(Opts::new("switchboard_sip_refused_total", "SIP requests refused or dropped: acl (403), scanner (dropped), blocked (dropped), auth_challenge (401), auth_failed, call_limit (503), overload (stateless 503)"), &["reason"]).expect("valid metric");
+        registry.register(Box::new(sip_refused.clone())).expect("unique metric");
+        let sip_blocks = IntCounterVec::new(Opts::new("switchboard_sip_blocks_total", "Temporary blocks of a source address, by reason (rate, failed_auth, scanner)"), &["reason"]).expect("valid metric");
+        registry.register(Box::new(sip_blocks.clone())).expect("unique metric");
+        let sip_blocked_sources = IntGauge::new("switchboard_sip_blocked_sources", "Source addresses serving a temporary block now").expect("valid metric");
+        registry.register(Box::new(sip_blocked_sources.clone())).expect("unique metric");
+        let sip_queue_dropped = IntCounter::new("switchboard_sip_queue_dropped_total", "Inbound SIP messages dropped because the queue to the SIP core was full").expect("valid metric");
+        registry.register(Box::new(sip_queue_dropped.clone())).expect("unique metric");
         let model_info = prometheus::IntGaugeVec::new(Opts::new("switchboard_model_info", "Loaded models and the execution provider each runs on"), &["model", "provider"]).expect("valid metric");
         registry.register(Box::new(model_info.clone())).expect("unique metric");
         Metrics {
@@ -150,8 +167,38 @@ impl Metrics {
             call_jitter,
             call_loss,
             call_rtt,
+            sip_refused,
+            sip_blocks,
+            sip_blocked_sources,
+            sip_queue_dropped,
             calls,
             registry,
+        }
+    }
+
+    /// Export what the SIP core counted since `last`.
+    pub fn sip_stats(&self, s: &crate::sip::endpoint::EndpointStats, last: &crate::sip::endpoint::EndpointStats) {
+        self.sip_requests.inc_by(s.requests - last.requests);
+        self.sip_malformed.inc_by(s.malformed - last.malformed);
+        self.sip_retransmissions.inc_by(s.retransmissions_absorbed - last.retransmissions_absorbed);
+        let (g, lg) = (&s.guard, &last.guard);
+        for (reason, now, before) in [
+            ("acl", g.acl_rejected, lg.acl_rejected),
+            ("scanner", g.scanners, lg.scanners),
+            ("blocked", g.blocked_dropped, lg.blocked_dropped),
+            ("auth_challenge", g.auth_challenges, lg.auth_challenges),
+            ("auth_failed", g.auth_failures, lg.auth_failures),
+            ("call_limit", s.call_limit, last.call_limit),
+            ("overload", s.overload, last.overload),
+        ] {
+            if now > before {
+                self.sip_refused.with_label_values(&[reason]).inc_by(now - before);
+            }
+        }
+        for (reason, now, before) in [("rate", g.rate_blocks, lg.rate_blocks), ("failed_auth", g.auth_blocks, lg.auth_blocks), ("scanner", g.scanner_blocks, lg.scanner_blocks)] {
+            if now > before {
+                self.sip_blocks.with_label_values(&[reason]).inc_by(now - before);
+            }
         }
     }
 

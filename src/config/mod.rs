@@ -7,9 +7,11 @@
 mod error;
 pub(crate) mod locate;
 mod schema;
+mod security;
 
 pub use error::ConfigError;
 pub use schema::*;
+pub use security::*;
 
 use std::path::{Path, PathBuf};
 
@@ -145,6 +147,17 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
         }
         if !c.sip.transports.contains(&a.transport) {
             return Err(err(&key("transport"), format!("{:?} is not among sip.transports", a.transport).to_lowercase()));
+        }
+    }
+    if let Some(auth) = &c.security.auth {
+        if auth.users.is_empty() {
+            return Err(err("security.auth.users", "list at least one user (username and one of password_env / password_file / password)".into()));
+        }
+        for (i, u) in auth.users.iter().enumerate() {
+            let set = [u.password_env.is_some(), u.password_file.is_some(), u.password.is_some()].iter().filter(|x| **x).count();
+            if set != 1 {
+                return Err(err(&format!("security.auth.users.{i}"), "give exactly one of `password_env`, `password_file` or `password`".into()));
+            }
         }
     }
     let jb = &c.media.jitter_buffer;

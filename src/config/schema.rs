@@ -30,6 +30,9 @@ pub struct Config {
     pub accounts: BTreeMap<String, AccountConfig>,
     #[serde(default)]
     pub campaigns: CampaignsConfig,
+    /// Who may call: ACLs, inbound digest authentication, scanners, rate limits.
+    #[serde(default)]
+    pub security: super::SecurityConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -286,9 +289,10 @@ pub struct HttpConfig {
     /// until the operator says so.
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
-    /// A bearer token the admin endpoints that change state (placing calls, campaigns) require,
-    /// from an environment variable or a file. Without one they are open to whoever reaches
-    /// `listen` (loopback by default).
+    /// The bearer token the admin endpoints that change state (placing calls, hanging up,
+    /// campaigns) require, from an environment variable or a file (at least 16 characters).
+    /// Without either, the appliance generates one at first start into `admin.token` beside
+    /// this file (mode 0600), and the CLI reads it from there: those endpoints are never open.
     #[serde(default)]
     pub admin_token_env: Option<String>,
     #[serde(default)]
@@ -344,12 +348,25 @@ pub struct CallsConfig {
     /// ends (relative to this file; created if missing). Unset: no records.
     #[serde(default)]
     pub record_dir: Option<PathBuf>,
+    /// Most calls at once, inbound and outbound (0: no limit). Beyond it a new INVITE gets
+    /// 503 with Retry-After, and a dial request is refused.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: u64,
+    /// The Retry-After (seconds) of those 503s.
+    #[serde(default = "default_retry_after")]
+    pub retry_after_s: u64,
 }
 
 impl Default for CallsConfig {
     fn default() -> Self {
-        CallsConfig { max_duration_s: default_max_duration(), shutdown_grace_s: default_grace(), record_dir: None }
+        CallsConfig { max_duration_s: default_max_duration(), shutdown_grace_s: default_grace(), record_dir: None, max_concurrent: default_max_concurrent(), retry_after_s: default_retry_after() }
     }
+}
+fn default_max_concurrent() -> u64 {
+    50
+}
+fn default_retry_after() -> u64 {
+    10
 }
 fn default_max_duration() -> u64 {
     3600
@@ -367,6 +384,10 @@ pub struct Route {
     #[serde(rename = "match")]
     pub pattern: String,
     pub agent: String,
+    /// Sources that may call this route, replacing `security.allow` for it (e.g. only the
+    /// trunk that owns these numbers).
+    #[serde(default)]
+    pub allow: Option<Vec<crate::sip::guard::Cidr>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -431,6 +452,9 @@ pub struct AgentConfig {
     /// contact's CSV columns or a dial request's `variables` replace them for that call.
     #[serde(default)]
     pub variables: BTreeMap<String, String>,
+    /// Most calls this agent serves at once (beyond: 503 with Retry-After).
+    #[serde(default)]
+    pub max_concurrent_calls: Option<u64>,
 }
 
 /// Barge-in: pause the agent's audio after `pause_ms` of caller speech, drop it after `commit_ms`,

@@ -21,7 +21,7 @@ pub struct HttpState {
     pub commands: tokio::sync::mpsc::UnboundedSender<crate::server::Command>,
     pub outbound: crate::server::OutboundTable,
     /// Required as `Authorization: Bearer …` by the endpoints that change state, when set.
-    pub admin_token: Option<String>,
+    pub admin_token: String,
     pub campaigns: crate::server::campaigns::Campaigns,
     pub campaign_store: std::path::PathBuf,
     pub config: Arc<crate::config::Config>,
@@ -45,13 +45,13 @@ fn json_error(code: StatusCode, message: &str) -> (StatusCode, String) {
 
 /// The token check for endpoints that change state (constant-time compare).
 fn authorized(s: &HttpState, headers: &axum::http::HeaderMap) -> Result<(), (StatusCode, String)> {
-    let Some(token) = &s.admin_token else { return Ok(()) };
+    let token = &s.admin_token;
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
     let same = given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
     if same {
         Ok(())
     } else {
-        Err(json_error(StatusCode::UNAUTHORIZED, "a valid `Authorization: Bearer` admin token is required"))
+        Err(json_error(StatusCode::UNAUTHORIZED, "a valid `Authorization: Bearer` admin token is required (http.admin_token_env / _file, else the admin.token file beside the config)"))
     }
 }
 

@@ -130,7 +130,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(transport::INBOUND_QUEUE);
     let conns = Connections::default();
     if cfg.sip.transports.contains(&TransportKind::Udp) {
-        transport::spawn_udp_reader(udp.clone(), sip_listen, in_tx.clone());
+        transport::spawn_udp_reader(udp.clone(), sip_listen, in_tx.clone(), metrics.sip_queue_dropped.clone());
     }
     if let Some(l) = tcp {
         transport::spawn_tcp_acceptor(l, conns.clone(), in_tx.clone());
@@ -150,7 +150,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
         accounts: account_states.clone(),
         commands: cmd_tx.clone(),
         outbound: outbound_table.clone(),
-        admin_token: admin_token(&loaded)?,
+        admin_token: server_admin_token(&loaded)?,
         campaigns: campaigns.clone(),
         campaign_store: campaign_store.clone(),
         config: Arc::new(cfg.clone()),
@@ -160,7 +160,11 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     }));
     info!(sip = %sip_listen, transports = ?cfg.sip.transports, http = %http_listen, rtp = %format!("{}-{}", rtp.low, rtp.high), "switchboard listening");
 
-    let mut endpoint = Endpoint::new(EndpointConfig::from_config(cfg), rand::random());
+    let mut endpoint_cfg = EndpointConfig::from_config(cfg);
+    if let Some(auth) = endpoint_cfg.guard.auth.as_mut() {
+        auth.users = inbound_users(&loaded)?;
+    }
+    let mut endpoint = Endpoint::new(endpoint_cfg, rand::random());
     for spec in account_specs {
         info!(account = %spec.name, aor = %spec.aor(), via = %spec.next_hop, register = spec.register, "SIP account");
         accounts::record_state(&account_states, &metrics, &spec.name, &crate::sip::endpoint::RegState::Idle);
@@ -189,6 +193,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let mut shutdown_at: Option<Instant> = None;
     let mut hard_stop_at: Option<Instant> = None;
     let mut last_stats = endpoint.stats();
+    let mut last_blocked_count = Instant::now();
 
     loop {
         let timer = endpoint.poll_timeout().map(Instant::from_std);
@@ -385,10 +390,15 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
             }
         }
         let s = endpoint.stats();
-        metrics.sip_requests.inc_by(s.requests - last_stats.requests);
-        metrics.sip_malformed.inc_by(s.malformed - last_stats.malformed);
-        metrics.sip_retransmissions.inc_by(s.retransmissions_absorbed - last_stats.retransmissions_absorbed);
-        last_stats = s;
+        if s != last_stats {
+            metrics.sip_stats(&s, &last_stats);
+            // Counting blocked sources walks the table: at most once a second.
+            if last_blocked_count.elapsed() >= Duration::from_secs(1) {
+                last_blocked_count = Instant::now();
+                metrics.sip_blocked_sources.set(endpoint.blocked_sources(std::time::Instant::now()) as i64);
+            }
+            last_stats = s;
+        }
 
         if draining.load(Ordering::Relaxed) && endpoint.is_idle() {
             info!("all calls ended: exiting");
@@ -593,12 +603,62 @@ fn place_call(
     }
 }
 
-/// The admin token from `http.admin_token_env` / `http.admin_token_file`, if configured.
+/// The inbound digest users and their passwords (environment, file or inline).
+fn inbound_users(loaded: &LoadedConfig) -> anyhow::Result<HashMap<String, String>> {
+    let mut users = HashMap::new();
+    for (i, u) in loaded.config.security.auth.iter().flat_map(|a| a.users.iter().enumerate()) {
+        let key = format!("security.auth.users.{i}.password");
+        let password = match &u.password {
+            Some(p) => p.clone(),
+            None => loaded.secret(&key, u.password_env.as_deref(), u.password_file.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", loaded.path.display()))?.unwrap_or_default(),
+        };
+        users.insert(u.username.clone(), password.trim_end_matches(['\r', '\n']).to_string());
+    }
+    Ok(users)
+}
+
+/// Where the admin token is kept when the config names none: `admin.token` beside the config.
+pub fn default_token_path(loaded: &LoadedConfig) -> std::path::PathBuf {
+    loaded.resolve(std::path::Path::new("admin.token"))
+}
+
+/// The admin token from `http.admin_token_env` / `http.admin_token_file`, else the one the
+/// appliance generated beside its config (None when it has not made one yet). Clients (the CLI)
+/// read it the same way.
 pub fn admin_token(loaded: &LoadedConfig) -> anyhow::Result<Option<String>> {
     let h = &loaded.config.http;
+    if h.admin_token_env.is_none() && h.admin_token_file.is_none() {
+        let path = default_token_path(loaded);
+        return match std::fs::read_to_string(&path) {
+            Ok(t) => Ok(Some(t.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow!("{}: {e}", path.display())),
+        };
+    }
     let token = loaded.secret("http.admin_token", h.admin_token_env.as_deref(), h.admin_token_file.as_deref()).map_err(|e| anyhow!("{e}"))?;
     // A token file's line break is not part of the token.
-    Ok(if h.admin_token_env.is_some() { token } else { token.map(|t| t.trim().to_string()) })
+    let token = if h.admin_token_env.is_some() { token } else { token.map(|t| t.trim().to_string()) };
+    match token {
+        Some(t) if t.len() < 16 => Err(anyhow!("http.admin_token: the token is {} characters; use at least 16 (e.g. `openssl rand -hex 16`)", t.len())),
+        t => Ok(t),
+    }
+}
+
+/// The server's admin token: configured, or generated once (32 hex bytes, mode 0600, beside the
+/// config) so that state-changing endpoints are never open, even on loopback.
+fn server_admin_token(loaded: &LoadedConfig) -> anyhow::Result<String> {
+    if let Some(t) = admin_token(loaded)? {
+        return Ok(t);
+    }
+    let path = default_token_path(loaded);
+    let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).with_context(|| format!("cannot create the admin token file {}", path.display()))?;
+    f.write_all(format!("{token}\n").as_bytes())?;
+    f.sync_all()?;
+    info!(path = %path.display(), "admin token generated (state-changing HTTP endpoints require it as a Bearer token)");
+    Ok(token)
 }
 
 /// Take an even port from the pool and bind it and its RTCP port (+1);

@@ -89,7 +89,7 @@ impl LocalAddrCache {
     }
 }
 
-pub fn spawn_udp_reader(sock: Arc<UdpSocket>, listen: SocketAddr, tx: mpsc::Sender<Inbound>) {
+pub fn spawn_udp_reader(sock: Arc<UdpSocket>, listen: SocketAddr, tx: mpsc::Sender<Inbound>, dropped: prometheus::IntCounter) {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
         let mut locals = LocalAddrCache::new(listen);
@@ -101,6 +101,7 @@ pub fn spawn_udp_reader(sock: Arc<UdpSocket>, listen: SocketAddr, tx: mpsc::Send
                     }
                     let source = Source { transport: Transport::Udp, addr: from, conn: None, local: locals.local_for(from) };
                     if tx.try_send(Inbound { data: buf[..n].to_vec(), source }).is_err() {
+                        dropped.inc();
                         debug!(peer = %from, "SIP inbound queue full: datagram dropped");
                     }
                 }

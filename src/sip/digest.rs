@@ -178,6 +178,16 @@ pub fn authorize(c: &Challenge, cred: &Credentials, method: &str, uri: &str, nc:
     v
 }
 
+/// One parameter of an `Authorization` value (`nonce`, `username`, ...), unquoted; None when the
+/// value is not Digest or lacks it. The server reads the nonce first, to check it issued it.
+pub fn authorization_param(authorization: &str, key: &str) -> Option<String> {
+    let (scheme, rest) = authorization.trim().split_once(char::is_whitespace)?;
+    if !scheme.eq_ignore_ascii_case("Digest") {
+        return None;
+    }
+    params(rest).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
 /// The server side: does `authorization` (an `Authorization` value) prove `password` for the
 /// nonce we issued, for this method? Returns the username when it does. The caller checks that the
 /// username is the one it expects and that the nonce is one it issued and still fresh.

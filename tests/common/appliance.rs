@@ -129,9 +129,17 @@ impl Appliance {
     }
 
     /// Any method with an optional JSON body → (status, body). Panics if the request fails.
+    /// An HTTP request with the admin token the appliance generated beside its config (state-
+    /// changing endpoints require it).
     pub fn http_request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        try_http(self.ports.http, method, path, body, Duration::from_secs(10))
+        let token = self.admin_token();
+        try_http_with(self.ports.http, method, path, body, Duration::from_secs(10), token.as_deref())
             .unwrap_or_else(|e| panic!("HTTP {method} {path}: {e}; log tail:\n{}", self.log_tail(30)))
+    }
+
+    /// The token in `admin.token` beside the config, once the appliance has written it.
+    pub fn admin_token(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join("admin.token")).ok().map(|t| t.trim().to_string())
     }
 
     /// The Prometheus text from `/metrics` (panics unless 200).
@@ -216,11 +224,19 @@ fn expand_placeholders(yaml: &str, dir: &Path, ports: &Ports) -> String {
 /// A minimal HTTP/1.1 client over std's TcpStream (`Connection: close`; handles Content-Length,
 /// chunked and read-to-close bodies).
 pub fn try_http(port: u16, method: &str, path: &str, body: Option<&str>, timeout: Duration) -> Result<(u16, String), String> {
+    try_http_with(port, method, path, body, timeout, None)
+}
+
+/// `try_http` with an optional `Authorization: Bearer` token.
+pub fn try_http_with(port: u16, method: &str, path: &str, body: Option<&str>, timeout: Duration, token: Option<&str>) -> Result<(u16, String), String> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_read_timeout(Some(timeout)).ok();
     s.set_write_timeout(Some(timeout)).ok();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nAccept: */*\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
     if let Some(b) = body {
         req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
     } else if method != "GET" && method != "HEAD" {

@@ -34,6 +34,8 @@ pub struct Retx {
 #[derive(Debug)]
 pub struct Call {
     pub key: CallKey,
+    /// The agent serving it (per-agent call limits count by it).
+    pub agent: String,
     pub call_id: String,
     pub local_tag: String,
     /// Our side as the To header we answered with (tag included): the From of our requests.

@@ -113,6 +113,9 @@ impl Endpoint {
         if self.draining {
             return Err("shutting down".into());
         }
+        if let Some(limit) = self.call_limit_reached(&spec.agent) {
+            return Err(limit);
+        }
         let account = match &spec.account {
             Some(name) => Some(self.registrations.iter().position(|r| &r.spec.name == name).ok_or_else(|| format!("unknown account `{name}`"))?),
             None => None,
@@ -179,6 +182,7 @@ impl Endpoint {
         uac.timeout_at = Some(now + self.cfg.t1 * 64);
         let via = msg.top_via().ok_or("our own Via")?;
         let call = Call {
+            agent: spec.agent.clone(),
             key,
             call_id: call_id.clone(),
             local_tag: local_tag.clone(),

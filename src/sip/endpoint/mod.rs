@@ -17,6 +17,8 @@ mod types;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod guard_tests;
 
 pub use build::{bracket_v6 as bracket_host, ACCEPT, ALLOW};
 pub use dial::{request_uri, DialOutcome, DialSpec, OutgoingCall};
@@ -24,6 +26,7 @@ pub use register::{AccountSpec, RegState};
 pub use types::*;
 
 use crate::config::glob_match;
+use crate::sip::guard::{AuthVerdict, Guard, GuardConfig, GuardStats};
 use crate::sip::message::{Method, ParseError, SipMessage, StartLine, Via};
 use crate::sip::sdp::{self, Codec, Origin};
 use call::{Call, Phase, Retx};
@@ -48,6 +51,16 @@ pub struct EndpointConfig {
     pub ptime_ms: u32,
     /// (pattern, agent) in order; the first match wins.
     pub routes: Vec<(String, String)>,
+    /// Who may call (ACLs, scanners, rate limits, inbound digest auth).
+    pub guard: GuardConfig,
+    /// Most calls at once, in and out (0: no limit); beyond it new INVITEs get 503.
+    pub max_calls: usize,
+    /// Per agent, most calls at once.
+    pub agent_max_calls: HashMap<String, usize>,
+    /// Retry-After of a 503 for a full appliance or agent.
+    pub retry_after_s: u64,
+    /// Most server transactions kept at once; beyond it requests get a stateless 503.
+    pub max_transactions: usize,
 }
 
 impl EndpointConfig {
@@ -63,9 +76,19 @@ impl EndpointConfig {
             codecs: c.media.codecs.iter().map(|&c| c.into()).collect(),
             ptime_ms: c.media.ptime_ms.get() as u32,
             routes: c.routes.iter().map(|r| (r.pattern.clone(), r.agent.clone())).collect(),
+            guard: GuardConfig::from_config(c),
+            max_calls: c.calls.max_concurrent as usize,
+            agent_max_calls: c.agents.iter().filter_map(|(n, a)| a.max_concurrent_calls.map(|m| (n.clone(), m as usize))).collect(),
+            retry_after_s: c.calls.retry_after_s,
+            max_transactions: MAX_TRANSACTIONS,
         }
     }
 }
+
+/// Default bound on server transactions. A transaction lives at most 64*T1 (32 s); an INVITE
+/// flood answered 503 keeps one per INVITE for T4 after its ACK, so 16384 covers a sustained
+/// 1000 INVITEs/s from trusted sources (each under 2 KB) before the stateless fallback.
+pub const MAX_TRANSACTIONS: usize = 16_384;
 
 /// Counters the driver exports as metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +97,11 @@ pub struct EndpointStats {
     pub responses_sent: u64,
     pub malformed: u64,
     pub retransmissions_absorbed: u64,
+    /// New calls refused with 503 because the appliance or their agent was full.
+    pub call_limit: u64,
+    /// Requests answered with a stateless 503 because the transaction table was full.
+    pub overload: u64,
+    pub guard: GuardStats,
 }
 
 pub struct Endpoint {
@@ -93,13 +121,16 @@ pub struct Endpoint {
     /// Our pending INVITEs by branch, and the ACKs of their error answers (Timer D).
     uac_branches: HashMap<String, CallKey>,
     uac_acked: HashMap<String, (Transmit, Instant)>,
+    guard: Guard,
 }
 
 impl Endpoint {
     pub fn new(cfg: EndpointConfig, seed: u64) -> Endpoint {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let guard = Guard::new(cfg.guard.clone(), rng.random());
         Endpoint {
             cfg,
-            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            rng,
             next_key: 1,
             calls: HashMap::new(),
             dialogs: HashMap::new(),
@@ -112,6 +143,7 @@ impl Endpoint {
             registrations: Vec::new(),
             uac_branches: HashMap::new(),
             uac_acked: HashMap::new(),
+            guard,
         }
     }
 
@@ -124,7 +156,23 @@ impl Endpoint {
     }
 
     pub fn stats(&self) -> EndpointStats {
-        self.stats
+        EndpointStats { guard: self.guard.stats(), ..self.stats }
+    }
+
+    /// Sources serving a temporary block now.
+    pub fn blocked_sources(&self, now: Instant) -> usize {
+        self.guard.blocked_sources(now)
+    }
+
+    /// Why a new call for `agent` cannot be taken now (appliance or agent full), if so.
+    fn call_limit_reached(&self, agent: &str) -> Option<String> {
+        let max = self.cfg.max_calls;
+        if max > 0 && self.calls.len() >= max {
+            return Some(format!("the appliance is at its limit of {max} calls (calls.max_concurrent)"));
+        }
+        let agent_max = *self.cfg.agent_max_calls.get(agent)?;
+        let n = self.calls.values().filter(|c| c.agent == agent).count();
+        (n >= agent_max).then(|| format!("agent `{agent}` is at its limit of {agent_max} calls (max_concurrent_calls)"))
     }
 
     /// Calls not yet ended (ringing, answered or confirmed).
@@ -171,6 +219,10 @@ impl Endpoint {
     // ---------------------------------------------------------------- input
 
     pub fn handle_message(&mut self, data: &[u8], src: Source, now: Instant) {
+        // Blocked and flooding sources are dropped before the parser spends anything on them.
+        if !self.guard.admit_datagram(src.addr.ip(), now) {
+            return;
+        }
         match SipMessage::parse(data) {
             Ok(msg) if msg.is_request() => {
                 self.stats.requests += 1;
@@ -266,6 +318,18 @@ impl Endpoint {
         if self.absorb_retransmission(&key) {
             return;
         }
+        // Scanners get no answer at all: an answer tells them something listens here.
+        if self.guard.screen_scanner(&ctx.req, ctx.src.addr.ip(), now) {
+            debug!(peer = %ctx.src.addr, "scanner request dropped");
+            return;
+        }
+        // A full transaction table: answer without keeping state, so memory stays bounded.
+        if self.server_txs.len() >= self.cfg.max_transactions {
+            self.stats.overload += 1;
+            let retry = self.cfg.retry_after_s.to_string();
+            self.respond_reason(&ctx, 503, None, "Service Unavailable (overloaded)", |m| m.headers.push("Retry-After", retry));
+            return;
+        }
 
         // Checks every new request passes before its method is looked at.
         if let Some(uri) = ctx.req.request_uri() {
@@ -286,6 +350,14 @@ impl Endpoint {
         let to_tag = ctx.req.to().and_then(|t| t.tag().map(str::to_string));
         if let Some(tag) = to_tag {
             self.handle_in_dialog(ctx, key, tag, now);
+            return;
+        }
+        // Out of dialog, only allowed sources are served; an INVITE is judged by its route
+        // (which may have its own list) and may authenticate instead.
+        if ctx.method != Method::Invite && !self.guard.trusted(ctx.src.addr.ip()) {
+            self.guard.acl_rejected();
+            info!(peer = %ctx.src.addr, method = ctx.method.as_str(), "source not allowed (security.allow): 403");
+            self.respond_tx(key, &ctx, 403, None, now, |_| {});
             return;
         }
         match ctx.method {
@@ -358,12 +430,41 @@ impl Endpoint {
             return;
         }
         // A call the registrar forwards to one of our registered Contacts goes to that account's agent.
-        let agent = self.account_agent(&called).or_else(|| self.cfg.routes.iter().find(|(p, _)| glob_match(p, &called)).map(|(_, a)| a.clone()));
+        let account = self.account_agent(&called);
+        let route = if account.is_some() { None } else { self.cfg.routes.iter().position(|(p, _)| glob_match(p, &called)) };
+        let agent = account.as_ref().map(|(a, _)| a.clone()).or_else(|| route.map(|i| self.cfg.routes[i].1.clone()));
+        // Who may call is decided before anything else is told: a stranger learns nothing of our routes.
+        let ip = ctx.src.addr.ip();
+        let allowed = self.guard.call_allowed(ip, route, account.as_ref().map(|(_, hop)| *hop));
+        if self.guard.needs_auth(allowed) {
+            match self.guard.authenticate(&ctx.req, ip, now) {
+                AuthVerdict::User(user) => debug!(%call_id, %user, "caller authenticated"),
+                AuthVerdict::Challenge(value) => {
+                    self.respond_tx(key, &ctx, 401, None, now, |m| m.headers.push("WWW-Authenticate", value));
+                    return;
+                }
+            }
+        } else if !allowed {
+            self.guard.acl_rejected();
+            info!(%call_id, peer = %ctx.src.addr, %called, "caller's address not allowed (security.allow / the route's allow): 403");
+            self.respond_tx(key, &ctx, 403, None, now, |_| {});
+            return;
+        }
         let Some(agent) = agent else {
             info!(%call_id, %called, "no route for called user: 404");
             self.respond_tx(key, &ctx, 404, None, now, |_| {});
             return;
         };
+        if let Some(why) = self.call_limit_reached(&agent) {
+            self.stats.call_limit += 1;
+            info!(%call_id, %agent, "{why}: 503");
+            let retry = self.cfg.retry_after_s.to_string();
+            self.respond_tx(key, &ctx, 503, None, now, |m| {
+                m.start = StartLine::Response { code: 503, reason: "Service Unavailable (call limit reached)".into() };
+                m.headers.push("Retry-After", retry);
+            });
+            return;
+        }
         if ctx.req.body.is_empty() {
             // Offerless INVITE (we would have to offer in the 200 and read the answer in ACK).
             info!(%call_id, "INVITE without SDP offer: 488");
@@ -402,6 +503,7 @@ impl Endpoint {
         local_na.set_tag(&local_tag);
         let local_host = self.cfg.advertised.unwrap_or(ctx.src.local.ip()).to_string();
         let call = Call {
+            agent: agent.clone(),
             key: call_key,
             call_id: call_id.clone(),
             local_tag: local_tag.clone(),

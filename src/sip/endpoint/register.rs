@@ -272,8 +272,10 @@ impl Endpoint {
     }
 
     /// The agent for a call whose Request-URI names one of our registered Contacts.
-    pub(super) fn account_agent(&self, called_user: &str) -> Option<String> {
-        self.registrations.iter().find(|r| r.spec.username == called_user).and_then(|r| r.spec.agent.clone())
+    /// The agent of the account whose Contact user this is, and the account's registrar (or
+    /// outbound proxy) address, which is trusted to send that account's calls.
+    pub(super) fn account_agent(&self, called_user: &str) -> Option<(String, std::net::IpAddr)> {
+        self.registrations.iter().find(|r| r.spec.username == called_user).and_then(|r| Some((r.spec.agent.clone()?, r.spec.next_hop.ip())))
     }
 
     /// Shutdown: remove every binding we hold (Expires: 0). `is_idle` stays false until the
@@ -423,6 +425,11 @@ mod tests {
             codecs: vec![crate::sip::sdp::Codec::Pcmu],
             ptime_ms: 20,
             routes: vec![("*".into(), "default".into())],
+            guard: crate::sip::guard::GuardConfig::open(),
+            max_calls: 0,
+            agent_max_calls: Default::default(),
+            retry_after_s: 10,
+            max_transactions: crate::sip::endpoint::MAX_TRANSACTIONS,
         };
         Endpoint::new(cfg, 7)
     }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 const PEER: &str = "10.0.0.5:5062";
 const LOCAL: &str = "10.0.0.1:5060";
 
-fn cfg() -> EndpointConfig {
+pub(super) fn cfg() -> EndpointConfig {
     EndpointConfig {
         t1: Duration::from_millis(500),
         t2: Duration::from_secs(4),
@@ -19,6 +19,11 @@ fn cfg() -> EndpointConfig {
         codecs: vec![Codec::Pcmu, Codec::Pcma],
         ptime_ms: 20,
         routes: vec![("1000".into(), "sales".into()), ("2*".into(), "support".into())],
+        guard: crate::sip::guard::GuardConfig::open(),
+        max_calls: 0,
+        agent_max_calls: Default::default(),
+        retry_after_s: 10,
+        max_transactions: crate::sip::endpoint::MAX_TRANSACTIONS,
     }
 }
 
@@ -26,9 +31,9 @@ fn src(transport: Transport) -> Source {
     Source { transport, addr: PEER.parse().unwrap(), conn: (transport == Transport::Tcp).then_some(ConnId(7)), local: LOCAL.parse().unwrap() }
 }
 
-const SDP: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+pub(super) const SDP: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
 
-fn invite(user: &str, branch: &str, extra: &str, body: &str) -> String {
+pub(super) fn invite(user: &str, branch: &str, extra: &str, body: &str) -> String {
     format!(
         "INVITE sip:{user}@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5062;branch={branch};rport\r\nMax-Forwards: 70\r\n\
 From: \"Alice\" <sip:alice@10.0.0.5>;tag=a1\r\nTo: <sip:{user}@10.0.0.1>\r\nCall-ID: call-{branch}\r\nCSeq: 1 INVITE\r\n\
