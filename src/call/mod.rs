@@ -6,6 +6,7 @@ pub mod bargein_sim;
 pub mod echo_check;
 pub mod media;
 pub mod record;
+pub mod record_recover;
 pub mod task;
 pub mod transcriber;
 pub mod turns;

@@ -2,8 +2,14 @@
 //! caller's turns, transcribed), the speech and DTMF events, the media
 //! quality and why the call ended, written as one JSON file per call when
 //! the call ends (to a temporary name, fsynced, then renamed, so a reader
-//! never sees half a record). The durable store of campaigns and hardening
-//! (SQLite, write-ahead) replaces the file later; the content stays.
+//! never sees half a record).
+//!
+//! While the call lasts, a write-ahead journal (`active/<name>.jsonl`) gets a line per change:
+//! its first line (the call's identity) is fsynced when the call starts, the rest are plain
+//! appends, which the kernel keeps when the process dies (SIGKILL, a crash), and the final
+//! record is fsynced at the end. At start-up, [`recover`] turns every journal left by a
+//! stopped appliance into a record ending `interrupted`, so no call is ever lost, and clears
+//! half-written temporary files, so none can break start-up.
 
 use super::transcriber::{TranscriberEvent, TurnTranscript};
 use serde::Serialize;
@@ -127,12 +133,19 @@ pub struct Recorder {
     record: CallRecord,
     started: Instant,
     started_wall: SystemTime,
+    /// The write-ahead journal; None when it could not be opened (the record is still written
+    /// at the end; the error was logged).
+    journal: Option<std::fs::File>,
 }
+
+/// Where the journals of calls in progress live, inside the record directory.
+pub const ACTIVE_DIR: &str = "active";
 
 impl Recorder {
     pub fn new(dir: PathBuf, call_id: &str, from: &str, called: &str, agent: &str) -> Recorder {
         let now = SystemTime::now();
-        Recorder {
+        let mut r = Recorder {
+            journal: None,
             dir,
             record: CallRecord {
                 call_id: call_id.into(),
@@ -151,12 +164,56 @@ impl Recorder {
             },
             started: Instant::now(),
             started_wall: now,
+        };
+        match r.open_journal() {
+            Ok(f) => r.journal = Some(f),
+            Err(e) => tracing::error!(error = %e, dir = %r.dir.display(), "cannot open the call's journal: its record is written only when the call ends"),
+        }
+        r
+    }
+
+    /// The file name shared by the final record (`.json`) and the journal (`.jsonl`).
+    fn stem(&self) -> String {
+        let ms = self.started_wall.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        format!("{ms}-{}", file_safe(&self.record.call_id))
+    }
+
+    /// Create the journal with the call's identity as its first line, durable before the call
+    /// goes on (file and directory synced).
+    fn open_journal(&self) -> std::io::Result<std::fs::File> {
+        let active = self.dir.join(ACTIVE_DIR);
+        std::fs::create_dir_all(&active)?;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(active.join(format!("{}.jsonl", self.stem())))?;
+        let line = serde_json::json!({ "start": &self.record });
+        writeln!(f, "{line}")?;
+        f.sync_data()?;
+        std::fs::File::open(&active)?.sync_all()?;
+        Ok(f)
+    }
+
+    /// One change, appended to the journal: `{"push": field, "v": value}` or `{"set": ...}`.
+    fn journal(&mut self, op: &str, field: &str, v: serde_json::Value) {
+        let Some(f) = self.journal.as_mut() else { return };
+        let line = serde_json::json!({ op: field, "v": v });
+        if let Err(e) = writeln!(f, "{line}") {
+            tracing::error!(error = %e, "cannot append to the call's journal: its record is written only when the call ends");
+            self.journal = None;
+        }
+    }
+
+    fn journal_last<T: Serialize>(&mut self, field: &str, last: Option<&T>) {
+        if self.journal.is_some() {
+            if let Some(v) = last.and_then(|v| serde_json::to_value(v).ok()) {
+                self.journal("push", field, v);
+            }
         }
     }
 
     fn event(&mut self, kind: EventKind) {
         let t_ms = self.started.elapsed().as_millis() as u64;
         self.record.events.push(RecordEvent { t_ms, kind });
+        let last = self.record.events.last().cloned();
+        self.journal_last("events", last.as_ref());
     }
 
     pub fn speech(&mut self, ev: crate::models::vad::VadEvent) {
@@ -179,6 +236,8 @@ impl Recorder {
 
     pub fn tool(&mut self, t: &crate::agent::ToolRecord) {
         self.record.tools.push(RecordTool { t_ms: self.started.elapsed().as_millis() as u64, tool: t.clone() });
+        let last = self.record.tools.last().cloned();
+        self.journal_last("tools", last.as_ref());
     }
 
     pub fn response_started(&mut self, response: u64) {
@@ -198,6 +257,8 @@ impl Recorder {
             total_ms: r.total_ms,
             audio_end_ms: r.audio_end_ms,
         });
+        let last = self.record.replies.last().cloned();
+        self.journal_last("replies", last.as_ref());
     }
 
     pub fn barge_in(&mut self, b: &super::media::BargeInEvent) {
@@ -212,6 +273,9 @@ impl Recorder {
 
     pub fn amd(&mut self, d: &crate::media::amd::AmdDecision) {
         self.record.amd = Some(RecordAmd { machine: d.is_machine(), reason: d.reason().to_string(), after_ms: d.after_ms() });
+        if let Some(v) = self.record.amd.as_ref().and_then(|a| serde_json::to_value(a).ok()) {
+            self.journal("set", "amd", v);
+        }
     }
 
     pub fn dtmf(&mut self, digit: char) {
@@ -221,7 +285,11 @@ impl Recorder {
     pub fn transcription(&mut self, ev: &TranscriberEvent) {
         match ev {
             TranscriberEvent::Transcript(t) if t.partial => self.event(EventKind::PartialTranscript { turn: t.turn, text: t.text.clone() }),
-            TranscriberEvent::Transcript(t) => self.record.transcripts.push(final_transcript(t)),
+            TranscriberEvent::Transcript(t) => {
+                self.record.transcripts.push(final_transcript(t));
+                let last = self.record.transcripts.last().cloned();
+                self.journal_last("transcripts", last.as_ref());
+            }
             TranscriberEvent::Failed { turn, reason, .. } => self.event(EventKind::TranscriptionFailed { turn: *turn, reason: reason.clone() }),
         }
     }
@@ -231,9 +299,13 @@ impl Recorder {
         self.record.end_reason = end_reason.into();
         self.record.duration_ms = self.started.elapsed().as_millis() as u64;
         self.record.media = media;
-        let ms = self.started_wall.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-        let name = format!("{ms}-{}.json", file_safe(&self.record.call_id));
-        write_atomic(&self.dir, &name, &serde_json::to_vec_pretty(&self.record).map_err(std::io::Error::other)?)
+        let stem = self.stem();
+        let path = write_atomic(&self.dir, &format!("{stem}.json"), &serde_json::to_vec_pretty(&self.record).map_err(std::io::Error::other)?)?;
+        // The record is durable: the journal has served. (Should we die right here, recovery
+        // finds the record beside it and only removes the journal.)
+        self.journal = None;
+        let _ = std::fs::remove_file(self.dir.join(ACTIVE_DIR).join(format!("{stem}.jsonl")));
+        Ok(path)
     }
 }
 
@@ -254,7 +326,7 @@ fn file_safe(s: &str) -> String {
     s.chars().take(80).map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
 }
 
-fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<PathBuf> {
+pub(crate) fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);

@@ -143,6 +143,14 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let campaign_store = loaded.resolve(&cfg.campaigns.store);
     // Campaign calls always keep a record: their transcript, tools and answering-machine verdict go to the store.
     let campaign_records = record_dir.clone().unwrap_or_else(|| campaign_store.parent().unwrap_or(std::path::Path::new(".")).join("records"));
+    // Calls cut by the last stop (a kill, a crash) get their records now, before any new call.
+    for dir in [record_dir.as_deref(), Some(campaign_records.as_path())].into_iter().flatten() {
+        match crate::call::record_recover::recover(dir) {
+            Ok(r) if r != Default::default() => warn!(dir = %dir.display(), recovered = r.records, already_written = r.already_written, torn_lines = r.torn, temp_removed = r.temp_removed, corrupt = r.corrupt, "recovered the records of calls cut by the last stop"),
+            Ok(_) => {}
+            Err(e) => warn!(dir = %dir.display(), error = %e, "call record recovery failed; the journals are left in place"),
+        }
+    }
     let outbound_table = OutboundTable::default();
     let http_state = HttpState {
         metrics: metrics.clone(),
