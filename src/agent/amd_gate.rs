@@ -173,6 +173,9 @@ impl Agent for AmdGate {
     fn on_transfer(&mut self, progress: &crate::sip::endpoint::TransferProgress, now: Instant) {
         self.inner.on_transfer(progress, now);
     }
+    fn on_fault(&mut self, what: &str, now: Instant) -> bool {
+        self.inner.on_fault(what, now)
+    }
     fn finish(&mut self, now: Instant) -> Vec<AgentOutput> {
         if let Some(s) = &self.speech {
             s.cancel();

@@ -609,6 +609,16 @@ impl Agent for LlmAgent {
         started.chain(replies).chain(tools).collect()
     }
 
+    /// Without its speech models the conversation cannot go on: the apology, then BYE once it
+    /// has been heard.
+    fn on_fault(&mut self, what: &str, _now: Instant) -> bool {
+        tracing::error!(what, "a speech model failed for this call; apologising and ending it");
+        let apology = self.settings.apology.clone();
+        self.say(&apology);
+        self.hangup_when_quiet = Some(format!("{what}; the agent apologised"));
+        true
+    }
+
     fn on_transfer(&mut self, progress: &TransferProgress, _now: Instant) {
         match progress {
             TransferProgress::Accepted | TransferProgress::Trying(_) => {}

@@ -105,6 +105,13 @@ pub trait Agent: Send {
     fn on_interrupt(&mut self, _played_samples: u64, _now: Instant) {}
     /// How a transfer the agent asked for is going.
     fn on_transfer(&mut self, _progress: &crate::sip::endpoint::TransferProgress, _now: Instant) {}
+    /// A speech model this call depends on failed for good (`what` says which). An agent that can
+    /// still speak apologises and ends the call its way (true); otherwise (false) the call ends
+    /// with BYE at once.
+    fn on_fault(&mut self, _what: &str, _now: Instant) -> bool {
+        false
+    }
+
     /// The call is over: what the record still lacks (`ReplyStarted`, `Reply`, `Tool`), such as a
     /// reply the hang-up cut off or a tool (a transfer) that ended with the call.
     fn finish(&mut self, _now: Instant) -> Vec<AgentOutput> {

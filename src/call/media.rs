@@ -215,6 +215,8 @@ pub struct CallMedia {
     /// turn_detection: this call's stream on the shared VAD worker, its segmenter, and the
     /// detector that decides where turns end.
     vad: Option<(VadClient, Segmenter, TurnDetector)>,
+    /// The VAD worker gave this call up (reported once).
+    vad_lost: bool,
     /// Speech recognition of the turns the VAD finds.
     transcriber: Option<Transcriber>,
     /// Barge-in (needs the VAD): the decision, the echo check, and which recent caller audio was
@@ -256,6 +258,7 @@ impl CallMedia {
             agent,
             agent_started: false,
             vad: None,
+            vad_lost: false,
             transcriber: None,
             barge: None,
             caller_samples: 0,
@@ -645,6 +648,14 @@ impl CallMedia {
                 }
                 self.events.push_back(MediaEvent::Speech(ev));
                 turns.on_vad(ev);
+            }
+        }
+        if !self.vad_lost && client.lost() {
+            self.vad_lost = true;
+            let what = "speech detection failed";
+            tracing::error!("{what}: the VAD worker gave this call up");
+            if !self.agent.on_fault(what, now) {
+                self.events.push_back(MediaEvent::Hangup(what.into()));
             }
         }
         turns.tick();

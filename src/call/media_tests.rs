@@ -189,3 +189,45 @@ fn rfc4733_and_info_digits_reach_events_and_rtp_timeout_hangs_up() {
     // RTCP went out to the RTP peer's port + 1 meanwhile.
     assert!(out.iter().any(|o| matches!(o, Outgoing::Rtcp(a, _) if a.port() == 4001)));
 }
+
+/// An agent that can still speak: it takes the fault (apology, then its own hang-up).
+struct Apologetic(std::sync::Arc<std::sync::atomic::AtomicBool>);
+impl crate::agent::Agent for Apologetic {
+    fn start(&mut self, _rate: u32, _now: Instant) {}
+    fn on_caller_audio(&mut self, _pcm: &[i16], _p: crate::agent::PlayoutState, _now: Instant) {}
+    fn poll_output(&mut self, _p: crate::agent::PlayoutState, _now: Instant) -> Option<crate::agent::AgentOutput> {
+        None
+    }
+    fn on_fault(&mut self, _what: &str, _now: Instant) -> bool {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+}
+
+fn vad_gone(m: &mut CallMedia, t0: Instant) -> Vec<MediaEvent> {
+    use crate::call::turns::TurnDetector;
+    use crate::models::vad::{Segmenter, SegmenterConfig, VadClient};
+    m.set_vad(VadClient::given_up(8000), Segmenter::new(SegmenterConfig::default()), TurnDetector::new(crate::call::turns::TurnMode::ServerVad, None));
+    let mut out = Vec::new();
+    let mut now = t0;
+    for _ in 0..20 {
+        now = m.poll_timeout().max(now);
+        m.handle_timeout(now, &mut out);
+    }
+    std::iter::from_fn(|| m.poll_event()).collect()
+}
+
+#[test]
+fn a_call_whose_speech_detection_is_given_up_ends_or_lets_its_agent_apologise() {
+    let t0 = Instant::now();
+    // An agent without a voice of its own: BYE, with the reason, once.
+    let mut m = media(Codec::Pcmu, 0, None, t0);
+    let hangups: Vec<String> = vad_gone(&mut m, t0).into_iter().filter_map(|e| match e { MediaEvent::Hangup(r) => Some(r), _ => None }).collect();
+    assert_eq!(hangups, vec!["speech detection failed".to_string()]);
+    // An agent that can speak takes it (apology, then its own BYE): no immediate hang-up.
+    let told = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut m = CallMedia::new(params(Codec::Pcmu, 0), settings(), Box::new(Apologetic(told.clone())), RtpIdentity { ssrc: 9, sequence: 100, timestamp: 1000 }, t0, SystemTime::now()).unwrap();
+    let events = vad_gone(&mut m, t0);
+    assert!(told.load(std::sync::atomic::Ordering::Relaxed), "the agent was told");
+    assert!(!events.iter().any(|e| matches!(e, MediaEvent::Hangup(_))), "{events:?}");
+}

@@ -208,6 +208,21 @@ impl VadClient {
         self.rx.try_recv().ok()
     }
 
+    /// A client whose worker has already given it up (tests of what a call does then).
+    #[cfg(test)]
+    pub fn given_up(sample_rate: u32) -> VadClient {
+        let (tx, _) = mpsc::sync_channel(1);
+        let worker = VadWorker { tx, stats: Default::default(), provider: super::runtime::Provider::Cpu };
+        let (_, rx) = mpsc::sync_channel(1);
+        VadClient { id: 0, worker, rx, sample_rate, next_seq: 0, pending: Vec::new() }
+    }
+
+    /// Has the worker given this stream up (the model panicked on its audio, or the worker is
+    /// gone)? Nothing more will arrive.
+    pub fn lost(&self) -> bool {
+        matches!(self.rx.try_recv(), Err(mpsc::TryRecvError::Disconnected))
+    }
+
     /// Wait for a result (tests, offline use).
     pub fn recv_timeout(&mut self, t: std::time::Duration) -> Option<VadResult> {
         self.rx.recv_timeout(t).ok()
@@ -230,7 +245,52 @@ struct Stream {
     reply: mpsc::SyncSender<VadResult>,
 }
 
-fn worker_loop(vad: &mut SileroVad, rx: mpsc::Receiver<Request>, max_batch: usize, stats: &WorkerStats) {
+/// One batched inference; the worker is written against this so that its failure handling can
+/// be tested without a model.
+trait BatchInfer {
+    fn infer_batch(&mut self, streams: &mut [&mut StreamState], chunks: &[&[f32]]) -> Result<Vec<f32>, String>;
+}
+
+impl BatchInfer for SileroVad {
+    fn infer_batch(&mut self, streams: &mut [&mut StreamState], chunks: &[&[f32]]) -> Result<Vec<f32>, String> {
+        self.infer(streams, chunks).map_err(|e| e.to_string())
+    }
+}
+
+/// Run a batch, surviving a panic in the model: when the whole batch panics, each stream is
+/// run alone, and only a stream that panics alone is given up (Err for it); the others get
+/// their results. One caller's audio can never take speech detection away from the rest.
+fn infer_isolated<V: BatchInfer>(vad: &mut V, states: &mut [StreamState], chunks: &[&[f32]]) -> Vec<Result<f32, String>> {
+    let whole = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut refs: Vec<&mut StreamState> = states.iter_mut().collect();
+        vad.infer_batch(&mut refs, chunks)
+    }));
+    match whole {
+        Ok(Ok(probs)) if probs.len() == states.len() => probs.into_iter().map(Ok).collect(),
+        Ok(Ok(_)) => states.iter().map(|_| Err("the model gave the wrong number of results".to_string())).collect(),
+        Ok(Err(e)) => states.iter().map(|_| Err(e.clone())).collect(),
+        Err(_) if states.len() == 1 => vec![Err("the model panicked on this stream".into())],
+        Err(_) => states
+            .iter_mut()
+            .zip(chunks)
+            .map(|(st, chunk)| {
+                let mut one = st.clone();
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vad.infer_batch(&mut [&mut one], &[chunk])));
+                match r {
+                    Ok(Ok(p)) if p.len() == 1 => {
+                        *st = one;
+                        Ok(p[0])
+                    }
+                    Ok(Ok(_)) => Err("the model gave the wrong number of results".into()),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err("the model panicked on this stream".into()),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn worker_loop<V: BatchInfer>(vad: &mut V, rx: mpsc::Receiver<Request>, max_batch: usize, stats: &WorkerStats) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut streams: HashMap<StreamId, Stream> = HashMap::new();
     let mut batch: Vec<(StreamId, u64, Vec<f32>)> = Vec::new();
@@ -268,7 +328,7 @@ fn worker_loop(vad: &mut SileroVad, rx: mpsc::Receiver<Request>, max_batch: usiz
 
 /// One inference per sample rate, one chunk per stream (a stream with two
 /// chunks queued goes in two rounds: its state must advance in order).
-fn run_batch(vad: &mut SileroVad, streams: &mut HashMap<StreamId, Stream>, batch: &mut Vec<(StreamId, u64, Vec<f32>)>, stats: &WorkerStats) {
+fn run_batch<V: BatchInfer>(vad: &mut V, streams: &mut HashMap<StreamId, Stream>, batch: &mut Vec<(StreamId, u64, Vec<f32>)>, stats: &WorkerStats) {
     use std::sync::atomic::Ordering::Relaxed;
     while !batch.is_empty() {
         let mut round: Vec<(StreamId, u64, Vec<f32>)> = Vec::new();
@@ -291,11 +351,11 @@ fn run_batch(vad: &mut SileroVad, streams: &mut HashMap<StreamId, Stream>, batch
             let chunks: Vec<&[f32]> = group.iter().map(|g| g.2.as_slice()).collect();
             // Take the states out, run, put them back (HashMap gives no disjoint &mut).
             let mut states: Vec<StreamState> = ids.iter().map(|id| streams[id].state.clone()).collect();
-            let mut refs: Vec<&mut StreamState> = states.iter_mut().collect();
-            match vad.infer(&mut refs, &chunks) {
-                Ok(probs) => {
-                    stats.chunks.fetch_add(probs.len() as u64, Relaxed);
-                    for ((g, st), p) in group.iter().zip(states).zip(probs) {
+            let results = infer_isolated(vad, &mut states, &chunks);
+            for ((g, st), r) in group.iter().zip(states).zip(results) {
+                match r {
+                    Ok(p) => {
+                        stats.chunks.fetch_add(1, Relaxed);
                         if let Some(s) = streams.get_mut(&g.0) {
                             s.state = st;
                             // A call that stopped reading loses results, counted: never block the worker.
@@ -304,10 +364,17 @@ fn run_batch(vad: &mut SileroVad, streams: &mut HashMap<StreamId, Stream>, batch
                             }
                         }
                     }
-                }
-                Err(e) => {
-                    stats.errors.fetch_add(1, Relaxed);
-                    tracing::warn!(error = %e, streams = ids.len(), "VAD inference failed");
+                    Err(e) if e.contains("panicked") => {
+                        // Its state may be what made the model panic: this stream is given up (its
+                        // call hears no more turns; its client sees the worker gone for it).
+                        stats.errors.fetch_add(1, Relaxed);
+                        tracing::error!(stream = ?g.0, error = %e, "VAD panicked on one call's audio: that call's speech detection stops, the others go on");
+                        streams.remove(&g.0);
+                    }
+                    Err(e) => {
+                        stats.errors.fetch_add(1, Relaxed);
+                        tracing::warn!(stream = ?g.0, error = %e, "VAD inference failed");
+                    }
                 }
             }
         }
@@ -432,5 +499,48 @@ mod tests {
         p.extend(vec![0.4; 40]);
         let ev = run(&p, SegmenterConfig::default());
         assert_eq!(ev.len(), 1, "{ev:?}");
+    }
+
+    /// A model that panics on one caller's audio (a chunk starting with 0.5) and answers 0.25
+    /// otherwise, like a real one would for its batch.
+    struct Touchy;
+    impl BatchInfer for Touchy {
+        fn infer_batch(&mut self, streams: &mut [&mut StreamState], chunks: &[&[f32]]) -> Result<Vec<f32>, String> {
+            if chunks.iter().any(|c| c[0] == 0.5) {
+                panic!("a model bug");
+            }
+            Ok(streams.iter().map(|_| 0.25).collect())
+        }
+    }
+
+    #[test]
+    fn a_panic_on_one_calls_audio_stops_only_that_calls_detection() {
+        let (n, _) = chunk_len(16000).unwrap();
+        let (tx, rx) = mpsc::sync_channel::<Request>(64);
+        let stats = std::sync::Arc::new(WorkerStats::default());
+        let st = stats.clone();
+        let worker = std::thread::spawn(move || worker_loop(&mut Touchy, rx, 16, &st));
+        let mut replies = Vec::new();
+        for id in 0..3u64 {
+            let (reply, rrx) = mpsc::sync_channel(16);
+            tx.send(Request::Open { id, sample_rate: 16000, reply }).unwrap();
+            replies.push(rrx);
+        }
+        // One batch holding all three, stream 1 with the poison chunk; then a normal round.
+        for id in 0..3u64 {
+            let mut samples = vec![0.0f32; n];
+            samples[0] = if id == 1 { 0.5 } else { 0.0 };
+            tx.send(Request::Chunk { id, seq: 0, samples }).unwrap();
+        }
+        for id in 0..3u64 {
+            tx.send(Request::Chunk { id, seq: 1, samples: vec![0.0; n] }).unwrap();
+        }
+        drop(tx);
+        worker.join().expect("the worker thread survived the panic");
+        let got: Vec<Vec<u64>> = replies.iter().map(|r| r.try_iter().map(|v| v.seq).collect()).collect();
+        assert_eq!(got[0], vec![0, 1]);
+        assert_eq!(got[1], Vec::<u64>::new(), "the poisoned stream is given up");
+        assert_eq!(got[2], vec![0, 1]);
+        assert_eq!(stats.errors.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }
