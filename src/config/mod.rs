@@ -43,6 +43,18 @@ impl LoadedConfig {
     }
 }
 
+impl LoadedConfig {
+    /// A password given by one of `{key}_env`, `{key}_file` (its first line) or inline `{key}`
+    /// (validation made sure exactly one is set).
+    pub fn password(&self, key: &str, env: Option<&str>, file: Option<&Path>, inline: Option<&str>) -> Result<String, String> {
+        match self.secret(key, env, file)? {
+            Some(p) if env.is_some() => Ok(p),
+            Some(text) => Ok(text.lines().next().unwrap_or("").to_string()),
+            None => inline.map(str::to_string).ok_or_else(|| format!("{key}: no password")),
+        }
+    }
+}
+
 fn resolve_relative(config_path: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
@@ -102,6 +114,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
+const ONE_PASSWORD: &str = "give exactly one of `password_env`, `password_file` or `password`";
+
+fn one_password(env: bool, file: bool, inline: bool) -> bool {
+    [env, file, inline].iter().filter(|x| **x).count() == 1
+}
+
 /// Checks that need the whole document (cross references, files on disk).
 fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     let err = |key: &str, message: String| {
@@ -125,9 +143,8 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     }
     for (name, a) in &c.accounts {
         let key = |k: &str| format!("accounts.{name}.{k}");
-        let set = [a.password_env.is_some(), a.password_file.is_some(), a.password.is_some()].iter().filter(|x| **x).count();
-        if set != 1 {
-            return Err(err(&format!("accounts.{name}"), "give exactly one of `password_env`, `password_file` or `password`".into()));
+        if !one_password(a.password_env.is_some(), a.password_file.is_some(), a.password.is_some()) {
+            return Err(err(&format!("accounts.{name}"), ONE_PASSWORD.into()));
         }
         for (k, v) in [("domain", Some(&a.domain)), ("outbound_proxy", a.outbound_proxy.as_ref())] {
             if let Some(v) = v {
@@ -154,9 +171,8 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
             return Err(err("security.auth.users", "list at least one user (username and one of password_env / password_file / password)".into()));
         }
         for (i, u) in auth.users.iter().enumerate() {
-            let set = [u.password_env.is_some(), u.password_file.is_some(), u.password.is_some()].iter().filter(|x| **x).count();
-            if set != 1 {
-                return Err(err(&format!("security.auth.users.{i}"), "give exactly one of `password_env`, `password_file` or `password`".into()));
+            if !one_password(u.password_env.is_some(), u.password_file.is_some(), u.password.is_some()) {
+                return Err(err(&format!("security.auth.users.{i}"), ONE_PASSWORD.into()));
             }
         }
     }

@@ -211,3 +211,24 @@ fn host_port_reads_what_operators_write() {
         assert_eq!(host_port(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn security_defaults_are_safe_and_errors_are_located() {
+    let c = parse(Path::new(P), MIN).unwrap();
+    let allow: Vec<String> = c.security.allow.iter().map(|a| a.to_string()).collect();
+    assert_eq!(allow, ["127.0.0.0/8", "::1/128"], "only loopback may call without a security section");
+    assert!(c.security.auth.is_none());
+    assert_eq!(c.calls.max_concurrent, 50);
+    let e = err(&format!("security:\n  allow:\n    - 192.0.2.0/24\n    - pbx.example.com\n{MIN}"));
+    // The key names the element; the YAML parser places an element's own error at its list.
+    assert_eq!(e.key, "security.allow[1]", "{e}");
+    assert!(matches!(e.line, Some(3..=4)), "{e}");
+    assert!(e.message.contains("not an address"), "{e}");
+    let e = err(&format!("security:\n  auth:\n    users: []\n{MIN}"));
+    assert_eq!(e.key, "security.auth.users", "{e}");
+    let e = err(&format!("security:\n  auth:\n    users:\n      - username: trunk\n        password: a\n        password_env: B\n{MIN}"));
+    assert_eq!(e.key, "security.auth.users.0", "{e}");
+    assert!(e.message.contains("exactly one"), "{e}");
+    let e = err("routes:\n  - match: \"*\"\n    agent: a\n    allow: [10.0.0.0/33]\nagents:\n  a:\n    mode: echo\n");
+    assert!(e.key.starts_with("routes[0].allow") || e.key.starts_with("routes.0.allow"), "{e}");
+}

@@ -14,12 +14,7 @@ pub type AccountStates = Arc<Mutex<BTreeMap<String, RegState>>>;
 
 /// The account's password from the environment, a file (first line) or the config.
 pub fn password(loaded: &LoadedConfig, name: &str, a: &AccountConfig) -> anyhow::Result<String> {
-    let key = format!("accounts.{name}.password");
-    match loaded.secret(&key, a.password_env.as_deref(), a.password_file.as_deref()).map_err(|e| anyhow!("{e}"))? {
-        Some(p) if a.password_env.is_some() => Ok(p),
-        Some(text) => Ok(text.lines().next().unwrap_or("").to_string()),
-        None => a.password.clone().ok_or_else(|| anyhow!("accounts.{name}: no password")),
-    }
+    loaded.password(&format!("accounts.{name}.password"), a.password_env.as_deref(), a.password_file.as_deref(), a.password.as_deref()).map_err(|e| anyhow!("{e}"))
 }
 
 /// Build the endpoint's view of each account. A registrar that does not resolve stops

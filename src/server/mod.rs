@@ -616,11 +616,8 @@ fn inbound_users(loaded: &LoadedConfig) -> anyhow::Result<HashMap<String, String
     let mut users = HashMap::new();
     for (i, u) in loaded.config.security.auth.iter().flat_map(|a| a.users.iter().enumerate()) {
         let key = format!("security.auth.users.{i}.password");
-        let password = match &u.password {
-            Some(p) => p.clone(),
-            None => loaded.secret(&key, u.password_env.as_deref(), u.password_file.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", loaded.path.display()))?.unwrap_or_default(),
-        };
-        users.insert(u.username.clone(), password.trim_end_matches(['\r', '\n']).to_string());
+        let password = loaded.password(&key, u.password_env.as_deref(), u.password_file.as_deref(), u.password.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", loaded.path.display()))?;
+        users.insert(u.username.clone(), password);
     }
     Ok(users)
 }
