@@ -181,3 +181,32 @@ fn a_full_transaction_table_answers_statelessly_and_stays_bounded() {
     t.ep.handle_timeout(t.now);
     assert!(t.ep.server_txs.len() < 5, "{}", t.ep.server_txs.len());
 }
+
+#[test]
+fn an_accounts_registrar_may_send_keepalives_and_the_accounts_calls() {
+    let mut t = T::with(|_| {});
+    let spec = AccountSpec {
+        name: "pbx".into(),
+        domain: "pbx.example".into(),
+        username: "agent7".into(),
+        auth_username: "agent7".into(),
+        password: "x".into(),
+        next_hop: "203.0.113.9:5060".parse().unwrap(),
+        local: "10.0.0.1:5060".parse().unwrap(),
+        transport: Transport::Udp,
+        register: false,
+        expires_s: 300,
+        agent: Some("support".into()),
+        caller_id: "agent7".into(),
+    };
+    t.ep.add_account(spec, t.now);
+    // The registrar's OPTIONS (Asterisk's qualify) is answered, not refused.
+    let r = t.feed_from("203.0.113.9", &options("z9hG4bKq1", "").replace("198.51.100.7", "203.0.113.9"));
+    assert_eq!(r.iter().map(code).collect::<Vec<_>>(), vec![200]);
+    // A call to the account's Contact from the registrar reaches the account's agent.
+    let r = t.feed_from("203.0.113.9", &invite("agent7", "z9hG4bKacc1", "", SDP));
+    assert_eq!(code(&r[0]), 100);
+    assert_eq!(t.incoming(), 1);
+    // The same call from anywhere else is a stranger's.
+    assert_eq!(code(&t.feed_from("198.51.100.7", &invite("agent7", "z9hG4bKacc2", "", SDP))[0]), 403);
+}

@@ -255,6 +255,9 @@ impl Endpoint {
         let call_id = format!("{}@switchboard", self.random_token(20));
         let tag = self.random_token(12);
         let register = spec.register;
+        // The registrar (or outbound proxy) talks to us on the account's behalf: keep-alive
+        // OPTIONS, NOTIFYs and the account's calls. It is trusted like an allowed address.
+        self.guard.trust(spec.next_hop.ip());
         self.registrations.push(Registration::new(spec, call_id, tag));
         if register {
             let i = self.registrations.len() - 1;

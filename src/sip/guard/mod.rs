@@ -144,8 +144,16 @@ impl Guard {
         any_contains(&self.cfg.allow, ip)
     }
 
+    /// Trust one more address from now on (an account's registrar or outbound proxy).
+    pub fn trust(&mut self, ip: IpAddr) {
+        if !self.trusted(ip) {
+            self.cfg.allow.push(Cidr::host(ip));
+        }
+    }
+
     /// May this call's source use the route at `route` (an index into the endpoint's routes)?
-    /// `account_hop` is the registrar of the account the call came in on, trusted for its calls.
+    /// `account_hop` is the registrar of the account the call came in on: its calls may come
+    /// from it even where a route has a narrower list.
     pub fn call_allowed(&self, ip: IpAddr, route: Option<usize>, account_hop: Option<IpAddr>) -> bool {
         if account_hop.is_some_and(|h| same_ip(h, ip)) {
             return true;
