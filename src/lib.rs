@@ -9,6 +9,7 @@ pub mod agent;
 pub mod call;
 pub mod campaign;
 pub mod config;
+pub mod fuzzing;
 pub mod http;
 pub mod media;
 pub mod metrics;

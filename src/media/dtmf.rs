@@ -37,8 +37,11 @@ pub const QUIET_TIMEOUT: Duration = Duration::from_millis(600);
 
 /// How many finished events (their timestamps) are remembered, so that late
 /// repeats of their end packets and reordered stragglers are not mistaken for
-/// new presses. Far more than can be in flight at once.
-const RECENT_EVENTS: usize = 16;
+/// new presses. Far more than can be in flight at once. A timestamp that comes
+/// back after more presses than this is a new press (a sender that restarted
+/// its timestamps), so only within this memory does a stream give at most one
+/// digit per distinct timestamp.
+pub const RECENT_EVENTS: usize = 16;
 
 /// A packet whose timestamp is *behind* the current event's is a straggler of
 /// an older event (reordered, or an event we never saw start) when it arrives
@@ -768,6 +771,35 @@ mod tests {
         fn text(&self) -> String {
             self.digits.iter().map(|d| d.digit).collect()
         }
+    }
+
+    /// Found by the rfc4733 fuzz target (fuzz/regressions/rfc4733/): a late
+    /// packet of a finished press is recognised by its timestamp only while
+    /// that is among the last RECENT_EVENTS finished presses; after more
+    /// presses than that, and away from the current press (no straggler), it
+    /// starts a new press, so the stream gives more digits than it has
+    /// distinct timestamps. By design: the memory is bounded.
+    #[test]
+    fn finished_timestamps_are_remembered_for_recent_events_presses() {
+        let late_end_after = |presses: usize| {
+            let mut h = Harness::new(8000);
+            for k in 0..presses as u32 {
+                h.press(u64::from(k) * 1000, 1000 + k * 8000, (k % 10) as u8, 3);
+            }
+            // The first press's end packet again, 3 s after the last press.
+            let at = presses as u64 * 1000 + 3000;
+            h.packet(at, 1000, false, 0, true, 480);
+            h.advance(at + 5000);
+            h.text()
+        };
+        // RECENT_EVENTS + 1 presses: the first is still remembered (the last is current).
+        let n = RECENT_EVENTS + 1;
+        let pressed: String = (0..n).map(|k| event_to_digit((k % 10) as u8).unwrap()).collect();
+        assert_eq!(late_end_after(n), pressed);
+        // One press more and it is forgotten: a new press of 0.
+        let n = RECENT_EVENTS + 2;
+        let pressed: String = (0..n).map(|k| event_to_digit((k % 10) as u8).unwrap()).collect();
+        assert_eq!(late_end_after(n), pressed + "0");
     }
 
     #[test]
