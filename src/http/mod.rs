@@ -47,8 +47,7 @@ fn json_error(code: StatusCode, message: &str) -> (StatusCode, String) {
 fn authorized(s: &HttpState, headers: &axum::http::HeaderMap) -> Result<(), (StatusCode, String)> {
     let token = &s.admin_token;
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    let same = given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
-    if same {
+    if crate::sip::digest::constant_time_eq(given, token) {
         Ok(())
     } else {
         Err(json_error(StatusCode::UNAUTHORIZED, "a valid `Authorization: Bearer` admin token is required (http.admin_token_env / _file, else the admin.token file beside the config)"))

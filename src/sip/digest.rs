@@ -214,10 +214,14 @@ pub fn verify(authorization: &str, realm: &str, nonce: &str, password_of: impl F
         None => None,
     };
     let expected = response(alg, &ha1, nonce, qop, method, get("uri")?);
-    // Compare without an early exit, so timing does not reveal how much of the response matched.
     let given = get("response")?.to_ascii_lowercase();
-    let same = expected.len() == given.len() && expected.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    same.then(|| username.to_string())
+    constant_time_eq(&expected, &given).then(|| username.to_string())
+}
+
+/// Equal strings? Compared without an early exit, so timing does not reveal how much of a secret
+/// (a digest response, a nonce's MAC, a bearer token) matched.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -213,10 +213,11 @@ impl Guard {
 
     /// Check an INVITE's Authorization against the users, with a nonce we issued to this source.
     pub fn authenticate(&mut self, req: &SipMessage, ip: IpAddr, now: Instant) -> AuthVerdict {
-        let Some(auth) = self.cfg.auth.clone() else { return AuthVerdict::User(String::new()) };
+        let Some(auth) = self.cfg.auth.as_ref() else { return AuthVerdict::User(String::new()) };
         let Some(authorization) = req.headers.get("Authorization") else {
+            let challenge = self.challenge(&auth.realm, ip, now, false);
             self.stats.auth_challenges += 1;
-            return AuthVerdict::Challenge(self.challenge(&auth.realm, ip, now, false));
+            return AuthVerdict::Challenge(challenge);
         };
         let method = req.method().map(|m| m.as_str().to_string()).unwrap_or_default();
         let nonce = digest::authorization_param(authorization, "nonce").unwrap_or_default();
@@ -230,10 +231,12 @@ impl Guard {
             }
             // Right password on a nonce we issued that has expired: ask again, marked stale.
             (Some(_), Some(false)) => {
+                let challenge = self.challenge(&auth.realm, ip, now, true);
                 self.stats.auth_challenges += 1;
-                AuthVerdict::Challenge(self.challenge(&auth.realm, ip, now, true))
+                AuthVerdict::Challenge(challenge)
             }
             _ => {
+                let challenge = self.challenge(&auth.realm, ip, now, false);
                 self.stats.auth_failures += 1;
                 info!(source = %ip, user = %user, "inbound authentication failed");
                 if !self.trusted(ip) && self.limiter.failed_auth(ip, now) {
@@ -242,7 +245,7 @@ impl Guard {
                     warn!(source = %ip, failures = l.max_failed_auth, block_s = l.auth_block.as_secs(), "SIP source failing authentication: blocked");
                 }
                 self.stats.auth_challenges += 1;
-                AuthVerdict::Challenge(self.challenge(&auth.realm, ip, now, false))
+                AuthVerdict::Challenge(challenge)
             }
         }
     }
@@ -273,8 +276,7 @@ impl Guard {
         let (t, mac) = nonce.split_once('.')?;
         let t = u64::from_str_radix(t, 16).ok()?;
         let expected = self.nonce_mac(t, ip);
-        let same = expected.len() == mac.len() && expected.bytes().zip(mac.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
-        if !same {
+        if !digest::constant_time_eq(&expected, mac) {
             return None;
         }
         let age = now.saturating_duration_since(self.epoch).as_secs().saturating_sub(t);
