@@ -191,9 +191,10 @@ impl Recorder {
         Ok(f)
     }
 
-    /// One change, appended to the journal: `{"push": field, "v": value}` or `{"set": ...}`.
-    fn journal(&mut self, op: &str, field: &str, v: serde_json::Value) {
-        let Some(f) = self.journal.as_mut() else { return };
+    /// One change, appended to the journal: `{"push": field, "v": value}` (the element just added
+    /// to the record's list) or `{"set": field, "v": value}`.
+    fn journal(&mut self, op: &str, field: &str, v: serde_json::Result<serde_json::Value>) {
+        let (Some(f), Ok(v)) = (self.journal.as_mut(), v) else { return };
         let line = serde_json::json!({ op: field, "v": v });
         if let Err(e) = writeln!(f, "{line}") {
             tracing::error!(error = %e, "cannot append to the call's journal: its record is written only when the call ends");
@@ -201,19 +202,11 @@ impl Recorder {
         }
     }
 
-    fn journal_last<T: Serialize>(&mut self, field: &str, last: Option<&T>) {
-        if self.journal.is_some() {
-            if let Some(v) = last.and_then(|v| serde_json::to_value(v).ok()) {
-                self.journal("push", field, v);
-            }
-        }
-    }
-
     fn event(&mut self, kind: EventKind) {
         let t_ms = self.started.elapsed().as_millis() as u64;
         self.record.events.push(RecordEvent { t_ms, kind });
-        let last = self.record.events.last().cloned();
-        self.journal_last("events", last.as_ref());
+        let v = serde_json::to_value(self.record.events.last());
+        self.journal("push", "events", v);
     }
 
     pub fn speech(&mut self, ev: crate::models::vad::VadEvent) {
@@ -236,8 +229,8 @@ impl Recorder {
 
     pub fn tool(&mut self, t: &crate::agent::ToolRecord) {
         self.record.tools.push(RecordTool { t_ms: self.started.elapsed().as_millis() as u64, tool: t.clone() });
-        let last = self.record.tools.last().cloned();
-        self.journal_last("tools", last.as_ref());
+        let v = serde_json::to_value(self.record.tools.last());
+        self.journal("push", "tools", v);
     }
 
     pub fn response_started(&mut self, response: u64) {
@@ -257,8 +250,8 @@ impl Recorder {
             total_ms: r.total_ms,
             audio_end_ms: r.audio_end_ms,
         });
-        let last = self.record.replies.last().cloned();
-        self.journal_last("replies", last.as_ref());
+        let v = serde_json::to_value(self.record.replies.last());
+        self.journal("push", "replies", v);
     }
 
     pub fn barge_in(&mut self, b: &super::media::BargeInEvent) {
@@ -273,9 +266,8 @@ impl Recorder {
 
     pub fn amd(&mut self, d: &crate::media::amd::AmdDecision) {
         self.record.amd = Some(RecordAmd { machine: d.is_machine(), reason: d.reason().to_string(), after_ms: d.after_ms() });
-        if let Some(v) = self.record.amd.as_ref().and_then(|a| serde_json::to_value(a).ok()) {
-            self.journal("set", "amd", v);
-        }
+        let v = serde_json::to_value(&self.record.amd);
+        self.journal("set", "amd", v);
     }
 
     pub fn dtmf(&mut self, digit: char) {
@@ -287,8 +279,8 @@ impl Recorder {
             TranscriberEvent::Transcript(t) if t.partial => self.event(EventKind::PartialTranscript { turn: t.turn, text: t.text.clone() }),
             TranscriberEvent::Transcript(t) => {
                 self.record.transcripts.push(final_transcript(t));
-                let last = self.record.transcripts.last().cloned();
-                self.journal_last("transcripts", last.as_ref());
+                let v = serde_json::to_value(self.record.transcripts.last());
+                self.journal("push", "transcripts", v);
             }
             TranscriberEvent::Failed { turn, reason, .. } => self.event(EventKind::TranscriptionFailed { turn: *turn, reason: reason.clone() }),
         }
