@@ -4,6 +4,15 @@
 //! "3.5", closing quotes): a sentence is complete once text follows it, so a
 //! "3." at the end of a delta waits for the next one.
 //!
+//! The reply's **first phrase** goes out sooner still: the caller is waiting in
+//! silence for it, and the voice costs time in proportion to the text (Piper
+//! ~105 ms per 30 phonemes on 2 cores), so the first part is cut at its first
+//! clause break with `FIRST_MIN_WORDS` words before it ("Yes, …", "On
+//! Saturday, …"), or else after `FIRST_PHRASE_WORDS` complete words, while the
+//! model writes on. Only whole words are cut (a word is complete once
+//! whitespace or punctuation follows it), so nothing is clipped or doubled at
+//! the join.
+//!
 //! A long sentence is cut at a clause break (a comma, semicolon or colon with
 //! text after it) once it has `LONG_WORDS` words (10 for a reply's first): the voice synthesises a
 //! sentence whole, so a 60-word run-on sentence would otherwise leave the
@@ -36,6 +45,12 @@ impl SentenceSplitter {
         } else {
             parts.clear();
         }
+        if self.emitted == 0 && parts.is_empty() {
+            if let Some(cut) = first_phrase_cut(&self.buf) {
+                parts.push(self.buf[..cut].trim().to_string());
+                self.buf = self.buf[cut..].trim_start().to_string();
+            }
+        }
         loop {
             let long = if self.emitted + parts.len() == 0 { LONG_WORDS_FIRST } else { LONG_WORDS };
             let Some(cut) = clause_cut(&self.buf, long) else { break };
@@ -65,12 +80,52 @@ const LONG_WORDS_FIRST: usize = 10;
 /// …that leaves at least this many words before it.
 const MIN_CLAUSE_WORDS: usize = 5;
 
-/// Where to cut a long unfinished sentence: just after the first `,`/`;`/`:` that has at least
-/// `MIN_CLAUSE_WORDS` words before it and a word after it (so "3,5" or a trailing comma waits).
-fn clause_cut(text: &str, long: usize) -> Option<usize> {
-    if text.split_whitespace().count() < long {
-        return None;
+/// The reply's first part is cut at a clause break with this many words before it…
+const FIRST_MIN_WORDS: usize = 2;
+/// …or before a word that starts a phrase ("at", "from", "and", …) with this many words before it.
+const FIRST_PHRASE_WORDS: usize = 4;
+/// Words that begin a phrase: cutting before one keeps each part's prosody natural ("We open at
+/// 8 | on Saturday."), where a cut after a fixed count would strand a word ("… on | Saturday.").
+/// "and", "or" and "to" are left out: they join the parts of a phrase as often ("Monday to Friday").
+const PHRASE_STARTERS: &[&str] = &[
+    "but", "so", "because", "until", "from", "at", "on", "in", "with", "for", "which", "who", "when", "where", "if", "then", "between", "after", "before",
+];
+
+/// Where to cut the reply's unfinished first sentence: after the first `,`/`;`/`:` with
+/// `FIRST_MIN_WORDS` words before it and a word after it, or just before a complete phrase-starting
+/// word with `FIRST_PHRASE_WORDS` words before it.
+fn first_phrase_cut(text: &str) -> Option<usize> {
+    if let Some(cut) = clause_break(text, FIRST_MIN_WORDS) {
+        return Some(cut);
     }
+    // Words with their start; a word is complete when something (a space, punctuation) follows it.
+    let mut words: Vec<(usize, &str)> = Vec::new();
+    let mut at = None;
+    for (i, c) in text.char_indices() {
+        match (c.is_whitespace(), at) {
+            (true, Some(s)) => {
+                words.push((s, &text[s..i]));
+                at = None;
+            }
+            (false, None) => at = Some(i),
+            _ => {}
+        }
+    }
+    for (k, &(start, word)) in words.iter().enumerate().skip(FIRST_PHRASE_WORDS) {
+        let bare = word.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+        if PHRASE_STARTERS.contains(&bare.as_str()) && word.chars().next().is_some_and(char::is_alphanumeric) {
+            // Only whole words before the cut, and the starter itself is complete (not "only").
+            let before = &text[..start];
+            if words[..k].last().is_some_and(|w| !w.1.ends_with(|c: char| matches!(c, '.' | '!' | '?'))) {
+                return Some(before.trim_end().len());
+            }
+        }
+    }
+    None
+}
+
+/// Just after the first `,`/`;`/`:` with at least `min_words` words before it and a word after it.
+fn clause_break(text: &str, min_words: usize) -> Option<usize> {
     let mut words = 0;
     let mut prev_space = true;
     for (i, c) in text.char_indices() {
@@ -82,7 +137,7 @@ fn clause_cut(text: &str, long: usize) -> Option<usize> {
             words += 1;
             prev_space = false;
         }
-        if matches!(c, ',' | ';' | ':') && words >= MIN_CLAUSE_WORDS {
+        if matches!(c, ',' | ';' | ':') && words >= min_words {
             let after = &text[i + 1..];
             if after.starts_with(char::is_whitespace) && after.trim_start().chars().next().is_some() {
                 return Some(i + 1);
@@ -90,6 +145,15 @@ fn clause_cut(text: &str, long: usize) -> Option<usize> {
         }
     }
     None
+}
+
+/// Where to cut a long unfinished sentence: just after the first `,`/`;`/`:` that has at least
+/// `MIN_CLAUSE_WORDS` words before it and a word after it (so "3,5" or a trailing comma waits).
+fn clause_cut(text: &str, long: usize) -> Option<usize> {
+    if text.split_whitespace().count() < long {
+        return None;
+    }
+    clause_break(text, MIN_CLAUSE_WORDS)
 }
 
 #[cfg(test)]
@@ -109,12 +173,40 @@ mod tests {
     #[test]
     fn sentences_come_out_as_soon_as_they_end() {
         let mut s = SentenceSplitter::new();
-        assert!(s.push("We open at 8").is_empty());
-        assert!(s.push(" on Saturday.").is_empty(), "could still be followed by more");
+        assert!(s.push("Yes").is_empty());
+        assert!(s.push(" we do.").is_empty(), "could still be followed by more");
+        assert_eq!(s.push(" We open at 8"), vec!["Yes we do."]);
+        assert!(s.push(" on Saturday.").is_empty(), "later sentences are not cut at phrases");
         assert_eq!(s.push(" On Sunday"), vec!["We open at 8 on Saturday."]);
         assert!(s.push(" we are closed").is_empty());
         assert_eq!(s.finish(), Some("On Sunday we are closed".into()));
         assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    fn the_first_phrase_goes_out_before_its_sentence_ends() {
+        // At the first clause break with two words before it.
+        let mut s = SentenceSplitter::new();
+        assert!(s.push("On Saturday,").is_empty(), "nothing after the comma yet");
+        assert_eq!(s.push(" we"), vec!["On Saturday,"]);
+        assert!(s.push(" open at 8, and close at 2.").is_empty(), "only the first part is cut early");
+        assert_eq!(s.finish(), Some("we open at 8, and close at 2.".into()));
+        // Before a phrase-starting word once four words are there, never inside a word.
+        let mut s = SentenceSplitter::new();
+        assert!(s.push("We open at 8").is_empty());
+        assert!(s.push(" o").is_empty(), "`o` may be the start of `only`");
+        assert!(s.push("n").is_empty(), "`on` may still grow");
+        assert_eq!(s.push(" Sat"), vec!["We open at 8"]);
+        assert_eq!(run(&["We open at 8 on Saturday."]), vec!["We open at 8", "on Saturday."]);
+        assert_eq!(run(&["We are open only on weekdays."]), vec!["We are open only", "on weekdays."]);
+        // Too few words before the starter, or no starter: the sentence goes whole.
+        assert_eq!(run(&["Open at 8 on Saturday."]), vec!["Open at 8 on Saturday."]);
+        assert_eq!(run(&["Our phone number is 555-0100."]), vec!["Our phone number is 555-0100."]);
+        // The joins lose and double nothing.
+        let reply = "Our bakery is open Monday to Friday from 7 to 18, and Saturday from 8 to 14.";
+        let parts = run(&reply.split_inclusive(' ').collect::<Vec<_>>());
+        assert_eq!(parts, vec!["Our bakery is open Monday to Friday", "from 7 to 18, and Saturday from 8 to 14."]);
+        assert_eq!(parts.join(" "), reply);
     }
 
     #[test]
