@@ -33,6 +33,8 @@ pub struct Metrics {
     pub concealed_seconds: prometheus::Counter,
     /// Caller turns ended, by why (silence, model, timeout, call_ended).
     pub turns: IntCounterVec,
+    /// Work started on a caller's pause: used (the turn ended there) or dropped (they went on).
+    pub speculations: IntCounterVec,
     /// Caller turns transcribed (final), empty (no speech heard), failed or refused.
     pub transcripts: IntCounterVec,
     /// From the end of a caller turn (audio submitted) to its final transcript.
@@ -92,6 +94,12 @@ impl Metrics {
         let call_rtt = hist("switchboard_call_rtt_seconds", "Round-trip time from RTCP at call end", vec![0.005, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8]);
         let turns = IntCounterVec::new(Opts::new("switchboard_turns_total", "Caller turns ended, by what ended them"), &["reason"]).expect("valid metric");
         registry.register(Box::new(turns.clone())).expect("unique metric");
+        let speculations = IntCounterVec::new(
+            Opts::new("switchboard_turn_speculations_total", "Recognition and replies started on a caller's pause, by outcome: used (the turn ended there) or dropped (the caller went on)"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(speculations.clone())).expect("unique metric");
         let transcripts = IntCounterVec::new(Opts::new("switchboard_transcripts_total", "Caller turns given to speech recognition, by outcome"), &["outcome"]).expect("valid metric");
         registry.register(Box::new(transcripts.clone())).expect("unique metric");
         let transcript_latency = hist("switchboard_transcript_latency_seconds", "End of a caller turn to its final transcript (queueing included)", vec![0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0]);
@@ -154,6 +162,7 @@ impl Metrics {
             vad_dropped: dropped_work.with_label_values(&["vad"]),
             concealed_seconds,
             turns,
+            speculations,
             transcripts,
             transcript_latency,
             llm_replies,
@@ -264,6 +273,7 @@ impl Metrics {
                 self.transcript_latency.observe(t.latency_ms / 1000.0);
             }
             Failed { .. } => self.transcripts.with_label_values(&["failed"]).inc(),
+            Tentative(_) => {}
         }
     }
 

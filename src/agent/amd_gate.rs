@@ -165,6 +165,15 @@ impl Agent for AmdGate {
             self.inner.on_transcript(t, now);
         }
     }
+    fn on_tentative_transcript(&mut self, t: &crate::call::transcriber::TurnTranscript, now: Instant) {
+        if matches!(self.state, State::Human) {
+            self.inner.on_tentative_transcript(t, now);
+        }
+    }
+    fn on_turn_resumed(&mut self, turn: u64, now: Instant) {
+        // Always: a speculation begun while a person was heard must not outlive its turn.
+        self.inner.on_turn_resumed(turn, now);
+    }
     fn on_interrupt(&mut self, played_samples: u64, now: Instant) {
         if matches!(self.state, State::Human) {
             self.inner.on_interrupt(played_samples, now);

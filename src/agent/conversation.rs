@@ -55,22 +55,26 @@ pub struct Item {
     pub truncated: bool,
 }
 
+#[derive(Clone)]
 pub struct Conversation {
     instructions: String,
     items: Vec<Item>,
     next_id: u64,
     /// `None`: no truncation (the request may exceed the model's context).
     max_context_tokens: Option<usize>,
+    /// Bumped by every change, so work begun on a copy can tell whether it is still current.
+    revision: u64,
 }
 
 impl Conversation {
     pub fn new(instructions: String, max_context_tokens: Option<usize>) -> Conversation {
-        Conversation { instructions, items: Vec::new(), next_id: 0, max_context_tokens }
+        Conversation { instructions, items: Vec::new(), next_id: 0, max_context_tokens, revision: 0 }
     }
 
     fn push(&mut self, message: Message) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
+        self.revision += 1;
         self.items.push(Item { id, message, truncated: false });
         id
     }
@@ -103,10 +107,16 @@ impl Conversation {
             Some(i) => {
                 i.message.content = heard.to_string();
                 i.truncated = true;
+                self.revision += 1;
                 true
             }
             None => false,
         }
+    }
+
+    /// Changes so far (items added, truncated).
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     pub fn items(&self) -> &[Item] {

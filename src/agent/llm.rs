@@ -6,6 +6,15 @@
 //! apology — never dead air. A new turn while a reply is being written
 //! replaces it (the reply is cancelled; barge-in proper is step 6).
 //!
+//! A reply may start on speculation: when the caller pauses and may have
+//! finished (`on_tentative_transcript`), the reply to their words so far is
+//! requested at once and its sentences go to the voice, but nothing is heard,
+//! added to the conversation or recorded: the request is built on a copy of the
+//! conversation, the audio is held, and the reply has no number yet. The final
+//! transcript of the same words adopts it (the held audio plays, the caller's
+//! item and the reply enter the conversation, `ReplyStarted` goes out); the
+//! caller going on (`on_turn_resumed`) or other words drop it.
+//!
 //! Each agent is one conversation (session) of its backend: the embedded
 //! model computes the instructions as soon as the call is set up (`warm`) and
 //! keeps the conversation's cache between turns; the session ends with the
@@ -83,6 +92,30 @@ struct Reply {
     first_text: Option<Instant>,
 }
 
+/// A reply begun on a caller's pause, before their turn is confirmed.
+struct Speculation {
+    turn: u64,
+    /// The caller's words it answers.
+    user: String,
+    /// The conversation it was built on (`Conversation::revision`): any change since voids it.
+    revision: u64,
+    reply: Reply,
+    /// Its sentences on the voice: synthesised ahead, played only once the turn is confirmed.
+    held: VecDeque<Speech>,
+    /// The model finished before the confirmation (the result waits with the reply).
+    done: Option<Result<String, crate::models::llm::LlmError>>,
+}
+
+impl Speculation {
+    fn drop_all(self) {
+        for s in &self.held {
+            s.cancel();
+        }
+        let mut r = self.reply;
+        r.stream.cancel();
+    }
+}
+
 pub struct LlmAgent {
     greeting: Option<Arc<Vec<i16>>>,
     greeting_queued: bool,
@@ -94,6 +127,8 @@ pub struct LlmAgent {
     tts: TtsWorker,
     style: Style,
     reply: Option<Reply>,
+    /// A reply started on speculation (see the module's notes).
+    speculation: Option<Speculation>,
     /// Sentences on the voice, in order.
     speaking: VecDeque<Speech>,
     /// The current reply's audio as queued: (sentence, first sample, samples), positions counted like
@@ -146,6 +181,7 @@ impl LlmAgent {
             tts,
             style,
             reply: None,
+            speculation: None,
             speaking: VecDeque::new(),
             on_air: Vec::new(),
             on_air_item: None,
@@ -208,6 +244,7 @@ impl LlmAgent {
     fn start_reply(&mut self) {
         let offered = self.tools.set.offered(&self.tools.vars);
         let req = self.conv.request(&offered, self.settings.temperature, self.settings.max_output_tokens);
+        log_request(&req, false);
         let stream = self.backend.stream(&req, self.session);
         // A reply sees the whole conversation: whatever was waiting for one is answered by it.
         self.pending_turn = false;
@@ -220,75 +257,100 @@ impl LlmAgent {
     /// The language model's events so far.
     fn pump_reply(&mut self) {
         let mut sentences = Vec::new();
-        let mut finished: Option<Result<String, crate::models::llm::LlmError>> = None;
-        if let Some(r) = &mut self.reply {
-            while let Some(ev) = r.stream.poll() {
-                match ev {
-                    Ok(LlmEvent::Text(t)) => {
-                        r.first_text.get_or_insert_with(Instant::now);
-                        r.text.push_str(&t);
-                        sentences.extend(r.splitter.push(&t));
-                    }
-                    Ok(LlmEvent::ToolCall(c)) => r.calls.push(c),
-                    Ok(LlmEvent::Done { finish_reason }) => {
-                        sentences.extend(r.splitter.finish());
-                        tracing::info!(
-                            finish_reason,
-                            first_text_ms = r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64),
-                            total_ms = r.started.elapsed().as_millis() as u64,
-                            text = %r.text,
-                            "reply"
-                        );
-                        finished = Some(Ok(finish_reason));
-                        break;
-                    }
-                    Err(e) => {
-                        finished = Some(Err(e));
-                        break;
-                    }
-                }
-            }
-        }
+        let finished = self.reply.as_mut().and_then(|r| drain_events(r, &mut sentences));
         for s in sentences {
             self.say(&s);
         }
         if let Some(result) = finished {
             let r = self.reply.take().expect("a reply was running");
-            let first_text_ms = r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64);
-            let total_ms = r.started.elapsed().as_millis() as u64;
-            let mut record = ReplyRecord { response: r.response, text: r.text.trim().to_string(), outcome: "done", error: None, finish_reason: None, first_text_ms, total_ms, audio_end_ms: None };
-            match result {
-                Ok(reason) => record.finish_reason = Some(reason),
-                Err(e) => {
-                    tracing::warn!(error = %e, partial = %r.text, "the language model failed; apologising");
-                    record.outcome = "failed";
-                    record.error = Some(e.kind());
-                    if self.settings.hangup_on_failure {
-                        self.hangup_when_quiet = Some("the language model failed".into());
-                    }
-                    if r.text.trim().is_empty() {
-                        let apology = self.settings.apology.clone();
-                        self.say(&apology);
-                        record.text = apology;
-                    }
-                    // Otherwise what was already said stays said; the rest is lost.
-                }
-            }
-            let calls = if record.outcome == "done" { r.calls } else { Vec::new() };
-            if !calls.is_empty() {
-                // The calls go into the conversation with the text said before them.
-                self.on_air_item = Some(self.conv.add_assistant(r.text.trim(), calls.clone()));
-                self.records.push_back(record);
-                self.start_tools(r.response, calls);
-            } else {
-                if !r.text.trim().is_empty() {
-                    self.on_air_item = Some(self.conv.add_assistant(r.text.trim(), vec![]));
-                }
-                self.records.push_back(record);
-            }
+            self.end_reply(r, result);
         }
         if self.reply_due() {
             self.start_reply();
+        }
+        self.pump_speculation();
+    }
+
+    /// A speculative reply's events: its sentences go to the voice but are held.
+    fn pump_speculation(&mut self) {
+        let Some(spec) = &mut self.speculation else { return };
+        if spec.done.is_some() {
+            return;
+        }
+        let mut sentences = Vec::new();
+        spec.done = drain_events(&mut spec.reply, &mut sentences);
+        for s in sentences {
+            if spec.held.is_empty() {
+                // The bench reads this as the first phrase's start on the voice, speculative or not.
+                tracing::info!(chars = s.len(), speculative = true, "first sentence to the voice");
+            }
+            match self.tts.speak(&s, self.style) {
+                Some(speech) => spec.held.push_back(speech),
+                None => tracing::warn!("sentence dropped: the voice's queue is full"),
+            }
+        }
+    }
+
+    /// A reply's model is done (or failed): the record, the conversation, the apology, tools.
+    fn end_reply(&mut self, r: Reply, result: Result<String, crate::models::llm::LlmError>) {
+        let first_text_ms = r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64);
+        let total_ms = r.started.elapsed().as_millis() as u64;
+        let mut record = ReplyRecord { response: r.response, text: r.text.trim().to_string(), outcome: "done", error: None, finish_reason: None, first_text_ms, total_ms, audio_end_ms: None };
+        match result {
+            Ok(reason) => record.finish_reason = Some(reason),
+            Err(e) => {
+                tracing::warn!(error = %e, partial = %r.text, "the language model failed; apologising");
+                record.outcome = "failed";
+                record.error = Some(e.kind());
+                if self.settings.hangup_on_failure {
+                    self.hangup_when_quiet = Some("the language model failed".into());
+                }
+                if r.text.trim().is_empty() {
+                    let apology = self.settings.apology.clone();
+                    self.say(&apology);
+                    record.text = apology;
+                }
+                // Otherwise what was already said stays said; the rest is lost.
+            }
+        }
+        let calls = if record.outcome == "done" { r.calls } else { Vec::new() };
+        if !calls.is_empty() {
+            // The calls go into the conversation with the text said before them.
+            self.on_air_item = Some(self.conv.add_assistant(r.text.trim(), calls.clone()));
+            self.records.push_back(record);
+            self.start_tools(r.response, calls);
+        } else {
+            if !r.text.trim().is_empty() {
+                self.on_air_item = Some(self.conv.add_assistant(r.text.trim(), vec![]));
+            }
+            self.records.push_back(record);
+        }
+    }
+
+    /// Drop the speculative reply, if any: nothing of it was heard, kept or recorded.
+    fn drop_speculation(&mut self) {
+        if let Some(spec) = self.speculation.take() {
+            tracing::debug!(turn = spec.turn, "speculative reply dropped");
+            spec.drop_all();
+        }
+    }
+
+    /// The final transcript confirmed the speculative reply's words: it becomes the turn's reply,
+    /// numbered now, its held audio on the voice's queue in order.
+    fn adopt_speculation(&mut self, spec: Speculation) {
+        let Speculation { mut reply, held, done, .. } = spec;
+        self.pending_turn = false;
+        self.continue_after_tools = false;
+        self.last_response += 1;
+        self.started.push_back(self.last_response);
+        reply.response = self.last_response;
+        tracing::info!(response = reply.response, sentences = held.len(), done = done.is_some(), "speculative reply adopted");
+        // Its first phrase went to the voice (and was logged) before the turn was confirmed.
+        self.voiced_since_turn = !held.is_empty();
+        self.speaking.extend(held);
+        match done {
+            Some(result) => self.end_reply(reply, result),
+            None => self.reply = Some(reply),
         }
     }
 
@@ -507,16 +569,54 @@ impl Agent for LlmAgent {
         drop(writing);
     }
 
-    fn on_transcript(&mut self, t: &TurnTranscript, _now: Instant) {
-        if t.partial || t.text.trim().is_empty() {
+    fn on_tentative_transcript(&mut self, t: &TurnTranscript, _now: Instant) {
+        self.drop_speculation();
+        let text = t.text.trim();
+        // Only from a quiet agent: a reply or tools under way decide what comes next themselves.
+        if text.is_empty() || self.reply.is_some() || self.tools_busy() || self.pending_turn || self.hangup_when_quiet.is_some() {
             return;
         }
+        let mut conv = self.conv.clone();
+        conv.add_user(text);
+        let offered = self.tools.set.offered(&self.tools.vars);
+        let req = conv.request(&offered, self.settings.temperature, self.settings.max_output_tokens);
+        log_request(&req, true);
+        let stream = self.backend.stream(&req, self.session);
+        let reply = Reply { response: 0, calls: Vec::new(), stream, splitter: SentenceSplitter::new(), text: String::new(), started: Instant::now(), first_text: None };
+        self.speculation = Some(Speculation { turn: t.turn, user: text.to_string(), revision: self.conv.revision(), reply, held: VecDeque::new(), done: None });
+    }
+
+    fn on_turn_resumed(&mut self, turn: u64, _now: Instant) {
+        if self.speculation.as_ref().is_some_and(|s| s.turn == turn) {
+            self.drop_speculation();
+        }
+    }
+
+    fn on_transcript(&mut self, t: &TurnTranscript, _now: Instant) {
+        if t.partial || t.text.trim().is_empty() {
+            // An empty final transcript: the turn had no words, so neither has its speculation.
+            if !t.partial && self.speculation.as_ref().is_some_and(|s| s.turn == t.turn) {
+                self.drop_speculation();
+            }
+            return;
+        }
+        let spec = self.speculation.take();
+        // A speculation is only good if built on the conversation as it is before this turn.
+        let revision = self.conv.revision();
         self.conv.add_user(t.text.trim());
         self.voiced_since_turn = false;
         // A new turn: what plays from now on belongs to the next reply.
         self.on_air.clear();
         self.on_air_item = None;
         self.tool_rounds = 0;
+        match spec {
+            Some(s) if s.turn == t.turn && s.user == t.text.trim() && s.revision == revision && self.reply.is_none() && !self.tools_busy() => {
+                self.adopt_speculation(s);
+                return;
+            }
+            Some(s) => s.drop_all(),
+            None => {}
+        }
         if self.reply.is_some() {
             // The caller said more before the reply came: answer everything they said.
             self.cancel_reply();
@@ -594,6 +694,7 @@ impl Agent for LlmAgent {
     }
 
     fn finish(&mut self, _now: Instant) -> Vec<AgentOutput> {
+        self.drop_speculation();
         self.cancel_reply();
         // Tools still running when the call ends are in the record too.
         let ended = ToolOutcome::error("cancelled", "the call ended first");
@@ -635,9 +736,47 @@ impl Agent for LlmAgent {
 
 impl Drop for LlmAgent {
     fn drop(&mut self) {
+        self.drop_speculation();
         self.cancel_reply();
         self.backend.end(self.session);
     }
+}
+
+/// The conversation a reply is asked on, at debug level (the tests check what a dropped
+/// speculation left in it: nothing).
+fn log_request(req: &crate::models::llm::chat::ChatRequest, speculative: bool) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let items: Vec<String> = req.messages.iter().skip(1).map(|m| format!("{:?}: {}", m.role, m.content)).collect();
+        tracing::debug!(speculative, context = ?items, "reply requested");
+    }
+}
+
+/// A reply's model events so far: the sentences they complete go to `sentences`; the end (the
+/// finish reason, or the error) when it came.
+fn drain_events(r: &mut Reply, sentences: &mut Vec<String>) -> Option<Result<String, crate::models::llm::LlmError>> {
+    while let Some(ev) = r.stream.poll() {
+        match ev {
+            Ok(LlmEvent::Text(t)) => {
+                r.first_text.get_or_insert_with(Instant::now);
+                r.text.push_str(&t);
+                sentences.extend(r.splitter.push(&t));
+            }
+            Ok(LlmEvent::ToolCall(c)) => r.calls.push(c),
+            Ok(LlmEvent::Done { finish_reason }) => {
+                sentences.extend(r.splitter.finish());
+                tracing::info!(
+                    finish_reason,
+                    first_text_ms = r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64),
+                    total_ms = r.started.elapsed().as_millis() as u64,
+                    text = %r.text,
+                    "reply"
+                );
+                return Some(Ok(finish_reason));
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    None
 }
 
 /// The words of the queued sentences that were played by sample `played`: whole sentences, then the

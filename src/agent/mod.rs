@@ -100,6 +100,13 @@ pub trait Agent: Send {
     fn on_speech(&mut self, _event: crate::models::vad::VadEvent, _now: Instant) {}
     /// A caller turn's transcript (partials first, then the final one).
     fn on_transcript(&mut self, _t: &crate::call::transcriber::TurnTranscript, _now: Instant) {}
+    /// The caller paused and may have finished: their words so far, to start a reply on
+    /// speculation. Nothing of it may be heard, kept in the conversation or recorded until the
+    /// final transcript of the same turn confirms it (`on_transcript`); `on_turn_resumed` voids it.
+    fn on_tentative_transcript(&mut self, _t: &crate::call::transcriber::TurnTranscript, _now: Instant) {}
+    /// The caller went on after a tentative end of `turn` (or it ended elsewhere): drop what was
+    /// started on speculation, without a trace.
+    fn on_turn_resumed(&mut self, _turn: u64, _now: Instant) {}
     /// The caller interrupted: the queued audio is gone; `played_samples` (16 kHz, counted from the
     /// start of the call's agent audio) had been heard. Stop the reply and keep what was heard.
     fn on_interrupt(&mut self, _played_samples: u64, _now: Instant) {}

@@ -19,7 +19,7 @@ use crate::media::rtp;
 use crate::models::vad::{Segmenter, VadClient, VadEvent};
 use super::bargein::{BargeAction, BargeInConfig, BargeInTracker};
 use super::transcriber::{Transcriber, TranscriberEvent};
-use super::turns::{TurnCommit, TurnDetector, TurnEvent};
+use super::turns::{CallerState, TurnCommit, TurnDetector, TurnEvent};
 use crate::sip::sdp::{Codec, Direction, Negotiated, OpusFmtp};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -135,6 +135,9 @@ pub enum MediaEvent {
     Tool(crate::agent::ToolRecord),
     /// Answering-machine detection decided.
     Amd(crate::media::amd::AmdDecision),
+    /// Work started speculatively on a pause was used (the turn ended there) or dropped (the
+    /// caller went on).
+    Speculation { used: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +222,8 @@ pub struct CallMedia {
     vad_lost: bool,
     /// Speech recognition of the turns the VAD finds.
     transcriber: Option<Transcriber>,
+    /// A tentative end of the open turn was announced and not yet used or dropped.
+    speculating: bool,
     /// Barge-in (needs the VAD): the decision, the echo check, and which recent caller audio was
     /// the agent's own echo (caller sample position, length, echo?).
     barge: Option<BargeInTracker>,
@@ -260,6 +265,7 @@ impl CallMedia {
             vad: None,
             vad_lost: false,
             transcriber: None,
+            speculating: false,
             barge: None,
             caller_samples: 0,
             events: VecDeque::new(),
@@ -649,6 +655,12 @@ impl CallMedia {
                 self.events.push_back(MediaEvent::Speech(ev));
                 turns.on_vad(ev);
             }
+            let state = match seg.quiet_since() {
+                Some(since_ms) => CallerState::Quiet { since_ms },
+                None if seg.in_speech() => CallerState::Speaking,
+                None => CallerState::Idle,
+            };
+            turns.on_caller_state(state, (r.seq + 1) * ms);
         }
         if !self.vad_lost && client.lost() {
             self.vad_lost = true;
@@ -670,9 +682,32 @@ impl CallMedia {
             if let Some(t) = &mut self.transcriber {
                 t.on_turn(&ev, now);
             }
-            if let TurnEvent::Committed(c) = ev {
-                tracing::info!(turn = c.turn, audio_end_ms = c.audio_end_ms, reason = c.reason.label(), p_complete = ?c.p_complete, "turn committed");
-                self.events.push_back(MediaEvent::TurnCommitted(c));
+            match ev {
+                TurnEvent::Tentative { turn, audio_end_ms, .. } => {
+                    tracing::info!(turn, audio_end_ms, "turn may have ended: speculative start");
+                    self.speculating = true;
+                }
+                TurnEvent::Resumed { turn } => {
+                    tracing::info!(turn, "the caller went on: speculative work dropped");
+                    if self.agent_started {
+                        self.agent.on_turn_resumed(turn, now);
+                    }
+                    if std::mem::take(&mut self.speculating) {
+                        self.events.push_back(MediaEvent::Speculation { used: false });
+                    }
+                }
+                TurnEvent::Committed(c) => {
+                    tracing::info!(turn = c.turn, audio_end_ms = c.audio_end_ms, reason = c.reason.label(), p_complete = ?c.p_complete, speculated = c.speculated, "turn committed");
+                    if std::mem::take(&mut self.speculating) {
+                        if !c.speculated && self.agent_started {
+                            // Committed elsewhere (a key, the call's end): the speculation is void.
+                            self.agent.on_turn_resumed(c.turn, now);
+                        }
+                        self.events.push_back(MediaEvent::Speculation { used: c.speculated });
+                    }
+                    self.events.push_back(MediaEvent::TurnCommitted(c));
+                }
+                _ => {}
             }
         }
     }
@@ -682,6 +717,14 @@ impl CallMedia {
         if let Some(t) = &mut self.transcriber {
             t.tick(now);
             while let Some(ev) = t.poll_event() {
+                if let TranscriberEvent::Tentative(tr) = &ev {
+                    // For the agent's speculative reply only: not the record's, not yet the turn's.
+                    tracing::info!(turn = tr.turn, latency_ms = tr.latency_ms as u64, text = %tr.text, "tentative transcript");
+                    if self.agent_started {
+                        self.agent.on_tentative_transcript(tr, now);
+                    }
+                    continue;
+                }
                 if let (TranscriberEvent::Transcript(tr), true) = (&ev, self.agent_started) {
                     self.agent.on_transcript(tr, now);
                 }

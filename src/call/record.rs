@@ -283,6 +283,8 @@ impl Recorder {
                 self.journal("push", "transcripts", v);
             }
             TranscriberEvent::Failed { turn, reason, .. } => self.event(EventKind::TranscriptionFailed { turn: *turn, reason: reason.clone() }),
+            // Speculative words are never the record's (CallMedia does not pass them on).
+            TranscriberEvent::Tentative(_) => {}
         }
     }
 

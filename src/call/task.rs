@@ -213,6 +213,7 @@ fn handle_events(
                     r.transcription(&ev);
                 }
             }
+            MediaEvent::Speculation { used } => metrics.speculations.with_label_values(&[if used { "used" } else { "dropped" }]).inc(),
             MediaEvent::TurnCommitted(c) => {
                 metrics.turns.with_label_values(&[c.reason.label()]).inc();
                 if let Some(r) = record {
@@ -266,5 +267,6 @@ fn transcription_log(ev: &super::transcriber::TranscriberEvent) {
             text = %t.text, "transcript"
         ),
         Failed { turn, reason, .. } => tracing::warn!(turn, %reason, "turn not transcribed"),
+        Tentative(_) => {} // logged by CallMedia, which keeps it from the record
     }
 }

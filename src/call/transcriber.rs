@@ -6,6 +6,13 @@
 //! is idle. A turn longer than 30 s (one Whisper window) is submitted in
 //! pieces, so the tape never holds more than ~30 s plus the padding.
 //!
+//! A `Tentative` end (the caller paused; see `call::turns`) submits the turn so
+//! far at once, without waiting for the commit: its answer comes out as a
+//! `Tentative` transcript for the agent's speculative reply, never for the
+//! record. When the turn is committed at that same end, that answer (already
+//! in, or still on its way) is the turn's final transcript — the audio is the
+//! same, so it is not recognised twice; when the caller goes on, it is dropped.
+//!
 //! The recogniser is behind a trait so tests drive turns in virtual time with
 //! a scripted one; in calls it is the shared worker pool (`AsrClient`).
 
@@ -60,6 +67,9 @@ pub struct TurnTranscript {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TranscriberEvent {
     Transcript(TurnTranscript),
+    /// The words up to a tentative end of the turn (the caller paused): for a speculative reply
+    /// only. The final `Transcript` follows if the turn is committed there.
+    Tentative(TurnTranscript),
     /// A turn (or piece) that will have no transcript, and why.
     Failed { turn: u64, audio_start_ms: u64, audio_end_ms: u64, reason: String },
 }
@@ -69,13 +79,29 @@ struct OpenTurn {
     /// Sample index where the unsubmitted part of the turn begins.
     start: u64,
     last_partial: Option<Instant>,
+    /// The current tentative end: its audio time, the recogniser's number for it (None: refused),
+    /// and its answer once in.
+    tentative: Option<Tentative>,
+}
+
+struct Tentative {
+    audio_end_ms: u64,
+    seq: Option<u64>,
+    answer: Option<TurnTranscript>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Final,
+    Partial,
+    Tentative,
 }
 
 struct Submitted {
     turn: u64,
     start_ms: u64,
     end_ms: u64,
-    partial: bool,
+    kind: Kind,
 }
 
 pub struct Transcriber {
@@ -120,9 +146,11 @@ impl Transcriber {
             if self.end() - t.start >= MAX_PIECE_MS * RATE {
                 let (start, end) = (t.start, self.end());
                 let id = t.id;
-                self.submit(id, start, end, false);
+                self.submit(id, start, end, Kind::Final);
                 if let Some(t) = &mut self.turn {
                     t.start = end;
+                    // What was tentative covered the piece just submitted whole: it is void.
+                    t.tentative = None;
                 }
             }
         }
@@ -144,35 +172,81 @@ impl Transcriber {
         match *ev {
             TurnEvent::SpeechStarted { audio_start_ms, new_turn: true, turn } => {
                 let start = (audio_start_ms * RATE).clamp(self.base, self.end());
-                self.turn = Some(OpenTurn { id: turn, start, last_partial: Some(now) });
+                self.turn = Some(OpenTurn { id: turn, start, last_partial: Some(now), tentative: None });
+            }
+            TurnEvent::Tentative { turn, audio_end_ms, .. } => {
+                let Some(t) = &self.turn else { return };
+                if t.id != turn {
+                    return;
+                }
+                let (id, start) = (t.id, t.start);
+                let end = self.cut_end(audio_end_ms, start);
+                let seq = self.submit(id, start, end, Kind::Tentative);
+                if let Some(t) = &mut self.turn {
+                    t.tentative = Some(Tentative { audio_end_ms, seq, answer: None });
+                }
+            }
+            TurnEvent::Resumed { turn } => {
+                if let Some(t) = self.turn.as_mut().filter(|t| t.id == turn) {
+                    // Its answer, if still on the way, is ignored when it comes (no longer current).
+                    t.tentative = None;
+                }
             }
             TurnEvent::Committed(c) => {
                 if let Some(t) = self.turn.take() {
-                    let end = ((c.audio_end_ms + TAIL_MS) * RATE).min(self.end()).max(t.start);
-                    self.submit(t.id, t.start, end, false);
+                    let end = self.cut_end(c.audio_end_ms, t.start);
+                    match t.tentative {
+                        // The same audio was submitted at the pause: its answer is the final one.
+                        Some(tent) if c.speculated && tent.audio_end_ms == c.audio_end_ms && tent.seq.is_some() => match tent.answer {
+                            Some(mut tr) => {
+                                tr.partial = false;
+                                self.events.push_back(TranscriberEvent::Transcript(tr));
+                            }
+                            None => {
+                                if let Some(s) = tent.seq.and_then(|seq| self.inflight.get_mut(&seq)) {
+                                    s.kind = Kind::Final;
+                                }
+                            }
+                        },
+                        _ => {
+                            self.submit(t.id, t.start, end, Kind::Final);
+                        }
+                    }
                 }
             }
             _ => {}
         }
     }
 
-    fn submit(&mut self, turn: u64, start: u64, end: u64, partial: bool) {
+    /// The sample where a turn ending (VAD) at `audio_end_ms` is cut: its tail kept, within the tape.
+    fn cut_end(&self, audio_end_ms: u64, start: u64) -> u64 {
+        ((audio_end_ms + TAIL_MS) * RATE).min(self.end()).max(start)
+    }
+
+    fn submit(&mut self, turn: u64, start: u64, end: u64, kind: Kind) -> Option<u64> {
         let lo = (start - self.base) as usize;
         let hi = ((end - self.base) as usize).min(self.tape.len());
         let audio: Vec<f32> = self.tape.range(lo..hi).copied().collect();
         let (start_ms, end_ms) = (start / RATE, end / RATE);
+        // A tentative cut is as urgent as a final one: the reply waits on it.
+        let partial = kind == Kind::Partial;
         match self.rec.submit(audio, partial) {
             Some(seq) => {
                 self.partial_inflight |= partial;
-                self.inflight.insert(seq, Submitted { turn, start_ms, end_ms, partial });
+                self.inflight.insert(seq, Submitted { turn, start_ms, end_ms, kind });
+                Some(seq)
             }
-            None if partial => {} // a skipped partial costs nothing: the final one comes
-            None => self.events.push_back(TranscriberEvent::Failed {
+            // A skipped partial or tentative cut costs nothing: the final one comes.
+            None if kind != Kind::Final => None,
+            None => {
+                self.events.push_back(TranscriberEvent::Failed {
                 turn,
                 audio_start_ms: start_ms,
                 audio_end_ms: end_ms,
                 reason: "the recogniser's queue is full".into(),
-            }),
+                });
+                None
+            }
         }
     }
 
@@ -185,24 +259,50 @@ impl Transcriber {
                 if let Some(t) = &mut self.turn {
                     t.last_partial = Some(now);
                 }
-                self.submit(id, start, end, true);
+                self.submit(id, start, end, Kind::Partial);
             }
         }
         while let Some(r) = self.rec.poll() {
             let Some(s) = self.inflight.remove(&r.seq) else { continue };
-            if s.partial {
-                self.partial_inflight = false;
-                // A partial that arrives after its turn ended says less than the final one.
-                if self.turn.as_ref().is_none_or(|t| t.id != s.turn) {
+            match s.kind {
+                Kind::Partial => {
+                    self.partial_inflight = false;
+                    // A partial that arrives after its turn ended says less than the final one.
+                    if self.turn.as_ref().is_none_or(|t| t.id != s.turn) {
+                        continue;
+                    }
+                }
+                Kind::Tentative => {
+                    // Only the current tentative cut of the open turn counts; others were dropped.
+                    let Some(tent) = self.turn.as_mut().and_then(|t| t.tentative.as_mut()).filter(|x| x.seq == Some(r.seq)) else { continue };
+                    match r.transcript {
+                        Ok(t) => {
+                            let tr = TurnTranscript {
+                                turn: s.turn,
+                                audio_start_ms: s.start_ms,
+                                audio_end_ms: s.end_ms,
+                                partial: true,
+                                text: t.text,
+                                language: t.language,
+                                no_speech_prob: t.no_speech_prob,
+                                latency_ms: r.latency_ms,
+                            };
+                            tent.answer = Some(tr.clone());
+                            self.events.push_back(TranscriberEvent::Tentative(tr));
+                        }
+                        // The commit recognises the turn again (as if nothing had been tried).
+                        Err(_) => tent.seq = None,
+                    }
                     continue;
                 }
+                Kind::Final => {}
             }
             self.events.push_back(match r.transcript {
                 Ok(t) => TranscriberEvent::Transcript(TurnTranscript {
                     turn: s.turn,
                     audio_start_ms: s.start_ms,
                     audio_end_ms: s.end_ms,
-                    partial: s.partial,
+                    partial: s.kind == Kind::Partial,
                     text: t.text,
                     language: t.language,
                     no_speech_prob: t.no_speech_prob,
@@ -215,7 +315,7 @@ impl Transcriber {
 
     /// Final transcripts submitted and not yet answered.
     pub fn pending_finals(&self) -> usize {
-        self.inflight.values().filter(|s| !s.partial).count()
+        self.inflight.values().filter(|s| s.kind == Kind::Final).count()
     }
 
     pub fn poll_event(&mut self) -> Option<TranscriberEvent> {

@@ -93,7 +93,7 @@ fn start(r: &mut Rig, audio_start_ms: u64) {
 }
 
 fn stop(r: &mut Rig, audio_end_ms: u64) {
-    let c = TurnCommit { turn: r.turns, audio_start_ms: 0, audio_end_ms, reason: CommitReason::Silence, p_complete: None };
+    let c = TurnCommit { turn: r.turns, audio_start_ms: 0, audio_end_ms, reason: CommitReason::Silence, p_complete: None, speculated: false };
     r.t.on_turn(&TurnEvent::SpeechStopped { audio_end_ms }, r.now);
     r.t.on_turn(&TurnEvent::Committed(c), r.now);
     r.turns += 1;
@@ -218,4 +218,78 @@ fn a_recogniser_error_is_a_failed_turn() {
     r.run(20);
     let ev = r.events();
     assert!(matches!(&ev[..], [TranscriberEvent::Failed { reason, .. }] if reason == "boom"), "{ev:?}");
+}
+
+fn tentative(r: &mut Rig, audio_end_ms: u64) {
+    r.t.on_turn(&TurnEvent::Tentative { turn: r.turns, audio_start_ms: 0, audio_end_ms }, r.now);
+}
+
+fn commit_speculated(r: &mut Rig, audio_end_ms: u64) {
+    let c = TurnCommit { turn: r.turns, audio_start_ms: 0, audio_end_ms, reason: CommitReason::Silence, p_complete: None, speculated: true };
+    r.t.on_turn(&TurnEvent::SpeechStopped { audio_end_ms }, r.now);
+    r.t.on_turn(&TurnEvent::Committed(c), r.now);
+    r.turns += 1;
+}
+
+#[test]
+fn a_tentative_cut_is_recognised_once_and_becomes_the_final_transcript() {
+    let mut r = Rig::new(None);
+    r.run(1000);
+    start(&mut r, 700);
+    r.run(1400);
+    // The caller paused at 2000 ms; 200 ms later the turn may have ended there.
+    tentative(&mut r, 2000);
+    {
+        let s = r.script.lock().unwrap();
+        assert_eq!(s.submitted.len(), 1, "submitted at the pause, not at the commit");
+        assert!(!s.submitted[0].1, "as urgent as a final one");
+        assert_eq!(s.submitted[0].0.len() as u64, (2000 + TAIL_MS - 700) * 16);
+    }
+    r.script.lock().unwrap().answers.push_back(answer(0, false, "what time do you open"));
+    r.run(20);
+    let ev = r.events();
+    assert!(matches!(&ev[..], [TranscriberEvent::Tentative(t)] if t.text == "what time do you open"), "{ev:?}");
+    assert_eq!(r.t.pending_finals(), 0);
+    // The commit at the same end: the answer already in is the final transcript, no new work.
+    r.run(300);
+    commit_speculated(&mut r, 2000);
+    let ev = r.events();
+    assert!(matches!(&ev[..], [TranscriberEvent::Transcript(t)] if !t.partial && t.turn == 0 && t.audio_end_ms == 2000 + TAIL_MS && t.text == "what time do you open"), "{ev:?}");
+    assert_eq!(r.script.lock().unwrap().submitted.len(), 1);
+}
+
+#[test]
+fn a_commit_before_the_tentative_answer_waits_for_it_as_the_final_one() {
+    let mut r = Rig::new(None);
+    r.run(1000);
+    start(&mut r, 700);
+    r.run(1400);
+    tentative(&mut r, 2000);
+    r.run(300);
+    commit_speculated(&mut r, 2000);
+    assert_eq!(r.t.pending_finals(), 1, "the call's end waits for it like any final transcript");
+    r.script.lock().unwrap().answers.push_back(answer(0, false, "hello"));
+    r.run(20);
+    let ev = r.events();
+    assert!(matches!(&ev[..], [TranscriberEvent::Transcript(t)] if !t.partial && t.text == "hello"), "{ev:?}");
+    assert_eq!(r.script.lock().unwrap().submitted.len(), 1);
+}
+
+#[test]
+fn a_caller_who_goes_on_gets_the_whole_turn_recognised_and_the_tentative_words_vanish() {
+    let mut r = Rig::new(None);
+    r.run(1000);
+    start(&mut r, 700);
+    r.run(1400);
+    tentative(&mut r, 2000);
+    r.run(100);
+    r.t.on_turn(&TurnEvent::Resumed { turn: 0 }, r.now);
+    // The void cut's answer arrives late: nothing comes of it.
+    r.script.lock().unwrap().answers.push_back(answer(0, false, "I would like"));
+    r.run(1500);
+    assert!(r.events().is_empty());
+    stop(&mut r, 3400);
+    let s = r.script.lock().unwrap();
+    assert_eq!(s.submitted.len(), 2, "the whole turn again");
+    assert_eq!(s.submitted[1].0.len() as u64, (3400 + TAIL_MS - 700) * 16);
 }

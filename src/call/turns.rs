@@ -18,6 +18,16 @@
 //!   `input_audio_buffer.commit`. The turn runs from its first speech to the
 //!   moment of the commit, so words spoken up to the key press are kept.
 //!
+//! **Speculative start** (`with_speculation`): once the caller has been quiet
+//! for `speculate_ms` inside an open turn (shorter than the silence that ends
+//! it), a `Tentative` event says where the turn would end if the caller has
+//! finished, so recognition and the reply can start on the pause instead of
+//! after the whole end-of-turn wait. If the caller goes on, `Resumed` says the
+//! tentative end is void (its work is dropped without a trace); if the turn is
+//! committed at that same end, the commit says so (`speculated`) and the work
+//! already under way is used. Manual turns never speculate: their end is the
+//! key press, not a pause.
+//!
 //! Times are the caller stream's audio time (the samples the VAD is given),
 //! so tests drive it in virtual time with a scripted model.
 
@@ -90,6 +100,8 @@ pub struct TurnCommit {
     pub reason: CommitReason,
     /// semantic_vad: the model's last P(complete) for this turn, if it answered.
     pub p_complete: Option<f32>,
+    /// A `Tentative` event announced exactly this end: the speculative work is the turn's.
+    pub speculated: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -97,7 +109,23 @@ pub enum TurnEvent {
     /// The VAD heard speech; `new_turn` when it opens a turn (not a continuation).
     SpeechStarted { audio_start_ms: u64, new_turn: bool, turn: u64 },
     SpeechStopped { audio_end_ms: u64 },
+    /// The caller paused long enough that the turn may have ended at `audio_end_ms`: start the
+    /// work speculatively. Followed by `Resumed` (drop it) or a `Committed` with `speculated`.
+    Tentative { turn: u64, audio_start_ms: u64, audio_end_ms: u64 },
+    /// The caller went on after a `Tentative`: it is void.
+    Resumed { turn: u64 },
     Committed(TurnCommit),
+}
+
+/// The segmenter's view of the caller, once per VAD chunk (`Segmenter::state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerState {
+    /// Inside an utterance and not quiet.
+    Speaking,
+    /// Inside an utterance, quiet since this audio time (not yet long enough to stop it).
+    Quiet { since_ms: u64 },
+    /// No utterance (before the first, or after the segmenter's speech stop).
+    Idle,
 }
 
 /// Samples the model is given (its window).
@@ -115,6 +143,8 @@ struct Open {
     asked: Option<(u64, u64)>,
     awaiting: bool,
     p_complete: Option<f32>,
+    /// The end a `Tentative` announced for the current pause.
+    tentative_end_ms: Option<u64>,
 }
 
 pub struct TurnDetector {
@@ -127,6 +157,8 @@ pub struct TurnDetector {
     open: Option<Open>,
     next_turn: u64,
     events: VecDeque<TurnEvent>,
+    /// Quiet this long inside a turn announces a tentative end (None: no speculation).
+    speculate_ms: Option<u64>,
 }
 
 impl TurnDetector {
@@ -135,7 +167,36 @@ impl TurnDetector {
     }
 
     pub fn new(mode: TurnMode, model: Option<Box<dyn TurnModel>>) -> TurnDetector {
-        TurnDetector { mode, model, tape: VecDeque::new(), samples: 0, open: None, next_turn: 0, events: VecDeque::new() }
+        TurnDetector { mode, model, tape: VecDeque::new(), samples: 0, open: None, next_turn: 0, events: VecDeque::new(), speculate_ms: None }
+    }
+
+    /// Announce a tentative end after `ms` of quiet inside a turn (0: off; manual turns never do).
+    pub fn with_speculation(mut self, ms: u64) -> TurnDetector {
+        self.speculate_ms = (ms > 0 && !matches!(self.mode, TurnMode::Manual { .. })).then_some(ms);
+        self
+    }
+
+    /// The segmenter's state after each VAD chunk, `now_ms` the chunk's end: tentative ends and
+    /// their withdrawal.
+    pub fn on_caller_state(&mut self, state: CallerState, now_ms: u64) {
+        let Some(wait) = self.speculate_ms else { return };
+        let Some(o) = &mut self.open else { return };
+        match state {
+            CallerState::Quiet { since_ms } if now_ms.saturating_sub(since_ms) >= wait && o.tentative_end_ms != Some(since_ms) => {
+                if o.tentative_end_ms.is_some() {
+                    // A new pause without speech in between cannot happen; be safe anyway.
+                    self.events.push_back(TurnEvent::Resumed { turn: o.turn });
+                }
+                o.tentative_end_ms = Some(since_ms);
+                self.events.push_back(TurnEvent::Tentative { turn: o.turn, audio_start_ms: o.start_ms, audio_end_ms: since_ms });
+            }
+            CallerState::Speaking => {
+                if o.tentative_end_ms.take().is_some() {
+                    self.events.push_back(TurnEvent::Resumed { turn: o.turn });
+                }
+            }
+            _ => {}
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -181,8 +242,11 @@ impl TurnDetector {
                     o.stopped_at_ms = None;
                     o.asked = None;
                     o.awaiting = false;
+                    if o.tentative_end_ms.take().is_some() {
+                        self.events.push_back(TurnEvent::Resumed { turn: o.turn });
+                    }
                 } else {
-                    self.open = Some(Open { turn: self.next_turn, start_ms: audio_start_ms, stopped_at_ms: None, asked: None, awaiting: false, p_complete: None });
+                    self.open = Some(Open { turn: self.next_turn, start_ms: audio_start_ms, stopped_at_ms: None, asked: None, awaiting: false, p_complete: None, tentative_end_ms: None });
                     self.next_turn += 1;
                 }
                 let turn = self.open.as_ref().map(|o| o.turn).unwrap_or_default();
@@ -259,6 +323,7 @@ impl TurnDetector {
             audio_end_ms,
             reason,
             p_complete: o.p_complete,
+            speculated: o.tentative_end_ms == Some(audio_end_ms),
         }));
     }
 

@@ -680,6 +680,10 @@ pub struct TurnDetection {
     /// manual: the DTMF key that ends the caller's turn (0-9, *, #, A-D).
     #[serde(default = "default_commit_key")]
     pub commit_key: String,
+    /// Quiet this long inside a turn starts its recognition and reply on speculation, before the
+    /// turn is committed; dropped without a trace if the caller goes on (0 = off; manual: never).
+    #[serde(default = "default_speculate_after")]
+    pub speculate_after_ms: U64Range<0, 10_000>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -717,6 +721,11 @@ fn default_vad_threshold() -> f32 {
 }
 fn default_turn_threshold() -> f32 {
     0.5
+}
+fn default_speculate_after() -> U64Range<0, 10_000> {
+    // Pipecat's VAD stop: a mid-word stop or a plosive is shorter; the tail the recogniser keeps
+    // after the speech end (200 ms) is there by then.
+    U64Range(200)
 }
 fn default_commit_key() -> String {
     "#".into()
@@ -927,6 +936,10 @@ pub struct LlmBackendConfig {
     pub strict: bool,
     #[serde(default = "default_llm_threads")]
     pub intra_threads: U64Range<1, 64>,
+    /// ONNX Runtime's intra-op threads spin-wait between operators: a little faster for a model
+    /// alone, but where the models share few cores a spinning model steals them from the others.
+    #[serde(default)]
+    pub spin: bool,
     /// onnx: replies waiting for the model, across calls; beyond it the caller hears the apology.
     #[serde(default = "default_llm_queue")]
     pub queue: U64Range<1, 10_000>,
@@ -975,6 +988,7 @@ impl LlmBackendConfig {
             strict: self.strict,
             intra_threads: self.intra_threads.get() as usize,
             inter_threads: 1,
+            spin: self.spin,
         }
     }
 }
@@ -1011,6 +1025,10 @@ pub struct AsrModelConfig {
     pub strict: bool,
     #[serde(default = "default_one")]
     pub intra_threads: U64Range<1, 64>,
+    /// ONNX Runtime's intra-op threads spin-wait between operators: a little faster for a model
+    /// alone, but where the models share few cores a spinning model steals them from the others.
+    #[serde(default)]
+    pub spin: bool,
     /// Threads, each with its own copy of the model, sharing one queue.
     #[serde(default = "default_one")]
     pub workers: U64Range<1, 64>,
@@ -1033,6 +1051,7 @@ impl AsrModelConfig {
             strict: self.strict,
             intra_threads: self.intra_threads.get() as usize,
             inter_threads: 1,
+            spin: self.spin,
         }
     }
 }
@@ -1071,6 +1090,11 @@ pub struct ModelConfig {
     pub intra_threads: U64Range<1, 64>,
     #[serde(default = "default_one")]
     pub inter_threads: U64Range<1, 64>,
+    /// ONNX Runtime's intra-op threads spin-wait between operators: a little faster for a model
+    /// alone, but where the models share few cores a spinning model steals them from the others.
+    #[serde(default)]
+    pub spin: bool,
+
     /// Most streams in one inference (models with a batch dimension).
     #[serde(default = "default_batch")]
     pub max_batch: U64Range<1, 4096>,
@@ -1099,6 +1123,7 @@ impl ModelConfig {
             strict: self.strict,
             intra_threads: self.intra_threads.get() as usize,
             inter_threads: self.inter_threads.get() as usize,
+            spin: self.spin,
         }
     }
 }

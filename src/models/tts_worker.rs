@@ -90,7 +90,10 @@ fn run(mut voice: PiperVoice, rx: Receiver<Job>) {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| voice.synthesize_16k_with(s, job.style.scales, job.style.speaking_rate)));
             match r {
                 Ok(Ok(pcm)) => {
-                    let chunk = SpeechChunk::Audio { sentence: i, text: s.clone(), pcm, synth_ms: t0.elapsed().as_secs_f64() * 1000.0 };
+                    let synth_ms = t0.elapsed().as_secs_f64() * 1000.0;
+                    // The voice-to-voice bench reads this (the TTS stage of a turn).
+                    tracing::debug!(chars = s.len(), synth_ms = synth_ms as u64, "speech ready");
+                    let chunk = SpeechChunk::Audio { sentence: i, text: s.clone(), pcm, synth_ms };
                     if job.reply.send(chunk).is_err() {
                         cancelled = true; // nobody listens any more
                         break;

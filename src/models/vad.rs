@@ -460,6 +460,16 @@ impl Segmenter {
     pub fn in_speech(&self) -> bool {
         self.in_speech
     }
+
+    /// Inside an utterance, the audio time since which the caller has been quiet (the speech stop
+    /// it would become if the quiet lasts `silence_duration_ms`); None while they speak or outside one.
+    pub fn quiet_since(&self) -> Option<u64> {
+        if self.in_speech {
+            self.silence_start
+        } else {
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -503,6 +503,7 @@ fn start_call(
                 crate::call::turns::TurnDetector::new(mode, None)
             }
         };
+        let detector = detector.with_speculation(td.speculate_after_ms.get());
         media.set_vad(client, crate::models::vad::Segmenter::new(td.segmenter_config()), detector);
         // Only agents that answer with their voice can be interrupted (an echo line would barge in on itself).
         let bi = &spec.config.barge_in;

@@ -16,7 +16,7 @@ pub fn caller_pcap(models: &Path, dir: &Path, lines: &[(f64, &str)], min_total_s
     // tiny heard "What about Sunday?" as "What about funding?" in one full run out of several.
     voice.set_scales(switchboard::models::tts::Scales { noise_scale: 0.0, length_scale: 1.0, noise_w: 0.0 });
     let rate = voice.sample_rate() as usize;
-    let spoken: Vec<(usize, Vec<i16>)> = lines.iter().map(|(at, text)| ((at * rate as f64) as usize, voice.synthesize(text).unwrap())).collect();
+    let spoken: Vec<(usize, Vec<i16>)> = lines.iter().map(|(at, text)| ((at * rate as f64) as usize, say_with_pauses(&mut voice, text, rate))).collect();
     let last_end = spoken.iter().map(|(start, s)| start + s.len()).max().unwrap_or(0);
     let mut pcm = vec![0i16; ((min_total_s * rate as f64) as usize).max(last_end + (tail_s * rate as f64) as usize)];
     let mut ends = Vec::new();
@@ -31,6 +31,32 @@ pub fn caller_pcap(models: &Path, dir: &Path, lines: &[(f64, &str)], min_total_s
     std::fs::create_dir_all(dir.join("pcap")).unwrap();
     super::fixtures::write_rtp_audio_pcap(&wav8, &dir.join("pcap/turn_pause_pcmu.pcap"), 0, 20, 1000, 160_000, ssrc);
     ends
+}
+
+/// `text` spoken; `[pause MS]` inside it is exactly that much silence between the sounds on either
+/// side (a caller thinking mid-sentence): Piper's own leading and trailing silence is cut there.
+fn say_with_pauses(voice: &mut switchboard::models::tts::PiperVoice, text: &str, rate: usize) -> Vec<i16> {
+    let mut split = text.split("[pause ");
+    let mut pieces = vec![(0usize, split.next().unwrap_or(""))];
+    for piece in split {
+        let (ms, rest) = piece.split_once(']').expect("[pause MS]");
+        pieces.push((ms.trim().parse().expect("[pause MS]: MS in milliseconds"), rest));
+    }
+    let last = pieces.len() - 1;
+    let mut pcm = Vec::new();
+    for (k, (pause_ms, words)) in pieces.into_iter().enumerate() {
+        let mut s = voice.synthesize(words.trim()).unwrap();
+        let loud = |x: &i16| x.unsigned_abs() > 300;
+        if k < last {
+            s.truncate(s.iter().rposition(loud).map_or(s.len(), |p| p + 1));
+        }
+        if k > 0 {
+            s.drain(..s.iter().position(loud).unwrap_or(0));
+            pcm.extend(std::iter::repeat_n(0i16, pause_ms * rate / 1000));
+        }
+        pcm.extend(s);
+    }
+    pcm
 }
 
 /// 16 kHz audio in [−1, 1] transcribed turn by turn by the project's Whisper tiny.en (fp32) after
