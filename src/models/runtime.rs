@@ -112,6 +112,8 @@ pub struct SessionOptions {
     pub strict: bool,
     pub intra_threads: usize,
     pub inter_threads: usize,
+    /// Let the intra-op threads spin-wait between operators (ONNX Runtime's default; off here).
+    pub spin: bool,
 }
 
 impl Runtime {
@@ -150,6 +152,8 @@ impl Runtime {
             let built = Session::builder(&self.env)
                 .map_err(err)?
                 .with_intra_threads(opts.intra_threads.max(1))
+                .map_err(|e| err(e.into()))?
+                .with_intra_op_spinning(opts.spin)
                 .map_err(|e| err(e.into()))?
                 .with_inter_threads(opts.inter_threads.max(1))
                 .map_err(|e| err(e.into()))?
