@@ -7,11 +7,12 @@
 //! The reply's **first phrase** goes out sooner still: the caller is waiting in
 //! silence for it, and the voice costs time in proportion to the text (Piper
 //! ~105 ms per 30 phonemes on 2 cores), so the first part is cut at its first
-//! clause break with `FIRST_MIN_WORDS` words before it ("Yes, …", "On
-//! Saturday, …"), or else after `FIRST_PHRASE_WORDS` complete words, while the
-//! model writes on. Only whole words are cut (a word is complete once
-//! whitespace or punctuation follows it), so nothing is clipped or doubled at
-//! the join.
+//! clause break ("Yes, …", "On Saturday, …"), or before a phrase-starting word
+//! with three words before it ("Monday is open | from 7 to 18."), while the
+//! model writes on; the rest of the first sentence goes out phrase by phrase too
+//! (longer ones), so the voice does not fall silent after a short first phrase.
+//! Only whole words are cut (a word is complete once whitespace or punctuation
+//! follows it), so nothing is clipped or doubled at the join.
 //!
 //! A long sentence is cut at a clause break (a comma, semicolon or colon with
 //! text after it) once it has `LONG_WORDS` words (10 for a reply's first): the voice synthesises a
@@ -26,6 +27,8 @@ pub struct SentenceSplitter {
     buf: String,
     /// Sentences and clauses given out so far (the first is cut sooner: it sets the reply's latency).
     emitted: usize,
+    /// A whole sentence has been given out: phrases are no longer cut.
+    sentence_done: bool,
 }
 
 impl SentenceSplitter {
@@ -45,11 +48,17 @@ impl SentenceSplitter {
         } else {
             parts.clear();
         }
-        if self.emitted == 0 && parts.is_empty() {
-            if let Some(cut) = first_phrase_cut(&self.buf) {
+        if parts.is_empty() && !self.sentence_done {
+            // Still inside the reply's first sentence: phrase by phrase, so that the voice keeps
+            // up with a short first phrase ("Yes,") instead of falling silent after it.
+            loop {
+                let (clause, starter) = if self.emitted + parts.len() == 0 { (FIRST_MIN_WORDS, FIRST_PHRASE_WORDS) } else { (NEXT_MIN_WORDS, NEXT_PHRASE_WORDS) };
+                let Some(cut) = phrase_cut(&self.buf, clause, starter) else { break };
                 parts.push(self.buf[..cut].trim().to_string());
                 self.buf = self.buf[cut..].trim_start().to_string();
             }
+        } else {
+            self.sentence_done = true;
         }
         loop {
             let long = if self.emitted + parts.len() == 0 { LONG_WORDS_FIRST } else { LONG_WORDS };
@@ -80,22 +89,25 @@ const LONG_WORDS_FIRST: usize = 10;
 /// …that leaves at least this many words before it.
 const MIN_CLAUSE_WORDS: usize = 5;
 
-/// The reply's first part is cut at a clause break with this many words before it…
-const FIRST_MIN_WORDS: usize = 2;
-/// …or before a word that starts a phrase ("at", "from", "and", …) with this many words before it.
-const FIRST_PHRASE_WORDS: usize = 4;
-/// Words that begin a phrase: cutting before one keeps each part's prosody natural ("We open at
-/// 8 | on Saturday."), where a cut after a fixed count would strand a word ("… on | Saturday.").
+/// The reply's first part is cut at a clause break with this many words before it ("No, …")…
+const FIRST_MIN_WORDS: usize = 1;
+/// …or before a word that starts a phrase ("at", "from", "because", …) with this many words before it.
+const FIRST_PHRASE_WORDS: usize = 3;
+/// The rest of the first sentence is cut the same way, in longer phrases (fewer joins).
+const NEXT_MIN_WORDS: usize = 3;
+const NEXT_PHRASE_WORDS: usize = 4;
+/// Words that begin a phrase: cutting before one keeps each part's prosody natural ("Monday is
+/// open | from 7 to 18."), where a cut after a fixed count would strand a word ("… on | Saturday.").
 /// "and", "or" and "to" are left out: they join the parts of a phrase as often ("Monday to Friday").
 const PHRASE_STARTERS: &[&str] = &[
     "but", "so", "because", "until", "from", "at", "on", "in", "with", "for", "which", "who", "when", "where", "if", "then", "between", "after", "before",
 ];
 
-/// Where to cut the reply's unfinished first sentence: after the first `,`/`;`/`:` with
-/// `FIRST_MIN_WORDS` words before it and a word after it, or just before a complete phrase-starting
-/// word with `FIRST_PHRASE_WORDS` words before it.
-fn first_phrase_cut(text: &str) -> Option<usize> {
-    if let Some(cut) = clause_break(text, FIRST_MIN_WORDS) {
+/// Where to cut an unfinished first sentence: after the first `,`/`;`/`:` with `clause_words`
+/// words before it and a word after it, or just before a complete phrase-starting word with
+/// `starter_words` words before it.
+fn phrase_cut(text: &str, clause_words: usize, starter_words: usize) -> Option<usize> {
+    if let Some(cut) = clause_break(text, clause_words) {
         return Some(cut);
     }
     // Words with their start; a word is complete when something (a space, punctuation) follows it.
@@ -111,13 +123,12 @@ fn first_phrase_cut(text: &str) -> Option<usize> {
             _ => {}
         }
     }
-    for (k, &(start, word)) in words.iter().enumerate().skip(FIRST_PHRASE_WORDS) {
+    for (k, &(start, word)) in words.iter().enumerate().skip(starter_words) {
         let bare = word.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
         if PHRASE_STARTERS.contains(&bare.as_str()) && word.chars().next().is_some_and(char::is_alphanumeric) {
-            // Only whole words before the cut, and the starter itself is complete (not "only").
-            let before = &text[..start];
+            // Not after what may be a sentence's end ("8." could be "8.5"): the sentence rules decide there.
             if words[..k].last().is_some_and(|w| !w.1.ends_with(|c: char| matches!(c, '.' | '!' | '?'))) {
-                return Some(before.trim_end().len());
+                return Some(text[..start].trim_end().len());
             }
         }
     }
@@ -189,9 +200,9 @@ mod tests {
         let mut s = SentenceSplitter::new();
         assert!(s.push("On Saturday,").is_empty(), "nothing after the comma yet");
         assert_eq!(s.push(" we"), vec!["On Saturday,"]);
-        assert!(s.push(" open at 8, and close at 2.").is_empty(), "only the first part is cut early");
-        assert_eq!(s.finish(), Some("we open at 8, and close at 2.".into()));
-        // Before a phrase-starting word once four words are there, never inside a word.
+        assert_eq!(s.push(" open at 8, and close at 2."), vec!["we open at 8,"], "the rest of the first sentence in longer phrases");
+        assert_eq!(s.finish(), Some("and close at 2.".into()));
+        // Before a phrase-starting word once three words are there, never inside a word.
         let mut s = SentenceSplitter::new();
         assert!(s.push("We open at 8").is_empty());
         assert!(s.push(" o").is_empty(), "`o` may be the start of `only`");
@@ -199,13 +210,15 @@ mod tests {
         assert_eq!(s.push(" Sat"), vec!["We open at 8"]);
         assert_eq!(run(&["We open at 8 on Saturday."]), vec!["We open at 8", "on Saturday."]);
         assert_eq!(run(&["We are open only on weekdays."]), vec!["We are open only", "on weekdays."]);
+        assert_eq!(run(&["Monday is open from 7:00 to 18:00."]), vec!["Monday is open", "from 7:00 to 18:00."]);
+        assert_eq!(run(&["No, we are closed on Sunday."]), vec!["No,", "we are closed on Sunday."]);
         // Too few words before the starter, or no starter: the sentence goes whole.
-        assert_eq!(run(&["Open at 8 on Saturday."]), vec!["Open at 8 on Saturday."]);
+        assert_eq!(run(&["Open on Saturday."]), vec!["Open on Saturday."]);
         assert_eq!(run(&["Our phone number is 555-0100."]), vec!["Our phone number is 555-0100."]);
         // The joins lose and double nothing.
         let reply = "Our bakery is open Monday to Friday from 7 to 18, and Saturday from 8 to 14.";
         let parts = run(&reply.split_inclusive(' ').collect::<Vec<_>>());
-        assert_eq!(parts, vec!["Our bakery is open Monday to Friday", "from 7 to 18, and Saturday from 8 to 14."]);
+        assert_eq!(parts, vec!["Our bakery is open Monday to Friday", "from 7 to 18,", "and Saturday from 8 to 14."]);
         assert_eq!(parts.join(" "), reply);
     }
 
@@ -248,10 +261,10 @@ the carrot cake with cream cheese icing is soft and sweet, and the red velvet ca
         assert_eq!(run(&["Yes, we open at 8, and close at 6. It costs 3,5 euros, or so they say, I think."]), vec!["Yes, we open at 8, and close at 6.", "It costs 3,5 euros, or so they say, I think."]);
         assert_eq!(clause_cut("one two three four five six, seven eight nine ten eleven twelve thirteen fourteen", LONG_WORDS), Some(28));
         assert_eq!(clause_cut("one two three four five six seven eight nine ten eleven twelve thirteen fourteen,", LONG_WORDS), None, "nothing after the comma yet");
-        // A reply that starts with a long sentence: its first clause goes out after 10 words.
+        // A reply that starts with a long sentence: phrase by phrase until it ends.
         assert_eq!(
             run(&["I have a lemon drizzle cake with fresh lemons, a dark chocolate fudge cake, and a carrot cake."]),
-            vec!["I have a lemon drizzle cake with fresh lemons,", "a dark chocolate fudge cake, and a carrot cake."]
+            vec!["I have a lemon drizzle cake with fresh lemons,", "a dark chocolate fudge cake,", "and a carrot cake."]
         );
     }
 }
