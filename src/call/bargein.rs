@@ -172,13 +172,18 @@ impl BargeInTracker {
 
     /// The VAD's probability for caller audio [start_ms, end_ms).
     pub fn vad_chunk(&mut self, p: f32, start_ms: u64, end_ms: u64, talking: bool) -> Option<BargeAction> {
-        let (s0, s1) = (start_ms * 16, end_ms * 16);
-        let echo = self.frames.iter().any(|&(at, n, e)| e && at < s1 && at + n > s0);
+        let echo = self.echo_in(start_ms, end_ms);
         self.decide.push(p, start_ms, end_ms, talking, echo)
     }
 
     pub fn is_paused(&self) -> bool {
         self.decide.is_paused()
+    }
+
+    /// Was any caller frame under [start_ms, end_ms) the agent's echo?
+    pub fn echo_in(&self, start_ms: u64, end_ms: u64) -> bool {
+        let (s0, s1) = (start_ms * 16, end_ms * 16);
+        self.frames.iter().any(|&(at, n, e)| e && at < s1 && at + n > s0)
     }
 }
 

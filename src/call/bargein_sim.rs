@@ -56,6 +56,20 @@ pub struct Outcome {
     /// When the first pause and the commit came (ms from the start of the reply, wire time).
     pub first_pause_at_ms: Option<u64>,
     pub commit_at_ms: Option<u64>,
+    /// Where the time from the onset to the pause went (interruptions and sounds that paused).
+    pub trace: OnsetTrace,
+}
+
+/// Milestones after the caller's onset on the wire (ms after it, at packet times): the onset's
+/// packet reaches the detector, the VAD chunk holding it is scored, the first chunk over the
+/// threshold, the first one over it and not echo (the pause decision), and the first agent frame
+/// held back.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OnsetTrace {
+    pub heard_ms: Option<u64>,
+    pub chunk_scored_ms: Option<u64>,
+    pub speech_chunk_ms: Option<u64>,
+    pub decided_ms: Option<u64>,
 }
 
 fn rms(pcm: &[i16]) -> f32 {
@@ -139,6 +153,9 @@ pub fn run_trial(vad: &mut SileroVad, cfg: &BargeInConfig, echo_max_delay_ms: u6
         let Some(heard) = in_flight.pop_front() else { continue };
         // The media loop's order: the frame to the tracker, then the VAD's answers.
         let talking = pacer.queued_samples() > 0 || pacer.is_paused();
+        if onset_frame.is_some_and(|o| caller_samples == (o * FRAME) as u64) {
+            out.trace.heard_ms = Some((k - onset_frame.unwrap_or(k)) as u64 * 20);
+        }
         tracker.caller_frame(caller_samples, &heard, talking);
         caller_samples += heard.len() as u64;
         vad_buf.extend(heard.iter().map(|&s| s as f32 / 32768.0));
@@ -146,6 +163,18 @@ pub fn run_trial(vad: &mut SileroVad, cfg: &BargeInConfig, echo_max_delay_ms: u6
             let chunk: Vec<f32> = vad_buf.drain(..CHUNK).collect();
             let p = vad.infer(&mut [&mut stream], &[&chunk]).map(|v| v[0]).unwrap_or(0.0);
             let talking = pacer.queued_samples() > 0 || pacer.is_paused();
+            if let Some(o) = onset_frame {
+                let since = |k: usize| (k.saturating_sub(o) * 20) as u64;
+                if (seq + 1) * CHUNK as u64 > (o * FRAME) as u64 {
+                    out.trace.chunk_scored_ms.get_or_insert(since(k));
+                    if p >= cfg.threshold {
+                        out.trace.speech_chunk_ms.get_or_insert(since(k));
+                        if !tracker.echo_in(seq * 32, (seq + 1) * 32) {
+                            out.trace.decided_ms.get_or_insert(since(k));
+                        }
+                    }
+                }
+            }
             match tracker.vad_chunk(p, seq * 32, (seq + 1) * 32, talking) {
                 Some(BargeAction::Pause { .. }) => {
                     pacer.pause();
@@ -282,6 +311,18 @@ impl Report {
             fmt(lat.last().copied()),
             fmt(percentile(&pauses, 50.0)),
             fmt(percentile(&pauses, 95.0)),
+        );
+        let step = |f: fn(&OnsetTrace) -> Option<u64>| {
+            let mut v: Vec<u64> = self.interruptions.iter().filter_map(|o| f(&o.trace)).collect();
+            v.sort_unstable();
+            format!("{}/{}", fmt(percentile(&v, 50.0)), fmt(percentile(&v, 95.0)))
+        };
+        s += &format!(
+            "  where it went (ms after the onset, p50/p95): reaches the detector {}, its VAD chunk scored {}, first chunk over the threshold {}, and not echo (pause decided) {}\n",
+            step(|t| t.heard_ms),
+            step(|t| t.chunk_scored_ms),
+            step(|t| t.speech_chunk_ms),
+            step(|t| t.decided_ms),
         );
         for (name, v) in [("back-channels", &self.back_channels), ("coughs", &self.coughs), ("echo only", &self.echo_only)] {
             s += &format!(
