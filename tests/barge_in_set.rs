@@ -40,7 +40,8 @@ fn interruptions_stop_the_agent_and_echo_back_channels_and_coughs_do_not() {
     assert!(r.back_channels.iter().filter(|o| o.paused && !o.committed).all(|o| o.resumed), "{summary}");
 
     // Without the echo check, the same echo would interrupt the agent: the check is what holds it.
-    let no_check = BargeInConfig { echo_ncc: 2.0, ..Default::default() };
+    // (The onset gate off, so that it is the VAD path that hears the echo as speech.)
+    let no_check = BargeInConfig { echo_ncc: 2.0, onset_dbfs: 0.0, ..Default::default() };
     let bare = bargein_sim::run_trial(&mut vad, &no_check, 400, &Line { echo_gain: 0.5, ..Line::default() }, &voice.synthesize_16k(bargein_sim::AGENT_REPLY).unwrap(), None);
     assert!(bare.paused, "echo at −6 dB with no echo check should reach the VAD as speech: {bare:?}");
 }

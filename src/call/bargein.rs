@@ -17,6 +17,18 @@
 //! chunks that are the agent's own voice coming back (`echo_check`) do not
 //! count as speech, and the probability threshold is higher than for turn
 //! detection.
+//!
+//! The VAD hears the caller late: after the jitter buffer's playout delay, the
+//! rest of its 32 ms chunk, and the chunk or two Silero takes to rise over the
+//! threshold (`switchboard bench-barge-in` breaks the time down). So there is
+//! a stage 0, the **onset gate**: each caller packet as it arrives, before the
+//! jitter buffer, gets its echo verdict there, and a packet at least
+//! `onset_dbfs` loud that is not echo, after one that was quiet or echo, pauses
+//! the agent at once (`Pause`). The VAD then confirms it (speech: the pause
+//! goes on to the commit as above) or not (`resume_ms` of no speech resumes,
+//! and the gate rests for `GATE_REST_MS`, so a clicking line cannot hold the
+//! agent). The gate only pauses: stopping for good still takes the VAD's
+//! `commit_ms` of speech.
 
 /// How barge-in behaves (per agent).
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +45,9 @@ pub struct BargeInConfig {
     pub echo_ncc: f32,
     /// …if it is at least this much quieter than the agent (the echo path's least loss, dB).
     pub echo_return_loss_db: f32,
+    /// A caller packet this loud (RMS, dBFS) that is not echo pauses the agent as it arrives,
+    /// before the VAD hears it (the onset gate); 0 turns the gate off.
+    pub onset_dbfs: f32,
 }
 
 impl Default for BargeInConfig {
@@ -40,9 +55,14 @@ impl Default for BargeInConfig {
         // Tuned on `switchboard bench-barge-in` (the README has the figures): one VAD chunk of
         // speech pauses (p50 ~100 ms on the wire); 640 ms keeps "mm-hmm" a back-channel; 400 ms of
         // quiet bridges the comma pause of "Sorry, can I stop you there?".
-        BargeInConfig { threshold: 0.6, pause_ms: 32, commit_ms: 640, resume_ms: 400, echo_ncc: 0.55, echo_return_loss_db: 6.0 }
+        BargeInConfig { threshold: 0.6, pause_ms: 32, commit_ms: 640, resume_ms: 400, echo_ncc: 0.55, echo_return_loss_db: 6.0, onset_dbfs: ONSET_DBFS }
     }
 }
+
+/// The onset gate's default level: the bench's (and the wire tests') own onset criterion, 0.02 RMS.
+pub const ONSET_DBFS: f32 = -34.0;
+/// After a gate pause the VAD did not confirm, the gate rests this long (caller audio time).
+pub const GATE_REST_MS: u64 = 2000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BargeAction {
@@ -59,6 +79,8 @@ enum State {
     Idle,
     /// Caller speech began while the agent talked; not yet long enough to pause.
     Onset { start: u64 },
+    /// The onset gate paused the agent at caller time `since`; the VAD has not confirmed speech yet.
+    Gated { since: u64 },
     /// The agent's audio is held.
     Paused { start: u64, last_speech: u64 },
     /// Committed: the rest of this caller utterance is the caller's turn, not another barge-in.
@@ -69,15 +91,30 @@ enum State {
 pub struct BargeIn {
     cfg: BargeInConfig,
     state: State,
+    /// The onset gate rests until this caller time (after a pause the VAD did not confirm).
+    gate_rest_until: u64,
 }
 
 impl BargeIn {
     pub fn new(cfg: BargeInConfig) -> BargeIn {
-        BargeIn { cfg, state: State::Idle }
+        BargeIn { cfg, state: State::Idle, gate_rest_until: 0 }
     }
 
     pub fn is_paused(&self) -> bool {
-        matches!(self.state, State::Paused { .. })
+        matches!(self.state, State::Paused { .. } | State::Gated { .. })
+    }
+
+    /// The onset gate saw a loud caller packet that is not echo arrive while the agent talks; `at_ms`
+    /// is the caller audio time played out so far (the packet plays after it). Pauses unless already
+    /// paused or committed, or the gate is resting.
+    pub fn gate(&mut self, at_ms: u64) -> Option<BargeAction> {
+        match self.state {
+            State::Idle | State::Onset { .. } if at_ms >= self.gate_rest_until => {
+                self.state = State::Gated { since: at_ms };
+                Some(BargeAction::Pause { onset_ms: at_ms })
+            }
+            _ => None,
+        }
     }
 
     /// One VAD chunk [start_ms, end_ms) of caller audio with its speech probability.
@@ -90,6 +127,21 @@ impl BargeIn {
                 if agent_talking && speech {
                     self.state = State::Onset { start: start_ms };
                     return self.push_onset(start_ms, end_ms);
+                }
+                None
+            }
+            State::Gated { since } => {
+                if speech {
+                    // Confirmed: from here on it is a pause like any other (already in effect).
+                    self.state = State::Paused { start: start_ms, last_speech: end_ms };
+                    if end_ms - start_ms >= self.cfg.commit_ms {
+                        self.state = State::Committed { last_speech: end_ms };
+                        return Some(BargeAction::Commit { onset_ms: start_ms });
+                    }
+                } else if end_ms >= since + self.cfg.resume_ms {
+                    self.state = State::Idle;
+                    self.gate_rest_until = end_ms + GATE_REST_MS;
+                    return Some(BargeAction::Resume);
                 }
                 None
             }
@@ -138,21 +190,37 @@ impl BargeIn {
     }
 }
 
-/// Barge-in for one call, between the media loop and the decision: each caller frame gets its echo
-/// verdict as it arrives, each VAD chunk (which spans several frames and comes back later) a
-/// decision, taking the chunk for echo when any of its frames was.
+/// Barge-in for one call, between the media loop and the decision. Each caller packet gets its
+/// echo verdict as it arrives (before the jitter buffer), where the onset gate also looks at it;
+/// each played-out caller frame takes its packet's verdict; each VAD chunk (which spans several
+/// frames and comes back later) gets a decision, taking the chunk for echo when any of its frames
+/// was.
 #[derive(Debug, Clone)]
 pub struct BargeInTracker {
     decide: BargeIn,
     echo: super::echo_check::EchoCheck,
-    /// Recent caller frames: (first sample, samples, echo).
+    /// Echo verdicts of the packets that arrived, by RTP timestamp, newest last.
+    arrived: std::collections::VecDeque<(u32, bool)>,
+    /// Recent caller frames played out: (first sample, samples, echo).
     frames: std::collections::VecDeque<(u64, u64, bool)>,
+    /// The last packet that arrived was at least the gate's level and not echo.
+    loud: bool,
+    /// The gate's level as a 16-bit RMS (None: no gate).
+    gate_rms: Option<f32>,
 }
 
 impl BargeInTracker {
     pub fn new(cfg: BargeInConfig, echo_max_delay_ms: u64) -> BargeInTracker {
         let echo = super::echo_check::EchoCheck::new(echo_max_delay_ms, cfg.echo_ncc, cfg.echo_return_loss_db);
-        BargeInTracker { decide: BargeIn::new(cfg), echo, frames: std::collections::VecDeque::new() }
+        let gate_rms = (cfg.onset_dbfs < 0.0).then(|| 32768.0 * 10f32.powf(cfg.onset_dbfs / 20.0));
+        BargeInTracker {
+            decide: BargeIn::new(cfg),
+            echo,
+            arrived: std::collections::VecDeque::new(),
+            frames: std::collections::VecDeque::new(),
+            loud: false,
+            gate_rms,
+        }
     }
 
     /// An agent frame as it leaves on the wire (silence fill too: it keeps the echo timeline).
@@ -160,11 +228,34 @@ impl BargeInTracker {
         self.echo.sent(pcm);
     }
 
-    /// A caller frame (16 kHz) starting at caller sample `at`; `talking`: the agent has audio queued
-    /// or held. Only then is there an echo to fear (and a correlation to pay for).
-    pub fn caller_frame(&mut self, at: u64, pcm: &[i16], talking: bool) {
+    /// A caller packet as it arrives, decoded (16 kHz), in arrival order, before the jitter buffer:
+    /// its echo verdict (kept for when it plays out), and the onset gate. `talking`: the agent has
+    /// audio queued or held (only then is there an echo to fear and a correlation to pay for);
+    /// `played_ms`: the caller audio played out so far. A `Pause` must stop the agent's next frame.
+    pub fn caller_arrived(&mut self, timestamp: u32, pcm: &[i16], talking: bool, played_ms: u64) -> Option<BargeAction> {
         let echo = talking && self.echo.check(pcm).echo;
-        self.frames.push_back((at, pcm.len() as u64, echo));
+        self.arrived.push_back((timestamp, echo));
+        while self.arrived.len() > 64 {
+            self.arrived.pop_front();
+        }
+        let loud = self.gate_rms.is_some_and(|g| rms(pcm) >= g) && !echo;
+        let rise = loud && !self.loud;
+        self.loud = loud;
+        if rise && talking {
+            return self.decide.gate(played_ms);
+        }
+        None
+    }
+
+    /// A caller frame of `samples` (16 kHz) played out at caller sample `at`: the packet with RTP
+    /// `timestamp`, or concealment (None), which takes the verdict of the frame before it.
+    pub fn caller_frame(&mut self, at: u64, samples: u64, timestamp: Option<u32>) {
+        let last = self.frames.back().is_some_and(|f| f.2);
+        let echo = match timestamp {
+            Some(ts) => self.arrived.iter().rev().find(|a| a.0 == ts).is_some_and(|a| a.1),
+            None => last,
+        };
+        self.frames.push_back((at, samples, echo));
         while self.frames.len() > 200 {
             self.frames.pop_front();
         }
@@ -172,14 +263,23 @@ impl BargeInTracker {
 
     /// The VAD's probability for caller audio [start_ms, end_ms).
     pub fn vad_chunk(&mut self, p: f32, start_ms: u64, end_ms: u64, talking: bool) -> Option<BargeAction> {
-        let (s0, s1) = (start_ms * 16, end_ms * 16);
-        let echo = self.frames.iter().any(|&(at, n, e)| e && at < s1 && at + n > s0);
+        let echo = self.echo_in(start_ms, end_ms);
         self.decide.push(p, start_ms, end_ms, talking, echo)
     }
 
     pub fn is_paused(&self) -> bool {
         self.decide.is_paused()
     }
+
+    /// Was any caller frame under [start_ms, end_ms) the agent's echo?
+    pub fn echo_in(&self, start_ms: u64, end_ms: u64) -> bool {
+        let (s0, s1) = (start_ms * 16, end_ms * 16);
+        self.frames.iter().any(|&(at, n, e)| e && at < s1 && at + n > s0)
+    }
+}
+
+fn rms(pcm: &[i16]) -> f32 {
+    (pcm.iter().map(|&s| (s as f32) * (s as f32)).sum::<f32>() / pcm.len().max(1) as f32).sqrt()
 }
 
 #[cfg(test)]
@@ -254,6 +354,85 @@ mod tests {
         let mut p = vec![(0.95, true, true); 40]; // the agent's own voice, recognised as echo
         p.extend(vec![(0.55, true, false); 40]); // below the barge-in threshold (turn detection's is 0.5)
         assert!(run(&mut b, &p).is_empty());
+    }
+
+    #[test]
+    fn the_onset_gate_pauses_at_once_and_the_vad_confirms_it_or_resumes() {
+        // Confirmed: the gate's pause at 300 ms (caller time) holds; VAD speech from the chunk at 320
+        // commits after commit_ms of it, from the VAD's onset, with no second pause.
+        let mut b = BargeIn::new(cfg());
+        assert_eq!(b.gate(300), Some(BargeAction::Pause { onset_ms: 300 }));
+        assert!(b.is_paused());
+        assert_eq!(b.gate(310), None, "already paused");
+        let mut p = quiet(10);
+        p.extend(speech(20));
+        assert_eq!(run(&mut b, &p), vec![(800, BargeAction::Commit { onset_ms: 320 })]);
+        assert_eq!(b.gate(900), None, "committed: the caller's turn");
+
+        // Not confirmed (a cough the VAD does not call speech): resumes resume_ms after the gate…
+        let mut b = BargeIn::new(cfg());
+        assert!(b.gate(100).is_some());
+        let got = run(&mut b, &quiet(20));
+        assert_eq!(got, vec![(448, BargeAction::Resume)], "the chunk ending at >= 100 + 320 ms");
+        // …and the gate rests GATE_REST_MS: a clicking line cannot keep the agent quiet.
+        assert_eq!(b.gate(1000), None);
+        assert_eq!(b.gate(448 + GATE_REST_MS), Some(BargeAction::Pause { onset_ms: 448 + GATE_REST_MS }));
+        // The VAD's own pause still works while the gate rests.
+        let mut b = BargeIn::new(cfg());
+        b.gate(0);
+        run(&mut b, &quiet(20));
+        let mut p = quiet(20);
+        p.extend(speech(3));
+        assert_eq!(run(&mut b, &p), vec![(704, BargeAction::Pause { onset_ms: 640 })]);
+    }
+
+    /// A speech-like test signal (as in echo_check's tests): low-passed noise under a syllable envelope.
+    fn voice(n: usize, seed: u64) -> Vec<i16> {
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut lp = 0.0f32;
+        (0..n)
+            .map(|i| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let white = ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5;
+                lp = 0.7 * lp + 0.3 * white;
+                let env = 0.3 + 0.7 * (i as f32 / 16000.0 * 4.0 * std::f32::consts::PI + seed as f32).sin().abs();
+                (lp * env * 40000.0) as i16
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_tracker_gates_on_arrival_but_not_on_echo_and_plays_out_the_arrival_verdicts() {
+        let agent = voice(48000, 1);
+        let caller = voice(48000, 7);
+        let mut t = BargeInTracker::new(BargeInConfig::default(), 400);
+        let echo = |i: usize| -> Vec<i16> { (0..320).map(|k| (i * 320 + k).checked_sub(960).map_or(0, |a| (agent[a] as f32 * 0.316) as i16)).collect() };
+        // 1.5 s of the agent's echo at −10 dB after 60 ms: loud enough for the gate, but echo.
+        for i in 0..75 {
+            t.agent_sent(&agent[i * 320..(i + 1) * 320]);
+            assert_eq!(t.caller_arrived(i as u32 * 160, &echo(i), true, i as u64 * 20), None, "frame {i}");
+        }
+        // Played out 40 ms later, the frames take the verdicts they got on arrival.
+        for i in 0..73 {
+            t.caller_frame(i * 320, 320, Some(i as u32 * 160));
+        }
+        let echo_ms = (100..1400).step_by(32).filter(|&ms| t.echo_in(ms, ms + 32)).count();
+        assert!(echo_ms >= 38, "{echo_ms} of 41 chunks are echo");
+        // The caller starts talking over it: the first loud frame pauses at once, once.
+        let mut actions = Vec::new();
+        for i in 75..100 {
+            t.agent_sent(&agent[i * 320..(i + 1) * 320]);
+            let frame: Vec<i16> = echo(i).iter().zip(&caller[i * 320..]).map(|(&e, &c)| e.saturating_add(c)).collect();
+            actions.extend(t.caller_arrived(i as u32 * 160, &frame, true, 1460).map(|a| (i, a)));
+        }
+        assert_eq!(actions, vec![(75, BargeAction::Pause { onset_ms: 1460 })]);
+        assert!(t.is_paused());
+        // Nothing is gated while the agent is silent, nor with the gate off.
+        let mut quiet = BargeInTracker::new(BargeInConfig::default(), 400);
+        assert_eq!(quiet.caller_arrived(0, &caller[..320], false, 0), None);
+        let mut off = BargeInTracker::new(BargeInConfig { onset_dbfs: 0.0, ..Default::default() }, 400);
+        off.agent_sent(&agent[..320]);
+        assert_eq!(off.caller_arrived(0, &caller[..320], true, 0), None);
     }
 
     #[test]

@@ -4,10 +4,20 @@
 //! frames. The caller's line carries the agent's echo (by default −10 dB after
 //! 60 ms) plus, at a chosen moment, the caller's own sound: an interruption, a
 //! back-channel ("uh-huh"), a cough, or nothing. That line audio is encoded
-//! and decoded as G.711 μ-law by the codecs calls use, reaches the detector
-//! after the jitter buffer's delay, is scored by the Silero VAD in 32 ms
-//! chunks, and `BargeInTracker` decides — the same decision code the media
-//! loop runs; only the clock is simulated, so every figure is repeatable.
+//! and decoded as G.711 μ-law by the codecs calls use. As in the media loop
+//! (`CallMedia::handle_rtp`), each packet meets `BargeInTracker` as it arrives
+//! (the echo verdict and the onset gate, whose pause holds the agent's next
+//! frame), then reaches the VAD after the jitter buffer's delay, is scored by
+//! the Silero VAD in 32 ms chunks, and the tracker decides — the same decision
+//! code the media loop runs; only the clock is simulated, so every figure is
+//! repeatable.
+//!
+//! The timing follows the media loop: at each packet time the agent's frame
+//! leaves first, then the caller's packet of that time arrives (on a real line
+//! it arrives anywhere in the 20 ms before the next frame, so the sim is up to
+//! a frame pessimistic there); a VAD chunk completed at one packet time is
+//! scored and acted on before the next frame leaves (the media loop reads the
+//! worker's answer at the next packet time, before sending that frame).
 //!
 //! Times are wire times: the caller's speech onset is the first 20 ms packet
 //! of their sound above −34 dBFS (the e2e tests' 0.02 RMS criterion on the
@@ -56,6 +66,21 @@ pub struct Outcome {
     /// When the first pause and the commit came (ms from the start of the reply, wire time).
     pub first_pause_at_ms: Option<u64>,
     pub commit_at_ms: Option<u64>,
+    /// Where the time from the onset to the pause went (interruptions and sounds that paused).
+    pub trace: OnsetTrace,
+}
+
+/// Milestones after the caller's onset on the wire (ms after it, at packet times): the onset
+/// gate paused the agent, the onset's packet reaches the detector, the VAD chunk holding it is scored, the first chunk over the
+/// threshold, the first one over it and not echo (the pause decision), and the first agent frame
+/// held back.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OnsetTrace {
+    pub gated_ms: Option<u64>,
+    pub heard_ms: Option<u64>,
+    pub chunk_scored_ms: Option<u64>,
+    pub speech_chunk_ms: Option<u64>,
+    pub decided_ms: Option<u64>,
 }
 
 fn rms(pcm: &[i16]) -> f32 {
@@ -93,7 +118,7 @@ pub fn run_trial(vad: &mut SileroVad, cfg: &BargeInConfig, echo_max_delay_ms: u6
     let onset_frame = sound.chunks(FRAME).position(|f| rms(f) > 0.02 * 32768.0).map(|k| at / FRAME + k);
 
     let mut sent: Vec<i16> = Vec::with_capacity(agent.len() + 16000);
-    let mut in_flight: std::collections::VecDeque<Vec<i16>> = std::collections::VecDeque::new();
+    let mut in_flight: std::collections::VecDeque<(u32, Vec<i16>)> = std::collections::VecDeque::new();
     let jitter_frames = (line.jitter_ms / 20) as usize;
     let echo_delay = line.echo_delay_ms as usize * 16;
     let mut vad_buf: Vec<f32> = Vec::new();
@@ -132,20 +157,44 @@ pub fn run_trial(vad: &mut SileroVad, cfg: &BargeInConfig, echo_max_delay_ms: u6
         enc.encode(&line_pcm, &mut payload).expect("PCMU encodes any frame");
         pcm.clear();
         dec.decode(&payload, &mut pcm).expect("PCMU decodes any payload");
-        in_flight.push_back(pcm.clone());
+        // The packet arrives: its echo verdict and the onset gate.
+        let talking = pacer.queued_samples() > 0 || pacer.is_paused();
+        if let Some(BargeAction::Pause { .. }) = tracker.caller_arrived(k as u32, &pcm, talking, caller_samples / 16) {
+            pacer.pause();
+            out.paused = true;
+            out.first_pause_at_ms.get_or_insert(k as u64 * 20);
+            if let Some(o) = onset_frame.filter(|&o| k >= o) {
+                out.trace.gated_ms.get_or_insert((k - o) as u64 * 20);
+            }
+        }
+        in_flight.push_back((k as u32, pcm.clone()));
         if in_flight.len() <= jitter_frames {
             continue;
         }
-        let Some(heard) = in_flight.pop_front() else { continue };
+        let Some((ts, heard)) = in_flight.pop_front() else { continue };
         // The media loop's order: the frame to the tracker, then the VAD's answers.
-        let talking = pacer.queued_samples() > 0 || pacer.is_paused();
-        tracker.caller_frame(caller_samples, &heard, talking);
+        if onset_frame.is_some_and(|o| caller_samples == (o * FRAME) as u64) {
+            out.trace.heard_ms = Some((k - onset_frame.unwrap_or(k)) as u64 * 20);
+        }
+        tracker.caller_frame(caller_samples, heard.len() as u64, Some(ts));
         caller_samples += heard.len() as u64;
         vad_buf.extend(heard.iter().map(|&s| s as f32 / 32768.0));
         while vad_buf.len() >= CHUNK {
             let chunk: Vec<f32> = vad_buf.drain(..CHUNK).collect();
             let p = vad.infer(&mut [&mut stream], &[&chunk]).map(|v| v[0]).unwrap_or(0.0);
             let talking = pacer.queued_samples() > 0 || pacer.is_paused();
+            if let Some(o) = onset_frame {
+                let since = |k: usize| (k.saturating_sub(o) * 20) as u64;
+                if (seq + 1) * CHUNK as u64 > (o * FRAME) as u64 {
+                    out.trace.chunk_scored_ms.get_or_insert(since(k));
+                    if p >= cfg.threshold {
+                        out.trace.speech_chunk_ms.get_or_insert(since(k));
+                        if !tracker.echo_in(seq * 32, (seq + 1) * 32) {
+                            out.trace.decided_ms.get_or_insert(since(k));
+                        }
+                    }
+                }
+            }
             match tracker.vad_chunk(p, seq * 32, (seq + 1) * 32, talking) {
                 Some(BargeAction::Pause { .. }) => {
                     pacer.pause();
@@ -282,6 +331,19 @@ impl Report {
             fmt(lat.last().copied()),
             fmt(percentile(&pauses, 50.0)),
             fmt(percentile(&pauses, 95.0)),
+        );
+        let step = |f: fn(&OnsetTrace) -> Option<u64>| {
+            let mut v: Vec<u64> = self.interruptions.iter().filter_map(|o| f(&o.trace)).collect();
+            v.sort_unstable();
+            format!("{}/{}", fmt(percentile(&v, 50.0)), fmt(percentile(&v, 95.0)))
+        };
+        s += &format!(
+            "  where it went (ms after the onset, p50/p95): onset gate paused {}, reaches the VAD {}, its VAD chunk scored {}, first chunk over the threshold {}, and not echo (pause decided) {}\n",
+            step(|t| t.gated_ms),
+            step(|t| t.heard_ms),
+            step(|t| t.chunk_scored_ms),
+            step(|t| t.speech_chunk_ms),
+            step(|t| t.decided_ms),
         );
         for (name, v) in [("back-channels", &self.back_channels), ("coughs", &self.coughs), ("echo only", &self.echo_only)] {
             s += &format!(

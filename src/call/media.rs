@@ -3,7 +3,9 @@
 //! RTP in: latch to the first valid source (symmetric RTP, for callers behind
 //! NAT), ignore everything else; audio goes to the jitter buffer, telephone
 //! events to the RFC 4733 receiver, everything to the RTCP reception
-//! statistics. Every packet time: play out what the jitter buffer releases,
+//! statistics; with barge-in on, an audio packet is also decoded as it arrives
+//! (in arrival order, by a decoder of its own) for the echo check and the
+//! onset gate, which may pause the agent before the packet plays. Every packet time: play out what the jitter buffer releases,
 //! decode or conceal it to 16 kHz, give it to the agent, queue the agent's
 //! audio in the pacer, and emit the pacer's frames as RTP (or as telephone
 //! events while digits are being sent). RTCP reports go out on their own
@@ -186,6 +188,9 @@ fn opus_params(ours: &OpusParams, peer: Option<&OpusFmtp>) -> OpusParams {
 /// The codec state of one negotiated session (rebuilt when a re-INVITE changes the codec).
 struct Codecs {
     decoder: Box<dyn Decoder>,
+    /// Decodes packets as they arrive, for barge-in's onset gate (its own state: the playout
+    /// decoder must see the packets in playout order).
+    arrival: Box<dyn Decoder>,
     encoder: Box<dyn Encoder>,
     dtmf_rx: Rfc4733Receiver,
     dtmf_tx: Rfc4733Sender,
@@ -196,6 +201,7 @@ impl Codecs {
         let k = kind(p.codec);
         Ok(Codecs {
             decoder: codec::decoder(k, p.ptime_ms)?,
+            arrival: codec::decoder(k, p.ptime_ms)?,
             encoder: codec::encoder(k, p.ptime_ms, &opus_params(&s.opus, p.opus.as_ref()))?,
             dtmf_rx: Rfc4733Receiver::new(p.dtmf_clock_rate),
             dtmf_tx: Rfc4733Sender::new(p.dtmf_clock_rate, p.ptime_ms),
@@ -229,6 +235,9 @@ pub struct CallMedia {
     barge: Option<BargeInTracker>,
     /// Caller samples (16 kHz) handed on so far: the caller audio's timeline.
     caller_samples: u64,
+    /// Sequence number of the last packet decoded on arrival (older ones are not: reordered).
+    arrival_seq: Option<u16>,
+    arrival_pcm: Vec<i16>,
     events: VecDeque<MediaEvent>,
     timed_out: bool,
     stats: MediaStats,
@@ -268,6 +277,8 @@ impl CallMedia {
             speculating: false,
             barge: None,
             caller_samples: 0,
+            arrival_seq: None,
+            arrival_pcm: Vec::with_capacity(960),
             events: VecDeque::new(),
             timed_out: false,
             stats: MediaStats::default(),
@@ -424,9 +435,33 @@ impl CallMedia {
             payload_type: h.payload_type,
             payload: payload.to_vec(),
         };
+        let (sequence, timestamp) = (pkt.sequence, pkt.timestamp);
         match self.jitter.insert(pkt, now) {
             InsertOutcome::Late | InsertOutcome::Duplicate | InsertOutcome::Overflow => skipped,
-            _ => outcome,
+            o => {
+                self.arrived(sequence, timestamp, payload, o == InsertOutcome::Resync);
+                outcome
+            }
+        }
+    }
+
+    /// A caller audio packet the jitter buffer took, as it arrives: barge-in's echo verdict and
+    /// onset gate (which pauses the agent's audio from the next frame on, before the packet plays).
+    fn arrived(&mut self, sequence: u16, timestamp: u32, payload: &[u8], resync: bool) {
+        let Some(b) = &mut self.barge else { return };
+        let in_order = resync || self.arrival_seq.is_none_or(|last| (1..0x8000).contains(&sequence.wrapping_sub(last)));
+        if !self.agent_started || !in_order {
+            return;
+        }
+        self.arrival_seq = Some(sequence);
+        self.arrival_pcm.clear();
+        if self.codecs.arrival.decode(payload, &mut self.arrival_pcm).is_err() {
+            return;
+        }
+        let talking = self.pacer.queued_samples() > 0 || self.pacer.is_paused();
+        if let Some(BargeAction::Pause { onset_ms }) = b.caller_arrived(timestamp, &self.arrival_pcm, talking, self.caller_samples / 16) {
+            self.pacer.pause();
+            tracing::debug!(onset_ms, "barge-in: a loud caller packet that is not echo arrived; agent audio paused");
         }
     }
 
@@ -556,8 +591,10 @@ impl CallMedia {
         while let Some(p) = self.jitter.pop(now) {
             produced = true;
             self.pcm.clear();
+            let mut timestamp = None;
             match p {
                 Playout::Packet(pkt) => {
+                    timestamp = Some(pkt.timestamp);
                     if let Err(e) = self.codecs.decoder.decode(&pkt.payload, &mut self.pcm) {
                         self.stats.decode_errors += 1;
                         tracing::debug!(error = %e, "undecodable packet: concealed");
@@ -581,7 +618,7 @@ impl CallMedia {
                     self.stats.stretched_samples += self.pcm.len() as u64;
                 }
             }
-            self.hand_caller_audio(now);
+            self.hand_caller_audio(timestamp, now);
         }
         if !produced {
             // Nothing to play this packet time (before the first packet, or the caller stopped
@@ -589,16 +626,16 @@ impl CallMedia {
             // so the agent and the VAD hear the pause.
             self.pcm.clear();
             self.pcm.resize(AGENT_RATE as usize * self.params.ptime_ms as usize / 1000, 0);
-            self.hand_caller_audio(now);
+            self.hand_caller_audio(None, now);
         }
         self.vad_results(now);
     }
 
-    /// `self.pcm` (16 kHz caller audio) to the agent and the VAD.
-    fn hand_caller_audio(&mut self, now: Instant) {
+    /// `self.pcm` (16 kHz caller audio: the packet with RTP `timestamp`, or concealment) to the
+    /// agent and the VAD.
+    fn hand_caller_audio(&mut self, timestamp: Option<u32>, now: Instant) {
         if let Some(b) = &mut self.barge {
-            let talking = self.pacer.queued_samples() > 0 || self.pacer.is_paused();
-            b.caller_frame(self.caller_samples, &self.pcm, talking);
+            b.caller_frame(self.caller_samples, self.pcm.len() as u64, timestamp);
         }
         self.caller_samples += self.pcm.len() as u64;
         if self.agent_started {

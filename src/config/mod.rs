@@ -316,6 +316,9 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
         if !(0.0..=60.0).contains(&bi.echo_return_loss_db) {
             return Err(err(&format!("agents.{name}.barge_in.echo_return_loss_db"), format!("{} is out of range 0..=60", bi.echo_return_loss_db)));
         }
+        if !(-90.0..=0.0).contains(&bi.onset_dbfs) {
+            return Err(err(&format!("agents.{name}.barge_in.onset_dbfs"), format!("{} is out of range -90..=0 (0: no onset gate)", bi.onset_dbfs)));
+        }
         if bi.commit_ms.get() < bi.pause_ms.get() {
             return Err(err(&format!("agents.{name}.barge_in.commit_ms"), format!("{} is shorter than pause_ms ({})", bi.commit_ms.get(), bi.pause_ms.get())));
         }

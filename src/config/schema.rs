@@ -474,6 +474,9 @@ pub struct BargeInSettings {
     pub echo_return_loss_db: f32,
     /// The longest echo path delay looked at.
     pub echo_max_delay_ms: U64Range<20, 2000>,
+    /// The onset gate: a caller packet this loud (RMS, dBFS) that is not echo pauses the agent as it
+    /// arrives, before the VAD has heard it; 0 turns the gate off.
+    pub onset_dbfs: f32,
     /// Fade the agent's audio out over this long when it stops (0: a hard cut at a frame boundary).
     pub fade_ms: U64Range<0, 20>,
 }
@@ -490,6 +493,7 @@ impl Default for BargeInSettings {
             echo_ncc: d.echo_ncc,
             echo_return_loss_db: d.echo_return_loss_db,
             echo_max_delay_ms: U64Range(400),
+            onset_dbfs: d.onset_dbfs,
             fade_ms: U64Range(0),
         }
     }
@@ -504,6 +508,7 @@ impl BargeInSettings {
             resume_ms: self.resume_ms.get(),
             echo_ncc: self.echo_ncc,
             echo_return_loss_db: self.echo_return_loss_db,
+            onset_dbfs: self.onset_dbfs,
         }
     }
 }
