@@ -1,18 +1,25 @@
-//! Voice-to-voice latency on a real call: from the end of the caller's question on the wire to the
-//! first RTP packet carrying the agent's answer, over N turns of one conversation on the embedded
-//! models (release build), with where the time goes.
+//! Voice-to-voice latency on real calls: from the end of the caller's question on the wire to the
+//! first RTP packet carrying the agent's answer, over N turns of a conversation on the embedded
+//! models with the default config's model settings (release build), with where the time goes.
 //!
-//!   cargo bench --bench voice_to_voice -- [--turns 20]
+//!   cargo bench --bench voice_to_voice -- [--turns 20] [--callers 1] [--speculate-after-ms 200]
 //!
-//! A SIPp caller asks bakery questions spoken by Piper (noise-free) every 11 s; tcpdump captures the
-//! RTP. Per turn, from the capture and the appliance's log (both on this machine's clock):
-//! - end of turn: caller speech end on the wire → `turn committed` (the VAD's silence wait included);
-//! - ASR: → `transcript`;
+//! A SIPp caller (or `--callers N` of them at once, all asking at the same moments: the worst case
+//! for the shared models) asks bakery questions spoken by Piper (noise-free) every 11 s; tcpdump
+//! captures the RTP. Per turn, from the capture (every caller) and, with one caller, the appliance's
+//! log (both on this machine's clock), the stages as they follow each other on the critical path:
+//! - pause: caller speech end on the wire → the turn's tentative end (the speculative start), or its
+//!   commit when it was not speculated;
+//! - ASR: → the transcript the reply was started on (tentative or final);
 //! - LLM first text: the reply's `first_text_ms`;
-//! - first sentence: → `first sentence to the voice` (the rest of the model's first clause);
-//! - TTS: → `first audio after the turn` (Piper's first chunk);
+//! - first phrase: → `first sentence to the voice` (the rest of the model's first phrase);
+//! - TTS: → Piper's first audio ready;
+//! - wait: → `first audio after the turn` (the audio held until the turn was committed, if it was
+//!   ready before; `commit` shows when that was);
 //! - overhead: → the first loud packet on the wire (pacer queue, packet clock, network).
 //!
+//! `--speculate-after-ms 0` turns the speculative start off; `SWITCHBOARD_BIN=path/to/switchboard`
+//! measures another build with the same harness (a before/after pair in one sitting).
 //! Needs the models (`scripts/setup.sh --test`) and sipp, tcpdump, sox.
 
 #[path = "../tests/common/mod.rs"]
@@ -80,9 +87,35 @@ fn pct(v: &[f64], p: f64) -> f64 {
     s[((s.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The shipped config's `models` section (config/switchboard.yaml), its model paths under `m`: the
+/// bench measures the default thread budgets and precisions, not settings of its own.
+fn default_models_yaml(m: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(common::repo_root().join("config/switchboard.yaml")).expect("config/switchboard.yaml");
+    let cfg: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("the default config is YAML");
+    let mut models = cfg.get("models").expect("a models section").clone();
+    fn fix(v: &mut serde_yaml_ng::Value, m: &str) {
+        match v {
+            serde_yaml_ng::Value::String(s) if s.starts_with("../models/") => *s = s.replacen("../models", m, 1),
+            serde_yaml_ng::Value::Mapping(map) => map.iter_mut().for_each(|(_, v)| fix(v, m)),
+            _ => {}
+        }
+    }
+    fix(&mut models, &m.display().to_string());
+    let mut root = serde_yaml_ng::Mapping::new();
+    root.insert("models".into(), models);
+    serde_yaml_ng::to_string(&root).unwrap()
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let turns: usize = args.iter().position(|a| a == "--turns").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(20);
+    let turns: usize = arg(&args, "--turns", 20);
+    let callers: usize = arg(&args, "--callers", 1);
+    // Not given: the config's default (and a build from before the key, via SWITCHBOARD_BIN, runs).
+    let speculate: Option<u64> = args.iter().any(|a| a == "--speculate-after-ms").then(|| arg(&args, "--speculate-after-ms", 200));
     if args.iter().any(|a| a == "--list" || a == "--test") {
         // `cargo test --benches` / `cargo bench -- --list`: nothing to run quickly here.
         return;
@@ -95,9 +128,9 @@ fn main() {
     let call_s = 1.0 + SLOT_S * turns as f64 + 3.0;
     let ends = common::speech::caller_pcap(&m, &dir, &lines, call_s, 0.0, 0xB0_0001);
     let cfg = format!(
-        "models:\n  runtime:\n    library: {m}/onnxruntime/libonnxruntime.so.1.32.0\n  vad:\n    path: {m}/silero_vad/silero_vad.onnx\n  tts:\n    path: {m}/piper/en_US-joe-medium.onnx\n    intra_threads: 1\n  asr:\n    tiny:\n      path: {m}/whisper_tiny_en\n  llm:\n    embedded:\n      type: onnx\n      path: {m}/qwen2_5_coder_1_5b\n      temperature: 0\n\
-         routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    noise_scale: 0\n    noise_w: 0\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      max_output_tokens: 40\n",
-        m = m.display(),
+        "logging:\n  level: info,switchboard::models::tts_worker=debug\n{models}routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    noise_scale: 0\n    noise_w: 0\n    turn_detection:\n      type: server_vad\n{speculate}    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      temperature: 0\n      max_output_tokens: 40\n",
+        models = default_models_yaml(&m),
+        speculate = speculate.map(|ms| format!("      speculate_after_ms: {ms}\n")).unwrap_or_default(),
     );
     let app = common::Appliance::start_in(&dir, &cfg, &ports);
     let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
@@ -106,57 +139,85 @@ fn main() {
         .replace("<pause milliseconds=\"9000\"/>", &format!("<pause milliseconds=\"{}\"/>", (call_s * 1000.0) as u64));
     let scen = dir.join("voice.xml");
     std::fs::write(&scen, xml).unwrap();
-    println!("voice_to_voice: {turns} turns, {call_s:.0} s call (artefacts in {})", dir.display());
-    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(call_s as u64 + 60));
+    let speculation = speculate.map_or("the config's default".to_string(), |ms| format!("{ms} ms"));
+    println!("voice_to_voice: {callers} caller(s) at once, {turns} turns each, {call_s:.0} s calls, speculative start: {speculation} (artefacts in {})", dir.display());
+    let (limit, count) = (callers.to_string(), callers.to_string());
+    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-l", &limit, "-m", &count, "-r", "50"], Duration::from_secs(call_s as u64 + 90));
     let pkts = cap.stop();
-    assert!(run.successful == 1, "{}\n{}", run.report(), app.log_tail(30));
+    assert!(run.successful == callers as u64, "{}\n{}", run.report(), app.log_tail(30));
 
     let rtp: Vec<_> = pkts.iter().filter_map(|p| common::audio::parse_rtp(p.time, p.src, p.dst, &p.payload)).filter(|p| p.pt == 0).collect();
     let ours = |port: u16| (ports.rtp_low..=ports.rtp_high).contains(&port);
-    let t0 = rtp.iter().find(|p| ours(p.dst.port())).expect("caller RTP").time;
-    let loud: Vec<f64> = rtp
-        .iter()
-        .filter(|p| ours(p.src.port()))
-        .filter(|p| {
-            let x: Vec<f64> = p.payload.iter().map(|&b| ulaw(b) as f64).collect();
-            (x.iter().map(|v| v * v).sum::<f64>() / x.len().max(1) as f64).sqrt() > 300.0
-        })
-        .map(|p| p.time)
-        .collect();
     let log_text = app.log();
     let log: Vec<(f64, &str)> = log_text.lines().filter_map(|l| Some((log_time(l)?, l))).collect();
 
-    // Per turn: [voice-to-voice, end of turn, ASR, LLM first text, first sentence, TTS, overhead] in ms.
-    let mut rows: Vec<[f64; 7]> = Vec::new();
-    for (i, end) in ends.iter().enumerate() {
-        let wire_end = t0 + end;
-        let next = t0 + lines.get(i + 1).map_or(call_s, |l| l.0);
-        let Some(&audio) = loud.iter().find(|&&t| t > wire_end && t < next) else {
-            println!("turn {:>2}: no answer before the next question", i + 1);
-            continue;
-        };
-        let (Some((commit, _)), Some((transcript, _))) = (first_after(&log, "turn committed", wire_end - 0.5), first_after(&log, "transcript turn=", wire_end - 0.5)) else {
-            println!("turn {:>2}: no turn or transcript in the log", i + 1);
-            continue;
-        };
-        let first_text = first_after(&log, "agent reply response=", transcript).and_then(|(_, l)| field(&l, "first_text_ms")).unwrap_or(f64::NAN) / 1000.0;
-        let sentence = first_after(&log, "first sentence to the voice", transcript).map_or(f64::NAN, |x| x.0);
-        let tts = first_after(&log, "first audio after the turn", transcript).map_or(f64::NAN, |x| x.0);
-        let row = [audio - wire_end, commit - wire_end, transcript - commit, first_text, sentence - transcript - first_text, tts - sentence, audio - tts].map(|s| s * 1000.0);
-        println!(
-            "turn {:>2}: {:>5.0} ms = end of turn {:>4.0} + ASR {:>4.0} + LLM first text {:>4.0} + first sentence {:>4.0} + TTS {:>4.0} + overhead {:>4.0}",
-            i + 1, row[0], row[1], row[2], row[3], row[4], row[5], row[6]
-        );
-        rows.push(row);
+    // Each call by our RTP port: its caller's first packet is the pcap's time zero.
+    let mut call_ports: Vec<u16> = rtp.iter().filter(|p| ours(p.dst.port())).map(|p| p.dst.port()).collect();
+    call_ports.sort();
+    call_ports.dedup();
+    assert_eq!(call_ports.len(), callers, "one RTP stream per call");
+    let mut v2v: Vec<f64> = Vec::new();
+    // Per turn (one caller): [voice-to-voice, pause, ASR, LLM first text, first phrase, TTS, wait, overhead, commit] in ms.
+    let mut rows: Vec<[f64; 9]> = Vec::new();
+    let mut unanswered = 0;
+    for &port in &call_ports {
+        let t0 = rtp.iter().find(|p| p.dst.port() == port).expect("caller RTP").time;
+        let loud: Vec<f64> = rtp
+            .iter()
+            .filter(|p| p.src.port() == port)
+            .filter(|p| {
+                let x: Vec<f64> = p.payload.iter().map(|&b| ulaw(b) as f64).collect();
+                (x.iter().map(|v| v * v).sum::<f64>() / x.len().max(1) as f64).sqrt() > 300.0
+            })
+            .map(|p| p.time)
+            .collect();
+        for (i, end) in ends.iter().enumerate() {
+            let wire_end = t0 + end;
+            let next = t0 + lines.get(i + 1).map_or(call_s, |l| l.0);
+            let Some(&audio) = loud.iter().find(|&&t| t > wire_end && t < next) else {
+                println!("port {port} turn {:>2}: no answer before the next question", i + 1);
+                unanswered += 1;
+                continue;
+            };
+            v2v.push((audio - wire_end) * 1000.0);
+            if callers > 1 {
+                continue;
+            }
+            let after = wire_end - 0.5;
+            let Some((commit, _)) = first_after(&log, "turn committed", after) else { continue };
+            let tentative = first_after(&log, "speculative start", after).map(|x| x.0).filter(|&t| t <= commit);
+            let start = tentative.unwrap_or(commit);
+            // The transcript the reply was started on: the last tentative one before the commit, or the final one.
+            let transcript = log.iter().filter(|(t, l)| *t >= start && *t <= audio && (l.contains("tentative transcript") || l.contains("transcript turn="))).map(|x| x.0).next();
+            let Some(transcript) = transcript else { continue };
+            let first_text = first_after(&log, "agent reply response=", transcript).and_then(|(_, l)| field(&l, "first_text_ms")).unwrap_or(f64::NAN) / 1000.0;
+            let phrase = first_after(&log, "first sentence to the voice", transcript).map_or(f64::NAN, |x| x.0);
+            let synth = first_after(&log, "speech ready", phrase).map_or(f64::NAN, |x| x.0);
+            let played = first_after(&log, "first audio after the turn", transcript).map_or(f64::NAN, |x| x.0);
+            let row = [audio - wire_end, start - wire_end, transcript - start, first_text, phrase - transcript - first_text, synth - phrase, played - synth, audio - played, commit - wire_end].map(|s| s * 1000.0);
+            println!(
+                "turn {:>2}: {:>5.0} ms = pause {:>4.0} + ASR {:>4.0} + LLM first text {:>4.0} + first phrase {:>4.0} + TTS {:>4.0} + wait {:>4.0} + overhead {:>4.0}   (committed at {:>4.0})",
+                i + 1, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8]
+            );
+            rows.push(row);
+        }
     }
-    assert!(!rows.is_empty(), "no turn was answered\n{}", app.log_tail(40));
-    let names = ["voice-to-voice", "end of turn", "ASR", "LLM first text", "first sentence", "TTS first audio", "overhead"];
-    println!("\n{} of {} turns answered before the next question", rows.len(), turns);
-    println!("{:<16} {:>8} {:>8}", "ms", "p50", "p95");
-    for (k, name) in names.iter().enumerate() {
+    assert!(!v2v.is_empty(), "no turn was answered\n{}", app.log_tail(40));
+    let specs = |outcome: &str| log_text.lines().filter(|l| l.contains(outcome)).count();
+    println!(
+        "\n{} of {} turns answered before the next question; speculative starts: {} used, {} dropped",
+        v2v.len(),
+        v2v.len() + unanswered,
+        specs("speculative reply adopted"),
+        specs("speculative work dropped"),
+    );
+    println!("{:<16} {:>8} {:>8} {:>8}", "ms", "p50", "p90", "p95");
+    println!("{:<16} {:>8.0} {:>8.0} {:>8.0}", "voice-to-voice", pct(&v2v, 0.5), pct(&v2v, 0.9), pct(&v2v, 0.95));
+    let names = ["", "pause", "ASR", "LLM first text", "first phrase", "TTS first audio", "wait", "overhead", "end of turn"];
+    for (k, name) in names.iter().enumerate().skip(1) {
         let v: Vec<f64> = rows.iter().map(|r| r[k]).filter(|x| x.is_finite()).collect();
         if !v.is_empty() {
-            println!("{:<16} {:>8.0} {:>8.0}", name, pct(&v, 0.5), pct(&v, 0.95));
+            println!("{:<16} {:>8.0} {:>8.0} {:>8.0}", name, pct(&v, 0.5), pct(&v, 0.9), pct(&v, 0.95));
         }
     }
 }

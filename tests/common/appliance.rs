@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 /// Path of the `switchboard` binary cargo built for these integration tests.
 pub fn switchboard_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_switchboard"))
+    // SWITCHBOARD_BIN: another build of the appliance, so a bench can measure before and after
+    // with the same harness in one sitting.
+    std::env::var_os("SWITCHBOARD_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchboard")))
 }
 
 /// A running appliance. Dropping it sends SIGTERM, waits up to 3 s, then kills it.
@@ -72,7 +74,8 @@ impl Appliance {
             log_path,
             ports: ports.clone(),
         };
-        app.wait_healthy(Duration::from_secs(15));
+        // Loading the models takes ~10 s on 2 idle cores; a busy machine (CI, parallel tests) takes longer.
+        app.wait_healthy(Duration::from_secs(60));
         app
     }
 
