@@ -2,17 +2,20 @@
 # Speech-recognition benchmark: real-time factor of Whisper (tiny.en and base, fp32 and int8, 1 and 2
 # threads) on the human recordings of moonshine-voice at 8 kHz μ-law telephone band, and the latency
 # from the end of a 3 s turn to its transcript (the wall time of transcribing that turn: the call
-# submits the turn the moment the VAD ends it).
-#   scripts/bench-asr.sh [--models tiny_en,base] [--runs N]
+# submits the turn the moment the VAD ends it). --window-floor compares encoder windows (seconds; 30 = the
+# fixed 30 s window; default 30,20,6: fitted to each clip, at least that long).
+#   scripts/bench-asr.sh [--models tiny_en,base] [--runs N] [--window-floor 30,10,2]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 MODELS_LIST=tiny_en,base
 RUNS=3
+FLOORS=30,20,6
 while [ $# -gt 0 ]; do
     case "$1" in
         --models) MODELS_LIST="$2"; shift 2 ;;
         --runs) RUNS="$2"; shift 2 ;;
+        --window-floor) FLOORS="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -46,6 +49,6 @@ YAML
 IFS=, read -ra LIST <<< "$MODELS_LIST"
 for m in "${LIST[@]}"; do
     echo
-    RUST_LOG=warn target/release/switchboard bench-asr -c "$CFG" --model "$m" --runs "$RUNS" \
+    RUST_LOG=warn target/release/switchboard bench-asr -c "$CFG" --model "$m" --runs "$RUNS" --window-floor "$FLOORS" \
         "$OUT/turn3s.wav" "$OUT/beckett.wav" "$OUT/clone-test.wav" "$OUT/endgame_nagg_nell.wav" "$OUT/two_cities_30s.wav"
 done

@@ -5,18 +5,25 @@ and the weights are numpy arrays read straight from model.bin.
 
   models/venv/bin/python scripts/whisper-to-onnx.py SRC_CT2_DIR OUT_DIR [--int8] [--source PKG==VER]
 
-Writes into OUT_DIR (the interface src/ is written against; see ../shared/models/WHISPER-ONNX.md):
+Writes into OUT_DIR (the interface src/ is written against; see ../shared/models/WHISPER-ONNX.md, which
+describes version 1's fixed 3000-frame window: the shapes below supersede it):
 
-  encoder.onnx   mel f32[batch, 80, 3000] -> cross_kv f32[2*n_layers, batch, 1500, d_model]
+  encoder.onnx   mel f32[batch, 80, frames] -> cross_kv f32[2*n_layers, batch, frames / 2, d_model]
+                 frames: even, 2 .. 3000 (3000 = Whisper's 30 s window; fewer = whisper.cpp's `audio_ctx`,
+                 a window fitted to the audio: the graph takes the first frames / 2 rows of the sinusoidal
+                 positional table, so frames = 3000 is exactly the fixed-window encoder of version 1).
                  cross_kv[2l] / [2l+1]: decoder layer l's cross-attention key / value projections of the
                  encoder output, heads not split (computed once per clip instead of once per token).
   decoder.onnx   tokens i64[batch, n_new], self_kv f32[2*n_layers, batch, past_len, d_model] (past_len may
-                 be 0), cross_kv (as above) -> logits f32[batch, n_new, vocab],
-                 self_kv_out f32[2*n_layers, batch, past_len + n_new, d_model]
+                 be 0), cross_kv f32[2*n_layers, batch, positions, d_model] (the encoder's, any positions)
+                 -> logits f32[batch, n_new, vocab], self_kv_out f32[2*n_layers, batch, past_len + n_new, d_model]
   encoder.int8.onnx, decoder.int8.onnx   (--int8) the same graphs, per-channel dynamic int8 weights
                  (same interface; decoder.onnx reads the logits projection off the token embedding itself,
                  decoder.int8.onnx keeps a pre-transposed copy of it to quantise: see build_decoder)
-  whisper.json   dimensions and special token ids; vocabulary.txt   line i = token i (copied)
+  whisper.json   dimensions (n_audio_ctx: the encoder positions of the 30 s window, 1500), special token ids
+                 and converter_version (2: the dynamic frame axis above; 1: fixed at 3000 frames / 1500
+                 positions, which src/ loads only with the full window)
+  vocabulary.txt line i = token i (copied)
 
 The output is deterministic: the same input gives the same bytes (no timestamps, no random names).
 Weights are stored as float32 (model.bin holds float16).
@@ -35,7 +42,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2  # 2: encoder frames and decoder cross_kv positions are dynamic (1: fixed 3000 / 1500)
 OPSET = 17           # LayerNormalization (17); everything else is older. ONNX Runtime 1.32 runs it.
 IR_VERSION = 8       # the IR version that goes with opset 17 (any ONNX Runtime since 1.13 loads it)
 LN_EPS = 1e-5        # Whisper's nn.LayerNorm default; CTranslate2 does not store it
@@ -260,7 +267,10 @@ def feed_forward(g, w, x, prefix):
 
 # ---- encoder --------------------------------------------------------------------------------------------
 def build_encoder(w, dims):
-    """mel [B, 80, 3000] -> cross_kv [2L, B, 1500, D]."""
+    """mel [B, 80, F] -> cross_kv [2L, B, F/2, D], F even and at most 3000 (2 * n_audio_ctx).
+    F = 3000 is Whisper's fixed 30 s window; a smaller F is whisper.cpp's audio_ctx (the encoder attends over
+    the fitted window only, positions 0 .. F/2 - 1 of the sinusoidal table). F > 3000 fails in the Slice/Add
+    below by shape (the table has 1500 rows)."""
     g = Graph()
     D, H = dims["d_model"], dims["n_encoder_heads"]
     # Two 1-D convolutions (kernel 3, padding 1; the second with stride 2: 3000 -> 1500 frames), GELU after each.
@@ -270,9 +280,12 @@ def build_encoder(w, dims):
         bias = g.weight(f"{name}/bias", w(f"{name}/bias"))
         conv = g.op("Conv", [x, weight, bias], name, kernel_shape=[3], pads=[1, 1], strides=[stride])
         x = gelu(g, conv, name)
-    x = g.op("Transpose", [x], "encoder", perm=[0, 2, 1])  # [B, D, 1500] -> [B, 1500, D]
-    # Whisper's fixed sinusoidal positional embedding [1500, D], stored in model.bin like a weight.
+    x = g.op("Transpose", [x], "encoder", perm=[0, 2, 1])  # [B, D, F/2] -> [B, F/2, D]
+    # Whisper's fixed sinusoidal positional embedding [1500, D], stored in model.bin like a weight; its first
+    # F/2 rows (the positions after conv2), sliced in the graph so one encoder serves every window length.
     pos = g.weight("encoder/position_encodings/encodings", w("encoder/position_encodings/encodings"))
+    positions = g.op("Shape", [x], "encoder", start=1, end=2)  # [1]: F/2
+    pos = g.op("Slice", [pos, g.ints([0]), positions, g.ints([0])], "encoder")  # [F/2, D]
     x = g.op("Add", [x, pos], "encoder")
 
     for l in range(dims["n_encoder_layers"]):
@@ -281,14 +294,14 @@ def build_encoder(w, dims):
         # projection has no bias, CTranslate2 stores zeros in that slot, so one Add serves all three.
         h = layer_norm(g, w, x, f"{p}/self_attention/layer_norm")
         q, k, v = split_last(g, linear(g, w, h, f"{p}/self_attention/linear_0"), [D, D, D], p)
-        a = attention(g, q, k, v, H, D, f"{p}/self_attention")  # no mask: the encoder sees the whole 30 s
+        a = attention(g, q, k, v, H, D, f"{p}/self_attention")  # no mask: the encoder sees the whole window
         x = g.op("Add", [x, linear(g, w, a, f"{p}/self_attention/linear_1")], p)
         x = g.op("Add", [x, feed_forward(g, w, x, f"{p}/ffn")], p)
     x = layer_norm(g, w, x, "encoder/layer_norm")
 
     # Cross-attention keys and values of every decoder layer, in one MatMul: decoder/layer_l/attention/linear_1
     # is the fused [key; value] projection [2D, D] (key bias = zeros). Concatenating the layers' W^T along the
-    # output axis gives columns [K0 | V0 | K1 | V1 | ...], so reshaping to [B, 1500, 2L, D] and moving the 2L
+    # output axis gives columns [K0 | V0 | K1 | V1 | ...], so reshaping to [B, F/2, 2L, D] and moving the 2L
     # axis first yields cross_kv[2l] = K of layer l and cross_kv[2l+1] = V of layer l, heads not split.
     L = dims["n_layers"]
     wt = np.concatenate([w(f"decoder/layer_{l}/attention/linear_1/weight").T for l in range(L)], axis=1)
@@ -298,12 +311,12 @@ def build_encoder(w, dims):
     kv = g.op("Reshape", [kv, g.ints([0, 0, 2 * L, D])], "cross_kv")
     g.nodes.append(helper.make_node("Transpose", [kv], ["cross_kv"], name="cross_kv/Transpose_out", perm=[2, 0, 1, 3]))
 
-    A = dims["n_audio_ctx"]
-    inputs = [helper.make_tensor_value_info("mel", TensorProto.FLOAT, ["batch", dims["n_mels"], 2 * A])]
-    outputs = [helper.make_tensor_value_info("cross_kv", TensorProto.FLOAT, [2 * L, "batch", A, D])]
+    inputs = [helper.make_tensor_value_info("mel", TensorProto.FLOAT, ["batch", dims["n_mels"], "frames"])]
+    outputs = [helper.make_tensor_value_info("cross_kv", TensorProto.FLOAT, [2 * L, "batch", "positions", D])]
     return g.model(inputs, outputs, "whisper_encoder",
-                   "Whisper encoder: log-mel [batch, n_mels, 3000] -> cross-attention K/V of every decoder layer "
-                   "[2*n_layers, batch, 1500, d_model] (2l = key, 2l+1 = value of decoder layer l).")
+                   f"Whisper encoder: log-mel [batch, n_mels, frames] (frames even, at most {2 * dims['n_audio_ctx']}"
+                   f"; {2 * dims['n_audio_ctx']} = the 30 s window) -> cross-attention K/V of every decoder layer "
+                   "[2*n_layers, batch, frames/2, d_model] (2l = key, 2l+1 = value of decoder layer l).")
 
 
 # ---- decoder --------------------------------------------------------------------------------------------
@@ -339,7 +352,8 @@ def quantizable_projection(g, w, x):
 
 
 def build_decoder(w, dims, for_int8=False):
-    """tokens [B, n], self_kv [2L, B, P, D], cross_kv [2L, B, 1500, D] -> logits [B, n, V], self_kv_out.
+    """tokens [B, n], self_kv [2L, B, P, D], cross_kv [2L, B, A, D] (A = the encoder's positions, 1500 for the
+    30 s window) -> logits [B, n, V], self_kv_out.
     for_int8: the source graph for quantize_dynamic, whose output projection has its own copy of the embedding
     (quantizable_projection); otherwise the projection shares the embedding (tied_projection). Same interface,
     and the same nodes (names included) up to the projection."""
@@ -379,7 +393,7 @@ def build_decoder(w, dims, for_int8=False):
         # graph from attention/linear_1; output projection attention/linear_2. No mask.
         h = layer_norm(g, w, x, f"{p}/attention/layer_norm")
         q = linear(g, w, h, f"{p}/attention/linear_0")
-        ck = g.op("Gather", ["cross_kv", g.scalar_i64(2 * l)], p, axis=0)         # [B, 1500, D]
+        ck = g.op("Gather", ["cross_kv", g.scalar_i64(2 * l)], p, axis=0)         # [B, A, D]
         cv = g.op("Gather", ["cross_kv", g.scalar_i64(2 * l + 1)], p, axis=0)
         a = attention(g, q, ck, cv, H, D, f"{p}/attention")
         x = g.op("Add", [x, linear(g, w, a, f"{p}/attention/linear_2")], p)
@@ -396,15 +410,15 @@ def build_decoder(w, dims, for_int8=False):
     stacked = [g.op("Unsqueeze", [t, g.ints([0])], "self_kv_out") for t in present]
     g.nodes.append(helper.make_node("Concat", stacked, ["self_kv_out"], name="self_kv_out/Concat_out", axis=0))
 
-    A = dims["n_audio_ctx"]
     inputs = [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "n_new"]),
               helper.make_tensor_value_info("self_kv", TensorProto.FLOAT, [2 * L, "batch", "past_len", D]),
-              helper.make_tensor_value_info("cross_kv", TensorProto.FLOAT, [2 * L, "batch", A, D])]
+              helper.make_tensor_value_info("cross_kv", TensorProto.FLOAT, [2 * L, "batch", "positions", D])]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "n_new", V]),
                helper.make_tensor_value_info("self_kv_out", TensorProto.FLOAT, [2 * L, "batch", "total_len", D])]
     return g.model(inputs, outputs, "whisper_decoder",
                    "Whisper decoder step with a self-attention KV cache: tokens [batch, n_new], self_kv "
-                   "[2*n_layers, batch, past_len, d_model] (past_len may be 0), cross_kv from the encoder -> "
+                   "[2*n_layers, batch, past_len, d_model] (past_len may be 0), cross_kv from the encoder "
+                   "[2*n_layers, batch, positions, d_model] -> "
                    "logits [batch, n_new, vocab] and self_kv_out [2*n_layers, batch, past_len+n_new, d_model].")
 
 
@@ -544,6 +558,7 @@ def main():
                       f"({time.monotonic() - t:.1f} s)", flush=True)
         meta = {"n_mels": dims["n_mels"], "n_layers": dims["n_layers"], "d_model": dims["d_model"],
                 "n_heads": dims["n_heads"], "vocab_size": dims["vocab_size"], "max_length": dims["max_length"],
+                "n_audio_ctx": dims["n_audio_ctx"],
                 **tokens,
                 "source": args.source or os.path.basename(os.path.normpath(args.src)),
                 "converter_version": CONVERTER_VERSION}

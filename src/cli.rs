@@ -102,6 +102,10 @@ pub enum Command {
         /// Runs per file and setting (the best is reported: the machine is shared).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Encoder window floors (seconds) to compare, e.g. `30,2` (30 = the fixed 30 s window);
+        /// default: the model's `window_floor_s`.
+        #[arg(long, value_delimiter = ',')]
+        window_floor: Vec<f32>,
         files: Vec<PathBuf>,
     },
     /// Language-model benchmark: the embedded model (models.llm, type onnx) through a scripted

@@ -56,12 +56,12 @@ fn main() -> ExitCode {
             };
             report(cli_asr::transcribe(&loaded, model.as_deref(), language.as_deref(), !no_vad, &files))
         }
-        Command::BenchAsr { config, model, threads, precision, runs, files } => {
+        Command::BenchAsr { config, model, threads, precision, runs, window_floor, files } => {
             let loaded = match load_config(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            report(cli_asr::bench(&loaded, model.as_deref(), &threads, &precision, runs, &files))
+            report(cli_asr::bench(&loaded, model.as_deref(), &threads, &precision, &window_floor, runs, &files))
         }
         Command::BenchLlm { config, model, turns, threads, max_tokens } => {
             let loaded = match load_config(&config) {

@@ -14,6 +14,10 @@
 //!
 //! Clips longer than one 30 s Whisper window are split at their quietest
 //! moment between 12 and 28 s, and the pieces' transcripts joined.
+//!
+//! Ours runs twice per precision: with Whisper's fixed 30 s window (compared
+//! with CTranslate2) and with the default window fitted to each piece
+//! (compared with the 30 s window: at most 1 WER point worse).
 
 mod common;
 
@@ -21,7 +25,7 @@ use common::wer;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-use switchboard::models::asr::{offline, DecodeOptions, Precision, Whisper};
+use switchboard::models::asr::{offline, DecodeOptions, Precision, Whisper, DEFAULT_WINDOW_FLOOR_S, TINY_FP32_WINDOW_FLOOR_S};
 use switchboard::models::vad::{SegmenterConfig, SileroVad};
 
 const ESPEAK: &[&str] = &[
@@ -164,84 +168,287 @@ fn load_16k(path: &Path) -> Vec<f32> {
     pcm.iter().map(|&s| s as f32 / 32768.0).collect()
 }
 
-/// Per clip: (reference, CT2 text, [our text per precision]).
-fn compare(model_dir: &str, ct2_dir: &str, precisions: &[Precision]) -> (Vec<Clip>, Vec<String>, Vec<Vec<String>>) {
-    let dir = common::test_dir("clips");
-    let clips = clips(&dir);
-    let m = models();
-    let files: Vec<&PathBuf> = clips.iter().flat_map(|c| &c.pieces).collect();
-    let t0 = Instant::now();
-    let ct2_pieces = ctranslate2(&m.join(ct2_dir), &files);
-    println!("CTranslate2 float32 ({ct2_dir}): {} pieces in {:.1} s", files.len(), t0.elapsed().as_secs_f64());
-    let join = |texts: &[String]| -> Vec<String> {
-        let mut it = texts.iter();
-        clips.iter().map(|c| c.pieces.iter().map(|_| it.next().unwrap().trim().to_string()).collect::<Vec<_>>().join(" ")).collect()
-    };
-    let ct2 = join(&ct2_pieces);
-    let opts = DecodeOptions::default();
-    let mut ours = Vec::new();
-    for &p in precisions {
-        let mut w = Whisper::load(common::ort_runtime(), model_dir, &m.join(model_dir), p, &common::cpu_options(2)).unwrap_or_else(|e| panic!("{e}"));
-        let t0 = Instant::now();
-        let texts: Vec<String> = files.iter().map(|f| w.transcribe(&load_16k(f), &opts).unwrap().text).collect();
-        println!("switchboard {model_dir} {}: {} pieces in {:.1} s", p.label(), files.len(), t0.elapsed().as_secs_f64());
-        ours.push(join(&texts));
-    }
-    (clips, ct2, ours)
+/// The corpus' pieces (each at most 30 s), in clip order.
+fn pieces(clips: &[Clip]) -> Vec<&PathBuf> {
+    clips.iter().flat_map(|c| &c.pieces).collect()
 }
 
-fn report_and_check(model: &str, clips: &[Clip], ct2: &[String], ours: &[Vec<String>], precisions: &[Precision]) {
-    let wer_of = |texts: &[String], group: Option<&str>| {
-        wer::corpus_wer(clips.iter().zip(texts).filter(|(c, _)| group.is_none_or(|g| c.group == g)).map(|(c, t)| (c.truth.as_str(), t.as_str())))
-    };
+/// Per-piece texts joined back into one text per clip.
+fn join_pieces(clips: &[Clip], texts: &[String]) -> Vec<String> {
+    let mut it = texts.iter();
+    clips.iter().map(|c| c.pieces.iter().map(|_| it.next().unwrap().trim().to_string()).collect::<Vec<_>>().join(" ")).collect()
+}
+
+/// One recogniser setting's transcripts of the corpus, and its per-piece timings.
+struct Run {
+    precision: Precision,
+    /// The encoder window floor (30 = the fixed 30 s window).
+    floor: f32,
+    /// One per clip.
+    texts: Vec<String>,
+    encode_ms: Vec<f64>,
+    decode_ms: Vec<f64>,
+}
+
+impl Run {
+    fn label(&self) -> String {
+        if self.floor >= 30.0 || self.floor <= 0.0 {
+            format!("{} 30 s", self.precision.label())
+        } else {
+            format!("{} ≥{} s", self.precision.label(), self.floor)
+        }
+    }
+}
+
+fn p50(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Transcribe the corpus with `model_dir` at each precision, once per window floor.
+fn transcribe_corpus(model_dir: &str, clips: &[Clip], precisions: &[Precision], floors: &[f32]) -> Vec<Run> {
+    let m = models();
+    let files = pieces(clips);
+    let audio: Vec<Vec<f32>> = files.iter().map(|f| load_16k(f)).collect();
+    let opts = DecodeOptions::default();
+    let mut runs = Vec::new();
+    for &p in precisions {
+        let mut w = Whisper::load(common::ort_runtime(), model_dir, &m.join(model_dir), p, &common::cpu_options(2)).unwrap_or_else(|e| panic!("{e}"));
+        w.transcribe(&[0.0; 16000], &opts).unwrap(); // warm-up
+        for &floor in floors {
+            w.set_window_floor(floor);
+            let t0 = Instant::now();
+            let (mut texts, mut encode_ms, mut decode_ms) = (Vec::new(), Vec::new(), Vec::new());
+            for a in &audio {
+                let t = w.transcribe(a, &opts).unwrap();
+                texts.push(t.text);
+                encode_ms.push(t.encode_ms);
+                decode_ms.push(t.decode_ms);
+            }
+            let run = Run { precision: p, floor, texts: join_pieces(clips, &texts), encode_ms, decode_ms };
+            println!(
+                "switchboard {model_dir} {}: {} pieces in {:.1} s (encode p50 {:.0} ms, decode p50 {:.0} ms)",
+                run.label(),
+                files.len(),
+                t0.elapsed().as_secs_f64(),
+                p50(&run.encode_ms),
+                p50(&run.decode_ms)
+            );
+            runs.push(run);
+        }
+    }
+    runs
+}
+
+/// Corpus word error rate of one text per clip, over one group of clips or all.
+fn wer_of(clips: &[Clip], texts: &[String], group: Option<&str>) -> f64 {
+    wer::corpus_wer(clips.iter().zip(texts).filter(|(c, _)| group.is_none_or(|g| c.group == g)).map(|(c, t)| (c.truth.as_str(), t.as_str())))
+}
+
+const GROUPS: [Option<&str>; 4] = [Some("espeak-ng"), Some("piper"), Some("human"), None];
+
+/// The clips, their CTranslate2 float32 texts, and ours per precision with the fixed 30 s
+/// window and with fitted windows under each of its floors.
+fn compare(model_dir: &str, ct2_dir: &str, settings: &[(Precision, &[f32])]) -> (Vec<Clip>, Vec<String>, Vec<Run>) {
+    let dir = common::test_dir("clips");
+    let clips = clips(&dir);
+    let files = pieces(&clips);
+    let t0 = Instant::now();
+    let ct2_pieces = ctranslate2(&models().join(ct2_dir), &files);
+    println!("CTranslate2 float32 ({ct2_dir}): {} pieces in {:.1} s", files.len(), t0.elapsed().as_secs_f64());
+    let ct2 = join_pieces(&clips, &ct2_pieces);
+    let mut runs = Vec::new();
+    for &(p, floors) in settings {
+        runs.extend(transcribe_corpus(model_dir, &clips, &[p], &[&[30.0][..], floors].concat()));
+    }
+    (clips, ct2, runs)
+}
+
+fn report_and_check(model: &str, clips: &[Clip], ct2: &[String], runs: &[Run]) {
     println!("\n{model}: word error rate on 8 kHz telephone-band clips (μ-law), corpus level");
-    println!("{:<10} {:>12} {}", "clips", "CT2 fp32", precisions.iter().map(|p| format!("{:>12}", format!("ours {}", p.label()))).collect::<String>());
-    for g in [Some("espeak-ng"), Some("piper"), Some("human"), None] {
-        print!("{:<10} {:>11.2}%", g.unwrap_or("all"), 100.0 * wer_of(ct2, g));
-        for o in ours {
-            print!(" {:>11.2}%", 100.0 * wer_of(o, g));
+    println!("{:<10} {:>12}{}", "clips", "CT2 fp32", runs.iter().map(|r| format!(" {:>14}", r.label())).collect::<String>());
+    for g in GROUPS {
+        print!("{:<10} {:>11.2}%", g.unwrap_or("all"), 100.0 * wer_of(clips, ct2, g));
+        for r in runs {
+            print!(" {:>13.2}%", 100.0 * wer_of(clips, &r.texts, g));
         }
         println!();
     }
+    println!("{:<10} {:>12}{}", "encode p50", "", runs.iter().map(|r| format!(" {:>11.0} ms", p50(&r.encode_ms))).collect::<String>());
     for (i, c) in clips.iter().enumerate() {
-        for (p, o) in precisions.iter().zip(ours) {
-            if o[i] != ct2[i] {
-                println!("  {} differs ({}):\n    ct2:  {}\n    ours: {}", c.name, p.label(), ct2[i], o[i]);
+        for r in runs {
+            if r.texts[i] != ct2[i] {
+                println!("  {} differs ({}):\n    ct2:  {}\n    ours: {}", c.name, r.label(), ct2[i], r.texts[i]);
             }
         }
     }
-    // fp32 is the conversion itself: within 1 point of CTranslate2 (it is token-identical on
-    // clean clips). int8 weights cost some accuracy on the hardest (espeak) clips, as
-    // CTranslate2's own int8 does: bounded at 3 points, and reported.
-    let reference = wer_of(ct2, None);
-    for (p, o) in precisions.iter().zip(ours) {
-        let w = wer_of(o, None);
-        let bound = if *p == Precision::Fp32 { 0.01 } else { 0.03 };
-        assert!(
-            (w - reference).abs() <= bound,
-            "{model} {}: WER {:.2}% vs CTranslate2 float32 {:.2}% (more than {} points apart)",
-            p.label(),
-            100.0 * w,
-            100.0 * reference,
-            100.0 * bound
-        );
+    // The 30 s window is the conversion itself: fp32 within 1 point of CTranslate2 (it is
+    // token-identical on clean clips). int8 weights cost some accuracy on the hardest (espeak)
+    // clips, as CTranslate2's own int8 does: bounded at 3 points, and reported.
+    // Every bound is checked and the failures reported together (one failing does not hide another).
+    let mut failures = Vec::new();
+    let reference = wer_of(clips, ct2, None);
+    for r in runs.iter().filter(|r| r.floor == 30.0) {
+        let w = wer_of(clips, &r.texts, None);
+        let bound = if r.precision == Precision::Fp32 { 0.01 } else { 0.03 };
+        if (w - reference).abs() > bound {
+            failures.push(format!(
+                "{model} {}: WER {:.2}% vs CTranslate2 float32 {:.2}% (more than {} points apart)",
+                r.label(),
+                100.0 * w,
+                100.0 * reference,
+                100.0 * bound
+            ));
+        }
     }
-    assert!(reference < 0.25, "the clips are understandable: CT2 WER {:.1}%", 100.0 * reference);
+    // A fitted window (the default floor; tiny.en fp32 also the shipped config's) costs at most
+    // 1 point against the 30 s window at the same precision: the requirement the floors were
+    // chosen by (docs/ARCHITECTURE.md).
+    for r in runs.iter().filter(|r| r.floor != 30.0) {
+        let full = runs.iter().find(|f| f.precision == r.precision && f.floor == 30.0).expect("the 30 s window was run");
+        let (w, w30) = (wer_of(clips, &r.texts, None), wer_of(clips, &full.texts, None));
+        if w - w30 > 0.01 {
+            failures.push(format!("{model} {}: WER {:.2}% vs {:.2}% with the 30 s window (more than 1 point worse)", r.label(), 100.0 * w, 100.0 * w30));
+        }
+    }
+    if reference >= 0.25 {
+        failures.push(format!("the clips are not understandable: CT2 WER {:.1}%", 100.0 * reference));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
 fn tiny_en_word_error_rate_matches_ctranslate2_on_telephone_audio() {
-    let precisions = [Precision::Fp32, Precision::Int8];
-    let (clips, ct2, ours) = compare("whisper_tiny_en", "whisper_tiny_en_ct2", &precisions);
-    report_and_check("tiny.en", &clips, &ct2, &ours, &precisions);
+    let settings: [(Precision, &[f32]); 2] =
+        [(Precision::Fp32, &[DEFAULT_WINDOW_FLOOR_S, TINY_FP32_WINDOW_FLOOR_S]), (Precision::Int8, &[DEFAULT_WINDOW_FLOOR_S])];
+    let (clips, ct2, runs) = compare("whisper_tiny_en", "whisper_tiny_en_ct2", &settings);
+    report_and_check("tiny.en", &clips, &ct2, &runs);
 }
 
 #[test]
 fn base_word_error_rate_matches_ctranslate2_on_telephone_audio() {
     common::models_dir("whisper_base/whisper.json");
-    let precisions = [Precision::Fp32, Precision::Int8];
-    let (clips, ct2, ours) = compare("whisper_base", "whisper_base_ct2", &precisions);
-    report_and_check("base", &clips, &ct2, &ours, &precisions);
+    let settings: [(Precision, &[f32]); 2] = [(Precision::Fp32, &[DEFAULT_WINDOW_FLOOR_S]), (Precision::Int8, &[DEFAULT_WINDOW_FLOOR_S])];
+    let (clips, ct2, runs) = compare("whisper_base", "whisper_base_ct2", &settings);
+    report_and_check("base", &clips, &ct2, &runs);
+}
+
+/// How the encoder window's floor was chosen: WER and per-piece encode/decode time of every
+/// floor × precision on the corpus. Not run by default (minutes); reproduce with
+///   SWITCHBOARD_ASR_FLOORS=30,1,2,4,6,10 SWITCHBOARD_ASR_MODELS=whisper_tiny_en,whisper_base \
+///   SWITCHBOARD_ASR_PRECISIONS=fp32,int8 \
+///   cargo test --release --locked --test models_asr window_floor_sweep -- --ignored --nocapture
+#[test]
+#[ignore = "a measurement (minutes): see its comment"]
+fn window_floor_sweep() {
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    let floors: Vec<f32> = env("SWITCHBOARD_ASR_FLOORS", "30,1,2,4,6,10").split(',').map(|f| f.trim().parse().expect("a number of seconds")).collect();
+    let precisions: Vec<Precision> = env("SWITCHBOARD_ASR_PRECISIONS", "fp32,int8")
+        .split(',')
+        .map(|p| match p.trim() {
+            "fp32" => Precision::Fp32,
+            "int8" => Precision::Int8,
+            other => panic!("unknown precision {other}"),
+        })
+        .collect();
+    let dir = common::test_dir("sweep");
+    let clips = clips(&dir);
+    let n = pieces(&clips).len();
+    for model_dir in env("SWITCHBOARD_ASR_MODELS", "whisper_tiny_en").split(',') {
+        let runs = transcribe_corpus(model_dir, &clips, &precisions, &floors);
+        println!("\n{model_dir}: {} clips ({n} pieces), 2 threads; WER % (corpus level) and ms per piece", clips.len());
+        println!(
+            "{:<14} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}  clips that differ from the 30 s window",
+            "setting", "all", "espeak", "piper", "human", "enc p50", "enc max", "dec p50"
+        );
+        for r in &runs {
+            let full = runs.iter().find(|f| f.precision == r.precision && f.floor == 30.0);
+            let differs: Vec<&str> = full.map_or(vec![], |f| clips.iter().enumerate().filter(|(i, _)| r.texts[*i] != f.texts[*i]).map(|(_, c)| c.name.as_str()).collect());
+            println!(
+                "{:<14} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>10.0} {:>10.0} {:>10.0}  {}",
+                r.label(),
+                100.0 * wer_of(&clips, &r.texts, None),
+                100.0 * wer_of(&clips, &r.texts, GROUPS[0]),
+                100.0 * wer_of(&clips, &r.texts, GROUPS[1]),
+                100.0 * wer_of(&clips, &r.texts, GROUPS[2]),
+                p50(&r.encode_ms),
+                r.encode_ms.iter().copied().fold(0.0, f64::max),
+                p50(&r.decode_ms),
+                differs.join(" ")
+            );
+        }
+        for r in runs.iter().filter(|r| r.floor != 30.0) {
+            let Some(full) = runs.iter().find(|f| f.precision == r.precision && f.floor == 30.0) else { continue };
+            for (i, c) in clips.iter().enumerate() {
+                if r.texts[i] != full.texts[i] {
+                    println!("  {} ({}):\n    30 s:   {}\n    fitted: {}", c.name, r.label(), full.texts[i], r.texts[i]);
+                }
+            }
+        }
+    }
+}
+
+/// The fitted path at 3000 frames is the old fixed-window path: the same features (the 30 s
+/// log-mel of the zero-padded audio) through the same encoder give the same keys and values.
+/// And a short window really is short: [2L, 1, frames / 2, D].
+#[test]
+fn the_fitted_encoder_at_3000_frames_is_the_full_window_path() {
+    use switchboard::models::melspec::LogMel;
+    let m = models();
+    let dir = common::test_dir("fitted3000");
+    let tel = dir.join("clone.wav");
+    telephone(&m.join("fixtures/speech/clone-test.wav"), &tel);
+    let audio = load_16k(&tel);
+    let opts = common::cpu_options(2);
+    let mut w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &opts).unwrap();
+    assert!(w.spec().fitted_window(), "whisper_tiny_en was converted by converter version {}: run scripts/setup.sh", w.spec().converter_version);
+    let fitted = w.encode_frames(&audio, 3000).unwrap();
+    // The old path, spelled out: LogMel(3000).compute → [1, 80, 3000] → the encoder graph.
+    let (mut enc, _) = common::ort_runtime().session("tiny", &m.join("whisper_tiny_en/encoder.onnx"), &opts).unwrap();
+    let feats = LogMel::new(3000).compute(&audio, false);
+    let out = enc.run(ort::inputs!["mel" => ort::value::Tensor::from_array(([1usize, 80, 3000], feats)).unwrap()]).unwrap();
+    let (shape, full) = out["cross_kv"].try_extract_tensor::<f32>().unwrap();
+    let (l2, d) = (2 * w.spec().n_layers, w.spec().d_model);
+    assert_eq!(shape.to_vec(), vec![l2 as i64, 1, 1500, d as i64]);
+    assert_eq!(fitted.len(), full.len());
+    let diff = fitted.iter().zip(full).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff == 0.0, "max abs difference {diff}");
+    // The clip is ~3 s: the default window is fitted to it, and the encoder's output is that long.
+    let frames = w.window_frames(audio.len());
+    assert!(frames < 3000 && frames % 2 == 0 && frames * 160 > audio.len(), "{frames} frames for {} samples", audio.len());
+    assert_eq!(w.encode_frames(&audio, frames).unwrap().len(), l2 * (frames / 2) * d);
+}
+
+/// Short turns give the same words in their fitted window (the default floor, and tiny.en
+/// fp32's) as in the 30 s window. (The human clips: on the espeak and Piper sentences a word or two moves
+/// either way, and int8 gains the reference's "that" on clone-test — see `window_floor_sweep`.)
+#[test]
+fn short_clips_transcribe_the_same_words_in_the_fitted_window() {
+    let m = models();
+    let dir = common::test_dir("fitted_words");
+    let opts = DecodeOptions::default();
+    for (p, floor, file) in [
+        (Precision::Fp32, TINY_FP32_WINDOW_FLOOR_S, "clone-test.wav"),
+        (Precision::Fp32, TINY_FP32_WINDOW_FLOOR_S, "beckett.wav"),
+        (Precision::Fp32, DEFAULT_WINDOW_FLOOR_S, "clone-test.wav"),
+        (Precision::Int8, DEFAULT_WINDOW_FLOOR_S, "beckett.wav"),
+    ] {
+        let path = dir.join(file);
+        telephone(&m.join("fixtures/speech").join(file), &path);
+        let audio = load_16k(&path);
+        let mut w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), p, &common::cpu_options(2)).unwrap();
+        w.set_window_floor(30.0);
+        assert_eq!(w.window_frames(audio.len()), 3000);
+        let full = w.transcribe(&audio, &opts).unwrap();
+        w.set_window_floor(floor);
+        let frames = w.window_frames(audio.len());
+        assert!(frames < 3000, "{file}: {} s of audio should get a fitted window", audio.len() / 16000);
+        let fitted = w.transcribe(&audio, &opts).unwrap();
+        println!("{} ≥{floor} s {file}: {frames} frames, encode {:.0} → {:.0} ms: {:?}", p.label(), full.encode_ms, fitted.encode_ms, fitted.text);
+        assert!(!wer::words(&full.text).is_empty(), "{file}: {full:?}");
+        assert_eq!(wer::words(&fitted.text), wer::words(&full.text), "{} {file}", p.label());
+    }
 }
 
 /// Silence, noise and non-speech sounds, through the call's path (VAD turns, then Whisper): no words.

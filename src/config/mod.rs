@@ -209,6 +209,11 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
             return Err(err(&key("repetition_penalty"), format!("{} is out of range 1..=2", b.repetition_penalty)));
         }
     }
+    for (name, a) in c.models.iter().flat_map(|m| &m.asr) {
+        if let Some(f) = a.window_floor_s.filter(|f| !(0.0..=30.0).contains(f)) {
+            return Err(err(&format!("models.asr.{name}.window_floor_s"), format!("{f} is out of range 0..=30 (seconds; 0 or 30 = the full window)")));
+        }
+    }
     let has_tts = c.models.as_ref().is_some_and(|m| m.tts.is_some());
     for (name, a) in &c.agents {
         if a.greeting.is_some() && a.greeting_text.is_some() {

@@ -1040,6 +1040,12 @@ pub struct AsrModelConfig {
     /// Turns waiting, across calls; beyond it a turn is not transcribed (counted).
     #[serde(default = "default_asr_queue")]
     pub queue: U64Range<1, 100_000>,
+    /// Shortest encoder window in seconds (0..=30). A turn is encoded in a window fitted to it
+    /// (its audio + as much silence, at least 1 s, whole seconds) but never shorter than this;
+    /// 0 or 30 = always Whisper's fixed 30 s window (the slow, original behaviour). Unset: 20
+    /// (`models::asr::DEFAULT_WINDOW_FLOOR_S`, measured).
+    #[serde(default)]
+    pub window_floor_s: Option<f32>,
 }
 
 fn default_language() -> String {
@@ -1050,6 +1056,11 @@ fn default_asr_queue() -> U64Range<1, 100_000> {
 }
 
 impl AsrModelConfig {
+    /// The encoder window floor in seconds: as configured, or the measured default.
+    pub fn window_floor_s(&self) -> f32 {
+        self.window_floor_s.unwrap_or(crate::models::asr::DEFAULT_WINDOW_FLOOR_S)
+    }
+
     pub fn session_options(&self) -> crate::models::runtime::SessionOptions {
         crate::models::runtime::SessionOptions {
             providers: self.providers.clone(),

@@ -122,6 +122,18 @@ fn transcription_and_voice_references_are_checked() {
 }
 
 #[test]
+fn the_recognisers_window_floor_has_a_default_and_a_range() {
+    let ok = parse(Path::new(P), &format!("{MODELS}{MIN}")).unwrap();
+    let asr = &ok.models.as_ref().unwrap().asr;
+    assert_eq!(asr["tiny"].window_floor_s(), crate::models::asr::DEFAULT_WINDOW_FLOOR_S);
+    let ok = parse(Path::new(P), &format!("models:\n  asr:\n    t:\n      path: w\n      window_floor_s: 30\n{MIN}")).unwrap();
+    assert_eq!(ok.models.as_ref().unwrap().asr["t"].window_floor_s(), 30.0);
+    let e = err(&format!("models:\n  asr:\n    t:\n      path: w\n      window_floor_s: 31\n{MIN}"));
+    assert_eq!(e.key, "models.asr.t.window_floor_s", "{e}");
+    assert!(e.message.contains("out of range 0..=30"), "{e}");
+}
+
+#[test]
 fn one_recogniser_is_the_default() {
     let c = parse(
         Path::new(P),

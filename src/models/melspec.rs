@@ -199,7 +199,19 @@ impl LogMel {
     /// Log-mel features `[80][frames]` of `audio` (16 kHz; zero-padded at the
     /// end or truncated to `samples()`), normalised first when `normalize`.
     pub fn compute(&self, audio: &[f32], normalize: bool) -> Vec<f32> {
-        let n = self.samples();
+        self.compute_frames(audio, normalize, self.frames)
+    }
+
+    /// As `compute`, for `frames` frames instead of the planned number (Whisper's
+    /// window fitted to the audio). The clamp at max − 8 takes the maximum over
+    /// the output, and zero padding only adds frames at the floor (−10 before
+    /// the clamp), so while the audio ends more than `N_FFT / 2` samples before
+    /// `frames * 160` the result is exactly the first `frames` columns of any
+    /// longer window's (the 30 s one included) — without `normalize`, whose
+    /// mean and variance take the padding in.
+    pub fn compute_frames(&self, audio: &[f32], normalize: bool, frames: usize) -> Vec<f32> {
+        assert!(frames > 0);
+        let n = frames * HOP;
         let mut x: Vec<f32> = audio.iter().copied().take(n).collect();
         x.resize(n, 0.0);
         if normalize {
@@ -218,7 +230,6 @@ impl LogMel {
         padded.extend((0..pad).map(|i| x[n.saturating_sub(2 + i)] as f64));
 
         // 1 + n / HOP frames of STFT; the last is dropped.
-        let frames = self.frames;
         let mut out = vec![0f64; N_MELS * frames];
         let mut buf = vec![C::default(); N_FFT];
         let mut spec = vec![C::default(); N_FFT];
@@ -297,5 +308,22 @@ mod tests {
         let col: Vec<f32> = (0..80).map(|b| f[b * 100 + 50]).collect();
         let best = col.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
         assert!((25..=31).contains(&best), "{best}");
+    }
+
+    #[test]
+    fn a_shorter_window_is_the_head_of_the_longer_one() {
+        // 2.5 s of a tone that changes: fitted to 400 frames (4 s) it must equal the first 400
+        // columns of the 3000-frame window (same maximum, so the same max − 8 clamp).
+        let audio: Vec<f32> = (0..40_000).map(|i| (i as f32 * (0.05 + i as f32 * 1e-6)).sin() * 0.3).collect();
+        let m = LogMel::new(3000);
+        let full = m.compute(&audio, false);
+        let fitted = m.compute_frames(&audio, false, 400);
+        assert_eq!(fitted.len(), 80 * 400);
+        for b in 0..80 {
+            assert_eq!(&fitted[b * 400..(b + 1) * 400], &full[b * 3000..b * 3000 + 400], "band {b}");
+        }
+        // The padding clamps to max − 8 in both, i.e. (max − 8 + 4) / 4.
+        let max = full.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert!((fitted[399] - (max - 2.0)).abs() < 1e-5, "{} vs {}", fitted[399], max - 2.0);
     }
 }

@@ -137,7 +137,9 @@ fn load_asr(
     let dir = cfg.resolve(&a.path);
     let mut copies = Vec::new();
     for _ in 0..a.workers.get() {
-        copies.push(asr::Whisper::load(rt, &label, &dir, a.precision, &a.session_options())?);
+        let mut w = asr::Whisper::load(rt, &label, &dir, a.precision, &a.session_options())?;
+        w.set_window_floor(a.window_floor_s());
+        copies.push(w);
     }
     let first = &mut copies[0];
     for (agent, ac) in &cfg.config.agents {
@@ -152,12 +154,13 @@ fn load_asr(
     let t = first.transcribe(&[0.0f32; 16000], &opts).map_err(|source| RuntimeError::Ort { model: label.clone(), source })?;
     let first = &copies[0];
     summary.push(format!(
-        "{label}: {} {} on {} ({}; {} worker(s); 1 s of silence in {:.0} ms → {:?}, P(no speech) {:.2})",
+        "{label}: {} {} on {} ({}; {} worker(s); window {}; 1 s of silence in {:.0} ms → {:?}, P(no speech) {:.2})",
         dir.display(),
         a.precision.label(),
         first.provider().label(),
         if first.spec().source.is_empty() { "whisper" } else { &first.spec().source },
         copies.len(),
+        if first.window_frames(0) == asr::FRAMES { "30 s".to_string() } else { format!("fitted, floor {} s", a.window_floor_s()) },
         t0.elapsed().as_secs_f64() * 1000.0,
         t.text,
         t.no_speech_prob

