@@ -23,7 +23,7 @@ fn models() -> PathBuf {
 fn vad(c: &mut Criterion) {
     let m = models();
     let rt = runtime::init(&m.join("onnxruntime/libonnxruntime.so.1.32.0")).unwrap();
-    let opts = SessionOptions { providers: vec![Provider::Cpu], strict: false, intra_threads: 1, inter_threads: 1, spin: false };
+    let opts = SessionOptions { providers: vec![Provider::Cpu], strict: false, intra_threads: 1, inter_threads: 1, spin: true };
     let mut vad = SileroVad::load(rt, &m.join("silero_vad/silero_vad.onnx"), &opts).unwrap();
     const CALLS: usize = 100;
     // Speech-like noise so the recurrent state is exercised.

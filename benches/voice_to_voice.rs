@@ -3,6 +3,7 @@
 //! models with the default config's model settings (release build), with where the time goes.
 //!
 //!   cargo bench --bench voice_to_voice -- [--turns 20] [--callers 1] [--speculate-after-ms 200]
+//!                                          [--window-floor S] [--no-spin]
 //!
 //! A SIPp caller (or `--callers N` of them at once, all asking at the same moments: the worst case
 //! for the shared models) asks bakery questions spoken by Piper (noise-free) every 11 s; tcpdump
@@ -18,7 +19,8 @@
 //!   ready before; `commit` shows when that was);
 //! - overhead: → the first loud packet on the wire (pacer queue, packet clock, network).
 //!
-//! `--speculate-after-ms 0` turns the speculative start off; `SWITCHBOARD_BIN=path/to/switchboard`
+//! `--speculate-after-ms 0` turns the speculative start off, `--window-floor 30` gives Whisper its
+//! fixed 30 s window, `--no-spin` keeps ONNX Runtime's idle threads from spinning; `SWITCHBOARD_BIN=path/to/switchboard`
 //! measures another build with the same harness (a before/after pair in one sitting).
 //! Needs the models (`scripts/setup.sh --test`) and sipp, tcpdump, sox.
 
@@ -88,8 +90,10 @@ fn pct(v: &[f64], p: f64) -> f64 {
 }
 
 /// The shipped config's `models` section (config/switchboard.yaml), its model paths under `m`: the
-/// bench measures the default thread budgets and precisions, not settings of its own.
-fn default_models_yaml(m: &std::path::Path) -> String {
+/// bench measures the default thread budgets and precisions, not settings of its own. `overrides`
+/// (key, value) are set in every model that has the key's kind (`spin` in every model, ASR keys
+/// in every recogniser), for a before/after pair on one build.
+fn default_models_yaml(m: &std::path::Path, overrides: &[(&str, serde_yaml_ng::Value)]) -> String {
     let text = std::fs::read_to_string(common::repo_root().join("config/switchboard.yaml")).expect("config/switchboard.yaml");
     let cfg: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("the default config is YAML");
     let mut models = cfg.get("models").expect("a models section").clone();
@@ -101,6 +105,27 @@ fn default_models_yaml(m: &std::path::Path) -> String {
         }
     }
     fix(&mut models, &m.display().to_string());
+    for (key, value) in overrides {
+        let mut set = |model: &mut serde_yaml_ng::Value| {
+            if let Some(map) = model.as_mapping_mut() {
+                map.insert((*key).into(), value.clone());
+            }
+        };
+        let Some(all) = models.as_mapping_mut() else { continue };
+        for (kind, entry) in all.iter_mut() {
+            match (kind.as_str(), *key) {
+                (Some("runtime"), _) => {}
+                // Named models: one level down.
+                (Some("asr" | "llm" | "voices"), _) => entry.as_mapping_mut().into_iter().flat_map(|m| m.iter_mut()).for_each(|(_, v)| {
+                    if *key == "spin" || kind.as_str() == Some("asr") {
+                        set(v)
+                    }
+                }),
+                (_, "spin") => set(entry),
+                _ => {}
+            }
+        }
+    }
     let mut root = serde_yaml_ng::Mapping::new();
     root.insert("models".into(), models);
     serde_yaml_ng::to_string(&root).unwrap()
@@ -116,6 +141,15 @@ fn main() {
     let callers: usize = arg(&args, "--callers", 1);
     // Not given: the config's default (and a build from before the key, via SWITCHBOARD_BIN, runs).
     let speculate: Option<u64> = args.iter().any(|a| a == "--speculate-after-ms").then(|| arg(&args, "--speculate-after-ms", 200));
+    // The switches of step 10, to measure without them on the same build: the fixed 30 s Whisper
+    // window (`--window-floor 30`); and ONNX Runtime's threads without spinning (`--no-spin`).
+    let mut overrides: Vec<(&str, serde_yaml_ng::Value)> = Vec::new();
+    if args.iter().any(|a| a == "--window-floor") {
+        overrides.push(("window_floor_s", arg(&args, "--window-floor", 30.0f64).into()));
+    }
+    if args.iter().any(|a| a == "--no-spin") {
+        overrides.push(("spin", false.into()));
+    }
     if args.iter().any(|a| a == "--list" || a == "--test") {
         // `cargo test --benches` / `cargo bench -- --list`: nothing to run quickly here.
         return;
@@ -128,8 +162,8 @@ fn main() {
     let call_s = 1.0 + SLOT_S * turns as f64 + 3.0;
     let ends = common::speech::caller_pcap(&m, &dir, &lines, call_s, 0.0, 0xB0_0001);
     let cfg = format!(
-        "logging:\n  level: info,switchboard::models::tts_worker=debug\n{models}routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    noise_scale: 0\n    noise_w: 0\n    turn_detection:\n      type: server_vad\n{speculate}    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      temperature: 0\n      max_output_tokens: 40\n",
-        models = default_models_yaml(&m),
+        "logging:\n  level: info,switchboard::models::tts_worker=debug,switchboard::models::llm::local=debug\n{models}routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    noise_scale: 0\n    noise_w: 0\n    turn_detection:\n      type: server_vad\n{speculate}    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      temperature: 0\n      max_output_tokens: 40\n",
+        models = default_models_yaml(&m, &overrides),
         speculate = speculate.map(|ms| format!("      speculate_after_ms: {ms}\n")).unwrap_or_default(),
     );
     let app = common::Appliance::start_in(&dir, &cfg, &ports);
@@ -140,7 +174,7 @@ fn main() {
     let scen = dir.join("voice.xml");
     std::fs::write(&scen, xml).unwrap();
     let speculation = speculate.map_or("the config's default".to_string(), |ms| format!("{ms} ms"));
-    println!("voice_to_voice: {callers} caller(s) at once, {turns} turns each, {call_s:.0} s calls, speculative start: {speculation} (artefacts in {})", dir.display());
+    println!("voice_to_voice: {callers} caller(s) at once, {turns} turns each, {call_s:.0} s calls, speculative start: {speculation}, model overrides: {overrides:?} (artefacts in {})", dir.display());
     let (limit, count) = (callers.to_string(), callers.to_string());
     let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-l", &limit, "-m", &count, "-r", "50"], Duration::from_secs(call_s as u64 + 90));
     let pkts = cap.stop();

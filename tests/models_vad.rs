@@ -167,7 +167,7 @@ fn the_worker_batches_calls_and_answers_each_in_order() {
 #[test]
 fn unavailable_provider_falls_back_or_fails_when_strict() {
     let path = models_dir().join("silero_vad/silero_vad.onnx");
-    let opts = SessionOptions { providers: vec![Provider::Cuda, Provider::Cpu], strict: false, intra_threads: 1, inter_threads: 1, spin: false };
+    let opts = SessionOptions { providers: vec![Provider::Cuda, Provider::Cpu], strict: false, intra_threads: 1, inter_threads: 1, spin: true };
     let vad = SileroVad::load(rt(), &path, &opts).unwrap();
     assert_eq!(vad.provider(), Provider::Cpu, "CUDA is not in the CPU library: CPU it is");
     let strict = SessionOptions { providers: vec![Provider::Cuda, Provider::Cpu], strict: true, ..opts };

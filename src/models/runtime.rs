@@ -112,7 +112,7 @@ pub struct SessionOptions {
     pub strict: bool,
     pub intra_threads: usize,
     pub inter_threads: usize,
-    /// Let the intra-op threads spin-wait between operators (ONNX Runtime's default; off here).
+    /// Let the intra-op threads spin-wait between operators (ONNX Runtime's default).
     pub spin: bool,
 }
 

@@ -332,7 +332,7 @@ pub fn ort_runtime() -> &'static switchboard::models::runtime::Runtime {
 /// CPU-only session options with `threads` intra-op threads.
 pub fn cpu_options(threads: usize) -> switchboard::models::runtime::SessionOptions {
     use switchboard::models::runtime::{Provider, SessionOptions};
-    SessionOptions { providers: vec![Provider::Cpu], strict: false, intra_threads: threads, inter_threads: 1, spin: false }
+    SessionOptions { providers: vec![Provider::Cpu], strict: false, intra_threads: threads, inter_threads: 1, spin: true }
 }
 
 /// The Python with llama-cpp-python[server] that `scripts/setup.sh --test` builds
