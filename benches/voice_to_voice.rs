@@ -106,7 +106,7 @@ fn default_models_yaml(m: &std::path::Path, overrides: &[(&str, serde_yaml_ng::V
     }
     fix(&mut models, &m.display().to_string());
     for (key, value) in overrides {
-        let mut set = |model: &mut serde_yaml_ng::Value| {
+        let set = |model: &mut serde_yaml_ng::Value| {
             if let Some(map) = model.as_mapping_mut() {
                 map.insert((*key).into(), value.clone());
             }
