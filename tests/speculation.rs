@@ -3,7 +3,8 @@
 //! recognising and answering on speculation (`speculate_after_ms`, 200) and short enough not to end
 //! the turn (`silence_duration_ms`, 500). The dropped speculation must leave no trace: nothing of it
 //! is heard, it is not in the conversation the next replies are asked on, and the call record has
-//! only the whole question and its one answer. The finished questions' speculations are used.
+//! only the whole question and its one answer. The finished questions' speculations are used, and
+//! the answer spoken phrase by phrase is heard as written (the joins clip and double nothing).
 
 mod common;
 
@@ -77,6 +78,14 @@ fn a_caller_who_pauses_mid_question_hears_one_answer_to_the_whole_question() {
     let r = common::wait_call_record(&dir);
     let transcripts = r["transcripts"].as_array().unwrap();
     let replies = r["replies"].as_array().unwrap();
+    // The oracle: the first answer, spoken phrase by phrase, is heard as the model wrote it — no
+    // word clipped or doubled at the joins (numbers aside: "8:00" is heard as "8", "800", …).
+    let written = replies[0]["text"].as_str().unwrap_or_default();
+    let errors = common::wer::word_errors(written, &answer);
+    let n = common::wer::words(written).len();
+    println!("reply 1 written {written:?}, heard {answer:?}: {errors} word errors of {n}");
+    assert!(errors <= 2.max(n / 4), "the answer as written {written:?} was heard as {answer:?}");
+    assert!(common::wer::words(&answer).len() <= n + 1, "words doubled at a join? written {written:?}, heard {answer:?}");
     assert_eq!(transcripts.len(), 2, "{}", serde_json::to_string_pretty(&r).unwrap());
     assert!(transcripts[0]["text"].as_str().unwrap().to_lowercase().contains("saturday"), "{}", transcripts[0]);
     assert_eq!(replies.len(), 2, "{}", serde_json::to_string_pretty(&r["replies"]).unwrap());
