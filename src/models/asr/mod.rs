@@ -334,9 +334,25 @@ impl Whisper {
         Ok(best)
     }
 
+    /// One window: encoded in the fitted window; a decode that ran away there (a loop, or out of
+    /// token budget — how too small a window fails) is done again in the 30 s window, as Whisper's
+    /// own fallback redoes a decode that repeats itself.
     fn window(&mut self, window: &[f32], opts: &DecodeOptions) -> Result<WindowResult, ort::Error> {
+        let frames = self.window_frames(window.len());
+        let w = self.decode_window(window, frames, opts)?;
+        if !w.runaway || frames == FRAMES {
+            return Ok(w);
+        }
+        tracing::debug!(frames, "the decode ran away in the fitted window; again in the 30 s window");
+        let mut again = self.decode_window(window, FRAMES, opts)?;
+        again.encode_ms += w.encode_ms;
+        again.decode_ms += w.decode_ms;
+        Ok(again)
+    }
+
+    fn decode_window(&mut self, window: &[f32], frames: usize, opts: &DecodeOptions) -> Result<WindowResult, ort::Error> {
         let t0 = Instant::now();
-        let cross_kv = self.encode(window, self.window_frames(window.len()))?;
+        let cross_kv = self.encode(window, frames)?;
         let encode_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let t1 = Instant::now();
         let (language, lang_token) = if self.spec.multilingual {
@@ -359,6 +375,7 @@ impl Whisper {
         let mut feed = prompt.clone();
         let mut tokens = Vec::new();
         let (mut logprob_sum, mut scored, mut no_speech_prob) = (0.0, 0usize, 0.0);
+        let mut runaway = false;
         loop {
             let (logits, next_kv) = self.step(&feed, &kv, &cross_kv)?;
             kv = next_kv;
@@ -378,11 +395,13 @@ impl Whisper {
             }
             tokens.push(id);
             if tokens.len() >= budget || greedy::looping(&tokens, 8, 4) {
+                runaway = true;
                 break;
             }
             feed = vec![id];
         }
         Ok(WindowResult {
+            runaway,
             tokens,
             language,
             no_speech_prob,
@@ -395,6 +414,8 @@ impl Whisper {
 }
 
 struct WindowResult {
+    /// Stopped by the loop guard or the token budget, not by end of text.
+    runaway: bool,
     tokens: Vec<i64>,
     language: Option<String>,
     no_speech_prob: f32,
