@@ -188,9 +188,12 @@ fn interrupted_reply(name: &str, interrupt_after_s: f64, min_played_s: f64) {
     let heard_words = common::wer::words(heard);
     let wire_words: Vec<String> = common::wer::words(&on_wire).into_iter().filter(|w| w.len() > 3).collect();
     let found = wire_words.iter().filter(|w| heard_words.contains(w)).count();
-    // A second of reply holds several long words; an interruption in the first phrase may hold none.
-    let min_words = if min_played_s >= 1.0 { 5 } else { 0 };
-    assert!(wire_words.len() >= min_words && found * 10 >= wire_words.len() * 7, "heard text {heard:?} vs the wire {on_wire:?}");
+    // A second and more of reply holds several long words, and the share matches them; inside the
+    // first phrase a share of its few words by audio length is too coarse to compare word by word
+    // ("I" of "I have a lemon drizzle cake" after 480 ms), so only the bound below holds there.
+    if min_played_s >= 1.0 {
+        assert!(wire_words.len() >= 5 && found * 10 >= wire_words.len() * 7, "heard text {heard:?} vs the wire {on_wire:?}");
+    }
     assert!(heard_words.len() <= common::wer::words(&on_wire).len() + 6, "the record keeps more than was played: {heard:?} vs {on_wire:?}");
     let events = r["events"].as_array().unwrap();
     let kinds: Vec<(String, u64)> = events.iter().filter(|e| e["response"].is_u64() || e["type"] == "response_interrupted").map(|e| (e["type"].as_str().unwrap().to_string(), e["response"].as_u64().unwrap_or(0))).collect();
