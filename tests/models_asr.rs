@@ -25,7 +25,7 @@ use common::wer;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-use switchboard::models::asr::{offline, DecodeOptions, Precision, Whisper, DEFAULT_WINDOW_FLOOR_S, TINY_FP32_WINDOW_FLOOR_S};
+use switchboard::models::asr::{offline, DecodeOptions, Precision, Whisper, MEASURED_WINDOW_FLOOR_S, TINY_FP32_WINDOW_FLOOR_S};
 use switchboard::models::vad::{SegmenterConfig, SileroVad};
 
 const ESPEAK: &[&str] = &[
@@ -321,7 +321,7 @@ fn report_and_check(model: &str, clips: &[Clip], ct2: &[String], runs: &[Run]) {
 #[test]
 fn tiny_en_word_error_rate_matches_ctranslate2_on_telephone_audio() {
     let settings: [(Precision, &[f32]); 2] =
-        [(Precision::Fp32, &[DEFAULT_WINDOW_FLOOR_S, TINY_FP32_WINDOW_FLOOR_S]), (Precision::Int8, &[DEFAULT_WINDOW_FLOOR_S])];
+        [(Precision::Fp32, &[MEASURED_WINDOW_FLOOR_S, TINY_FP32_WINDOW_FLOOR_S]), (Precision::Int8, &[MEASURED_WINDOW_FLOOR_S])];
     let (clips, ct2, runs) = compare("whisper_tiny_en", "whisper_tiny_en_ct2", &settings);
     report_and_check("tiny.en", &clips, &ct2, &runs);
 }
@@ -329,7 +329,7 @@ fn tiny_en_word_error_rate_matches_ctranslate2_on_telephone_audio() {
 #[test]
 fn base_word_error_rate_matches_ctranslate2_on_telephone_audio() {
     common::models_dir("whisper_base/whisper.json");
-    let settings: [(Precision, &[f32]); 2] = [(Precision::Fp32, &[DEFAULT_WINDOW_FLOOR_S]), (Precision::Int8, &[DEFAULT_WINDOW_FLOOR_S])];
+    let settings: [(Precision, &[f32]); 2] = [(Precision::Fp32, &[MEASURED_WINDOW_FLOOR_S]), (Precision::Int8, &[MEASURED_WINDOW_FLOOR_S])];
     let (clips, ct2, runs) = compare("whisper_base", "whisper_base_ct2", &settings);
     report_and_check("base", &clips, &ct2, &runs);
 }
@@ -431,8 +431,8 @@ fn short_clips_transcribe_the_same_words_in_the_fitted_window() {
     for (p, floor, file) in [
         (Precision::Fp32, TINY_FP32_WINDOW_FLOOR_S, "clone-test.wav"),
         (Precision::Fp32, TINY_FP32_WINDOW_FLOOR_S, "beckett.wav"),
-        (Precision::Fp32, DEFAULT_WINDOW_FLOOR_S, "clone-test.wav"),
-        (Precision::Int8, DEFAULT_WINDOW_FLOOR_S, "beckett.wav"),
+        (Precision::Fp32, MEASURED_WINDOW_FLOOR_S, "clone-test.wav"),
+        (Precision::Int8, MEASURED_WINDOW_FLOOR_S, "beckett.wav"),
     ] {
         let path = dir.join(file);
         telephone(&m.join("fixtures/speech").join(file), &path);

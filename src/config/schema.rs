@@ -1042,8 +1042,8 @@ pub struct AsrModelConfig {
     pub queue: U64Range<1, 100_000>,
     /// Shortest encoder window in seconds (0..=30). A turn is encoded in a window fitted to it
     /// (its audio + as much silence, at least 1 s, whole seconds) but never shorter than this;
-    /// 0 or 30 = always Whisper's fixed 30 s window (the slow, original behaviour). Unset: 20
-    /// (`models::asr::DEFAULT_WINDOW_FLOOR_S`, measured).
+    /// 0 or 30 = always Whisper's fixed 30 s window (the slow, original behaviour), and unset
+    /// (`models::asr::DEFAULT_WINDOW_FLOOR_S`): a fitted window is opt-in, with a floor measured for the model.
     #[serde(default)]
     pub window_floor_s: Option<f32>,
 }
