@@ -9,8 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn config(m: &std::path::Path, records: &std::path::Path, partial_ms: u64) -> String {
+    config_with(m, records, partial_ms, "int8")
+}
+
+fn config_with(m: &std::path::Path, records: &std::path::Path, partial_ms: u64, precision: &str) -> String {
     format!(
-        "calls:\n  record_dir: {records}\nmodels:\n  runtime:\n    library: {lib}\n  vad:\n    path: {vad}\n  asr:\n    tiny:\n      path: {asr}\n      precision: int8\n      intra_threads: 2\n\
+        "calls:\n  record_dir: {records}\nmodels:\n  runtime:\n    library: {lib}\n  vad:\n    path: {vad}\n  asr:\n    tiny:\n      path: {asr}\n      precision: {precision}\n      intra_threads: 2\n\
          routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: silent\n    turn_detection:\n      type: server_vad\n    transcription:\n      partial_interval_ms: {partial_ms}\n",
         records = records.display(),
         lib = m.join("onnxruntime/libonnxruntime.so.1.32.0").display(),
@@ -99,7 +103,9 @@ fn a_turn_cut_by_the_hang_up_is_still_transcribed() {
     let ports = common::alloc_ports();
     let dir = common::test_dir("app");
     let rec_dir = dir.join("records");
-    let app = common::Appliance::start_in(&dir, &config(&m, &rec_dir, 0), &ports);
+    // fp32, as the shipped config runs it: int8's words for this cut-off espeak turn depend on the
+    // CPU's int8 kernels (on an AMD EPYC with AVX2 and no VNNI it heard "Hello, Liby Mckau, can you?").
+    let app = common::Appliance::start_in(&dir, &config_with(&m, &rec_dir, 0, "fp32"), &ports);
     // BYE 2.5 s into the 3.5 s sentence: the VAD never sees the end of the turn.
     let run = common::run_sipp(app.dir(), &common::scenario("uac_pcmu_speech_cut.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(40));
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
