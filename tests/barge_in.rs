@@ -96,15 +96,14 @@ fn an_interruption_during_the_first_phrase_stops_the_reply_at_once() {
     interrupted_reply("barge_first_phrase", 3.0, 0.2);
 }
 
-/// The two tests on the language model run one after the other: two models computing at once on
-/// two cores would make each reply's start, which the interruption's timing counts on, seconds late.
-static ONE_MODEL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The caller asks for the cakes (a long answer) and interrupts `interrupt_after_s` after the
 /// question ends, when the reply has been playing for at least `min_played_s`: the agent stops
 /// within 150 ms on the wire, the record keeps what was heard, the interruption is answered.
 fn interrupted_reply(name: &str, interrupt_after_s: f64, min_played_s: f64) {
-    let _alone = ONE_MODEL_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Two models computing at once on two cores would make each reply's start, which the
+    // interruption's timing counts on, seconds late.
+    let _one = common::one_llm_call_at_a_time();
     common::require_tools(&["sipp", "tcpdump", "sox"]);
     let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
     let ports = common::alloc_ports();
