@@ -386,23 +386,9 @@ mod tests {
         assert_eq!(run(&mut b, &p), vec![(704, BargeAction::Pause { onset_ms: 640 })]);
     }
 
-    /// A speech-like test signal (as in echo_check's tests): low-passed noise under a syllable envelope.
-    fn voice(n: usize, seed: u64) -> Vec<i16> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let mut lp = 0.0f32;
-        (0..n)
-            .map(|i| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                let white = ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5;
-                lp = 0.7 * lp + 0.3 * white;
-                let env = 0.3 + 0.7 * (i as f32 / 16000.0 * 4.0 * std::f32::consts::PI + seed as f32).sin().abs();
-                (lp * env * 40000.0) as i16
-            })
-            .collect()
-    }
-
     #[test]
     fn the_tracker_gates_on_arrival_but_not_on_echo_and_plays_out_the_arrival_verdicts() {
+        use crate::call::echo_check::tests::voice;
         let agent = voice(48000, 1);
         let caller = voice(48000, 7);
         let mut t = BargeInTracker::new(BargeInConfig::default(), 400);

@@ -224,11 +224,12 @@ impl EchoCheck {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A speech-like test signal: low-passed noise under a syllable-rate envelope, distinct per seed.
-    fn voice(n: usize, seed: u64) -> Vec<i16> {
+    /// A speech-like test signal: low-passed noise under a syllable-rate envelope, distinct per seed
+    /// (barge-in's tests use it too).
+    pub(crate) fn voice(n: usize, seed: u64) -> Vec<i16> {
         let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let mut lp = 0.0f32;
         (0..n)
