@@ -1,7 +1,9 @@
 //! Smart Turn v3.2 on ONNX Runtime from Rust, checked against the Python
 //! reference (tests/fixtures/turn/*.json, made by scripts/turn-reference.py
 //! with pipecat-ai 1.14.0's numpy front end) on real human speech
-//! (moonshine-voice clips), whole and cut mid-sentence.
+//! (moonshine-voice clips), whole and cut mid-sentence. The model's output is
+//! matched against the reference run on this machine (its int8 kernels are the
+//! CPU's); the stored probabilities are where the fixtures were made.
 
 mod common;
 
@@ -108,17 +110,36 @@ fn the_front_end_matches_pipecats_numpy_features() {
     eprintln!("max |Δmel| = {worst:e}");
 }
 
+/// The Python reference's P per fixture, run now on this machine: the model is int8,
+/// and its output depends on the CPU's int8 kernels (beckett cut at 2.0 s is 0.027
+/// where the fixtures were made and 0.339 on an AMD EPYC without VNNI), so only the
+/// same ONNX Runtime on the same CPU is a reference to match to 1e-4.
+fn python_probabilities() -> Vec<(String, f32)> {
+    let python = common::models_dir("venv/bin/python").join("venv/bin/python");
+    let out = common::run_checked(std::process::Command::new(python).arg(common::repo_root().join("scripts/turn-reference.py")).arg("--probabilities"));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let body = text.trim().trim_start_matches('{').trim_end_matches('}');
+    body.split(", ")
+        .map(|kv| {
+            let (k, v) = kv.split_once(": ").unwrap_or_else(|| panic!("turn-reference.py printed {text}"));
+            (k.trim_matches('"').to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
 #[test]
 fn rust_matches_the_python_reference_on_real_speech() {
     let mut m = model();
     assert_eq!(m.provider(), Provider::Cpu);
+    let reference = python_probabilities();
     let mut worst = 0f32;
     for f in fixtures() {
         let p = m.predict(&f.audio).unwrap();
-        let d = (p - f.probability).abs();
-        eprintln!("{}: P = {p:.6} (reference {:.6}, |Δ| = {d:e})", f.name, f.probability);
+        let r = reference.iter().find(|(n, _)| *n == f.name).unwrap_or_else(|| panic!("no reference for {} in {reference:?}", f.name)).1;
+        let d = (p - r).abs();
+        eprintln!("{}: P = {p:.6} (reference here {r:.6}, |Δ| = {d:e}; {:.6} where the fixture was made)", f.name, f.probability);
         worst = worst.max(d);
-        assert!(d < 1e-4, "{}: P = {p} vs reference {}", f.name, f.probability);
+        assert!(d < 1e-4, "{}: P = {p} vs reference {r}", f.name);
         assert!((0.0..=1.0).contains(&p));
     }
     eprintln!("max |ΔP| = {worst:e}");
