@@ -590,35 +590,18 @@ impl CallMedia {
         let mut produced = false;
         while let Some(p) = self.jitter.pop(now) {
             produced = true;
-            self.pcm.clear();
-            let mut timestamp = None;
-            match p {
-                Playout::Packet(pkt) => {
-                    timestamp = Some(pkt.timestamp);
-                    if let Err(e) = self.codecs.decoder.decode(&pkt.payload, &mut self.pcm) {
-                        self.stats.decode_errors += 1;
-                        tracing::debug!(error = %e, "undecodable packet: concealed");
-                        let n = codec::samples_16k(clock * self.params.ptime_ms / 1000, clock);
-                        self.codecs.decoder.conceal(n, None, &mut self.pcm);
-                        self.stats.concealed_samples += self.pcm.len() as u64;
-                    } else {
-                        self.stats.decoded_samples += self.pcm.len() as u64;
-                    }
-                }
-                Playout::Lost { samples, fec } => {
-                    let n = codec::samples_16k(samples, clock);
-                    self.codecs.decoder.conceal(n, fec.as_ref().map(|p| p.payload.as_slice()), &mut self.pcm);
-                    self.stats.concealed_samples += self.pcm.len() as u64;
-                }
-                // The jitter buffer grows its delay by one frame: concealment
-                // without a loss (no FEC to use).
-                Playout::Stretch { samples } => {
-                    let n = codec::samples_16k(samples, clock);
-                    self.codecs.decoder.conceal(n, None, &mut self.pcm);
-                    self.stats.stretched_samples += self.pcm.len() as u64;
-                }
+            self.play_one(p, clock, now);
+        }
+        if !produced {
+            // Nothing due at this tick, but the next packet is here and due before the next
+            // one: play it now, or the tick's silence would be put into the caller's audio
+            // and the packet played with the next one (wake-up jitter around a playout time
+            // near the tick does that, tick after tick).
+            let ptime = std::time::Duration::from_millis(u64::from(self.params.ptime_ms));
+            if let Some(p) = self.jitter.pop_early(now, ptime) {
+                produced = true;
+                self.play_one(p, clock, now);
             }
-            self.hand_caller_audio(timestamp, now);
         }
         if !produced {
             // Nothing to play this packet time (before the first packet, or the caller stopped
@@ -629,6 +612,39 @@ impl CallMedia {
             self.hand_caller_audio(None, now);
         }
         self.vad_results(now);
+    }
+
+    /// One frame the jitter buffer released, decoded or concealed, to the agent.
+    fn play_one(&mut self, p: Playout, clock: u32, now: Instant) {
+        self.pcm.clear();
+        let mut timestamp = None;
+        match p {
+            Playout::Packet(pkt) => {
+                timestamp = Some(pkt.timestamp);
+                if let Err(e) = self.codecs.decoder.decode(&pkt.payload, &mut self.pcm) {
+                    self.stats.decode_errors += 1;
+                    tracing::debug!(error = %e, "undecodable packet: concealed");
+                    let n = codec::samples_16k(clock * self.params.ptime_ms / 1000, clock);
+                    self.codecs.decoder.conceal(n, None, &mut self.pcm);
+                    self.stats.concealed_samples += self.pcm.len() as u64;
+                } else {
+                    self.stats.decoded_samples += self.pcm.len() as u64;
+                }
+            }
+            Playout::Lost { samples, fec } => {
+                let n = codec::samples_16k(samples, clock);
+                self.codecs.decoder.conceal(n, fec.as_ref().map(|p| p.payload.as_slice()), &mut self.pcm);
+                self.stats.concealed_samples += self.pcm.len() as u64;
+            }
+            // The jitter buffer grows its delay by one frame: concealment
+            // without a loss (no FEC to use).
+            Playout::Stretch { samples } => {
+                let n = codec::samples_16k(samples, clock);
+                self.codecs.decoder.conceal(n, None, &mut self.pcm);
+                self.stats.stretched_samples += self.pcm.len() as u64;
+            }
+        }
+        self.hand_caller_audio(timestamp, now);
     }
 
     /// `self.pcm` (16 kHz caller audio: the packet with RTP `timestamp`, or concealment) to the

@@ -151,6 +151,7 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
     tracing::info!(
         packets_in = s.packets_in, packets_out = s.packets_out, lost = s.lost, late = s.late,
         duplicate = s.duplicate, foreign = s.foreign_dropped, concealed_ms = s.concealed_samples / 16,
+        stretched_ms = s.stretched_samples / 16, shrunk = s.shrunk,
         dtmf_digits = s.dtmf_digits, jitter_ms = format!("{:.1}", r.jitter_ms), loss_pct = format!("{:.2}", r.fraction_lost * 100.0),
         remote_loss_pct = ?r.remote_fraction_lost.map(|f| format!("{:.2}", f * 100.0)),
         rtt_ms = ?r.rtt.map(|d| d.as_millis()), "media stopped"
