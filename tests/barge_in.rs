@@ -224,10 +224,10 @@ fn interrupted_call(name: &str, interrupt_after_s: f64) -> InterruptedCall {
     );
     let call_ms = ((interrupt_at + 12.0) * 1000.0) as u64;
     let cfg = format!(
-        "models:\n  runtime:\n    library: {m}/onnxruntime/libonnxruntime.so.1.32.0\n  vad:\n    path: {m}/silero_vad/silero_vad.onnx\n  tts:\n    path: {m}/piper/en_US-joe-medium.onnx\n    intra_threads: 1\n  asr:\n    tiny:\n      path: {m}/whisper_tiny_en\n      window_floor_s: 6\n  llm:\n    embedded:\n      type: onnx\n      path: {m}/qwen2_5_coder_1_5b\n      temperature: 0\n\
+        "{models}\
          calls:\n  record_dir: {{{{run_dir}}}}/records\n\
          routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{BAKERY}\"\n      max_output_tokens: 220\n",
-        m = m.display(),
+        models = common::embedded_llm_models(&m, Some(6)),
     );
     let app = common::Appliance::start_in(&dir, &cfg, &ports);
     let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));

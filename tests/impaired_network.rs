@@ -124,11 +124,11 @@ fn impaired_call(case: Case) {
     let relay_ports: Vec<u16> = (app_ports.rtp_low..=app_ports.rtp_high).collect();
     let relay = Relay::start(RELAY_IP, APP_IP, &relay_ports, case.impairment, case.impairment, seed);
     let cfg = format!(
-        "models:\n  runtime:\n    library: {m}/onnxruntime/libonnxruntime.so.1.32.0\n  vad:\n    path: {m}/silero_vad/silero_vad.onnx\n  tts:\n    path: {m}/piper/en_US-joe-medium.onnx\n    intra_threads: 1\n  asr:\n    tiny:\n      path: {m}/whisper_tiny_en\n  llm:\n    embedded:\n      type: onnx\n      path: {m}/qwen2_5_coder_1_5b\n      temperature: 0\n\
+        "{models}\
          media:\n  advertised_address: {RELAY_IP}\n\
          calls:\n  record_dir: {{{{run_dir}}}}/records\n\
          routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      max_output_tokens: 60\n",
-        m = m.display(),
+        models = common::embedded_llm_models(&m, None),
     );
     let app = common::Appliance::start_in(&dir, &cfg, &app_ports);
     let cap = common::Capture::start(app.dir(), &format!("udp and ( port {} or portrange {}-{} )", ports.peer_rtp, app_ports.rtp_low, app_ports.rtp_high));

@@ -84,10 +84,10 @@ fn config(m: &std::path::Path, url: &str, timeout_ms: u64) -> String {
 
 fn config_with(m: &std::path::Path, url: &str, timeout_ms: u64, instructions: &str, check_order_extra: &str) -> String {
     format!(
-        "models:\n  runtime:\n    library: {m}/onnxruntime/libonnxruntime.so.1.32.0\n  vad:\n    path: {m}/silero_vad/silero_vad.onnx\n  tts:\n    path: {m}/piper/en_US-joe-medium.onnx\n    intra_threads: 1\n  asr:\n    tiny:\n      path: {m}/whisper_tiny_en\n  llm:\n    embedded:\n      type: onnx\n      path: {m}/qwen2_5_coder_1_5b\n      temperature: 0\n\
+        "{models}\
          calls:\n  record_dir: {{{{run_dir}}}}/records\n\
          routes:\n  - match: \"*\"\n    agent: orders\nagents:\n  orders:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{instructions}\"\n      max_output_tokens: 60\n      tools:\n        - name: check_order\n          description: Look up the status and delivery day of an order by its number\n          type: http\n          method: GET\n          url: \"{url}\"\n          headers:\n            Authorization: \"Bearer ${{env:SB_TEST_ORDERS_TOKEN}}\"\n          timeout_ms: {timeout_ms}\n          retries: 1\n{check_order_extra}          parameters:\n            type: object\n            properties:\n              order_number:\n                type: string\n                description: the order number the caller gave\n            required: [order_number]\n        - name: press_keys\n          description: Press telephone keys on this call, in order\n          type: send_dtmf\n",
-        m = m.display(),
+        models = common::embedded_llm_models(&m, None),
     )
 }
 

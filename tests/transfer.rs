@@ -19,10 +19,10 @@ const ASK: &str = "Hello. Can I speak to a person, please?";
 
 fn config(m: &std::path::Path, target: &str) -> String {
     format!(
-        "models:\n  runtime:\n    library: {m}/onnxruntime/libonnxruntime.so.1.32.0\n  vad:\n    path: {m}/silero_vad/silero_vad.onnx\n  tts:\n    path: {m}/piper/en_US-joe-medium.onnx\n    intra_threads: 1\n  asr:\n    tiny:\n      path: {m}/whisper_tiny_en\n  llm:\n    embedded:\n      type: onnx\n      path: {m}/qwen2_5_coder_1_5b\n      temperature: 0\n\
+        "{models}\
          calls:\n  record_dir: {{{{run_dir}}}}/records\n\
          routes:\n  - match: \"*\"\n    agent: desk\nagents:\n  desk:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      max_output_tokens: 40\n      tools:\n        - name: transfer_to_human\n          description: Put the caller through to a person at the bakery\n          type: transfer\n          target: \"{target}\"\n          filler: Putting you through now.\n          fallback: \"{FALLBACK}\"\n",
-        m = m.display(),
+        models = common::embedded_llm_models(&m, None),
     )
 }
 

@@ -335,6 +335,20 @@ pub fn cpu_options(threads: usize) -> switchboard::models::runtime::SessionOptio
     SessionOptions { providers: vec![Provider::Cpu], strict: false, intra_threads: threads, inter_threads: 1, spin: true }
 }
 
+/// The `models:` section of an appliance config on the packaged models in `m`, the language
+/// model being the embedded default answering greedily: Silero, Piper on one thread, Whisper
+/// tiny.en (its encoder window fitted to the turn with `window_floor_s`, or Whisper's 30 s window
+/// with `None`), Qwen2.5 1.5B int4 on ONNX Runtime.
+pub fn embedded_llm_models(m: &Path, window_floor_s: Option<u32>) -> String {
+    let m = m.display();
+    let floor = window_floor_s.map(|s| format!("      window_floor_s: {s}\n")).unwrap_or_default();
+    format!(
+        "models:\n  runtime:\n    library: {m}/onnxruntime/libonnxruntime.so.1.32.0\n  vad:\n    path: {m}/silero_vad/silero_vad.onnx\n  \
+         tts:\n    path: {m}/piper/en_US-joe-medium.onnx\n    intra_threads: 1\n  asr:\n    tiny:\n      path: {m}/whisper_tiny_en\n{floor}  \
+         llm:\n    embedded:\n      type: onnx\n      path: {m}/qwen2_5_coder_1_5b\n      temperature: 0\n"
+    )
+}
+
 /// The Python with llama-cpp-python[server] that `scripts/setup.sh --test` builds
 /// (`SWITCHBOARD_LLAMA_PYTHON` overrides it).
 pub fn llama_python() -> PathBuf {
