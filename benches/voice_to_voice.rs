@@ -162,7 +162,7 @@ fn main() {
     let call_s = 1.0 + SLOT_S * turns as f64 + 3.0;
     let ends = common::speech::caller_pcap(&m, &dir, &lines, call_s, 0.0, 0xB0_0001);
     let cfg = format!(
-        "logging:\n  level: info,switchboard::models::tts_worker=debug,switchboard::models::llm::local=debug\n{models}routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    noise_scale: 0\n    noise_w: 0\n    turn_detection:\n      type: server_vad\n{speculate}    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      temperature: 0\n      max_output_tokens: 40\n",
+        "logging:\n  level: info,switchboard::models::tts_worker=debug,switchboard::models::llm::local=debug,switchboard::models::asr=debug,switchboard::agent::llm=debug\n{models}routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    noise_scale: 0\n    noise_w: 0\n    turn_detection:\n      type: server_vad\n{speculate}    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      temperature: 0\n      max_output_tokens: 40\n",
         models = default_models_yaml(&m, &overrides),
         speculate = speculate.map(|ms| format!("      speculate_after_ms: {ms}\n")).unwrap_or_default(),
     );
@@ -239,11 +239,13 @@ fn main() {
     assert!(!v2v.is_empty(), "no turn was answered\n{}", app.log_tail(40));
     let specs = |outcome: &str| log_text.lines().filter(|l| l.contains(outcome)).count();
     println!(
-        "\n{} of {} turns answered before the next question; speculative starts: {} used, {} dropped",
+        "\n{} of {} turns answered before the next question; speculative starts: {} used, {} dropped; \
+         Whisper decodes that ran away in the fitted window (redone in the 30 s one): {}",
         v2v.len(),
         v2v.len() + unanswered,
         specs("speculative reply adopted"),
         specs("speculative work dropped"),
+        specs("the decode ran away in the fitted window"),
     );
     println!("{:<16} {:>8} {:>8} {:>8}", "ms", "p50", "p90", "p95");
     println!("{:<16} {:>8.0} {:>8.0} {:>8.0}", "voice-to-voice", pct(&v2v, 0.5), pct(&v2v, 0.9), pct(&v2v, 0.95));

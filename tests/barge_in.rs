@@ -227,7 +227,7 @@ fn interrupted_call(name: &str, interrupt_after_s: f64) -> InterruptedCall {
         "{models}\
          calls:\n  record_dir: {{{{run_dir}}}}/records\n\
          routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{BAKERY}\"\n      max_output_tokens: 220\n",
-        models = common::embedded_llm_models(&m, Some(6)),
+        models = common::embedded_llm_models(&m, Some(switchboard::models::asr::TINY_FP32_WINDOW_FLOOR_S)),
     );
     let app = common::Appliance::start_in(&dir, &cfg, &ports);
     let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));

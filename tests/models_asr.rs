@@ -329,7 +329,10 @@ fn tiny_en_word_error_rate_matches_ctranslate2_on_telephone_audio() {
 #[test]
 fn base_word_error_rate_matches_ctranslate2_on_telephone_audio() {
     common::models_dir("whisper_base/whisper.json");
-    let settings: [(Precision, &[f32]); 2] = [(Precision::Fp32, &[MEASURED_WINDOW_FLOOR_S]), (Precision::Int8, &[MEASURED_WINDOW_FLOOR_S])];
+    // base int8 (7-bit weights) has no fitted floor: at 20 s it came within 1 point of its 30 s
+    // window once (11.38 % vs 10.77 %) and not in two later runs (12.31 %, 12.62 %); it keeps the
+    // 30 s window, checked against CTranslate2 like the others.
+    let settings: [(Precision, &[f32]); 2] = [(Precision::Fp32, &[MEASURED_WINDOW_FLOOR_S]), (Precision::Int8, &[])];
     let (clips, ct2, runs) = compare("whisper_base", "whisper_base_ct2", &settings);
     report_and_check("base", &clips, &ct2, &runs);
 }

@@ -34,7 +34,7 @@ fn a_caller_who_pauses_mid_question_hears_one_answer_to_the_whole_question() {
          {models}\
          calls:\n  record_dir: {{{{run_dir}}}}/records\n\
          routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    turn_detection:\n      type: server_vad\n      silence_duration_ms: 1500\n      speculate_after_ms: 200\n    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      max_output_tokens: 60\n",
-        models = common::embedded_llm_models(&m, Some(6)),
+        models = common::embedded_llm_models(&m, Some(switchboard::models::asr::TINY_FP32_WINDOW_FLOOR_S)),
     );
     let app = common::Appliance::start_in(&dir, &cfg, &ports);
     let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));

@@ -339,7 +339,7 @@ pub fn cpu_options(threads: usize) -> switchboard::models::runtime::SessionOptio
 /// model being the embedded default answering greedily: Silero, Piper on one thread, Whisper
 /// tiny.en (its encoder window fitted to the turn with `window_floor_s`, or Whisper's 30 s window
 /// with `None`), Qwen2.5 1.5B int4 on ONNX Runtime.
-pub fn embedded_llm_models(m: &Path, window_floor_s: Option<u32>) -> String {
+pub fn embedded_llm_models(m: &Path, window_floor_s: Option<f32>) -> String {
     let m = m.display();
     let floor = window_floor_s.map(|s| format!("      window_floor_s: {s}\n")).unwrap_or_default();
     format!(
