@@ -232,7 +232,10 @@ fn an_async_tool_lets_the_conversation_go_on_until_its_result_arrives() {
     let _one = common::one_llm_call_at_a_time();
     let instructions = format!("{INSTRUCTIONS}{HOURS}");
     let extra = "          async: true\n          filler: Let me check that for you.\n";
-    let lines = [(1.0, ORDER_LINE), (11.0, "And what time do you open on Saturday?")];
+    // The second question after the filler has been said: at 11 s it once came while the filler
+    // was still playing (the tool call took until 10.5 s on a loaded machine), interrupted it,
+    // and the model answered it with the filler's words instead of the hours.
+    let lines = [(1.0, ORDER_LINE), (14.0, "And what time do you open on Saturday?")];
     let c = call_with("tools_async", &lines, 42, "/hold/orders/{order_number}", |m, url| config_with(m, url, 30_000, &instructions, extra), |app, backend| {
         // Release the result only once the second question has been answered.
         let answered = app.wait_log("agent reply response=2 outcome=\"done\"", Duration::from_secs(40));
