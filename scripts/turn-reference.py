@@ -60,30 +60,27 @@ def last_8s(x):  # pipecat's truncate_audio_to_last_n_seconds
 def fixture_name(clip, cut):
     return f"{os.path.splitext(clip)[0]}-{'full' if cut is None else f'cut{cut:.1f}s'}.json"
 
+def reference(wf, s, clip, cut):
+    """The clip (cut), its features and P(turn complete), as pipecat computes them."""
+    x = read(os.path.join(SPEECH, clip))
+    if cut is not None:
+        x = x[:int(round(cut * 16000))]
+    feats = wf.compute_whisper_log_mel_features(last_8s(x), do_normalize=True)
+    assert feats.shape == (80, 800)
+    return x, feats, float(s.run(None, {"input_features": feats[None].astype(np.float32)})[0][0].item())
+
 def main():
     wf = whisper_features()
     so = ort.SessionOptions(); so.intra_op_num_threads = 1; so.inter_op_num_threads = 1
     s = ort.InferenceSession(MODEL, so, providers=["CPUExecutionProvider"])
     if sys.argv[1:] == ["--probabilities"]:
-        out = {}
-        for clip, cut in CASES:
-            x = read(os.path.join(SPEECH, clip))
-            if cut is not None:
-                x = x[:int(round(cut * 16000))]
-            feats = wf.compute_whisper_log_mel_features(last_8s(x), do_normalize=True)
-            out[fixture_name(clip, cut)] = float(s.run(None, {"input_features": feats[None].astype(np.float32)})[0][0].item())
-        print(json.dumps(out))
+        print(json.dumps({fixture_name(clip, cut): reference(wf, s, clip, cut)[2] for clip, cut in CASES}))
         return 0
     os.makedirs(OUT, exist_ok=True)
     for old in glob.glob(os.path.join(OUT, "*.json")):
         os.remove(old)
     for clip, cut in CASES:
-        x = read(os.path.join(SPEECH, clip))
-        if cut is not None:
-            x = x[:int(round(cut * 16000))]
-        feats = wf.compute_whisper_log_mel_features(last_8s(x), do_normalize=True)
-        assert feats.shape == (80, 800)
-        p = float(s.run(None, {"input_features": feats[None].astype(np.float32)})[0][0].item())
+        x, feats, p = reference(wf, s, clip, cut)
         name = fixture_name(clip, cut)
         data = {"clip": clip, "cut_seconds": cut, "samples": int(len(x)), "onnxruntime": ort.__version__,
                 "probability": round(p, 6),

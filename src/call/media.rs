@@ -593,23 +593,22 @@ impl CallMedia {
             self.play_one(p, clock, now);
         }
         if !produced {
-            // Nothing due at this tick, but the next packet is here and due before the next
-            // one: play it now, or the tick's silence would be put into the caller's audio
-            // and the packet played with the next one (wake-up jitter around a playout time
-            // near the tick does that, tick after tick).
+            // Nothing due at this tick, but the next packet is here and due before the next one:
+            // play it now, or the tick's silence would be put into the caller's audio and the
+            // packet played with the next one (wake-up jitter around a playout time near the
+            // tick does that, tick after tick).
             let ptime = std::time::Duration::from_millis(u64::from(self.params.ptime_ms));
-            if let Some(p) = self.jitter.pop_early(now, ptime) {
-                produced = true;
-                self.play_one(p, clock, now);
+            match self.jitter.pop_early(now, ptime) {
+                Some(p) => self.play_one(p, clock, now),
+                None => {
+                    // Nothing to play this packet time (before the first packet, or the caller
+                    // stopped sending: silence suppression, hold): the caller's timeline goes on
+                    // with silence, so the agent and the VAD hear the pause.
+                    self.pcm.clear();
+                    self.pcm.resize(AGENT_RATE as usize * self.params.ptime_ms as usize / 1000, 0);
+                    self.hand_caller_audio(None, now);
+                }
             }
-        }
-        if !produced {
-            // Nothing to play this packet time (before the first packet, or the caller stopped
-            // sending: silence suppression, hold): the caller's timeline goes on with silence,
-            // so the agent and the VAD hear the pause.
-            self.pcm.clear();
-            self.pcm.resize(AGENT_RATE as usize * self.params.ptime_ms as usize / 1000, 0);
-            self.hand_caller_audio(None, now);
         }
         self.vad_results(now);
     }

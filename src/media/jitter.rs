@@ -1232,8 +1232,7 @@ pub mod sim {
             let mut any = false;
             // As `call::media` consumes: everything due, else the next frame if it is here
             // and due before the next tick.
-            let early = |jb: &mut JitterBuffer, any: bool| if any { None } else { jb.pop_early(now, s.ptime) };
-            while let Some(item) = jb.pop(now).or_else(|| early(&mut jb, any)) {
+            while let Some(item) = jb.pop(now).or_else(|| if any { None } else { jb.pop_early(now, s.ptime) }) {
                 any = true;
                 match item {
                     Playout::Packet(p) => {
