@@ -49,14 +49,19 @@ fn records(dir: &std::path::Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn the_callers_sentence_is_in_the_call_record_and_the_log() {
-    common::require_tools(&["sipp"]);
+    common::require_tools(&["sipp", "sox"]);
     let m = common::models_dir("whisper_tiny_en/whisper.json");
     let ports = common::alloc_ports();
     let dir = common::test_dir("app");
     let rec_dir = dir.join("records");
-    let app = common::Appliance::start_in(&dir, &config(&m, &rec_dir, 700), &ports);
-    // The sentence (~3.5 s) plays right after the ACK; the caller hangs up 1 s after the 4 s pause.
-    let run = common::run_sipp(app.dir(), &common::scenario("uac_pcmu_speech.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1", "-d", "1000"], Duration::from_secs(40));
+    // fp32, as the shipped config runs it.
+    let app = common::Appliance::start_in(&dir, &config_with(&m, &rec_dir, 700, "fp32"), &ports);
+    // The caller: a Piper voice. (The espeak fixture at 8 kHz is at the edge of what tiny.en hears:
+    // "this is a test call" came out as "living at home", "Nithimapet, call" or, in int8 on the CI
+    // machine, a decoding loop, by the CPU's kernels and the turn's exact samples.)
+    let truth = common::fixtures::SPEECH_TEXT;
+    let end = common::speech::caller_pcap(&m, &dir, &[(0.5, truth)], 0.0, 4.0, 0xA5C0_0001)[0];
+    let run = common::run_sipp(app.dir(), &common::scenario("uac_pcmu_turn_pause.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(40));
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
     let recs = common::wait_until(Duration::from_secs(15), || Some(records(&rec_dir)).filter(|r| !r.is_empty())).unwrap_or_else(|| panic!("no call record in {}\n{}", rec_dir.display(), app.log_tail(40)));
     assert_eq!(recs.len(), 1);
@@ -64,15 +69,12 @@ fn the_callers_sentence_is_in_the_call_record_and_the_log() {
     let finals: Vec<&str> = r["transcripts"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap()).collect();
     let heard = finals.join(" ");
     println!("record: {}", serde_json::to_string_pretty(r).unwrap());
-    // The espeak sentence at 8 kHz is hard for tiny.en (the CTranslate2 float32 oracle mishears
-    // "this is a test" too): the call's transcript may miss no more words than the oracle
-    // does on the same 8 kHz recording (plus one), and holds the sentence's clear words.
-    let oracle = oracle(&common::fixtures().speech_8k);
-    let truth = common::fixtures::SPEECH_TEXT;
+    // The call's transcript misses no more words than the CTranslate2 float32 oracle does on the
+    // caller's 8 kHz audio, or one (G.711 and the call's resampler are in its way, not the oracle's).
+    let oracle = oracle(&dir.join("caller8k.wav"));
     let (errors, oracle_errors) = (wer::word_errors(truth, &heard), wer::word_errors(truth, &oracle));
-    let words = wer::words(&heard);
     assert!(
-        errors <= oracle_errors + 1 && ["hello", "call", "can", "you", "hear", "me"].iter().all(|w| words.contains(&w.to_string())),
+        errors <= oracle_errors.max(1),
         "the record holds the sentence: {heard:?} ({errors} word errors) vs the oracle's {oracle:?} ({oracle_errors})\n{}",
         app.log_tail(40)
     );
@@ -80,11 +82,11 @@ fn the_callers_sentence_is_in_the_call_record_and_the_log() {
     assert_eq!(r["called"], "1000");
     assert_eq!(r["end_reason"], "completed_remote_bye");
     let t0 = &r["transcripts"][0];
-    assert!(t0["audio_start_ms"].as_u64().unwrap() < 1000 && t0["audio_end_ms"].as_u64().unwrap() > 3000, "turn span: {t0}");
+    assert!(t0["audio_start_ms"].as_u64().unwrap() < 1000 && t0["audio_end_ms"].as_u64().unwrap() as f64 > end * 1000.0 - 300.0, "turn span: {t0} (the sentence ends at {end:.2} s)");
     assert!(t0["latency_ms"].as_f64().unwrap() < 5000.0, "latency: {t0}");
     let types: Vec<&str> = r["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert!(types.contains(&"speech_started") && types.contains(&"speech_stopped") && types.contains(&"turn_committed"), "{types:?}");
-    // partial_interval_ms: 700 and an idle recogniser: the 3.4 s turn got a partial while it was spoken.
+    // partial_interval_ms: 700 and an idle recogniser: the ~2.5 s turn got a partial while it was spoken.
     assert!(types.contains(&"partial_transcript"), "{types:?}");
     // The log has the final transcript in the call's span.
     let log = app.log();

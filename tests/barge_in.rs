@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::listening_caller::LOUD_RMS;
 use std::time::Duration;
 
 /// RMS of a PCMU payload, decoded.
@@ -59,8 +60,8 @@ and we are closed on Sunday. Custom cakes need two days of notice. How can I hel
     let n_theirs = rtp.iter().filter(theirs).count();
     let max_theirs = rtp.iter().filter(theirs).map(|p| pcmu_rms(&p.payload)).fold(0.0, f64::max);
     eprintln!("rtp {} packets; caller {n_theirs} (max rms {max_theirs:.3}); agent {}", rtp.len(), rtp.iter().filter(ours).count());
-    let caller_onset = rtp.iter().filter(theirs).find(|p| pcmu_rms(&p.payload) > 0.02).expect("the caller's speech on the wire").time;
-    let agent_speech: Vec<f64> = rtp.iter().filter(ours).filter(|p| pcmu_rms(&p.payload) > 0.02).map(|p| p.time).collect();
+    let caller_onset = rtp.iter().filter(theirs).find(|p| pcmu_rms(&p.payload) > LOUD_RMS).expect("the caller's speech on the wire").time;
+    let agent_speech: Vec<f64> = rtp.iter().filter(ours).filter(|p| pcmu_rms(&p.payload) > LOUD_RMS).map(|p| p.time).collect();
     assert!(agent_speech.iter().any(|&t| t < caller_onset - 1.0), "the greeting was playing before the caller spoke");
     let stop_ms = (last_speech_packet(&agent_speech, caller_onset) - caller_onset) * 1000.0;
     println!("caller onset on the wire → last greeting packet: {stop_ms:.0} ms");
@@ -84,50 +85,27 @@ Prices: every cake costs twenty dollars.";
 /// goes on with an answer to the interruption.
 #[test]
 fn an_interrupted_reply_keeps_only_what_the_caller_heard() {
-    // The interruption 8 s after the question ends, well inside the six-sentence answer.
-    interrupted_reply("barge_llm", 8.0, 1.0, 30.0);
+    // 5 s into the six-sentence answer.
+    interrupted_reply("barge_llm", 5.0, 1.0, 30.0);
 }
 
 #[test]
 fn an_interruption_during_the_first_phrase_stops_the_reply_at_once() {
-    // 3 s after the question: the agent has been talking for a second or two (voice to voice is
-    // ~1.3 s alone, more on a loaded machine), its first phrases on the voice, the model still
-    // writing the six-cake answer.
-    interrupted_reply("barge_first_phrase", 3.0, 0.2, 2.0);
+    // 0.6 s into the reply: its first phrase on the voice, the model still writing the six-cake
+    // answer.
+    interrupted_reply("barge_first_phrase", 0.6, 0.2, 2.0);
 }
 
-
-/// The caller asks for the cakes (a long answer) and interrupts `interrupt_after_s` after the
-/// question ends, when the reply has been playing for `min_played_s` to `max_played_s`: the agent
-/// stops within 150 ms on the wire, the record keeps what was heard, the interruption is answered.
-///
-/// The caller is a SIPp pcap, so the interruption's time is fixed before the call. Where the
-/// machine is slower than that time allows (the reply began less than `min_played_s` before the
-/// interruption), the call is made once more with the interruption moved to the start seen plus
-/// `min_played_s` and 0.4 s (or 2 s later, where no reply had begun), and everything is asserted
-/// on that call: the timing is the test's set-up, stopping at once is what it checks.
-fn interrupted_reply(name: &str, interrupt_after_s: f64, min_played_s: f64, max_played_s: f64) {
-    // Two models computing at once on two cores would make each reply's start, which the
-    // interruption's timing counts on, seconds late.
+/// The caller asks for the cakes (a long answer) and interrupts once the reply has been playing
+/// for `played_s` (the caller listens for it: see `common::listening_caller`); on the wire the
+/// reply had played `min_played_s` to `max_played_s` at the interruption. The agent stops within
+/// 150 ms on the wire, the record keeps what was heard, the interruption is answered.
+fn interrupted_reply(name: &str, played_s: f64, min_played_s: f64, max_played_s: f64) {
+    // Two models computing at once on two cores would make each reply seconds late (the caller
+    // waits for it, but the call's length is fixed).
     let _one = common::one_llm_call_at_a_time();
     common::require_tools(&["sipp", "tcpdump", "sox"]);
-    let first = interrupted_call(&format!("{name}-1"), interrupt_after_s);
-    let call = if first.reply_start < first.onset - min_played_s {
-        first
-    } else {
-        let began = first.reply_start - first.first_theirs - first.q_end;
-        // A reply that starts after the onset is not the one the caller was to interrupt.
-        let later = if first.reply_start < first.onset { began + min_played_s + 0.4 } else { interrupt_after_s + 2.0 };
-        println!(
-            "the reply began {began:.1} s after the question, {:.1} s before the interruption (not {min_played_s} s): calling again with the interruption {later:.1} s after the question",
-            first.onset - first.reply_start
-        );
-        drop(first);
-        interrupted_call(&format!("{name}-2"), later)
-    };
-    let InterruptedCall { app, dir, ports, pkts, rtp, first_theirs, q_end, onset, agent_speech, reply_start, .. } = call;
-    let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
-    let ours = |p: &&common::audio::RtpPacket| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port()) && p.pt == 0;
+    let InterruptedCall { app, dir, ports, pkts, rtp, first_theirs, q_end, onset, agent_speech, reply_start } = interrupted_call(name, played_s);
     assert!(
         onset - reply_start > min_played_s && onset - reply_start < max_played_s,
         "the reply had been playing for {:.1} s when the caller interrupted, not {min_played_s}–{max_played_s} s (it began {:.1} s after the question)\n{}",
@@ -135,6 +113,8 @@ fn interrupted_reply(name: &str, interrupt_after_s: f64, min_played_s: f64, max_
         reply_start - first_theirs - q_end,
         app.log_tail(40)
     );
+    let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
+    let ours = |p: &&common::audio::RtpPacket| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port()) && p.pt == 0;
     assert!(
         agent_speech.iter().any(|&t| t < onset && t > onset - 0.3),
         "the agent was not talking when the caller began (a gap in the reply?)\n{}",
@@ -189,16 +169,16 @@ fn interrupted_reply(name: &str, interrupt_after_s: f64, min_played_s: f64, max_
     assert!(replies.iter().any(|x| x["response"] == 2 && x["outcome"] == "done" && !x["text"].as_str().unwrap().is_empty()), "the agent answered the interruption: {replies:?}");
 }
 
-/// One call of `interrupted_reply`, with what its capture shows.
+/// The call of `interrupted_reply`, with what its capture shows.
 struct InterruptedCall {
     app: common::Appliance,
     dir: std::path::PathBuf,
     ports: common::Ports,
     pkts: Vec<common::UdpPacket>,
     rtp: Vec<common::audio::RtpPacket>,
-    /// Capture time of the caller's first packet (the pcap's time zero).
+    /// Capture time of the caller's first packet (the caller's time zero).
     first_theirs: f64,
-    /// End of the question in the pcap (s).
+    /// End of the question on the caller's clock (s).
     q_end: f64,
     /// Capture time of the interruption's first loud packet.
     onset: f64,
@@ -208,21 +188,17 @@ struct InterruptedCall {
     reply_start: f64,
 }
 
-fn interrupted_call(name: &str, interrupt_after_s: f64) -> InterruptedCall {
+fn interrupted_call(name: &str, played_s: f64) -> InterruptedCall {
+    use common::listening_caller::{sipp_scenario, ListeningCaller, Step};
     let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
     let ports = common::alloc_ports();
     let dir = common::test_dir(name);
-    let q_end = common::speech::caller_pcap(&m, &dir, &[(1.0, "Hello, what kinds of cake do you have?")], 0.0, 0.0, 0x5EC0_0007)[0];
-    let interrupt_at = q_end + interrupt_after_s;
-    common::speech::caller_pcap(
-        &m,
-        &dir,
-        &[(1.0, "Hello, what kinds of cake do you have?"), (interrupt_at, "Sorry, sorry, how much does the chocolate cake cost?")],
-        0.0,
-        8.0,
+    let lines = common::speech::caller_lines_8k(&m, &dir, &["Hello, what kinds of cake do you have?", "Sorry, sorry, how much does the chocolate cake cost?"]);
+    let [question, interruption] = <[Vec<i16>; 2]>::try_from(lines).unwrap();
+    let caller = ListeningCaller::start(
+        vec![Step::Silence(1.0), Step::Say(question), Step::WhenAgentHasSpoken { played_s, timeout_s: 15.0 }, Step::Say(interruption)],
         0x5EC0_0007,
     );
-    let call_ms = ((interrupt_at + 12.0) * 1000.0) as u64;
     let cfg = format!(
         "{models}\
          calls:\n  record_dir: {{{{run_dir}}}}/records\n\
@@ -231,21 +207,26 @@ fn interrupted_call(name: &str, interrupt_after_s: f64) -> InterruptedCall {
     );
     let app = common::Appliance::start_in(&dir, &cfg, &ports);
     let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
-    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml")).unwrap().replace("<pause milliseconds=\"9000\"/>", &format!("<pause milliseconds=\"{call_ms}\"/>"));
+    // The call's length is fixed (SIPp hangs up): the question (~3 s), a reply that may begin
+    // seconds late on a loaded machine, `played_s` of it, the interruption (~3 s) and its answer.
     let scen = dir.join(format!("{name}.xml"));
-    std::fs::write(&scen, xml).unwrap();
+    std::fs::write(&scen, sipp_scenario(&caller, ((24.0 + played_s) * 1000.0) as u64)).unwrap();
     let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(90));
+    let said = caller.stop();
     let pkts = cap.stop();
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
     println!("{}", app.log().lines().filter(|l| l.contains("barge-in") || l.contains("agent reply") || l.contains("reply interrupted")).collect::<Vec<_>>().join("\n"));
+    println!("the caller: {said:?}");
+    assert!(said.timed_out.is_empty() && said.step_starts.len() == 4, "the agent's reply never played {played_s} s: {said:?}\n{}", app.log_tail(40));
 
     // The wire: the interruption's onset, and the reply's audio around it.
     let rtp: Vec<common::audio::RtpPacket> = pkts.iter().filter_map(|p| common::audio::parse_rtp(p.time, p.src, p.dst, &p.payload)).collect();
     let ours = |p: &&common::audio::RtpPacket| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port()) && p.pt == 0;
     let theirs = |p: &&common::audio::RtpPacket| (ports.rtp_low..=ports.rtp_high).contains(&p.dst.port()) && p.pt == 0;
     let first_theirs = rtp.iter().find(theirs).expect("the caller's RTP").time;
-    let onset = rtp.iter().filter(theirs).find(|p| p.time > first_theirs + interrupt_at - 0.5 && pcmu_rms(&p.payload) > 0.02).expect("the interruption on the wire").time;
-    let agent_speech: Vec<f64> = rtp.iter().filter(ours).filter(|p| pcmu_rms(&p.payload) > 0.02).map(|p| p.time).collect();
+    let q_end = said.step_ends[1];
+    let onset = rtp.iter().filter(theirs).find(|p| p.time > first_theirs + said.step_starts[3] - 0.1 && pcmu_rms(&p.payload) > LOUD_RMS).expect("the interruption on the wire").time;
+    let agent_speech: Vec<f64> = rtp.iter().filter(ours).filter(|p| pcmu_rms(&p.payload) > LOUD_RMS).map(|p| p.time).collect();
     let reply_start = *agent_speech.iter().find(|&&t| t > first_theirs + q_end).expect("the agent answered the question");
     InterruptedCall { app, dir, ports, pkts, rtp, first_theirs, q_end, onset, agent_speech, reply_start }
 }

@@ -24,6 +24,7 @@ pub mod capture;
 pub mod fixtures;
 pub mod impair;
 pub mod kamailio;
+pub mod listening_caller;
 pub mod pcap;
 pub mod ports;
 pub mod sipp;

@@ -10,11 +10,7 @@ use std::process::Command;
 /// into `dir`/pcap/turn_pause_pcmu.pcap (PCMU, for uac_pcmu_turn_pause.xml); the audio lasts
 /// `min_total_s`, and at least `tail_s` after the last line. Returns when each line ends (s).
 pub fn caller_pcap(models: &Path, dir: &Path, lines: &[(f64, &str)], min_total_s: f64, tail_s: f64, ssrc: u32) -> Vec<f64> {
-    let onnx = models.join("piper/en_US-joe-medium.onnx");
-    let mut voice = switchboard::models::tts::PiperVoice::load(super::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &super::cpu_options(2)).unwrap();
-    // Without VITS's sampling noise the caller says the same thing in every run: with it, Whisper
-    // tiny heard "What about Sunday?" as "What about funding?" in one full run out of several.
-    voice.set_scales(switchboard::models::tts::Scales { noise_scale: 0.0, length_scale: 1.0, noise_w: 0.0 });
+    let mut voice = caller_voice(models);
     let rate = voice.sample_rate() as usize;
     let spoken: Vec<(usize, Vec<i16>)> = lines.iter().map(|(at, text)| ((at * rate as f64) as usize, say_with_pauses(&mut voice, text, rate))).collect();
     let last_end = spoken.iter().map(|(start, s)| start + s.len()).max().unwrap_or(0);
@@ -31,6 +27,37 @@ pub fn caller_pcap(models: &Path, dir: &Path, lines: &[(f64, &str)], min_total_s
     std::fs::create_dir_all(dir.join("pcap")).unwrap();
     super::fixtures::write_rtp_audio_pcap(&wav8, &dir.join("pcap/turn_pause_pcmu.pcap"), 0, 20, 1000, 160_000, ssrc);
     ends
+}
+
+/// The callers' voice: Piper without VITS's sampling noise, so the caller says the same thing in
+/// every run (with it, Whisper tiny heard "What about Sunday?" as "What about funding?" in one full
+/// run out of several).
+fn caller_voice(models: &Path) -> switchboard::models::tts::PiperVoice {
+    let onnx = models.join("piper/en_US-joe-medium.onnx");
+    let mut voice = switchboard::models::tts::PiperVoice::load(super::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &super::cpu_options(2)).unwrap();
+    voice.set_scales(switchboard::models::tts::Scales { noise_scale: 0.0, length_scale: 1.0, noise_w: 0.0 });
+    voice
+}
+
+/// Each of `lines` spoken by the callers' voice at 8 kHz (resampled by sox; the WAVs are left in
+/// `dir`), without Piper's leading and trailing silence: a line starts with its first sound.
+pub fn caller_lines_8k(models: &Path, dir: &Path, lines: &[&str]) -> Vec<Vec<i16>> {
+    let mut voice = caller_voice(models);
+    let rate = voice.sample_rate() as usize;
+    lines
+        .iter()
+        .enumerate()
+        .map(|(k, text)| {
+            let mut pcm = say_with_pauses(&mut voice, text, rate);
+            let loud = |x: &i16| x.unsigned_abs() > 300;
+            pcm.truncate(pcm.iter().rposition(loud).map_or(pcm.len(), |p| p + 1));
+            pcm.drain(..pcm.iter().position(loud).unwrap_or(0));
+            let (src, wav8) = (dir.join(format!("line{k}-22k.wav")), dir.join(format!("line{k}-8k.wav")));
+            write_wav(&src, &pcm, rate as u32);
+            run_checked(Command::new(tool("sox")).arg(&src).args(["-D", "-r", "8000"]).arg(&wav8));
+            super::read_wav_mono_i16(&wav8).0
+        })
+        .collect()
 }
 
 /// `text` spoken; `[pause MS]` inside it is exactly that much silence between the sounds on either
