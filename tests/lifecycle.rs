@@ -122,3 +122,53 @@ fn baresip_hears_greeting_and_its_own_echo() {
     assert!(elag > glag + greeting.len(), "echo after the greeting ({glag} + {} < {elag})", greeting.len());
     assert_eq!(app.metric_value("switchboard_calls_total{status=\"completed_remote_bye\"}"), Some(1.0));
 }
+
+/// A stop drains: 20 callers (10 a second) each say a sentence and hang up before the end of their
+/// turn, so each call owes its last turn's transcript when its dialog ends; a second after the
+/// last BYE the appliance gets SIGTERM. Before it exits, every call's record is written with its
+/// transcript, and no journal is left to be recovered as "interrupted" at the next start.
+#[test]
+fn sigterm_after_the_calls_waits_for_their_records() {
+    require_tools(&["sipp"]);
+    let m = models_dir("whisper_tiny_en/whisper.json");
+    let ports = alloc_ports();
+    let dir = test_dir("drain");
+    let rec_dir = dir.join("records");
+    let cfg = format!(
+        "calls:\n  record_dir: {records}\n  shutdown_grace_s: 60\nmodels:\n  runtime:\n    library: {lib}\n  vad:\n    path: {vad}\n  asr:\n    tiny:\n      path: {asr}\n      precision: int8\n      intra_threads: 2\n\
+         routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: silent\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n",
+        records = rec_dir.display(),
+        lib = m.join("onnxruntime/libonnxruntime.so.1.32.0").display(),
+        vad = m.join("silero_vad/silero_vad.onnx").display(),
+        asr = m.join("whisper_tiny_en").display(),
+    );
+    let app = Appliance::start_in(&dir, &cfg, &ports);
+    const CALLS: usize = 20;
+    // The sentence (~3.5 s), then BYE at 4 s: too soon for the end of the turn.
+    let run = run_sipp(app.dir(), &scenario("uac_pcmu_speech.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", &CALLS.to_string(), "-r", "10", "-l", "30", "-d", "0"], Duration::from_secs(60));
+    assert!(run.successful == CALLS as u64 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
+    std::thread::sleep(Duration::from_secs(1));
+    app.sigterm();
+    let status = app.wait_exit(Duration::from_secs(70)).expect("the appliance exits");
+    assert!(status.success(), "clean exit: {status:?}\n{}", app.log_tail(20));
+    let log = app.log();
+    assert!(log.contains("waiting for the ended calls to write their records"), "SIGTERM came after every call had written its record: the test did not try the drain\n{}", app.log_tail(30));
+
+    let files = |dir: &std::path::Path, ext: &str| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == ext)).collect()).unwrap_or_default();
+        v.sort();
+        v
+    };
+    let journals = files(&rec_dir.join("active"), "jsonl");
+    assert!(journals.is_empty(), "journals left for the next start to recover as interrupted: {journals:?}\n{}", app.log_tail(30));
+    let records = files(&rec_dir, "json");
+    assert_eq!(records.len(), CALLS, "{records:?}\n{}", app.log_tail(30));
+    for p in &records {
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        assert_eq!(r["end_reason"], "completed_remote_bye", "{}: {r}", p.display());
+        let text = r["transcripts"].as_array().and_then(|t| t.first()).and_then(|t| t["text"].as_str()).unwrap_or_default();
+        assert!(!text.trim().is_empty(), "{}: the last turn's transcript is missing: {r}", p.display());
+    }
+    let after_exit = log.split_once("exiting").map(|(_, rest)| rest).unwrap_or_default();
+    assert!(!after_exit.contains("ERROR") && !after_exit.contains("WARN"), "{after_exit}");
+}

@@ -26,6 +26,8 @@ pub trait Recognizer: Send {
     /// Queue audio; `None` when refused (queue full, or no idle worker for a partial).
     fn submit(&mut self, audio: Vec<f32>, partial: bool) -> Option<u64>;
     fn poll(&mut self) -> Option<AsrResult>;
+    /// The answer to `seq` is not wanted: a recogniser may skip the work.
+    fn cancel(&mut self, _seq: u64) {}
 }
 
 impl Recognizer for AsrClient {
@@ -34,6 +36,9 @@ impl Recognizer for AsrClient {
     }
     fn poll(&mut self) -> Option<AsrResult> {
         AsrClient::poll(self)
+    }
+    fn cancel(&mut self, seq: u64) {
+        AsrClient::cancel(self, seq)
     }
 }
 
@@ -147,11 +152,12 @@ impl Transcriber {
                 let (start, end) = (t.start, self.end());
                 let id = t.id;
                 self.submit(id, start, end, Kind::Final);
-                if let Some(t) = &mut self.turn {
+                // What was tentative covered the piece just submitted whole: it is void.
+                let void = self.turn.as_mut().and_then(|t| {
                     t.start = end;
-                    // What was tentative covered the piece just submitted whole: it is void.
-                    t.tentative = None;
-                }
+                    t.tentative.take()
+                });
+                self.void(void);
             }
         }
         // Drop what no turn can need any more.
@@ -182,15 +188,12 @@ impl Transcriber {
                 let (id, start) = (t.id, t.start);
                 let end = self.cut_end(audio_end_ms, start);
                 let seq = self.submit(id, start, end, Kind::Tentative);
-                if let Some(t) = &mut self.turn {
-                    t.tentative = Some(Tentative { audio_end_ms, seq, answer: None });
-                }
+                let void = self.turn.as_mut().and_then(|t| t.tentative.replace(Tentative { audio_end_ms, seq, answer: None }));
+                self.void(void);
             }
             TurnEvent::Resumed { turn } => {
-                if let Some(t) = self.turn.as_mut().filter(|t| t.id == turn) {
-                    // Its answer, if still on the way, is ignored when it comes (no longer current).
-                    t.tentative = None;
-                }
+                let void = self.turn.as_mut().filter(|t| t.id == turn).and_then(|t| t.tentative.take());
+                self.void(void);
             }
             TurnEvent::Committed(c) => {
                 if let Some(t) = self.turn.take() {
@@ -208,13 +211,22 @@ impl Transcriber {
                                 }
                             }
                         },
-                        _ => {
+                        other => {
+                            self.void(other);
                             self.submit(t.id, t.start, end, Kind::Final);
                         }
                     }
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A tentative transcript no longer current: its job, if not answered yet, is not wanted.
+    fn void(&mut self, tentative: Option<Tentative>) {
+        if let Some(seq) = tentative.filter(|t| t.answer.is_none()).and_then(|t| t.seq) {
+            self.inflight.remove(&seq);
+            self.rec.cancel(seq);
         }
     }
 

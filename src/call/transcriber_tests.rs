@@ -14,6 +14,8 @@ struct Script {
     refuse_partial: bool,
     /// Answers to hand out on the next poll.
     answers: VecDeque<AsrResult>,
+    /// Jobs cancelled, in order.
+    cancelled: Vec<u64>,
 }
 
 struct Scripted(Arc<Mutex<Script>>);
@@ -29,6 +31,9 @@ impl Recognizer for Scripted {
     }
     fn poll(&mut self) -> Option<AsrResult> {
         self.0.lock().unwrap().answers.pop_front()
+    }
+    fn cancel(&mut self, seq: u64) {
+        self.0.lock().unwrap().cancelled.push(seq);
     }
 }
 
@@ -249,6 +254,7 @@ fn a_tentative_cut_is_recognised_once_and_becomes_the_final_transcript() {
     r.run(20);
     let ev = r.events();
     assert!(matches!(&ev[..], [TranscriberEvent::Tentative(t)] if t.text == "what time do you open"), "{ev:?}");
+    assert!(r.script.lock().unwrap().cancelled.is_empty(), "the tentative answer is kept");
     assert_eq!(r.t.pending_finals(), 0);
     // The commit at the same end: the answer already in is the final transcript, no new work.
     r.run(300);
@@ -284,7 +290,8 @@ fn a_caller_who_goes_on_gets_the_whole_turn_recognised_and_the_tentative_words_v
     tentative(&mut r, 2000);
     r.run(100);
     r.t.on_turn(&TurnEvent::Resumed { turn: 0 }, r.now);
-    // The void cut's answer arrives late: nothing comes of it.
+    assert_eq!(r.script.lock().unwrap().cancelled, vec![0], "the void cut's job is not wanted");
+    // The void cut's answer arrives late all the same (it was running): nothing comes of it.
     r.script.lock().unwrap().answers.push_back(answer(0, false, "I would like"));
     r.run(1500);
     assert!(r.events().is_empty());

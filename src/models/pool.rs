@@ -5,9 +5,12 @@
 //! it and degrades) rather than delaying every other call. Low-priority jobs
 //! (partial transcripts) are only accepted while a thread would otherwise be
 //! idle, so they never delay real work. A model that errors or panics answers
-//! that one job with an error and its thread goes on.
+//! that one job with an error and its thread goes on. A job nobody wants any
+//! more (cancelled, or its client dropped: the call ended) is skipped, not
+//! computed, when its turn comes.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -18,6 +21,7 @@ struct Job<I, O> {
     low_priority: bool,
     submitted: Instant,
     reply: Sender<Answer<O>>,
+    cancelled: Arc<AtomicBool>,
 }
 
 /// One job's answer.
@@ -61,7 +65,7 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
 
     pub fn client(&self) -> PoolClient<I, O> {
         let (reply, answers) = mpsc::channel();
-        PoolClient { tx: self.tx.clone(), pending: self.pending.clone(), threads: self.threads, reply, answers, next_seq: 0 }
+        PoolClient { tx: self.tx.clone(), pending: self.pending.clone(), threads: self.threads, reply, answers, next_seq: 0, outstanding: HashMap::new() }
     }
 
     /// Jobs waiting or running, across clients.
@@ -84,14 +88,20 @@ fn run<I, O, W: FnMut(I) -> Result<O, String>>(mut work: W, rx: Arc<Mutex<Receiv
             },
             Err(_) => return,
         };
-        let Job { seq, input, low_priority, submitted, reply } = job;
+        let Job { seq, input, low_priority, submitted, reply, cancelled } = job;
+        if cancelled.load(Ordering::Relaxed) {
+            pending.fetch_sub(1, Ordering::Relaxed);
+            continue;
+        }
         let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(input))) {
             Ok(r) => r,
             Err(_) => Err("the model panicked on this input".to_string()),
         };
         pending.fetch_sub(1, Ordering::Relaxed);
         // A call that has ended dropped its receiver: nothing to do.
-        let _ = reply.send(Answer { seq, low_priority, result, latency_ms: submitted.elapsed().as_secs_f64() * 1000.0 });
+        if !cancelled.load(Ordering::Relaxed) {
+            let _ = reply.send(Answer { seq, low_priority, result, latency_ms: submitted.elapsed().as_secs_f64() * 1000.0 });
+        }
     }
 }
 
@@ -103,6 +113,8 @@ pub struct PoolClient<I, O> {
     reply: Sender<Answer<O>>,
     answers: Receiver<Answer<O>>,
     next_seq: u64,
+    /// Jobs not yet answered, with their cancel flags.
+    outstanding: HashMap<u64, Arc<AtomicBool>>,
 }
 
 impl<I, O> PoolClient<I, O> {
@@ -113,11 +125,13 @@ impl<I, O> PoolClient<I, O> {
             return None;
         }
         let seq = self.next_seq;
-        let job = Job { seq, input, low_priority, submitted: Instant::now(), reply: self.reply.clone() };
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let job = Job { seq, input, low_priority, submitted: Instant::now(), reply: self.reply.clone(), cancelled: cancelled.clone() };
         self.pending.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(job) {
             Ok(()) => {
                 self.next_seq += 1;
+                self.outstanding.insert(seq, cancelled);
                 Some(seq)
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
@@ -129,12 +143,33 @@ impl<I, O> PoolClient<I, O> {
 
     /// The next answer, if one has arrived.
     pub fn poll(&mut self) -> Option<Answer<O>> {
-        self.answers.try_recv().ok()
+        let a = self.answers.try_recv().ok()?;
+        self.outstanding.remove(&a.seq);
+        Some(a)
     }
 
     /// Wait for the next answer (tests and offline tools, not the media loop).
     pub fn wait(&mut self, timeout: std::time::Duration) -> Option<Answer<O>> {
-        self.answers.recv_timeout(timeout).ok()
+        let a = self.answers.recv_timeout(timeout).ok()?;
+        self.outstanding.remove(&a.seq);
+        Some(a)
+    }
+
+    /// The answer to job `seq` is not wanted: a job still queued is skipped (one running
+    /// finishes, and its answer is not sent).
+    pub fn cancel(&mut self, seq: u64) {
+        if let Some(flag) = self.outstanding.remove(&seq) {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<I, O> Drop for PoolClient<I, O> {
+    /// The client's jobs are nobody's now (its call has ended).
+    fn drop(&mut self) {
+        for flag in self.outstanding.values() {
+            flag.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -178,6 +213,45 @@ mod tests {
         let s = c.submit(21, false).unwrap();
         let a = c.wait(Duration::from_secs(5)).unwrap();
         assert_eq!((a.seq, a.result), (s, Ok(42)));
+        assert_eq!(pool.pending(), 0);
+    }
+
+    /// Jobs queued behind a busy thread: a cancelled one and a dropped client's are skipped, the
+    /// others computed; a job cancelled while it runs finishes without an answer.
+    #[test]
+    fn cancelled_and_orphaned_jobs_are_not_computed() {
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let g = gate.clone();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let pool: Pool<u32, u32> = Pool::spawn(
+            vec![move |x: u32| {
+                s.lock().unwrap().push(x);
+                if x == 0 {
+                    let _wait = g.lock().unwrap();
+                }
+                Ok(x)
+            }],
+            8,
+            "test",
+        );
+        let (mut a, mut b) = (pool.client(), pool.client());
+        let running = a.submit(0, false).unwrap();
+        while seen.lock().unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let cancelled = a.submit(1, false).unwrap();
+        let kept = a.submit(2, false).unwrap();
+        b.submit(3, false).unwrap();
+        a.cancel(cancelled);
+        a.cancel(running);
+        drop(b);
+        drop(held);
+        let answer = a.wait(Duration::from_secs(5)).unwrap();
+        assert_eq!((answer.seq, answer.result), (kept, Ok(2)), "the running job, cancelled, sent no answer");
+        assert!(a.wait(Duration::from_millis(100)).is_none());
+        assert_eq!(*seen.lock().unwrap(), vec![0, 2]);
         assert_eq!(pool.pending(), 0);
     }
 }

@@ -39,6 +39,8 @@ pub struct Overrides {
 struct ActiveCall {
     ctrl: Option<mpsc::UnboundedSender<CallCtrl>>,
     port: u16,
+    /// The call's task: it outlives the dialog to write the record (the last turn's transcript).
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// An outbound call between its INVITE and its answer: the media sockets named in our offer,
@@ -188,6 +190,8 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let (sip_tx, mut sip_rx) = mpsc::unbounded_channel::<SipRequest>();
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
     let mut calls: HashMap<CallKey, ActiveCall> = HashMap::new();
+    // Tasks of calls whose dialog has ended, still finishing their records.
+    let mut finishing: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     let mut pending: HashMap<CallKey, PendingDial> = HashMap::new();
     // Answered outbound calls: who to tell when they end (after the call record is written).
     let mut outbound_live: HashMap<CallKey, String> = HashMap::new();
@@ -303,7 +307,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                         Err(e) => {
                             warn!(call_id = %ic.call_id, error = %e, "cannot take call: 503");
                             metrics.active_calls.inc();
-                            calls.insert(ic.key, ActiveCall { ctrl: None, port: 0 });
+                            calls.insert(ic.key, ActiveCall { ctrl: None, port: 0, task: None });
                             endpoint.reject(ic.key, 503, now);
                         }
                     }
@@ -354,7 +358,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                         }
                         Err(e) => {
                             warn!(%call_id, error = %e, "cannot start the answered call: BYE");
-                            calls.insert(key, ActiveCall { ctrl: None, port: 0 });
+                            calls.insert(key, ActiveCall { ctrl: None, port: 0, task: None });
                             endpoint.hangup(key, "cannot start the agent", std::time::Instant::now());
                         }
                     }
@@ -374,6 +378,8 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                         if let Some(ctrl) = c.ctrl {
                             let _ = ctrl.send(CallCtrl::Stop { reason: label.clone() });
                         }
+                        finishing.retain(|t| !t.is_finished());
+                        finishing.extend(c.task);
                         metrics.active_calls.dec();
                     }
                     outbound_live.remove(&key);
@@ -409,18 +415,56 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
         }
 
         if draining.load(Ordering::Relaxed) && endpoint.is_idle() {
-            info!("all calls ended: exiting");
+            info!("all calls ended");
             break;
         }
     }
-    // Let the last BYE/200 leave and the call tasks release their ports (and write their records).
+    // A stop loses nothing that can be kept: the ended calls' tasks write their records (the last
+    // turn's transcript included) within what is left of the grace period (or of the hard stop's
+    // 5 s). What still runs after that keeps its journal, recovered as interrupted at the next start.
+    let until = [shutdown_at, hard_stop_at].into_iter().flatten().max().unwrap_or_else(Instant::now);
+    finishing.extend(calls.into_values().filter_map(|c| c.task));
+    finish_call_tasks(finishing, until).await;
+    // Nothing asks the models for more now: let a step in progress end before the process does
+    // (ONNX Runtime torn down under a running session logs errors after "exiting").
+    // (The recognisers skip the jobs of calls that have ended; one running finishes.)
+    let models_until = until.max(Instant::now() + Duration::from_secs(2));
+    let busy = || backends.values().any(|b| !b.is_idle()) || models.asr.values().any(|w| w.pending() > 0);
+    while busy() && Instant::now() < models_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if busy() {
+        warn!("a model is still computing at exit");
+    }
+    // Let the last BYE/200 leave.
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Campaigns store the outcome of their last calls.
     let c = campaigns.clone();
     let _ = tokio::task::spawn_blocking(move || c.join_all(Duration::from_secs(5))).await;
     let _ = http_stop_tx.send(());
     let _ = http_task.await;
+    info!("exiting");
     Ok(())
+}
+
+/// Wait for the call tasks until `until`; abort those still running then.
+async fn finish_call_tasks(tasks: Vec<tokio::task::JoinHandle<()>>, until: Instant) {
+    let running = tasks.iter().filter(|t| !t.is_finished()).count();
+    if running > 0 {
+        info!(calls = running, "waiting for the ended calls to write their records");
+    }
+    let mut left = 0;
+    for mut t in tasks {
+        if tokio::time::timeout_at(until, &mut t).await.is_err() {
+            t.abort();
+            left += 1;
+        }
+    }
+    if left > 0 {
+        warn!(calls = left, "calls still finishing at the deadline: their records are recovered as interrupted at the next start");
+    } else if running > 0 {
+        info!(calls = running, "every call record written");
+    }
 }
 
 fn begin_shutdown(endpoint: &mut Endpoint, draining: &AtomicBool, shutdown_at: &mut Option<Instant>, grace: Duration) {
@@ -530,7 +574,7 @@ fn start_call(
     let max_s = spec.config.max_duration_s.unwrap_or(default_max_s);
     let pool = ports.clone();
     let in_use = metrics.rtp_ports_in_use.clone();
-    let ctrl = task::spawn(task::CallTaskParams {
+    let (ctrl, task) = task::spawn(task::CallTaskParams {
         key: ic.key,
         call_id: ic.call_id.clone(),
         rtp,
@@ -548,7 +592,7 @@ fn start_call(
             }
         }),
     });
-    Ok(ActiveCall { ctrl: Some(ctrl), port })
+    Ok(ActiveCall { ctrl: Some(ctrl), port, task: Some(task) })
 }
 
 /// Place an outbound call: bind its RTP port (named in our offer), send the INVITE, remember

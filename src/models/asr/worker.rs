@@ -65,6 +65,11 @@ impl AsrClient {
         self.inner.poll().map(convert)
     }
 
+    /// The answer to `seq` is not wanted (a tentative turn end the caller talked past).
+    pub fn cancel(&mut self, seq: u64) {
+        self.inner.cancel(seq);
+    }
+
     /// Wait for the next answer (tests and offline tools, not the media loop).
     pub fn wait(&mut self, timeout: std::time::Duration) -> Option<AsrResult> {
         self.inner.wait(timeout).map(convert)

@@ -19,7 +19,7 @@ use super::template::{prompt_tokens, Controls};
 use super::tokenizer::Utf8Stream;
 use super::{LlmError, LlmStream};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,6 +44,8 @@ enum Job {
 pub struct LocalLlm {
     tx: SyncSender<Job>,
     name: Arc<str>,
+    /// Jobs sent and not yet finished by the worker.
+    jobs: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for LocalLlm {
@@ -58,8 +60,26 @@ impl LocalLlm {
         let controls = Controls::of(model.tokenizer())?;
         let (tx, rx) = mpsc::sync_channel(queue.max(1));
         let worker = Worker::new(model, settings, controls);
-        std::thread::Builder::new().name(format!("llm-{name}")).spawn(move || worker.run(rx)).map_err(|e| format!("spawn the LLM thread: {e}"))?;
-        Ok(LocalLlm { tx, name: name.into() })
+        let jobs = Arc::new(AtomicUsize::new(0));
+        let done = jobs.clone();
+        std::thread::Builder::new().name(format!("llm-{name}")).spawn(move || worker.run(rx, &done)).map_err(|e| format!("spawn the LLM thread: {e}"))?;
+        Ok(LocalLlm { tx, name: name.into(), jobs })
+    }
+
+    /// Queue a job; false when the queue is full.
+    fn send(&self, job: Job) -> bool {
+        self.jobs.fetch_add(1, Ordering::SeqCst);
+        let sent = self.tx.try_send(job).is_ok();
+        if !sent {
+            self.jobs.fetch_sub(1, Ordering::SeqCst);
+        }
+        sent
+    }
+
+    /// Nothing queued or computing (the appliance waits for this before it exits: ONNX Runtime
+    /// torn down under a running session logs errors).
+    pub fn is_idle(&self) -> bool {
+        self.jobs.load(Ordering::SeqCst) == 0
     }
 
     /// Start a reply. A full queue answers at once with an error (the agent apologises).
@@ -67,7 +87,7 @@ impl LocalLlm {
         let (reply, rx) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let job = Job::Generate { session, req: req.clone(), cancel: cancel.clone(), reply: reply.clone(), queued: Instant::now() };
-        if self.tx.try_send(job).is_err() {
+        if !self.send(job) {
             let _ = reply.send(Err(LlmError::Busy));
         }
         LlmStream::with_flag(rx, cancel)
@@ -75,12 +95,12 @@ impl LocalLlm {
 
     /// Compute the prompt prefix of `req` for `session` ahead of its first reply (best effort).
     pub fn warm(&self, req: &ChatRequest, session: u64) {
-        let _ = self.tx.try_send(Job::Warm { session, req: req.clone() });
+        self.send(Job::Warm { session, req: req.clone() });
     }
 
     /// The session is over: its cache may go.
     pub fn end(&self, session: u64) {
-        let _ = self.tx.try_send(Job::End { session });
+        self.send(Job::End { session });
     }
 }
 
@@ -119,38 +139,43 @@ impl Worker {
         Worker { model, settings, controls, sessions: HashMap::new(), clock: 0, replies: 0, banned }
     }
 
-    fn run(mut self, rx: Receiver<Job>) {
+    fn run(mut self, rx: Receiver<Job>, jobs: &AtomicUsize) {
         while let Ok(job) = rx.recv() {
-            match job {
-                Job::End { session } => {
-                    self.sessions.remove(&session);
+            self.handle(job);
+            jobs.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn handle(&mut self, job: Job) {
+        match job {
+            Job::End { session } => {
+                self.sessions.remove(&session);
+            }
+            Job::Warm { session, req } => {
+                let tokens = prompt_tokens(self.model.tokenizer(), &self.controls, &req, false);
+                let t0 = Instant::now();
+                match self.prefill(session, &tokens) {
+                    Ok((_, fed)) => tracing::debug!(session, tokens = tokens.len(), fed, ms = t0.elapsed().as_millis() as u64, "language model warmed"),
+                    Err(e) => tracing::warn!(session, error = %e, "warming the language model failed"),
                 }
-                Job::Warm { session, req } => {
-                    let tokens = prompt_tokens(self.model.tokenizer(), &self.controls, &req, false);
-                    let t0 = Instant::now();
-                    match self.prefill(session, &tokens) {
-                        Ok((_, fed)) => tracing::debug!(session, tokens = tokens.len(), fed, ms = t0.elapsed().as_millis() as u64, "language model warmed"),
-                        Err(e) => tracing::warn!(session, error = %e, "warming the language model failed"),
-                    }
+            }
+            Job::Generate { session, req, cancel, reply, queued } => {
+                if cancel.load(Ordering::Relaxed) {
+                    return;
                 }
-                Job::Generate { session, req, cancel, reply, queued } => {
-                    if cancel.load(Ordering::Relaxed) {
-                        continue;
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.generate(session, &req, &cancel, &reply, queued)));
+                let err = match r {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e),
+                    Err(_) => {
+                        // The cache may be half-written: forget it.
+                        self.sessions.remove(&session);
+                        Some("the language model panicked".to_string())
                     }
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.generate(session, &req, &cancel, &reply, queued)));
-                    let err = match r {
-                        Ok(Ok(())) => None,
-                        Ok(Err(e)) => Some(e),
-                        Err(_) => {
-                            // The cache may be half-written: forget it.
-                            self.sessions.remove(&session);
-                            Some("the language model panicked".to_string())
-                        }
-                    };
-                    if let Some(e) = err {
-                        tracing::warn!(session, error = %e, "local language model failed");
-                        let _ = reply.send(Err(LlmError::Model(e)));
-                    }
+                };
+                if let Some(e) = err {
+                    tracing::warn!(session, error = %e, "local language model failed");
+                    let _ = reply.send(Err(LlmError::Model(e)));
                 }
             }
         }

@@ -128,4 +128,12 @@ impl LlmBackend {
             b.end(session);
         }
     }
+
+    /// No reply being computed here (an endpoint's requests end with their calls).
+    pub fn is_idle(&self) -> bool {
+        match self {
+            LlmBackend::OpenAi(_) => true,
+            LlmBackend::Local(b) => b.is_idle(),
+        }
+    }
 }
