@@ -233,3 +233,67 @@ fn tool_calls_follow_the_schema() {
     assert!(!text.contains("tool_call") && text.trim().is_empty(), "nothing of the call is said: {text:?}");
     assert_eq!(finish, "tool_calls");
 }
+
+/// Everything a stream says, with when its first text and its end came (after `t0`).
+struct Heard {
+    text: String,
+    first_text: Option<Duration>,
+    done: Option<Duration>,
+}
+
+fn collect(s: &mut switchboard::models::llm::LlmStream, h: &mut Heard, t0: Instant) -> bool {
+    while let Some(ev) = s.poll() {
+        match ev.expect("no model error") {
+            LlmEvent::Text(t) => {
+                h.first_text.get_or_insert_with(|| t0.elapsed());
+                h.text.push_str(&t);
+            }
+            LlmEvent::ToolCall(c) => panic!("no tools were offered, yet: {c:?}"),
+            LlmEvent::Done { .. } => h.done = Some(t0.elapsed()),
+        }
+    }
+    h.done.is_some()
+}
+
+/// Two callers on the one model thread: a long answer is under way when a second caller asks a
+/// short question. The second caller's first words come before the long answer ends (the model
+/// computes both a step at a time, the caller who waits first), and each answer is word for word
+/// (greedy) what the model says to that caller alone.
+#[test]
+fn a_second_caller_is_answered_during_a_long_reply_and_each_answer_is_as_alone() {
+    let system = "You are the phone receptionist of Sunny Bakery. Opening hours: Monday to Friday 7:00 to 18:00, Saturday 8:00 to 14:00, closed on Sunday.";
+    let req = |user: &str, max: u32| ChatRequest {
+        messages: vec![Message::new(Role::System, system), Message::new(Role::User, user)],
+        tools: vec![],
+        tool_choice: Default::default(),
+        temperature: Some(0.0),
+        max_tokens: Some(max),
+    };
+    let long = req("Please describe, in many sentences, what a good birthday cake needs, step by step.", 120);
+    let short = req("When do you open on Saturday?", 30);
+    let llm = spawn_model();
+    let (long_alone, _, _) = ask(&llm, &long, 1);
+    let (short_alone, _, _) = ask(&llm, &short, 2);
+    llm.end(1);
+    llm.end(2);
+
+    let t0 = Instant::now();
+    let mut a = llm.stream(&long, 3);
+    let mut ha = Heard { text: String::new(), first_text: None, done: None };
+    while ha.first_text.is_none() {
+        assert!(!collect(&mut a, &mut ha, t0), "the long answer ended before its first text");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let asked = t0.elapsed();
+    let mut b = llm.stream(&short, 4);
+    let mut hb = Heard { text: String::new(), first_text: None, done: None };
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !(collect(&mut a, &mut ha, t0) & collect(&mut b, &mut hb, t0)) {
+        assert!(Instant::now() < deadline, "both answers within 240 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!("long: first text {:?}, done {:?}: {:?}\nshort (asked at {asked:?}): first text {:?}, done {:?}: {:?}", ha.first_text, ha.done, ha.text, hb.first_text, hb.done, hb.text);
+    assert!(hb.first_text.unwrap() < ha.done.unwrap(), "the second caller's first words came after the long answer's end");
+    assert_eq!(ha.text, long_alone, "the long answer, interleaved, is the one given alone");
+    assert_eq!(hb.text, short_alone, "the short answer, interleaved, is the one given alone");
+}

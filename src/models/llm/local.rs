@@ -18,7 +18,8 @@ use super::sampler::{argmax, Sampler, Sampling};
 use super::template::{prompt_tokens, Controls};
 use super::tokenizer::Utf8Stream;
 use super::{LlmError, LlmStream};
-use std::collections::HashMap;
+use super::schedule::{self, Progress};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Arc;
@@ -59,7 +60,7 @@ impl LocalLlm {
     pub fn spawn(model: Qwen, settings: LocalSettings, queue: usize, name: &str) -> Result<LocalLlm, String> {
         let controls = Controls::of(model.tokenizer())?;
         let (tx, rx) = mpsc::sync_channel(queue.max(1));
-        let worker = Worker::new(model, settings, controls);
+        let worker = Worker::new(model, settings, controls, queue.max(1));
         let jobs = Arc::new(AtomicUsize::new(0));
         let done = jobs.clone();
         std::thread::Builder::new().name(format!("llm-{name}")).spawn(move || worker.run(rx, &done)).map_err(|e| format!("spawn the LLM thread: {e}"))?;
@@ -109,6 +110,57 @@ struct Entry {
     used: u64,
 }
 
+/// Prompt tokens fed in one step: a long prompt (a new call's instructions) is computed a chunk
+/// at a time, so that other calls' replies go on between chunks.
+const PREFILL_CHUNK: usize = 32;
+
+/// One job being computed: a prompt brought into its session's cache a chunk at a time, then, for
+/// a reply, one token per step.
+struct Task {
+    session: u64,
+    progress: Progress,
+    prompt: Vec<u32>,
+    /// Prompt tokens in the cache so far; `None` before the first step.
+    fed_to: Option<usize>,
+    /// Prompt tokens computed (not found in a cache).
+    fed: usize,
+    started: Option<Instant>,
+    /// A reply's generation; `None` for a warm-up.
+    reply: Option<Box<Reply>>,
+    /// Ends the job for the handle's `is_idle` when the task goes.
+    _ticket: Ticket,
+}
+
+/// A reply after its prompt: what it has generated and said.
+struct Reply {
+    cancel: Arc<AtomicBool>,
+    tx: Sender<Result<LlmEvent, LlmError>>,
+    /// The last position's logits, once the prompt is in.
+    logits: Option<Vec<f32>>,
+    prefill_ms: u64,
+    sampler: Sampler,
+    max_tokens: usize,
+    stop: Vec<u32>,
+    banned: Vec<u32>,
+    ban_text: Vec<u32>,
+    callable: Vec<ToolSpec>,
+    forced: Vec<u32>,
+    generated: Vec<u32>,
+    text: Utf8Stream,
+    held: HeldText,
+    in_call: Option<Vec<u8>>,
+    calls: usize,
+}
+
+/// One job counted in `LocalLlm::jobs` until dropped.
+struct Ticket(Arc<AtomicUsize>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 struct Worker {
     model: Qwen,
     settings: LocalSettings,
@@ -118,6 +170,12 @@ struct Worker {
     replies: u64,
     /// Control tokens a reply may never contain (everything but the stop and tool-call tokens).
     banned: Vec<u32>,
+    /// Tasks being computed, at most one per session.
+    tasks: Vec<Task>,
+    /// Tasks whose session has one running already, in arrival order.
+    waiting: VecDeque<Task>,
+    /// Replies computed or waiting at most; more are refused (`LlmError::Busy`).
+    capacity: usize,
 }
 
 /// Length of the common prefix.
@@ -126,7 +184,7 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 impl Worker {
-    fn new(model: Qwen, settings: LocalSettings, controls: Controls) -> Worker {
+    fn new(model: Qwen, settings: LocalSettings, controls: Controls, capacity: usize) -> Worker {
         let spec = model.spec();
         let tok = model.tokenizer();
         let stop = &spec.special_tokens.stop;
@@ -136,96 +194,224 @@ impl Worker {
                 (tok.is_added(id) || filler) && !stop.contains(&id) && id != controls.tool_call && id != controls.tool_call_end
             })
             .collect();
-        Worker { model, settings, controls, sessions: HashMap::new(), clock: 0, replies: 0, banned }
+        Worker { model, settings, controls, sessions: HashMap::new(), clock: 0, replies: 0, banned, tasks: Vec::new(), waiting: VecDeque::new(), capacity }
     }
 
-    fn run(mut self, rx: Receiver<Job>, jobs: &AtomicUsize) {
-        while let Ok(job) = rx.recv() {
-            self.handle(job);
-            jobs.fetch_sub(1, Ordering::SeqCst);
+    /// Take jobs (waiting for one only when nothing is to be computed) and compute the most urgent
+    /// task one step at a time.
+    fn run(mut self, rx: Receiver<Job>, jobs: &Arc<AtomicUsize>) {
+        loop {
+            if self.tasks.is_empty() && self.waiting.is_empty() {
+                match rx.recv() {
+                    Ok(job) => self.accept(job, Ticket(jobs.clone())),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(job) = rx.try_recv() {
+                self.accept(job, Ticket(jobs.clone()));
+            }
+            self.drop_cancelled();
+            self.start_waiting();
+            let now = Instant::now();
+            let Some(i) = schedule::pick(self.tasks.iter().map(|t| &t.progress), now) else { continue };
+            let task = self.tasks.swap_remove(i);
+            if let Some(task) = self.step(task) {
+                self.tasks.push(task);
+            }
         }
     }
 
-    fn handle(&mut self, job: Job) {
+    fn accept(&mut self, job: Job, ticket: Ticket) {
         match job {
             Job::End { session } => {
+                // The call is over: whatever it still had running is nobody's.
+                self.tasks.retain(|t| t.session != session);
+                self.waiting.retain(|t| t.session != session);
                 self.sessions.remove(&session);
             }
             Job::Warm { session, req } => {
-                let tokens = prompt_tokens(self.model.tokenizer(), &self.controls, &req, false);
-                let t0 = Instant::now();
-                match self.prefill(session, &tokens) {
-                    Ok((_, fed)) => tracing::debug!(session, tokens = tokens.len(), fed, ms = t0.elapsed().as_millis() as u64, "language model warmed"),
-                    Err(e) => tracing::warn!(session, error = %e, "warming the language model failed"),
-                }
+                let prompt = prompt_tokens(self.model.tokenizer(), &self.controls, &req, false);
+                let task = Task { session, progress: Progress::warm(Instant::now()), prompt, fed_to: None, fed: 0, started: None, reply: None, _ticket: ticket };
+                self.queue(task);
             }
             Job::Generate { session, req, cancel, reply, queued } => {
-                if cancel.load(Ordering::Relaxed) {
+                if self.tasks.iter().chain(&self.waiting).filter(|t| t.reply.is_some()).count() >= self.capacity {
+                    let _ = reply.send(Err(LlmError::Busy));
                     return;
                 }
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.generate(session, &req, &cancel, &reply, queued)));
-                let err = match r {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e),
-                    Err(_) => {
-                        // The cache may be half-written: forget it.
-                        self.sessions.remove(&session);
-                        Some("the language model panicked".to_string())
-                    }
-                };
-                if let Some(e) = err {
-                    tracing::warn!(session, error = %e, "local language model failed");
-                    let _ = reply.send(Err(LlmError::Model(e)));
-                }
+                let task = self.reply_task(session, &req, cancel, reply, queued, ticket);
+                self.queue(task);
             }
         }
     }
 
-    /// Bring `session`'s cache to `tokens` minus at least its last token; feed the rest.
-    /// Returns the last position's logits and how many tokens were computed.
-    fn prefill(&mut self, session: u64, tokens: &[u32]) -> Result<(Vec<f32>, usize), String> {
+    /// Start `task` now, or after the task its session has running (a warm-up gives way to it).
+    fn queue(&mut self, task: Task) {
+        if task.reply.is_some() {
+            self.tasks.retain(|t| t.session != task.session || t.reply.is_some());
+        }
+        if self.tasks.iter().any(|t| t.session == task.session) {
+            self.waiting.push_back(task);
+        } else {
+            self.tasks.push(task);
+        }
+    }
+
+    fn start_waiting(&mut self) {
+        let mut i = 0;
+        while i < self.waiting.len() {
+            if self.tasks.iter().any(|t| t.session == self.waiting[i].session) {
+                i += 1;
+            } else if let Some(t) = self.waiting.remove(i) {
+                self.tasks.push(t);
+            }
+        }
+    }
+
+    /// A cancelled reply frees its place at once (barge-in, hang-up, a dropped speculative start).
+    fn drop_cancelled(&mut self) {
+        let cancelled = |t: &Task| t.reply.as_ref().is_some_and(|r| r.cancel.load(Ordering::Relaxed));
+        self.waiting.retain(|t| !cancelled(t));
+        let mut i = 0;
+        while i < self.tasks.len() {
+            if cancelled(&self.tasks[i]) {
+                let t = self.tasks.swap_remove(i);
+                self.finish(t, "cancelled");
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn reply_task(&mut self, session: u64, req: &ChatRequest, cancel: Arc<AtomicBool>, tx: Sender<Result<LlmEvent, LlmError>>, queued: Instant, ticket: Ticket) -> Task {
+        let prompt = prompt_tokens(self.model.tokenizer(), &self.controls, req, true);
+        let mut sampling = self.settings.sampling;
+        if let Some(t) = req.temperature {
+            sampling.temperature = t;
+        }
+        self.replies += 1;
+        let sampler = Sampler::new(sampling, self.settings.seed.wrapping_add(self.replies));
+        let mut banned = self.banned.clone();
+        // The tools the model may call (tool_choice narrows them; `none` offers them but bans calls).
+        let callable: Vec<ToolSpec> = match &req.tool_choice {
+            ToolChoice::None => vec![],
+            ToolChoice::Function(name) => req.tools.iter().filter(|t| &t.name == name).cloned().collect(),
+            ToolChoice::Auto | ToolChoice::Required => req.tools.clone(),
+        };
+        if callable.is_empty() {
+            banned.extend([self.controls.tool_call, self.controls.tool_call_end]);
+        }
+        // Outside a call, `</tool_call>` cannot come either.
+        let ban_text: Vec<u32> = banned.iter().copied().chain([self.controls.tool_call_end]).collect();
+        // `required` or a named function: the reply starts with a call.
+        let forced = if !callable.is_empty() && matches!(req.tool_choice, ToolChoice::Required | ToolChoice::Function(_)) { vec![self.controls.tool_call] } else { vec![] };
+        let reply = Reply {
+            cancel,
+            tx,
+            logits: None,
+            prefill_ms: 0,
+            sampler,
+            max_tokens: req.max_tokens.unwrap_or(512) as usize,
+            stop: self.model.spec().special_tokens.stop.clone(),
+            banned,
+            ban_text,
+            callable,
+            forced,
+            generated: Vec::new(),
+            text: Utf8Stream::default(),
+            held: HeldText::default(),
+            in_call: None,
+            calls: 0,
+        };
+        Task { session, progress: Progress::reply(queued), prompt, fed_to: None, fed: 0, started: None, reply: Some(Box::new(reply)), _ticket: ticket }
+    }
+
+    /// One step of `task`: a chunk of its prompt, or one token. `None` when the task is over.
+    fn step(&mut self, mut task: Task) -> Option<Task> {
+        let started = *task.started.get_or_insert_with(Instant::now);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Option<&'static str>, String> {
+            let task = &mut task;
+            if task.fed_to.is_none_or(|n| n < task.prompt.len()) {
+                let logits = self.prefill_step(task)?;
+                if let (Some(logits), Some(reply)) = (logits, task.reply.as_mut()) {
+                    reply.prefill_ms = started.elapsed().as_millis() as u64;
+                    reply.logits = Some(logits);
+                }
+                return Ok(None);
+            }
+            match task.reply.is_some() {
+                true => self.decode_step(task),
+                false => Ok(Some("warmed")),
+            }
+        }));
+        let err = match r {
+            Ok(Ok(None)) => return Some(task),
+            Ok(Ok(Some(finish))) => {
+                self.finish(task, finish);
+                return None;
+            }
+            Ok(Err(e)) => e,
+            Err(_) => {
+                // The cache may be half-written: forget it.
+                self.sessions.remove(&task.session);
+                "the language model panicked".to_string()
+            }
+        };
+        tracing::warn!(session = task.session, error = %err, "local language model failed");
+        if let Some(reply) = &task.reply {
+            let _ = reply.tx.send(Err(LlmError::Model(err)));
+        }
+        None
+    }
+
+    /// Bring the session's cache towards the prompt by one chunk; the last position's logits once
+    /// the whole prompt is in.
+    fn prefill_step(&mut self, task: &mut Task) -> Result<Option<Vec<f32>>, String> {
+        let tokens = &task.prompt;
         if tokens.is_empty() {
             return Err("empty prompt".into());
         }
         self.clock += 1;
-        let mut entry = match self.sessions.remove(&session) {
-            Some(e) => e,
+        let session = task.session;
+        let from = match task.fed_to {
+            Some(n) => n,
             None => {
-                // Start from the longest prefix another session has computed.
-                let best = self.sessions.values().map(|e| (common_prefix(&e.cache.tokens, tokens), e)).max_by_key(|(n, _)| *n);
-                let cache = match best {
-                    Some((n, e)) if n > 0 => self.model.clone_prefix(&e.cache, n).map_err(|e| e.to_string())?,
-                    _ => self.model.empty_cache().map_err(|e| e.to_string())?,
-                };
-                Entry { cache, used: 0 }
+                if !self.sessions.contains_key(&session) {
+                    // Start from the longest prefix another session has computed.
+                    let best = self.sessions.values().map(|e| (common_prefix(&e.cache.tokens, tokens), e)).max_by_key(|(n, _)| *n);
+                    let cache = match best {
+                        Some((n, e)) if n > 0 => self.model.clone_prefix(&e.cache, n).map_err(|e| e.to_string())?,
+                        _ => self.model.empty_cache().map_err(|e| e.to_string())?,
+                    };
+                    self.sessions.insert(session, Entry { cache, used: 0 });
+                }
+                let entry = self.sessions.get_mut(&session).ok_or("the session's cache went away")?;
+                // At least one token must be fed to get logits.
+                let keep = common_prefix(&entry.cache.tokens, tokens).min(tokens.len() - 1);
+                self.model.truncate(&mut entry.cache, keep).map_err(|e| e.to_string())?;
+                keep
             }
         };
+        let to = (from + PREFILL_CHUNK).min(tokens.len());
+        let entry = self.sessions.get_mut(&session).ok_or("the session's cache went away")?;
         entry.used = self.clock;
-        // At least one token must be fed to get logits.
-        let keep = common_prefix(&entry.cache.tokens, tokens).min(tokens.len() - 1);
-        let result = (|| {
-            self.model.truncate(&mut entry.cache, keep)?;
-            self.model.forward(&mut entry.cache, &tokens[keep..])
-        })();
-        match result {
-            Ok(logits) => {
-                self.sessions.insert(session, entry);
-                self.evict(session);
-                Ok((logits, tokens.len() - keep))
-            }
-            Err(e) => Err(e.to_string()),
-        }
+        let logits = self.model.forward(&mut entry.cache, &tokens[from..to]).map_err(|e| e.to_string())?;
+        task.fed_to = Some(to);
+        task.fed += to - from;
+        self.evict();
+        Ok((to == tokens.len()).then_some(logits))
     }
 
-    /// Drop the least recently used caches (never `current`'s) beyond the budget.
-    fn evict(&mut self, current: u64) {
+    /// Drop the least recently used caches beyond the budget (never one a task is computing).
+    fn evict(&mut self) {
         let spec = self.model.spec();
         loop {
             let total: usize = self.sessions.values().map(|e| e.cache.bytes(spec)).sum();
             if total <= self.settings.cache_bytes {
                 return;
             }
-            let victim = self.sessions.iter().filter(|(s, _)| **s != current).min_by_key(|(_, e)| e.used).map(|(s, _)| *s);
+            let busy = |s: &u64| self.tasks.iter().chain(&self.waiting).any(|t| t.session == *s);
+            let victim = self.sessions.iter().filter(|(s, _)| !busy(s)).min_by_key(|(_, e)| e.used).map(|(s, _)| *s);
             match victim {
                 Some(s) => {
                     self.sessions.remove(&s);
@@ -235,122 +421,107 @@ impl Worker {
         }
     }
 
-    fn generate(&mut self, session: u64, req: &ChatRequest, cancel: &AtomicBool, reply: &Sender<Result<LlmEvent, LlmError>>, queued: Instant) -> Result<(), String> {
-        let started = Instant::now();
-        let tokens = prompt_tokens(self.model.tokenizer(), &self.controls, req, true);
-        let (mut logits, fed) = self.prefill(session, &tokens)?;
-        let prefill_ms = started.elapsed().as_millis() as u64;
-        let mut sampling = self.settings.sampling;
-        if let Some(t) = req.temperature {
-            sampling.temperature = t;
+    /// One token of a reply whose prompt is in: picked, said (or added to a tool call), fed.
+    /// `Some(finish reason)` when the reply is over.
+    fn decode_step(&mut self, task: &mut Task) -> Result<Option<&'static str>, String> {
+        let session = task.session;
+        let r = task.reply.as_mut().ok_or("not a reply")?;
+        let logits = r.logits.as_mut().ok_or("no logits after the prompt")?;
+        if r.generated.len() >= r.max_tokens {
+            return Ok(Some("length"));
         }
-        self.replies += 1;
-        let mut sampler = Sampler::new(sampling, self.settings.seed.wrapping_add(self.replies));
-        let max_tokens = req.max_tokens.unwrap_or(512) as usize;
-        let stop = self.model.spec().special_tokens.stop.clone();
-        let mut banned = self.banned.clone();
-        // The tools the model may call (tool_choice narrows them; `none` offers them but bans calls).
-        let callable: Vec<&ToolSpec> = match &req.tool_choice {
-            ToolChoice::None => vec![],
-            ToolChoice::Function(name) => req.tools.iter().filter(|t| &t.name == name).collect(),
-            ToolChoice::Auto | ToolChoice::Required => req.tools.iter().collect(),
-        };
-        if callable.is_empty() {
-            banned.extend([self.controls.tool_call, self.controls.tool_call_end]);
-        }
-        // Outside a call, `</tool_call>` cannot come either.
-        let ban_text: Vec<u32> = banned.iter().copied().chain([self.controls.tool_call_end]).collect();
-        let grammar = ToolGrammar { tools: callable.iter().map(|t| (t.name.as_str(), &t.parameters)).collect() };
-        let mut generated: Vec<u32> = Vec::new();
-        let mut text = Utf8Stream::default();
-        let mut held = HeldText::default();
-        let mut in_call: Option<Vec<u8>> = None;
-        let mut calls = 0usize;
-        // `required` or a named function: the reply starts with a call.
-        let mut forced: Vec<u32> = if !callable.is_empty() && matches!(req.tool_choice, ToolChoice::Required | ToolChoice::Function(_)) { vec![self.controls.tool_call] } else { vec![] };
-        let finish = loop {
-            if cancel.load(Ordering::Relaxed) {
-                break "cancelled";
-            }
-            if generated.len() >= max_tokens {
-                break "length";
-            }
-            let mut complete = false;
-            let next = if !forced.is_empty() {
-                forced.remove(0)
-            } else if let Some(body) = &in_call {
-                // Inside a call: the model's most likely token that keeps the call valid.
-                match self.constrained_pick(&mut logits, &banned, body, &grammar) {
-                    Some((id, check)) => {
-                        complete = check == Check::Complete;
-                        id
-                    }
-                    None => {
-                        tracing::warn!(session, body = %String::from_utf8_lossy(body), "no token continues the tool call validly; reply ended");
-                        break "invalid_tool_call";
-                    }
+        let mut complete = false;
+        let next = if !r.forced.is_empty() {
+            r.forced.remove(0)
+        } else if let Some(body) = &r.in_call {
+            // Inside a call: the model's most likely token that keeps the call valid.
+            let grammar = ToolGrammar { tools: r.callable.iter().map(|t| (t.name.as_str(), &t.parameters)).collect() };
+            match self.constrained_pick(logits, &r.banned, body, &grammar) {
+                Some((id, check)) => {
+                    complete = check == Check::Complete;
+                    id
                 }
-            } else {
-                sampler.pick(&mut logits, &ban_text, &generated)
-            };
-            if in_call.is_none() && stop.contains(&next) {
-                break if calls > 0 { "tool_calls" } else { "stop" };
+                None => {
+                    tracing::warn!(session, body = %String::from_utf8_lossy(body), "no token continues the tool call validly; reply ended");
+                    return Ok(Some("invalid_tool_call"));
+                }
             }
-            generated.push(next);
-            let mut feed = vec![next];
-            if next == self.controls.tool_call {
-                in_call = Some(Vec::new());
-            } else if let Some(body) = &mut in_call {
-                body.extend_from_slice(self.model.tokenizer().token_bytes(next));
-                if complete {
-                    // The call is whole: close it as the chat format does ("}\n</tool_call>").
-                    let body = in_call.take().unwrap_or_default();
-                    if !body.ends_with(b"\n") {
-                        feed.extend(self.model.tokenizer().encode("\n"));
-                    }
-                    feed.push(self.controls.tool_call_end);
-                    generated.extend_from_slice(&feed[1..]);
-                    calls += 1;
-                    match parse_tool_call(&body, calls) {
-                        Ok(call) => {
-                            if reply.send(Ok(LlmEvent::ToolCall(call))).is_err() {
-                                break "cancelled";
-                            }
+        } else {
+            r.sampler.pick(logits, &r.ban_text, &r.generated)
+        };
+        if r.in_call.is_none() && r.stop.contains(&next) {
+            return Ok(Some(if r.calls > 0 { "tool_calls" } else { "stop" }));
+        }
+        r.generated.push(next);
+        let mut feed = vec![next];
+        let tok = self.model.tokenizer();
+        if next == self.controls.tool_call {
+            r.in_call = Some(Vec::new());
+        } else if let Some(body) = &mut r.in_call {
+            body.extend_from_slice(tok.token_bytes(next));
+            if complete {
+                // The call is whole: close it as the chat format does ("}\n</tool_call>").
+                let body = r.in_call.take().unwrap_or_default();
+                if !body.ends_with(b"\n") {
+                    feed.extend(tok.encode("\n"));
+                }
+                feed.push(self.controls.tool_call_end);
+                r.generated.extend_from_slice(&feed[1..]);
+                r.calls += 1;
+                match parse_tool_call(&body, r.calls) {
+                    Ok(call) => {
+                        if r.tx.send(Ok(LlmEvent::ToolCall(call))).is_err() {
+                            return Ok(Some("cancelled"));
                         }
-                        Err(e) => tracing::warn!(session, error = %e, "a constrained tool call did not parse; ignored"),
                     }
-                }
-            } else {
-                let delta = text.push(self.model.tokenizer().token_bytes(next));
-                let (say, call) = held.push(&delta, !callable.is_empty());
-                if !say.is_empty() && reply.send(Ok(LlmEvent::Text(say))).is_err() {
-                    break "cancelled";
-                }
-                if let Some(after) = call {
-                    // The model spelled `<tool_call>` out in text tokens: the same call, constrained from here.
-                    in_call = Some(after.into_bytes());
+                    Err(e) => tracing::warn!(session, error = %e, "a constrained tool call did not parse; ignored"),
                 }
             }
-            logits = self.model.forward(&mut self.sessions.get_mut(&session).ok_or("the session's cache went away")?.cache, &feed).map_err(|e| e.to_string())?;
-        };
-        let mut rest = held.finish();
-        rest.push_str(&text.finish());
-        if !rest.is_empty() {
-            let _ = reply.send(Ok(LlmEvent::Text(rest)));
+        } else {
+            let delta = r.text.push(tok.token_bytes(next));
+            let (say, call) = r.held.push(&delta, !r.callable.is_empty());
+            if !say.is_empty() {
+                if r.tx.send(Ok(LlmEvent::Text(say.clone()))).is_err() {
+                    return Ok(Some("cancelled"));
+                }
+                task.progress.sent(say.chars().count(), Instant::now());
+            }
+            if let Some(after) = call {
+                // The model spelled `<tool_call>` out in text tokens: the same call, constrained from here.
+                r.in_call = Some(after.into_bytes());
+            }
         }
+        self.clock += 1;
+        let entry = self.sessions.get_mut(&session).ok_or("the session's cache went away")?;
+        entry.used = self.clock;
+        r.logits = Some(self.model.forward(&mut entry.cache, &feed).map_err(|e| e.to_string())?);
+        Ok(None)
+    }
+
+    /// The task is over: a reply's held-back text and `Done` go out.
+    fn finish(&mut self, task: Task, finish: &str) {
+        let Some(mut r) = task.reply else {
+            tracing::debug!(session = task.session, tokens = task.prompt.len(), fed = task.fed, ms = task.started.map_or(0, |s| s.elapsed().as_millis() as u64), "language model warmed");
+            return;
+        };
+        let mut rest = r.held.finish();
+        rest.push_str(&r.text.finish());
+        if !rest.is_empty() {
+            let _ = r.tx.send(Ok(LlmEvent::Text(rest)));
+        }
+        let started = task.started.unwrap_or(task.progress.queued);
         tracing::debug!(
-            session,
-            prompt_tokens = tokens.len(),
-            fed,
-            queued_ms = started.duration_since(queued).as_millis() as u64,
-            prefill_ms,
-            generated = generated.len(),
+            session = task.session,
+            prompt_tokens = task.prompt.len(),
+            fed = task.fed,
+            queued_ms = started.saturating_duration_since(task.progress.queued).as_millis() as u64,
+            prefill_ms = r.prefill_ms,
+            generated = r.generated.len(),
             total_ms = started.elapsed().as_millis() as u64,
             finish,
             "local reply"
         );
-        let _ = reply.send(Ok(LlmEvent::Done { finish_reason: finish.to_string() }));
-        Ok(())
+        let _ = r.tx.send(Ok(LlmEvent::Done { finish_reason: finish.to_string() }));
     }
 }
 

@@ -9,6 +9,7 @@ pub mod local;
 pub mod openai;
 pub mod qwen;
 pub mod sampler;
+pub mod schedule;
 pub mod sse;
 pub mod template;
 pub mod tokenizer;

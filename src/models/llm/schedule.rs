@@ -1,0 +1,125 @@
+//! Which of the language model's tasks computes next: the one whose caller will run out of words
+//! first. One model on one thread serves every call; it computes in small steps (a chunk of a
+//! prompt, or one token), and between steps it picks again. A reply whose caller is waiting (no
+//! text yet) goes before the tail of a long reply whose text is seconds ahead of its voice; a
+//! ringing call's warm-up goes last.
+//!
+//! Pure and clock-free: the worker passes `now` in.
+
+use std::time::{Duration, Instant};
+
+/// How fast the agent speaks what it is given (Piper's voices at length scale 1: ~150 words a
+/// minute, ~14 characters a second). The text of a reply beyond what was spoken so far, in
+/// seconds, is how long that reply can wait.
+pub const CHARS_PER_SECOND: f64 = 14.0;
+
+/// A warm-up (a call's instructions computed while it rings) waits until every reply has this
+/// much text ahead of its voice.
+pub const WARM_AHEAD_S: f64 = 2.0;
+
+/// What the scheduler knows of a task.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// When the request arrived.
+    pub queued: Instant,
+    /// When its first text went out (a reply), if it has.
+    pub first_text: Option<Instant>,
+    /// Characters of text sent so far.
+    pub chars: usize,
+    /// A warm-up, not a reply.
+    pub warm: bool,
+}
+
+impl Progress {
+    pub fn reply(queued: Instant) -> Progress {
+        Progress { queued, first_text: None, chars: 0, warm: false }
+    }
+
+    pub fn warm(queued: Instant) -> Progress {
+        Progress { queued, first_text: None, chars: 0, warm: true }
+    }
+
+    /// Text went out at `now`.
+    pub fn sent(&mut self, chars: usize, now: Instant) {
+        if chars > 0 {
+            self.first_text.get_or_insert(now);
+            self.chars += chars;
+        }
+    }
+
+    /// Seconds of speech this task's caller has in hand: negative while the caller waits for a
+    /// first word (as long as it has waited), the text's speaking time beyond the time since the
+    /// first text went out after that.
+    pub fn ahead_s(&self, now: Instant) -> f64 {
+        if self.warm {
+            return WARM_AHEAD_S;
+        }
+        match self.first_text {
+            None => -secs(now.saturating_duration_since(self.queued)),
+            Some(first) => self.chars as f64 / CHARS_PER_SECOND - secs(now.saturating_duration_since(first)),
+        }
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// The task to step next: least speech in hand; of equals, the one that arrived first.
+pub fn pick<'a>(tasks: impl IntoIterator<Item = &'a Progress>, now: Instant) -> Option<usize> {
+    tasks
+        .into_iter()
+        .enumerate()
+        .min_by(|(_, a), (_, b)| a.ahead_s(now).total_cmp(&b.ahead_s(now)).then(a.queued.cmp(&b.queued)))
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_waiting_caller_goes_before_a_reply_with_speech_in_hand() {
+        let t0 = Instant::now();
+        // A long reply: 140 characters (10 s of speech) out since 2 s; a new question at 3 s.
+        let mut long = Progress::reply(t0);
+        long.sent(140, t0 + ms(2000));
+        let new = Progress::reply(t0 + ms(3000));
+        assert_eq!(pick([&long, &new], t0 + ms(3000)), Some(1));
+        // The new reply's first phrase is out (30 characters, ~2 s): the long one, with 8.4 s in
+        // hand, still waits. At 11 s the new one has sent all its 150 characters (3.2 s left to
+        // say) and the long one's voice has 1 s left: the long one goes first.
+        let mut new = new;
+        new.sent(30, t0 + ms(3500));
+        assert_eq!(pick([&long, &new], t0 + ms(3600)), Some(1));
+        new.sent(120, t0 + ms(10_000));
+        assert!((long.ahead_s(t0 + ms(11_000)) - 1.0).abs() < 1e-9);
+        assert_eq!(pick([&long, &new], t0 + ms(11_000)), Some(0));
+    }
+
+    #[test]
+    fn callers_waiting_for_a_first_word_go_in_order_of_arrival() {
+        let t0 = Instant::now();
+        let (a, b, c) = (Progress::reply(t0 + ms(100)), Progress::reply(t0), Progress::reply(t0 + ms(50)));
+        assert_eq!(pick([&a, &b, &c], t0 + ms(200)), Some(1));
+        assert_eq!(pick([&a, &c], t0 + ms(200)), Some(1));
+        // At the same instant (one clock reading for both): the earlier still.
+        assert_eq!(pick([&a, &c], t0 + ms(50)), Some(1));
+    }
+
+    #[test]
+    fn a_warm_up_waits_for_replies_short_of_speech_but_not_forever() {
+        let t0 = Instant::now();
+        let warm = Progress::warm(t0);
+        let mut reply = Progress::reply(t0 + ms(10));
+        assert_eq!(pick([&warm, &reply], t0 + ms(20)), Some(1), "a caller waits");
+        reply.sent(42, t0 + ms(500)); // 3 s of speech
+        assert_eq!(pick([&warm, &reply], t0 + ms(600)), Some(0), "2.9 s in hand: the warm-up runs");
+        assert_eq!(pick([&warm, &reply], t0 + ms(1600)), Some(1), "1.9 s in hand: the reply again");
+        assert_eq!(pick(&[], t0), None);
+    }
+}
