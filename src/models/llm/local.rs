@@ -10,6 +10,10 @@
 //! `warm` computes a session's prefix while the call rings. Caches beyond the
 //! memory budget are dropped, least recently used first; dropping one only
 //! costs time.
+//!
+//! The worker serves all sessions a step at a time (a chunk of a prompt, one
+//! token), the most urgent first (`schedule`): a caller waiting for a first
+//! phrase does not wait for another call's long reply to end.
 
 use super::chat::{ChatRequest, LlmEvent, ToolCall, ToolChoice, ToolSpec};
 use super::constrain::{Check, ToolGrammar};
@@ -56,7 +60,8 @@ impl std::fmt::Debug for LocalLlm {
 }
 
 impl LocalLlm {
-    /// Start the worker thread owning `model`; `queue` requests may wait.
+    /// Start the worker thread owning `model`; up to `queue` replies are computed or wait at once
+    /// (more answer `Busy`).
     pub fn spawn(model: Qwen, settings: LocalSettings, queue: usize, name: &str) -> Result<LocalLlm, String> {
         let controls = Controls::of(model.tokenizer())?;
         let (tx, rx) = mpsc::sync_channel(queue.max(1));
@@ -481,10 +486,10 @@ impl Worker {
             let delta = r.text.push(tok.token_bytes(next));
             let (say, call) = r.held.push(&delta, !r.callable.is_empty());
             if !say.is_empty() {
-                if r.tx.send(Ok(LlmEvent::Text(say.clone()))).is_err() {
+                task.progress.sent(&say, Instant::now());
+                if r.tx.send(Ok(LlmEvent::Text(say))).is_err() {
                     return Ok(Some("cancelled"));
                 }
-                task.progress.sent(say.chars().count(), Instant::now());
             }
             if let Some(after) = call {
                 // The model spelled `<tool_call>` out in text tokens: the same call, constrained from here.

@@ -1,8 +1,13 @@
 //! Which of the language model's tasks computes next: the one whose caller will run out of words
 //! first. One model on one thread serves every call; it computes in small steps (a chunk of a
 //! prompt, or one token), and between steps it picks again. A reply whose caller is waiting (no
-//! text yet) goes before the tail of a long reply whose text is seconds ahead of its voice; a
+//! phrase yet) goes before the tail of a long reply whose text is seconds ahead of its voice; a
 //! ringing call's warm-up goes last.
+//!
+//! Only whole phrases count as speech in hand (text up to a punctuation mark: the voice speaks
+//! phrases, `agent::splitter`): a reply halfway through its first phrase has nothing to say yet,
+//! and of several waiting callers the one who asked first keeps the model until its first phrase
+//! is out, rather than all of them getting half a phrase each.
 //!
 //! Pure and clock-free: the worker passes `now` in.
 
@@ -22,28 +27,33 @@ pub const WARM_AHEAD_S: f64 = 2.0;
 pub struct Progress {
     /// When the request arrived.
     pub queued: Instant,
-    /// When its first text went out (a reply), if it has.
+    /// When its first phrase was complete (a reply), if it is.
     pub first_text: Option<Instant>,
-    /// Characters of text sent so far.
+    /// Characters of complete phrases sent so far.
     pub chars: usize,
+    /// Characters sent after the last complete phrase.
+    pub partial: usize,
     /// A warm-up, not a reply.
     pub warm: bool,
 }
 
 impl Progress {
     pub fn reply(queued: Instant) -> Progress {
-        Progress { queued, first_text: None, chars: 0, warm: false }
+        Progress { queued, first_text: None, chars: 0, partial: 0, warm: false }
     }
 
     pub fn warm(queued: Instant) -> Progress {
-        Progress { queued, first_text: None, chars: 0, warm: true }
+        Progress { queued, first_text: None, chars: 0, partial: 0, warm: true }
     }
 
     /// Text went out at `now`.
-    pub fn sent(&mut self, chars: usize, now: Instant) {
-        if chars > 0 {
-            self.first_text.get_or_insert(now);
-            self.chars += chars;
+    pub fn sent(&mut self, text: &str, now: Instant) {
+        for c in text.chars() {
+            self.partial += 1;
+            if matches!(c, '.' | ',' | '!' | '?' | ';' | ':' | '\n') {
+                self.chars += std::mem::take(&mut self.partial);
+                self.first_text.get_or_insert(now);
+            }
         }
     }
 
@@ -82,21 +92,38 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// `n` characters of text ending a phrase.
+    fn phrases(n: usize) -> String {
+        "a".repeat(n - 1) + "."
+    }
+
+    #[test]
+    fn half_a_phrase_is_no_speech_and_the_first_asker_keeps_the_model_until_its_phrase() {
+        let t0 = Instant::now();
+        let (mut a, b) = (Progress::reply(t0), Progress::reply(t0 + ms(10)));
+        a.sent("On Saturday we", t0 + ms(500));
+        assert_eq!((a.chars, a.partial, a.first_text), (0, 14, None));
+        assert_eq!(pick([&a, &b], t0 + ms(600)), Some(0), "a asked first and has nothing to say yet");
+        a.sent(" open at eight, and", t0 + ms(900));
+        assert_eq!((a.chars, a.partial, a.first_text), (29, 4, Some(t0 + ms(900))));
+        assert_eq!(pick([&a, &b], t0 + ms(950)), Some(1), "a's first phrase is out: b's turn");
+    }
+
     #[test]
     fn a_waiting_caller_goes_before_a_reply_with_speech_in_hand() {
         let t0 = Instant::now();
         // A long reply: 140 characters (10 s of speech) out since 2 s; a new question at 3 s.
         let mut long = Progress::reply(t0);
-        long.sent(140, t0 + ms(2000));
+        long.sent(&phrases(140), t0 + ms(2000));
         let new = Progress::reply(t0 + ms(3000));
         assert_eq!(pick([&long, &new], t0 + ms(3000)), Some(1));
         // The new reply's first phrase is out (30 characters, ~2 s): the long one, with 8.4 s in
         // hand, still waits. At 11 s the new one has sent all its 150 characters (3.2 s left to
         // say) and the long one's voice has 1 s left: the long one goes first.
         let mut new = new;
-        new.sent(30, t0 + ms(3500));
+        new.sent(&phrases(30), t0 + ms(3500));
         assert_eq!(pick([&long, &new], t0 + ms(3600)), Some(1));
-        new.sent(120, t0 + ms(10_000));
+        new.sent(&phrases(120), t0 + ms(10_000));
         assert!((long.ahead_s(t0 + ms(11_000)) - 1.0).abs() < 1e-9);
         assert_eq!(pick([&long, &new], t0 + ms(11_000)), Some(0));
     }
@@ -117,7 +144,7 @@ mod tests {
         let warm = Progress::warm(t0);
         let mut reply = Progress::reply(t0 + ms(10));
         assert_eq!(pick([&warm, &reply], t0 + ms(20)), Some(1), "a caller waits");
-        reply.sent(42, t0 + ms(500)); // 3 s of speech
+        reply.sent(&phrases(42), t0 + ms(500)); // 3 s of speech
         assert_eq!(pick([&warm, &reply], t0 + ms(600)), Some(0), "2.9 s in hand: the warm-up runs");
         assert_eq!(pick([&warm, &reply], t0 + ms(1600)), Some(1), "1.9 s in hand: the reply again");
         assert_eq!(pick(&[], t0), None);
