@@ -4,10 +4,13 @@
 //! phrase yet) goes before the tail of a long reply whose text is seconds ahead of its voice; a
 //! ringing call's warm-up goes last.
 //!
-//! Only whole phrases count as speech in hand (text up to a punctuation mark: the voice speaks
-//! phrases, `agent::splitter`): a reply halfway through its first phrase has nothing to say yet,
-//! and of several waiting callers the one who asked first keeps the model until its first phrase
-//! is out, rather than all of them getting half a phrase each.
+//! Only whole phrases count as speech in hand (text up to a punctuation mark, once more text
+//! follows it: the voice speaks phrases, and `agent::splitter` knows a sentence has ended only when
+//! text follows): a reply halfway through its first phrase has nothing to say yet, and of several
+//! waiting callers the one who asked first keeps the model until its first phrase is out, rather
+//! than all of them getting half a phrase each. (Counting a phrase at its full stop would leave
+//! "Our phone number is 555-0100." unsaid until the reply's next step — its end — came, behind
+//! every other caller's first phrase: seen as 3.4 s of silence with four callers.)
 //!
 //! Pure and clock-free: the worker passes `now` in.
 
@@ -33,27 +36,30 @@ pub struct Progress {
     pub chars: usize,
     /// Characters sent after the last complete phrase.
     pub partial: usize,
+    /// The last character sent ends a phrase (complete once more text follows).
+    pub at_break: bool,
     /// A warm-up, not a reply.
     pub warm: bool,
 }
 
 impl Progress {
     pub fn reply(queued: Instant) -> Progress {
-        Progress { queued, first_text: None, chars: 0, partial: 0, warm: false }
+        Progress { queued, first_text: None, chars: 0, partial: 0, at_break: false, warm: false }
     }
 
     pub fn warm(queued: Instant) -> Progress {
-        Progress { queued, first_text: None, chars: 0, partial: 0, warm: true }
+        Progress { queued, first_text: None, chars: 0, partial: 0, at_break: false, warm: true }
     }
 
     /// Text went out at `now`.
     pub fn sent(&mut self, text: &str, now: Instant) {
         for c in text.chars() {
-            self.partial += 1;
-            if matches!(c, '.' | ',' | '!' | '?' | ';' | ':' | '\n') {
+            if self.at_break {
                 self.chars += std::mem::take(&mut self.partial);
                 self.first_text.get_or_insert(now);
             }
+            self.partial += 1;
+            self.at_break = matches!(c, '.' | ',' | '!' | '?' | ';' | ':' | '\n');
         }
     }
 
@@ -92,9 +98,9 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// `n` characters of text ending a phrase.
+    /// `n` characters of text ending a phrase, and the space that completes it.
     fn phrases(n: usize) -> String {
-        "a".repeat(n - 1) + "."
+        "a".repeat(n - 1) + ". "
     }
 
     #[test]
@@ -104,9 +110,12 @@ mod tests {
         a.sent("On Saturday we", t0 + ms(500));
         assert_eq!((a.chars, a.partial, a.first_text), (0, 14, None));
         assert_eq!(pick([&a, &b], t0 + ms(600)), Some(0), "a asked first and has nothing to say yet");
-        a.sent(" open at eight, and", t0 + ms(900));
-        assert_eq!((a.chars, a.partial, a.first_text), (29, 4, Some(t0 + ms(900))));
-        assert_eq!(pick([&a, &b], t0 + ms(950)), Some(1), "a's first phrase is out: b's turn");
+        a.sent(" open at eight,", t0 + ms(900));
+        assert_eq!((a.chars, a.partial, a.first_text), (0, 29, None), "the splitter holds a phrase until text follows");
+        assert_eq!(pick([&a, &b], t0 + ms(950)), Some(0));
+        a.sent(" and", t0 + ms(1000));
+        assert_eq!((a.chars, a.partial, a.first_text), (29, 4, Some(t0 + ms(1000))));
+        assert_eq!(pick([&a, &b], t0 + ms(1050)), Some(1), "a's first phrase is out: b's turn");
     }
 
     #[test]
