@@ -9,6 +9,8 @@ pub struct Metrics {
     pub rtp_ports_in_use: IntGauge,
     /// 1 for each loaded model, labelled with the execution provider it really runs on.
     pub model_info: prometheus::IntGaugeVec,
+    /// How long the oldest job waiting for a model has waited (seconds; 0 when none waits).
+    pub model_queue_wait: prometheus::GaugeVec,
     pub calls: IntCounterVec,
     pub rtp_packets_in: IntCounter,
     pub rtp_packets_out: IntCounter,
@@ -59,7 +61,7 @@ pub struct Metrics {
     pub call_loss: Histogram,
     pub call_rtt: Histogram,
     /// SIP requests refused or dropped by who-may-call and overload checks, by reason (acl,
-    /// scanner, blocked, auth_challenge, auth_failed, call_limit, overload).
+    /// scanner, blocked, auth_challenge, auth_failed, call_limit, models_busy, overload).
     pub sip_refused: IntCounterVec,
     /// Temporary blocks imposed on sources, by reason (rate, failed_auth, scanner).
     pub sip_blocks: IntCounterVec,
@@ -127,7 +129,7 @@ impl Metrics {
         }
         registry.register(Box::new(active_calls.clone())).expect("unique metric");
         registry.register(Box::new(rtp_ports_in_use.clone())).expect("unique metric");
-        let sip_refused = IntCounterVec::new(Opts::new("switchboard_sip_refused_total", "SIP requests refused or dropped: acl (403), scanner (dropped), blocked (dropped), auth_challenge (401), auth_failed, call_limit (503), overload (stateless 503)"), &["reason"]).expect("valid metric");
+        let sip_refused = IntCounterVec::new(Opts::new("switchboard_sip_refused_total", "SIP requests refused or dropped: acl (403), scanner (dropped), blocked (dropped), auth_challenge (401), auth_failed, call_limit (503), models_busy (503: calls.max_queue_wait_ms), overload (stateless 503)"), &["reason"]).expect("valid metric");
         registry.register(Box::new(sip_refused.clone())).expect("unique metric");
         let sip_blocks = IntCounterVec::new(Opts::new("switchboard_sip_blocks_total", "Temporary blocks of a source address, by reason (rate, failed_auth, scanner)"), &["reason"]).expect("valid metric");
         registry.register(Box::new(sip_blocks.clone())).expect("unique metric");
@@ -137,10 +139,13 @@ impl Metrics {
         registry.register(Box::new(sip_queue_dropped.clone())).expect("unique metric");
         let model_info = prometheus::IntGaugeVec::new(Opts::new("switchboard_model_info", "Loaded models and the execution provider each runs on"), &["model", "provider"]).expect("valid metric");
         registry.register(Box::new(model_info.clone())).expect("unique metric");
+        let model_queue_wait = prometheus::GaugeVec::new(Opts::new("switchboard_model_queue_wait_seconds", "How long the oldest job now waiting for a model has waited (0: none waits); calls.max_queue_wait_ms admits new calls on it"), &["model"]).expect("valid metric");
+        registry.register(Box::new(model_queue_wait.clone())).expect("unique metric");
         Metrics {
             active_calls,
             rtp_ports_in_use,
             model_info,
+            model_queue_wait,
             rtp_packets_in: rtp_packets.with_label_values(&["in"]),
             rtp_packets_out: rtp_packets.with_label_values(&["out"]),
             rtp_bytes_in: rtp_bytes.with_label_values(&["in"]),
@@ -198,6 +203,7 @@ impl Metrics {
             ("auth_challenge", g.auth_challenges, lg.auth_challenges),
             ("auth_failed", g.auth_failures, lg.auth_failures),
             ("call_limit", s.call_limit, last.call_limit),
+            ("models_busy", s.models_busy, last.models_busy),
             ("overload", s.overload, last.overload),
         ] {
             if now > before {

@@ -355,11 +355,23 @@ pub struct CallsConfig {
     /// The Retry-After (seconds) of those 503s.
     #[serde(default = "default_retry_after")]
     pub retry_after_s: u64,
+    /// Admission from measured load: while a job has waited longer than this (ms) for the
+    /// recogniser or the embedded language model, new calls get 503 with Retry-After and dial
+    /// requests are refused, so the calls in progress keep their latency (0: off).
+    #[serde(default)]
+    pub max_queue_wait_ms: u64,
 }
 
 impl Default for CallsConfig {
     fn default() -> Self {
-        CallsConfig { max_duration_s: default_max_duration(), shutdown_grace_s: default_grace(), record_dir: None, max_concurrent: default_max_concurrent(), retry_after_s: default_retry_after() }
+        CallsConfig {
+            max_duration_s: default_max_duration(),
+            shutdown_grace_s: default_grace(),
+            record_dir: None,
+            max_concurrent: default_max_concurrent(),
+            retry_after_s: default_retry_after(),
+            max_queue_wait_ms: 0,
+        }
     }
 }
 fn default_max_concurrent() -> u64 {

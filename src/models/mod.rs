@@ -5,6 +5,7 @@
 pub mod runtime;
 pub mod vad;
 pub mod asr;
+pub mod backlog;
 pub mod llm;
 pub mod melspec;
 pub mod pool;

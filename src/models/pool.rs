@@ -9,6 +9,7 @@
 //! more (cancelled, or its client dropped: the call ended) is skipped, not
 //! computed, when its turn comes.
 
+use super::backlog::{Backlog, Waiting};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
@@ -22,6 +23,8 @@ struct Job<I, O> {
     submitted: Instant,
     reply: Sender<Answer<O>>,
     cancelled: Arc<AtomicBool>,
+    /// In the pool's backlog until a thread takes the job.
+    _waiting: Waiting,
 }
 
 /// One job's answer.
@@ -40,6 +43,7 @@ pub struct Pool<I, O> {
     /// Jobs submitted and not yet answered, across clients.
     pending: Arc<AtomicUsize>,
     threads: usize,
+    backlog: Arc<Backlog>,
 }
 
 impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
@@ -60,12 +64,17 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
                 .spawn(move || run(work, rx, pending))
                 .expect("spawn a model thread");
         }
-        Pool { tx, pending, threads }
+        Pool { tx, pending, threads, backlog: Backlog::new() }
     }
 
     pub fn client(&self) -> PoolClient<I, O> {
         let (reply, answers) = mpsc::channel();
-        PoolClient { tx: self.tx.clone(), pending: self.pending.clone(), threads: self.threads, reply, answers, next_seq: 0, outstanding: HashMap::new() }
+        PoolClient { tx: self.tx.clone(), pending: self.pending.clone(), threads: self.threads, reply, answers, next_seq: 0, outstanding: HashMap::new(), backlog: self.backlog.clone() }
+    }
+
+    /// The jobs waiting for a thread.
+    pub fn backlog(&self) -> &Arc<Backlog> {
+        &self.backlog
     }
 
     /// Jobs waiting or running, across clients.
@@ -88,7 +97,8 @@ fn run<I, O, W: FnMut(I) -> Result<O, String>>(mut work: W, rx: Arc<Mutex<Receiv
             },
             Err(_) => return,
         };
-        let Job { seq, input, low_priority, submitted, reply, cancelled } = job;
+        let Job { seq, input, low_priority, submitted, reply, cancelled, _waiting } = job;
+        drop(_waiting);
         if cancelled.load(Ordering::Relaxed) {
             pending.fetch_sub(1, Ordering::Relaxed);
             continue;
@@ -115,6 +125,7 @@ pub struct PoolClient<I, O> {
     next_seq: u64,
     /// Jobs not yet answered, with their cancel flags.
     outstanding: HashMap<u64, Arc<AtomicBool>>,
+    backlog: Arc<Backlog>,
 }
 
 impl<I, O> PoolClient<I, O> {
@@ -126,7 +137,8 @@ impl<I, O> PoolClient<I, O> {
         }
         let seq = self.next_seq;
         let cancelled = Arc::new(AtomicBool::new(false));
-        let job = Job { seq, input, low_priority, submitted: Instant::now(), reply: self.reply.clone(), cancelled: cancelled.clone() };
+        let now = Instant::now();
+        let job = Job { seq, input, low_priority, submitted: now, reply: self.reply.clone(), cancelled: cancelled.clone(), _waiting: self.backlog.enter(now) };
         self.pending.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(job) {
             Ok(()) => {

@@ -206,6 +206,16 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let mut hard_stop_at: Option<Instant> = None;
     let mut last_stats = endpoint.stats();
     let mut last_blocked_count = Instant::now();
+    // Admission from measured load: the waits of the models every call shares.
+    let backlogs: Vec<(String, Arc<crate::models::backlog::Backlog>)> = models
+        .asr
+        .iter()
+        .map(|(n, w)| (format!("asr.{n}"), w.backlog().clone()))
+        .chain(backends.iter().filter_map(|(n, b)| Some((format!("llm.{n}"), b.backlog()?.clone()))))
+        .collect();
+    let max_wait = Duration::from_millis(cfg.calls.max_queue_wait_ms);
+    let mut load_tick = tokio::time::interval(Duration::from_millis(500));
+    load_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
     loop {
         let timer = endpoint.poll_timeout().map(Instant::from_std);
@@ -213,8 +223,11 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
         tokio::select! {
             m = in_rx.recv() => {
                 let Some(m) = m else { break };
-                endpoint.handle_message(&m.data, m.source, std::time::Instant::now());
+                let now = std::time::Instant::now();
+                admission(&mut endpoint, &backlogs, max_wait, &metrics, now);
+                endpoint.handle_message(&m.data, m.source, now);
             }
+            _ = load_tick.tick() => admission(&mut endpoint, &backlogs, max_wait, &metrics, std::time::Instant::now()),
             Some(r) = sip_rx.recv() => match r.action {
                 SipAction::Hangup(reason) => endpoint.hangup(r.key, &reason, std::time::Instant::now()),
                 SipAction::Transfer(target) => endpoint.transfer(r.key, &target, std::time::Instant::now()),
@@ -445,6 +458,25 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let _ = http_task.await;
     info!("exiting");
     Ok(())
+}
+
+/// The models' waits into the metrics; while one is beyond `max_wait` (`calls.max_queue_wait_ms`;
+/// zero: never), the endpoint refuses new calls (logged when that starts and ends).
+fn admission(endpoint: &mut Endpoint, backlogs: &[(String, Arc<crate::models::backlog::Backlog>)], max_wait: Duration, metrics: &Metrics, now: std::time::Instant) {
+    let mut why = None;
+    for (model, b) in backlogs {
+        let wait = b.oldest_wait(now);
+        metrics.model_queue_wait.with_label_values(&[model]).set(wait.as_secs_f64());
+        if !max_wait.is_zero() && wait > max_wait && why.is_none() {
+            why = Some(format!("the models are saturated: a job has waited {} ms for {model} (calls.max_queue_wait_ms: {})", wait.as_millis(), max_wait.as_millis()));
+        }
+    }
+    match (&why, endpoint.overloaded()) {
+        (Some(w), false) => warn!("{w}: new calls get 503"),
+        (None, true) => info!("the models keep up again: new calls are taken"),
+        _ => {}
+    }
+    endpoint.set_overloaded(why);
 }
 
 /// Wait for the call tasks until `until`; abort those still running then.

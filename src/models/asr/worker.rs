@@ -47,6 +47,11 @@ impl AsrWorker {
     pub fn pending(&self) -> usize {
         self.pool.pending()
     }
+
+    /// The turns waiting for a recogniser.
+    pub fn backlog(&self) -> &std::sync::Arc<crate::models::backlog::Backlog> {
+        self.pool.backlog()
+    }
 }
 
 /// One call's handle on the recognisers.

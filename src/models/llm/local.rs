@@ -23,6 +23,7 @@ use super::template::{prompt_tokens, Controls};
 use super::tokenizer::Utf8Stream;
 use super::{LlmError, LlmStream};
 use super::schedule::{self, Progress};
+use crate::models::backlog::{Backlog, Waiting};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
@@ -39,7 +40,7 @@ pub struct LocalSettings {
 }
 
 enum Job {
-    Generate { session: u64, req: ChatRequest, cancel: Arc<AtomicBool>, reply: Sender<Result<LlmEvent, LlmError>>, queued: Instant },
+    Generate { session: u64, req: ChatRequest, cancel: Arc<AtomicBool>, reply: Sender<Result<LlmEvent, LlmError>>, queued: Instant, waiting: Waiting },
     Warm { session: u64, req: ChatRequest },
     End { session: u64 },
 }
@@ -51,6 +52,8 @@ pub struct LocalLlm {
     name: Arc<str>,
     /// Jobs sent and not yet finished by the worker.
     jobs: Arc<AtomicUsize>,
+    /// Replies not yet begun.
+    backlog: Arc<Backlog>,
 }
 
 impl std::fmt::Debug for LocalLlm {
@@ -69,7 +72,12 @@ impl LocalLlm {
         let jobs = Arc::new(AtomicUsize::new(0));
         let done = jobs.clone();
         std::thread::Builder::new().name(format!("llm-{name}")).spawn(move || worker.run(rx, &done)).map_err(|e| format!("spawn the LLM thread: {e}"))?;
-        Ok(LocalLlm { tx, name: name.into(), jobs })
+        Ok(LocalLlm { tx, name: name.into(), jobs, backlog: Backlog::new() })
+    }
+
+    /// The replies waiting for their first step.
+    pub fn backlog(&self) -> &Arc<Backlog> {
+        &self.backlog
     }
 
     /// Queue a job; false when the queue is full.
@@ -92,7 +100,8 @@ impl LocalLlm {
     pub fn stream(&self, req: &ChatRequest, session: u64) -> LlmStream {
         let (reply, rx) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        let job = Job::Generate { session, req: req.clone(), cancel: cancel.clone(), reply: reply.clone(), queued: Instant::now() };
+        let queued = Instant::now();
+        let job = Job::Generate { session, req: req.clone(), cancel: cancel.clone(), reply: reply.clone(), queued, waiting: self.backlog.enter(queued) };
         if !self.send(job) {
             let _ = reply.send(Err(LlmError::Busy));
         }
@@ -130,6 +139,8 @@ struct Task {
     /// Prompt tokens computed (not found in a cache).
     fed: usize,
     started: Option<Instant>,
+    /// A reply is in the backlog until its first step.
+    in_backlog: Option<Waiting>,
     /// A reply's generation; `None` for a warm-up.
     reply: Option<Box<Reply>>,
     /// Ends the job for the handle's `is_idle` when the task goes.
@@ -236,15 +247,16 @@ impl Worker {
             }
             Job::Warm { session, req } => {
                 let prompt = prompt_tokens(self.model.tokenizer(), &self.controls, &req, false);
-                let task = Task { session, progress: Progress::warm(Instant::now()), prompt, fed_to: None, fed: 0, started: None, reply: None, _ticket: ticket };
+                let task = Task { session, progress: Progress::warm(Instant::now()), prompt, fed_to: None, fed: 0, started: None, in_backlog: None, reply: None, _ticket: ticket };
                 self.queue(task);
             }
-            Job::Generate { session, req, cancel, reply, queued } => {
+            Job::Generate { session, req, cancel, reply, queued, waiting } => {
                 if self.tasks.iter().chain(&self.waiting).filter(|t| t.reply.is_some()).count() >= self.capacity {
                     let _ = reply.send(Err(LlmError::Busy));
                     return;
                 }
-                let task = self.reply_task(session, &req, cancel, reply, queued, ticket);
+                let mut task = self.reply_task(session, &req, cancel, reply, queued, ticket);
+                task.in_backlog = Some(waiting);
                 self.queue(task);
             }
         }
@@ -328,12 +340,13 @@ impl Worker {
             in_call: None,
             calls: 0,
         };
-        Task { session, progress: Progress::reply(queued), prompt, fed_to: None, fed: 0, started: None, reply: Some(Box::new(reply)), _ticket: ticket }
+        Task { session, progress: Progress::reply(queued), prompt, fed_to: None, fed: 0, started: None, in_backlog: None, reply: Some(Box::new(reply)), _ticket: ticket }
     }
 
     /// One step of `task`: a chunk of its prompt, or one token. `None` when the task is over.
     fn step(&mut self, mut task: Task) -> Option<Task> {
         let started = *task.started.get_or_insert_with(Instant::now);
+        task.in_backlog = None;
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Option<&'static str>, String> {
             let task = &mut task;
             if task.fed_to.is_none_or(|n| n < task.prompt.len()) {

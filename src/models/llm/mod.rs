@@ -130,6 +130,14 @@ impl LlmBackend {
         }
     }
 
+    /// The replies waiting for their first step (`None` for an endpoint: its queue is not ours).
+    pub fn backlog(&self) -> Option<&std::sync::Arc<crate::models::backlog::Backlog>> {
+        match self {
+            LlmBackend::OpenAi(_) => None,
+            LlmBackend::Local(b) => Some(b.backlog()),
+        }
+    }
+
     /// No reply being computed here (an endpoint's requests end with their calls).
     pub fn is_idle(&self) -> bool {
         match self {

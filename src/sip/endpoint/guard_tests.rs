@@ -160,6 +160,33 @@ fn calls_beyond_the_limits_get_503_with_retry_after() {
 }
 
 #[test]
+fn saturated_models_refuse_new_calls_with_503_until_they_keep_up() {
+    let mut t = T::with(|c| c.retry_after_s = 4);
+    let why = "the models are saturated: a job has waited 2400 ms for llm.qwen (calls.max_queue_wait_ms: 2000)";
+    t.ep.set_overloaded(Some(why.into()));
+    let r = t.feed_from("10.0.0.5", &invite("1000", "z9hG4bKs1", "", SDP));
+    assert_eq!(code(&r[0]), 503);
+    assert_eq!(r[0].headers.get("Retry-After"), Some("4"));
+    assert!(matches!(&r[0].start, StartLine::Response { reason, .. } if reason == "Service Unavailable (models saturated)"), "{:?}", r[0].start);
+    assert_eq!((t.incoming(), t.ep.stats().models_busy, t.ep.stats().call_limit), (0, 1, 0));
+    let spec = DialSpec {
+        target: "sip:bob@10.0.0.9".into(),
+        account: None,
+        next_hop: Some("10.0.0.9:5060".parse().unwrap()),
+        local: Some("10.0.0.1:5060".parse().unwrap()),
+        transport: Transport::Udp,
+        rtp_port: 30000,
+        ring_timeout: Duration::from_secs(30),
+        agent: "support".into(),
+        call_id: None,
+    };
+    assert_eq!(t.ep.dial(spec, t.now).err().as_deref(), Some(why), "a campaign's dial waits too");
+    t.ep.set_overloaded(None);
+    assert_eq!(code(&t.feed_from("10.0.0.5", &invite("1000", "z9hG4bKs2", "", SDP))[0]), 100);
+    assert_eq!(t.incoming(), 1);
+}
+
+#[test]
 fn a_full_transaction_table_answers_statelessly_and_stays_bounded() {
     let mut t = T::with(|c| {
         c.max_transactions = 50;

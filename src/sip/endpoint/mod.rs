@@ -99,6 +99,8 @@ pub struct EndpointStats {
     pub retransmissions_absorbed: u64,
     /// New calls refused with 503 because the appliance or their agent was full.
     pub call_limit: u64,
+    /// New calls refused with 503 because the models were saturated (`calls.max_queue_wait_ms`).
+    pub models_busy: u64,
     /// Requests answered with a stateless 503 because the transaction table was full.
     pub overload: u64,
     pub guard: GuardStats,
@@ -116,6 +118,8 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     draining: bool,
+    /// Why the models cannot take another call now (admission from measured load), if so.
+    overloaded: Option<String>,
     stats: EndpointStats,
     registrations: Vec<register::Registration>,
     /// Our pending INVITEs by branch, and the ACKs of their error answers (Timer D).
@@ -139,6 +143,7 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             draining: false,
+            overloaded: None,
             stats: EndpointStats::default(),
             registrations: Vec::new(),
             uac_branches: HashMap::new(),
@@ -164,8 +169,11 @@ impl Endpoint {
         self.guard.blocked_sources(now)
     }
 
-    /// Why a new call for `agent` cannot be taken now (appliance or agent full), if so.
+    /// Why a new call for `agent` cannot be taken now (appliance or agent full, models saturated), if so.
     fn call_limit_reached(&self, agent: &str) -> Option<String> {
+        if let Some(why) = &self.overloaded {
+            return Some(why.clone());
+        }
         let max = self.cfg.max_calls;
         if max > 0 && self.calls.len() >= max {
             return Some(format!("the appliance is at its limit of {max} calls (calls.max_concurrent)"));
@@ -188,6 +196,16 @@ impl Endpoint {
     /// Refuse new calls with 503 + Retry-After (graceful shutdown); calls in progress continue.
     pub fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
+    }
+
+    /// While `Some(why)`, new calls get 503 + Retry-After (and dials are refused) for that reason:
+    /// the models are saturated (see `calls.max_queue_wait_ms`).
+    pub fn set_overloaded(&mut self, why: Option<String>) {
+        self.overloaded = why;
+    }
+
+    pub fn overloaded(&self) -> bool {
+        self.overloaded.is_some()
     }
 
     pub fn call_keys(&self) -> Vec<CallKey> {
@@ -456,11 +474,17 @@ impl Endpoint {
             return;
         };
         if let Some(why) = self.call_limit_reached(&agent) {
-            self.stats.call_limit += 1;
+            let phrase = if self.overloaded.is_some() {
+                self.stats.models_busy += 1;
+                "Service Unavailable (models saturated)"
+            } else {
+                self.stats.call_limit += 1;
+                "Service Unavailable (call limit reached)"
+            };
             info!(%call_id, %agent, "{why}: 503");
             let retry = self.cfg.retry_after_s.to_string();
             self.respond_tx(key, &ctx, 503, None, now, |m| {
-                m.start = StartLine::Response { code: 503, reason: "Service Unavailable (call limit reached)".into() };
+                m.start = StartLine::Response { code: 503, reason: phrase.into() };
                 m.headers.push("Retry-After", retry);
             });
             return;
