@@ -19,18 +19,7 @@ fn sigterm_refuses_new_calls_then_ends_active_ones_after_grace() {
     app.sigterm();
     // Draining: health says so, and a new INVITE gets 503 with Retry-After.
     assert!(wait_until(Duration::from_secs(2), || (app.http_get("/healthz").0 == 503).then_some(())).is_some());
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = sock.local_addr().unwrap().port();
-    let sdp = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 40000 RTP/AVP 0\r\n";
-    let inv = format!(
-        "INVITE sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKdrain;rport\r\nFrom: <sip:t@x>;tag=1\r\nTo: <sip:1000@127.0.0.1>\r\nCall-ID: drain@t\r\nCSeq: 1 INVITE\r\nContact: <sip:t@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    );
-    sock.send_to(inv.as_bytes(), ports.sip_addr()).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut buf = [0u8; 4096];
-    let (n, _) = sock.recv_from(&mut buf).expect("an answer while draining");
-    let resp = String::from_utf8_lossy(&buf[..n]);
+    let resp = probe_invite(&ports, "drain");
     assert!(resp.starts_with("SIP/2.0 503"), "{resp}");
     assert!(resp.contains("Retry-After:"), "{resp}");
     // The active call is ended with BYE after the grace period; SIPp answers it and succeeds.
@@ -134,14 +123,7 @@ fn sigterm_after_the_calls_waits_for_their_records() {
     let ports = alloc_ports();
     let dir = test_dir("drain");
     let rec_dir = dir.join("records");
-    let cfg = format!(
-        "calls:\n  record_dir: {records}\n  shutdown_grace_s: 60\nmodels:\n  runtime:\n    library: {lib}\n  vad:\n    path: {vad}\n  asr:\n    tiny:\n      path: {asr}\n      precision: int8\n      intra_threads: 2\n\
-         routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: silent\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n",
-        records = rec_dir.display(),
-        lib = m.join("onnxruntime/libonnxruntime.so.1.32.0").display(),
-        vad = m.join("silero_vad/silero_vad.onnx").display(),
-        asr = m.join("whisper_tiny_en").display(),
-    );
+    let cfg = transcribing_appliance_yaml(&m, &rec_dir, "  shutdown_grace_s: 60\n");
     let app = Appliance::start_in(&dir, &cfg, &ports);
     const CALLS: usize = 20;
     // The sentence (~3.5 s), then BYE at 4 s: too soon for the end of the turn.

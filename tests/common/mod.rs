@@ -229,6 +229,43 @@ pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
+/// An INVITE to the appliance (user 1000) from a socket of our own, with an SDP offer for port 40000
+/// (nobody listens there): the first answer other than 100 Trying. A call it starts is left
+/// unacknowledged; the appliance ends it on its own.
+pub fn probe_invite(ports: &Ports, tag: &str) -> String {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+    let inv = format!(
+        "INVITE sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{tag};rport\r\nFrom: <sip:probe@127.0.0.1>;tag={tag}\r\nTo: <sip:1000@127.0.0.1>\r\nCall-ID: {tag}@probe\r\nCSeq: 1 INVITE\r\nContact: <sip:probe@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sock.send_to(inv.as_bytes(), ports.sip_addr()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = sock.recv_from(&mut buf).expect("an answer to the INVITE");
+        let resp = String::from_utf8_lossy(&buf[..n]).to_string();
+        if !resp.starts_with("SIP/2.0 100") {
+            return resp;
+        }
+    }
+}
+
+/// The config of an appliance whose one agent (`a`, every number) is silent and transcribes its
+/// callers (server_vad, tiny.en int8 from `m`), writing call records to `records`; `calls` is more
+/// of the `calls:` section (indented lines).
+pub fn transcribing_appliance_yaml(m: &Path, records: &Path, calls: &str) -> String {
+    format!(
+        "calls:\n  record_dir: {records}\n{calls}models:\n  runtime:\n    library: {lib}\n  vad:\n    path: {vad}\n  asr:\n    tiny:\n      path: {asr}\n      precision: int8\n      intra_threads: 2\n\
+         routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: silent\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n",
+        records = records.display(),
+        lib = m.join("onnxruntime/libonnxruntime.so.1.32.0").display(),
+        vad = m.join("silero_vad/silero_vad.onnx").display(),
+        asr = m.join("whisper_tiny_en").display(),
+    )
+}
+
 /// Waits (≤ `timeout`) until some process has bound UDP port `port` on 127.0.0.1 (e.g. a SIPp UAS
 /// is ready). Returns false on timeout.
 pub fn wait_udp_bound(port: u16, timeout: Duration) -> bool {

@@ -125,6 +125,21 @@ fn an_outside_caller_may_call_after_digest_authentication() {
     assert_eq!((s.auth_ok, s.auth_failures), (1, 1));
 }
 
+/// An outbound call for agent `support`, straight to 10.0.0.9.
+fn dial_bob() -> DialSpec {
+    DialSpec {
+        target: "sip:bob@10.0.0.9".into(),
+        account: None,
+        next_hop: Some("10.0.0.9:5060".parse().unwrap()),
+        local: Some("10.0.0.1:5060".parse().unwrap()),
+        transport: Transport::Udp,
+        rtp_port: 30000,
+        ring_timeout: Duration::from_secs(30),
+        agent: "support".into(),
+        call_id: None,
+    }
+}
+
 #[test]
 fn calls_beyond_the_limits_get_503_with_retry_after() {
     let mut t = T::with(|c| {
@@ -144,18 +159,7 @@ fn calls_beyond_the_limits_get_503_with_retry_after() {
     assert_eq!(t.incoming(), 3);
     assert_eq!(t.ep.stats().call_limit, 2);
     // An outbound call is refused too, with the reason.
-    let spec = DialSpec {
-        target: "sip:bob@10.0.0.9".into(),
-        account: None,
-        next_hop: Some("10.0.0.9:5060".parse().unwrap()),
-        local: Some("10.0.0.1:5060".parse().unwrap()),
-        transport: Transport::Udp,
-        rtp_port: 30000,
-        ring_timeout: Duration::from_secs(30),
-        agent: "support".into(),
-        call_id: None,
-    };
-    let err = t.ep.dial(spec, t.now).err().expect("refused");
+    let err = t.ep.dial(dial_bob(), t.now).err().expect("refused");
     assert!(err.contains("limit of 3 calls"), "{err}");
 }
 
@@ -169,18 +173,7 @@ fn saturated_models_refuse_new_calls_with_503_until_they_keep_up() {
     assert_eq!(r[0].headers.get("Retry-After"), Some("4"));
     assert!(matches!(&r[0].start, StartLine::Response { reason, .. } if reason == "Service Unavailable (models saturated)"), "{:?}", r[0].start);
     assert_eq!((t.incoming(), t.ep.stats().models_busy, t.ep.stats().call_limit), (0, 1, 0));
-    let spec = DialSpec {
-        target: "sip:bob@10.0.0.9".into(),
-        account: None,
-        next_hop: Some("10.0.0.9:5060".parse().unwrap()),
-        local: Some("10.0.0.1:5060".parse().unwrap()),
-        transport: Transport::Udp,
-        rtp_port: 30000,
-        ring_timeout: Duration::from_secs(30),
-        agent: "support".into(),
-        call_id: None,
-    };
-    assert_eq!(t.ep.dial(spec, t.now).err().as_deref(), Some(why), "a campaign's dial waits too");
+    assert_eq!(t.ep.dial(dial_bob(), t.now).err().as_deref(), Some(why), "a campaign's dial waits too");
     t.ep.set_overloaded(None);
     assert_eq!(code(&t.feed_from("10.0.0.5", &invite("1000", "z9hG4bKs2", "", SDP))[0]), 100);
     assert_eq!(t.incoming(), 1);
