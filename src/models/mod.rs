@@ -128,7 +128,7 @@ fn load_voice(
 /// A Whisper recogniser: `workers` copies on their threads, each tried once on a second of
 /// silence (which must come out empty), and every agent's language checked against it.
 fn load_asr(
-    rt: &runtime::Runtime,
+    rt: &'static runtime::Runtime,
     cfg: &LoadedConfig,
     name: &str,
     a: &crate::config::AsrModelConfig,
@@ -166,7 +166,15 @@ fn load_asr(
         t.text,
         t.no_speech_prob
     ));
-    Ok(asr::worker::AsrWorker::spawn(copies, a.queue.get() as usize, name))
+    let worker = asr::worker::AsrWorker::spawn(copies, a.queue.get() as usize, name);
+    // A recogniser that hangs is replaced by a fresh copy (its turn fails, the other calls go on).
+    let (precision, opts, floor) = (a.precision, a.session_options(), a.window_floor_s());
+    worker.watch(asr::worker::HANG_LIMIT, move || {
+        let mut w = asr::Whisper::load(rt, &label, &dir, precision, &opts).map_err(|e| e.to_string())?;
+        w.set_window_floor(floor);
+        Ok(w)
+    });
+    Ok(worker)
 }
 
 /// An embedded language model on its worker thread, after one real step (a provider that

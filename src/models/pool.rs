@@ -8,13 +8,18 @@
 //! that one job with an error and its thread goes on. A job nobody wants any
 //! more (cancelled, or its client dropped: the call ended) is skipped, not
 //! computed, when its turn comes.
+//!
+//! A model that hangs (neither returns nor panics) is caught by a watchdog
+//! (`Pool::watch`): its job is answered with an error at once, its thread is
+//! left to itself (it answers nothing more and ends if it ever returns), and a
+//! new thread with a fresh copy of the model takes its place.
 
 use super::backlog::{Backlog, Waiting};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 struct Job<I, O> {
     seq: u64,
@@ -40,10 +45,33 @@ pub struct Answer<O> {
 
 pub struct Pool<I, O> {
     tx: SyncSender<Job<I, O>>,
+    rx: Arc<Mutex<Receiver<Job<I, O>>>>,
     /// Jobs submitted and not yet answered, across clients.
     pending: Arc<AtomicUsize>,
     threads: usize,
     backlog: Arc<Backlog>,
+    /// Each thread's state, for the watchdog.
+    slots: Arc<Mutex<Vec<Arc<Mutex<Slot<O>>>>>>,
+    name: String,
+    /// The watchdog ends when the pool goes.
+    alive: Arc<()>,
+}
+
+/// What a thread is doing, shared with the watchdog.
+struct Slot<O> {
+    busy: Option<Busy<O>>,
+    /// The watchdog answered for this thread's job and replaced it: it answers nothing more and
+    /// ends once its model returns.
+    retired: bool,
+}
+
+/// A job being computed, and how to answer it if the model never returns.
+struct Busy<O> {
+    seq: u64,
+    low_priority: bool,
+    submitted: Instant,
+    since: Instant,
+    reply: Sender<Answer<O>>,
 }
 
 impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
@@ -56,15 +84,37 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
         let rx = Arc::new(Mutex::new(rx));
         let pending = Arc::new(AtomicUsize::new(0));
         let threads = workers.len();
-        for (i, work) in workers.into_iter().enumerate() {
-            let rx = rx.clone();
-            let pending = pending.clone();
-            std::thread::Builder::new()
-                .name(format!("{name}-{i}"))
-                .spawn(move || run(work, rx, pending))
-                .expect("spawn a model thread");
+        let slots = Arc::new(Mutex::new(Vec::new()));
+        for work in workers {
+            start_thread(work, &rx, &pending, &slots, name);
         }
-        Pool { tx, pending, threads, backlog: Backlog::new() }
+        Pool { tx, rx, pending, threads, backlog: Backlog::new(), slots, name: name.to_string(), alive: Arc::new(()) }
+    }
+
+    /// Watch the threads: a job running longer than `limit` is answered with an error, and its
+    /// thread replaced by one running what `make` returns (a fresh copy of the model).
+    pub fn watch<W, M>(&self, limit: Duration, mut make: M)
+    where
+        W: FnMut(I) -> Result<O, String> + Send + 'static,
+        M: FnMut() -> Result<W, String> + Send + 'static,
+    {
+        let (rx, pending, slots, name) = (self.rx.clone(), self.pending.clone(), self.slots.clone(), self.name.clone());
+        let alive: Weak<()> = Arc::downgrade(&self.alive);
+        let every = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let watchdog = move || {
+            while alive.upgrade().is_some() {
+                std::thread::sleep(every);
+                let hung = retire_hung(&slots, &pending, limit);
+                for _ in 0..hung {
+                    tracing::warn!(model = %name, limit_ms = limit.as_millis() as u64, "a model call did not return: its job failed, a new worker takes its place");
+                    match make() {
+                        Ok(work) => start_thread(work, &rx, &pending, &slots, &name),
+                        Err(e) => tracing::error!(model = %name, error = %e, "cannot replace a hung model worker: one worker fewer"),
+                    }
+                }
+            }
+        };
+        std::thread::Builder::new().name(format!("{}-watchdog", self.name)).spawn(watchdog).expect("spawn a watchdog thread");
     }
 
     pub fn client(&self) -> PoolClient<I, O> {
@@ -87,7 +137,41 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
     }
 }
 
-fn run<I, O, W: FnMut(I) -> Result<O, String>>(mut work: W, rx: Arc<Mutex<Receiver<Job<I, O>>>>, pending: Arc<AtomicUsize>) {
+type Slots<O> = Arc<Mutex<Vec<Arc<Mutex<Slot<O>>>>>>;
+
+fn start_thread<I, O, W>(work: W, rx: &Arc<Mutex<Receiver<Job<I, O>>>>, pending: &Arc<AtomicUsize>, slots: &Slots<O>, name: &str)
+where
+    I: Send + 'static,
+    O: Send + 'static,
+    W: FnMut(I) -> Result<O, String> + Send + 'static,
+{
+    let slot = Arc::new(Mutex::new(Slot { busy: None, retired: false }));
+    let mut all = slots.lock().unwrap_or_else(|p| p.into_inner());
+    let n = all.len();
+    all.push(slot.clone());
+    let (rx, pending) = (rx.clone(), pending.clone());
+    std::thread::Builder::new().name(format!("{name}-{n}")).spawn(move || run(work, rx, pending, slot)).expect("spawn a model thread");
+}
+
+/// Answer the jobs running longer than `limit` with an error and retire their threads; how many.
+fn retire_hung<O>(slots: &Slots<O>, pending: &AtomicUsize, limit: Duration) -> usize {
+    let mut hung = 0;
+    for slot in slots.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if s.retired {
+            continue;
+        }
+        let Some(b) = s.busy.as_ref().filter(|b| b.since.elapsed() > limit) else { continue };
+        let result = Err(format!("the model did not answer within {} ms", limit.as_millis()));
+        let _ = b.reply.send(Answer { seq: b.seq, low_priority: b.low_priority, result, latency_ms: b.submitted.elapsed().as_secs_f64() * 1000.0 });
+        pending.fetch_sub(1, Ordering::Relaxed);
+        s.retired = true;
+        hung += 1;
+    }
+    hung
+}
+
+fn run<I, O, W: FnMut(I) -> Result<O, String>>(mut work: W, rx: Arc<Mutex<Receiver<Job<I, O>>>>, pending: Arc<AtomicUsize>, slot: Arc<Mutex<Slot<O>>>) {
     loop {
         // The lock is held only while waiting for the next job, never while working.
         let job = match rx.lock() {
@@ -103,10 +187,19 @@ fn run<I, O, W: FnMut(I) -> Result<O, String>>(mut work: W, rx: Arc<Mutex<Receiv
             pending.fetch_sub(1, Ordering::Relaxed);
             continue;
         }
+        slot.lock().unwrap_or_else(|p| p.into_inner()).busy = Some(Busy { seq, low_priority, submitted, since: Instant::now(), reply: reply.clone() });
         let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(input))) {
             Ok(r) => r,
             Err(_) => Err("the model panicked on this input".to_string()),
         };
+        {
+            let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+            s.busy = None;
+            if s.retired {
+                // The watchdog answered for this job and put another thread in our place.
+                return;
+            }
+        }
         pending.fetch_sub(1, Ordering::Relaxed);
         // A call that has ended dropped its receiver: nothing to do.
         if !cancelled.load(Ordering::Relaxed) {
@@ -226,6 +319,37 @@ mod tests {
         let a = c.wait(Duration::from_secs(5)).unwrap();
         assert_eq!((a.seq, a.result), (s, Ok(42)));
         assert_eq!(pool.pending(), 0);
+    }
+
+    /// A model call that never returns: its job is answered with an error once the limit passes,
+    /// and a fresh worker takes the jobs queued behind it.
+    #[test]
+    fn a_hung_model_is_answered_with_an_error_and_replaced() {
+        let hangs = |x: u32| -> Result<u32, String> {
+            if x == 13 {
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            Ok(x * 2)
+        };
+        let pool: Pool<u32, u32> = Pool::spawn(vec![hangs], 4, "hang");
+        let made = Arc::new(AtomicUsize::new(0));
+        let m = made.clone();
+        pool.watch(Duration::from_millis(200), move || {
+            m.fetch_add(1, Ordering::SeqCst);
+            Ok(|x: u32| -> Result<u32, String> { Ok(x * 3) })
+        });
+        let mut c = pool.client();
+        let hung = c.submit(13, false).unwrap();
+        let queued = c.submit(5, false).unwrap();
+        let a = c.wait(Duration::from_secs(5)).expect("the hung job is answered");
+        assert_eq!(a.seq, hung);
+        assert_eq!(a.result, Err("the model did not answer within 200 ms".to_string()));
+        assert!(a.latency_ms >= 200.0, "{}", a.latency_ms);
+        let b = c.wait(Duration::from_secs(5)).expect("the job behind it is answered");
+        assert_eq!((b.seq, b.result), (queued, Ok(15)), "by the new worker");
+        assert_eq!((made.load(Ordering::SeqCst), pool.pending()), (1, 0));
     }
 
     /// Jobs queued behind a busy thread: a cancelled one and a dropped client's are skipped, the

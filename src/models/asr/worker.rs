@@ -9,6 +9,10 @@ use std::sync::Arc;
 
 type Input = (Vec<f32>, Arc<DecodeOptions>);
 
+/// A transcription running longer than this has hung: a turn is at most one 30 s window, which
+/// takes seconds on the slowest CPU this runs on (tiny.en: ~1 s, base: ~3 s on 2 cores).
+pub const HANG_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// One job's answer.
 #[derive(Debug, Clone)]
 pub struct AsrResult {
@@ -33,6 +37,11 @@ impl AsrWorker {
             .map(|mut m| move |(audio, opts): Input| m.transcribe(&audio, &opts).map_err(|e| e.to_string()))
             .collect();
         AsrWorker { pool: Pool::spawn(workers, queue, &format!("asr-{name}")), provider }
+    }
+
+    /// Replace a recogniser that hangs (see `Pool::watch`) with a copy made by `load`.
+    pub fn watch(&self, limit: std::time::Duration, mut load: impl FnMut() -> Result<Whisper, String> + Send + 'static) {
+        self.pool.watch(limit, move || load().map(|mut m| move |(audio, opts): Input| m.transcribe(&audio, &opts).map_err(|e| e.to_string())));
     }
 
     pub fn client(&self, opts: DecodeOptions) -> AsrClient {
