@@ -196,7 +196,7 @@ fn interrupted_call(name: &str, played_s: f64) -> InterruptedCall {
     let lines = common::speech::caller_lines_8k(&m, &dir, &["Hello, what kinds of cake do you have?", "Sorry, sorry, how much does the chocolate cake cost?"]);
     let [question, interruption] = <[Vec<i16>; 2]>::try_from(lines).unwrap();
     let caller = ListeningCaller::start(
-        vec![Step::Silence(1.0), Step::Say(question), Step::WhenAgentHasSpoken { played_s, timeout_s: 15.0 }, Step::Say(interruption)],
+        vec![Step::Silence(1.0), Step::Say(question), Step::WhenAgentHasSpoken { played_s, timeout_s: 25.0 }, Step::Say(interruption)],
         0x5EC0_0007,
     );
     let cfg = format!(
@@ -210,7 +210,7 @@ fn interrupted_call(name: &str, played_s: f64) -> InterruptedCall {
     // The call's length is fixed (SIPp hangs up): the question (~3 s), a reply that may begin
     // seconds late on a loaded machine, `played_s` of it, the interruption (~3 s) and its answer.
     let scen = dir.join(format!("{name}.xml"));
-    std::fs::write(&scen, sipp_scenario(&caller, ((24.0 + played_s) * 1000.0) as u64)).unwrap();
+    std::fs::write(&scen, sipp_scenario(&caller, ((30.0 + played_s) * 1000.0) as u64)).unwrap();
     let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(90));
     let said = caller.stop();
     let pkts = cap.stop();
