@@ -16,7 +16,7 @@ fn saturated_models_refuse_new_calls_until_they_catch_up() {
     let ports = alloc_ports();
     let dir = test_dir("admission");
     let rec_dir = dir.join("records");
-    let cfg = transcribing_appliance_yaml(&m, &rec_dir, "  max_queue_wait_ms: 200\n  retry_after_s: 3\n");
+    let cfg = transcribing_appliance_yaml(&m, &rec_dir, "  max_queue_wait_ms: 200\n  retry_after_s: 3\n", "int8", 0);
     let app = Appliance::start_in(&dir, &cfg, &ports);
     const CALLS: u64 = 8;
     // The sentence (~3.5 s) in all eight calls at once, then 3 s of quiet before the BYE.

@@ -13,14 +13,7 @@ fn config(m: &std::path::Path, records: &std::path::Path, partial_ms: u64) -> St
 }
 
 fn config_with(m: &std::path::Path, records: &std::path::Path, partial_ms: u64, precision: &str) -> String {
-    format!(
-        "calls:\n  record_dir: {records}\nmodels:\n  runtime:\n    library: {lib}\n  vad:\n    path: {vad}\n  asr:\n    tiny:\n      path: {asr}\n      precision: {precision}\n      intra_threads: 2\n\
-         routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: silent\n    turn_detection:\n      type: server_vad\n    transcription:\n      partial_interval_ms: {partial_ms}\n",
-        records = records.display(),
-        lib = m.join("onnxruntime/libonnxruntime.so.1.32.0").display(),
-        vad = m.join("silero_vad/silero_vad.onnx").display(),
-        asr = m.join("whisper_tiny_en").display(),
-    )
+    common::transcribing_appliance_yaml(m, records, "", precision, partial_ms)
 }
 
 /// The CTranslate2 float32 transcript (scripts/transcribe.py, tiny.en) of a WAV file.

@@ -123,7 +123,7 @@ fn sigterm_after_the_calls_waits_for_their_records() {
     let ports = alloc_ports();
     let dir = test_dir("drain");
     let rec_dir = dir.join("records");
-    let cfg = transcribing_appliance_yaml(&m, &rec_dir, "  shutdown_grace_s: 60\n");
+    let cfg = transcribing_appliance_yaml(&m, &rec_dir, "  shutdown_grace_s: 60\n", "int8", 0);
     let app = Appliance::start_in(&dir, &cfg, &ports);
     const CALLS: usize = 20;
     // The sentence (~3.5 s), then BYE at 4 s: too soon for the end of the turn.

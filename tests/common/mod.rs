@@ -253,12 +253,12 @@ pub fn probe_invite(ports: &Ports, tag: &str) -> String {
 }
 
 /// The config of an appliance whose one agent (`a`, every number) is silent and transcribes its
-/// callers (server_vad, tiny.en int8 from `m`), writing call records to `records`; `calls` is more
-/// of the `calls:` section (indented lines).
-pub fn transcribing_appliance_yaml(m: &Path, records: &Path, calls: &str) -> String {
+/// callers (server_vad, tiny.en at `precision` from `m`, partials every `partial_ms`; 0 = none),
+/// writing call records to `records`; `calls` is more of the `calls:` section (indented lines).
+pub fn transcribing_appliance_yaml(m: &Path, records: &Path, calls: &str, precision: &str, partial_ms: u64) -> String {
     format!(
-        "calls:\n  record_dir: {records}\n{calls}models:\n  runtime:\n    library: {lib}\n  vad:\n    path: {vad}\n  asr:\n    tiny:\n      path: {asr}\n      precision: int8\n      intra_threads: 2\n\
-         routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: silent\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n",
+        "calls:\n  record_dir: {records}\n{calls}models:\n  runtime:\n    library: {lib}\n  vad:\n    path: {vad}\n  asr:\n    tiny:\n      path: {asr}\n      precision: {precision}\n      intra_threads: 2\n\
+         routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: silent\n    turn_detection:\n      type: server_vad\n    transcription:\n      partial_interval_ms: {partial_ms}\n",
         records = records.display(),
         lib = m.join("onnxruntime/libonnxruntime.so.1.32.0").display(),
         vad = m.join("silero_vad/silero_vad.onnx").display(),
