@@ -141,6 +141,9 @@ fn main() {
     let callers: usize = arg(&args, "--callers", 1);
     // Not given: the config's default (and a build from before the key, via SWITCHBOARD_BIN, runs).
     let speculate: Option<u64> = args.iter().any(|a| a == "--speculate-after-ms").then(|| arg(&args, "--speculate-after-ms", 200));
+    // Not given: the schema's default. `--partial-ms 0` measures without partial transcripts (and
+    // so without the language model warmed on them).
+    let partial: Option<u64> = args.iter().any(|a| a == "--partial-ms").then(|| arg(&args, "--partial-ms", 0));
     // The switches of step 10, to measure without them on the same build: the fixed 30 s Whisper
     // window (`--window-floor 30`); and ONNX Runtime's threads without spinning (`--no-spin`).
     let mut overrides: Vec<(&str, serde_yaml_ng::Value)> = Vec::new();
@@ -162,9 +165,10 @@ fn main() {
     let call_s = 1.0 + SLOT_S * turns as f64 + 3.0;
     let ends = common::speech::caller_pcap(&m, &dir, &lines, call_s, 0.0, 0xB0_0001);
     let cfg = format!(
-        "logging:\n  level: info,switchboard::models::tts_worker=debug,switchboard::models::llm::local=debug,switchboard::models::asr=debug,switchboard::agent::llm=debug\n{models}routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    noise_scale: 0\n    noise_w: 0\n    turn_detection:\n      type: server_vad\n{speculate}    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      temperature: 0\n      max_output_tokens: 40\n",
+        "logging:\n  level: info,switchboard::models::tts_worker=debug,switchboard::models::llm::local=debug,switchboard::models::asr=debug,switchboard::agent::llm=debug\n{models}routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    noise_scale: 0\n    noise_w: 0\n    turn_detection:\n      type: server_vad\n{speculate}    transcription: {{{partial}}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      temperature: 0\n      max_output_tokens: 40\n",
         models = default_models_yaml(&m, &overrides),
         speculate = speculate.map(|ms| format!("      speculate_after_ms: {ms}\n")).unwrap_or_default(),
+        partial = partial.map(|ms| format!("partial_interval_ms: {ms}")).unwrap_or_default(),
     );
     let app = common::Appliance::start_in(&dir, &cfg, &ports);
     let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
@@ -174,7 +178,7 @@ fn main() {
     let scen = dir.join("voice.xml");
     std::fs::write(&scen, xml).unwrap();
     let speculation = speculate.map_or("the config's default".to_string(), |ms| format!("{ms} ms"));
-    println!("voice_to_voice: {callers} caller(s) at once, {turns} turns each, {call_s:.0} s calls, speculative start: {speculation}, model overrides: {overrides:?} (artefacts in {})", dir.display());
+    println!("voice_to_voice: {callers} caller(s) at once, {turns} turns each, {call_s:.0} s calls, speculative start: {speculation}, partial transcripts: {}, model overrides: {overrides:?} (artefacts in {})", partial.map_or("the config's default".to_string(), |ms| format!("every {ms} ms")), dir.display());
     let (limit, count) = (callers.to_string(), callers.to_string());
     let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-l", &limit, "-m", &count, "-r", "50"], Duration::from_secs(call_s as u64 + 90));
     let pkts = cap.stop();

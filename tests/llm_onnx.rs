@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use switchboard::models::llm::chat::{ChatRequest, LlmEvent, Message, Role};
+use switchboard::models::llm::chat::{ChatRequest, LlmEvent, Message, Role, Usage};
 use switchboard::models::llm::local::{LocalLlm, LocalSettings};
 use switchboard::models::llm::qwen::{load_tokenizer, Qwen};
 use switchboard::models::llm::sampler::Sampling;
@@ -93,6 +93,12 @@ fn llama_cpp_answers() -> Vec<(String, String)> {
 }
 
 fn ask(llm: &LocalLlm, req: &ChatRequest, session: u64) -> (String, String, Duration) {
+    let (text, finish, first, _) = ask_counting(llm, req, session);
+    (text, finish, first)
+}
+
+/// `ask`, with the reply's token counts.
+fn ask_counting(llm: &LocalLlm, req: &ChatRequest, session: u64) -> (String, String, Duration, Usage) {
     let t0 = Instant::now();
     let mut s = llm.stream(req, session);
     let mut text = String::new();
@@ -104,7 +110,7 @@ fn ask(llm: &LocalLlm, req: &ChatRequest, session: u64) -> (String, String, Dura
                 text.push_str(&t);
             }
             Ok(LlmEvent::ToolCall(c)) => panic!("no tools were offered, yet: {c:?}"),
-            Ok(LlmEvent::Done { finish_reason }) => return (text, finish_reason, first.unwrap_or_default()),
+            Ok(LlmEvent::Done { finish_reason, usage }) => return (text, finish_reason, first.unwrap_or_default(), usage.expect("the embedded model counts tokens")),
             Err(e) => panic!("{e}"),
         }
     }
@@ -169,6 +175,58 @@ fn later_turns_reuse_the_conversation_cache() {
     assert!(warm_first < cold_first, "the cached prefix makes the first text sooner: warm {warm_first:?}, cold {cold_first:?}");
 }
 
+/// Wait until the worker has computed everything it was given (a warm-up is best effort, and
+/// a reply sent behind it would replace it).
+fn settle(llm: &LocalLlm) {
+    let t0 = Instant::now();
+    while !llm.is_idle() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the model did not finish its warm-ups within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Warm-ups on partial transcripts (the agent sends one per partial while the caller speaks):
+/// when the turn ends, only the words after the last partial, and the template's tokens, are new
+/// work; a newer warm-up replaces an older one without losing what the older one computed; the
+/// answer is the one a cold start gives.
+#[test]
+fn a_turn_warmed_on_its_partial_transcripts_computes_only_its_last_words() {
+    let prompts = fixture("prompts.json");
+    let case = &prompts["cases"].as_array().unwrap()[0];
+    assert_eq!(case["id"], "sat_open");
+    let full = chat(&prompts, case);
+    let with_words = |words: &str| {
+        let mut r = full.clone();
+        r.messages.last_mut().unwrap().content = words.into();
+        r
+    };
+    let instructions = {
+        let mut r = full.clone();
+        r.messages.truncate(1);
+        r
+    };
+    let llm = spawn_model();
+    // Session 1: the instructions warmed as the call rang, then nothing until the turn ended.
+    llm.warm(&instructions, 1);
+    settle(&llm);
+    let (cold_text, _, _, cold) = ask_counting(&llm, &full, 1);
+    // Session 2: warmed as the caller spoke; the second warm-up is sent before the first has run,
+    // and replaces it.
+    llm.warm(&instructions, 2);
+    llm.warm(&with_words("What time do"), 2);
+    llm.warm(&with_words("What time do you open"), 2);
+    settle(&llm);
+    let (warm_text, _, _, warm) = ask_counting(&llm, &full, 2);
+    let computed = |u: Usage| u.prompt_tokens - u.cached_tokens;
+    eprintln!("instructions only: {cold:?} {cold_text:?}; warmed on partials: {warm:?} {warm_text:?}");
+    assert_eq!(warm_text, cold_text, "the cache changes the time, not the answer");
+    assert_eq!(warm.prompt_tokens, cold.prompt_tokens);
+    // " on Saturday?" and "<|im_end|>\n<|im_start|>assistant\n": about 8 tokens, where the
+    // question and the template were ~15.
+    assert!(computed(warm) <= 8, "after the partials only the last words and the template are new: {warm:?}");
+    assert!(computed(cold) >= computed(warm) + 4, "the partials' words were computed ahead: {cold:?} vs {warm:?}");
+}
+
 /// Tool calls from the embedded model are constrained to the offered tools and their JSON Schemas:
 /// forced (`required`, a named function) and left to the model (`auto`).
 #[test]
@@ -203,7 +261,7 @@ fn tool_calls_follow_the_schema() {
             match s.wait(Duration::from_secs(120)).expect("an answer") {
                 Ok(LlmEvent::Text(t)) => text.push_str(&t),
                 Ok(LlmEvent::ToolCall(c)) => calls.push(c),
-                Ok(LlmEvent::Done { finish_reason }) => return (text, calls, finish_reason),
+                Ok(LlmEvent::Done { finish_reason, .. }) => return (text, calls, finish_reason),
                 Err(e) => panic!("{e}"),
             }
         }

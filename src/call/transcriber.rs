@@ -187,6 +187,7 @@ impl Transcriber {
                 }
                 let (id, start) = (t.id, t.start);
                 let end = self.cut_end(audio_end_ms, start);
+                self.drop_partial();
                 let seq = self.submit(id, start, end, Kind::Tentative);
                 let void = self.turn.as_mut().and_then(|t| t.tentative.replace(Tentative { audio_end_ms, seq, answer: None }));
                 self.void(void);
@@ -197,6 +198,7 @@ impl Transcriber {
             }
             TurnEvent::Committed(c) => {
                 if let Some(t) = self.turn.take() {
+                    self.drop_partial();
                     let end = self.cut_end(c.audio_end_ms, t.start);
                     match t.tentative {
                         // The same audio was submitted at the pause: its answer is the final one.
@@ -220,6 +222,17 @@ impl Transcriber {
             }
             _ => {}
         }
+    }
+
+    /// The turn's end is being recognised: a partial still computing says less, and would hold a
+    /// core the end's transcript (and the reply waiting on it) needs.
+    fn drop_partial(&mut self) {
+        let partials: Vec<u64> = self.inflight.iter().filter(|(_, s)| s.kind == Kind::Partial).map(|(&seq, _)| seq).collect();
+        for seq in partials {
+            self.inflight.remove(&seq);
+            self.rec.cancel(seq);
+        }
+        self.partial_inflight = false;
     }
 
     /// A tentative transcript no longer current: its job, if not answered yet, is not wanted.
@@ -265,7 +278,8 @@ impl Transcriber {
     /// Once per packet time: partials, and the recogniser's answers.
     pub fn tick(&mut self, now: Instant) {
         if let (Some(interval), Some(t)) = (self.partial_interval, &self.turn) {
-            let due = t.last_partial.is_none_or(|at| now.duration_since(at) >= interval);
+            // Not while the caller pauses: the pause's own transcript is on its way.
+            let due = t.tentative.is_none() && t.last_partial.is_none_or(|at| now.duration_since(at) >= interval);
             if due && !self.partial_inflight && self.end() - t.start >= MIN_PARTIAL_MS * RATE {
                 let (id, start, end) = (t.id, t.start, self.end());
                 if let Some(t) = &mut self.turn {
@@ -279,8 +293,13 @@ impl Transcriber {
             match s.kind {
                 Kind::Partial => {
                     self.partial_inflight = false;
-                    // A partial that arrives after its turn ended says less than the final one.
+                    // A partial that arrives after its turn ended says less than the final one; a
+                    // failed one is no failed turn (the final one comes).
                     if self.turn.as_ref().is_none_or(|t| t.id != s.turn) {
+                        continue;
+                    }
+                    if let Err(e) = &r.transcript {
+                        tracing::debug!(turn = s.turn, error = %e, "no partial transcript");
                         continue;
                     }
                 }

@@ -187,9 +187,11 @@ fn partials_come_while_speaking_and_stale_ones_are_dropped() {
     assert!(matches!(&ev[..], [TranscriberEvent::Transcript(t)] if t.partial && t.text == "hel"), "{ev:?}");
     r.run(500);
     assert_eq!(r.script.lock().unwrap().submitted.len(), 2);
-    // The turn ends before the second partial answers: the final goes out, the late partial is dropped.
+    // The turn ends before the second partial answers: the partial's job is cancelled, the final
+    // goes out, and the partial's answer, if it comes all the same, is dropped.
     let at = r.pos / 16 - 100;
     stop(&mut r, at);
+    assert_eq!(r.script.lock().unwrap().cancelled, vec![1]);
     r.script.lock().unwrap().answers.extend([answer(1, true, "hello th"), answer(2, false, "hello there")]);
     r.run(20);
     let ev = r.events();
@@ -223,6 +225,25 @@ fn a_recogniser_error_is_a_failed_turn() {
     r.run(20);
     let ev = r.events();
     assert!(matches!(&ev[..], [TranscriberEvent::Failed { reason, .. }] if reason == "boom"), "{ev:?}");
+}
+
+/// A partial that fails (a decode that ran away in the fitted window) is no failed turn: nothing
+/// is reported, the next partial is asked for, and the turn's transcript comes as usual.
+#[test]
+fn a_failed_partial_is_not_a_failed_turn() {
+    let mut r = Rig::new(Some(500));
+    r.run(400);
+    start(&mut r, 100);
+    r.run(1300);
+    r.script.lock().unwrap().answers.push_back(AsrResult { seq: 0, partial: true, transcript: Err("the decode ran away".into()), latency_ms: 1.0 });
+    r.run(520);
+    assert!(r.events().is_empty());
+    assert_eq!(r.script.lock().unwrap().submitted.iter().map(|x| x.1).collect::<Vec<_>>(), vec![true, true]);
+    let at = r.pos / 16;
+    stop(&mut r, at);
+    r.script.lock().unwrap().answers.push_back(answer(2, false, "hello"));
+    r.run(20);
+    assert!(matches!(&r.events()[..], [TranscriberEvent::Transcript(t)] if !t.partial && t.text == "hello"));
 }
 
 fn tentative(r: &mut Rig, audio_end_ms: u64) {
@@ -262,6 +283,34 @@ fn a_tentative_cut_is_recognised_once_and_becomes_the_final_transcript() {
     let ev = r.events();
     assert!(matches!(&ev[..], [TranscriberEvent::Transcript(t)] if !t.partial && t.turn == 0 && t.audio_end_ms == 2000 + TAIL_MS && t.text == "what time do you open"), "{ev:?}");
     assert_eq!(r.script.lock().unwrap().submitted.len(), 1);
+}
+
+/// At a pause the partial still computing is cancelled (the pause's own transcript needs the
+/// core), no partial is asked for while the caller is quiet, and they go on when the caller does.
+#[test]
+fn a_pause_cancels_the_partial_in_flight_and_partials_wait_until_the_caller_goes_on() {
+    let mut r = Rig::new(Some(500));
+    r.run(400);
+    start(&mut r, 100);
+    r.run(1400);
+    assert_eq!(r.script.lock().unwrap().submitted.iter().map(|x| x.1).collect::<Vec<_>>(), vec![true]);
+    tentative(&mut r, 1700);
+    {
+        let s = r.script.lock().unwrap();
+        assert_eq!(s.cancelled, vec![0], "the partial is not wanted any more");
+        assert_eq!(s.submitted.iter().map(|x| x.1).collect::<Vec<_>>(), vec![true, false], "the pause's cut, as urgent as a final one");
+    }
+    // Its answer, come all the same, is nothing; 1 s of pause asks for no partial.
+    r.script.lock().unwrap().answers.push_back(answer(0, true, "what time"));
+    r.run(1000);
+    assert!(matches!(&r.events()[..], []), "no partial transcript after the pause began");
+    assert_eq!(r.script.lock().unwrap().submitted.len(), 2);
+    // The caller goes on: the tentative cut is void, partials come again.
+    r.t.on_turn(&TurnEvent::Resumed { turn: 0 }, r.now);
+    r.run(600);
+    let s = r.script.lock().unwrap();
+    assert_eq!(s.cancelled, vec![0, 1]);
+    assert_eq!(s.submitted.iter().map(|x| x.1).collect::<Vec<_>>(), vec![true, false, true]);
 }
 
 #[test]

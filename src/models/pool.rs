@@ -7,7 +7,8 @@
 //! idle, so they never delay real work. A model that errors or panics answers
 //! that one job with an error and its thread goes on. A job nobody wants any
 //! more (cancelled, or its client dropped: the call ended) is skipped, not
-//! computed, when its turn comes.
+//! computed, when its turn comes; one cancelled while it runs can see it
+//! (`Cancel`) and stop early.
 //!
 //! A model that hangs (neither returns nor panics) is caught by a watchdog
 //! (`Pool::watch`): its job is answered with an error at once, its thread is
@@ -20,6 +21,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
+
+/// Whether the job being computed is still wanted: a model that works in steps (a decoder's
+/// tokens) looks between steps and gives up on a job cancelled while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 struct Job<I, O> {
     seq: u64,
@@ -78,7 +90,7 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
     /// One thread per worker function (each owns its model), sharing a queue of `queue` jobs.
     pub fn spawn<W>(workers: Vec<W>, queue: usize, name: &str) -> Pool<I, O>
     where
-        W: FnMut(I) -> Result<O, String> + Send + 'static,
+        W: FnMut(I, &Cancel) -> Result<O, String> + Send + 'static,
     {
         let (tx, rx) = mpsc::sync_channel::<Job<I, O>>(queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
@@ -95,7 +107,7 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
     /// thread replaced by one running what `make` returns (a fresh copy of the model).
     pub fn watch<W, M>(&self, limit: Duration, mut make: M)
     where
-        W: FnMut(I) -> Result<O, String> + Send + 'static,
+        W: FnMut(I, &Cancel) -> Result<O, String> + Send + 'static,
         M: FnMut() -> Result<W, String> + Send + 'static,
     {
         let (rx, pending, slots, name) = (self.rx.clone(), self.pending.clone(), self.slots.clone(), self.name.clone());
@@ -143,7 +155,7 @@ fn start_thread<I, O, W>(work: W, rx: &Arc<Mutex<Receiver<Job<I, O>>>>, pending:
 where
     I: Send + 'static,
     O: Send + 'static,
-    W: FnMut(I) -> Result<O, String> + Send + 'static,
+    W: FnMut(I, &Cancel) -> Result<O, String> + Send + 'static,
 {
     let slot = Arc::new(Mutex::new(Slot { busy: None, retired: false }));
     let mut all = slots.lock().unwrap_or_else(|p| p.into_inner());
@@ -171,7 +183,7 @@ fn retire_hung<O>(slots: &Slots<O>, pending: &AtomicUsize, limit: Duration) -> u
     hung
 }
 
-fn run<I, O, W: FnMut(I) -> Result<O, String>>(mut work: W, rx: Arc<Mutex<Receiver<Job<I, O>>>>, pending: Arc<AtomicUsize>, slot: Arc<Mutex<Slot<O>>>) {
+fn run<I, O, W: FnMut(I, &Cancel) -> Result<O, String>>(mut work: W, rx: Arc<Mutex<Receiver<Job<I, O>>>>, pending: Arc<AtomicUsize>, slot: Arc<Mutex<Slot<O>>>) {
     loop {
         // The lock is held only while waiting for the next job, never while working.
         let job = match rx.lock() {
@@ -188,7 +200,8 @@ fn run<I, O, W: FnMut(I) -> Result<O, String>>(mut work: W, rx: Arc<Mutex<Receiv
             continue;
         }
         slot.lock().unwrap_or_else(|p| p.into_inner()).busy = Some(Busy { seq, low_priority, submitted, since: Instant::now(), reply: reply.clone() });
-        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(input))) {
+        let cancel = Cancel(cancelled.clone());
+        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(input, &cancel))) {
             Ok(r) => r,
             Err(_) => Err("the model panicked on this input".to_string()),
         };
@@ -289,7 +302,7 @@ mod tests {
         let held = gate.lock().unwrap();
         let g = gate.clone();
         let pool: Pool<u32, u32> = Pool::spawn(
-            vec![move |x: u32| {
+            vec![move |x: u32, _: &Cancel| {
                 // A panic below poisons the gate: later jobs still pass it.
                 let _wait = g.lock().unwrap_or_else(|p| p.into_inner());
                 if x == 13 {
@@ -325,7 +338,7 @@ mod tests {
     /// and a fresh worker takes the jobs queued behind it.
     #[test]
     fn a_hung_model_is_answered_with_an_error_and_replaced() {
-        let hangs = |x: u32| -> Result<u32, String> {
+        let hangs = |x: u32, _: &Cancel| -> Result<u32, String> {
             if x == 13 {
                 loop {
                     std::thread::sleep(Duration::from_secs(3600));
@@ -338,7 +351,7 @@ mod tests {
         let m = made.clone();
         pool.watch(Duration::from_millis(200), move || {
             m.fetch_add(1, Ordering::SeqCst);
-            Ok(|x: u32| -> Result<u32, String> { Ok(x * 3) })
+            Ok(|x: u32, _: &Cancel| -> Result<u32, String> { Ok(x * 3) })
         });
         let mut c = pool.client();
         let hung = c.submit(13, false).unwrap();
@@ -353,7 +366,7 @@ mod tests {
     }
 
     /// Jobs queued behind a busy thread: a cancelled one and a dropped client's are skipped, the
-    /// others computed; a job cancelled while it runs finishes without an answer.
+    /// others computed; a job cancelled while it runs is told so, and sends no answer.
     #[test]
     fn cancelled_and_orphaned_jobs_are_not_computed() {
         let gate = Arc::new(Mutex::new(()));
@@ -361,11 +374,15 @@ mod tests {
         let g = gate.clone();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
+        let told = Arc::new(AtomicBool::new(false));
+        let t = told.clone();
         let pool: Pool<u32, u32> = Pool::spawn(
-            vec![move |x: u32| {
+            vec![move |x: u32, cancel: &Cancel| {
                 s.lock().unwrap().push(x);
                 if x == 0 {
+                    assert!(!cancel.is_cancelled());
                     let _wait = g.lock().unwrap();
+                    t.store(cancel.is_cancelled(), Ordering::SeqCst);
                 }
                 Ok(x)
             }],
@@ -388,6 +405,7 @@ mod tests {
         assert_eq!((answer.seq, answer.result), (kept, Ok(2)), "the running job, cancelled, sent no answer");
         assert!(a.wait(Duration::from_millis(100)).is_none());
         assert_eq!(*seen.lock().unwrap(), vec![0, 2]);
+        assert!(told.load(Ordering::SeqCst), "the running job saw its cancellation");
         assert_eq!(pool.pending(), 0);
     }
 }

@@ -60,7 +60,7 @@ pub struct TurnWorker {
 impl TurnWorker {
     pub fn spawn(mut model: SmartTurn, queue: usize) -> TurnWorker {
         let provider = model.provider();
-        let work = move |audio: Vec<f32>| model.predict(&audio).map_err(|e| e.to_string());
+        let work = move |audio: Vec<f32>, _: &super::pool::Cancel| model.predict(&audio).map_err(|e| e.to_string());
         TurnWorker { pool: super::pool::Pool::spawn(vec![work], queue, "turn"), provider }
     }
 

@@ -44,6 +44,8 @@ use tokenizer::Tokenizer;
 pub const WINDOW_SAMPLES: usize = 480_000;
 /// Log-mel frames of the 30 s window (the encoder has half as many positions).
 pub const FRAMES: usize = 3000;
+/// The error of a transcription given up on (`Whisper::transcribe_until`).
+pub const CANCELLED: &str = "cancelled";
 /// Silence after the audio in a fitted window: at least 1 s, and at least as long as the
 /// audio. With only 1 s after it (whisper.cpp's usual `audio_ctx`), tiny.en repeated whole
 /// sentences on our corpus: a 3 s Piper sentence in a 4 s window three times over, a 16 s
@@ -122,11 +124,16 @@ pub struct DecodeOptions {
     pub no_speech_certain: f32,
     /// Token budget: this many per second of audio, plus 16 (speech is ~4/s).
     pub max_tokens_per_second: f32,
+    /// A decode that runs away in the fitted window is done again in the 30 s one (~4× the
+    /// encoder's time). Off for partial transcripts (such a decode is an error, not words to act
+    /// on): the turn's end is recognised anyway, and a partial's redo would hold a core when the
+    /// end comes.
+    pub redo_runaway: bool,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { language: "en".into(), no_speech_threshold: 0.6, logprob_threshold: -1.0, no_speech_certain: 0.8, max_tokens_per_second: 12.0 }
+        DecodeOptions { language: "en".into(), no_speech_threshold: 0.6, logprob_threshold: -1.0, no_speech_certain: 0.8, max_tokens_per_second: 12.0, redo_runaway: true }
     }
 }
 
@@ -247,6 +254,13 @@ impl Whisper {
 
     /// Transcribe 16 kHz mono audio (f32 in [−1, 1]); longer than 30 s is cut into 30 s windows.
     pub fn transcribe(&mut self, audio: &[f32], opts: &DecodeOptions) -> Result<Transcript, ort::Error> {
+        self.transcribe_until(audio, opts, &|| false)
+    }
+
+    /// `transcribe`, giving up with an error as soon as `stop` says so (looked at after the
+    /// encoder and before each decoder step): a partial transcript overtaken by the turn's end is
+    /// not worth the core the end's own transcript needs.
+    pub fn transcribe_until(&mut self, audio: &[f32], opts: &DecodeOptions, stop: &dyn Fn() -> bool) -> Result<Transcript, ort::Error> {
         let mut out = Transcript {
             text: String::new(),
             tokens: Vec::new(),
@@ -261,7 +275,7 @@ impl Whisper {
         let mut logprob_sum = 0.0;
         let mut scored = 0usize;
         for (i, window) in audio.chunks(WINDOW_SAMPLES).enumerate() {
-            let w = self.window(window, opts)?;
+            let w = self.window(window, opts, stop)?;
             out.encode_ms += w.encode_ms;
             out.decode_ms += w.decode_ms;
             if i == 0 {
@@ -346,20 +360,23 @@ impl Whisper {
     /// One window: encoded in the fitted window; a decode that ran away there (a loop, or out of
     /// token budget — how too small a window fails) is done again in the 30 s window, as Whisper's
     /// own fallback redoes a decode that repeats itself.
-    fn window(&mut self, window: &[f32], opts: &DecodeOptions) -> Result<WindowResult, ort::Error> {
+    fn window(&mut self, window: &[f32], opts: &DecodeOptions, stop: &dyn Fn() -> bool) -> Result<WindowResult, ort::Error> {
         let frames = self.window_frames(window.len());
-        let w = self.decode_window(window, frames, opts)?;
+        let w = self.decode_window(window, frames, opts, stop)?;
         if !w.runaway || frames == FRAMES {
             return Ok(w);
         }
+        if !opts.redo_runaway {
+            return Err(ort::Error::new("the decode ran away in the fitted window"));
+        }
         tracing::debug!(frames, "the decode ran away in the fitted window; again in the 30 s window");
-        let mut again = self.decode_window(window, FRAMES, opts)?;
+        let mut again = self.decode_window(window, FRAMES, opts, stop)?;
         again.encode_ms += w.encode_ms;
         again.decode_ms += w.decode_ms;
         Ok(again)
     }
 
-    fn decode_window(&mut self, window: &[f32], frames: usize, opts: &DecodeOptions) -> Result<WindowResult, ort::Error> {
+    fn decode_window(&mut self, window: &[f32], frames: usize, opts: &DecodeOptions, stop: &dyn Fn() -> bool) -> Result<WindowResult, ort::Error> {
         let t0 = Instant::now();
         let cross_kv = self.encode(window, frames)?;
         let encode_ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -386,6 +403,9 @@ impl Whisper {
         let (mut logprob_sum, mut scored, mut no_speech_prob) = (0.0, 0usize, 0.0);
         let mut runaway = false;
         loop {
+            if stop() {
+                return Err(ort::Error::new(CANCELLED));
+            }
             let (logits, next_kv) = self.step(&feed, &kv, &cross_kv)?;
             kv = next_kv;
             if tokens.is_empty() {

@@ -3,7 +3,7 @@
 //! partials) and poll for the answers from their media loop.
 
 use super::{DecodeOptions, Transcript, Whisper};
-use crate::models::pool::{Pool, PoolClient};
+use crate::models::pool::{Cancel, Pool, PoolClient};
 use crate::models::runtime::Provider;
 use std::sync::Arc;
 
@@ -34,18 +34,19 @@ impl AsrWorker {
         let provider = models.first().map(|m| m.provider()).unwrap_or(Provider::Cpu);
         let workers: Vec<_> = models
             .into_iter()
-            .map(|mut m| move |(audio, opts): Input| m.transcribe(&audio, &opts).map_err(|e| e.to_string()))
+            .map(|mut m| move |(audio, opts): Input, cancel: &Cancel| m.transcribe_until(&audio, &opts, &|| cancel.is_cancelled()).map_err(|e| e.to_string()))
             .collect();
         AsrWorker { pool: Pool::spawn(workers, queue, &format!("asr-{name}")), provider }
     }
 
     /// Replace a recogniser that hangs (see `Pool::watch`) with a copy made by `load`.
     pub fn watch(&self, limit: std::time::Duration, mut load: impl FnMut() -> Result<Whisper, String> + Send + 'static) {
-        self.pool.watch(limit, move || load().map(|mut m| move |(audio, opts): Input| m.transcribe(&audio, &opts).map_err(|e| e.to_string())));
+        self.pool.watch(limit, move || load().map(|mut m| move |(audio, opts): Input, cancel: &Cancel| m.transcribe_until(&audio, &opts, &|| cancel.is_cancelled()).map_err(|e| e.to_string())));
     }
 
     pub fn client(&self, opts: DecodeOptions) -> AsrClient {
-        AsrClient { inner: self.pool.client(), opts: Arc::new(opts) }
+        let partial_opts = Arc::new(DecodeOptions { redo_runaway: false, ..opts.clone() });
+        AsrClient { inner: self.pool.client(), opts: Arc::new(opts), partial_opts }
     }
 
     pub fn provider(&self) -> Provider {
@@ -67,12 +68,15 @@ impl AsrWorker {
 pub struct AsrClient {
     inner: PoolClient<Input, Transcript>,
     opts: Arc<DecodeOptions>,
+    /// For partial transcripts: no redo of a runaway decode.
+    partial_opts: Arc<DecodeOptions>,
 }
 
 impl AsrClient {
     /// Queue 16 kHz audio; `None` when refused (queue full, or a partial while no thread is idle).
     pub fn submit(&mut self, audio: Vec<f32>, partial: bool) -> Option<u64> {
-        self.inner.submit((audio, self.opts.clone()), partial)
+        let opts = if partial { &self.partial_opts } else { &self.opts };
+        self.inner.submit((audio, opts.clone()), partial)
     }
 
     pub fn poll(&mut self) -> Option<AsrResult> {

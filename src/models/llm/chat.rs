@@ -118,8 +118,18 @@ pub enum LlmEvent {
     Text(String),
     /// A complete tool call.
     ToolCall(ToolCall),
-    /// The reply is complete: `stop`, `length`, `tool_calls`, …
-    Done { finish_reason: String },
+    /// The reply is complete: `stop`, `length`, `tool_calls`, …; with its token counts where the
+    /// backend knows them.
+    Done { finish_reason: String, usage: Option<Usage> },
+}
+
+/// A reply's token counts (OpenAI's `usage`): its prompt, the part of the prompt found already
+/// computed (a cache: earlier turns, a warm-up), and the tokens it generated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -255,7 +265,7 @@ impl ChatStreamDecoder {
             let id = c.id.unwrap_or_else(|| format!("call_{n}"));
             out.push(LlmEvent::ToolCall(ToolCall { id, name, arguments: if c.arguments.is_empty() { "{}".into() } else { c.arguments } }));
         }
-        out.push(LlmEvent::Done { finish_reason });
+        out.push(LlmEvent::Done { finish_reason, usage: None });
         self.done = true;
         Ok(())
     }
@@ -294,7 +304,7 @@ mod tests {
             vec![
                 LlmEvent::Text("We open at ".into()),
                 LlmEvent::Text("8 on Saturday.".into()),
-                LlmEvent::Done { finish_reason: "stop".into() }
+                LlmEvent::Done { finish_reason: "stop".into(), usage: None }
             ]
         );
     }
@@ -317,7 +327,7 @@ mod tests {
             vec![
                 LlmEvent::ToolCall(ToolCall { id: "call_a".into(), name: "book".into(), arguments: "{\"day\": \"Saturday\"}".into() }),
                 LlmEvent::ToolCall(ToolCall { id: "call_b".into(), name: "lookup".into(), arguments: "{\"q\":1}".into() }),
-                LlmEvent::Done { finish_reason: "tool_calls".into() },
+                LlmEvent::Done { finish_reason: "tool_calls".into(), usage: None },
             ]
         );
         assert!(d.is_done());

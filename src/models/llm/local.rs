@@ -15,7 +15,7 @@
 //! token), the most urgent first (`schedule`): a caller waiting for a first
 //! phrase does not wait for another call's long reply to end.
 
-use super::chat::{ChatRequest, LlmEvent, ToolCall, ToolChoice, ToolSpec};
+use super::chat::{ChatRequest, LlmEvent, ToolCall, ToolChoice, ToolSpec, Usage};
 use super::constrain::{Check, ToolGrammar};
 use super::qwen::{KvCache, Qwen};
 use super::sampler::{argmax, Sampler, Sampling};
@@ -262,11 +262,17 @@ impl Worker {
         }
     }
 
-    /// Start `task` now, or after the task its session has running (a warm-up gives way to it).
+    /// Start `task` now, or after the task its session has running. A reply replaces its session's
+    /// warm-up, and a newer warm-up an older one (what the older one computed stays in the cache
+    /// as far as the two prompts agree). A warm-up never follows a reply of its session: its prompt
+    /// lacks the reply, and computing it would drop the reply's words from the cache.
     fn queue(&mut self, task: Task) {
-        if task.reply.is_some() {
-            self.tasks.retain(|t| t.session != task.session || t.reply.is_some());
+        let session = task.session;
+        if task.reply.is_none() && self.tasks.iter().chain(&self.waiting).any(|t| t.session == session && t.reply.is_some()) {
+            return;
         }
+        self.tasks.retain(|t| t.session != session || t.reply.is_some());
+        self.waiting.retain(|t| t.session != session || t.reply.is_some());
         if self.tasks.iter().any(|t| t.session == task.session) {
             self.waiting.push_back(task);
         } else {
@@ -539,7 +545,8 @@ impl Worker {
             finish,
             "local reply"
         );
-        let _ = r.tx.send(Ok(LlmEvent::Done { finish_reason: finish.to_string() }));
+        let usage = Usage { prompt_tokens: task.prompt.len(), cached_tokens: task.prompt.len() - task.fed.min(task.prompt.len()), completion_tokens: r.generated.len() };
+        let _ = r.tx.send(Ok(LlmEvent::Done { finish_reason: finish.to_string(), usage: Some(usage) }));
     }
 }
 
