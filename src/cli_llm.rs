@@ -5,7 +5,7 @@
 //! rate; then the median and 95th percentile.
 
 use std::time::{Duration, Instant};
-use switchboard::agent::splitter::SentenceSplitter;
+use switchboard::models::splitter::SentenceSplitter;
 use switchboard::config::{LlmKind, LoadedConfig};
 use switchboard::models::llm::chat::{ChatRequest, LlmEvent, Message, Role};
 use switchboard::models::llm::local::{LocalLlm, LocalSettings};

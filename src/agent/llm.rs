@@ -21,7 +21,7 @@
 //! agent. Every reply's end goes out as `AgentOutput::Reply` for the record.
 
 use super::conversation::Conversation;
-use super::splitter::SentenceSplitter;
+use crate::models::splitter::SentenceSplitter;
 use super::tools::{ToolJob, ToolOutcome, ToolSet};
 use super::{Agent, AgentOutput, PlayoutState, ReplyRecord, ToolRecord};
 use crate::config::ToolKind;

@@ -12,7 +12,6 @@ pub mod conversation;
 pub mod echo;
 pub mod llm;
 pub mod repeat;
-pub mod splitter;
 pub mod tools;
 pub mod wav;
 

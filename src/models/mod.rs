@@ -9,6 +9,7 @@ pub mod backlog;
 pub mod llm;
 pub mod melspec;
 pub mod pool;
+pub mod splitter;
 pub mod turn;
 
 use crate::config::LoadedConfig;

@@ -10,7 +10,7 @@
 //! waiting).
 
 use super::tts::{PiperVoice, Scales};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
@@ -75,6 +75,34 @@ impl TtsWorker {
     }
 }
 
+/// Sentences being synthesised now, across the process's voices. The cores are the process's:
+/// the language model's worker yields them while the voice works, unless a caller is waiting for
+/// its first words (`llm::schedule::YIELD_AHEAD_S`) — a reply's first phrase reaches the caller
+/// sooner (Piper took ~190 ms for a first phrase with the model decoding beside it, ~100 ms alone
+/// on 2 cores), and the model's next phrase is not due until the first has played.
+static SYNTHESISING: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a voice is synthesising now (see `SYNTHESISING`).
+pub fn synthesising() -> bool {
+    SYNTHESISING.load(Ordering::Relaxed) > 0
+}
+
+/// Counts one synthesis in `SYNTHESISING` while alive (a panic in the voice included).
+struct Synthesising;
+
+impl Synthesising {
+    fn start() -> Synthesising {
+        SYNTHESISING.fetch_add(1, Ordering::Relaxed);
+        Synthesising
+    }
+}
+
+impl Drop for Synthesising {
+    fn drop(&mut self) {
+        SYNTHESISING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn run(mut voice: PiperVoice, rx: Receiver<Job>) {
     while let Ok(job) = rx.recv() {
         let parts = super::tts::sentences(&job.text);
@@ -87,7 +115,9 @@ fn run(mut voice: PiperVoice, rx: Receiver<Job>) {
                 break;
             }
             let t0 = Instant::now();
+            let busy = Synthesising::start();
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| voice.synthesize_16k_with(s, job.style.scales, job.style.speaking_rate)));
+            drop(busy);
             match r {
                 Ok(Ok(pcm)) => {
                     let synth_ms = t0.elapsed().as_secs_f64() * 1000.0;

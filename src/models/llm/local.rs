@@ -230,6 +230,11 @@ impl Worker {
             self.start_waiting();
             let now = Instant::now();
             let Some(i) = schedule::pick(self.tasks.iter().map(|t| &t.progress), now) else { continue };
+            if crate::models::tts_worker::synthesising() && schedule::yields_to_voice(&self.tasks[i].progress, now) {
+                // The most urgent task can wait for the voice (see `schedule::YIELD_AHEAD_S`).
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                continue;
+            }
             let task = self.tasks.swap_remove(i);
             if let Some(task) = self.step(task) {
                 self.tasks.push(task);

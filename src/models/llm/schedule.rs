@@ -4,16 +4,21 @@
 //! phrase yet) goes before the tail of a long reply whose text is seconds ahead of its voice; a
 //! ringing call's warm-up goes last.
 //!
-//! Only whole phrases count as speech in hand (text up to a punctuation mark, once more text
-//! follows it: the voice speaks phrases, and `agent::splitter` knows a sentence has ended only when
-//! text follows): a reply halfway through its first phrase has nothing to say yet, and of several
-//! waiting callers the one who asked first keeps the model until its first phrase is out, rather
-//! than all of them getting half a phrase each. (Counting a phrase at its full stop would leave
-//! "Our phone number is 555-0100." unsaid until the reply's next step — its end — came, behind
-//! every other caller's first phrase: seen as 3.4 s of silence with four callers.)
+//! Only what the voice has been given counts as speech in hand: the reply's text is cut by the
+//! agent's own `models::splitter` (first phrase, clauses, sentences, each given out once text
+//! follows it), so the scheduler and the agent agree on when a caller has words on the way. A reply
+//! halfway through its first phrase has nothing to say yet, and of several waiting callers the one
+//! who asked first keeps the model until its first phrase is out, rather than all of them getting
+//! half a phrase each. (Counting a phrase at its full stop would leave "Our phone number is
+//! 555-0100." unsaid until the reply's next step — its end — came, behind every other caller's
+//! first phrase: seen as 3.4 s of silence with four callers.)
+//!
+//! While a voice synthesises, a reply with speech in hand waits (`yields_to_voice`): the voice
+//! and the model share the cores, and the voice's work is what the caller hears next.
 //!
 //! Pure and clock-free: the worker passes `now` in.
 
+use crate::models::splitter::SentenceSplitter;
 use std::time::{Duration, Instant};
 
 /// How fast the agent speaks what it is given (Piper's voices at length scale 1: ~150 words a
@@ -25,41 +30,46 @@ pub const CHARS_PER_SECOND: f64 = 14.0;
 /// much text ahead of its voice.
 pub const WARM_AHEAD_S: f64 = 2.0;
 
+/// While a voice synthesises (`tts_worker::synthesising`), only tasks with less speech than this
+/// in hand are stepped: the voice gets the cores, and a reply this far ahead loses nothing by
+/// waiting (its text is spoken later than the voice's work ends). Callers waiting for their first
+/// words are below it (negative), so the model goes on for them.
+pub const YIELD_AHEAD_S: f64 = 0.5;
+
+/// Whether `task` waits while a voice synthesises.
+pub fn yields_to_voice(task: &Progress, now: Instant) -> bool {
+    task.ahead_s(now) >= YIELD_AHEAD_S
+}
+
 /// What the scheduler knows of a task.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Progress {
     /// When the request arrived.
     pub queued: Instant,
     /// When its first phrase was complete (a reply), if it is.
     pub first_text: Option<Instant>,
-    /// Characters of complete phrases sent so far.
+    /// Characters of the phrases given to the voice so far.
     pub chars: usize,
-    /// Characters sent after the last complete phrase.
-    pub partial: usize,
-    /// The last character sent ends a phrase (complete once more text follows).
-    pub at_break: bool,
     /// A warm-up, not a reply.
     pub warm: bool,
+    /// The agent's cut of the reply into what the voice speaks.
+    splitter: SentenceSplitter,
 }
 
 impl Progress {
     pub fn reply(queued: Instant) -> Progress {
-        Progress { queued, first_text: None, chars: 0, partial: 0, at_break: false, warm: false }
+        Progress { queued, first_text: None, chars: 0, warm: false, splitter: SentenceSplitter::new() }
     }
 
     pub fn warm(queued: Instant) -> Progress {
-        Progress { queued, first_text: None, chars: 0, partial: 0, at_break: false, warm: true }
+        Progress { queued, first_text: None, chars: 0, warm: true, splitter: SentenceSplitter::new() }
     }
 
     /// Text went out at `now`.
     pub fn sent(&mut self, text: &str, now: Instant) {
-        for c in text.chars() {
-            if self.at_break {
-                self.chars += std::mem::take(&mut self.partial);
-                self.first_text.get_or_insert(now);
-            }
-            self.partial += 1;
-            self.at_break = matches!(c, '.' | ',' | '!' | '?' | ';' | ':' | '\n');
+        for phrase in self.splitter.push(text) {
+            self.chars += phrase.chars().count();
+            self.first_text.get_or_insert(now);
         }
     }
 
@@ -98,23 +108,27 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// `n` characters of text ending a phrase, and the space that completes it.
+    /// A sentence of `n` characters, and the start of the next one that completes it (held by the
+    /// splitter: it is not counted).
     fn phrases(n: usize) -> String {
-        "a".repeat(n - 1) + ". "
+        "a".repeat(n - 1) + ". A"
     }
 
     #[test]
     fn half_a_phrase_is_no_speech_and_the_first_asker_keeps_the_model_until_its_phrase() {
         let t0 = Instant::now();
         let (mut a, b) = (Progress::reply(t0), Progress::reply(t0 + ms(10)));
-        a.sent("On Saturday we", t0 + ms(500));
-        assert_eq!((a.chars, a.partial, a.first_text), (0, 14, None));
+        a.sent("Yes, we", t0 + ms(500));
+        assert_eq!((a.chars, a.first_text), (4, Some(t0 + ms(500))), "a clause break with a word after it");
+        let mut a = Progress::reply(t0);
+        a.sent("Saturday we open eight", t0 + ms(500));
+        assert_eq!((a.chars, a.first_text), (0, None));
         assert_eq!(pick([&a, &b], t0 + ms(600)), Some(0), "a asked first and has nothing to say yet");
-        a.sent(" open at eight,", t0 + ms(900));
-        assert_eq!((a.chars, a.partial, a.first_text), (0, 29, None), "the splitter holds a phrase until text follows");
+        a.sent(" to two.", t0 + ms(900));
+        assert_eq!((a.chars, a.first_text), (0, None), "the splitter holds a phrase until text follows");
         assert_eq!(pick([&a, &b], t0 + ms(950)), Some(0));
-        a.sent(" and", t0 + ms(1000));
-        assert_eq!((a.chars, a.partial, a.first_text), (29, 4, Some(t0 + ms(1000))));
+        a.sent(" We", t0 + ms(1000));
+        assert_eq!((a.chars, a.first_text), (30, Some(t0 + ms(1000))));
         assert_eq!(pick([&a, &b], t0 + ms(1050)), Some(1), "a's first phrase is out: b's turn");
     }
 
@@ -145,6 +159,22 @@ mod tests {
         assert_eq!(pick([&a, &c], t0 + ms(200)), Some(1));
         // At the same instant (one clock reading for both): the earlier still.
         assert_eq!(pick([&a, &c], t0 + ms(50)), Some(1));
+    }
+
+    /// The first phrase counts once the agent would give it to the voice: cut before a
+    /// phrase-starting word, without punctuation.
+    #[test]
+    fn a_first_phrase_cut_before_its_sentence_ends_is_speech_in_hand() {
+        let t0 = Instant::now();
+        let mut a = Progress::reply(t0);
+        a.sent("Saturday is open", t0 + ms(300));
+        assert_eq!((a.chars, a.first_text), (0, None));
+        a.sent(" from ", t0 + ms(360));
+        assert_eq!((a.chars, a.first_text), (16, Some(t0 + ms(360))));
+        assert!((a.ahead_s(t0 + ms(460)) - (16.0 / CHARS_PER_SECOND - 0.1)).abs() < 1e-9);
+        assert!(yields_to_voice(&a, t0 + ms(460)), "1 s in hand: the voice goes first");
+        assert!(!yields_to_voice(&Progress::reply(t0), t0 + ms(460)), "a caller waiting for a first word does not wait for another's voice");
+        assert!(!yields_to_voice(&a, t0 + ms(1100)), "0.4 s left: the model goes on");
     }
 
     #[test]

@@ -22,7 +22,7 @@
 
 use crate::models::tts::sentences;
 
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SentenceSplitter {
     buf: String,
     /// Sentences and clauses given out so far (the first is cut sooner: it sets the reply's latency).
