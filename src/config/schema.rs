@@ -665,8 +665,14 @@ pub struct Transcription {
     #[serde(default)]
     pub language: Option<String>,
     /// While the caller speaks, a partial transcript this often when a recogniser is idle (0 = off).
-    #[serde(default)]
+    /// An embedded language model computes the conversation with the words so far on each, so that
+    /// the turn's end leaves only its last words to compute (~200 ms sooner on 2 cores).
+    #[serde(default = "default_partial_interval")]
     pub partial_interval_ms: U64Range<0, 60_000>,
+}
+
+fn default_partial_interval() -> U64Range<0, 60_000> {
+    U64Range(500)
 }
 
 /// How turns end (OpenAI Realtime `turn_detection`): `server_vad` on silence, `semantic_vad`

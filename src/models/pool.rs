@@ -8,7 +8,9 @@
 //! that one job with an error and its thread goes on. A job nobody wants any
 //! more (cancelled, or its client dropped: the call ended) is skipped, not
 //! computed, when its turn comes; one cancelled while it runs can see it
-//! (`Cancel`) and stop early.
+//! (`Cancel`) and stop early. An urgent job that finds every thread busy
+//! preempts a low-priority one running: it is told to stop like a cancelled
+//! one, and answered `PREEMPTED`.
 //!
 //! A model that hangs (neither returns nor panics) is caught by a watchdog
 //! (`Pool::watch`): its job is answered with an error at once, its thread is
@@ -17,18 +19,33 @@
 
 use super::backlog::{Backlog, Waiting};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// Whether the job being computed is still wanted: a model that works in steps (a decoder's
-/// tokens) looks between steps and gives up on a job cancelled while it runs.
+/// tokens) looks between steps and gives up on a job cancelled (or preempted) while it runs.
 #[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
+pub struct Cancel(Arc<AtomicU8>);
+
+/// A job's state (`Cancel`): wanted; cancelled by its client (no answer is sent); preempted by the
+/// pool for an urgent job (answered with `PREEMPTED`, so its client knows it is over).
+const WANTED: u8 = 0;
+const CANCELLED: u8 = 1;
+const PREEMPTED_STATE: u8 = 2;
+
+/// The error answering a low-priority job given up for an urgent one.
+pub const PREEMPTED: &str = "preempted by an urgent job";
 
 impl Cancel {
     pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed) != WANTED
+    }
+    fn cancel(&self) {
+        self.0.store(CANCELLED, Ordering::Relaxed);
+    }
+    fn state(&self) -> u8 {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -39,7 +56,7 @@ struct Job<I, O> {
     low_priority: bool,
     submitted: Instant,
     reply: Sender<Answer<O>>,
-    cancelled: Arc<AtomicBool>,
+    cancelled: Cancel,
     /// In the pool's backlog until a thread takes the job.
     _waiting: Waiting,
 }
@@ -84,6 +101,7 @@ struct Busy<O> {
     submitted: Instant,
     since: Instant,
     reply: Sender<Answer<O>>,
+    cancel: Cancel,
 }
 
 impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
@@ -131,7 +149,7 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
 
     pub fn client(&self) -> PoolClient<I, O> {
         let (reply, answers) = mpsc::channel();
-        PoolClient { tx: self.tx.clone(), pending: self.pending.clone(), threads: self.threads, reply, answers, next_seq: 0, outstanding: HashMap::new(), backlog: self.backlog.clone() }
+        PoolClient { tx: self.tx.clone(), pending: self.pending.clone(), threads: self.threads, reply, answers, next_seq: 0, outstanding: HashMap::new(), backlog: self.backlog.clone(), slots: self.slots.clone() }
     }
 
     /// The jobs waiting for a thread.
@@ -195,13 +213,15 @@ fn run<I, O, W: FnMut(I, &Cancel) -> Result<O, String>>(mut work: W, rx: Arc<Mut
         };
         let Job { seq, input, low_priority, submitted, reply, cancelled, _waiting } = job;
         drop(_waiting);
-        if cancelled.load(Ordering::Relaxed) {
+        if cancelled.is_cancelled() {
             pending.fetch_sub(1, Ordering::Relaxed);
+            if cancelled.state() == PREEMPTED_STATE {
+                let _ = reply.send(Answer { seq, low_priority, result: Err(PREEMPTED.into()), latency_ms: submitted.elapsed().as_secs_f64() * 1000.0 });
+            }
             continue;
         }
-        slot.lock().unwrap_or_else(|p| p.into_inner()).busy = Some(Busy { seq, low_priority, submitted, since: Instant::now(), reply: reply.clone() });
-        let cancel = Cancel(cancelled.clone());
-        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(input, &cancel))) {
+        slot.lock().unwrap_or_else(|p| p.into_inner()).busy = Some(Busy { seq, low_priority, submitted, since: Instant::now(), reply: reply.clone(), cancel: cancelled.clone() });
+        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(input, &cancelled))) {
             Ok(r) => r,
             Err(_) => Err("the model panicked on this input".to_string()),
         };
@@ -215,9 +235,12 @@ fn run<I, O, W: FnMut(I, &Cancel) -> Result<O, String>>(mut work: W, rx: Arc<Mut
         }
         pending.fetch_sub(1, Ordering::Relaxed);
         // A call that has ended dropped its receiver: nothing to do.
-        if !cancelled.load(Ordering::Relaxed) {
-            let _ = reply.send(Answer { seq, low_priority, result, latency_ms: submitted.elapsed().as_secs_f64() * 1000.0 });
-        }
+        let result = match cancelled.state() {
+            WANTED => result,
+            PREEMPTED_STATE => Err(PREEMPTED.into()),
+            _ => continue,
+        };
+        let _ = reply.send(Answer { seq, low_priority, result, latency_ms: submitted.elapsed().as_secs_f64() * 1000.0 });
     }
 }
 
@@ -230,8 +253,10 @@ pub struct PoolClient<I, O> {
     answers: Receiver<Answer<O>>,
     next_seq: u64,
     /// Jobs not yet answered, with their cancel flags.
-    outstanding: HashMap<u64, Arc<AtomicBool>>,
+    outstanding: HashMap<u64, Cancel>,
     backlog: Arc<Backlog>,
+    /// The threads' states: an urgent job that has to wait preempts a low-priority one running.
+    slots: Slots<O>,
 }
 
 impl<I, O> PoolClient<I, O> {
@@ -242,7 +267,7 @@ impl<I, O> PoolClient<I, O> {
             return None;
         }
         let seq = self.next_seq;
-        let cancelled = Arc::new(AtomicBool::new(false));
+        let cancelled = Cancel::default();
         let now = Instant::now();
         let job = Job { seq, input, low_priority, submitted: now, reply: self.reply.clone(), cancelled: cancelled.clone(), _waiting: self.backlog.enter(now) };
         self.pending.fetch_add(1, Ordering::Relaxed);
@@ -250,11 +275,26 @@ impl<I, O> PoolClient<I, O> {
             Ok(()) => {
                 self.next_seq += 1;
                 self.outstanding.insert(seq, cancelled);
+                if !low_priority && self.pending.load(Ordering::Relaxed) > self.threads {
+                    self.preempt_one();
+                }
                 Some(seq)
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.pending.fetch_sub(1, Ordering::Relaxed);
                 None
+            }
+        }
+    }
+
+    /// An urgent job waits for a thread: give it one a low-priority job holds (a partial
+    /// transcript, whose model stops at its next step and answers `PREEMPTED`).
+    fn preempt_one(&self) {
+        for slot in self.slots.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let s = slot.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(b) = s.busy.as_ref().filter(|b| b.low_priority) else { continue };
+            if b.cancel.0.compare_exchange(WANTED, PREEMPTED_STATE, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                return;
             }
         }
     }
@@ -277,7 +317,7 @@ impl<I, O> PoolClient<I, O> {
     /// finishes, and its answer is not sent).
     pub fn cancel(&mut self, seq: u64) {
         if let Some(flag) = self.outstanding.remove(&seq) {
-            flag.store(true, Ordering::Relaxed);
+            flag.cancel();
         }
     }
 }
@@ -286,7 +326,7 @@ impl<I, O> Drop for PoolClient<I, O> {
     /// The client's jobs are nobody's now (its call has ended).
     fn drop(&mut self) {
         for flag in self.outstanding.values() {
-            flag.store(true, Ordering::Relaxed);
+            flag.cancel();
         }
     }
 }
@@ -365,6 +405,44 @@ mod tests {
         assert_eq!((made.load(Ordering::SeqCst), pool.pending()), (1, 0));
     }
 
+    /// An urgent job that finds the one thread busy with a low-priority job preempts it: the
+    /// running job is told, stops, and is answered `PREEMPTED`; the urgent one is computed next.
+    /// An urgent job behind an urgent one preempts nothing.
+    #[test]
+    fn an_urgent_job_preempts_a_low_priority_one_running() {
+        let pool: Pool<u32, u32> = Pool::spawn(
+            vec![move |x: u32, cancel: &Cancel| {
+                if x == 0 {
+                    let t0 = Instant::now();
+                    while !cancel.is_cancelled() {
+                        assert!(t0.elapsed() < Duration::from_secs(5), "never preempted");
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    return Ok(99);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                Ok(x)
+            }],
+            8,
+            "test",
+        );
+        let mut c = pool.client();
+        let partial = c.submit(0, true).unwrap();
+        while pool.pending() == 0 || pool.slots.lock().unwrap()[0].lock().unwrap().busy.is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(c.submit(5, true), None, "no idle thread: a second partial is refused");
+        let urgent = c.submit(7, false).unwrap();
+        let a = c.wait(Duration::from_secs(5)).unwrap();
+        assert_eq!((a.seq, a.result), (partial, Err(PREEMPTED.to_string())));
+        let b = c.wait(Duration::from_secs(5)).unwrap();
+        assert_eq!((b.seq, b.result), (urgent, Ok(7)));
+        // Two urgent jobs: the second waits, nothing is preempted.
+        let (x, y) = (c.submit(1, false).unwrap(), c.submit(2, false).unwrap());
+        let got: Vec<_> = (0..2).map(|_| c.wait(Duration::from_secs(5)).unwrap()).map(|a| (a.seq, a.result)).collect();
+        assert_eq!(got, vec![(x, Ok(1)), (y, Ok(2))]);
+    }
+
     /// Jobs queued behind a busy thread: a cancelled one and a dropped client's are skipped, the
     /// others computed; a job cancelled while it runs is told so, and sends no answer.
     #[test]
@@ -374,7 +452,7 @@ mod tests {
         let g = gate.clone();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
-        let told = Arc::new(AtomicBool::new(false));
+        let told = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let t = told.clone();
         let pool: Pool<u32, u32> = Pool::spawn(
             vec![move |x: u32, cancel: &Cancel| {
