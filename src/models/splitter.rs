@@ -103,9 +103,15 @@ const PHRASE_STARTERS: &[&str] = &[
     "but", "so", "because", "until", "from", "at", "on", "in", "with", "for", "which", "who", "when", "where", "if", "then", "between", "after", "before",
 ];
 
+/// Words after which a number belongs to the phrase ("at 8:00", "from 7 to 18", "about 20"): no
+/// cut between them.
+const BEFORE_NUMBER: &[&str] = &["to", "and", "or", "of", "by", "about", "around", "than", "the", "a", "an", "only", "just", "over", "under", "nearly"];
+
 /// Where to cut an unfinished first sentence: after the first `,`/`;`/`:` with `clause_words`
 /// words before it and a word after it, or just before a complete phrase-starting word with
-/// `starter_words` words before it.
+/// `starter_words` words before it, or just before a number with as many words before it ("The
+/// phone number is | 555-0100.": a number is many tokens, and the words before it are a phrase of
+/// their own when spoken) unless the word before binds it ("at 8", "to 18").
 fn phrase_cut(text: &str, clause_words: usize, starter_words: usize) -> Option<usize> {
     if let Some(cut) = clause_break(text, clause_words) {
         return Some(cut);
@@ -123,7 +129,21 @@ fn phrase_cut(text: &str, clause_words: usize, starter_words: usize) -> Option<u
             _ => {}
         }
     }
+    // A number starts with a digit: it needs not be complete to be one.
+    let number = words.iter().copied().chain(at.map(|s| (s, &text[s..]))).enumerate().skip(starter_words).find(|(k, (_, w))| {
+        let prev = words[k - 1].1;
+        let bare = prev.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+        w.starts_with(|c: char| c.is_ascii_digit())
+            && !prev.ends_with(|c: char| matches!(c, '.' | '!' | '?' | ',' | ';' | ':'))
+            && prev.chars().last().is_some_and(char::is_alphabetic)
+            && !PHRASE_STARTERS.contains(&bare.as_str())
+            && !BEFORE_NUMBER.contains(&bare.as_str())
+    });
+    let number_cut = number.map(|(_, (start, _))| start);
     for (k, &(start, word)) in words.iter().enumerate().skip(starter_words) {
+        if number_cut.is_some_and(|n| n < start) {
+            break;
+        }
         let bare = word.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
         if PHRASE_STARTERS.contains(&bare.as_str()) && word.chars().next().is_some_and(char::is_alphanumeric) {
             // Not after what may be a sentence's end ("8." could be "8.5"): the sentence rules decide there.
@@ -132,7 +152,7 @@ fn phrase_cut(text: &str, clause_words: usize, starter_words: usize) -> Option<u
             }
         }
     }
-    None
+    number_cut.map(|start| text[..start].trim_end().len())
 }
 
 /// Just after the first `,`/`;`/`:` with at least `min_words` words before it and a word after it.
@@ -212,9 +232,21 @@ mod tests {
         assert_eq!(run(&["We are open only on weekdays."]), vec!["We are open only", "on weekdays."]);
         assert_eq!(run(&["Monday is open from 7:00 to 18:00."]), vec!["Monday is open", "from 7:00 to 18:00."]);
         assert_eq!(run(&["No, we are closed on Sunday."]), vec!["No,", "we are closed on Sunday."]);
+        // Before a number with three words before it, as soon as its first digit is there, unless
+        // the word before binds it.
+        let mut s = SentenceSplitter::new();
+        assert!(s.push("The phone number is").is_empty());
+        assert_eq!(s.push(" 5"), vec!["The phone number is"]);
+        assert_eq!(s.push("55-0100."), Vec::<String>::new());
+        assert_eq!(s.finish(), Some("555-0100.".into()));
+        assert_eq!(run(&["Monday to Friday 7:00 to 18:00."]), vec!["Monday to Friday", "7:00 to 18:00."]);
+        assert_eq!(run(&["We are open until 18:00 today."]), vec!["We are open", "until 18:00 today."]);
+        assert_eq!(run(&["We open at 8:00 on Saturday."]), vec!["We open at 8:00", "on Saturday."]);
+        assert_eq!(run(&["It costs about 20 dollars."]), vec!["It costs about 20 dollars."]);
+        assert_eq!(run(&["It opens 8:00 sharp."]), vec!["It opens 8:00 sharp."], "two words before the number");
         // Too few words before the starter, or no starter: the sentence goes whole.
         assert_eq!(run(&["Open on Saturday."]), vec!["Open on Saturday."]);
-        assert_eq!(run(&["Our phone number is 555-0100."]), vec!["Our phone number is 555-0100."]);
+        assert_eq!(run(&["Yes, we do have them."]), vec!["Yes,", "we do have them."]);
         // The joins lose and double nothing.
         let reply = "Our bakery is open Monday to Friday from 7 to 18, and Saturday from 8 to 14.";
         let parts = run(&reply.split_inclusive(' ').collect::<Vec<_>>());
