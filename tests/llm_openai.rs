@@ -113,7 +113,7 @@ fn server_errors_before_the_reply_are_retried() {
     let out = collect(&b);
     assert_eq!(
         out,
-        vec![Ok(LlmEvent::Text("No, we are closed on Sunday.".into())), Ok(LlmEvent::Done { finish_reason: "stop".into() })]
+        vec![Ok(LlmEvent::Text("No, we are closed on Sunday.".into())), Ok(LlmEvent::Done { finish_reason: "stop".into(), usage: None })]
     );
     assert_eq!(seen.load(Ordering::SeqCst), 2);
 }
