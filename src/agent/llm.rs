@@ -327,7 +327,6 @@ impl LlmAgent {
         }
     }
 
-    /// Drop the speculative reply, if any: nothing of it was heard, kept or recorded.
     /// The caller is still speaking: have the model compute the conversation with their words so
     /// far, so that when the turn ends only its last words are new work (a turn's prompt is ~20
     /// tokens at ~20 ms each on 2 cores). The model's scheduler runs it only when no caller is
@@ -345,6 +344,7 @@ impl LlmAgent {
         self.backend.warm(&req, self.session);
     }
 
+    /// Drop the speculative reply, if any: nothing of it was heard, kept or recorded.
     fn drop_speculation(&mut self) {
         if let Some(spec) = self.speculation.take() {
             tracing::debug!(turn = spec.turn, "speculative reply dropped");
