@@ -10,14 +10,17 @@ Writes into OUT_DIR:
 
   model.onnx + model.onnx.data   the decoder (weights in the external data file, 64 KiB aligned)
       inputs   input_ids                 int64  [batch, seq]             (seq >= 1 new tokens)
+               position_ids              int64  [batch, seq]             (each row's positions, for RoPE)
+               attention_mask            int64  [batch, past_seq + seq]  (0 hides a cache slot)
                past_key_values.{i}.key   float32 [batch, 2, past_seq, 128] i = 0..27 (past_seq may be 0)
                past_key_values.{i}.value float32 [batch, 2, past_seq, 128]
       outputs  logits                    float32 [batch, 1, vocab]        (LAST position only)
                present.{i}.key           float32 [batch, 2, past_seq + seq, 128]
                present.{i}.value         float32 [batch, 2, past_seq + seq, 128]
-      Positions are past_seq + [0, seq): the past length is read off past_key_values.0.key's shape, there is
-      no attention_mask / position_ids input (no left padding; every row of a batch has the same length).
-      The mask is causal with the cache offset: query i attends keys j <= past_seq + i.
+      The new tokens take the cache slots past_seq + [0, seq) (past_seq is read off past_key_values.0.key's
+      shape); query i attends slots j <= past_seq + i that attention_mask keeps. A batch holds conversations
+      of different lengths: a shorter row's unused slots are masked, and its tokens' positions (position_ids)
+      are its own, not the slot numbers. Alone, position_ids = past_seq + [0, seq) and the mask is all ones.
   llm.json              dimensions, special ids, chat template, tokenizer description (see write_sidecar)
   tokenizer.json        HF `tokenizers` format (byte-level BPE + qwen2 pre-tokenizer regex + added tokens)
   vocab.json            token string (GPT-2 byte-to-unicode form) -> id, all 151936 entries
@@ -44,7 +47,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 OPSET = 17
 IR_VERSION = 8
 ALIGN = 65536
@@ -240,7 +243,10 @@ def build(g, out_dir, quant, accuracy_level, max_pos, source, symmetric=True):
     total = b.node("Add", [past, seq], name="total_len")
     sq0 = b.node("Squeeze", [past, b.const(i64([0]))])
     st0 = b.node("Squeeze", [total, b.const(i64([0]))])
-    pos = b.node("Range", [sq0, st0, b.const(i64(1))], name="positions")  # [seq]
+    slots = b.node("Range", [sq0, st0, b.const(i64(1))], name="new_slots")  # [seq]: the new tokens' cache slots
+    # Each row's own positions (RoPE): rows of a batch hold conversations of different lengths, and a row's
+    # cache may have masked slots, so a token's position is not its slot.
+    pos = "position_ids"  # [B, seq]
 
     # neox-style RoPE (rotate_half on the two halves of each head), angles computed in float64 here
     inv = 1.0 / (theta ** (np.arange(0, HD, 2, dtype=np.float64) / HD))
@@ -249,15 +255,18 @@ def build(g, out_dir, quant, accuracy_level, max_pos, source, symmetric=True):
     cos_t = b.const(np.cos(ang).astype(np.float32), "rope.cos")  # [max_pos, HD]
     sin_t = b.const(np.sin(ang).astype(np.float32), "rope.sin")
     del ang
-    cos = b.node("Gather", [cos_t, pos], axis=0, name="cos")  # [seq, HD]
-    sin = b.node("Gather", [sin_t, pos], axis=0, name="sin")
+    cos = b.node("Unsqueeze", [b.node("Gather", [cos_t, pos], axis=0), b.const(i64([1]))], name="cos")  # [B,1,seq,HD]
+    sin = b.node("Unsqueeze", [b.node("Gather", [sin_t, pos], axis=0), b.const(i64([1]))], name="sin")
 
-    # causal mask [seq, total]: key j visible to query i iff j <= past + i
-    qpos = b.node("Unsqueeze", [pos, b.const(i64([1]))])  # [seq,1]
-    kpos = b.node("Unsqueeze", [b.node("Range", [b.const(i64(0)), st0, b.const(i64(1))]), b.const(i64([0]))])
-    hide = b.node("Greater", [kpos, qpos])
+    # mask [B,1,1,seq,total]: key slot j visible to query i iff j <= past + i (causal over slots) and the
+    # row's attention_mask keeps slot j (a batch pads shorter rows with masked slots)
+    qslot = b.node("Unsqueeze", [slots, b.const(i64([1]))])  # [seq,1]
+    kslot = b.node("Unsqueeze", [b.node("Range", [b.const(i64(0)), st0, b.const(i64(1))]), b.const(i64([0]))])
+    future = b.node("Unsqueeze", [b.node("Greater", [kslot, qslot]), b.const(i64([0, 1, 2]))])  # [1,1,1,seq,total]
+    padded = b.node("Unsqueeze", [b.node("Equal", ["attention_mask", b.const(i64(0))]), b.const(i64([1, 2, 3]))])
+    hide = b.node("Or", [future, padded])  # [B,1,1,seq,total]
     mask = b.node("Where", [hide, b.const(np.array(np.finfo(np.float32).min, np.float32)),
-                            b.const(np.array(0.0, np.float32))], name="causal_mask")
+                            b.const(np.array(0.0, np.float32))], name="attention_bias")
 
     def rope(x, name):
         x1, x2 = b.node("Split", [x, b.const(i64([HD // 2, HD // 2]))], n_out=2, axis=-1)
@@ -287,6 +296,8 @@ def build(g, out_dir, quant, accuracy_level, max_pos, source, symmetric=True):
     G = H // KVH
     inputs, outputs = [], []
     inputs.append(helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]))
+    inputs.append(helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]))
+    inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total_seq"]))
     for i in range(L):
         t0 = time.time()
         p = f"blk.{i}."
@@ -455,13 +466,17 @@ def main():
                  "note": "rotate_half over the two halves of each head; no Q/K weight permutation for qwen2"},
         "io": {
             "inputs": {"input_ids": ["int64", ["batch", "seq"]],
+                       "position_ids": ["int64", ["batch", "seq"]],
+                       "attention_mask": ["int64", ["batch", "past_seq+seq"]],
                        "past_key_values.{i}.key": ["float32", ["batch", dims["n_kv_heads"], "past_seq", dims["head_dim"]]],
                        "past_key_values.{i}.value": ["float32", ["batch", dims["n_kv_heads"], "past_seq", dims["head_dim"]]]},
             "outputs": {"logits": ["float32", ["batch", 1, dims["vocab_size"]]],
                         "present.{i}.key": ["float32", ["batch", dims["n_kv_heads"], "past_seq+seq", dims["head_dim"]]],
                         "present.{i}.value": ["float32", ["batch", dims["n_kv_heads"], "past_seq+seq", dims["head_dim"]]]},
             "logits": "last position only",
-            "positions": "past_seq + arange(seq); no attention_mask; past_seq = 0 on the first call",
+            "positions": ("position_ids per row (RoPE); the new tokens take cache slots past_seq + arange(seq); "
+                          "attention_mask [batch, past_seq+seq]: 0 hides a slot (padding of a shorter row); "
+                          "past_seq = 0 on the first call"),
         },
         "special_tokens": {
             "bos": g.meta("tokenizer.ggml.bos_token_id"),

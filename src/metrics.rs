@@ -11,6 +11,10 @@ pub struct Metrics {
     pub model_info: prometheus::IntGaugeVec,
     /// How long the oldest job waiting for a model has waited (seconds; 0 when none waits).
     pub model_queue_wait: prometheus::GaugeVec,
+    /// The embedded language model's decoding passes, by the replies batched in each (rows).
+    pub llm_decode_passes: IntCounterVec,
+    /// The embedded language model's tokens: prompt (computed, not cached) and decoded.
+    pub llm_tokens: IntCounterVec,
     pub calls: IntCounterVec,
     pub rtp_packets_in: IntCounter,
     pub rtp_packets_out: IntCounter,
@@ -141,7 +145,13 @@ impl Metrics {
         registry.register(Box::new(model_info.clone())).expect("unique metric");
         let model_queue_wait = prometheus::GaugeVec::new(Opts::new("switchboard_model_queue_wait_seconds", "How long the oldest job now waiting for a model has waited (0: none waits); calls.max_queue_wait_ms admits new calls on it"), &["model"]).expect("valid metric");
         registry.register(Box::new(model_queue_wait.clone())).expect("unique metric");
+        let llm_decode_passes = IntCounterVec::new(Opts::new("switchboard_llm_decode_passes_total", "The embedded language model's decoding passes, by the replies decoded together in each (rows; the last label: that many or more)"), &["model", "rows"]).expect("valid metric");
+        registry.register(Box::new(llm_decode_passes.clone())).expect("unique metric");
+        let llm_tokens = IntCounterVec::new(Opts::new("switchboard_llm_tokens_total", "The embedded language model's tokens computed: prompt (not found in a cache) and decoded"), &["model", "kind"]).expect("valid metric");
+        registry.register(Box::new(llm_tokens.clone())).expect("unique metric");
         Metrics {
+            llm_decode_passes,
+            llm_tokens,
             active_calls,
             rtp_ports_in_use,
             model_info,
@@ -188,6 +198,18 @@ impl Metrics {
             calls,
             registry,
         }
+    }
+
+    /// Export what the embedded language model `model` has counted (its counters only grow).
+    pub fn llm_stats(&self, model: &str, s: &crate::models::llm::local::LlmStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sync = |c: IntCounter, now: u64| c.inc_by(now.saturating_sub(c.get()));
+        for (i, p) in s.passes.iter().enumerate() {
+            let rows = if i + 1 == s.passes.len() { format!("{}+", i + 1) } else { (i + 1).to_string() };
+            sync(self.llm_decode_passes.with_label_values(&[model, rows.as_str()]), p.load(Relaxed));
+        }
+        sync(self.llm_tokens.with_label_values(&[model, "prompt"]), s.prompt_tokens.load(Relaxed));
+        sync(self.llm_tokens.with_label_values(&[model, "decoded"]), s.tokens.load(Relaxed));
     }
 
     /// Export what the SIP core counted since `last`.

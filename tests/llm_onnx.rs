@@ -355,3 +355,75 @@ fn a_second_caller_is_answered_during_a_long_reply_and_each_answer_is_as_alone()
     assert_eq!(ha.text, long_alone, "the long answer, interleaved, is the one given alone");
     assert_eq!(hb.text, short_alone, "the short answer, interleaved, is the one given alone");
 }
+
+/// Continuous batching: three callers' replies decode together, a fourth joins while they run, one
+/// is cancelled (a barge-in) and leaves; every other answer is word for word (greedy) what the
+/// model says to that caller alone, the cancelled one a beginning of its own, and the worker
+/// counted passes with three and four replies in them.
+#[test]
+fn replies_decode_together_join_and_leave_and_each_is_as_alone() {
+    let system = "You are the phone receptionist of Sunny Bakery. Opening hours: Monday to Friday 7:00 to 18:00, Saturday 8:00 to 14:00, closed on Sunday. Birthday cakes need two days' notice.";
+    let req = |user: &str, max: u32| ChatRequest {
+        messages: vec![Message::new(Role::System, system), Message::new(Role::User, user)],
+        tools: vec![],
+        tool_choice: Default::default(),
+        temperature: Some(0.0),
+        max_tokens: Some(max),
+    };
+    let asks = [
+        req("Please describe, in many sentences, what a good birthday cake needs, step by step.", 90),
+        req("Tell me at length about everything your bakery sells, one item after another.", 120),
+        req("Go through your opening hours for every day of the week, one day at a time.", 80),
+        req("Can I order a birthday cake for tomorrow?", 30),
+    ];
+    let llm = spawn_model();
+    let alone: Vec<String> = asks.iter().enumerate().map(|(i, r)| ask(&llm, r, 1 + i as u64).0).collect();
+    for i in 0..asks.len() {
+        llm.end(1 + i as u64);
+    }
+    settle(&llm);
+    let before = (llm.stats().passes_with(3), llm.stats().passes_with(4));
+
+    let t0 = Instant::now();
+    let heard = || Heard { text: String::new(), first_text: None, done: None };
+    let mut streams: Vec<_> = asks[..3].iter().enumerate().map(|(i, r)| llm.stream(r, 10 + i as u64)).collect();
+    let mut h: Vec<Heard> = (0..4).map(|_| heard()).collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let pump = |streams: &mut Vec<switchboard::models::llm::LlmStream>, h: &mut Vec<Heard>| {
+        assert!(Instant::now() < deadline, "the answers within 300 s");
+        let mut all = true;
+        for (s, h) in streams.iter_mut().zip(h.iter_mut()) {
+            all &= collect(s, h, t0);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        all
+    };
+    while h[..3].iter().any(|h| h.first_text.is_none()) {
+        pump(&mut streams, &mut h);
+    }
+    streams.push(llm.stream(&asks[3], 13));
+    while h[3].first_text.is_none() {
+        pump(&mut streams, &mut h);
+    }
+    assert!(h[1].done.is_none(), "the long answer ended before the fourth caller's first words: {:?}", h[1].text);
+    streams[1].cancel();
+    let cut_at = h[1].text.clone();
+    h[1].done = Some(t0.elapsed());
+    let mut rest: Vec<usize> = vec![0, 2, 3];
+    while !rest.is_empty() {
+        pump(&mut streams, &mut h);
+        rest.retain(|&i| h[i].done.is_none());
+    }
+    for (i, h) in h.iter().enumerate() {
+        eprintln!("caller {i}: first text {:?}, done {:?}: {:?}", h.first_text, h.done, h.text);
+    }
+    for i in [0, 2, 3] {
+        assert_eq!(h[i].text, alone[i], "caller {i}'s answer, batched, is the one given alone");
+    }
+    assert!(alone[1].starts_with(&cut_at) && cut_at.len() < alone[1].len(), "the cancelled answer is a beginning of its own: {cut_at:?}");
+    let stats = llm.stats();
+    let (three, four) = (stats.passes_with(3) - before.0, stats.passes_with(4) - before.1);
+    eprintln!("passes with 3+ replies: {three}, with 4: {four}, tokens decoded: {}", stats.tokens.load(std::sync::atomic::Ordering::Relaxed));
+    assert!(three > 0, "the three replies never decoded together");
+    assert!(four > 0, "the fourth reply never joined the three");
+}

@@ -214,6 +214,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
         .chain(backends.iter().filter_map(|(n, b)| Some((format!("llm.{n}"), b.backlog()?.clone()))))
         .collect();
     let max_wait = Duration::from_millis(cfg.calls.max_queue_wait_ms);
+    let llm_stats: Vec<(String, Arc<crate::models::llm::local::LlmStats>)> = backends.iter().filter_map(|(n, b)| Some((n.to_string(), b.stats()?.clone()))).collect();
     let mut load_tick = tokio::time::interval(Duration::from_millis(500));
     load_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
@@ -227,7 +228,12 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                 admission(&mut endpoint, &backlogs, max_wait, &metrics, now);
                 endpoint.handle_message(&m.data, m.source, now);
             }
-            _ = load_tick.tick() => admission(&mut endpoint, &backlogs, max_wait, &metrics, std::time::Instant::now()),
+            _ = load_tick.tick() => {
+                admission(&mut endpoint, &backlogs, max_wait, &metrics, std::time::Instant::now());
+                for (name, stats) in &llm_stats {
+                    metrics.llm_stats(name, stats);
+                }
+            }
             Some(r) = sip_rx.recv() => match r.action {
                 SipAction::Hangup(reason) => endpoint.hangup(r.key, &reason, std::time::Instant::now()),
                 SipAction::Transfer(target) => endpoint.transfer(r.key, &target, std::time::Instant::now()),

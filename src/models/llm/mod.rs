@@ -138,6 +138,14 @@ impl LlmBackend {
         }
     }
 
+    /// What the embedded model has computed (`None` for an endpoint).
+    pub fn stats(&self) -> Option<&std::sync::Arc<local::LlmStats>> {
+        match self {
+            LlmBackend::OpenAi(_) => None,
+            LlmBackend::Local(b) => Some(b.stats()),
+        }
+    }
+
     /// No reply being computed here (an endpoint's requests end with their calls).
     pub fn is_idle(&self) -> bool {
         match self {
