@@ -173,7 +173,11 @@ class OnnxLM:
         self.past = {f"past_key_values.{i}.{kv}": z for i in range(self.L) for kv in ("key", "value")}
 
     def forward(self, ids):
-        feed = {"input_ids": np.asarray([ids], np.int64), **self.past}
+        past = self.past["past_key_values.0.key"].shape[2]
+        total = past + len(ids)
+        feed = {"input_ids": np.asarray([ids], np.int64), **self.past,
+                "position_ids": np.arange(past, total, dtype=np.int64)[None, :],
+                "attention_mask": np.ones((1, total), np.int64)}
         outs = self.sess.run(None, feed)
         names = [o.name for o in self.sess.get_outputs()]
         res = dict(zip(names, outs))

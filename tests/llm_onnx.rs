@@ -297,6 +297,8 @@ struct Heard {
     text: String,
     first_text: Option<Duration>,
     done: Option<Duration>,
+    /// Prompt tokens found in a cache.
+    cached: usize,
 }
 
 fn collect(s: &mut switchboard::models::llm::LlmStream, h: &mut Heard, t0: Instant) -> bool {
@@ -307,7 +309,10 @@ fn collect(s: &mut switchboard::models::llm::LlmStream, h: &mut Heard, t0: Insta
                 h.text.push_str(&t);
             }
             LlmEvent::ToolCall(c) => panic!("no tools were offered, yet: {c:?}"),
-            LlmEvent::Done { .. } => h.done = Some(t0.elapsed()),
+            LlmEvent::Done { usage, .. } => {
+                h.done = Some(t0.elapsed());
+                h.cached = usage.map_or(0, |u| u.cached_tokens);
+            }
         }
     }
     h.done.is_some()
@@ -337,14 +342,14 @@ fn a_second_caller_is_answered_during_a_long_reply_and_each_answer_is_as_alone()
 
     let t0 = Instant::now();
     let mut a = llm.stream(&long, 3);
-    let mut ha = Heard { text: String::new(), first_text: None, done: None };
+    let mut ha = Heard { text: String::new(), first_text: None, done: None, cached: 0 };
     while ha.first_text.is_none() {
         assert!(!collect(&mut a, &mut ha, t0), "the long answer ended before its first text");
         std::thread::sleep(Duration::from_millis(5));
     }
     let asked = t0.elapsed();
     let mut b = llm.stream(&short, 4);
-    let mut hb = Heard { text: String::new(), first_text: None, done: None };
+    let mut hb = Heard { text: String::new(), first_text: None, done: None, cached: 0 };
     let deadline = Instant::now() + Duration::from_secs(240);
     while !(collect(&mut a, &mut ha, t0) & collect(&mut b, &mut hb, t0)) {
         assert!(Instant::now() < deadline, "both answers within 240 s");
@@ -385,7 +390,7 @@ fn replies_decode_together_join_and_leave_and_each_is_as_alone() {
     let before = (llm.stats().passes_with(3), llm.stats().passes_with(4));
 
     let t0 = Instant::now();
-    let heard = || Heard { text: String::new(), first_text: None, done: None };
+    let heard = || Heard { text: String::new(), first_text: None, done: None, cached: 0 };
     let mut streams: Vec<_> = asks[..3].iter().enumerate().map(|(i, r)| llm.stream(r, 10 + i as u64)).collect();
     let mut h: Vec<Heard> = (0..4).map(|_| heard()).collect();
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -420,6 +425,8 @@ fn replies_decode_together_join_and_leave_and_each_is_as_alone() {
     for i in [0, 2, 3] {
         assert_eq!(h[i].text, alone[i], "caller {i}'s answer, batched, is the one given alone");
     }
+    let system_tokens = load_tokenizer(&model_dir()).unwrap().0.encode(system).len();
+    assert!(h[3].cached > system_tokens, "the fourth caller's prompt starts from the instructions the batch holds: {} cached, the instructions are {system_tokens} tokens", h[3].cached);
     assert!(alone[1].starts_with(&cut_at) && cut_at.len() < alone[1].len(), "the cancelled answer is a beginning of its own: {cut_at:?}");
     let stats = llm.stats();
     let (three, four) = (stats.passes_with(3) - before.0, stats.passes_with(4) - before.1);

@@ -470,7 +470,15 @@ impl Worker {
                     self.release_batch();
                 }
                 if !self.sessions.contains_key(&session) {
-                    // Start from the longest prefix another session has computed.
+                    // Start from the longest prefix another session has computed: one in the batch
+                    // too (copying the batch back costs far less than computing instructions again).
+                    let longest = |caches: &mut dyn Iterator<Item = &[u32]>| caches.map(|c| common_prefix(c, tokens)).max().unwrap_or(0);
+                    if let Some(b) = &self.batch {
+                        let in_batch = longest(&mut (0..b.cache.rows()).map(|r| b.cache.tokens(r)));
+                        if in_batch > longest(&mut self.sessions.values().map(|e| e.cache.tokens.as_slice())) {
+                            self.release_batch();
+                        }
+                    }
                     let best = self.sessions.values().map(|e| (common_prefix(&e.cache.tokens, tokens), e)).max_by_key(|(n, _)| *n);
                     let cache = match best {
                         Some((n, e)) if n > 0 => self.model.clone_prefix(&e.cache, n).map_err(|e| e.to_string())?,
