@@ -273,3 +273,37 @@ fn the_worker_streams_sentences_and_can_be_cancelled() {
     let mut s = w.speak("Still here.", style).unwrap();
     assert!(matches!(s.wait(Duration::from_secs(30)), Some(SpeechChunk::Audio { .. })));
 }
+
+/// One voice serves every call: a reply's first phrase, asked while five later phrases of other
+/// calls wait, is synthesised before them (at most the one in hand and a couple more, should this
+/// thread be slow to look, are done when it comes; in the order asked, all five would be).
+#[test]
+fn a_first_phrase_goes_before_other_calls_later_phrases() {
+    use std::time::Duration;
+    use switchboard::models::tts_worker::{Priority, SpeechChunk, Style, TtsWorker};
+    let v = voice(1);
+    let style = Style { scales: v.scales(), speaking_rate: 1.0 };
+    let w = TtsWorker::spawn(v, 8, "test");
+    let later = [
+        "Our rye bread is baked every morning at six.",
+        "The croissants come out of the oven at seven.",
+        "On Saturdays we also make a plum cake.",
+        "The sourdough needs a day to rise.",
+        "We close at six in the evening.",
+    ];
+    let mut later: Vec<_> = later.iter().map(|t| w.speak_with(t, style, Priority::Later).unwrap()).collect();
+    let mut first = w.speak_with("Yes, we are open.", style, Priority::First).unwrap();
+    match first.wait(Duration::from_secs(60)) {
+        Some(SpeechChunk::Audio { text, .. }) => assert_eq!(text, "Yes, we are open."),
+        other => panic!("{other:?}"),
+    }
+    let heard: Vec<bool> = later.iter_mut().map(|s| matches!(s.poll(), Some(SpeechChunk::Audio { .. }))).collect();
+    let done = heard.iter().filter(|&&h| h).count();
+    assert!(done <= 3, "{done} of the 5 later phrases were synthesised before the first phrase asked after them");
+    for (s, mut audio) in later.iter_mut().zip(heard) {
+        while let Some(c) = s.wait(Duration::from_secs(60)) {
+            audio |= matches!(c, SpeechChunk::Audio { .. });
+        }
+        assert!(audio, "every later phrase is still spoken");
+    }
+}

@@ -31,7 +31,7 @@ use crate::call::transcriber::TurnTranscript;
 use crate::sip::endpoint::TransferProgress;
 use crate::models::llm::chat::LlmEvent;
 use crate::models::llm::{LlmBackend, LlmStream};
-use crate::models::tts_worker::{Speech, SpeechChunk, Style, TtsWorker};
+use crate::models::tts_worker::{Priority, Speech, SpeechChunk, Style, TtsWorker};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -230,12 +230,13 @@ impl LlmAgent {
     }
 
     fn say(&mut self, sentence: &str) {
-        if !std::mem::replace(&mut self.voiced_since_turn, true) {
+        let first = !std::mem::replace(&mut self.voiced_since_turn, true);
+        if first {
             // With "transcript" and "first audio after the turn": where a turn's latency goes
             // (bench voice_to_voice reads these).
             tracing::info!(chars = sentence.len(), "first sentence to the voice");
         }
-        match self.tts.speak(sentence, self.style) {
+        match self.tts.speak_with(sentence, self.style, if first { Priority::First } else { Priority::Later }) {
             Some(s) => self.speaking.push_back(s),
             None => tracing::warn!("sentence dropped: the voice's queue is full"),
         }
@@ -280,11 +281,12 @@ impl LlmAgent {
         let mut sentences = Vec::new();
         spec.done = drain_events(&mut spec.reply, &mut sentences);
         for s in sentences {
-            if spec.held.is_empty() {
+            let first = spec.held.is_empty();
+            if first {
                 // The bench reads this as the first phrase's start on the voice, speculative or not.
                 tracing::info!(chars = s.len(), speculative = true, "first sentence to the voice");
             }
-            match self.tts.speak(&s, self.style) {
+            match self.tts.speak_with(&s, self.style, if first { Priority::First } else { Priority::Later }) {
                 Some(speech) => spec.held.push_back(speech),
                 None => tracing::warn!("sentence dropped: the voice's queue is full"),
             }

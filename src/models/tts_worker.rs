@@ -8,6 +8,13 @@
 //! between sentences and drops the rest. Requests queue in a bounded channel;
 //! a full queue refuses at once (the agent plays its fallback instead of
 //! waiting).
+//!
+//! One voice serves every call's replies. A reply's first phrase is urgent
+//! (`Priority::First`: its caller hears silence until it is synthesised); the
+//! phrases after it are not (the first is still playing). The worker takes the
+//! oldest urgent request first, so one call's long reply does not hold another
+//! caller's first words: with the language model decoding all calls' replies
+//! together, their later phrases reach the voice as fast as a new turn's first.
 
 use super::tts::{PiperVoice, Scales};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,9 +40,19 @@ pub struct Style {
     pub speaking_rate: f32,
 }
 
+/// How soon a request is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A reply's first phrase: its caller is waiting in silence.
+    First,
+    /// The rest of a reply, a greeting, a prompt: in the order asked.
+    Later,
+}
+
 struct Job {
     text: String,
     style: Style,
+    priority: Priority,
     cancel: Arc<AtomicBool>,
     reply: Sender<SpeechChunk>,
 }
@@ -68,9 +85,14 @@ impl TtsWorker {
 
     /// Start speaking `text`; `None` when the queue is full (or the worker is gone).
     pub fn speak(&self, text: &str, style: Style) -> Option<Speech> {
+        self.speak_with(text, style, Priority::Later)
+    }
+
+    /// `speak`, with how soon it is wanted (`Priority::First` for a reply's first phrase).
+    pub fn speak_with(&self, text: &str, style: Style, priority: Priority) -> Option<Speech> {
         let (reply, rx) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        self.tx.try_send(Job { text: text.to_string(), style, cancel: cancel.clone(), reply }).ok()?;
+        self.tx.try_send(Job { text: text.to_string(), style, priority, cancel: cancel.clone(), reply }).ok()?;
         Some(Speech { rx, cancel, finished: false })
     }
 }
@@ -103,8 +125,20 @@ impl Drop for Synthesising {
     }
 }
 
+/// The next request: the oldest first phrase, else the oldest. `queue` holds what was taken off
+/// the channel and not yet served; `None` when the channel is closed and nothing is left.
+fn next_job(rx: &Receiver<Job>, queue: &mut std::collections::VecDeque<Job>) -> Option<Job> {
+    if queue.is_empty() {
+        queue.push_back(rx.recv().ok()?);
+    }
+    queue.extend(rx.try_iter());
+    let i = queue.iter().position(|j| j.priority == Priority::First).unwrap_or(0);
+    queue.remove(i)
+}
+
 fn run(mut voice: PiperVoice, rx: Receiver<Job>) {
-    while let Ok(job) = rx.recv() {
+    let mut queue = std::collections::VecDeque::new();
+    while let Some(job) = next_job(&rx, &mut queue) {
         let parts = super::tts::sentences(&job.text);
         let mut sent = 0;
         let mut cancelled = false;
