@@ -80,7 +80,7 @@ pub struct Pool<I, O> {
     threads: usize,
     backlog: Arc<Backlog>,
     /// Each thread's state, for the watchdog.
-    slots: Arc<Mutex<Vec<Arc<Mutex<Slot<O>>>>>>,
+    slots: Slots<O>,
     name: String,
     /// The watchdog ends when the pool goes.
     alive: Arc<()>,

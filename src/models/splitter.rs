@@ -134,7 +134,7 @@ fn phrase_cut(text: &str, clause_words: usize, starter_words: usize) -> Option<u
         let prev = words[k - 1].1;
         let bare = prev.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
         w.starts_with(|c: char| c.is_ascii_digit())
-            && !prev.ends_with(|c: char| matches!(c, '.' | '!' | '?' | ',' | ';' | ':'))
+            && !prev.ends_with(['.', '!', '?', ',', ';', ':'])
             && prev.chars().last().is_some_and(char::is_alphabetic)
             && !PHRASE_STARTERS.contains(&bare.as_str())
             && !BEFORE_NUMBER.contains(&bare.as_str())
@@ -147,7 +147,7 @@ fn phrase_cut(text: &str, clause_words: usize, starter_words: usize) -> Option<u
         let bare = word.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
         if PHRASE_STARTERS.contains(&bare.as_str()) && word.chars().next().is_some_and(char::is_alphanumeric) {
             // Not after what may be a sentence's end ("8." could be "8.5"): the sentence rules decide there.
-            if words[..k].last().is_some_and(|w| !w.1.ends_with(|c: char| matches!(c, '.' | '!' | '?'))) {
+            if words[..k].last().is_some_and(|w| !w.1.ends_with(['.', '!', '?'])) {
                 return Some(text[..start].trim_end().len());
             }
         }
