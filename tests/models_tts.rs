@@ -276,7 +276,8 @@ fn the_worker_streams_sentences_and_can_be_cancelled() {
 
 /// One voice serves every call: a reply's first phrase, asked while five later phrases of other
 /// calls wait, is synthesised before them (at most the one in hand and a couple more, should this
-/// thread be slow to look, are done when it comes; in the order asked, all five would be).
+/// thread be slow to look, are done when it comes; in the order asked, all five would be). The
+/// queue's bound still holds.
 #[test]
 fn a_first_phrase_goes_before_other_calls_later_phrases() {
     use std::time::Duration;
@@ -306,4 +307,12 @@ fn a_first_phrase_goes_before_other_calls_later_phrases() {
         }
         assert!(audio, "every later phrase is still spoken");
     }
+
+    // The bound counts what waits, wherever the worker keeps it: with room for 2, a fourth
+    // request asked at once is refused (the agent says so and goes on), the first two are taken.
+    let v = voice(1);
+    let w = TtsWorker::spawn(v, 2, "bounded");
+    let asked: Vec<_> = (0..4).map(|i| w.speak_with(&format!("Phrase number {i}."), style, Priority::Later)).collect();
+    assert!(asked[0].is_some() && asked[1].is_some(), "room for two");
+    assert!(asked[3].is_none(), "a fourth request beyond the bound is refused");
 }

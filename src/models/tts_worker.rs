@@ -5,9 +5,8 @@
 //! synthesised and sent as soon as it is ready, so the first sentence reaches
 //! the pacer (and the wire) while the rest is still being synthesised. A
 //! request can be cancelled (the caller interrupted): the worker checks
-//! between sentences and drops the rest. Requests queue in a bounded channel;
-//! a full queue refuses at once (the agent plays its fallback instead of
-//! waiting).
+//! between sentences and drops the rest. At most `queue` requests wait; one
+//! more is refused at once (the agent plays its fallback instead of waiting).
 //!
 //! One voice serves every call's replies. A reply's first phrase is urgent
 //! (`Priority::First`: its caller hears silence until it is synthesised); the
@@ -62,6 +61,10 @@ pub struct TtsWorker {
     // (Debug below: the channel has nothing worth printing.)
     tx: SyncSender<Job>,
     default_scales: Scales,
+    /// Requests asked and not yet begun (the worker takes them off the channel to choose among
+    /// them, so the channel's bound alone would not bound them).
+    waiting: Arc<AtomicUsize>,
+    bound: usize,
 }
 
 impl std::fmt::Debug for TtsWorker {
@@ -74,8 +77,10 @@ impl TtsWorker {
     pub fn spawn(voice: PiperVoice, queue: usize, name: &str) -> TtsWorker {
         let default_scales = voice.scales();
         let (tx, rx) = mpsc::sync_channel::<Job>(queue.max(1));
-        std::thread::Builder::new().name(format!("tts-{name}")).spawn(move || run(voice, rx)).expect("spawn the TTS thread");
-        TtsWorker { tx, default_scales }
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let begun = waiting.clone();
+        std::thread::Builder::new().name(format!("tts-{name}")).spawn(move || run(voice, rx, &begun)).expect("spawn the TTS thread");
+        TtsWorker { tx, default_scales, waiting, bound: queue.max(1) }
     }
 
     /// The voice's own scales (the starting point for an agent's style).
@@ -90,9 +95,16 @@ impl TtsWorker {
 
     /// `speak`, with how soon it is wanted (`Priority::First` for a reply's first phrase).
     pub fn speak_with(&self, text: &str, style: Style, priority: Priority) -> Option<Speech> {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.bound {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
         let (reply, rx) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        self.tx.try_send(Job { text: text.to_string(), style, priority, cancel: cancel.clone(), reply }).ok()?;
+        if self.tx.try_send(Job { text: text.to_string(), style, priority, cancel: cancel.clone(), reply }).is_err() {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
         Some(Speech { rx, cancel, finished: false })
     }
 }
@@ -136,9 +148,10 @@ fn next_job(rx: &Receiver<Job>, queue: &mut std::collections::VecDeque<Job>) -> 
     queue.remove(i)
 }
 
-fn run(mut voice: PiperVoice, rx: Receiver<Job>) {
+fn run(mut voice: PiperVoice, rx: Receiver<Job>, waiting: &AtomicUsize) {
     let mut queue = std::collections::VecDeque::new();
     while let Some(job) = next_job(&rx, &mut queue) {
+        waiting.fetch_sub(1, Ordering::SeqCst);
         let parts = super::tts::sentences(&job.text);
         let mut sent = 0;
         let mut cancelled = false;
