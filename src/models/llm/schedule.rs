@@ -125,7 +125,7 @@ mod tests {
         "a".repeat(n - 1) + ". A"
     }
 
-    /// Two replies decoding (their prompts in).
+    /// A reply decoding (its prompt in).
     fn decoding(queued: Instant) -> Progress {
         let mut p = Progress::reply(queued);
         p.prompt_in = true;
