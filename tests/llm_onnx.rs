@@ -292,7 +292,19 @@ fn tool_calls_follow_the_schema() {
     assert_eq!(finish, "tool_calls");
 }
 
+/// `system` and one caller's words, answered greedily in at most `max` tokens, no tools.
+fn greedy_request(system: &str, user: &str, max: u32) -> ChatRequest {
+    ChatRequest {
+        messages: vec![Message::new(Role::System, system), Message::new(Role::User, user)],
+        tools: vec![],
+        tool_choice: Default::default(),
+        temperature: Some(0.0),
+        max_tokens: Some(max),
+    }
+}
+
 /// Everything a stream says, with when its first text and its end came (after `t0`).
+#[derive(Default)]
 struct Heard {
     text: String,
     first_text: Option<Duration>,
@@ -325,13 +337,7 @@ fn collect(s: &mut switchboard::models::llm::LlmStream, h: &mut Heard, t0: Insta
 #[test]
 fn a_second_caller_is_answered_during_a_long_reply_and_each_answer_is_as_alone() {
     let system = "You are the phone receptionist of Sunny Bakery. Opening hours: Monday to Friday 7:00 to 18:00, Saturday 8:00 to 14:00, closed on Sunday.";
-    let req = |user: &str, max: u32| ChatRequest {
-        messages: vec![Message::new(Role::System, system), Message::new(Role::User, user)],
-        tools: vec![],
-        tool_choice: Default::default(),
-        temperature: Some(0.0),
-        max_tokens: Some(max),
-    };
+    let req = |user: &str, max: u32| greedy_request(system, user, max);
     let long = req("Please describe, in many sentences, what a good birthday cake needs, step by step.", 120);
     let short = req("When do you open on Saturday?", 30);
     let llm = spawn_model();
@@ -342,14 +348,14 @@ fn a_second_caller_is_answered_during_a_long_reply_and_each_answer_is_as_alone()
 
     let t0 = Instant::now();
     let mut a = llm.stream(&long, 3);
-    let mut ha = Heard { text: String::new(), first_text: None, done: None, cached: 0 };
+    let mut ha = Heard::default();
     while ha.first_text.is_none() {
         assert!(!collect(&mut a, &mut ha, t0), "the long answer ended before its first text");
         std::thread::sleep(Duration::from_millis(5));
     }
     let asked = t0.elapsed();
     let mut b = llm.stream(&short, 4);
-    let mut hb = Heard { text: String::new(), first_text: None, done: None, cached: 0 };
+    let mut hb = Heard::default();
     let deadline = Instant::now() + Duration::from_secs(240);
     while !(collect(&mut a, &mut ha, t0) & collect(&mut b, &mut hb, t0)) {
         assert!(Instant::now() < deadline, "both answers within 240 s");
@@ -368,13 +374,7 @@ fn a_second_caller_is_answered_during_a_long_reply_and_each_answer_is_as_alone()
 #[test]
 fn replies_decode_together_join_and_leave_and_each_is_as_alone() {
     let system = "You are the phone receptionist of Sunny Bakery. Opening hours: Monday to Friday 7:00 to 18:00, Saturday 8:00 to 14:00, closed on Sunday. Birthday cakes need two days' notice.";
-    let req = |user: &str, max: u32| ChatRequest {
-        messages: vec![Message::new(Role::System, system), Message::new(Role::User, user)],
-        tools: vec![],
-        tool_choice: Default::default(),
-        temperature: Some(0.0),
-        max_tokens: Some(max),
-    };
+    let req = |user: &str, max: u32| greedy_request(system, user, max);
     let asks = [
         req("Please describe, in many sentences, what a good birthday cake needs, step by step.", 90),
         req("Tell me at length about everything your bakery sells, one item after another.", 120),
@@ -390,9 +390,8 @@ fn replies_decode_together_join_and_leave_and_each_is_as_alone() {
     let before = (llm.stats().passes_with(3), llm.stats().passes_with(4));
 
     let t0 = Instant::now();
-    let heard = || Heard { text: String::new(), first_text: None, done: None, cached: 0 };
     let mut streams: Vec<_> = asks[..3].iter().enumerate().map(|(i, r)| llm.stream(r, 10 + i as u64)).collect();
-    let mut h: Vec<Heard> = (0..4).map(|_| heard()).collect();
+    let mut h: Vec<Heard> = (0..4).map(|_| Heard::default()).collect();
     let deadline = Instant::now() + Duration::from_secs(300);
     let pump = |streams: &mut Vec<switchboard::models::llm::LlmStream>, h: &mut Vec<Heard>| {
         assert!(Instant::now() < deadline, "the answers within 300 s");

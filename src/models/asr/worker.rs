@@ -29,19 +29,24 @@ pub struct AsrWorker {
     provider: Provider,
 }
 
+/// A pool thread's work with its own copy of Whisper: transcribe, giving up when the job is cancelled.
+fn job(mut m: Whisper) -> impl FnMut(Input, &Cancel) -> Result<Transcript, String> {
+    move |(audio, opts): Input, cancel: &Cancel| m.transcribe_until(&audio, &opts, &|| cancel.is_cancelled()).map_err(|e| e.to_string())
+}
+
 impl AsrWorker {
     pub fn spawn(models: Vec<Whisper>, queue: usize, name: &str) -> AsrWorker {
         let provider = models.first().map(|m| m.provider()).unwrap_or(Provider::Cpu);
         let workers: Vec<_> = models
             .into_iter()
-            .map(|mut m| move |(audio, opts): Input, cancel: &Cancel| m.transcribe_until(&audio, &opts, &|| cancel.is_cancelled()).map_err(|e| e.to_string()))
+            .map(job)
             .collect();
         AsrWorker { pool: Pool::spawn(workers, queue, &format!("asr-{name}")), provider }
     }
 
     /// Replace a recogniser that hangs (see `Pool::watch`) with a copy made by `load`.
     pub fn watch(&self, limit: std::time::Duration, mut load: impl FnMut() -> Result<Whisper, String> + Send + 'static) {
-        self.pool.watch(limit, move || load().map(|mut m| move |(audio, opts): Input, cancel: &Cancel| m.transcribe_until(&audio, &opts, &|| cancel.is_cancelled()).map_err(|e| e.to_string())));
+        self.pool.watch(limit, move || load().map(job));
     }
 
     pub fn client(&self, opts: DecodeOptions) -> AsrClient {
