@@ -207,8 +207,8 @@ pub fn wait_call_record(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap()
 }
 
-/// One appliance with the embedded language model at a time in a test binary: each loads the 1.5B
-/// model next to Whisper and Piper, and two at once on a 2-core machine took 4.5 s to transcribe the
+/// One language model at a time in a test binary (an appliance with the embedded model, or a llama
+/// server): each runs the 1.5B model, and two at once on a 2-core machine took 4.5 s to transcribe the
 /// caller and 6 s to a tool call, which pushed spoken answers past the end of the callers' calls.
 pub fn one_llm_call_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
