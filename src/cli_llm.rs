@@ -66,7 +66,7 @@ pub fn bench(loaded: &LoadedConfig, model: Option<&str>, turns: usize, threads: 
     let (tok, _) = switchboard::models::llm::qwen::load_tokenizer(&dir)?;
     let controls = Controls::of(&tok)?;
     let greedy = Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0 };
-    let llm = LocalLlm::spawn(model, LocalSettings { sampling: greedy, cache_bytes: 1 << 30, seed: 0 }, 4, name)?;
+    let llm = LocalLlm::spawn(model, LocalSettings { sampling: greedy, cache_bytes: 1 << 30, seed: 0, step_hook: None }, 4, name)?;
 
     let mut messages = vec![Message::new(Role::System, INSTRUCTIONS)];
     // The instructions are computed while the call rings (as the agent does); timed apart.

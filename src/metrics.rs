@@ -15,6 +15,8 @@ pub struct Metrics {
     pub llm_decode_passes: IntCounterVec,
     /// The embedded language model's tokens: prompt (computed, not cached) and decoded.
     pub llm_tokens: IntCounterVec,
+    /// Embedded language-model workers replaced by the watchdog (a step hung).
+    pub llm_workers_replaced: IntCounterVec,
     pub calls: IntCounterVec,
     pub rtp_packets_in: IntCounter,
     pub rtp_packets_out: IntCounter,
@@ -149,9 +151,12 @@ impl Metrics {
         registry.register(Box::new(llm_decode_passes.clone())).expect("unique metric");
         let llm_tokens = IntCounterVec::new(Opts::new("switchboard_llm_tokens_total", "The embedded language model's tokens computed: prompt (not found in a cache) and decoded"), &["model", "kind"]).expect("valid metric");
         registry.register(Box::new(llm_tokens.clone())).expect("unique metric");
+        let llm_workers_replaced = IntCounterVec::new(Opts::new("switchboard_llm_workers_replaced_total", "The embedded language model's workers replaced by the watchdog: a step did not return (its replies failed, the callers heard the apology)"), &["model"]).expect("valid metric");
+        registry.register(Box::new(llm_workers_replaced.clone())).expect("unique metric");
         Metrics {
             llm_decode_passes,
             llm_tokens,
+            llm_workers_replaced,
             active_calls,
             rtp_ports_in_use,
             model_info,
@@ -210,6 +215,7 @@ impl Metrics {
         }
         sync(self.llm_tokens.with_label_values(&[model, "prompt"]), s.prompt_tokens.load(Relaxed));
         sync(self.llm_tokens.with_label_values(&[model, "decoded"]), s.tokens.load(Relaxed));
+        sync(self.llm_workers_replaced.with_label_values(&[model]), s.replaced.load(Relaxed));
     }
 
     /// Export what the SIP core counted since `last`.

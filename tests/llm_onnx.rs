@@ -119,7 +119,7 @@ fn ask_counting(llm: &LocalLlm, req: &ChatRequest, session: u64) -> (String, Str
 fn spawn_model() -> LocalLlm {
     let model = Qwen::load(common::ort_runtime(), "llm", &model_dir(), &common::cpu_options(2)).unwrap();
     let greedy = Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0 };
-    LocalLlm::spawn(model, LocalSettings { sampling: greedy, cache_bytes: 256 << 20, seed: 0 }, 4, "test").unwrap()
+    LocalLlm::spawn(model, LocalSettings { sampling: greedy, cache_bytes: 256 << 20, seed: 0, step_hook: None }, 4, "test").unwrap()
 }
 
 #[test]
@@ -432,4 +432,66 @@ fn replies_decode_together_join_and_leave_and_each_is_as_alone() {
     eprintln!("passes with 3+ replies: {three}, with 4: {four}, tokens decoded: {}", stats.tokens.load(std::sync::atomic::Ordering::Relaxed));
     assert!(three > 0, "the three replies never decoded together");
     assert!(four > 0, "the fourth reply never joined the three");
+}
+
+/// A model that hangs mid-reply (a step that never returns, made by the step hook): the watchdog
+/// answers both replies in flight with an error within its limit (their callers would hear the
+/// apology at once, not silence), a fresh copy of the model answers the next caller word for word
+/// as the model did before the hang, and no job stays counted (`is_idle`: the appliance can stop).
+#[test]
+fn a_hung_step_fails_its_replies_and_a_fresh_copy_answers_the_next() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use switchboard::models::llm::local::StepHook;
+    let system = "You are the phone receptionist of Sunny Bakery. Opening hours: Monday to Friday 7:00 to 18:00, Saturday 8:00 to 14:00, closed on Sunday.";
+    let question = greedy_request(system, "When do you open on Saturday?", 30);
+    let long = greedy_request(system, "Please describe, in many sentences, what a good birthday cake needs, step by step.", 120);
+    let (armed, steps) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let hook = {
+        let (armed, steps) = (armed.clone(), steps.clone());
+        StepHook(Arc::new(move || {
+            // Once armed, the fourth step hangs: the prompts are in and both replies are decoding.
+            if armed.load(Ordering::SeqCst) && steps.fetch_add(1, Ordering::SeqCst) == 3 && armed.swap(false, Ordering::SeqCst) {
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+        }))
+    };
+    let model = Qwen::load(common::ort_runtime(), "llm", &model_dir(), &common::cpu_options(2)).unwrap();
+    let greedy = Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0 };
+    let llm = LocalLlm::spawn(model, LocalSettings { sampling: greedy, cache_bytes: 256 << 20, seed: 0, step_hook: Some(hook) }, 4, "test").unwrap();
+    let limit = Duration::from_secs(3);
+    llm.watch(limit, || Qwen::load(common::ort_runtime(), "llm", &model_dir(), &common::cpu_options(2)).map_err(|e| e.to_string()));
+    let (before, _, _) = ask(&llm, &question, 1);
+    assert!(before.contains('8'), "the model knows the hour before the hang: {before:?}");
+
+    armed.store(true, Ordering::SeqCst);
+    let t0 = Instant::now();
+    let mut streams = [llm.stream(&long, 2), llm.stream(&question, 3)];
+    let mut errors = Vec::new();
+    for s in &mut streams {
+        loop {
+            match s.wait(Duration::from_secs(60)).expect("the reply ends within 60 s: the watchdog answers for a hung model") {
+                Ok(LlmEvent::Done { .. }) => panic!("a reply finished although the model hung"),
+                Ok(_) => {}
+                Err(e) => {
+                    errors.push((e.kind(), t0.elapsed()));
+                    break;
+                }
+            }
+        }
+    }
+    eprintln!("replies in flight at the hang: {errors:?}");
+    assert!(!armed.load(Ordering::SeqCst), "the hook hung the model");
+    for (kind, at) in &errors {
+        assert_eq!(*kind, "timeout");
+        assert!(*at >= limit && *at < limit * 3, "answered {at:?} after the question: the limit is {limit:?}");
+    }
+
+    let (after, finish, _) = ask(&llm, &question, 4);
+    assert_eq!(after, before, "the fresh copy answers as the model did before the hang");
+    assert_eq!(finish, "stop");
+    assert_eq!(llm.stats().replaced.load(Ordering::Relaxed), 1);
+    assert!(common::wait_until(Duration::from_secs(10), || llm.is_idle().then_some(())).is_some(), "the hung worker's jobs still count: the appliance could not stop");
 }

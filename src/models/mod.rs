@@ -181,7 +181,7 @@ fn load_asr(
 /// An embedded language model on its worker thread, after one real step (a provider that
 /// registers but cannot run fails here, at start-up).
 fn load_llm(
-    rt: &runtime::Runtime,
+    rt: &'static runtime::Runtime,
     cfg: &LoadedConfig,
     name: &str,
     l: &crate::config::LlmBackendConfig,
@@ -213,8 +213,13 @@ fn load_llm(
         },
         cache_bytes: l.cache_mb.get() as usize * 1024 * 1024,
         seed: l.seed,
+        step_hook: None,
     };
-    llm::local::LocalLlm::spawn(model, settings, l.queue.get() as usize, name).map_err(|reason| RuntimeError::Model { model: label, reason })
+    let llm = llm::local::LocalLlm::spawn(model, settings, l.queue.get() as usize, name).map_err(|reason| RuntimeError::Model { model: label.clone(), reason })?;
+    // A model that hangs is replaced by a fresh copy (the replies in flight fail, the calls go on).
+    let opts = l.session_options();
+    llm.watch(llm::local::HANG_LIMIT, move || llm::qwen::Qwen::load(rt, &label, &dir, &opts).map_err(|e| e.to_string()));
+    Ok(llm)
 }
 pub mod tts;
 pub mod tts_worker;

@@ -20,6 +20,10 @@
 //! between steps. On two CPU cores a pass for four replies costs about 1.6
 //! times one for a single reply; a sequence's tokens are the same in a batch as
 //! alone (the padding is masked, the positions are each row's own).
+//!
+//! A step that does not return (a hung model) is caught by the watchdog (`watch`, `worker_life`):
+//! the replies in flight fail at once (their callers hear the apology) and a new worker with a
+//! fresh copy of the model serves the queue.
 
 use super::chat::{ChatRequest, LlmEvent, ToolCall, ToolChoice, ToolSpec, Usage};
 use super::constrain::{Check, ToolGrammar};
@@ -29,12 +33,13 @@ use super::template::{prompt_tokens, Controls};
 use super::tokenizer::Utf8Stream;
 use super::{LlmError, LlmStream};
 use super::schedule::{self, Progress};
+use super::worker_life::{Generation, Owed, Ticket};
 use crate::models::backlog::{Backlog, Waiting};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct LocalSettings {
@@ -43,7 +48,24 @@ pub struct LocalSettings {
     pub cache_bytes: usize,
     /// Seed of the sampler (each reply draws from its own generator seeded from this and a counter).
     pub seed: u64,
+    /// Called by the worker before each step: tests make a model hang with it.
+    pub step_hook: Option<StepHook>,
 }
+
+/// See `LocalSettings::step_hook`.
+#[derive(Clone)]
+pub struct StepHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for StepHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepHook")
+    }
+}
+
+/// A step running longer than this has hung. A step is one prompt chunk (`PREFILL_CHUNK` tokens)
+/// or one batched decoding pass: ~0.5 s and ~0.2 s on 2 cores, a few seconds on the slowest CPU
+/// this runs on; the caller hears silence until then, and the apology after.
+pub const HANG_LIMIT: Duration = Duration::from_secs(10);
 
 enum Job {
     Generate { session: u64, req: ChatRequest, cancel: Arc<AtomicBool>, reply: Sender<Result<LlmEvent, LlmError>>, queued: Instant, waiting: Waiting },
@@ -63,6 +85,8 @@ pub struct LlmStats {
     pub tokens: AtomicU64,
     /// Prompt tokens computed (not found in a cache).
     pub prompt_tokens: AtomicU64,
+    /// Workers the watchdog replaced because a step hung.
+    pub replaced: AtomicU64,
 }
 
 impl LlmStats {
@@ -82,6 +106,13 @@ pub struct LocalLlm {
     /// Replies not yet begun.
     backlog: Arc<Backlog>,
     stats: Arc<LlmStats>,
+    /// What a replacement worker needs (`watch`).
+    rx: Arc<Mutex<Receiver<Job>>>,
+    life: Arc<Mutex<Arc<Generation>>>,
+    settings: LocalSettings,
+    capacity: usize,
+    /// The watchdog ends when the last handle goes.
+    alive: Arc<()>,
 }
 
 impl std::fmt::Debug for LocalLlm {
@@ -94,14 +125,51 @@ impl LocalLlm {
     /// Start the worker thread owning `model`; up to `queue` replies are computed or wait at once
     /// (more answer `Busy`).
     pub fn spawn(model: Qwen, settings: LocalSettings, queue: usize, name: &str) -> Result<LocalLlm, String> {
-        let controls = Controls::of(model.tokenizer())?;
         let (tx, rx) = mpsc::sync_channel(queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
         let stats = Arc::new(LlmStats::default());
-        let worker = Worker::new(model, settings, controls, queue.max(1), stats.clone());
         let jobs = Arc::new(AtomicUsize::new(0));
-        let done = jobs.clone();
-        std::thread::Builder::new().name(format!("llm-{name}")).spawn(move || worker.run(rx, &done)).map_err(|e| format!("spawn the LLM thread: {e}"))?;
-        Ok(LocalLlm { tx, name: name.into(), jobs, backlog: Backlog::new(), stats })
+        let life = Generation::new();
+        start_worker(model, &settings, queue.max(1), &stats, &rx, &jobs, &life, name)?;
+        let life = Arc::new(Mutex::new(life));
+        Ok(LocalLlm { tx, name: name.into(), jobs, backlog: Backlog::new(), stats, rx, life, settings, capacity: queue.max(1), alive: Arc::new(()) })
+    }
+
+    /// Watch the worker: a step running longer than `limit` has hung. The replies it owes fail
+    /// at once (`LlmError::Timeout`), and a new worker with the model `load` returns serves the
+    /// queue (its caches start empty). While no copy loads, the replies asked for fail at once.
+    pub fn watch(&self, limit: Duration, load: impl Fn() -> Result<Qwen, String> + Send + 'static) {
+        let (rx, life, jobs, stats) = (self.rx.clone(), self.life.clone(), self.jobs.clone(), self.stats.clone());
+        let (settings, capacity, name) = (self.settings.clone(), self.capacity, self.name.clone());
+        let alive: Weak<()> = Arc::downgrade(&self.alive);
+        let every = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let watchdog = move || {
+            while alive.upgrade().is_some() {
+                std::thread::sleep(every);
+                let current = life.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if current.is_retired() {
+                    // No worker runs: the last replacement failed to load. Refuse what waits, try again.
+                    refuse_waiting(&rx);
+                } else if current.stuck_for().is_none_or(|t| t <= limit) {
+                    continue;
+                } else {
+                    let failed = current.retire(&jobs, "the embedded model stopped answering; a fresh copy takes its place");
+                    stats.replaced.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(model = %name, limit_ms = limit.as_millis() as u64, replies_failed = failed, "a language-model step did not return: its replies failed, a new worker takes its place");
+                }
+                let next = Generation::new();
+                match load().and_then(|model| start_worker(model, &settings, capacity, &stats, &rx, &jobs, &next, &name)) {
+                    Ok(()) => {
+                        tracing::info!(model = %name, "a new language-model worker serves the queue");
+                        *life.lock().unwrap_or_else(|p| p.into_inner()) = next;
+                    }
+                    Err(e) => tracing::error!(model = %name, error = %e, "cannot replace the hung language-model worker; replies fail until a copy loads"),
+                }
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name(format!("llm-{}-watchdog", self.name)).spawn(watchdog) {
+            tracing::error!(model = %self.name, error = %e, "cannot start the language model's watchdog");
+        }
     }
 
     /// What the worker has computed so far.
@@ -153,6 +221,26 @@ impl LocalLlm {
     }
 }
 
+/// Start a worker thread of generation `life` on the queue.
+#[allow(clippy::too_many_arguments)]
+fn start_worker(model: Qwen, settings: &LocalSettings, capacity: usize, stats: &Arc<LlmStats>, rx: &Arc<Mutex<Receiver<Job>>>, jobs: &Arc<AtomicUsize>, life: &Arc<Generation>, name: &str) -> Result<(), String> {
+    let controls = Controls::of(model.tokenizer())?;
+    let worker = Worker::new(model, settings.clone(), controls, capacity, stats.clone(), life.clone());
+    let (rx, jobs) = (rx.clone(), jobs.clone());
+    std::thread::Builder::new().name(format!("llm-{name}")).spawn(move || worker.run(&rx, &jobs)).map_err(|e| format!("spawn the LLM thread: {e}"))?;
+    Ok(())
+}
+
+/// With no worker: the replies waiting in the queue fail at once rather than wait for one.
+fn refuse_waiting(rx: &Mutex<Receiver<Job>>) {
+    let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+    while let Ok(job) = rx.try_recv() {
+        if let Job::Generate { reply, .. } = job {
+            let _ = reply.send(Err(LlmError::Model("the embedded model is not running (its worker hung and no copy could be loaded)".into())));
+        }
+    }
+}
+
 struct Entry {
     cache: KvCache,
     used: u64,
@@ -200,15 +288,8 @@ struct Reply {
     held: HeldText,
     in_call: Option<Vec<u8>>,
     calls: usize,
-}
-
-/// One job counted in `LocalLlm::jobs` until dropped.
-struct Ticket(Arc<AtomicUsize>);
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+    /// The watchdog answers it if the worker hangs.
+    _owed: Owed,
 }
 
 struct Worker {
@@ -229,6 +310,7 @@ struct Worker {
     /// The replies decoding together, with their caches (taken out of `sessions` meanwhile).
     batch: Option<Decoding>,
     stats: Arc<LlmStats>,
+    life: Arc<Generation>,
 }
 
 /// The batch of replies being decoded: their sessions, in the order of the batch's rows.
@@ -254,7 +336,7 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 impl Worker {
-    fn new(model: Qwen, settings: LocalSettings, controls: Controls, capacity: usize, stats: Arc<LlmStats>) -> Worker {
+    fn new(model: Qwen, settings: LocalSettings, controls: Controls, capacity: usize, stats: Arc<LlmStats>, life: Arc<Generation>) -> Worker {
         let spec = model.spec();
         let tok = model.tokenizer();
         let stop = &spec.special_tokens.stop;
@@ -264,21 +346,35 @@ impl Worker {
                 (tok.is_added(id) || filler) && !stop.contains(&id) && id != controls.tool_call && id != controls.tool_call_end
             })
             .collect();
-        Worker { model, settings, controls, sessions: HashMap::new(), clock: 0, replies: 0, banned, tasks: Vec::new(), waiting: VecDeque::new(), capacity, batch: None, stats }
+        Worker { model, settings, controls, sessions: HashMap::new(), clock: 0, replies: 0, banned, tasks: Vec::new(), waiting: VecDeque::new(), capacity, batch: None, stats, life }
     }
 
     /// Take jobs (waiting for one only when nothing is to be computed) and compute the most urgent
     /// task one step at a time.
-    fn run(mut self, rx: Receiver<Job>, jobs: &Arc<AtomicUsize>) {
+    /// Ends when every handle is gone, or when the watchdog retired this worker.
+    fn run(mut self, rx: &Mutex<Receiver<Job>>, jobs: &Arc<AtomicUsize>) {
         loop {
-            if self.tasks.is_empty() && self.waiting.is_empty() {
-                match rx.recv() {
-                    Ok(job) => self.accept(job, Ticket(jobs.clone())),
-                    Err(_) => return,
+            if self.life.is_retired() {
+                return;
+            }
+            {
+                // The lock is held only while taking jobs, never while computing: a replacement
+                // worker can take the queue over from one that hangs.
+                let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+                if self.tasks.is_empty() && self.waiting.is_empty() {
+                    self.life.idle();
+                    match rx.recv() {
+                        Ok(job) => self.accept(job, Ticket::new(jobs, &self.life)),
+                        Err(_) => return,
+                    }
+                }
+                while let Ok(job) = rx.try_recv() {
+                    self.accept(job, Ticket::new(jobs, &self.life));
                 }
             }
-            while let Ok(job) = rx.try_recv() {
-                self.accept(job, Ticket(jobs.clone()));
+            self.life.busy();
+            if let Some(hook) = &self.settings.step_hook {
+                (hook.0)();
             }
             self.drop_cancelled();
             self.start_waiting();
@@ -380,6 +476,7 @@ impl Worker {
         }
         self.replies += 1;
         let sampler = Sampler::new(sampling, self.settings.seed.wrapping_add(self.replies));
+        let owed = Owed::new(&self.life, &tx);
         let mut banned = self.banned.clone();
         // The tools the model may call (tool_choice narrows them; `none` offers them but bans calls).
         let callable: Vec<ToolSpec> = match &req.tool_choice {
@@ -411,6 +508,7 @@ impl Worker {
             held: HeldText::default(),
             in_call: None,
             calls: 0,
+            _owed: owed,
         };
         Task { session, progress: Progress::reply(queued), prompt, fed_to: None, fed: 0, started: None, in_backlog: None, reply: Some(Box::new(reply)), _ticket: ticket }
     }

@@ -13,6 +13,7 @@ pub mod schedule;
 pub mod sse;
 pub mod template;
 pub mod tokenizer;
+mod worker_life;
 
 use chat::{ChatRequest, ChatStreamError, LlmEvent};
 use sse::SseError;
