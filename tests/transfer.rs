@@ -5,6 +5,8 @@
 //!   and the call ended `transferred`.
 //! - a SIPp caller that answers the REFER with 405 stays with the agent, who says the tool's
 //!   fallback line instead of leaving dead air.
+//! - an agent whose language model is down (`on_failure: transfer`) says its apology and REFERs the
+//!   baresip caller to a person.
 
 mod common;
 
@@ -102,4 +104,52 @@ fn a_caller_that_refuses_the_refer_hears_the_fallback() {
     assert!(before.contains("through now"), "the filler before the REFER: {before:?} (after it: {after:?})\n{}", app.log_tail(30));
     assert!(after.contains("call back later"), "the fallback after the 405: {after:?} (before: {before:?})\n{}", app.log_tail(30));
     assert_eq!(app.metric_value("switchboard_tool_calls_total{outcome=\"error\",tool=\"transfer_to_human\"}"), Some(1.0), "{}", app.metrics());
+}
+
+/// The language model is down (its endpoint refuses connections): the caller hears the apology,
+/// then `on_failure: transfer` REFERs them to the person in `transfer_to`, whom baresip calls.
+#[test]
+fn a_failed_model_hands_the_caller_to_a_person() {
+    common::require_tools(&["baresip", "sipp", "sox"]);
+    let m = common::models_dir("whisper_tiny_en/whisper.json");
+    let ports = common::alloc_ports();
+    let target_ports = common::alloc_ports();
+    let dir = common::test_dir("down");
+    common::speech::caller_pcap(&m, &dir, &[(1.0, "What time do you open on Saturday?")], 40.0, 0.0, 0x7E57_0003);
+    let target_dir = dir.join("target");
+    std::fs::create_dir_all(&target_dir).unwrap();
+    let target = common::spawn_sipp(&target_dir, &common::scenario("uas_echo.xml"), None, &target_ports, &["-m", "1"]);
+    // A port nothing listens on: every reply fails at once with "connection refused".
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = format!(
+        "models:\n  runtime:\n    library: {m}/onnxruntime/libonnxruntime.so.1.32.0\n  vad:\n    path: {m}/silero_vad/silero_vad.onnx\n  \
+         tts:\n    path: {m}/piper/en_US-joe-medium.onnx\n  asr:\n    tiny:\n      path: {m}/whisper_tiny_en\n  \
+         llm:\n    cloud:\n      type: openai\n      base_url: http://127.0.0.1:{down}/v1\n      model: qwen\n      retries: 0\n\
+         calls:\n  record_dir: {{{{run_dir}}}}/records\n\
+         routes:\n  - match: \"*\"\n    agent: desk\nagents:\n  desk:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    \
+         llm:\n      instructions: You are the front desk of Sunny Bakery.\n      apology: Sorry, I cannot answer that now. Let me put you through to a colleague.\n      \
+         on_failure: transfer\n      transfer_to: \"sip:{{called}}-desk@127.0.0.1:{port}\"\n",
+        m = m.display(),
+        port = target_ports.peer_sip,
+    );
+    let app = common::Appliance::start_in(&dir, &cfg, &ports);
+    let phone = common::Baresip::start(&dir, &ports, &dir.join("caller8k.wav"), "PCMU");
+    phone.dial(&format!("sip:1000@{}", ports.sip_addr()));
+    assert!(phone.wait_event("CALL_ESTABLISHED", Duration::from_secs(10)).is_some(), "{}\n{}", phone.log(), app.log_tail(20));
+    assert!(app.wait_log("sending REFER", Duration::from_secs(30)), "no REFER\n{}", app.log_tail(30));
+    assert!(app.log().contains("sip:1000-desk@127.0.0.1"), "the target has the called number filled in\n{}", app.log_tail(30));
+    assert!(phone.wait_event("CALL_ESTABLISHED", Duration::from_secs(10)).is_some(), "baresip's call to the person\n{}\n{}", phone.log(), app.log_tail(20));
+    assert!(phone.wait_event("CALL_CLOSED", Duration::from_secs(10)).is_some(), "the appliance's leg ended\n{}", app.log_tail(30));
+    phone.hangup();
+    let run = target.wait(Duration::from_secs(15));
+    assert_eq!((run.successful, run.failed), (1, 0), "the person took the transferred call\n{}", run.report());
+
+    let r = common::wait_call_record(&dir);
+    println!("replies: {}", serde_json::to_string_pretty(&r["replies"]).unwrap());
+    let replies = r["replies"].as_array().unwrap();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!((replies[0]["outcome"].as_str(), replies[0]["error"].as_str()), (Some("failed"), Some("connect")), "{}", replies[0]);
+    assert!(replies[0]["text"].as_str().unwrap().contains("put you through"), "the apology is what the caller heard: {}", replies[0]);
+    assert_eq!(r["end_reason"], "transferred", "{r}");
+    assert_eq!(app.metric_value("switchboard_calls_total{status=\"transferred\"}"), Some(1.0), "{}", app.metrics());
 }

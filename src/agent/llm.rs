@@ -42,8 +42,20 @@ pub struct LlmSettings {
     pub temperature: Option<f32>,
     pub max_output_tokens: Option<u32>,
     pub apology: String,
-    /// End the call once the apology is spoken.
-    pub hangup_on_failure: bool,
+    /// What follows the apology when the model fails.
+    pub on_failure: OnFailure,
+}
+
+/// After the apology for a failed reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnFailure {
+    /// The caller may try again.
+    Continue,
+    /// BYE once the apology is heard.
+    Hangup,
+    /// REFER to this sip: URI (the call's variables filled in) once the apology is heard; if the
+    /// transfer fails, the call goes on.
+    Transfer(String),
 }
 
 /// The agent's tools and the call's variables (`{caller}`, … and what `set_variable` sets).
@@ -66,17 +78,26 @@ struct Running {
 /// What the model is told at once about an asynchronous tool's call.
 const PENDING: &str = r#"{"status": "pending", "note": "The result will arrive later in this conversation. Do not call this tool again for it; answer the caller's other questions meanwhile."}"#;
 
-/// A transfer the model asked for: the REFER goes out once the agent has finished speaking.
+/// A transfer: the REFER goes out once the agent has finished speaking.
 struct PendingTransfer {
-    response: u64,
-    call: ToolCall,
-    arguments: String,
+    why: TransferWhy,
     target: String,
     timeout: std::time::Duration,
     /// When the REFER was asked for (None: still speaking).
     sent: Option<Instant>,
     started: Instant,
 }
+
+/// Who asked for a transfer.
+enum TransferWhy {
+    /// The model, with a transfer tool: the tool's result goes back to it.
+    Tool { response: u64, call: ToolCall, arguments: String },
+    /// The model failed (`on_failure: transfer`).
+    Failure,
+}
+
+/// How long a transfer after a failure may take to be answered (as a transfer tool's default).
+const FAILURE_TRANSFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Tool rounds (a reply, its calls, their results) one caller turn may take before the agent gives up.
 const MAX_TOOL_ROUNDS: u32 = 4;
@@ -304,15 +325,24 @@ impl LlmAgent {
                 tracing::warn!(error = %e, partial = %r.text, "the language model failed; apologising");
                 record.outcome = "failed";
                 record.error = Some(e.kind());
-                if self.settings.hangup_on_failure {
-                    self.hangup_when_quiet = Some("the language model failed".into());
-                }
                 if r.text.trim().is_empty() {
                     let apology = self.settings.apology.clone();
                     self.say(&apology);
                     record.text = apology;
                 }
                 // Otherwise what was already said stays said; the rest is lost.
+                match &self.settings.on_failure {
+                    OnFailure::Continue => {}
+                    OnFailure::Hangup => self.hangup_when_quiet = Some("the language model failed".into()),
+                    OnFailure::Transfer(_) if self.transfer.is_some() => {}
+                    OnFailure::Transfer(template) => match super::tools::fill_url(template, &serde_json::json!({}), &self.tools.vars) {
+                        Ok(target) => {
+                            tracing::info!(%target, "the language model failed: transfer once the apology is heard");
+                            self.transfer = Some(PendingTransfer { why: TransferWhy::Failure, target, timeout: FAILURE_TRANSFER_TIMEOUT, sent: None, started: Instant::now() });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "on_failure: transfer has no target for this call; the call goes on"),
+                    },
+                }
             }
         }
         let calls = if record.outcome == "done" { r.calls } else { Vec::new() };
@@ -407,7 +437,7 @@ impl LlmAgent {
                             Ok(target) if self.transfer.is_none() => {
                                 tracing::info!(tool = %call.name, %target, "tool call: transfer once the agent is quiet");
                                 let timeout = tool.config.timeout();
-                                self.transfer = Some(PendingTransfer { response, call, arguments: shown, target, timeout, sent: None, started });
+                                self.transfer = Some(PendingTransfer { why: TransferWhy::Tool { response, call, arguments: shown }, target, timeout, sent: None, started });
                                 if let Some(f) = filler {
                                     self.say(&f);
                                 }
@@ -514,8 +544,14 @@ impl LlmAgent {
     fn transfer_failed(&mut self, outcome: &'static str, why: &str) {
         if let Some(t) = self.transfer.take() {
             tracing::warn!(target = %t.target, why, "transfer failed");
-            self.finish_tool(t.response, &t.call, t.arguments, ToolOutcome::error(outcome, why), t.started);
-            self.after_tools();
+            match t.why {
+                TransferWhy::Tool { response, call, arguments } => {
+                    self.finish_tool(response, &call, arguments, ToolOutcome::error(outcome, why), t.started);
+                    self.after_tools();
+                }
+                // The caller is still here after the apology: the conversation goes on.
+                TransferWhy::Failure => {}
+            }
         }
     }
 
@@ -724,8 +760,8 @@ impl Agent for LlmAgent {
         for r in std::mem::take(&mut self.running) {
             self.record_tool(r.response, &r.call, r.arguments, ended.clone(), r.job.started);
         }
-        if let Some(t) = self.transfer.take() {
-            self.record_tool(t.response, &t.call, t.arguments, ended, t.started);
+        if let Some(PendingTransfer { why: TransferWhy::Tool { response, call, arguments }, started, .. }) = self.transfer.take() {
+            self.record_tool(response, &call, arguments, ended, started);
         }
         let started = self.started.drain(..).map(AgentOutput::ReplyStarted);
         let replies = self.records.drain(..).map(AgentOutput::Reply);
@@ -747,9 +783,13 @@ impl Agent for LlmAgent {
         match progress {
             TransferProgress::Accepted | TransferProgress::Trying(_) => {}
             TransferProgress::Succeeded => {
-                if let Some(t) = self.transfer.take() {
-                    let o = ToolOutcome::ok(serde_json::json!({"ok": true, "transferred_to": t.target}));
-                    self.finish_tool(t.response, &t.call, t.arguments, o, t.started);
+                match self.transfer.take() {
+                    Some(PendingTransfer { why: TransferWhy::Tool { response, call, arguments }, target, started, .. }) => {
+                        let o = ToolOutcome::ok(serde_json::json!({"ok": true, "transferred_to": target}));
+                        self.finish_tool(response, &call, arguments, o, started);
+                    }
+                    Some(PendingTransfer { why: TransferWhy::Failure, target, .. }) => tracing::info!(%target, "the call was transferred after the language model failed"),
+                    None => {}
                 }
             }
             TransferProgress::Failed { code, reason } => self.transfer_failed("error", &format!("the transfer failed: {code} {reason}")),

@@ -230,7 +230,11 @@ impl AgentSpec {
                         temperature: l.temperature,
                         max_output_tokens: Some(l.max_output_tokens.get() as u32),
                         apology: l.apology.clone(),
-                        hangup_on_failure: l.on_failure == crate::config::LlmFailurePolicy::Hangup,
+                        on_failure: match l.on_failure {
+                            crate::config::LlmFailurePolicy::Continue => llm::OnFailure::Continue,
+                            crate::config::LlmFailurePolicy::Hangup => llm::OnFailure::Hangup,
+                            crate::config::LlmFailurePolicy::Transfer => llm::OnFailure::Transfer(l.transfer_to.clone().unwrap_or_default()),
+                        },
                     };
                     let tools = llm::AgentTools { set: self.tools.clone(), http: self.http.clone(), vars };
                     Box::new(llm::LlmAgent::new(self.greeting.clone(), conv, backend.clone(), settings, tts.clone(), self.style(tts), tools))

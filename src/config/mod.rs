@@ -293,6 +293,16 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
             if let Err(e) = crate::agent::conversation::render(&l.instructions, &crate::agent::call_variables_with("", "", name, &a.variables)) {
                 return Err(err(&format!("agents.{name}.llm.instructions"), e));
             }
+            match (l.on_failure, l.transfer_to.as_deref()) {
+                (LlmFailurePolicy::Transfer, None) => {
+                    return Err(err(&format!("agents.{name}.llm.on_failure"), "on_failure: transfer needs `transfer_to` (a sip: URI)".into()));
+                }
+                (LlmFailurePolicy::Transfer, Some(u)) if !(u.starts_with("sip:") || u.starts_with("sips:")) => {
+                    return Err(err(&format!("agents.{name}.llm.transfer_to"), format!("`{u}` is not a sip: or sips: URI")));
+                }
+                (LlmFailurePolicy::Transfer, Some(_)) | (_, None) => {}
+                (_, Some(_)) => return Err(err(&format!("agents.{name}.llm.transfer_to"), "`transfer_to` applies only with on_failure: transfer".into())),
+            }
             let mut seen = std::collections::BTreeSet::new();
             for (i, t) in l.tools.iter().enumerate() {
                 if let Err((key, e)) = crate::agent::tools::check_config(t) {

@@ -544,9 +544,14 @@ pub struct AgentLlm {
     /// Spoken when the language model is down, slow or answers garbage.
     #[serde(default = "default_apology")]
     pub apology: String,
-    /// After the apology: `continue` (the caller may try again) or `hangup` (BYE once it is spoken).
+    /// After the apology: `continue` (the caller may try again), `hangup` (BYE once it is spoken)
+    /// or `transfer` (a REFER to `transfer_to` once it is spoken).
     #[serde(default)]
     pub on_failure: LlmFailurePolicy,
+    /// With `on_failure: transfer`: where the call goes (a sip: URI; `{caller}`, `{called}` and the
+    /// call's variables are filled in).
+    #[serde(default)]
+    pub transfer_to: Option<String>,
     /// Functions the model may call during the call (OpenAI function tools).
     #[serde(default)]
     pub tools: Vec<ToolConfig>,
@@ -642,6 +647,7 @@ pub enum LlmFailurePolicy {
     #[default]
     Continue,
     Hangup,
+    Transfer,
 }
 
 fn default_max_output() -> U64Range<1, 100_000> {

@@ -196,6 +196,25 @@ fn tools_are_checked_with_the_file_line_and_key() {
 }
 
 #[test]
+fn on_failure_transfer_needs_a_sip_target_and_the_target_needs_it() {
+    let base = "models:\n  vad:\n    path: v.onnx\n  tts:\n    path: p.onnx\n  asr:\n    t:\n      path: w\n  llm:\n    m:\n      type: onnx\n      path: q\nroutes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {}\n    llm:\n      instructions: hi\n";
+    let ok = parse(Path::new(P), &format!("{base}      on_failure: transfer\n      transfer_to: sip:desk@pbx.example\n")).unwrap();
+    let l = ok.agents["a"].llm.as_ref().unwrap();
+    assert_eq!((l.on_failure, l.transfer_to.as_deref()), (LlmFailurePolicy::Transfer, Some("sip:desk@pbx.example")));
+    let e = err(&format!("{base}      on_failure: transfer\n"));
+    assert_eq!(e.key, "agents.a.llm.on_failure", "{e}");
+    assert!(e.message.contains("transfer_to"), "{e}");
+    assert_eq!(e.line, Some(24), "{e}");
+    let e = err(&format!("{base}      on_failure: transfer\n      transfer_to: desk@pbx.example\n"));
+    assert_eq!(e.key, "agents.a.llm.transfer_to", "{e}");
+    assert!(e.message.contains("not a sip:"), "{e}");
+    let e = err(&format!("{base}      on_failure: hangup\n      transfer_to: sip:desk@pbx.example\n"));
+    assert_eq!(e.key, "agents.a.llm.transfer_to", "{e}");
+    let e = err(&format!("{base}      on_failure: teleport\n"));
+    assert!(e.message.contains("teleport"), "{e}");
+}
+
+#[test]
 fn accounts_are_checked_and_name_the_key() {
     let acct = |body: &str| format!("{MIN}accounts:\n  pbx:\n{body}");
     let ok = parse(Path::new(P), &acct("    domain: pbx.example:5080\n    username: \"2001\"\n    password_env: PBX_PW\n    agent: a\n")).unwrap();
