@@ -316,3 +316,56 @@ fn a_first_phrase_goes_before_other_calls_later_phrases() {
     assert!(asked[0].is_some() && asked[1].is_some(), "room for two");
     assert!(asked[3].is_none(), "a fourth request beyond the bound is refused");
 }
+
+/// A voice that hangs on a sentence (made to sleep for ever by the step hook): the watchdog answers
+/// that sentence `Failed` within its limit, the request asked behind it is spoken by a fresh copy of
+/// the voice, and so is a request asked afterwards.
+#[test]
+fn a_hung_voice_fails_its_sentence_and_a_fresh_copy_speaks_on() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use switchboard::models::tts_worker::{Speech, SpeechChunk, Style, TtsWorker};
+    use switchboard::models::StepHook;
+    let v = voice(1);
+    let style = Style { scales: v.scales(), speaking_rate: 1.0 };
+    let sentences = Arc::new(AtomicUsize::new(0));
+    let counted = sentences.clone();
+    // The second sentence of all hangs; the hook is the new copy's too, and lets it through.
+    let hook = StepHook(Arc::new(move || {
+        if counted.fetch_add(1, Ordering::SeqCst) == 1 {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+    }));
+    let w = TtsWorker::spawn_hooked(v, 4, "hangs", Some(hook));
+    let limit = Duration::from_secs(1);
+    w.watch(limit, || {
+        let m = models_dir().join("piper/en_US-joe-medium.onnx");
+        PiperVoice::load(rt(), &m, &m.with_extension("onnx.json"), &cpu(1)).map_err(|e| e.to_string())
+    });
+    let all = |s: &mut Speech| {
+        let mut chunks = Vec::new();
+        while let Some(c) = s.wait(Duration::from_secs(30)) {
+            chunks.push(c);
+        }
+        chunks
+    };
+    let t0 = Instant::now();
+    let mut hung = w.speak("Thanks for waiting. Your order left the warehouse this morning.", style).unwrap();
+    let mut behind = w.speak("It should arrive on Friday.", style).unwrap();
+    let chunks = all(&mut hung);
+    let failed_at = t0.elapsed();
+    assert!(matches!(&chunks[0], SpeechChunk::Audio { sentence: 0, .. }), "{:?}", chunks.first().map(|c| format!("{c:?}").chars().take(80).collect::<String>()));
+    match &chunks[1..] {
+        [SpeechChunk::Failed { sentence: 1, reason }] => assert!(reason.contains("did not finish"), "{reason}"),
+        other => panic!("the hung sentence fails and nothing follows it: {other:?}"),
+    }
+    assert!(failed_at >= limit && failed_at < limit * 5, "failed {failed_at:?} after it was asked: the limit is {limit:?}");
+    let spoken = |chunks: &[SpeechChunk]| matches!(chunks, [SpeechChunk::Audio { pcm, .. }, SpeechChunk::Done { sentences: 1, cancelled: false }] if pcm.len() > 8000);
+    assert!(spoken(&all(&mut behind)), "the request behind the hung one is spoken by the new copy");
+    let mut after = w.speak("See you soon.", style).unwrap();
+    assert!(spoken(&all(&mut after)), "a later request is spoken too");
+    assert_eq!(sentences.load(Ordering::SeqCst), 4);
+}

@@ -16,6 +16,17 @@ use crate::config::LoadedConfig;
 use runtime::RuntimeError;
 use std::collections::BTreeMap;
 
+/// Called by a model's worker before each step of its work (tests make a model hang with it, to
+/// show the watchdog replaces it).
+#[derive(Clone)]
+pub struct StepHook(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for StepHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepHook")
+    }
+}
+
 /// The models a config asks for, loaded (the workers run them).
 pub struct Models {
     pub vad: Option<vad::VadWorker>,
@@ -78,7 +89,10 @@ pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
                 model.provider().label(),
                 t0.elapsed().as_secs_f64() * 1000.0
             ));
-            Some(turn::TurnWorker::spawn(model, t.queue.get() as usize))
+            let worker = turn::TurnWorker::spawn(model, t.queue.get() as usize);
+            let opts = t.session_options();
+            worker.watch(turn::HANG_LIMIT, move || turn::SmartTurn::load(rt, &path, &opts).map_err(|e| e.to_string()));
+            Some(worker)
         }
         None => None,
     };
@@ -99,6 +113,22 @@ pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
         llm.insert(name.clone(), load_llm(rt, cfg, name, l, &mut summary)?);
     }
     Ok(Models { vad, turn, tts, voices, asr, llm, summary })
+}
+
+/// A fresh copy of a configured voice (`models.voices.NAME`, or `models.tts` for `None`) each time
+/// it is called: the voice's watchdog replaces a hung one with it.
+pub fn voice_loader(cfg: &LoadedConfig, name: Option<&str>) -> Option<impl Fn() -> Result<tts::PiperVoice, String> + Send + 'static> {
+    let m = cfg.config.models.as_ref()?;
+    let t = match name {
+        Some(n) => m.voices.get(n)?,
+        None => m.tts.as_ref()?,
+    };
+    let rt = runtime::init(&cfg.resolve(&m.runtime.library)).ok()?;
+    let path = cfg.resolve(&t.path);
+    let mut json = path.clone().into_os_string();
+    json.push(".json");
+    let opts = t.session_options();
+    Some(move || tts::PiperVoice::load(rt, &path, std::path::Path::new(&json), &opts).map_err(|e| e.to_string()))
 }
 
 /// A Piper voice (`.onnx` with its `.onnx.json` beside it), tried once on "Hello.".

@@ -14,12 +14,24 @@
 //! oldest urgent request first, so one call's long reply does not hold another
 //! caller's first words: with the language model decoding all calls' replies
 //! together, their later phrases reach the voice as fast as a new turn's first.
+//!
+//! A voice that hangs (a sentence that neither returns nor panics) is caught by
+//! the watchdog (`watch`): the sentence's request gets `Failed` at once (the
+//! agent goes on with its next sentence), and a new thread with a fresh copy
+//! of the voice serves the requests waiting. The hung thread is left to
+//! itself and ends without a word if its sentence ever returns.
 
 use super::tts::{PiperVoice, Scales};
+use super::StepHook;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+/// A sentence taking longer than this has hung (Piper: ~0.1 s for a phrase, ~1 s for a long
+/// sentence on 2 cores).
+pub const HANG_LIMIT: Duration = Duration::from_secs(10);
 
 /// What comes back for one request, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +77,44 @@ pub struct TtsWorker {
     /// them, so the channel's bound alone would not bound them).
     waiting: Arc<AtomicUsize>,
     bound: usize,
+    /// What a replacement thread takes over (`watch`).
+    inbox: Arc<Inbox>,
+    life: Arc<Mutex<Arc<Life>>>,
+    hook: Option<StepHook>,
+    name: Arc<str>,
+    /// The watchdog ends when the last handle goes.
+    alive: Arc<()>,
+}
+
+/// The requests: the channel, and those taken off it to choose among and not yet begun. Shared
+/// by the voice's thread and the one that replaces it; never locked while synthesising.
+struct Inbox {
+    rx: Mutex<Receiver<Job>>,
+    queue: Mutex<VecDeque<Job>>,
+}
+
+/// One voice thread, as the watchdog sees it.
+#[derive(Default)]
+struct Life {
+    state: Mutex<LifeState>,
+}
+
+#[derive(Default)]
+struct LifeState {
+    retired: bool,
+    /// The sentence being synthesised: its request's answer channel, its number, since when, and
+    /// its count in `SYNTHESISING`.
+    current: Option<(Sender<SpeechChunk>, usize, Instant, Arc<AtomicBool>)>,
+}
+
+impl Life {
+    fn state(&self) -> MutexGuard<'_, LifeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl std::fmt::Debug for TtsWorker {
@@ -75,12 +125,65 @@ impl std::fmt::Debug for TtsWorker {
 
 impl TtsWorker {
     pub fn spawn(voice: PiperVoice, queue: usize, name: &str) -> TtsWorker {
+        Self::spawn_hooked(voice, queue, name, None)
+    }
+
+    /// `spawn`, with `hook` called before each sentence (tests make the voice hang with it).
+    pub fn spawn_hooked(voice: PiperVoice, queue: usize, name: &str, hook: Option<StepHook>) -> TtsWorker {
         let default_scales = voice.scales();
         let (tx, rx) = mpsc::sync_channel::<Job>(queue.max(1));
         let waiting = Arc::new(AtomicUsize::new(0));
-        let begun = waiting.clone();
-        std::thread::Builder::new().name(format!("tts-{name}")).spawn(move || run(voice, rx, &begun)).expect("spawn the TTS thread");
-        TtsWorker { tx, default_scales, waiting, bound: queue.max(1) }
+        let inbox = Arc::new(Inbox { rx: Mutex::new(rx), queue: Mutex::new(VecDeque::new()) });
+        let life = Arc::new(Life::default());
+        start_thread(voice, &inbox, &waiting, &life, hook.clone(), name);
+        TtsWorker { tx, default_scales, waiting, bound: queue.max(1), inbox, life: Arc::new(Mutex::new(life)), hook, name: name.into(), alive: Arc::new(()) }
+    }
+
+    /// Watch the voice: a sentence running longer than `limit` has hung. Its request is answered
+    /// `Failed` at once, and a new thread with the voice `load` returns serves the requests
+    /// waiting. While no copy loads, the requests fail at once.
+    pub fn watch(&self, limit: Duration, load: impl Fn() -> Result<PiperVoice, String> + Send + 'static) {
+        let (inbox, waiting, life, hook, name) = (self.inbox.clone(), self.waiting.clone(), self.life.clone(), self.hook.clone(), self.name.clone());
+        let alive: Weak<()> = Arc::downgrade(&self.alive);
+        let every = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let watchdog = move || {
+            while alive.upgrade().is_some() {
+                std::thread::sleep(every);
+                let current = lock(&life).clone();
+                {
+                    let mut s = current.state();
+                    if s.retired {
+                        // No thread runs: the last replacement failed to load. Refuse what waits.
+                        drop(s);
+                        refuse_waiting(&inbox, &waiting);
+                    } else {
+                        match &s.current {
+                            Some((_, _, since, _)) if since.elapsed() > limit => {}
+                            _ => continue,
+                        }
+                        s.retired = true;
+                        if let Some((reply, sentence, _, counted)) = s.current.take() {
+                            uncount(&counted);
+                            let reason = format!("the voice did not finish this sentence within {} ms", limit.as_millis());
+                            let _ = reply.send(SpeechChunk::Failed { sentence, reason });
+                        }
+                        tracing::error!(voice = %name, limit_ms = limit.as_millis() as u64, "a sentence did not return from the voice: it failed, a fresh copy takes the voice's place");
+                    }
+                }
+                match load() {
+                    Ok(voice) => {
+                        let next = Arc::new(Life::default());
+                        start_thread(voice, &inbox, &waiting, &next, hook.clone(), &name);
+                        *lock(&life) = next;
+                        tracing::info!(voice = %name, "a new voice thread serves the requests");
+                    }
+                    Err(e) => tracing::error!(voice = %name, error = %e, "cannot replace the hung voice; its requests fail until a copy loads"),
+                }
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name(format!("tts-{}-watchdog", self.name)).spawn(watchdog) {
+            tracing::error!(voice = %self.name, error = %e, "cannot start the voice's watchdog");
+        }
     }
 
     /// The voice's own scales (the starting point for an agent's style).
@@ -121,36 +224,73 @@ pub fn synthesising() -> bool {
     SYNTHESISING.load(Ordering::Relaxed) > 0
 }
 
-/// Counts one synthesis in `SYNTHESISING` while alive (a panic in the voice included).
-struct Synthesising;
+/// Counts one synthesis in `SYNTHESISING` while alive (a panic in the voice included), unless the
+/// watchdog uncounted it first (the voice hung: the flag it shares says so).
+struct Synthesising(Arc<AtomicBool>);
 
 impl Synthesising {
     fn start() -> Synthesising {
         SYNTHESISING.fetch_add(1, Ordering::Relaxed);
-        Synthesising
+        Synthesising(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+/// Take one synthesis out of `SYNTHESISING`, once (by its thread or the watchdog).
+fn uncount(counted: &AtomicBool) {
+    if counted.swap(false, Ordering::Relaxed) {
+        SYNTHESISING.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Drop for Synthesising {
     fn drop(&mut self) {
-        SYNTHESISING.fetch_sub(1, Ordering::Relaxed);
+        uncount(&self.0);
     }
 }
 
-/// The next request: the oldest first phrase, else the oldest. `queue` holds what was taken off
-/// the channel and not yet served; `None` when the channel is closed and nothing is left.
-fn next_job(rx: &Receiver<Job>, queue: &mut std::collections::VecDeque<Job>) -> Option<Job> {
+/// The next request: the oldest first phrase, else the oldest. The inbox's queue holds what was
+/// taken off the channel and not yet served; `None` when the channel is closed and nothing is left.
+fn next_job(inbox: &Inbox) -> Option<Job> {
+    let rx = lock(&inbox.rx);
+    let mut queue = lock(&inbox.queue);
     if queue.is_empty() {
-        queue.push_back(rx.recv().ok()?);
+        // Wait for a request without holding the queue (the watchdog may refuse what waits).
+        drop(queue);
+        let job = rx.recv().ok()?;
+        queue = lock(&inbox.queue);
+        queue.push_back(job);
     }
     queue.extend(rx.try_iter());
     let i = queue.iter().position(|j| j.priority == Priority::First).unwrap_or(0);
     queue.remove(i)
 }
 
-fn run(mut voice: PiperVoice, rx: Receiver<Job>, waiting: &AtomicUsize) {
-    let mut queue = std::collections::VecDeque::new();
-    while let Some(job) = next_job(&rx, &mut queue) {
+/// With no voice thread: the requests waiting fail at once rather than wait for one.
+fn refuse_waiting(inbox: &Inbox, waiting: &AtomicUsize) {
+    let Ok(rx) = inbox.rx.try_lock() else { return };
+    let mut queue = lock(&inbox.queue);
+    queue.extend(rx.try_iter());
+    for job in queue.drain(..) {
+        waiting.fetch_sub(1, Ordering::SeqCst);
+        let _ = job.reply.send(SpeechChunk::Failed { sentence: 0, reason: "the voice is not running (it hung and no copy could be loaded)".into() });
+    }
+}
+
+fn start_thread(voice: PiperVoice, inbox: &Arc<Inbox>, waiting: &Arc<AtomicUsize>, life: &Arc<Life>, hook: Option<StepHook>, name: &str) {
+    let (inbox, waiting, life) = (inbox.clone(), waiting.clone(), life.clone());
+    let spawned = std::thread::Builder::new().name(format!("tts-{name}")).spawn(move || run(voice, &inbox, &waiting, &life, hook));
+    if let Err(e) = spawned {
+        tracing::error!(voice = %name, error = %e, "cannot start the voice's thread");
+    }
+}
+
+fn run(mut voice: PiperVoice, inbox: &Inbox, waiting: &AtomicUsize, life: &Life, hook: Option<StepHook>) {
+    while let Some(job) = next_job(inbox) {
+        if life.state().retired {
+            // Retired while it waited for the lock: the job is the new thread's.
+            lock(&inbox.queue).push_front(job);
+            return;
+        }
         waiting.fetch_sub(1, Ordering::SeqCst);
         let parts = super::tts::sentences(&job.text);
         let mut sent = 0;
@@ -163,8 +303,22 @@ fn run(mut voice: PiperVoice, rx: Receiver<Job>, waiting: &AtomicUsize) {
             }
             let t0 = Instant::now();
             let busy = Synthesising::start();
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| voice.synthesize_16k_with(s, job.style.scales, job.style.speaking_rate)));
+            life.state().current = Some((job.reply.clone(), i, t0, busy.0.clone()));
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if let Some(h) = &hook {
+                    (h.0)();
+                }
+                voice.synthesize_16k_with(s, job.style.scales, job.style.speaking_rate)
+            }));
             drop(busy);
+            {
+                let mut st = life.state();
+                if st.retired {
+                    // The watchdog answered for this sentence and gave the voice to another thread.
+                    return;
+                }
+                st.current = None;
+            }
             match r {
                 Ok(Ok(pcm)) => {
                     let synth_ms = t0.elapsed().as_secs_f64() * 1000.0;

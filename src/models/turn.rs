@@ -51,6 +51,9 @@ impl SmartTurn {
     }
 }
 
+/// A prediction (one 8 s window: ~10–50 ms on a CPU core) running longer than this has hung.
+pub const HANG_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Smart Turn on a `pool` thread: calls ask P(complete) without waiting.
 pub struct TurnWorker {
     pool: super::pool::Pool<Vec<f32>, f32>,
@@ -62,6 +65,15 @@ impl TurnWorker {
         let provider = model.provider();
         let work = move |audio: Vec<f32>, _: &super::pool::Cancel| model.predict(&audio).map_err(|e| e.to_string());
         TurnWorker { pool: super::pool::Pool::spawn(vec![work], queue, "turn"), provider }
+    }
+
+    /// Replace a copy whose prediction has not returned within `limit` (its call's turn is left
+    /// to the eagerness bound, as when the model fails).
+    pub fn watch(&self, limit: std::time::Duration, load: impl Fn() -> Result<SmartTurn, String> + Send + 'static) {
+        self.pool.watch(limit, move || {
+            let mut model = load()?;
+            Ok(move |audio: Vec<f32>, _: &super::pool::Cancel| model.predict(&audio).map_err(|e| e.to_string()))
+        });
     }
 
     pub fn client(&self) -> super::pool::PoolClient<Vec<f32>, f32> {

@@ -98,11 +98,19 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let mut speakers: HashMap<Option<String>, crate::models::tts_worker::TtsWorker> = HashMap::new();
     for (name, v) in std::mem::take(&mut models.voices) {
         let voice = v.into_inner().unwrap_or_else(|p| p.into_inner());
-        speakers.insert(Some(name.clone()), crate::models::tts_worker::TtsWorker::spawn(voice, 64, &name));
+        let worker = crate::models::tts_worker::TtsWorker::spawn(voice, 64, &name);
+        if let Some(load) = crate::models::voice_loader(&loaded, Some(&name)) {
+            worker.watch(crate::models::tts_worker::HANG_LIMIT, load);
+        }
+        speakers.insert(Some(name.clone()), worker);
     }
     if let Some(v) = models.tts.take() {
         let voice = v.into_inner().unwrap_or_else(|p| p.into_inner());
-        speakers.insert(None, crate::models::tts_worker::TtsWorker::spawn(voice, 64, "default"));
+        let worker = crate::models::tts_worker::TtsWorker::spawn(voice, 64, "default");
+        if let Some(load) = crate::models::voice_loader(&loaded, None) {
+            worker.watch(crate::models::tts_worker::HANG_LIMIT, load);
+        }
+        speakers.insert(None, worker);
     }
     let mut backends = HashMap::new();
     for (name, b) in cfg.models.iter().flat_map(|m| &m.llm) {

@@ -52,15 +52,7 @@ pub struct LocalSettings {
     pub step_hook: Option<StepHook>,
 }
 
-/// See `LocalSettings::step_hook`.
-#[derive(Clone)]
-pub struct StepHook(pub Arc<dyn Fn() + Send + Sync>);
-
-impl std::fmt::Debug for StepHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StepHook")
-    }
-}
+pub use crate::models::StepHook;
 
 /// A step running longer than this has hung. A step is one prompt chunk (`PREFILL_CHUNK` tokens)
 /// or one batched decoding pass: ~0.5 s and ~0.2 s on 2 cores, a few seconds on the slowest CPU
