@@ -73,7 +73,10 @@ pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
                 model.provider().label(),
                 t0.elapsed().as_secs_f64() * 1000.0
             ));
-            Some(vad::VadWorker::spawn(model, v.queue.get() as usize, v.max_batch.get() as usize))
+            let worker = vad::VadWorker::spawn(model, v.queue.get() as usize, v.max_batch.get() as usize);
+            let opts = v.session_options();
+            worker.watch(vad::HANG_LIMIT, move || vad::SileroVad::load(rt, &path, &opts).map_err(|e| e.to_string()));
+            Some(worker)
         }
         None => None,
     };

@@ -9,13 +9,23 @@
 //! `Segmenter` turns probabilities into speech start/stop events with the
 //! OpenAI Realtime `server_vad` parameters (threshold, prefix_padding_ms,
 //! silence_duration_ms) plus a minimum speech duration.
+//!
+//! A model that hangs (an inference that neither returns nor panics) is caught
+//! by the worker's watchdog (`VadWorker::watch`): a new thread with a fresh
+//! copy serves the queue. The streams (their state and answer channel) live
+//! in a registry both share, never locked while the model runs, so every call
+//! keeps its speech detection; only the hung batch's chunks go unanswered.
 
 use super::runtime::{Runtime, RuntimeError, SessionOptions};
 use ort::session::Session;
 use ort::value::Tensor;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+/// An inference (one chunk of every call: ~1 ms) running longer than this has hung.
+pub const HANG_LIMIT: Duration = Duration::from_secs(5);
 
 const STATE: usize = 2 * 128;
 
@@ -140,6 +150,34 @@ pub struct VadWorker {
     tx: mpsc::SyncSender<Request>,
     stats: std::sync::Arc<WorkerStats>,
     provider: super::runtime::Provider,
+    /// What a replacement thread takes over (`watch`).
+    shared: Arc<Shared>,
+    life: Arc<Mutex<Arc<Life>>>,
+    max_batch: usize,
+    /// The watchdog ends when the last handle goes.
+    alive: Arc<()>,
+}
+
+/// The queue and the streams, shared by the worker thread and the one that replaces it. The
+/// streams are never locked while the model runs.
+struct Shared {
+    rx: Mutex<mpsc::Receiver<Request>>,
+    streams: Mutex<HashMap<StreamId, Stream>>,
+}
+
+/// One worker thread, as the watchdog sees it: when the inference now running began, and whether
+/// the watchdog gave up on it (one lock, so that an inference that ends is never retired after).
+#[derive(Default)]
+struct Life(Mutex<(Option<Instant>, bool)>);
+
+impl Life {
+    fn retired(&self) -> bool {
+        lock(&self.0).1
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One call's handle: submit chunks, read probabilities.
@@ -154,16 +192,21 @@ pub struct VadClient {
 
 impl VadWorker {
     /// `queue` bounds the requests waiting (across all calls); `max_batch` the streams per inference.
-    pub fn spawn(mut vad: SileroVad, queue: usize, max_batch: usize) -> VadWorker {
+    pub fn spawn(vad: SileroVad, queue: usize, max_batch: usize) -> VadWorker {
         let provider = vad.provider();
         let (tx, rx) = mpsc::sync_channel::<Request>(queue.max(1));
         let stats = std::sync::Arc::new(WorkerStats::default());
-        let st = stats.clone();
-        std::thread::Builder::new()
-            .name("vad-worker".into())
-            .spawn(move || worker_loop(&mut vad, rx, max_batch.max(1), &st))
-            .expect("spawn the VAD worker thread");
-        VadWorker { tx, stats, provider }
+        let shared = Arc::new(Shared { rx: Mutex::new(rx), streams: Mutex::new(HashMap::new()) });
+        let life = Arc::new(Life::default());
+        start_worker(vad, &shared, max_batch.max(1), &stats, &life);
+        VadWorker { tx, stats, provider, shared, life: Arc::new(Mutex::new(life)), max_batch: max_batch.max(1), alive: Arc::new(()) }
+    }
+
+    /// Watch the worker: an inference running longer than `limit` has hung, and a new thread
+    /// with the model `load` returns serves the queue and the streams. If no copy loads, every
+    /// stream is given up (its call sees its speech detection lost, and apologises and ends).
+    pub fn watch(&self, limit: Duration, load: impl Fn() -> Result<SileroVad, String> + Send + 'static) {
+        watch_with(&self.shared, &self.life, &self.stats, self.max_batch, &self.alive, limit, load);
     }
 
     /// The execution provider the model really runs on.
@@ -211,8 +254,9 @@ impl VadClient {
     /// A client whose worker has already given it up (tests of what a call does then).
     #[cfg(test)]
     pub fn given_up(sample_rate: u32) -> VadClient {
-        let (tx, _) = mpsc::sync_channel(1);
-        let worker = VadWorker { tx, stats: Default::default(), provider: super::runtime::Provider::Cpu };
+        let (tx, rx) = mpsc::sync_channel(1);
+        let shared = Arc::new(Shared { rx: Mutex::new(rx), streams: Mutex::new(HashMap::new()) });
+        let worker = VadWorker { tx, stats: Default::default(), provider: super::runtime::Provider::Cpu, shared, life: Default::default(), max_batch: 1, alive: Arc::new(()) };
         let (_, rx) = mpsc::sync_channel(1);
         VadClient { id: 0, worker, rx, sample_rate, next_seq: 0, pending: Vec::new() }
     }
@@ -244,6 +288,9 @@ struct Stream {
     state: StreamState,
     reply: mpsc::SyncSender<VadResult>,
 }
+
+/// A chunk waiting for the model: its stream, its number in the stream, its samples.
+type Chunk = (StreamId, u64, Vec<f32>);
 
 /// One batched inference; the worker is written against this so that its failure handling can
 /// be tested without a model.
@@ -290,45 +337,106 @@ fn infer_isolated<V: BatchInfer>(vad: &mut V, states: &mut [StreamState], chunks
     }
 }
 
-fn worker_loop<V: BatchInfer>(vad: &mut V, rx: mpsc::Receiver<Request>, max_batch: usize, stats: &WorkerStats) {
+fn start_worker<V: BatchInfer + Send + 'static>(mut vad: V, shared: &Arc<Shared>, max_batch: usize, stats: &Arc<WorkerStats>, life: &Arc<Life>) {
+    let (shared, stats, life) = (shared.clone(), stats.clone(), life.clone());
+    let spawned = std::thread::Builder::new().name("vad-worker".into()).spawn(move || worker_loop(&mut vad, &shared, max_batch, &stats, &life));
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the VAD worker thread");
+    }
+}
+
+/// The watchdog (`VadWorker::watch`), over any model (tests give it one that hangs).
+fn watch_with<V: BatchInfer + Send + 'static>(
+    shared: &Arc<Shared>,
+    life: &Arc<Mutex<Arc<Life>>>,
+    stats: &Arc<WorkerStats>,
+    max_batch: usize,
+    alive: &Arc<()>,
+    limit: Duration,
+    load: impl Fn() -> Result<V, String> + Send + 'static,
+) {
+    let (shared, life, stats) = (shared.clone(), life.clone(), stats.clone());
+    let alive: Weak<()> = Arc::downgrade(alive);
+    let every = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let watchdog = move || {
+        while alive.upgrade().is_some() {
+            std::thread::sleep(every);
+            let current = lock(&life).clone();
+            {
+                let mut state = lock(&current.0);
+                if state.0.is_none_or(|t| t.elapsed() <= limit) {
+                    continue;
+                }
+                state.1 = true;
+            }
+            stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(limit_ms = limit.as_millis() as u64, "a VAD inference did not return: a fresh copy takes its place (that batch's chunks are lost)");
+            match load() {
+                Ok(vad) => {
+                    let next = Arc::new(Life::default());
+                    start_worker(vad, &shared, max_batch, &stats, &next);
+                    *lock(&life) = next;
+                }
+                Err(e) => {
+                    // Without speech detection the calls cannot go on: let them know (`lost`).
+                    tracing::error!(error = %e, "cannot replace the hung VAD: every call's speech detection is given up");
+                    lock(&shared.streams).clear();
+                    return;
+                }
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new().name("vad-watchdog".into()).spawn(watchdog) {
+        tracing::error!(error = %e, "cannot start the VAD's watchdog");
+    }
+}
+
+fn worker_loop<V: BatchInfer>(vad: &mut V, shared: &Shared, max_batch: usize, stats: &WorkerStats, life: &Life) {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut streams: HashMap<StreamId, Stream> = HashMap::new();
     let mut batch: Vec<(StreamId, u64, Vec<f32>)> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        // Take what is queued right now (up to max_batch chunks) as one batch.
-        loop {
-            match next.take() {
-                Some(Request::Open { id, sample_rate, reply }) => {
-                    if let Some(state) = StreamState::new(sample_rate) {
-                        streams.insert(id, Stream { state, reply });
+    while !life.retired() {
+        {
+            // The queue is held while a batch is taken, never while the model runs.
+            let rx = lock(&shared.rx);
+            let Ok(first) = rx.recv() else { return };
+            let mut next = Some(first);
+            // Take what is queued right now (up to max_batch chunks) as one batch.
+            loop {
+                match next.take() {
+                    Some(Request::Open { id, sample_rate, reply }) => {
+                        if let Some(state) = StreamState::new(sample_rate) {
+                            lock(&shared.streams).insert(id, Stream { state, reply });
+                        }
                     }
+                    Some(Request::Close { id }) => {
+                        lock(&shared.streams).remove(&id);
+                    }
+                    Some(Request::Chunk { id, seq, samples }) => batch.push((id, seq, samples)),
+                    None => {}
                 }
-                Some(Request::Close { id }) => {
-                    streams.remove(&id);
+                if batch.len() >= max_batch {
+                    break;
                 }
-                Some(Request::Chunk { id, seq, samples }) => batch.push((id, seq, samples)),
-                None => {}
-            }
-            if batch.len() >= max_batch {
-                break;
-            }
-            match rx.try_recv() {
-                Ok(r) => next = Some(r),
-                Err(_) => break,
+                match rx.try_recv() {
+                    Ok(r) => next = Some(r),
+                    Err(_) => break,
+                }
             }
         }
         if batch.is_empty() {
             continue;
         }
-        run_batch(vad, &mut streams, &mut batch, stats);
+        if !run_batch(vad, shared, &mut batch, stats, life) {
+            return;
+        }
         stats.batches.fetch_add(1, Relaxed);
     }
 }
 
 /// One inference per sample rate, one chunk per stream (a stream with two
-/// chunks queued goes in two rounds: its state must advance in order).
-fn run_batch<V: BatchInfer>(vad: &mut V, streams: &mut HashMap<StreamId, Stream>, batch: &mut Vec<(StreamId, u64, Vec<f32>)>, stats: &WorkerStats) {
+/// chunks queued goes in two rounds: its state must advance in order). False when the watchdog
+/// retired this thread while the model ran: the streams are the new thread's.
+fn run_batch<V: BatchInfer>(vad: &mut V, shared: &Shared, batch: &mut Vec<(StreamId, u64, Vec<f32>)>, stats: &WorkerStats, life: &Life) -> bool {
     use std::sync::atomic::Ordering::Relaxed;
     while !batch.is_empty() {
         let mut round: Vec<(StreamId, u64, Vec<f32>)> = Vec::new();
@@ -342,16 +450,25 @@ fn run_batch<V: BatchInfer>(vad: &mut V, streams: &mut HashMap<StreamId, Stream>
         }
         *batch = rest;
         for rate in [16000u32, 8000] {
-            let group: Vec<&(StreamId, u64, Vec<f32>)> =
-                round.iter().filter(|(id, _, _)| streams.get(id).is_some_and(|s| s.state.sample_rate == rate)).collect();
+            // The states are copied out, the model runs without the lock, and they go back.
+            let (group, mut states): (Vec<&Chunk>, Vec<StreamState>) = {
+                let streams = lock(&shared.streams);
+                round.iter().filter_map(|g| streams.get(&g.0).filter(|s| s.state.sample_rate == rate).map(|s| (g, s.state.clone()))).unzip()
+            };
             if group.is_empty() {
                 continue;
             }
-            let ids: Vec<StreamId> = group.iter().map(|g| g.0).collect();
             let chunks: Vec<&[f32]> = group.iter().map(|g| g.2.as_slice()).collect();
-            // Take the states out, run, put them back (HashMap gives no disjoint &mut).
-            let mut states: Vec<StreamState> = ids.iter().map(|id| streams[id].state.clone()).collect();
+            lock(&life.0).0 = Some(Instant::now());
             let results = infer_isolated(vad, &mut states, &chunks);
+            {
+                let mut state = lock(&life.0);
+                if state.1 {
+                    return false;
+                }
+                state.0 = None;
+            }
+            let mut streams = lock(&shared.streams);
             for ((g, st), r) in group.iter().zip(states).zip(results) {
                 match r {
                     Ok(p) => {
@@ -379,6 +496,7 @@ fn run_batch<V: BatchInfer>(vad: &mut V, streams: &mut HashMap<StreamId, Stream>
             }
         }
     }
+    true
 }
 
 // ------------------------------------------------------------------ segmenter
@@ -529,7 +647,8 @@ mod tests {
         let (tx, rx) = mpsc::sync_channel::<Request>(64);
         let stats = std::sync::Arc::new(WorkerStats::default());
         let st = stats.clone();
-        let worker = std::thread::spawn(move || worker_loop(&mut Touchy, rx, 16, &st));
+        let shared = Shared { rx: Mutex::new(rx), streams: Mutex::new(HashMap::new()) };
+        let worker = std::thread::spawn(move || worker_loop(&mut Touchy, &shared, 16, &st, &Life::default()));
         let mut replies = Vec::new();
         for id in 0..3u64 {
             let (reply, rrx) = mpsc::sync_channel(16);
@@ -552,5 +671,67 @@ mod tests {
         assert_eq!(got[1], Vec::<u64>::new(), "the poisoned stream is given up");
         assert_eq!(got[2], vec![0, 1]);
         assert_eq!(stats.errors.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    /// A model that answers 0.75, and hangs for ever on a chunk starting with 0.5 while `armed`.
+    struct Hangs(Arc<std::sync::atomic::AtomicBool>);
+    impl BatchInfer for Hangs {
+        fn infer_batch(&mut self, streams: &mut [&mut StreamState], chunks: &[&[f32]]) -> Result<Vec<f32>, String> {
+            if chunks.iter().any(|c| c[0] == 0.5) && self.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            Ok(streams.iter().map(|_| 0.75).collect())
+        }
+    }
+
+    /// The model hangs on a batch: the watchdog starts a fresh copy, which serves the same
+    /// streams (opened before the hang, on their own answer channels) and the chunks after it;
+    /// only the hung batch goes unanswered, and no stream is given up.
+    #[test]
+    fn a_hung_inference_is_replaced_and_every_stream_goes_on() {
+        let (n, _) = chunk_len(8000).unwrap();
+        let (tx, rx) = mpsc::sync_channel::<Request>(64);
+        let stats = Arc::new(WorkerStats::default());
+        let shared = Arc::new(Shared { rx: Mutex::new(rx), streams: Mutex::new(HashMap::new()) });
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let life = Arc::new(Life::default());
+        start_worker(Hangs(armed.clone()), &shared, 16, &stats, &life);
+        let (life, alive) = (Arc::new(Mutex::new(life)), Arc::new(()));
+        let copies = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let made = copies.clone();
+        let fresh = armed.clone();
+        watch_with(&shared, &life, &stats, 16, &alive, Duration::from_millis(200), move || {
+            made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Hangs(fresh.clone()))
+        });
+        let mut replies = Vec::new();
+        for id in 0..2u64 {
+            let (reply, rrx) = mpsc::sync_channel(16);
+            tx.send(Request::Open { id, sample_rate: 8000, reply }).unwrap();
+            replies.push(rrx);
+        }
+        let chunk = |first: f32| {
+            let mut c = vec![0.0f32; n];
+            c[0] = first;
+            c
+        };
+        tx.send(Request::Chunk { id: 0, seq: 0, samples: chunk(0.0) }).unwrap();
+        assert_eq!(replies[0].recv_timeout(Duration::from_secs(5)).map(|r| r.seq), Ok(0));
+        // This one hangs the model.
+        tx.send(Request::Chunk { id: 1, seq: 0, samples: chunk(0.5) }).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        for id in 0..2u64 {
+            tx.send(Request::Chunk { id, seq: 1, samples: chunk(0.0) }).unwrap();
+        }
+        for (id, r) in replies.iter().enumerate() {
+            let got = r.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| panic!("stream {id} is answered after the hang"));
+            assert_eq!((got.seq, got.probability), (1, 0.75), "stream {id}");
+        }
+        assert!(!armed.load(std::sync::atomic::Ordering::SeqCst), "the model hung");
+        assert_eq!(copies.load(std::sync::atomic::Ordering::SeqCst), 1, "one fresh copy");
+        assert!(replies[1].try_recv().is_err(), "the hung chunk is not answered");
+        assert_eq!(shared.streams.lock().unwrap().len(), 2, "no stream was given up");
     }
 }
