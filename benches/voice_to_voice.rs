@@ -2,8 +2,14 @@
 //! first RTP packet carrying the agent's answer, over N turns of a conversation on the embedded
 //! models with the default config's model settings (release build), with where the time goes.
 //!
-//!   cargo bench --bench voice_to_voice -- [--turns 20] [--callers 1] [--speculate-after-ms 200]
+//!   cargo bench --bench voice_to_voice -- [--turns 20] [--callers 1[,2,4,8,16]] [--speculate-after-ms 200]
 //!                                          [--window-floor S] [--no-spin]
+//!
+//! Each answer heard in time is transcribed (Whisper tiny.en) and checked for its question's fact
+//! (`FACTS`: the hour, the phone number, closed on Sunday). With a list of caller counts it runs
+//! once per count and ends with the capacity table: voice to voice, answers in time and right,
+//! the appliance's CPU share, the embedded model's queue wait, and the largest count whose every
+//! turn was answered with p95 ≤ 1.5 s.
 //!
 //! A SIPp caller (or `--callers N` of them at once, all asking at the same moments: the worst case
 //! for the shared models) asks bakery questions spoken by Piper (noise-free) every 11 s; tcpdump
@@ -135,10 +141,71 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The run's settings, from the command line.
+struct Options {
+    turns: usize,
+    speculate: Option<u64>,
+    partial: Option<u64>,
+    overrides: Vec<(&'static str, serde_yaml_ng::Value)>,
+}
+
+/// What one run (K callers) measured.
+struct Summary {
+    callers: usize,
+    v2v: Vec<f64>,
+    unanswered: usize,
+    /// Answers (heard in time) whose transcript holds the question's fact.
+    right: usize,
+    /// The appliance's CPU time over the calls, as a share of all cores' time.
+    cpu: f64,
+    /// The embedded model's replies: from asked to their first step (ms).
+    llm_queued: Vec<f64>,
+}
+
+/// The words (or numbers) an answer to `QUESTIONS[i]` must hold: the instructions' facts.
+const FACTS: [&[&str]; 10] = [
+    &["8", "eight"],
+    &["18", "6", "six", "eighteen"],
+    &["closed", "no", "not"],
+    &["555"],
+    &["7", "seven"],
+    &["14", "2", "two", "fourteen"],
+    &["yes", "7", "seven", "18", "6", "six"],
+    &["7", "seven"],
+    &["18", "6", "six", "eighteen"],
+    &["7", "seven", "18", "6", "six"],
+];
+
+/// Whether `said` answers `QUESTIONS[q]` with its fact: one of its words (digits apart, so that
+/// "8:00" and "555-0100" count; "800" counts as 8), or the phone number's digits run together.
+fn holds_fact(q: usize, said: &str) -> bool {
+    let lower = said.to_lowercase();
+    let mut words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    // Whisper writes "8:00 to 14:00" as "800 to 1400": the hour is what comes before the "00".
+    let hours: Vec<&str> = words.iter().filter(|w| w.len() >= 3 && w.chars().all(|c| c.is_ascii_digit()) && w.ends_with("00")).map(|w| &w[..w.len() - 2]).collect();
+    words.extend(hours);
+    let digits: String = lower.chars().filter(|c| c.is_ascii_digit()).collect();
+    FACTS[q % FACTS.len()].iter().any(|f| words.contains(f) || (f.len() >= 3 && f.chars().all(|c| c.is_ascii_digit()) && digits.contains(f)))
+}
+
+/// The appliance's CPU time so far (user + system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let turns: usize = arg(&args, "--turns", 20);
-    let callers: usize = arg(&args, "--callers", 1);
+    // `--callers 1,2,4,8,16`: one run per count, then the capacity table.
+    let callers: Vec<usize> = args
+        .iter()
+        .position(|a| a == "--callers")
+        .and_then(|i| args.get(i + 1))
+        .map_or(vec![1], |v| v.split(',').map(|k| k.trim().parse().expect("--callers takes counts: 1,2,4")).collect());
     // Not given: the config's default (and a build from before the key, via SWITCHBOARD_BIN, runs).
     let speculate: Option<u64> = args.iter().any(|a| a == "--speculate-after-ms").then(|| arg(&args, "--speculate-after-ms", 200));
     // Not given: the schema's default. `--partial-ms 0` measures without partial transcripts (and
@@ -158,6 +225,31 @@ fn main() {
         return;
     }
     common::require_tools(&["sipp", "tcpdump", "sox"]);
+    let opts = Options { turns, speculate, partial, overrides };
+    let runs: Vec<Summary> = callers.iter().map(|&k| run_once(k, &opts)).collect();
+    if runs.len() > 1 {
+        println!("\ncapacity ({} turns per caller; right = the answer heard holds the question's fact; CPU = share of all {} cores):", turns, cores());
+        println!("{:>7} {:>8} {:>8} {:>8} {:>10} {:>8} {:>6} {:>16}", "callers", "p50 ms", "p90 ms", "p95 ms", "answered", "right", "CPU", "LLM queue p95 ms");
+        for r in &runs {
+            let asked = r.v2v.len() + r.unanswered;
+            let q95 = if r.llm_queued.is_empty() { f64::NAN } else { pct(&r.llm_queued, 0.95) };
+            println!("{:>7} {:>8.0} {:>8.0} {:>8.0} {:>5}/{:<4} {:>8} {:>5.0}% {:>16.0}", r.callers, pct(&r.v2v, 0.5), pct(&r.v2v, 0.9), pct(&r.v2v, 0.95), r.v2v.len(), asked, format!("{}/{asked}", r.right), r.cpu * 100.0, q95);
+        }
+        let fits = |r: &&Summary| r.unanswered == 0 && pct(&r.v2v, 0.95) <= 1500.0;
+        match runs.iter().filter(fits).map(|r| r.callers).max() {
+            Some(k) => println!("largest count whose every turn was answered with p95 <= 1.5 s: {k}"),
+            None => println!("no count had every turn answered with p95 <= 1.5 s"),
+        }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One run: `callers` SIPp callers at once, `opts.turns` questions each.
+fn run_once(callers: usize, opts: &Options) -> Summary {
+    let Options { turns, speculate, partial, ref overrides } = *opts;
     let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
     let ports = common::alloc_ports();
     let dir = common::test_dir("voice_to_voice");
@@ -166,7 +258,7 @@ fn main() {
     let ends = common::speech::caller_pcap(&m, &dir, &lines, call_s, 0.0, 0xB0_0001);
     let cfg = format!(
         "logging:\n  level: info,switchboard::models::tts_worker=debug,switchboard::models::llm::local=debug,switchboard::models::asr=debug,switchboard::agent::llm=debug\n{models}routes:\n  - match: \"*\"\n    agent: bakery\nagents:\n  bakery:\n    mode: llm\n    noise_scale: 0\n    noise_w: 0\n    turn_detection:\n      type: server_vad\n{speculate}    transcription: {{{partial}}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      temperature: 0\n      max_output_tokens: 40\n",
-        models = default_models_yaml(&m, &overrides),
+        models = default_models_yaml(&m, overrides),
         speculate = speculate.map(|ms| format!("      speculate_after_ms: {ms}\n")).unwrap_or_default(),
         partial = partial.map(|ms| format!("partial_interval_ms: {ms}")).unwrap_or_default(),
     );
@@ -180,7 +272,9 @@ fn main() {
     let speculation = speculate.map_or("the config's default".to_string(), |ms| format!("{ms} ms"));
     println!("voice_to_voice: {callers} caller(s) at once, {turns} turns each, {call_s:.0} s calls, speculative start: {speculation}, partial transcripts: {}, model overrides: {overrides:?} (artefacts in {})", partial.map_or("the config's default".to_string(), |ms| format!("every {ms} ms")), dir.display());
     let (limit, count) = (callers.to_string(), callers.to_string());
+    let (cpu0, wall0) = (cpu_seconds(app.pid()), std::time::Instant::now());
     let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-l", &limit, "-m", &count, "-r", "50"], Duration::from_secs(call_s as u64 + 90));
+    let cpu = (cpu_seconds(app.pid()) - cpu0) / wall0.elapsed().as_secs_f64() / cores() as f64;
     let pkts = cap.stop();
     assert!(run.successful == callers as u64, "{}\n{}", run.report(), app.log_tail(30));
 
@@ -198,6 +292,10 @@ fn main() {
     // Per turn (one caller): [voice-to-voice, pause, ASR, LLM first text, first phrase, TTS, wait, overhead, commit] in ms.
     let mut rows: Vec<[f64; 9]> = Vec::new();
     let mut unanswered = 0;
+    // What each answer said, in Whisper's words (the project's tiny.en, as the tests hear the agent).
+    let mut whisper = switchboard::models::asr::Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), switchboard::models::asr::Precision::Fp32, &common::cpu_options(2)).unwrap();
+    let mut right = 0;
+    let mut wrong: Vec<String> = Vec::new();
     for &port in &call_ports {
         let t0 = rtp.iter().find(|p| p.dst.port() == port).expect("caller RTP").time;
         let loud: Vec<f64> = rtp
@@ -218,6 +316,17 @@ fn main() {
                 continue;
             };
             v2v.push((audio - wire_end) * 1000.0);
+            let answer: Vec<f32> = rtp
+                .iter()
+                .filter(|p| p.src.port() == port && p.time >= audio - 0.1 && p.time < next)
+                .flat_map(|p| p.payload.iter().map(|&b| ulaw(b) as f32 / 32768.0).flat_map(|x| [x, x]))
+                .collect();
+            let said = whisper.transcribe(&answer, &switchboard::models::asr::DecodeOptions::default()).map(|t| t.text).unwrap_or_default();
+            if holds_fact(i, &said) {
+                right += 1;
+            } else {
+                wrong.push(format!("port {port} turn {}: {:?} → {said:?}", i + 1, lines[i].1));
+            }
             if callers > 1 {
                 continue;
             }
@@ -241,6 +350,10 @@ fn main() {
         }
     }
     assert!(!v2v.is_empty(), "no turn was answered\n{}", app.log_tail(40));
+    for w in &wrong {
+        println!("without its fact: {w}");
+    }
+    let llm_queued: Vec<f64> = log.iter().filter(|(_, l)| l.contains("local reply ")).filter_map(|(_, l)| field(l, "queued_ms")).collect();
     let specs = |outcome: &str| log_text.lines().filter(|l| l.contains(outcome)).count();
     println!(
         "\n{} of {} turns answered before the next question; speculative starts: {} used, {} dropped; \
@@ -251,6 +364,7 @@ fn main() {
         specs("speculative work dropped"),
         specs("the decode ran away in the fitted window"),
     );
+    println!("answers holding their question's fact: {right} of {}; the appliance's CPU: {:.0} % of {} cores", v2v.len(), cpu * 100.0, cores());
     println!("{:<16} {:>8} {:>8} {:>8}", "ms", "p50", "p90", "p95");
     println!("{:<16} {:>8.0} {:>8.0} {:>8.0}", "voice-to-voice", pct(&v2v, 0.5), pct(&v2v, 0.9), pct(&v2v, 0.95));
     let names = ["", "pause", "ASR", "LLM first text", "first phrase", "TTS first audio", "wait", "overhead", "end of turn"];
@@ -260,4 +374,5 @@ fn main() {
             println!("{:<16} {:>8.0} {:>8.0} {:>8.0}", name, pct(&v, 0.5), pct(&v, 0.9), pct(&v, 0.95));
         }
     }
+    Summary { callers, v2v, unanswered, right, cpu, llm_queued }
 }
