@@ -147,15 +147,20 @@ impl TtsWorker {
         let alive: Weak<()> = Arc::downgrade(&self.alive);
         let every = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let watchdog = move || {
+            let mut retry_at = Instant::now();
             while alive.upgrade().is_some() {
                 std::thread::sleep(every);
                 let current = lock(&life).clone();
                 {
                     let mut s = current.state();
                     if s.retired {
-                        // No thread runs: the last replacement failed to load. Refuse what waits.
+                        // No thread runs: the last replacement failed to load. Refuse what waits,
+                        // and try again now and then.
                         drop(s);
                         refuse_waiting(&inbox, &waiting);
+                        if Instant::now() < retry_at {
+                            continue;
+                        }
                     } else {
                         match &s.current {
                             Some((_, _, since, _)) if since.elapsed() > limit => {}
@@ -177,7 +182,10 @@ impl TtsWorker {
                         *lock(&life) = next;
                         tracing::info!(voice = %name, "a new voice thread serves the requests");
                     }
-                    Err(e) => tracing::error!(voice = %name, error = %e, "cannot replace the hung voice; its requests fail until a copy loads"),
+                    Err(e) => {
+                        tracing::error!(voice = %name, error = %e, "cannot replace the hung voice; its requests fail until a copy loads");
+                        retry_at = Instant::now() + Duration::from_secs(30);
+                    }
                 }
             }
         };

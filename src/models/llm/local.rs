@@ -59,6 +59,9 @@ pub use crate::models::StepHook;
 /// this runs on; the caller hears silence until then, and the apology after.
 pub const HANG_LIMIT: Duration = Duration::from_secs(10);
 
+/// How often the watchdog tries again to load a copy after a load failed.
+const RELOAD_EVERY: Duration = Duration::from_secs(30);
+
 enum Job {
     Generate { session: u64, req: ChatRequest, cancel: Arc<AtomicBool>, reply: Sender<Result<LlmEvent, LlmError>>, queued: Instant, waiting: Waiting },
     Warm { session: u64, req: ChatRequest },
@@ -136,12 +139,17 @@ impl LocalLlm {
         let alive: Weak<()> = Arc::downgrade(&self.alive);
         let every = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let watchdog = move || {
+            let mut retry_at = Instant::now();
             while alive.upgrade().is_some() {
                 std::thread::sleep(every);
                 let current = life.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 if current.is_retired() {
-                    // No worker runs: the last replacement failed to load. Refuse what waits, try again.
-                    refuse_waiting(&rx);
+                    // No worker runs: the last replacement failed to load. Refuse what waits, and
+                    // try again now and then (a load reads the whole model).
+                    refuse_waiting(&rx, &jobs);
+                    if Instant::now() < retry_at {
+                        continue;
+                    }
                 } else if current.stuck_for().is_none_or(|t| t <= limit) {
                     continue;
                 } else {
@@ -155,7 +163,10 @@ impl LocalLlm {
                         tracing::info!(model = %name, "a new language-model worker serves the queue");
                         *life.lock().unwrap_or_else(|p| p.into_inner()) = next;
                     }
-                    Err(e) => tracing::error!(model = %name, error = %e, "cannot replace the hung language-model worker; replies fail until a copy loads"),
+                    Err(e) => {
+                        tracing::error!(model = %name, error = %e, "cannot replace the hung language-model worker; replies fail until a copy loads");
+                        retry_at = Instant::now() + RELOAD_EVERY;
+                    }
                 }
             }
         };
@@ -224,9 +235,10 @@ fn start_worker(model: Qwen, settings: &LocalSettings, capacity: usize, stats: &
 }
 
 /// With no worker: the replies waiting in the queue fail at once rather than wait for one.
-fn refuse_waiting(rx: &Mutex<Receiver<Job>>) {
+fn refuse_waiting(rx: &Mutex<Receiver<Job>>, jobs: &AtomicUsize) {
     let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
     while let Ok(job) = rx.try_recv() {
+        jobs.fetch_sub(1, Ordering::SeqCst);
         if let Job::Generate { reply, .. } = job {
             let _ = reply.send(Err(LlmError::Model("the embedded model is not running (its worker hung and no copy could be loaded)".into())));
         }
