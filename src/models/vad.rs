@@ -254,8 +254,11 @@ impl VadClient {
     /// A client whose worker has already given it up (tests of what a call does then).
     #[cfg(test)]
     pub fn given_up(sample_rate: u32) -> VadClient {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let shared = Arc::new(Shared { rx: Mutex::new(rx), streams: Mutex::new(HashMap::new()) });
+        // No worker takes requests: the channel's receiver is gone, so sending fails at once (a
+        // receiver kept alive would let the Close on drop block on the full channel).
+        let (tx, _) = mpsc::sync_channel(1);
+        let (_, unused) = mpsc::sync_channel(1);
+        let shared = Arc::new(Shared { rx: Mutex::new(unused), streams: Mutex::new(HashMap::new()) });
         let worker = VadWorker { tx, stats: Default::default(), provider: super::runtime::Provider::Cpu, shared, life: Default::default(), max_batch: 1, alive: Arc::new(()) };
         let (_, rx) = mpsc::sync_channel(1);
         VadClient { id: 0, worker, rx, sample_rate, next_seq: 0, pending: Vec::new() }
