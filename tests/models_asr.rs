@@ -134,7 +134,12 @@ fn clips(dir: &Path) -> Vec<Clip> {
     let mut voice = switchboard::models::tts::PiperVoice::load(common::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &common::cpu_options(2)).unwrap();
     for (i, text) in PIPER.iter().enumerate() {
         let src = dir.join(format!("piper{i}.src.wav"));
-        common::write_wav(&src, &voice.synthesize(text).unwrap(), voice.sample_rate());
+        // Noise-free (the voice's sampling noise off): the corpus is the same on every run. With the
+        // voice's own noise, a clip came out differently each run, and one run in several garbled
+        // "The package left our warehouse" in the fitted window, past the 1-point bound.
+        let still = switchboard::models::tts::Scales { noise_scale: 0.0, noise_w: 0.0, ..voice.scales() };
+        let ids = voice.phoneme_ids(text).unwrap();
+        common::write_wav(&src, &switchboard::models::tts::to_i16(&voice.infer_with(&ids, still, 1.0).unwrap()), voice.sample_rate());
         let tel = dir.join(format!("piper{i}.wav"));
         telephone(&src, &tel);
         out.push(Clip { group: "piper", name: format!("piper{i}"), truth: text.to_string(), pieces: vec![tel] });
@@ -329,10 +334,11 @@ fn tiny_en_word_error_rate_matches_ctranslate2_on_telephone_audio() {
 #[test]
 fn base_word_error_rate_matches_ctranslate2_on_telephone_audio() {
     common::models_dir("whisper_base/whisper.json");
-    // base int8 (7-bit weights) has no fitted floor: at 20 s it came within 1 point of its 30 s
-    // window once (11.38 % vs 10.77 %) and not in two later runs (12.31 %, 12.62 %); it keeps the
-    // 30 s window, checked against CTranslate2 like the others.
-    let settings: [(Precision, &[f32]); 2] = [(Precision::Fp32, &[MEASURED_WINDOW_FLOOR_S]), (Precision::Int8, &[])];
+    // base has no fitted floor: int8 (7-bit weights) at 20 s came within 1 point of its 30 s window
+    // once (11.38 % vs 10.77 %) and not in two later runs (12.31 %, 12.62 %); fp32 at 20 s, on the
+    // noise-free corpus, lost 1.54 points (12.92 % vs 11.38 %). It keeps the 30 s window, checked
+    // against CTranslate2 like the others.
+    let settings: [(Precision, &[f32]); 2] = [(Precision::Fp32, &[]), (Precision::Int8, &[])];
     let (clips, ct2, runs) = compare("whisper_base", "whisper_base_ct2", &settings);
     report_and_check("base", &clips, &ct2, &runs);
 }

@@ -56,7 +56,8 @@ const FIT_STEP_FRAMES: usize = 100;
 /// The smallest floor that kept every measured model and precision within 1 WER point of the 30 s
 /// window on tests/models_asr.rs' telephone corpus (`window_floor_sweep`, docs/ARCHITECTURE.md):
 /// tiny.en fp32 kept it from 2 s; tiny.en int8 and base fp32 lost 1.5–1.9 points up to 15 s (on
-/// the espeak clips, ~33 % WER already). Not base int8: within 1 point at 20 s in one run of three.
+/// the espeak clips, ~33 % WER already). Not base: int8 was within 1 point at 20 s in one run of
+/// three, and fp32 lost 1.54 points at 20 s once the corpus's Piper clips were made noise-free.
 pub const MEASURED_WINDOW_FLOOR_S: f32 = 20.0;
 /// `models.asr.<name>.window_floor_s` when the config says nothing: Whisper's fixed 30 s window.
 /// The corpus allowed 20 s everywhere, but a turn cut off mid-word by the caller's hang-up came
