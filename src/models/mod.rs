@@ -27,6 +27,25 @@ impl std::fmt::Debug for StepHook {
     }
 }
 
+/// How often a watchdog tries again to load a fresh copy after a load failed (a load reads the
+/// whole model).
+pub(crate) const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A model's watchdog thread, named `thread`: `tick` runs every quarter of `limit` (10 ms to 1 s)
+/// while `alive` can be upgraded (the model's handles last), until it returns false.
+pub(crate) fn spawn_watchdog(thread: String, limit: std::time::Duration, alive: std::sync::Weak<()>, mut tick: impl FnMut() -> bool + Send + 'static) -> std::io::Result<()> {
+    let every = (limit / 4).clamp(std::time::Duration::from_millis(10), std::time::Duration::from_secs(1));
+    let run = move || {
+        while alive.upgrade().is_some() {
+            std::thread::sleep(every);
+            if !tick() {
+                return;
+            }
+        }
+    };
+    std::thread::Builder::new().name(thread).spawn(run).map(drop)
+}
+
 /// The models a config asks for, loaded (the workers run them).
 pub struct Models {
     pub vad: Option<vad::VadWorker>,

@@ -130,21 +130,20 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
     {
         let (rx, pending, slots, name) = (self.rx.clone(), self.pending.clone(), self.slots.clone(), self.name.clone());
         let alive: Weak<()> = Arc::downgrade(&self.alive);
-        let every = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        let watchdog = move || {
-            while alive.upgrade().is_some() {
-                std::thread::sleep(every);
-                let hung = retire_hung(&slots, &pending, limit);
-                for _ in 0..hung {
-                    tracing::warn!(model = %name, limit_ms = limit.as_millis() as u64, "a model call did not return: its job failed, a new worker takes its place");
-                    match make() {
-                        Ok(work) => start_thread(work, &rx, &pending, &slots, &name),
-                        Err(e) => tracing::error!(model = %name, error = %e, "cannot replace a hung model worker: one worker fewer"),
-                    }
+        let spawned = crate::models::spawn_watchdog(format!("{}-watchdog", self.name), limit, alive, move || {
+            let hung = retire_hung(&slots, &pending, limit);
+            for _ in 0..hung {
+                tracing::warn!(model = %name, limit_ms = limit.as_millis() as u64, "a model call did not return: its job failed, a new worker takes its place");
+                match make() {
+                    Ok(work) => start_thread(work, &rx, &pending, &slots, &name),
+                    Err(e) => tracing::error!(model = %name, error = %e, "cannot replace a hung model worker: one worker fewer"),
                 }
             }
-        };
-        std::thread::Builder::new().name(format!("{}-watchdog", self.name)).spawn(watchdog).expect("spawn a watchdog thread");
+            true
+        });
+        if let Err(e) = spawned {
+            panic!("spawn a watchdog thread: {e}");
+        }
     }
 
     pub fn client(&self) -> PoolClient<I, O> {

@@ -145,51 +145,48 @@ impl TtsWorker {
     pub fn watch(&self, limit: Duration, load: impl Fn() -> Result<PiperVoice, String> + Send + 'static) {
         let (inbox, waiting, life, hook, name) = (self.inbox.clone(), self.waiting.clone(), self.life.clone(), self.hook.clone(), self.name.clone());
         let alive: Weak<()> = Arc::downgrade(&self.alive);
-        let every = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        let watchdog = move || {
-            let mut retry_at = Instant::now();
-            while alive.upgrade().is_some() {
-                std::thread::sleep(every);
-                let current = lock(&life).clone();
-                {
-                    let mut s = current.state();
-                    if s.retired {
-                        // No thread runs: the last replacement failed to load. Refuse what waits,
-                        // and try again now and then.
-                        drop(s);
-                        refuse_waiting(&inbox, &waiting);
-                        if Instant::now() < retry_at {
-                            continue;
-                        }
-                    } else {
-                        match &s.current {
-                            Some((_, _, since, _)) if since.elapsed() > limit => {}
-                            _ => continue,
-                        }
-                        s.retired = true;
-                        if let Some((reply, sentence, _, counted)) = s.current.take() {
-                            uncount(&counted);
-                            let reason = format!("the voice did not finish this sentence within {} ms", limit.as_millis());
-                            let _ = reply.send(SpeechChunk::Failed { sentence, reason });
-                        }
-                        tracing::error!(voice = %name, limit_ms = limit.as_millis() as u64, "a sentence did not return from the voice: it failed, a fresh copy takes the voice's place");
+        let mut retry_at = Instant::now();
+        let spawned = crate::models::spawn_watchdog(format!("tts-{}-watchdog", self.name), limit, alive, move || {
+            let current = lock(&life).clone();
+            {
+                let mut s = current.state();
+                if s.retired {
+                    // No thread runs: the last replacement failed to load. Refuse what waits,
+                    // and try again now and then.
+                    drop(s);
+                    refuse_waiting(&inbox, &waiting);
+                    if Instant::now() < retry_at {
+                        return true;
                     }
-                }
-                match load() {
-                    Ok(voice) => {
-                        let next = Arc::new(Life::default());
-                        start_thread(voice, &inbox, &waiting, &next, hook.clone(), &name);
-                        *lock(&life) = next;
-                        tracing::info!(voice = %name, "a new voice thread serves the requests");
+                } else {
+                    match &s.current {
+                        Some((_, _, since, _)) if since.elapsed() > limit => {}
+                        _ => return true,
                     }
-                    Err(e) => {
-                        tracing::error!(voice = %name, error = %e, "cannot replace the hung voice; its requests fail until a copy loads");
-                        retry_at = Instant::now() + Duration::from_secs(30);
+                    s.retired = true;
+                    if let Some((reply, sentence, _, counted)) = s.current.take() {
+                        uncount(&counted);
+                        let reason = format!("the voice did not finish this sentence within {} ms", limit.as_millis());
+                        let _ = reply.send(SpeechChunk::Failed { sentence, reason });
                     }
+                    tracing::error!(voice = %name, limit_ms = limit.as_millis() as u64, "a sentence did not return from the voice: it failed, a fresh copy takes the voice's place");
                 }
             }
-        };
-        if let Err(e) = std::thread::Builder::new().name(format!("tts-{}-watchdog", self.name)).spawn(watchdog) {
+            match load() {
+                Ok(voice) => {
+                    let next = Arc::new(Life::default());
+                    start_thread(voice, &inbox, &waiting, &next, hook.clone(), &name);
+                    *lock(&life) = next;
+                    tracing::info!(voice = %name, "a new voice thread serves the requests");
+                }
+                Err(e) => {
+                    tracing::error!(voice = %name, error = %e, "cannot replace the hung voice; its requests fail until a copy loads");
+                    retry_at = Instant::now() + super::RELOAD_EVERY;
+                }
+            }
+            true
+        });
+        if let Err(e) = spawned {
             tracing::error!(voice = %self.name, error = %e, "cannot start the voice's watchdog");
         }
     }

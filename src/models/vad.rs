@@ -360,36 +360,33 @@ fn watch_with<V: BatchInfer + Send + 'static>(
 ) {
     let (shared, life, stats) = (shared.clone(), life.clone(), stats.clone());
     let alive: Weak<()> = Arc::downgrade(alive);
-    let every = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-    let watchdog = move || {
-        while alive.upgrade().is_some() {
-            std::thread::sleep(every);
-            let current = lock(&life).clone();
-            {
-                let mut state = lock(&current.0);
-                if state.0.is_none_or(|t| t.elapsed() <= limit) {
-                    continue;
-                }
-                state.1 = true;
+    let spawned = crate::models::spawn_watchdog("vad-watchdog".into(), limit, alive, move || {
+        let current = lock(&life).clone();
+        {
+            let mut state = lock(&current.0);
+            if state.0.is_none_or(|t| t.elapsed() <= limit) {
+                return true;
             }
-            stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!(limit_ms = limit.as_millis() as u64, "a VAD inference did not return: a fresh copy takes its place (that batch's chunks are lost)");
-            match load() {
-                Ok(vad) => {
-                    let next = Arc::new(Life::default());
-                    start_worker(vad, &shared, max_batch, &stats, &next);
-                    *lock(&life) = next;
-                }
-                Err(e) => {
-                    // Without speech detection the calls cannot go on: let them know (`lost`).
-                    tracing::error!(error = %e, "cannot replace the hung VAD: every call's speech detection is given up");
-                    lock(&shared.streams).clear();
-                    return;
-                }
+            state.1 = true;
+        }
+        stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(limit_ms = limit.as_millis() as u64, "a VAD inference did not return: a fresh copy takes its place (that batch's chunks are lost)");
+        match load() {
+            Ok(vad) => {
+                let next = Arc::new(Life::default());
+                start_worker(vad, &shared, max_batch, &stats, &next);
+                *lock(&life) = next;
+            }
+            Err(e) => {
+                // Without speech detection the calls cannot go on: let them know (`lost`).
+                tracing::error!(error = %e, "cannot replace the hung VAD: every call's speech detection is given up");
+                lock(&shared.streams).clear();
+                return false;
             }
         }
-    };
-    if let Err(e) = std::thread::Builder::new().name("vad-watchdog".into()).spawn(watchdog) {
+        true
+    });
+    if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the VAD's watchdog");
     }
 }

@@ -59,9 +59,6 @@ pub use crate::models::StepHook;
 /// this runs on; the caller hears silence until then, and the apology after.
 pub const HANG_LIMIT: Duration = Duration::from_secs(10);
 
-/// How often the watchdog tries again to load a copy after a load failed.
-const RELOAD_EVERY: Duration = Duration::from_secs(30);
-
 enum Job {
     Generate { session: u64, req: ChatRequest, cancel: Arc<AtomicBool>, reply: Sender<Result<LlmEvent, LlmError>>, queued: Instant, waiting: Waiting },
     Warm { session: u64, req: ChatRequest },
@@ -137,40 +134,37 @@ impl LocalLlm {
         let (rx, life, jobs, stats) = (self.rx.clone(), self.life.clone(), self.jobs.clone(), self.stats.clone());
         let (settings, capacity, name) = (self.settings.clone(), self.capacity, self.name.clone());
         let alive: Weak<()> = Arc::downgrade(&self.alive);
-        let every = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        let watchdog = move || {
-            let mut retry_at = Instant::now();
-            while alive.upgrade().is_some() {
-                std::thread::sleep(every);
-                let current = life.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                if current.is_retired() {
-                    // No worker runs: the last replacement failed to load. Refuse what waits, and
-                    // try again now and then (a load reads the whole model).
-                    refuse_waiting(&rx, &jobs);
-                    if Instant::now() < retry_at {
-                        continue;
-                    }
-                } else if current.stuck_for().is_none_or(|t| t <= limit) {
-                    continue;
-                } else {
-                    let failed = current.retire(&jobs, "the embedded model stopped answering; a fresh copy takes its place");
-                    stats.replaced.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(model = %name, limit_ms = limit.as_millis() as u64, replies_failed = failed, "a language-model step did not return: its replies failed, a new worker takes its place");
+        let mut retry_at = Instant::now();
+        let spawned = crate::models::spawn_watchdog(format!("llm-{}-watchdog", self.name), limit, alive, move || {
+            let current = life.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if current.is_retired() {
+                // No worker runs: the last replacement failed to load. Refuse what waits, and
+                // try again now and then (a load reads the whole model).
+                refuse_waiting(&rx, &jobs);
+                if Instant::now() < retry_at {
+                    return true;
                 }
-                let next = Generation::new();
-                match load().and_then(|model| start_worker(model, &settings, capacity, &stats, &rx, &jobs, &next, &name)) {
-                    Ok(()) => {
-                        tracing::info!(model = %name, "a new language-model worker serves the queue");
-                        *life.lock().unwrap_or_else(|p| p.into_inner()) = next;
-                    }
-                    Err(e) => {
-                        tracing::error!(model = %name, error = %e, "cannot replace the hung language-model worker; replies fail until a copy loads");
-                        retry_at = Instant::now() + RELOAD_EVERY;
-                    }
+            } else if current.stuck_for().is_none_or(|t| t <= limit) {
+                return true;
+            } else {
+                let failed = current.retire(&jobs, "the embedded model stopped answering; a fresh copy takes its place");
+                stats.replaced.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(model = %name, limit_ms = limit.as_millis() as u64, replies_failed = failed, "a language-model step did not return: its replies failed, a new worker takes its place");
+            }
+            let next = Generation::new();
+            match load().and_then(|model| start_worker(model, &settings, capacity, &stats, &rx, &jobs, &next, &name)) {
+                Ok(()) => {
+                    tracing::info!(model = %name, "a new language-model worker serves the queue");
+                    *life.lock().unwrap_or_else(|p| p.into_inner()) = next;
+                }
+                Err(e) => {
+                    tracing::error!(model = %name, error = %e, "cannot replace the hung language-model worker; replies fail until a copy loads");
+                    retry_at = Instant::now() + crate::models::RELOAD_EVERY;
                 }
             }
-        };
-        if let Err(e) = std::thread::Builder::new().name(format!("llm-{}-watchdog", self.name)).spawn(watchdog) {
+            true
+        });
+        if let Err(e) = spawned {
             tracing::error!(model = %self.name, error = %e, "cannot start the language model's watchdog");
         }
     }
