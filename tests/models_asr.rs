@@ -463,6 +463,53 @@ fn short_clips_transcribe_the_same_words_in_the_fitted_window() {
     }
 }
 
+/// One copy of Whisper recognising the turns of several calls at once (issue 18): turns with the
+/// same fitted window share the encoder call and step through the decoder together, rows leaving
+/// as they end; each turn gets exactly the tokens it gets alone (greedy, same window). A turn
+/// whose caller gives up leaves the batch without changing the others' words.
+#[test]
+fn a_batch_of_turns_gives_each_the_tokens_it_gets_alone() {
+    use switchboard::models::asr::batch::Request;
+    use switchboard::models::asr::CANCELLED;
+    let m = models();
+    let dir = common::test_dir("batch");
+    let clip = |file: &str| {
+        let path = dir.join(file);
+        telephone(&m.join("fixtures/speech").join(file), &path);
+        load_16k(&path)
+    };
+    let (clone, beckett) = (clip("clone-test.wav"), clip("beckett.wav"));
+    // Two turns in the 10 s window that end at different tokens, one in the 20 s window, a
+    // second of silence (no words), and the clone clip again.
+    let turns: Vec<Vec<f32>> = vec![clone.clone(), clone[..2 * 16000].to_vec(), beckett, vec![0.0; 16000], clone];
+    let mut w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &common::cpu_options(2)).unwrap();
+    w.set_window_floor(TINY_FP32_WINDOW_FLOOR_S);
+    assert_eq!(turns.iter().map(|t| w.window_frames(t.len())).collect::<Vec<_>>(), vec![1000, 1000, 2000, 1000, 1000]);
+    let opts = DecodeOptions::default();
+    let alone: Vec<_> = turns.iter().map(|t| w.transcribe(t, &opts).unwrap()).collect();
+    let never = || false;
+    let requests: Vec<Request> = turns.iter().map(|audio| Request { audio, opts: &opts, stop: &never }).collect();
+    let batched = w.transcribe_batch(&requests);
+    for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
+        let b = b.as_ref().unwrap();
+        println!("turn {i}: {:?} (alone: encode {:.0} + decode {:.0} ms; batched: {:.0} + {:.0} ms)", b.text, a.encode_ms, a.decode_ms, b.encode_ms, b.decode_ms);
+        assert_eq!(b.tokens, a.tokens, "turn {i}: {:?} vs alone {:?}", b.text, a.text);
+        assert_eq!(b.text, a.text);
+        assert!((b.no_speech_prob - a.no_speech_prob).abs() < 1e-3 && (b.avg_logprob - a.avg_logprob).abs() < 1e-3, "turn {i}: {b:?} vs {a:?}");
+    }
+    assert!(alone[0].text.to_lowercase().contains("america") && alone[3].text.is_empty(), "{alone:?}");
+    // The first turn's caller hangs up after three decoder steps: it leaves, the others go on.
+    let asked = std::sync::atomic::AtomicUsize::new(0);
+    let gone = || asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 3;
+    let mut requests = requests;
+    requests[0].stop = &gone;
+    let batched = w.transcribe_batch(&requests);
+    assert_eq!(batched[0].as_ref().err().map(|e| e.to_string()), Some(CANCELLED.to_string()));
+    for (i, (a, b)) in alone.iter().zip(&batched).enumerate().skip(1) {
+        assert_eq!(b.as_ref().unwrap().tokens, a.tokens, "turn {i} after the first left");
+    }
+}
+
 /// Silence, noise and non-speech sounds, through the call's path (VAD turns, then Whisper): no words.
 #[test]
 fn silence_and_noise_give_no_words() {
@@ -558,7 +605,7 @@ fn the_worker_pool_is_bounded_and_answers_what_it_accepts() {
     use switchboard::models::asr::worker::AsrWorker;
     let m = models();
     let w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Int8, &common::cpu_options(1)).unwrap();
-    let pool = AsrWorker::spawn(vec![w], 1, "test");
+    let pool = AsrWorker::spawn(vec![w], 1, 1, "test");
     let mut client = pool.client(DecodeOptions::default());
     let clip = load_16k(&{
         let dir = common::test_dir("pool");

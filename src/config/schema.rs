@@ -1061,6 +1061,9 @@ pub struct AsrModelConfig {
     /// Threads, each with its own copy of the model, sharing one queue.
     #[serde(default = "default_one")]
     pub workers: U64Range<1, 64>,
+    /// Turns a thread recognises together (those waiting when it is free, of any calls).
+    #[serde(default = "default_asr_max_batch")]
+    pub max_batch: U64Range<1, 256>,
     /// Turns waiting, across calls; beyond it a turn is not transcribed (counted).
     #[serde(default = "default_asr_queue")]
     pub queue: U64Range<1, 100_000>,
@@ -1074,6 +1077,9 @@ pub struct AsrModelConfig {
 
 fn default_language() -> String {
     "en".into()
+}
+fn default_asr_max_batch() -> U64Range<1, 256> {
+    U64Range(8)
 }
 fn default_asr_queue() -> U64Range<1, 100_000> {
     U64Range(64)

@@ -208,18 +208,19 @@ fn load_asr(
     let t = first.transcribe(&[0.0f32; 16000], &opts).map_err(|source| RuntimeError::Ort { model: label.clone(), source })?;
     let first = &copies[0];
     summary.push(format!(
-        "{label}: {} {} on {} ({}; {} worker(s); window {}; 1 s of silence in {:.0} ms → {:?}, P(no speech) {:.2})",
+        "{label}: {} {} on {} ({}; {} worker(s), batches of up to {}; window {}; 1 s of silence in {:.0} ms → {:?}, P(no speech) {:.2})",
         dir.display(),
         a.precision.label(),
         first.provider().label(),
         if first.spec().source.is_empty() { "whisper" } else { &first.spec().source },
         copies.len(),
+        a.max_batch.get(),
         if first.window_frames(0) == asr::FRAMES { "30 s".to_string() } else { format!("fitted, floor {} s", a.window_floor_s()) },
         t0.elapsed().as_secs_f64() * 1000.0,
         t.text,
         t.no_speech_prob
     ));
-    let worker = asr::worker::AsrWorker::spawn(copies, a.queue.get() as usize, name);
+    let worker = asr::worker::AsrWorker::spawn(copies, a.max_batch.get() as usize, a.queue.get() as usize, name);
     // A recogniser that hangs is replaced by a fresh copy (its turn fails, the other calls go on).
     let (precision, opts, floor) = (a.precision, a.session_options(), a.window_floor_s());
     worker.watch(asr::worker::HANG_LIMIT, move || {

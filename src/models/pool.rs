@@ -1,6 +1,8 @@
 //! Model work off the async runtime: a few threads, each owning its own copy
 //! of a model (an ONNX Runtime session runs one request at a time), fed from
-//! one bounded queue. A call submits without waiting and polls for the
+//! one bounded queue. A batching pool (`Pool::spawn_batched`) gives a thread
+//! every job waiting when it is free, up to `max_batch`, to compute in one
+//! batched model call: one copy of the model serves several calls at once. A call submits without waiting and polls for the
 //! answer from its media loop: a full queue refuses the job (the call counts
 //! it and degrades) rather than delaying every other call. Low-priority jobs
 //! (partial transcripts) are only accepted while a thread would otherwise be
@@ -78,6 +80,8 @@ pub struct Pool<I, O> {
     /// Jobs submitted and not yet answered, across clients.
     pending: Arc<AtomicUsize>,
     threads: usize,
+    /// Jobs a thread takes at once.
+    max_batch: usize,
     backlog: Arc<Backlog>,
     /// Each thread's state, for the watchdog.
     slots: Slots<O>,
@@ -88,7 +92,8 @@ pub struct Pool<I, O> {
 
 /// What a thread is doing, shared with the watchdog.
 struct Slot<O> {
-    busy: Option<Busy<O>>,
+    /// The jobs of the batch being computed (none while the thread waits).
+    busy: Vec<Busy<O>>,
     /// The watchdog answered for this thread's job and replaced it: it answers nothing more and
     /// ends once its model returns.
     retired: bool,
@@ -105,20 +110,33 @@ struct Busy<O> {
 }
 
 impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
-    /// One thread per worker function (each owns its model), sharing a queue of `queue` jobs.
+    /// One thread per worker function (each owns its model), sharing a queue of `queue` jobs;
+    /// each thread computes one job at a time.
     pub fn spawn<W>(workers: Vec<W>, queue: usize, name: &str) -> Pool<I, O>
     where
         W: FnMut(I, &Cancel) -> Result<O, String> + Send + 'static,
+    {
+        Pool::spawn_batched(workers.into_iter().map(one_at_a_time).collect(), 1, queue, name)
+    }
+
+    /// One thread per batch function (each owns its model), sharing a queue of `queue` jobs: a
+    /// thread that is free takes every job waiting, up to `max_batch`, and its function answers
+    /// them together (one result per job, in order). A job cancelled while its batch runs is
+    /// seen through its `Cancel` and may be dropped from the batch.
+    pub fn spawn_batched<B>(workers: Vec<B>, max_batch: usize, queue: usize, name: &str) -> Pool<I, O>
+    where
+        B: FnMut(Vec<(I, Cancel)>) -> Vec<Result<O, String>> + Send + 'static,
     {
         let (tx, rx) = mpsc::sync_channel::<Job<I, O>>(queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let pending = Arc::new(AtomicUsize::new(0));
         let threads = workers.len();
+        let max_batch = max_batch.max(1);
         let slots = Arc::new(Mutex::new(Vec::new()));
         for work in workers {
-            start_thread(work, &rx, &pending, &slots, name);
+            start_thread(work, max_batch, &rx, &pending, &slots, name);
         }
-        Pool { tx, rx, pending, threads, backlog: Backlog::new(), slots, name: name.to_string(), alive: Arc::new(()) }
+        Pool { tx, rx, pending, threads, max_batch, backlog: Backlog::new(), slots, name: name.to_string(), alive: Arc::new(()) }
     }
 
     /// Watch the threads: a job running longer than `limit` is answered with an error, and its
@@ -128,14 +146,24 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
         W: FnMut(I, &Cancel) -> Result<O, String> + Send + 'static,
         M: FnMut() -> Result<W, String> + Send + 'static,
     {
-        let (rx, pending, slots, name) = (self.rx.clone(), self.pending.clone(), self.slots.clone(), self.name.clone());
+        self.watch_batched(limit, move || make().map(one_at_a_time));
+    }
+
+    /// `watch` for a batching pool: a batch running longer than `limit` has all its jobs answered
+    /// with an error, and its thread is replaced by one running what `make` returns.
+    pub fn watch_batched<B, M>(&self, limit: Duration, mut make: M)
+    where
+        B: FnMut(Vec<(I, Cancel)>) -> Vec<Result<O, String>> + Send + 'static,
+        M: FnMut() -> Result<B, String> + Send + 'static,
+    {
+        let (rx, pending, slots, name, max_batch) = (self.rx.clone(), self.pending.clone(), self.slots.clone(), self.name.clone(), self.max_batch);
         let alive: Weak<()> = Arc::downgrade(&self.alive);
         let spawned = crate::models::spawn_watchdog(format!("{}-watchdog", self.name), limit, alive, move || {
             let hung = retire_hung(&slots, &pending, limit);
             for _ in 0..hung {
                 tracing::warn!(model = %name, limit_ms = limit.as_millis() as u64, "a model call did not return: its job failed, a new worker takes its place");
                 match make() {
-                    Ok(work) => start_thread(work, &rx, &pending, &slots, &name),
+                    Ok(work) => start_thread(work, max_batch, &rx, &pending, &slots, &name),
                     Err(e) => tracing::error!(model = %name, error = %e, "cannot replace a hung model worker: one worker fewer"),
                 }
             }
@@ -168,78 +196,117 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
 
 type Slots<O> = Arc<Mutex<Vec<Arc<Mutex<Slot<O>>>>>>;
 
-fn start_thread<I, O, W>(work: W, rx: &Arc<Mutex<Receiver<Job<I, O>>>>, pending: &Arc<AtomicUsize>, slots: &Slots<O>, name: &str)
+/// A one-job model as a batch function (batches of one: `spawn` takes one job at a time).
+fn one_at_a_time<I, O, W>(mut work: W) -> impl FnMut(Vec<(I, Cancel)>) -> Vec<Result<O, String>>
+where
+    W: FnMut(I, &Cancel) -> Result<O, String>,
+{
+    move |jobs: Vec<(I, Cancel)>| jobs.into_iter().map(|(input, cancel)| work(input, &cancel)).collect()
+}
+
+fn start_thread<I, O, B>(work: B, max_batch: usize, rx: &Arc<Mutex<Receiver<Job<I, O>>>>, pending: &Arc<AtomicUsize>, slots: &Slots<O>, name: &str)
 where
     I: Send + 'static,
     O: Send + 'static,
-    W: FnMut(I, &Cancel) -> Result<O, String> + Send + 'static,
+    B: FnMut(Vec<(I, Cancel)>) -> Vec<Result<O, String>> + Send + 'static,
 {
-    let slot = Arc::new(Mutex::new(Slot { busy: None, retired: false }));
+    let slot = Arc::new(Mutex::new(Slot { busy: Vec::new(), retired: false }));
     let mut all = slots.lock().unwrap_or_else(|p| p.into_inner());
     let n = all.len();
     all.push(slot.clone());
     let (rx, pending) = (rx.clone(), pending.clone());
-    std::thread::Builder::new().name(format!("{name}-{n}")).spawn(move || run(work, rx, pending, slot)).expect("spawn a model thread");
+    std::thread::Builder::new().name(format!("{name}-{n}")).spawn(move || run(work, max_batch, rx, pending, slot)).expect("spawn a model thread");
 }
 
-/// Answer the jobs running longer than `limit` with an error and retire their threads; how many.
+/// Answer the jobs of batches running longer than `limit` with an error and retire their
+/// threads; how many threads.
 fn retire_hung<O>(slots: &Slots<O>, pending: &AtomicUsize, limit: Duration) -> usize {
     let mut hung = 0;
     for slot in slots.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
-        if s.retired {
+        if s.retired || !s.busy.first().is_some_and(|b| b.since.elapsed() > limit) {
             continue;
         }
-        let Some(b) = s.busy.as_ref().filter(|b| b.since.elapsed() > limit) else { continue };
-        let result = Err(format!("the model did not answer within {} ms", limit.as_millis()));
-        let _ = b.reply.send(Answer { seq: b.seq, low_priority: b.low_priority, result, latency_ms: b.submitted.elapsed().as_secs_f64() * 1000.0 });
-        pending.fetch_sub(1, Ordering::Relaxed);
+        for b in &s.busy {
+            let result = Err(format!("the model did not answer within {} ms", limit.as_millis()));
+            let _ = b.reply.send(Answer { seq: b.seq, low_priority: b.low_priority, result, latency_ms: b.submitted.elapsed().as_secs_f64() * 1000.0 });
+            pending.fetch_sub(1, Ordering::Relaxed);
+        }
         s.retired = true;
         hung += 1;
     }
     hung
 }
 
-fn run<I, O, W: FnMut(I, &Cancel) -> Result<O, String>>(mut work: W, rx: Arc<Mutex<Receiver<Job<I, O>>>>, pending: Arc<AtomicUsize>, slot: Arc<Mutex<Slot<O>>>) {
-    loop {
-        // The lock is held only while waiting for the next job, never while working.
-        let job = match rx.lock() {
-            Ok(rx) => match rx.recv() {
-                Ok(j) => j,
-                Err(_) => return, // every sender is gone: shutting down
-            },
-            Err(_) => return,
-        };
-        let Job { seq, input, low_priority, submitted, reply, cancelled, _waiting } = job;
-        drop(_waiting);
-        if cancelled.is_cancelled() {
-            pending.fetch_sub(1, Ordering::Relaxed);
-            if cancelled.state() == PREEMPTED_STATE {
-                let _ = reply.send(Answer { seq, low_priority, result: Err(PREEMPTED.into()), latency_ms: submitted.elapsed().as_secs_f64() * 1000.0 });
-            }
-            continue;
+/// The next batch: the first job waited for, then every job already queued, up to `max` of
+/// them still wanted. `None`: the pool is gone.
+fn next_batch<I, O>(rx: &Mutex<Receiver<Job<I, O>>>, max: usize, pending: &AtomicUsize) -> Option<Vec<Job<I, O>>> {
+    // The lock is held only while waiting for jobs, never while working.
+    let rx = rx.lock().ok()?;
+    let mut jobs = Vec::new();
+    while jobs.is_empty() {
+        jobs.extend(wanted(rx.recv().ok()?, pending)); // every sender gone: shutting down
+    }
+    while jobs.len() < max {
+        match rx.try_recv() {
+            Ok(j) => jobs.extend(wanted(j, pending)),
+            Err(_) => break,
         }
-        slot.lock().unwrap_or_else(|p| p.into_inner()).busy = Some(Busy { seq, low_priority, submitted, since: Instant::now(), reply: reply.clone(), cancel: cancelled.clone() });
-        let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(input, &cancelled))) {
-            Ok(r) => r,
-            Err(_) => Err("the model panicked on this input".to_string()),
+    }
+    Some(jobs)
+}
+
+/// The job, unless nobody wants it any more: then it is skipped, not computed (a preempted one is
+/// answered `PREEMPTED`, so its client knows it is over).
+fn wanted<I, O>(job: Job<I, O>, pending: &AtomicUsize) -> Option<Job<I, O>> {
+    if !job.cancelled.is_cancelled() {
+        return Some(job);
+    }
+    pending.fetch_sub(1, Ordering::Relaxed);
+    if job.cancelled.state() == PREEMPTED_STATE {
+        let _ = job.reply.send(Answer { seq: job.seq, low_priority: job.low_priority, result: Err(PREEMPTED.into()), latency_ms: job.submitted.elapsed().as_secs_f64() * 1000.0 });
+    }
+    None
+}
+
+fn run<I, O, B>(mut work: B, max_batch: usize, rx: Arc<Mutex<Receiver<Job<I, O>>>>, pending: Arc<AtomicUsize>, slot: Arc<Mutex<Slot<O>>>)
+where
+    B: FnMut(Vec<(I, Cancel)>) -> Vec<Result<O, String>>,
+{
+    while let Some(jobs) = next_batch(&rx, max_batch, &pending) {
+        let mut inputs = Vec::with_capacity(jobs.len());
+        let mut busy = Vec::with_capacity(jobs.len());
+        let since = Instant::now();
+        for Job { seq, input, low_priority, submitted, reply, cancelled, _waiting } in jobs {
+            drop(_waiting);
+            inputs.push((input, cancelled.clone()));
+            busy.push(Busy { seq, low_priority, submitted, since, reply, cancel: cancelled });
+        }
+        let n = inputs.len();
+        slot.lock().unwrap_or_else(|p| p.into_inner()).busy = busy;
+        let results = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(inputs))) {
+            Ok(r) if r.len() == n => r,
+            Ok(r) => (0..n).map(|_| Err(format!("the model answered {} of {n} jobs", r.len()))).collect(),
+            Err(_) => (0..n).map(|_| Err("the model panicked on this input".to_string())).collect(),
         };
-        {
+        let busy = {
             let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
-            s.busy = None;
             if s.retired {
-                // The watchdog answered for this job and put another thread in our place.
+                // The watchdog answered for this batch and put another thread in our place.
                 return;
             }
-        }
-        pending.fetch_sub(1, Ordering::Relaxed);
-        // A call that has ended dropped its receiver: nothing to do.
-        let result = match cancelled.state() {
-            WANTED => result,
-            PREEMPTED_STATE => Err(PREEMPTED.into()),
-            _ => continue,
+            std::mem::take(&mut s.busy)
         };
-        let _ = reply.send(Answer { seq, low_priority, result, latency_ms: submitted.elapsed().as_secs_f64() * 1000.0 });
+        for (b, result) in busy.into_iter().zip(results) {
+            pending.fetch_sub(1, Ordering::Relaxed);
+            // A call that has ended dropped its receiver: nothing to do.
+            let result = match b.cancel.state() {
+                WANTED => result,
+                PREEMPTED_STATE => Err(PREEMPTED.into()),
+                _ => continue,
+            };
+            let _ = b.reply.send(Answer { seq: b.seq, low_priority: b.low_priority, result, latency_ms: b.submitted.elapsed().as_secs_f64() * 1000.0 });
+        }
     }
 }
 
@@ -291,9 +358,10 @@ impl<I, O> PoolClient<I, O> {
     fn preempt_one(&self) {
         for slot in self.slots.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let s = slot.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(b) = s.busy.as_ref().filter(|b| b.low_priority) else { continue };
-            if b.cancel.0.compare_exchange(WANTED, PREEMPTED_STATE, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-                return;
+            for b in s.busy.iter().filter(|b| b.low_priority) {
+                if b.cancel.0.compare_exchange(WANTED, PREEMPTED_STATE, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                    return;
+                }
             }
         }
     }
@@ -427,7 +495,7 @@ mod tests {
         );
         let mut c = pool.client();
         let partial = c.submit(0, true).unwrap();
-        while pool.pending() == 0 || pool.slots.lock().unwrap()[0].lock().unwrap().busy.is_none() {
+        while pool.pending() == 0 || pool.slots.lock().unwrap()[0].lock().unwrap().busy.is_empty() {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(c.submit(5, true), None, "no idle thread: a second partial is refused");
@@ -483,6 +551,59 @@ mod tests {
         assert!(a.wait(Duration::from_millis(100)).is_none());
         assert_eq!(*seen.lock().unwrap(), vec![0, 2]);
         assert!(told.load(Ordering::SeqCst), "the running job saw its cancellation");
+        assert_eq!(pool.pending(), 0);
+    }
+
+    /// A batching thread takes every job queued while it was busy, up to its `max_batch`, in one
+    /// call, in order; cancelled jobs are left out of the batch; a hung batch has every job
+    /// answered with an error, and the new thread batches too.
+    #[test]
+    fn jobs_queued_behind_a_batch_are_computed_together() {
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let g = gate.clone();
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let b = batches.clone();
+        let pool: Pool<u32, u32> = Pool::spawn_batched(
+            vec![move |jobs: Vec<(u32, Cancel)>| {
+                let xs: Vec<u32> = jobs.iter().map(|j| j.0).collect();
+                b.lock().unwrap().push(xs.clone());
+                if xs == [0] {
+                    let _wait = g.lock().unwrap();
+                }
+                if xs.contains(&13) {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    }
+                }
+                xs.iter().map(|x| Ok(x * 2)).collect()
+            }],
+            3,
+            16,
+            "batch",
+        );
+        pool.watch_batched(Duration::from_millis(200), || Ok(|jobs: Vec<(u32, Cancel)>| jobs.iter().map(|j| Ok(j.0 * 3)).collect()));
+        let mut c = pool.client();
+        let first = c.submit(0, false).unwrap();
+        while batches.lock().unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let queued: Vec<u64> = (1..=5).map(|x| c.submit(x, false).unwrap()).collect();
+        c.cancel(queued[1]);
+        drop(held);
+        let got: Vec<_> = (0..5).map(|_| c.wait(Duration::from_secs(5)).unwrap()).map(|a| (a.seq, a.result)).collect();
+        assert_eq!(got, vec![(first, Ok(0)), (queued[0], Ok(2)), (queued[2], Ok(6)), (queued[3], Ok(8)), (queued[4], Ok(10))]);
+        assert_eq!(*batches.lock().unwrap(), vec![vec![0], vec![1, 3, 4], vec![5]], "the cancelled job 2 left out of the batch of three");
+        // A batch that hangs: both its jobs fail at the limit; the new thread answers the next.
+        let hung = [c.submit(13, false).unwrap(), c.submit(14, false).unwrap()];
+        let mut answers: Vec<_> = (0..2).map(|_| c.wait(Duration::from_secs(5)).expect("the hung batch is answered")).collect();
+        answers.sort_by_key(|a| a.seq);
+        for (a, seq) in answers.iter().zip(hung) {
+            assert_eq!((a.seq, a.result.clone()), (seq, Err("the model did not answer within 200 ms".to_string())));
+        }
+        let next = c.submit(7, false).unwrap();
+        let a = c.wait(Duration::from_secs(5)).unwrap();
+        assert_eq!((a.seq, a.result), (next, Ok(21)), "by the new thread");
         assert_eq!(pool.pending(), 0);
     }
 }

@@ -24,6 +24,7 @@
 //! decoding loop or a token budget proportional to the audio's length stops
 //! runaway output. In calls the VAD's segments are what reach the model.
 
+pub mod batch;
 pub mod greedy;
 pub mod offline;
 pub mod spec;
@@ -37,7 +38,6 @@ use ort::value::{DynValue, Tensor};
 use serde::Deserialize;
 use spec::WhisperSpec;
 use std::path::Path;
-use std::time::Instant;
 use tokenizer::Tokenizer;
 
 /// Samples in one Whisper window (30 s at 16 kHz).
@@ -262,21 +262,32 @@ impl Whisper {
     /// encoder and before each decoder step): a partial transcript overtaken by the turn's end is
     /// not worth the core the end's own transcript needs.
     pub fn transcribe_until(&mut self, audio: &[f32], opts: &DecodeOptions, stop: &dyn Fn() -> bool) -> Result<Transcript, ort::Error> {
+        let mut windows = Vec::new();
+        for window in audio.chunks(WINDOW_SAMPLES) {
+            let frames = self.window_frames(window.len());
+            let request = batch::Request { audio: window, opts, stop };
+            windows.push(self.windows(&[&request], frames)?.remove(0)?);
+        }
+        Ok(self.transcript(audio.len(), windows, opts))
+    }
+
+    /// The transcript of `samples` of audio from its windows' decodes: windows of silence (by
+    /// Whisper's rule, or certain) add no text.
+    fn transcript(&self, samples: usize, windows: Vec<WindowResult>, opts: &DecodeOptions) -> Transcript {
         let mut out = Transcript {
             text: String::new(),
             tokens: Vec::new(),
             language: None,
             no_speech_prob: 0.0,
             avg_logprob: 0.0,
-            audio_ms: audio.len() as u64 / 16,
+            audio_ms: samples as u64 / 16,
             encode_ms: 0.0,
             decode_ms: 0.0,
         };
         let mut texts = Vec::new();
         let mut logprob_sum = 0.0;
         let mut scored = 0usize;
-        for (i, window) in audio.chunks(WINDOW_SAMPLES).enumerate() {
-            let w = self.window(window, opts, stop)?;
+        for (i, w) in windows.into_iter().enumerate() {
             out.encode_ms += w.encode_ms;
             out.decode_ms += w.decode_ms;
             if i == 0 {
@@ -297,7 +308,7 @@ impl Whisper {
         }
         out.avg_logprob = if scored > 0 { logprob_sum / scored as f64 } else { 0.0 };
         out.text = texts.join(" ");
-        Ok(out)
+        out
     }
 
     /// The encoder's cross-attention keys/values for one window of at most 30 s, encoded in
@@ -305,29 +316,34 @@ impl Whisper {
     /// `cross_kv` [2L, 1, frames / 2, D] as a flat row-major vector. For tests and tools;
     /// `transcribe` encodes in `window_frames(audio.len())`.
     pub fn encode_frames(&mut self, window: &[f32], frames: usize) -> Result<Vec<f32>, ort::Error> {
-        let kv = self.encode(window, frames)?;
+        let kv = self.encode(&[window], frames)?;
         Ok(kv.try_extract_tensor::<f32>()?.1.to_vec())
     }
 
-    fn encode(&mut self, window: &[f32], frames: usize) -> Result<DynValue, ort::Error> {
+    /// The encoder on a batch of windows, each in `frames` log-mel frames: `cross_kv` [2L, B, frames / 2, D].
+    fn encode(&mut self, windows: &[&[f32]], frames: usize) -> Result<DynValue, ort::Error> {
         if frames == 0 || frames % 2 != 0 || frames > FRAMES || (frames != FRAMES && !self.spec.fitted_window()) {
             return Err(ort::Error::new(format!("cannot encode a window of {frames} log-mel frames with this conversion")));
         }
-        let feats = self.mel.compute_frames(window, false, frames);
-        let mut outputs = self.encoder.run(ort::inputs!["mel" => Tensor::from_array(([1usize, 80, frames], feats))?])?;
+        let mut feats = Vec::with_capacity(windows.len() * 80 * frames);
+        for w in windows {
+            feats.extend(self.mel.compute_frames(w, false, frames));
+        }
+        let mut outputs = self.encoder.run(ort::inputs!["mel" => Tensor::from_array(([windows.len(), 80, frames], feats))?])?;
         let kv = outputs.remove("cross_kv").ok_or_else(|| ort::Error::new("the encoder has no `cross_kv` output"))?;
         let shape = kv.shape().to_vec();
-        let want = [2 * self.spec.n_layers as i64, 1, (frames / 2) as i64, self.spec.d_model as i64];
+        let want = [2 * self.spec.n_layers as i64, windows.len() as i64, (frames / 2) as i64, self.spec.d_model as i64];
         if shape != want {
             return Err(ort::Error::new(format!("encoder `cross_kv` has shape {shape:?}, expected {want:?}")));
         }
         Ok(kv)
     }
 
-    /// One decoder call: logits of every new position (row-major [n][vocab]) and the grown cache.
-    fn step(&mut self, tokens: &[i64], self_kv: &DynValue, cross_kv: &DynValue) -> Result<(Vec<f32>, DynValue), ort::Error> {
+    /// One decoder call on `batch` rows of `tokens.len() / batch` new tokens each: logits of
+    /// every new position (row-major [batch][n][vocab]) and the grown cache.
+    fn step(&mut self, tokens: &[i64], batch: usize, self_kv: &DynValue, cross_kv: &DynValue) -> Result<(Vec<f32>, DynValue), ort::Error> {
         let mut outputs = self.decoder.run(ort::inputs![
-            "tokens" => Tensor::from_array(([1usize, tokens.len()], tokens.to_vec()))?,
+            "tokens" => Tensor::from_array(([batch, tokens.len() / batch], tokens.to_vec()))?,
             "self_kv" => self_kv,
             "cross_kv" => cross_kv,
         ])?;
@@ -340,107 +356,28 @@ impl Whisper {
         Ok((logits, kv))
     }
 
-    fn empty_cache(&self) -> Result<DynValue, ort::Error> {
-        Ok(Tensor::from_array(([2 * self.spec.n_layers, 1usize, 0usize, self.spec.d_model], Vec::<f32>::new()))?.into_dyn())
+    fn empty_cache(&self, batch: usize) -> Result<DynValue, ort::Error> {
+        Ok(Tensor::from_array(([2 * self.spec.n_layers, batch, 0usize, self.spec.d_model], Vec::<f32>::new()))?.into_dyn())
     }
 
-    /// Detect the language of a window from the logits after `[SOT]`.
-    fn detect_language(&mut self, cross_kv: &DynValue) -> Result<(String, i64), ort::Error> {
-        let empty = self.empty_cache()?;
-        let (logits, _) = self.step(&[self.spec.sot], &empty, cross_kv)?;
-        let best = self
-            .spec
-            .lang_ids
-            .iter()
-            .max_by(|a, b| logits[*a.1 as usize].total_cmp(&logits[*b.1 as usize]))
-            .map(|(c, &id)| (c.clone(), id))
-            .ok_or_else(|| ort::Error::new("the model lists no languages"))?;
-        Ok(best)
-    }
-
-    /// One window: encoded in the fitted window; a decode that ran away there (a loop, or out of
-    /// token budget — how too small a window fails) is done again in the 30 s window, as Whisper's
-    /// own fallback redoes a decode that repeats itself.
-    fn window(&mut self, window: &[f32], opts: &DecodeOptions, stop: &dyn Fn() -> bool) -> Result<WindowResult, ort::Error> {
-        let frames = self.window_frames(window.len());
-        let w = self.decode_window(window, frames, opts, stop)?;
-        if !w.runaway || frames == FRAMES {
-            return Ok(w);
-        }
-        if !opts.redo_runaway {
-            return Err(ort::Error::new("the decode ran away in the fitted window"));
-        }
-        tracing::debug!(frames, "the decode ran away in the fitted window; again in the 30 s window");
-        let mut again = self.decode_window(window, FRAMES, opts, stop)?;
-        again.encode_ms += w.encode_ms;
-        again.decode_ms += w.decode_ms;
-        Ok(again)
-    }
-
-    fn decode_window(&mut self, window: &[f32], frames: usize, opts: &DecodeOptions, stop: &dyn Fn() -> bool) -> Result<WindowResult, ort::Error> {
-        let t0 = Instant::now();
-        let cross_kv = self.encode(window, frames)?;
-        let encode_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let t1 = Instant::now();
-        let (language, lang_token) = if self.spec.multilingual {
-            if opts.language == "auto" {
-                let (c, id) = self.detect_language(&cross_kv)?;
-                (Some(c), Some(id))
-            } else {
-                let id = self.spec.language_token(&opts.language).map_err(ort::Error::new)?;
-                (Some(opts.language.clone()), Some(id))
-            }
-        } else {
-            (None, None)
-        };
-        let prompt = self.spec.prompt(lang_token);
-        let seconds = window.len() as f32 / 16000.0;
-        let budget = ((seconds * opts.max_tokens_per_second) as usize + 16).min(self.spec.max_length - prompt.len());
+    /// The language of each row from the logits after `[SOT]`.
+    fn detect_languages(&mut self, batch: usize, cross_kv: &DynValue) -> Result<Vec<(String, i64)>, ort::Error> {
+        let empty = self.empty_cache(batch)?;
+        let (logits, _) = self.step(&vec![self.spec.sot; batch], batch, &empty, cross_kv)?;
         let vocab = self.spec.vocab_size;
-
-        let mut kv = self.empty_cache()?;
-        let mut feed = prompt.clone();
-        let mut tokens = Vec::new();
-        let (mut logprob_sum, mut scored, mut no_speech_prob) = (0.0, 0usize, 0.0);
-        let mut runaway = false;
-        loop {
-            if stop() {
-                return Err(ort::Error::new(CANCELLED));
-            }
-            let (logits, next_kv) = self.step(&feed, &kv, &cross_kv)?;
-            kv = next_kv;
-            if tokens.is_empty() {
-                no_speech_prob = greedy::no_speech_prob(&logits[..vocab], self.spec.no_speech);
-            }
-            let mut last = logits[(feed.len() - 1) * vocab..feed.len() * vocab].to_vec();
-            greedy::suppress(&mut last, &self.spec.suppress_ids);
-            if tokens.is_empty() {
-                greedy::suppress(&mut last, &self.spec.suppress_ids_begin);
-            }
-            let (id, lp) = greedy::argmax_logprob(&last);
-            logprob_sum += lp;
-            scored += 1;
-            if id == self.spec.eot {
-                break;
-            }
-            tokens.push(id);
-            if tokens.len() >= budget || greedy::looping(&tokens, 8, 4) {
-                runaway = true;
-                break;
-            }
-            feed = vec![id];
-        }
-        Ok(WindowResult {
-            runaway,
-            tokens,
-            language,
-            no_speech_prob,
-            logprob_sum,
-            scored,
-            encode_ms,
-            decode_ms: t1.elapsed().as_secs_f64() * 1000.0,
-        })
+        logits
+            .chunks(vocab)
+            .map(|row| {
+                self.spec
+                    .lang_ids
+                    .iter()
+                    .max_by(|a, b| row[*a.1 as usize].total_cmp(&row[*b.1 as usize]))
+                    .map(|(c, &id)| (c.clone(), id))
+                    .ok_or_else(|| ort::Error::new("the model lists no languages"))
+            })
+            .collect()
     }
+
 }
 
 struct WindowResult {

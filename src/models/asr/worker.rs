@@ -1,7 +1,10 @@
-//! Recognition on a `models::pool`: `workers` threads, each owning one
-//! `Whisper`; calls submit finished turns (and, when a thread is idle,
+//! Recognition on a batching `models::pool`: `workers` threads, each owning
+//! one `Whisper` (one by default: one copy per device), each taking every turn
+//! waiting when it is free (up to `max_batch`) and recognising them together
+//! (`asr::batch`); calls submit finished turns (and, when a thread is idle,
 //! partials) and poll for the answers from their media loop.
 
+use super::batch::Request;
 use super::{DecodeOptions, Transcript, Whisper};
 use crate::models::pool::{Cancel, Pool, PoolClient};
 use crate::models::runtime::Provider;
@@ -29,24 +32,27 @@ pub struct AsrWorker {
     provider: Provider,
 }
 
-/// A pool thread's work with its own copy of Whisper: transcribe, giving up when the job is cancelled.
-fn job(mut m: Whisper) -> impl FnMut(Input, &Cancel) -> Result<Transcript, String> {
-    move |(audio, opts): Input, cancel: &Cancel| m.transcribe_until(&audio, &opts, &|| cancel.is_cancelled()).map_err(|e| e.to_string())
+/// A pool thread's work with its own copy of Whisper: transcribe a batch of turns together, a
+/// turn leaving the batch when it is cancelled.
+fn batch(mut m: Whisper) -> impl FnMut(Vec<(Input, Cancel)>) -> Vec<Result<Transcript, String>> {
+    move |jobs: Vec<(Input, Cancel)>| {
+        let stops: Vec<_> = jobs.iter().map(|(_, cancel)| move || cancel.is_cancelled()).collect();
+        let requests: Vec<Request> = jobs.iter().zip(&stops).map(|(((audio, opts), _), stop)| Request { audio, opts, stop }).collect();
+        m.transcribe_batch(&requests).into_iter().map(|r| r.map_err(|e| e.to_string())).collect()
+    }
 }
 
 impl AsrWorker {
-    pub fn spawn(models: Vec<Whisper>, queue: usize, name: &str) -> AsrWorker {
+    /// One thread per copy in `models`, each recognising up to `max_batch` turns at once.
+    pub fn spawn(models: Vec<Whisper>, max_batch: usize, queue: usize, name: &str) -> AsrWorker {
         let provider = models.first().map(|m| m.provider()).unwrap_or(Provider::Cpu);
-        let workers: Vec<_> = models
-            .into_iter()
-            .map(job)
-            .collect();
-        AsrWorker { pool: Pool::spawn(workers, queue, &format!("asr-{name}")), provider }
+        let workers: Vec<_> = models.into_iter().map(batch).collect();
+        AsrWorker { pool: Pool::spawn_batched(workers, max_batch, queue, &format!("asr-{name}")), provider }
     }
 
-    /// Replace a recogniser that hangs (see `Pool::watch`) with a copy made by `load`.
+    /// Replace a recogniser that hangs (see `Pool::watch_batched`) with a copy made by `load`.
     pub fn watch(&self, limit: std::time::Duration, mut load: impl FnMut() -> Result<Whisper, String> + Send + 'static) {
-        self.pool.watch(limit, move || load().map(job));
+        self.pool.watch_batched(limit, move || load().map(batch));
     }
 
     pub fn client(&self, opts: DecodeOptions) -> AsrClient {
