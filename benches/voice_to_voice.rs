@@ -3,7 +3,7 @@
 //! models with the default config's model settings (release build), with where the time goes.
 //!
 //!   cargo bench --bench voice_to_voice -- [--turns 20] [--callers 1[,2,4,8,16]] [--speculate-after-ms 200]
-//!                                          [--window-floor S] [--no-spin]
+//!                                          [--window-floor S] [--no-spin] [--asr KEY=VALUE ...]
 //!
 //! Each answer heard in time is transcribed (Whisper tiny.en) and checked for its question's fact
 //! (`FACTS`: the hour, the phone number, closed on Sunday). With a list of caller counts it runs
@@ -26,7 +26,8 @@
 //! - overhead: → the first loud packet on the wire (pacer queue, packet clock, network).
 //!
 //! `--speculate-after-ms 0` turns the speculative start off, `--window-floor 30` gives Whisper its
-//! fixed 30 s window, `--no-spin` keeps ONNX Runtime's idle threads from spinning; `SWITCHBOARD_BIN=path/to/switchboard`
+//! fixed 30 s window, `--no-spin` keeps ONNX Runtime's idle threads from spinning, `--asr KEY=VALUE`
+//! sets a key of every recogniser (`workers=2`, `max_batch=1`, `intra_threads=2`); `SWITCHBOARD_BIN=path/to/switchboard`
 //! measures another build with the same harness (a before/after pair in one sitting).
 //! Needs the models (`scripts/setup.sh --test`) and sipp, tcpdump, sox.
 
@@ -219,6 +220,12 @@ fn main() {
     }
     if args.iter().any(|a| a == "--no-spin") {
         overrides.push(("spin", false.into()));
+    }
+    // `--asr workers=1 --asr max_batch=8 …`: a recogniser setting other than the shipped one.
+    for w in args.windows(2).filter(|w| w[0] == "--asr") {
+        let (key, value) = w[1].split_once('=').expect("--asr KEY=VALUE");
+        let key: &'static str = Box::leak(key.to_string().into_boxed_str());
+        overrides.push((key, serde_yaml_ng::from_str(value).expect("--asr KEY=VALUE: a YAML value")));
     }
     if args.iter().any(|a| a == "--list" || a == "--test") {
         // `cargo test --benches` / `cargo bench -- --list`: nothing to run quickly here.

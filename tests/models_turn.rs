@@ -145,6 +145,30 @@ fn rust_matches_the_python_reference_on_real_speech() {
     eprintln!("max |ΔP| = {worst:e}");
 }
 
+/// The calls' questions answered in one inference (the model's batch axis, issue 18): the same
+/// probabilities as one at a time, directly and through the worker, whose one thread takes the
+/// questions that queued while it was busy as one batch.
+#[test]
+fn predictions_batched_across_calls_are_the_same_as_alone() {
+    let fx = fixtures();
+    let mut m = model();
+    let alone: Vec<f32> = fx.iter().map(|f| m.predict(&f.audio).unwrap()).collect();
+    let audios: Vec<&[f32]> = fx.iter().map(|f| f.audio.as_slice()).collect();
+    let batched = m.predict_batch(&audios).unwrap();
+    for ((f, a), b) in fx.iter().zip(&alone).zip(&batched) {
+        assert!((a - b).abs() < 1e-5, "{}: alone {a}, batched {b}", f.name);
+    }
+    let worker = switchboard::models::turn::TurnWorker::spawn(model(), 16, 64);
+    let mut clients: Vec<_> = fx.iter().map(|_| worker.client()).collect();
+    let seqs: Vec<u64> = clients.iter_mut().zip(&fx).map(|(c, f)| c.submit(f.audio.clone(), false).expect("queued")).collect();
+    for ((c, seq), a) in clients.iter_mut().zip(seqs).zip(&alone) {
+        let answer = c.wait(std::time::Duration::from_secs(30)).expect("an answer");
+        assert_eq!(answer.seq, seq);
+        let p = answer.result.unwrap();
+        assert!((p - a).abs() < 1e-5, "through the worker {p}, alone {a}");
+    }
+}
+
 #[test]
 fn a_finished_sentence_scores_higher_than_the_same_clip_cut_mid_sentence() {
     let fx = fixtures();

@@ -111,7 +111,7 @@ pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
                 model.provider().label(),
                 t0.elapsed().as_secs_f64() * 1000.0
             ));
-            let worker = turn::TurnWorker::spawn(model, t.queue.get() as usize);
+            let worker = turn::TurnWorker::spawn(model, t.max_batch.get() as usize, t.queue.get() as usize);
             let opts = t.session_options();
             worker.watch(turn::HANG_LIMIT, move || turn::SmartTurn::load(rt, &path, &opts).map_err(|e| e.to_string()));
             Some(worker)

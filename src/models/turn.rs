@@ -44,36 +44,56 @@ impl SmartTurn {
 
     /// P(turn complete) for the audio so far (16 kHz, f32 in [-1, 1]; only the last 8 s are used).
     pub fn predict(&mut self, audio_16k: &[f32]) -> Result<f32, ort::Error> {
-        let feats = self.features(audio_16k);
-        let outputs = self.session.run(ort::inputs!["input_features" => Tensor::from_array(([1usize, 80, FRAMES], feats))?])?;
+        Ok(self.predict_batch(&[audio_16k])?[0])
+    }
+
+    /// `predict` for the turns of several calls in one inference (the model's batch axis).
+    pub fn predict_batch(&mut self, audios: &[&[f32]]) -> Result<Vec<f32>, ort::Error> {
+        let mut feats = Vec::with_capacity(audios.len() * 80 * FRAMES);
+        for a in audios {
+            feats.extend(self.features(a));
+        }
+        let outputs = self.session.run(ort::inputs!["input_features" => Tensor::from_array(([audios.len(), 80, FRAMES], feats))?])?;
         let (_, p) = outputs["logits"].try_extract_tensor::<f32>()?;
-        p.first().copied().ok_or_else(|| ort::Error::new("empty output from the turn model"))
+        if p.len() != audios.len() {
+            return Err(ort::Error::new(format!("the turn model gave {} answers for {} inputs", p.len(), audios.len())));
+        }
+        Ok(p.to_vec())
+    }
+}
+
+/// A pool thread's work: the predictions waiting, in one inference.
+fn batch(mut model: SmartTurn) -> impl FnMut(Vec<(Vec<f32>, super::pool::Cancel)>) -> Vec<Result<f32, String>> {
+    move |jobs: Vec<(Vec<f32>, super::pool::Cancel)>| {
+        let audios: Vec<&[f32]> = jobs.iter().map(|(a, _)| a.as_slice()).collect();
+        match model.predict_batch(&audios) {
+            Ok(p) => p.into_iter().map(Ok).collect(),
+            Err(e) => jobs.iter().map(|_| Err(e.to_string())).collect(),
+        }
     }
 }
 
 /// A prediction (one 8 s window: ~10–50 ms on a CPU core) running longer than this has hung.
 pub const HANG_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Smart Turn on a `pool` thread: calls ask P(complete) without waiting.
+/// Smart Turn on a batching `pool` thread: calls ask P(complete) without waiting, and the
+/// questions of several calls waiting when the thread is free are answered in one inference.
 pub struct TurnWorker {
     pool: super::pool::Pool<Vec<f32>, f32>,
     provider: Provider,
 }
 
 impl TurnWorker {
-    pub fn spawn(mut model: SmartTurn, queue: usize) -> TurnWorker {
+    /// One copy of the model answering up to `max_batch` predictions per inference.
+    pub fn spawn(model: SmartTurn, max_batch: usize, queue: usize) -> TurnWorker {
         let provider = model.provider();
-        let work = move |audio: Vec<f32>, _: &super::pool::Cancel| model.predict(&audio).map_err(|e| e.to_string());
-        TurnWorker { pool: super::pool::Pool::spawn(vec![work], queue, "turn"), provider }
+        TurnWorker { pool: super::pool::Pool::spawn_batched(vec![batch(model)], max_batch, queue, "turn"), provider }
     }
 
     /// Replace a copy whose prediction has not returned within `limit` (its call's turn is left
     /// to the eagerness bound, as when the model fails).
     pub fn watch(&self, limit: std::time::Duration, load: impl Fn() -> Result<SmartTurn, String> + Send + 'static) {
-        self.pool.watch(limit, move || {
-            let mut model = load()?;
-            Ok(move |audio: Vec<f32>, _: &super::pool::Cancel| model.predict(&audio).map_err(|e| e.to_string()))
-        });
+        self.pool.watch_batched(limit, move || load().map(batch));
     }
 
     pub fn client(&self) -> super::pool::PoolClient<Vec<f32>, f32> {
