@@ -242,7 +242,7 @@ fn retire_hung<O>(slots: &Slots<O>, pending: &AtomicUsize, limit: Duration) -> u
     let mut hung = 0;
     for slot in slots.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
-        if s.retired || !s.busy.first().is_some_and(|b| b.since.elapsed() > limit) {
+        if s.retired || s.busy.first().is_none_or(|b| b.since.elapsed() <= limit) {
             continue;
         }
         for b in &s.busy {

@@ -62,9 +62,12 @@ impl SmartTurn {
     }
 }
 
+/// One call's question: its audio, and whether it is still wanted.
+type Question = (Vec<f32>, super::pool::Cancel);
+
 /// A pool thread's work: the predictions waiting, in one inference.
-fn batch(mut model: SmartTurn) -> impl FnMut(Vec<(Vec<f32>, super::pool::Cancel)>) -> Vec<Result<f32, String>> {
-    move |jobs: Vec<(Vec<f32>, super::pool::Cancel)>| {
+fn batch(mut model: SmartTurn) -> impl FnMut(Vec<Question>) -> Vec<Result<f32, String>> {
+    move |jobs: Vec<Question>| {
         let audios: Vec<&[f32]> = jobs.iter().map(|(a, _)| a.as_slice()).collect();
         match model.predict_batch(&audios) {
             Ok(p) => p.into_iter().map(Ok).collect(),
