@@ -4,28 +4,9 @@
 
 mod common;
 
+use common::audio::{last_speech_packet, pcmu_rms};
 use common::listening_caller::LOUD_RMS;
 use std::time::Duration;
-
-/// RMS of a PCMU payload, decoded.
-fn pcmu_rms(payload: &[u8]) -> f64 {
-    let mut pcm = Vec::new();
-    switchboard::media::g711::decode_ulaw(payload, &mut pcm);
-    common::rms(&pcm)
-}
-
-/// The last agent speech packet of the audio playing at `onset`: the first gap of > 400 ms after
-/// the onset ends it.
-fn last_speech_packet(agent_speech: &[f64], onset: f64) -> f64 {
-    let mut last = onset;
-    for &t in agent_speech.iter().filter(|&&t| t >= onset) {
-        if t - last > 0.4 {
-            break;
-        }
-        last = t;
-    }
-    last
-}
 
 #[test]
 fn the_caller_interrupts_the_greeting() {

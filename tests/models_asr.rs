@@ -488,7 +488,7 @@ fn a_batch_of_turns_gives_each_the_tokens_it_gets_alone() {
     let opts = DecodeOptions::default();
     let alone: Vec<_> = turns.iter().map(|t| w.transcribe(t, &opts).unwrap()).collect();
     let never = || false;
-    let requests: Vec<Request> = turns.iter().map(|audio| Request { audio, opts: &opts, stop: &never }).collect();
+    let requests: Vec<Request> = turns.iter().map(|audio| Request { audio, opts: &opts, stop: &never, draft: &[] }).collect();
     let batched = w.transcribe_batch(&requests);
     for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
         let b = b.as_ref().unwrap();
@@ -508,6 +508,45 @@ fn a_batch_of_turns_gives_each_the_tokens_it_gets_alone() {
     for (i, (a, b)) in alone.iter().zip(&batched).enumerate().skip(1) {
         assert_eq!(b.as_ref().unwrap().tokens, a.tokens, "turn {i} after the first left");
     }
+}
+
+/// A turn decoded with a draft — the tokens of its partial transcript — gets the same tokens as
+/// without one, and the draft's confirmed tokens cost one decoder call, not one each; a draft
+/// that goes another way (another clip's words) is left at its first difference.
+#[test]
+fn a_partial_transcripts_tokens_are_checked_in_one_step_and_change_nothing() {
+    use switchboard::models::asr::batch::Request;
+    let m = models();
+    let dir = common::test_dir("draft");
+    let clip = |file: &str| {
+        let path = dir.join(file);
+        telephone(&m.join("fixtures/speech").join(file), &path);
+        load_16k(&path)
+    };
+    let (clone, beckett) = (clip("clone-test.wav"), clip("beckett.wav"));
+    let mut w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &common::cpu_options(1)).unwrap();
+    w.set_window_floor(TINY_FP32_WINDOW_FLOOR_S);
+    let opts = DecodeOptions::default();
+    let never = || false;
+    let mut decode = |audio: &[f32], draft: &[i64]| w.transcribe_batch(&[Request { audio, opts: &opts, stop: &never, draft }]).remove(0).unwrap();
+    for (name, audio) in [("clone", &clone), ("beckett", &beckett)] {
+        let plain = decode(audio, &[]);
+        assert_eq!(plain.drafted, 0);
+        // What a partial transcript would have said a second before the turn's end.
+        let partial = decode(&audio[..audio.len() - 16000], &[]);
+        let drafted = decode(audio, &partial.tokens);
+        println!("{name}: {:?}; partial {:?}: {} of its {} tokens confirmed; decode {:.0} → {:.0} ms", plain.text, partial.text, drafted.drafted, partial.tokens.len(), plain.decode_ms, drafted.decode_ms);
+        assert_eq!(drafted.tokens, plain.tokens, "{name}: {:?} vs {:?}", drafted.text, plain.text);
+        assert!(drafted.drafted >= partial.tokens.len() / 2, "{name}: only {} of {:?} confirmed", drafted.drafted, partial.text);
+        // The whole transcript as its own draft: every token confirmed.
+        let again = decode(audio, &plain.tokens);
+        assert_eq!((again.tokens.clone(), again.drafted), (plain.tokens.clone(), plain.tokens.len()), "{name}");
+    }
+    let plain = decode(&clone, &[]);
+    let wrong = decode(&beckett, &[]).tokens;
+    let drafted = decode(&clone, &wrong);
+    assert_eq!(drafted.tokens, plain.tokens, "another clip's words as the draft change nothing");
+    assert!(drafted.drafted < 2, "{}", drafted.drafted);
 }
 
 /// Silence, noise and non-speech sounds, through the call's path (VAD turns, then Whisper): no words.

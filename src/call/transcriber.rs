@@ -13,6 +13,11 @@
 //! in, or still on its way) is the turn's final transcript — the audio is the
 //! same, so it is not recognised twice; when the caller goes on, it is dropped.
 //!
+//! Each answered partial's tokens are kept as the turn's draft, given with its
+//! next submission (partial, tentative or final): Whisper checks them in one
+//! decoder step, so at the end of a turn only its tail is decoded token by
+//! token (`models::asr::batch`).
+//!
 //! The recogniser is behind a trait so tests drive turns in virtual time with
 //! a scripted one; in calls it is the shared worker pool (`AsrClient`).
 
@@ -23,16 +28,17 @@ use std::time::{Duration, Instant};
 
 /// What the transcriber needs from a recogniser.
 pub trait Recognizer: Send {
-    /// Queue audio; `None` when refused (queue full, or no idle worker for a partial).
-    fn submit(&mut self, audio: Vec<f32>, partial: bool) -> Option<u64>;
+    /// Queue audio, with a draft of its tokens (a partial transcript's of the same turn, or
+    /// none); `None` when refused (queue full, or no idle worker for a partial).
+    fn submit(&mut self, audio: Vec<f32>, partial: bool, draft: Vec<i64>) -> Option<u64>;
     fn poll(&mut self) -> Option<AsrResult>;
     /// The answer to `seq` is not wanted: a recogniser may skip the work.
     fn cancel(&mut self, _seq: u64) {}
 }
 
 impl Recognizer for AsrClient {
-    fn submit(&mut self, audio: Vec<f32>, partial: bool) -> Option<u64> {
-        AsrClient::submit(self, audio, partial)
+    fn submit(&mut self, audio: Vec<f32>, partial: bool, draft: Vec<i64>) -> Option<u64> {
+        AsrClient::submit_drafted(self, audio, partial, draft)
     }
     fn poll(&mut self) -> Option<AsrResult> {
         AsrClient::poll(self)
@@ -84,6 +90,8 @@ struct OpenTurn {
     /// Sample index where the unsubmitted part of the turn begins.
     start: u64,
     last_partial: Option<Instant>,
+    /// The tokens of the latest partial transcript of the audio from `start`.
+    draft: Vec<i64>,
     /// The current tentative end: its audio time, the recogniser's number for it (None: refused),
     /// and its answer once in.
     tentative: Option<Tentative>,
@@ -150,11 +158,12 @@ impl Transcriber {
         if let Some(t) = &self.turn {
             if self.end() - t.start >= MAX_PIECE_MS * RATE {
                 let (start, end) = (t.start, self.end());
-                let id = t.id;
-                self.submit(id, start, end, Kind::Final);
+                let (id, draft) = (t.id, t.draft.clone());
+                self.submit(id, start, end, Kind::Final, draft);
                 // What was tentative covered the piece just submitted whole: it is void.
                 let void = self.turn.as_mut().and_then(|t| {
                     t.start = end;
+                    t.draft.clear();
                     t.tentative.take()
                 });
                 self.void(void);
@@ -178,17 +187,17 @@ impl Transcriber {
         match *ev {
             TurnEvent::SpeechStarted { audio_start_ms, new_turn: true, turn } => {
                 let start = (audio_start_ms * RATE).clamp(self.base, self.end());
-                self.turn = Some(OpenTurn { id: turn, start, last_partial: Some(now), tentative: None });
+                self.turn = Some(OpenTurn { id: turn, start, last_partial: Some(now), draft: Vec::new(), tentative: None });
             }
             TurnEvent::Tentative { turn, audio_end_ms, .. } => {
                 let Some(t) = &self.turn else { return };
                 if t.id != turn {
                     return;
                 }
-                let (id, start) = (t.id, t.start);
+                let (id, start, draft) = (t.id, t.start, t.draft.clone());
                 let end = self.cut_end(audio_end_ms, start);
                 self.drop_partial();
-                let seq = self.submit(id, start, end, Kind::Tentative);
+                let seq = self.submit(id, start, end, Kind::Tentative, draft);
                 let void = self.turn.as_mut().and_then(|t| t.tentative.replace(Tentative { audio_end_ms, seq, answer: None }));
                 self.void(void);
             }
@@ -215,7 +224,7 @@ impl Transcriber {
                         },
                         other => {
                             self.void(other);
-                            self.submit(t.id, t.start, end, Kind::Final);
+                            self.submit(t.id, t.start, end, Kind::Final, t.draft);
                         }
                     }
                 }
@@ -248,14 +257,14 @@ impl Transcriber {
         ((audio_end_ms + TAIL_MS) * RATE).min(self.end()).max(start)
     }
 
-    fn submit(&mut self, turn: u64, start: u64, end: u64, kind: Kind) -> Option<u64> {
+    fn submit(&mut self, turn: u64, start: u64, end: u64, kind: Kind, draft: Vec<i64>) -> Option<u64> {
         let lo = (start - self.base) as usize;
         let hi = ((end - self.base) as usize).min(self.tape.len());
         let audio: Vec<f32> = self.tape.range(lo..hi).copied().collect();
         let (start_ms, end_ms) = (start / RATE, end / RATE);
         // A tentative cut is as urgent as a final one: the reply waits on it.
         let partial = kind == Kind::Partial;
-        match self.rec.submit(audio, partial) {
+        match self.rec.submit(audio, partial, draft) {
             Some(seq) => {
                 self.partial_inflight |= partial;
                 self.inflight.insert(seq, Submitted { turn, start_ms, end_ms, kind });
@@ -281,11 +290,11 @@ impl Transcriber {
             // Not while the caller pauses: the pause's own transcript is on its way.
             let due = t.tentative.is_none() && t.last_partial.is_none_or(|at| now.duration_since(at) >= interval);
             if due && !self.partial_inflight && self.end() - t.start >= MIN_PARTIAL_MS * RATE {
-                let (id, start, end) = (t.id, t.start, self.end());
+                let (id, start, end, draft) = (t.id, t.start, self.end(), t.draft.clone());
                 if let Some(t) = &mut self.turn {
                     t.last_partial = Some(now);
                 }
-                self.submit(id, start, end, Kind::Partial);
+                self.submit(id, start, end, Kind::Partial, draft);
             }
         }
         while let Some(r) = self.rec.poll() {
@@ -298,9 +307,17 @@ impl Transcriber {
                     if self.turn.as_ref().is_none_or(|t| t.id != s.turn) {
                         continue;
                     }
-                    if let Err(e) = &r.transcript {
-                        tracing::debug!(turn = s.turn, error = %e, "no partial transcript");
-                        continue;
+                    match &r.transcript {
+                        Err(e) => {
+                            tracing::debug!(turn = s.turn, error = %e, "no partial transcript");
+                            continue;
+                        }
+                        // The draft of the turn's next submission, if it is of the same audio's start.
+                        Ok(t) => {
+                            if let Some(open) = self.turn.as_mut().filter(|o| o.start / RATE == s.start_ms) {
+                                open.draft = t.tokens.clone();
+                            }
+                        }
                     }
                 }
                 Kind::Tentative => {

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 struct Script {
     /// (audio, partial) in submission order.
     submitted: Vec<(Vec<f32>, bool)>,
+    /// The draft given with each submission.
+    drafts: Vec<Vec<i64>>,
     /// Refuse finals / partials.
     refuse_final: bool,
     refuse_partial: bool,
@@ -21,12 +23,13 @@ struct Script {
 struct Scripted(Arc<Mutex<Script>>);
 
 impl Recognizer for Scripted {
-    fn submit(&mut self, audio: Vec<f32>, partial: bool) -> Option<u64> {
+    fn submit(&mut self, audio: Vec<f32>, partial: bool, draft: Vec<i64>) -> Option<u64> {
         let mut s = self.0.lock().unwrap();
         if (partial && s.refuse_partial) || (!partial && s.refuse_final) {
             return None;
         }
         s.submitted.push((audio, partial));
+        s.drafts.push(draft);
         Some(s.submitted.len() as u64 - 1)
     }
     fn poll(&mut self) -> Option<AsrResult> {
@@ -43,13 +46,15 @@ fn answer(seq: u64, partial: bool, text: &str) -> AsrResult {
         partial,
         transcript: Ok(Transcript {
             text: text.into(),
-            tokens: vec![],
+            // One token per byte: a draft can be traced back to the text it came from.
+            tokens: text.bytes().map(i64::from).collect(),
             language: None,
             no_speech_prob: 0.01,
             avg_logprob: -0.2,
             audio_ms: 0,
             encode_ms: 0.0,
             decode_ms: 0.0,
+            drafted: 0,
         }),
         latency_ms: 250.0,
     }
@@ -196,6 +201,10 @@ fn partials_come_while_speaking_and_stale_ones_are_dropped() {
     r.run(20);
     let ev = r.events();
     assert!(matches!(&ev[..], [TranscriberEvent::Transcript(t)] if !t.partial && t.text == "hello there"), "{ev:?}");
+    // The answered partial's tokens went with the next partial and with the final (the second
+    // partial never answered) as their draft.
+    let hel: Vec<i64> = "hel".bytes().map(i64::from).collect();
+    assert_eq!(r.script.lock().unwrap().drafts, vec![vec![], hel.clone(), hel]);
 }
 
 #[test]

@@ -578,3 +578,23 @@ pub fn find_in_piecewise(haystack: &[i16], needle: &[i16], piece_len: usize, max
     let mean_ncc = if weights > 0.0 { weighted / weights } else { 1.0 };
     Some(PiecewiseMatch { lag, ncc, pieces, mean_ncc, min_ncc })
 }
+
+/// RMS of a PCMU payload, decoded.
+pub fn pcmu_rms(payload: &[u8]) -> f64 {
+    let mut pcm = Vec::new();
+    switchboard::media::g711::decode_ulaw(payload, &mut pcm);
+    rms(&pcm)
+}
+
+/// The last agent speech packet of the audio playing at `onset` (times of the agent's loud
+/// packets, in order): the first gap of > 400 ms after the onset ends it.
+pub fn last_speech_packet(agent_speech: &[f64], onset: f64) -> f64 {
+    let mut last = onset;
+    for &t in agent_speech.iter().filter(|&&t| t >= onset) {
+        if t - last > 0.4 {
+            break;
+        }
+        last = t;
+    }
+    last
+}

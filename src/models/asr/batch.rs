@@ -12,6 +12,19 @@
 //! The prompt is the same length for every row of a model, so the rows stay
 //! aligned without padding or masks. One turn alone is a batch of one: the
 //! same code, the same ONNX Runtime calls as before batching.
+//!
+//! A turn decoded alone may bring a draft: the tokens of its last partial
+//! transcript (issue 17: at the end of a turn only the tail should be new
+//! work). Each decoder call feeds, after the token just chosen, the draft's
+//! continuation of that token (the draft read from where it was last
+//! followed: prompt lookup, as in llama.cpp's lookup decoding), and checks it
+//! the way speculative decoding checks a draft: each position's greedy choice
+//! is taken while it is the draft's next token, the first difference is the
+//! next token, and the cache is cut back to the tokens kept. So a partial that
+//! said "I do, I think …" where the end says "I do. I think …" is picked up
+//! again after the full stop. The result is the greedy decode (a token that
+//! differs from the draft is never kept), but the tokens the partial already
+//! had cost one call together instead of one call each.
 
 use super::{greedy, DecodeOptions, Transcript, Whisper, WindowResult, CANCELLED, FRAMES, WINDOW_SAMPLES};
 use ort::value::{DynValue, Tensor};
@@ -25,6 +38,9 @@ pub struct Request<'a> {
     pub opts: &'a DecodeOptions,
     /// The turn is no longer wanted: it leaves the batch with the `CANCELLED` error.
     pub stop: &'a dyn Fn() -> bool,
+    /// What a partial transcript of this turn decoded (its tokens), or nothing: checked in one
+    /// call when the turn is decoded alone.
+    pub draft: &'a [i64],
 }
 
 /// A row still decoding.
@@ -32,6 +48,13 @@ struct Row {
     /// Its index in the batch given to `decode`.
     index: usize,
     feed: Vec<i64>,
+    /// Tokens at the end of `feed` that are the draft's guess, to be checked.
+    proposed: usize,
+    /// Its request's draft; where the draft was last followed (the index after the last token
+    /// confirmed: lookups start there); where the guess being checked starts in it.
+    draft: Vec<i64>,
+    cursor: usize,
+    guess_at: usize,
     budget: usize,
     out: WindowResult,
 }
@@ -129,8 +152,13 @@ impl Whisper {
             let feed = self.spec.prompt(lang_token);
             let seconds = r.audio.len() as f32 / 16000.0;
             let budget = ((seconds * r.opts.max_tokens_per_second) as usize + 16).min(self.spec.max_length - feed.len());
-            let out = WindowResult { runaway: false, tokens: Vec::new(), language, no_speech_prob: 0.0, logprob_sum: 0.0, scored: 0, encode_ms, decode_ms: 0.0 };
-            rows.push(Row { index, feed, budget, out });
+            let out = WindowResult { runaway: false, tokens: Vec::new(), language, no_speech_prob: 0.0, logprob_sum: 0.0, scored: 0, encode_ms, decode_ms: 0.0, drafted: 0 };
+            rows.push(Row { index, feed, proposed: 0, draft: r.draft.to_vec(), cursor: 0, guess_at: 0, budget, out });
+        }
+        // Alone, the turn's draft follows its prompt in the first call (the rows of a batch must
+        // stay aligned, so a row guesses only once it is alone).
+        if let [row] = rows.as_mut_slice() {
+            row.propose(0);
         }
         if rows.len() < batch.len() {
             cross_kv = keep_rows(&cross_kv, &rows.iter().map(|r| r.index).collect::<Vec<_>>())?;
@@ -151,48 +179,96 @@ impl Whisper {
                 break;
             }
             let n = rows[0].feed.len();
+            let past = self_kv.shape()[2] as usize;
             let tokens: Vec<i64> = rows.iter().flat_map(|r| r.feed.iter().copied()).collect();
             let (logits, next_kv) = self.step(&tokens, rows.len(), &self_kv, &cross_kv)?;
             self_kv = next_kv;
             let mut ended = vec![false; rows.len()];
+            let mut cut_back = None;
             for (k, row) in rows.iter_mut().enumerate() {
                 let own = &logits[k * n * vocab..(k + 1) * n * vocab];
                 let first = row.out.scored == 0;
                 if first {
                     row.out.no_speech_prob = greedy::no_speech_prob(&own[..vocab], self.spec.no_speech);
                 }
-                let mut last = own[(n - 1) * vocab..].to_vec();
-                greedy::suppress(&mut last, &self.spec.suppress_ids);
-                if first {
-                    greedy::suppress(&mut last, &self.spec.suppress_ids_begin);
-                }
-                let (id, lp) = greedy::argmax_logprob(&last);
-                row.out.logprob_sum += lp;
-                row.out.scored += 1;
-                if id == self.spec.eot {
-                    ended[k] = true;
-                } else {
+                // The choices from the last position fed for sure (the prompt's last, or the token
+                // chosen last); the draft's guesses after it are checked.
+                let from = n - 1 - row.proposed;
+                let mut next = None;
+                for pos in from..n {
+                    let mut l = own[pos * vocab..(pos + 1) * vocab].to_vec();
+                    greedy::suppress(&mut l, &self.spec.suppress_ids);
+                    if row.out.scored == 0 {
+                        greedy::suppress(&mut l, &self.spec.suppress_ids_begin);
+                    }
+                    let (id, lp) = greedy::argmax_logprob(&l);
+                    row.out.logprob_sum += lp;
+                    row.out.scored += 1;
+                    if id == self.spec.eot {
+                        ended[k] = true;
+                        break;
+                    }
                     row.out.tokens.push(id);
                     if row.out.tokens.len() >= row.budget || greedy::looping(&row.out.tokens, 8, 4) {
                         row.out.runaway = true;
                         ended[k] = true;
+                        break;
                     }
+                    if pos + 1 < n && row.feed[pos + 1] == id {
+                        row.out.drafted += 1; // the draft's token, confirmed: its cache entry stays
+                        row.guess_at += 1;
+                        row.cursor = row.guess_at;
+                        continue;
+                    }
+                    if pos + 1 < n {
+                        // The draft goes another way from here: the cache keeps what was confirmed.
+                        cut_back = Some(past + pos + 1);
+                    }
+                    next = Some(id);
+                    break;
                 }
-                row.feed = vec![id];
+                if let Some(id) = next {
+                    row.feed = vec![id];
+                    row.proposed = 0;
+                }
                 if ended[k] {
                     row.out.decode_ms = t1.elapsed().as_secs_f64() * 1000.0;
                     results[row.index] = Some(Ok(std::mem::replace(&mut row.out, WindowResult::empty())));
                 }
             }
             (rows, self_kv, cross_kv) = leave(rows, &ended, self_kv, cross_kv)?;
+            // Only a row alone guesses: cut its cache (if it goes on) back to what was kept, and
+            // guess again after the token it chose.
+            if let [row] = rows.as_mut_slice() {
+                if let Some(keep) = cut_back {
+                    self_kv = keep_positions(&self_kv, keep)?;
+                }
+                if let Some(&last) = row.feed.last() {
+                    if let Some(i) = row.draft.iter().skip(row.cursor).position(|&t| t == last) {
+                        row.propose(row.cursor + i + 1);
+                    }
+                }
+            }
         }
         Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(ort::Error::new("a row of the batch was not decoded")))).collect())
     }
 }
 
+impl Row {
+    /// Feed the draft from `at` after what is fed already (within the token budget), to be checked.
+    fn propose(&mut self, at: usize) {
+        let room = self.budget.saturating_sub(self.out.tokens.len() + 1);
+        let guess = &self.draft[at.min(self.draft.len())..];
+        let guess = &guess[..guess.len().min(room)];
+        self.feed.extend_from_slice(guess);
+        self.proposed = guess.len();
+        self.guess_at = at;
+    }
+}
+
 impl WindowResult {
     fn empty() -> WindowResult {
-        WindowResult { runaway: false, tokens: Vec::new(), language: None, no_speech_prob: 0.0, logprob_sum: 0.0, scored: 0, encode_ms: 0.0, decode_ms: 0.0 }
+        WindowResult { runaway: false, tokens: Vec::new(), language: None, no_speech_prob: 0.0, logprob_sum: 0.0, scored: 0, encode_ms: 0.0, decode_ms: 0.0, drafted: 0 }
     }
 }
 
@@ -226,4 +302,17 @@ fn keep_rows(cache: &DynValue, keep: &[usize]) -> Result<DynValue, ort::Error> {
         }
     }
     Ok(Tensor::from_array(([layers, keep.len(), t, d], out))?.into_dyn())
+}
+
+/// A cache [2L, B, T, D] with only its first `keep` positions.
+fn keep_positions(cache: &DynValue, keep: usize) -> Result<DynValue, ort::Error> {
+    let (shape, data) = cache.try_extract_tensor::<f32>()?;
+    let [layers, batch, t, d] = [shape[0], shape[1], shape[2], shape[3]].map(|x| x as usize);
+    let keep = keep.min(t);
+    let mut out = Vec::with_capacity(layers * batch * keep * d);
+    for lb in 0..layers * batch {
+        let at = lb * t * d;
+        out.extend_from_slice(&data[at..at + keep * d]);
+    }
+    Ok(Tensor::from_array(([layers, batch, keep, d], out))?.into_dyn())
 }

@@ -153,6 +153,8 @@ pub struct Transcript {
     /// Wall time in the encoder and the decoder loop.
     pub encode_ms: f64,
     pub decode_ms: f64,
+    /// Tokens taken from the draft (a partial transcript's) after one check, not decoded one by one.
+    pub drafted: usize,
 }
 
 pub struct Whisper {
@@ -265,7 +267,7 @@ impl Whisper {
         let mut windows = Vec::new();
         for window in audio.chunks(WINDOW_SAMPLES) {
             let frames = self.window_frames(window.len());
-            let request = batch::Request { audio: window, opts, stop };
+            let request = batch::Request { audio: window, opts, stop, draft: &[] };
             windows.push(self.windows(&[&request], frames)?.remove(0)?);
         }
         Ok(self.transcript(audio.len(), windows, opts))
@@ -283,6 +285,7 @@ impl Whisper {
             audio_ms: samples as u64 / 16,
             encode_ms: 0.0,
             decode_ms: 0.0,
+            drafted: 0,
         };
         let mut texts = Vec::new();
         let mut logprob_sum = 0.0;
@@ -290,6 +293,7 @@ impl Whisper {
         for (i, w) in windows.into_iter().enumerate() {
             out.encode_ms += w.encode_ms;
             out.decode_ms += w.decode_ms;
+            out.drafted += w.drafted;
             if i == 0 {
                 out.no_speech_prob = w.no_speech_prob;
                 out.language = w.language.clone();
@@ -390,6 +394,8 @@ struct WindowResult {
     scored: usize,
     encode_ms: f64,
     decode_ms: f64,
+    /// Tokens of the draft confirmed (see `batch`).
+    drafted: usize,
 }
 
 #[cfg(test)]

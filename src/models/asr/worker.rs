@@ -10,7 +10,8 @@ use crate::models::pool::{Cancel, Pool, PoolClient};
 use crate::models::runtime::Provider;
 use std::sync::Arc;
 
-type Input = (Vec<f32>, Arc<DecodeOptions>);
+/// A turn's audio, how to decode it, and a draft of its tokens (see `asr::batch`).
+type Input = (Vec<f32>, Arc<DecodeOptions>, Vec<i64>);
 
 /// A transcription running longer than this has hung: a turn is at most one 30 s window, which
 /// takes seconds on the slowest CPU this runs on (tiny.en: ~1 s, base: ~3 s on 2 cores).
@@ -37,7 +38,7 @@ pub struct AsrWorker {
 fn batch(mut m: Whisper) -> impl FnMut(Vec<(Input, Cancel)>) -> Vec<Result<Transcript, String>> {
     move |jobs: Vec<(Input, Cancel)>| {
         let stops: Vec<_> = jobs.iter().map(|(_, cancel)| move || cancel.is_cancelled()).collect();
-        let requests: Vec<Request> = jobs.iter().zip(&stops).map(|(((audio, opts), _), stop)| Request { audio, opts, stop }).collect();
+        let requests: Vec<Request> = jobs.iter().zip(&stops).map(|(((audio, opts, draft), _), stop)| Request { audio, opts, stop, draft }).collect();
         m.transcribe_batch(&requests).into_iter().map(|r| r.map_err(|e| e.to_string())).collect()
     }
 }
@@ -86,8 +87,14 @@ pub struct AsrClient {
 impl AsrClient {
     /// Queue 16 kHz audio; `None` when refused (queue full, or a partial while no thread is idle).
     pub fn submit(&mut self, audio: Vec<f32>, partial: bool) -> Option<u64> {
+        self.submit_drafted(audio, partial, Vec::new())
+    }
+
+    /// `submit` with a draft: the tokens of a partial transcript of the same turn, which the
+    /// recogniser checks in one step instead of decoding them one by one (`asr::batch`).
+    pub fn submit_drafted(&mut self, audio: Vec<f32>, partial: bool, draft: Vec<i64>) -> Option<u64> {
         let opts = if partial { &self.partial_opts } else { &self.opts };
-        self.inner.submit((audio, opts.clone()), partial)
+        self.inner.submit((audio, opts.clone(), draft), partial)
     }
 
     pub fn poll(&mut self) -> Option<AsrResult> {
