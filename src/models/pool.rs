@@ -1,9 +1,9 @@
 //! Model work off the async runtime: a few threads, each owning its own copy
 //! of a model (an ONNX Runtime session runs one request at a time), fed from
 //! one bounded queue. A batching pool (`Pool::spawn_batched`) gives a thread
-//! every job waiting when it is free, up to `max_batch`, to compute in one
-//! batched model call: one copy of the model serves several calls at once. A call submits without waiting and polls for the
-//! answer from its media loop: a full queue refuses the job (the call counts
+//! the jobs waiting when it is free, up to `max_batch`, to compute in one
+//! batched model call: one copy of the model serves several calls at once. A
+//! call submits without waiting and polls for the answer from its media loop: a full queue refuses the job (the call counts
 //! it and degrades) rather than delaying every other call. Low-priority jobs
 //! (partial transcripts) are only accepted while a thread would otherwise be
 //! idle, so they never delay real work. A model that errors or panics answers
@@ -76,13 +76,7 @@ pub struct Answer<O> {
 
 pub struct Pool<I, O> {
     tx: SyncSender<Job<I, O>>,
-    rx: Arc<Mutex<Receiver<Job<I, O>>>>,
-    /// Jobs submitted and not yet answered, across clients.
-    pending: Arc<AtomicUsize>,
-    threads: usize,
-    /// Jobs a thread takes at once.
-    max_batch: usize,
-    backlog: Arc<Backlog>,
+    queue: Queue<I, O>,
     /// Each thread's state, for the watchdog.
     slots: Slots<O>,
     name: String,
@@ -133,12 +127,11 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
         let threads = workers.len();
         let max_batch = max_batch.max(1);
         let slots = Arc::new(Mutex::new(Vec::new()));
-        let backlog = Backlog::new();
-        let queue = Queue { rx: rx.clone(), pending: pending.clone(), backlog: backlog.clone(), max_batch, threads };
+        let queue = Queue { rx, pending, backlog: Backlog::new(), max_batch, threads };
         for work in workers {
             start_thread(work, &queue, &slots, name);
         }
-        Pool { tx, rx, pending, threads, max_batch, backlog, slots, name: name.to_string(), alive: Arc::new(()) }
+        Pool { tx, queue, slots, name: name.to_string(), alive: Arc::new(()) }
     }
 
     /// Watch the threads: a job running longer than `limit` is answered with an error, and its
@@ -158,11 +151,10 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
         B: FnMut(Vec<(I, Cancel)>) -> Vec<Result<O, String>> + Send + 'static,
         M: FnMut() -> Result<B, String> + Send + 'static,
     {
-        let queue = Queue { rx: self.rx.clone(), pending: self.pending.clone(), backlog: self.backlog.clone(), max_batch: self.max_batch, threads: self.threads };
-        let (pending, slots, name) = (self.pending.clone(), self.slots.clone(), self.name.clone());
+        let (queue, slots, name) = (self.queue.clone(), self.slots.clone(), self.name.clone());
         let alive: Weak<()> = Arc::downgrade(&self.alive);
         let spawned = crate::models::spawn_watchdog(format!("{}-watchdog", self.name), limit, alive, move || {
-            let hung = retire_hung(&slots, &pending, limit);
+            let hung = retire_hung(&slots, &queue.pending, limit);
             for _ in 0..hung {
                 tracing::warn!(model = %name, limit_ms = limit.as_millis() as u64, "a model call did not return: its job failed, a new worker takes its place");
                 match make() {
@@ -179,21 +171,22 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
 
     pub fn client(&self) -> PoolClient<I, O> {
         let (reply, answers) = mpsc::channel();
-        PoolClient { tx: self.tx.clone(), pending: self.pending.clone(), threads: self.threads, reply, answers, next_seq: 0, outstanding: HashMap::new(), backlog: self.backlog.clone(), slots: self.slots.clone() }
+        let q = &self.queue;
+        PoolClient { tx: self.tx.clone(), pending: q.pending.clone(), threads: q.threads, reply, answers, next_seq: 0, outstanding: HashMap::new(), backlog: q.backlog.clone(), slots: self.slots.clone() }
     }
 
     /// The jobs waiting for a thread.
     pub fn backlog(&self) -> &Arc<Backlog> {
-        &self.backlog
+        &self.queue.backlog
     }
 
     /// Jobs waiting or running, across clients.
     pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Relaxed)
+        self.queue.pending.load(Ordering::Relaxed)
     }
 
     pub fn threads(&self) -> usize {
-        self.threads
+        self.queue.threads
     }
 }
 
@@ -210,8 +203,11 @@ where
 /// What a pool's threads share: the queue they take jobs from, and how they take them.
 struct Queue<I, O> {
     rx: Arc<Mutex<Receiver<Job<I, O>>>>,
+    /// Jobs submitted and not yet answered, across clients.
     pending: Arc<AtomicUsize>,
+    /// The jobs no thread has taken yet.
     backlog: Arc<Backlog>,
+    /// Jobs a thread takes at once.
     max_batch: usize,
     threads: usize,
 }
