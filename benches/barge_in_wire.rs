@@ -13,7 +13,6 @@
 //! Needs the models (`scripts/setup.sh --test`) and sipp, tcpdump, sox.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::audio::{last_speech_packet, pcmu_rms};

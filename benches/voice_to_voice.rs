@@ -32,7 +32,6 @@
 //! Needs the models (`scripts/setup.sh --test`) and sipp, tcpdump, sox.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::time::Duration;
