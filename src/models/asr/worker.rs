@@ -1,8 +1,10 @@
 //! Recognition on a batching `models::pool`: `workers` threads, each owning
-//! one `Whisper` (one by default: one copy per device), each taking every turn
-//! waiting when it is free (up to `max_batch`) and recognising them together
-//! (`asr::batch`); calls submit finished turns (and, when a thread is idle,
-//! partials) and poll for the answers from their media loop.
+//! one `Whisper` (one unless the config says more: one copy per device; the
+//! shipped config has two on 2 CPU cores, where that measured better), each
+//! taking its share of the turns waiting when it is free (up to `max_batch`)
+//! and recognising them together (`asr::batch`); calls submit finished turns
+//! (and, when a thread is idle, partials) and poll for the answers from their
+//! media loop.
 
 use super::batch::Request;
 use super::{DecodeOptions, Transcript, Whisper};
