@@ -15,8 +15,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::audio::{last_speech_packet, pcmu_rms};
-use common::listening_caller::LOUD_RMS;
+use common::audio::{last_speech_packet, loud_times, pcmu_both_ways};
 use std::time::Duration;
 
 const GREETING: &str = "Thank you for calling Sunny Bakery. Our opening hours are seven to six on weekdays and eight to two on Saturday, \
@@ -63,14 +62,12 @@ fn main() {
         let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(60));
         let pkts = cap.stop();
         assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
-        let rtp: Vec<common::audio::RtpPacket> = pkts.iter().filter_map(|p| common::audio::parse_rtp(p.time, p.src, p.dst, &p.payload)).collect();
-        let ours = |p: &&common::audio::RtpPacket| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port()) && p.pt == 0;
-        let theirs = |p: &&common::audio::RtpPacket| (ports.rtp_low..=ports.rtp_high).contains(&p.dst.port()) && p.pt == 0;
-        let Some(onset) = rtp.iter().filter(theirs).find(|p| pcmu_rms(&p.payload) > LOUD_RMS).map(|p| p.time) else {
+        let (caller, agent) = pcmu_both_ways(&pkts, &ports);
+        let Some(&onset) = loud_times(&caller).first() else {
             println!("call {i:2}: the caller's speech is not on the wire");
             continue;
         };
-        let agent: Vec<f64> = rtp.iter().filter(ours).filter(|p| pcmu_rms(&p.payload) > LOUD_RMS).map(|p| p.time).collect();
+        let agent = loud_times(&agent);
         // Only an interruption of audio that was playing counts (not one in a pause of the greeting).
         if !agent.iter().any(|&t| t < onset && t > onset - 0.1) {
             println!("call {i:2}: \"{words}\" at {at:.2} s fell in a pause of the greeting: not counted");

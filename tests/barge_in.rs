@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::audio::{last_speech_packet, pcmu_rms};
-use common::listening_caller::LOUD_RMS;
+use common::audio::{last_speech_packet, loud_times, pcmu_both_ways, pcmu_rms};
 use std::time::Duration;
 
 #[test]
@@ -35,14 +34,11 @@ and we are closed on Sunday. Custom cakes need two days of notice. How can I hel
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
 
     // Both directions on the wire, by capture time.
-    let rtp: Vec<common::audio::RtpPacket> = pkts.iter().filter_map(|p| common::audio::parse_rtp(p.time, p.src, p.dst, &p.payload)).collect();
-    let ours = |p: &&common::audio::RtpPacket| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port()) && p.pt == 0;
-    let theirs = |p: &&common::audio::RtpPacket| (ports.rtp_low..=ports.rtp_high).contains(&p.dst.port()) && p.pt == 0;
-    let n_theirs = rtp.iter().filter(theirs).count();
-    let max_theirs = rtp.iter().filter(theirs).map(|p| pcmu_rms(&p.payload)).fold(0.0, f64::max);
-    eprintln!("rtp {} packets; caller {n_theirs} (max rms {max_theirs:.3}); agent {}", rtp.len(), rtp.iter().filter(ours).count());
-    let caller_onset = rtp.iter().filter(theirs).find(|p| pcmu_rms(&p.payload) > LOUD_RMS).expect("the caller's speech on the wire").time;
-    let agent_speech: Vec<f64> = rtp.iter().filter(ours).filter(|p| pcmu_rms(&p.payload) > LOUD_RMS).map(|p| p.time).collect();
+    let (caller, agent) = pcmu_both_ways(&pkts, &ports);
+    let max_caller = caller.iter().map(|p| pcmu_rms(&p.payload)).fold(0.0, f64::max);
+    eprintln!("rtp: caller {} packets (max rms {max_caller:.3}); agent {}", caller.len(), agent.len());
+    let caller_onset = *loud_times(&caller).first().expect("the caller's speech on the wire");
+    let agent_speech = loud_times(&agent);
     assert!(agent_speech.iter().any(|&t| t < caller_onset - 1.0), "the greeting was playing before the caller spoke");
     let stop_ms = (last_speech_packet(&agent_speech, caller_onset) - caller_onset) * 1000.0;
     println!("caller onset on the wire → last greeting packet: {stop_ms:.0} ms");
@@ -86,7 +82,7 @@ fn interrupted_reply(name: &str, played_s: f64, min_played_s: f64, max_played_s:
     // waits for it, but the call's length is fixed).
     let _one = common::one_llm_call_at_a_time();
     common::require_tools(&["sipp", "tcpdump", "sox"]);
-    let InterruptedCall { app, dir, ports, pkts, rtp, first_theirs, q_end, onset, agent_speech, reply_start } = interrupted_call(name, played_s);
+    let InterruptedCall { app, dir, ports, pkts, first_ours, first_theirs, q_end, onset, agent_speech, reply_start } = interrupted_call(name, played_s);
     assert!(
         onset - reply_start > min_played_s && onset - reply_start < max_played_s,
         "the reply had been playing for {:.1} s when the caller interrupted, not {min_played_s}–{max_played_s} s (it began {:.1} s after the question)\n{}",
@@ -95,7 +91,6 @@ fn interrupted_reply(name: &str, played_s: f64, min_played_s: f64, max_played_s:
         app.log_tail(40)
     );
     let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
-    let ours = |p: &&common::audio::RtpPacket| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port()) && p.pt == 0;
     assert!(
         agent_speech.iter().any(|&t| t < onset && t > onset - 0.3),
         "the agent was not talking when the caller began (a gap in the reply?)\n{}",
@@ -108,8 +103,7 @@ fn interrupted_reply(name: &str, played_s: f64, min_played_s: f64, max_played_s:
 
     // What the caller heard of the reply, in Whisper's words.
     let audio = common::speech::agent_audio_16k(&dir, &pkts, &ports);
-    let t0 = rtp.iter().find(ours).unwrap().time;
-    let (a, b) = (((reply_start - t0 - 0.1) * 16000.0) as usize, (((stop - t0) + 0.05) * 16000.0) as usize);
+    let (a, b) = (((reply_start - first_ours - 0.1) * 16000.0) as usize, (((stop - first_ours) + 0.05) * 16000.0) as usize);
     let heard_audio = &audio[a.min(audio.len())..b.min(audio.len())];
     let on_wire: Vec<String> = common::speech::transcribe_16k(&m, heard_audio).into_iter().map(|t| t.transcript.text).collect();
     let on_wire = on_wire.join(" ");
@@ -156,7 +150,8 @@ struct InterruptedCall {
     dir: std::path::PathBuf,
     ports: common::Ports,
     pkts: Vec<common::UdpPacket>,
-    rtp: Vec<common::audio::RtpPacket>,
+    /// Capture time of the agent's first packet (the start of the agent's audio as decoded).
+    first_ours: f64,
     /// Capture time of the caller's first packet (the caller's time zero).
     first_theirs: f64,
     /// End of the question on the caller's clock (s).
@@ -201,13 +196,12 @@ fn interrupted_call(name: &str, played_s: f64) -> InterruptedCall {
     assert!(said.timed_out.is_empty() && said.step_starts.len() == 4, "the agent's reply never played {played_s} s: {said:?}\n{}", app.log_tail(40));
 
     // The wire: the interruption's onset, and the reply's audio around it.
-    let rtp: Vec<common::audio::RtpPacket> = pkts.iter().filter_map(|p| common::audio::parse_rtp(p.time, p.src, p.dst, &p.payload)).collect();
-    let ours = |p: &&common::audio::RtpPacket| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port()) && p.pt == 0;
-    let theirs = |p: &&common::audio::RtpPacket| (ports.rtp_low..=ports.rtp_high).contains(&p.dst.port()) && p.pt == 0;
-    let first_theirs = rtp.iter().find(theirs).expect("the caller's RTP").time;
+    let (caller, agent) = pcmu_both_ways(&pkts, &ports);
+    let first_theirs = caller.first().expect("the caller's RTP").time;
+    let first_ours = agent.first().expect("the agent's RTP").time;
     let q_end = said.step_ends[1];
-    let onset = rtp.iter().filter(theirs).find(|p| p.time > first_theirs + said.step_starts[3] - 0.1 && pcmu_rms(&p.payload) > LOUD_RMS).expect("the interruption on the wire").time;
-    let agent_speech: Vec<f64> = rtp.iter().filter(ours).filter(|p| pcmu_rms(&p.payload) > LOUD_RMS).map(|p| p.time).collect();
+    let onset = *loud_times(&caller).iter().find(|&&t| t > first_theirs + said.step_starts[3] - 0.1).expect("the interruption on the wire");
+    let agent_speech = loud_times(&agent);
     let reply_start = *agent_speech.iter().find(|&&t| t > first_theirs + q_end).expect("the agent answered the question");
-    InterruptedCall { app, dir, ports, pkts, rtp, first_theirs, q_end, onset, agent_speech, reply_start }
+    InterruptedCall { app, dir, ports, pkts, first_ours, first_theirs, q_end, onset, agent_speech, reply_start }
 }

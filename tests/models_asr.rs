@@ -91,6 +91,13 @@ fn telephone(src: &Path, out: &Path) {
     sox(&[&ulaw, &"-D", &"-e", &"signed-integer", &"-b", &"16", &"-r", &"16000", &out]);
 }
 
+/// The speech fixture `file` through the telephone (`telephone`, written in `dir`), as 16 kHz samples.
+fn telephone_clip(dir: &Path, file: &str) -> Vec<f32> {
+    let out = dir.join(file);
+    telephone(&models().join("fixtures/speech").join(file), &out);
+    load_16k(&out)
+}
+
 /// Split a WAV longer than 30 s at its quietest 200 ms between 12 and 28 s into the piece.
 fn split(path: &Path) -> Vec<PathBuf> {
     let (pcm, rate) = common::read_wav_mono_i16(path);
@@ -405,10 +412,7 @@ fn window_floor_sweep() {
 fn the_fitted_encoder_at_3000_frames_is_the_full_window_path() {
     use switchboard::models::melspec::LogMel;
     let m = models();
-    let dir = common::test_dir("fitted3000");
-    let tel = dir.join("clone.wav");
-    telephone(&m.join("fixtures/speech/clone-test.wav"), &tel);
-    let audio = load_16k(&tel);
+    let audio = telephone_clip(&common::test_dir("fitted3000"), "clone-test.wav");
     let opts = common::cpu_options(2);
     let mut w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &opts).unwrap();
     assert!(w.spec().fitted_window(), "whisper_tiny_en was converted by converter version {}: run scripts/setup.sh", w.spec().converter_version);
@@ -446,9 +450,7 @@ fn short_clips_transcribe_the_same_words_in_the_fitted_window() {
         (Precision::Fp32, MEASURED_WINDOW_FLOOR_S, "clone-test.wav"),
         (Precision::Int8, MEASURED_WINDOW_FLOOR_S, "beckett.wav"),
     ] {
-        let path = dir.join(file);
-        telephone(&m.join("fixtures/speech").join(file), &path);
-        let audio = load_16k(&path);
+        let audio = telephone_clip(&dir, file);
         let mut w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), p, &common::cpu_options(2)).unwrap();
         w.set_window_floor(30.0);
         assert_eq!(w.window_frames(audio.len()), 3000);
@@ -473,12 +475,7 @@ fn a_batch_of_turns_gives_each_the_tokens_it_gets_alone() {
     use switchboard::models::asr::CANCELLED;
     let m = models();
     let dir = common::test_dir("batch");
-    let clip = |file: &str| {
-        let path = dir.join(file);
-        telephone(&m.join("fixtures/speech").join(file), &path);
-        load_16k(&path)
-    };
-    let (clone, beckett) = (clip("clone-test.wav"), clip("beckett.wav"));
+    let (clone, beckett) = (telephone_clip(&dir, "clone-test.wav"), telephone_clip(&dir, "beckett.wav"));
     // Two turns in the 10 s window that end at different tokens, one in the 20 s window, a
     // second of silence (no words), and the clone clip again.
     let turns: Vec<Vec<f32>> = vec![clone.clone(), clone[..2 * 16000].to_vec(), beckett, vec![0.0; 16000], clone];
@@ -518,12 +515,7 @@ fn a_partial_transcripts_tokens_are_checked_in_one_step_and_change_nothing() {
     use switchboard::models::asr::batch::Request;
     let m = models();
     let dir = common::test_dir("draft");
-    let clip = |file: &str| {
-        let path = dir.join(file);
-        telephone(&m.join("fixtures/speech").join(file), &path);
-        load_16k(&path)
-    };
-    let (clone, beckett) = (clip("clone-test.wav"), clip("beckett.wav"));
+    let (clone, beckett) = (telephone_clip(&dir, "clone-test.wav"), telephone_clip(&dir, "beckett.wav"));
     let mut w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &common::cpu_options(1)).unwrap();
     w.set_window_floor(TINY_FP32_WINDOW_FLOOR_S);
     let opts = DecodeOptions::default();
@@ -646,12 +638,7 @@ fn the_worker_pool_is_bounded_and_answers_what_it_accepts() {
     let w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Int8, &common::cpu_options(1)).unwrap();
     let pool = AsrWorker::spawn(vec![w], 1, 1, "test");
     let mut client = pool.client(DecodeOptions::default());
-    let clip = load_16k(&{
-        let dir = common::test_dir("pool");
-        let tel = dir.join("clone.wav");
-        telephone(&m.join("fixtures/speech/clone-test.wav"), &tel);
-        tel
-    });
+    let clip = telephone_clip(&common::test_dir("pool"), "clone-test.wav");
     let first = client.submit(clip.clone(), false).expect("an idle pool takes a job");
     // The one worker is busy (or about to be): a partial is not worth delaying anything for.
     assert_eq!(client.submit(clip.clone(), true), None, "partial refused while the worker is busy");

@@ -598,3 +598,18 @@ pub fn last_speech_packet(agent_speech: &[f64], onset: f64) -> f64 {
     }
     last
 }
+
+/// A capture's PCMU packets split at the appliance's RTP ports, in capture order: the caller's
+/// (sent to those ports) and the agent's (sent from them).
+pub fn pcmu_both_ways(pkts: &[UdpPacket], ports: &super::Ports) -> (Vec<RtpPacket>, Vec<RtpPacket>) {
+    let appliance = ports.rtp_low..=ports.rtp_high;
+    let rtp: Vec<RtpPacket> = pkts.iter().filter_map(|p| parse_rtp(p.time, p.src, p.dst, &p.payload)).filter(|p| p.pt == 0).collect();
+    let caller = rtp.iter().filter(|p| appliance.contains(&p.dst.port())).cloned().collect();
+    let agent = rtp.into_iter().filter(|p| appliance.contains(&p.src.port())).collect();
+    (caller, agent)
+}
+
+/// Capture times of the PCMU packets that carry speech (decoded RMS over `LOUD_RMS`).
+pub fn loud_times(pkts: &[RtpPacket]) -> Vec<f64> {
+    pkts.iter().filter(|p| pcmu_rms(&p.payload) > super::listening_caller::LOUD_RMS).map(|p| p.time).collect()
+}
