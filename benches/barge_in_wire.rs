@@ -18,7 +18,8 @@ mod common;
 use common::audio::{last_speech_packet, loud_times, pcmu_both_ways};
 use std::time::Duration;
 
-const GREETING: &str = "Thank you for calling Sunny Bakery. Our opening hours are seven to six on weekdays and eight to two on Saturday, \
+const GREETING: &str =
+    "Thank you for calling Sunny Bakery. Our opening hours are seven to six on weekdays and eight to two on Saturday, \
 and we are closed on Sunday. Custom cakes need two days of notice. How can I help you today?";
 
 const INTERRUPTIONS: [&str; 5] = [
@@ -38,7 +39,8 @@ fn main() {
     if args.iter().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches`: nothing to run quickly here.
     }
-    let calls: usize = args.windows(2).find(|w| w[0] == "--calls").map(|w| w[1].parse().expect("--calls N")).unwrap_or(10);
+    let calls: usize =
+        args.windows(2).find(|w| w[0] == "--calls").map(|w| w[1].parse().expect("--calls N")).unwrap_or(10);
     common::require_tools(&["sipp", "tcpdump", "sox"]);
     let m = common::models_dir("whisper_tiny_en/whisper.json");
     let ports = common::alloc_ports();
@@ -49,7 +51,9 @@ fn main() {
         m = m.display(),
     );
     let app = common::Appliance::start_in(&dir, &cfg, &ports);
-    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml")).unwrap().replace("<pause milliseconds=\"9000\"/>", "<pause milliseconds=\"7000\"/>");
+    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml"))
+        .unwrap()
+        .replace("<pause milliseconds=\"9000\"/>", "<pause milliseconds=\"7000\"/>");
     let scen = dir.join("barge.xml");
     std::fs::write(&scen, xml).unwrap();
     println!("barge_in_wire: {calls} calls, one at a time (artefacts in {})", dir.display());
@@ -59,7 +63,14 @@ fn main() {
         let words = INTERRUPTIONS[i % INTERRUPTIONS.len()];
         common::speech::caller_pcap(&m, &dir, &[(at, words)], 0.0, 3.0, 0x5EC0_0100 + i as u32);
         let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
-        let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(60));
+        let run = common::run_sipp(
+            app.dir(),
+            &scen,
+            &ports.sip_addr(),
+            &ports,
+            &["-s", "1000", "-m", "1"],
+            Duration::from_secs(60),
+        );
         let pkts = cap.stop();
         assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
         let (caller, agent) = pcmu_both_ways(&pkts, &ports);

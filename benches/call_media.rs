@@ -61,14 +61,28 @@ fn bench_call(c: &mut Criterion, name: &str, codec: Codec, pt: u8) {
         opus: None,
     };
     let settings = MediaSettings {
-        jitter: JitterConfig { clock_rate: 8000, min_delay: Duration::from_millis(20), target_delay: Duration::from_millis(40), max_delay: Duration::from_millis(200), max_packets: 256 },
+        jitter: JitterConfig {
+            clock_rate: 8000,
+            min_delay: Duration::from_millis(20),
+            target_delay: Duration::from_millis(40),
+            max_delay: Duration::from_millis(200),
+            max_packets: 256,
+        },
         opus: OpusParams::default(),
         rtcp_interval: Duration::from_secs(5),
         rtp_timeout: None,
         cname: "bench".into(),
     };
     let t0 = Instant::now();
-    let mut m = CallMedia::new(params, settings, Box::new(EchoAgent::new(None, Some(0))), RtpIdentity::random(), t0, SystemTime::now()).unwrap();
+    let mut m = CallMedia::new(
+        params,
+        settings,
+        Box::new(EchoAgent::new(None, Some(0))),
+        RtpIdentity::random(),
+        t0,
+        SystemTime::now(),
+    )
+    .unwrap();
     m.start_agent(t0);
     let step = codec.clock_rate() / 50;
     let mut n: u32 = 0;
@@ -78,7 +92,13 @@ fn bench_call(c: &mut Criterion, name: &str, codec: Codec, pt: u8) {
         b.iter(|| {
             let now = t0 + Duration::from_millis(20 * n as u64);
             pkt.clear();
-            let h = rtp::RtpHeader { marker: n == 0, payload_type: pt, sequence: n as u16, timestamp: n.wrapping_mul(step), ssrc: 42 };
+            let h = rtp::RtpHeader {
+                marker: n == 0,
+                payload_type: pt,
+                sequence: n as u16,
+                timestamp: n.wrapping_mul(step),
+                ssrc: 42,
+            };
             rtp::write(&h, &frames[n as usize % frames.len()], &mut pkt);
             m.handle_rtp(&pkt, peer, now);
             m.handle_timeout(now, &mut out);

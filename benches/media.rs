@@ -13,9 +13,7 @@ use switchboard::media::pacer::{Pacer, PacerConfig};
 const FRAME: usize = 160;
 
 fn g711_frame(c: &mut Criterion) {
-    let pcm: Vec<i16> = (0..FRAME)
-        .map(|i| ((i as f32 * 0.3).sin() * 12_000.0) as i16)
-        .collect();
+    let pcm: Vec<i16> = (0..FRAME).map(|i| ((i as f32 * 0.3).sin() * 12_000.0) as i16).collect();
     let mut enc = Vec::with_capacity(FRAME);
     let mut dec = Vec::with_capacity(FRAME);
     c.bench_function("ulaw encode+decode 160 samples", |b| {

@@ -15,7 +15,9 @@ use switchboard::models::runtime::{self, Provider, SessionOptions};
 use switchboard::models::vad::{SileroVad, StreamState};
 
 fn models() -> PathBuf {
-    let d = std::env::var_os("SWITCHBOARD_MODELS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
+    let d = std::env::var_os("SWITCHBOARD_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
     assert!(d.join("silero_vad/silero_vad.onnx").exists(), "run scripts/setup.sh first ({} missing)", d.display());
     d
 }
@@ -23,7 +25,13 @@ fn models() -> PathBuf {
 fn vad(c: &mut Criterion) {
     let m = models();
     let rt = runtime::init(&m.join("onnxruntime/libonnxruntime.so.1.32.0")).unwrap();
-    let opts = SessionOptions { providers: vec![Provider::Cpu], strict: false, intra_threads: 1, inter_threads: 1, spin: true };
+    let opts = SessionOptions {
+        providers: vec![Provider::Cpu],
+        strict: false,
+        intra_threads: 1,
+        inter_threads: 1,
+        spin: true,
+    };
     let mut vad = SileroVad::load(rt, &m.join("silero_vad/silero_vad.onnx"), &opts).unwrap();
     const CALLS: usize = 100;
     // Speech-like noise so the recurrent state is exercised.

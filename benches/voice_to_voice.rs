@@ -85,7 +85,12 @@ fn first_after(log: &[(f64, &str)], needle: &str, after: f64) -> Option<(f64, St
 
 fn field(line: &str, key: &str) -> Option<f64> {
     let at = line.find(&format!("{key}="))? + key.len() + 1;
-    let v: String = line[at..].trim_start_matches("Some(").trim_start_matches('"').chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    let v: String = line[at..]
+        .trim_start_matches("Some(")
+        .trim_start_matches('"')
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
     v.parse().ok()
 }
 
@@ -100,7 +105,8 @@ fn pct(v: &[f64], p: f64) -> f64 {
 /// (key, value) are set in every model that has the key's kind (`spin` in every model, ASR keys
 /// in every recogniser), for a before/after pair on one build.
 fn default_models_yaml(m: &std::path::Path, overrides: &[(&str, serde_yaml_ng::Value)]) -> String {
-    let text = std::fs::read_to_string(common::repo_root().join("config/switchboard.yaml")).expect("config/switchboard.yaml");
+    let text =
+        std::fs::read_to_string(common::repo_root().join("config/switchboard.yaml")).expect("config/switchboard.yaml");
     let cfg: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("the default config is YAML");
     let mut models = cfg.get("models").expect("a models section").clone();
     fn fix(v: &mut serde_yaml_ng::Value, m: &str) {
@@ -122,11 +128,13 @@ fn default_models_yaml(m: &std::path::Path, overrides: &[(&str, serde_yaml_ng::V
             match (kind.as_str(), *key) {
                 (Some("runtime"), _) => {}
                 // Named models: one level down.
-                (Some("asr" | "llm" | "voices"), _) => entry.as_mapping_mut().into_iter().flat_map(|m| m.iter_mut()).for_each(|(_, v)| {
-                    if *key == "spin" || kind.as_str() == Some("asr") {
-                        set(v)
-                    }
-                }),
+                (Some("asr" | "llm" | "voices"), _) => {
+                    entry.as_mapping_mut().into_iter().flat_map(|m| m.iter_mut()).for_each(|(_, v)| {
+                        if *key == "spin" || kind.as_str() == Some("asr") {
+                            set(v)
+                        }
+                    })
+                }
                 (_, "spin") => set(entry),
                 _ => {}
             }
@@ -182,10 +190,16 @@ fn holds_fact(q: usize, said: &str) -> bool {
     let lower = said.to_lowercase();
     let mut words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
     // Whisper writes "8:00 to 14:00" as "800 to 1400": the hour is what comes before the "00".
-    let hours: Vec<&str> = words.iter().filter(|w| w.len() >= 3 && w.chars().all(|c| c.is_ascii_digit()) && w.ends_with("00")).map(|w| &w[..w.len() - 2]).collect();
+    let hours: Vec<&str> = words
+        .iter()
+        .filter(|w| w.len() >= 3 && w.chars().all(|c| c.is_ascii_digit()) && w.ends_with("00"))
+        .map(|w| &w[..w.len() - 2])
+        .collect();
     words.extend(hours);
     let digits: String = lower.chars().filter(|c| c.is_ascii_digit()).collect();
-    FACTS[q % FACTS.len()].iter().any(|f| words.contains(f) || (f.len() >= 3 && f.chars().all(|c| c.is_ascii_digit()) && digits.contains(f)))
+    FACTS[q % FACTS.len()]
+        .iter()
+        .any(|f| words.contains(f) || (f.len() >= 3 && f.chars().all(|c| c.is_ascii_digit()) && digits.contains(f)))
 }
 
 /// The appliance's CPU time so far (user + system), from /proc.
@@ -201,13 +215,13 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let turns: usize = arg(&args, "--turns", 20);
     // `--callers 1,2,4,8,16`: one run per count, then the capacity table.
-    let callers: Vec<usize> = args
-        .iter()
-        .position(|a| a == "--callers")
-        .and_then(|i| args.get(i + 1))
-        .map_or(vec![1], |v| v.split(',').map(|k| k.trim().parse().expect("--callers takes counts: 1,2,4")).collect());
+    let callers: Vec<usize> =
+        args.iter().position(|a| a == "--callers").and_then(|i| args.get(i + 1)).map_or(vec![1], |v| {
+            v.split(',').map(|k| k.trim().parse().expect("--callers takes counts: 1,2,4")).collect()
+        });
     // Not given: the config's default (and a build from before the key, via SWITCHBOARD_BIN, runs).
-    let speculate: Option<u64> = args.iter().any(|a| a == "--speculate-after-ms").then(|| arg(&args, "--speculate-after-ms", 200));
+    let speculate: Option<u64> =
+        args.iter().any(|a| a == "--speculate-after-ms").then(|| arg(&args, "--speculate-after-ms", 200));
     // Not given: the schema's default. `--partial-ms 0` measures without partial transcripts (and
     // so without the language model warmed on them).
     let partial: Option<u64> = args.iter().any(|a| a == "--partial-ms").then(|| arg(&args, "--partial-ms", 0));
@@ -235,11 +249,25 @@ fn main() {
     let runs: Vec<Summary> = callers.iter().map(|&k| run_once(k, &opts)).collect();
     if runs.len() > 1 {
         println!("\ncapacity ({} turns per caller; right = the answer heard holds the question's fact; CPU = share of all {} cores):", turns, cores());
-        println!("{:>7} {:>8} {:>8} {:>8} {:>10} {:>8} {:>6} {:>16}", "callers", "p50 ms", "p90 ms", "p95 ms", "answered", "right", "CPU", "LLM queue p95 ms");
+        println!(
+            "{:>7} {:>8} {:>8} {:>8} {:>10} {:>8} {:>6} {:>16}",
+            "callers", "p50 ms", "p90 ms", "p95 ms", "answered", "right", "CPU", "LLM queue p95 ms"
+        );
         for r in &runs {
             let asked = r.v2v.len() + r.unanswered;
             let q95 = if r.llm_queued.is_empty() { f64::NAN } else { pct(&r.llm_queued, 0.95) };
-            println!("{:>7} {:>8.0} {:>8.0} {:>8.0} {:>5}/{:<4} {:>8} {:>5.0}% {:>16.0}", r.callers, pct(&r.v2v, 0.5), pct(&r.v2v, 0.9), pct(&r.v2v, 0.95), r.v2v.len(), asked, format!("{}/{asked}", r.right), r.cpu * 100.0, q95);
+            println!(
+                "{:>7} {:>8.0} {:>8.0} {:>8.0} {:>5}/{:<4} {:>8} {:>5.0}% {:>16.0}",
+                r.callers,
+                pct(&r.v2v, 0.5),
+                pct(&r.v2v, 0.9),
+                pct(&r.v2v, 0.95),
+                r.v2v.len(),
+                asked,
+                format!("{}/{asked}", r.right),
+                r.cpu * 100.0,
+                q95
+            );
         }
         let fits = |r: &&Summary| r.unanswered == 0 && pct(&r.v2v, 0.95) <= 1500.0;
         match runs.iter().filter(fits).map(|r| r.callers).max() {
@@ -259,7 +287,8 @@ fn run_once(callers: usize, opts: &Options) -> Summary {
     let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
     let ports = common::alloc_ports();
     let dir = common::test_dir("voice_to_voice");
-    let lines: Vec<(f64, &str)> = (0..turns).map(|i| (1.0 + SLOT_S * i as f64, QUESTIONS[i % QUESTIONS.len()])).collect();
+    let lines: Vec<(f64, &str)> =
+        (0..turns).map(|i| (1.0 + SLOT_S * i as f64, QUESTIONS[i % QUESTIONS.len()])).collect();
     let call_s = 1.0 + SLOT_S * turns as f64 + 3.0;
     let ends = common::speech::caller_pcap(&m, &dir, &lines, call_s, 0.0, 0xB0_0001);
     let cfg = format!(
@@ -279,12 +308,23 @@ fn run_once(callers: usize, opts: &Options) -> Summary {
     println!("voice_to_voice: {callers} caller(s) at once, {turns} turns each, {call_s:.0} s calls, speculative start: {speculation}, partial transcripts: {}, model overrides: {overrides:?} (artefacts in {})", partial.map_or("the config's default".to_string(), |ms| format!("every {ms} ms")), dir.display());
     let (limit, count) = (callers.to_string(), callers.to_string());
     let (cpu0, wall0) = (cpu_seconds(app.pid()), std::time::Instant::now());
-    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-l", &limit, "-m", &count, "-r", "50"], Duration::from_secs(call_s as u64 + 90));
+    let run = common::run_sipp(
+        app.dir(),
+        &scen,
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-l", &limit, "-m", &count, "-r", "50"],
+        Duration::from_secs(call_s as u64 + 90),
+    );
     let cpu = (cpu_seconds(app.pid()) - cpu0) / wall0.elapsed().as_secs_f64() / cores() as f64;
     let pkts = cap.stop();
     assert!(run.successful == callers as u64, "{}\n{}", run.report(), app.log_tail(30));
 
-    let rtp: Vec<_> = pkts.iter().filter_map(|p| common::audio::parse_rtp(p.time, p.src, p.dst, &p.payload)).filter(|p| p.pt == 0).collect();
+    let rtp: Vec<_> = pkts
+        .iter()
+        .filter_map(|p| common::audio::parse_rtp(p.time, p.src, p.dst, &p.payload))
+        .filter(|p| p.pt == 0)
+        .collect();
     let ours = |port: u16| (ports.rtp_low..=ports.rtp_high).contains(&port);
     let log_text = app.log();
     let log: Vec<(f64, &str)> = log_text.lines().filter_map(|l| Some((log_time(l)?, l))).collect();
@@ -299,7 +339,14 @@ fn run_once(callers: usize, opts: &Options) -> Summary {
     let mut rows: Vec<[f64; 9]> = Vec::new();
     let mut unanswered = 0;
     // What each answer said, in Whisper's words (the project's tiny.en, as the tests hear the agent).
-    let mut whisper = switchboard::models::asr::Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), switchboard::models::asr::Precision::Fp32, &common::cpu_options(2)).unwrap();
+    let mut whisper = switchboard::models::asr::Whisper::load(
+        common::ort_runtime(),
+        "tiny",
+        &m.join("whisper_tiny_en"),
+        switchboard::models::asr::Precision::Fp32,
+        &common::cpu_options(2),
+    )
+    .unwrap();
     let mut right = 0;
     let mut wrong: Vec<String> = Vec::new();
     for &port in &call_ports {
@@ -327,7 +374,10 @@ fn run_once(callers: usize, opts: &Options) -> Summary {
                 .filter(|p| p.src.port() == port && p.time >= audio - 0.1 && p.time < next)
                 .flat_map(|p| p.payload.iter().map(|&b| ulaw(b) as f32 / 32768.0).flat_map(|x| [x, x]))
                 .collect();
-            let said = whisper.transcribe(&answer, &switchboard::models::asr::DecodeOptions::default()).map(|t| t.text).unwrap_or_default();
+            let said = whisper
+                .transcribe(&answer, &switchboard::models::asr::DecodeOptions::default())
+                .map(|t| t.text)
+                .unwrap_or_default();
             if holds_fact(i, &said) {
                 right += 1;
             } else {
@@ -341,13 +391,33 @@ fn run_once(callers: usize, opts: &Options) -> Summary {
             let tentative = first_after(&log, "speculative start", after).map(|x| x.0).filter(|&t| t <= commit);
             let start = tentative.unwrap_or(commit);
             // The transcript the reply was started on: the last tentative one before the commit, or the final one.
-            let transcript = log.iter().filter(|(t, l)| *t >= start && *t <= audio && (l.contains("tentative transcript") || l.contains("transcript turn="))).map(|x| x.0).next();
+            let transcript = log
+                .iter()
+                .filter(|(t, l)| {
+                    *t >= start && *t <= audio && (l.contains("tentative transcript") || l.contains("transcript turn="))
+                })
+                .map(|x| x.0)
+                .next();
             let Some(transcript) = transcript else { continue };
-            let first_text = first_after(&log, "agent reply response=", transcript).and_then(|(_, l)| field(&l, "first_text_ms")).unwrap_or(f64::NAN) / 1000.0;
+            let first_text = first_after(&log, "agent reply response=", transcript)
+                .and_then(|(_, l)| field(&l, "first_text_ms"))
+                .unwrap_or(f64::NAN)
+                / 1000.0;
             let phrase = first_after(&log, "first sentence to the voice", transcript).map_or(f64::NAN, |x| x.0);
             let synth = first_after(&log, "speech ready", phrase).map_or(f64::NAN, |x| x.0);
             let played = first_after(&log, "first audio after the turn", transcript).map_or(f64::NAN, |x| x.0);
-            let row = [audio - wire_end, start - wire_end, transcript - start, first_text, phrase - transcript - first_text, synth - phrase, played - synth, audio - played, commit - wire_end].map(|s| s * 1000.0);
+            let row = [
+                audio - wire_end,
+                start - wire_end,
+                transcript - start,
+                first_text,
+                phrase - transcript - first_text,
+                synth - phrase,
+                played - synth,
+                audio - played,
+                commit - wire_end,
+            ]
+            .map(|s| s * 1000.0);
             println!(
                 "turn {:>2}: {:>5.0} ms = pause {:>4.0} + ASR {:>4.0} + LLM first text {:>4.0} + first phrase {:>4.0} + TTS {:>4.0} + wait {:>4.0} + overhead {:>4.0}   (committed at {:>4.0})",
                 i + 1, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8]
@@ -359,7 +429,8 @@ fn run_once(callers: usize, opts: &Options) -> Summary {
     for w in &wrong {
         println!("without its fact: {w}");
     }
-    let llm_queued: Vec<f64> = log.iter().filter(|(_, l)| l.contains("local reply ")).filter_map(|(_, l)| field(l, "queued_ms")).collect();
+    let llm_queued: Vec<f64> =
+        log.iter().filter(|(_, l)| l.contains("local reply ")).filter_map(|(_, l)| field(l, "queued_ms")).collect();
     let specs = |outcome: &str| log_text.lines().filter(|l| l.contains(outcome)).count();
     println!(
         "\n{} of {} turns answered before the next question; speculative starts: {} used, {} dropped; \
@@ -370,10 +441,16 @@ fn run_once(callers: usize, opts: &Options) -> Summary {
         specs("speculative work dropped"),
         specs("the decode ran away in the fitted window"),
     );
-    println!("answers holding their question's fact: {right} of {}; the appliance's CPU: {:.0} % of {} cores", v2v.len(), cpu * 100.0, cores());
+    println!(
+        "answers holding their question's fact: {right} of {}; the appliance's CPU: {:.0} % of {} cores",
+        v2v.len(),
+        cpu * 100.0,
+        cores()
+    );
     println!("{:<16} {:>8} {:>8} {:>8}", "ms", "p50", "p90", "p95");
     println!("{:<16} {:>8.0} {:>8.0} {:>8.0}", "voice-to-voice", pct(&v2v, 0.5), pct(&v2v, 0.9), pct(&v2v, 0.95));
-    let names = ["", "pause", "ASR", "LLM first text", "first phrase", "TTS first audio", "wait", "overhead", "end of turn"];
+    let names =
+        ["", "pause", "ASR", "LLM first text", "first phrase", "TTS first audio", "wait", "overhead", "end of turn"];
     for (k, name) in names.iter().enumerate().skip(1) {
         let v: Vec<f64> = rows.iter().map(|r| r[k]).filter(|x| x.is_finite()).collect();
         if !v.is_empty() {

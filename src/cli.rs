@@ -61,9 +61,7 @@ pub enum Command {
         action: CampaignAction,
     },
     /// Validate a config file without starting anything.
-    CheckConfig {
-        file: PathBuf,
-    },
+    CheckConfig { file: PathBuf },
     /// Load the ONNX Runtime library and every configured model, and say which
     /// execution provider each one really runs on.
     CheckModels {

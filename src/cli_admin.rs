@@ -22,7 +22,11 @@ impl Admin {
     /// config names but this environment lacks is left out (the appliance then says 401).
     pub fn new(loaded: &LoadedConfig, http: Option<std::net::SocketAddr>) -> Admin {
         let http = http.unwrap_or(loaded.config.http.listen);
-        let host = if http.ip().is_unspecified() { "127.0.0.1".to_string() } else { switchboard::sip::endpoint::bracket_host(&http.ip().to_string()) };
+        let host = if http.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            switchboard::sip::endpoint::bracket_host(&http.ip().to_string())
+        };
         let token = switchboard::server::admin_token(loaded).ok().flatten();
         Admin { base: format!("http://{host}:{}", http.port()), token, client: reqwest::Client::new() }
     }
@@ -33,7 +37,10 @@ impl Admin {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.map_err(|e| format!("cannot reach the appliance at {} (is `switchboard run` up?): {e}", self.base))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the appliance at {} (is `switchboard run` up?): {e}", self.base))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         Ok(Reply { status, json: serde_json::from_str(&text).unwrap_or_default(), text })

@@ -7,7 +7,13 @@ use switchboard::models::asr::{offline, DecodeOptions, Precision, Whisper};
 use switchboard::models::runtime::{self, Runtime};
 
 fn pick<'a>(loaded: &'a LoadedConfig, model: Option<&str>) -> Result<(&'a str, &'a AsrModelConfig), String> {
-    let asr = loaded.config.models.as_ref().map(|m| &m.asr).filter(|a| !a.is_empty()).ok_or("the config has no models.asr")?;
+    let asr = loaded
+        .config
+        .models
+        .as_ref()
+        .map(|m| &m.asr)
+        .filter(|a| !a.is_empty())
+        .ok_or("the config has no models.asr")?;
     match model {
         Some(m) => asr.get_key_value(m).map(|(k, v)| (k.as_str(), v)).ok_or_else(|| {
             format!("models.asr has no `{m}` (it has: {})", asr.keys().cloned().collect::<Vec<_>>().join(", "))
@@ -27,17 +33,32 @@ fn load(path: &Path) -> Result<Vec<f32>, String> {
     Ok(pcm.iter().map(|&s| s as f32 / 32768.0).collect())
 }
 
-pub fn transcribe(loaded: &LoadedConfig, model: Option<&str>, language: Option<&str>, vad: bool, files: &[PathBuf]) -> Result<(), String> {
+pub fn transcribe(
+    loaded: &LoadedConfig,
+    model: Option<&str>,
+    language: Option<&str>,
+    vad: bool,
+    files: &[PathBuf],
+) -> Result<(), String> {
     let rt = runtime(loaded)?;
     let (name, a) = pick(loaded, model)?;
-    let mut whisper = Whisper::load(rt, name, &loaded.resolve(&a.path), a.precision, &a.session_options()).map_err(|e| e.to_string())?;
+    let mut whisper = Whisper::load(rt, name, &loaded.resolve(&a.path), a.precision, &a.session_options())
+        .map_err(|e| e.to_string())?;
     whisper.set_window_floor(a.window_floor_s());
     let lang = language.unwrap_or(&a.language).to_string();
     whisper.check_language(&lang)?;
     let opts = DecodeOptions { language: lang, ..Default::default() };
     let mut silero = if vad {
-        let m = loaded.config.models.as_ref().and_then(|m| m.vad.as_ref()).ok_or("turns need models.vad (or use --no-vad)")?;
-        Some(switchboard::models::vad::SileroVad::load(rt, &loaded.resolve(&m.path), &m.session_options()).map_err(|e| e.to_string())?)
+        let m = loaded
+            .config
+            .models
+            .as_ref()
+            .and_then(|m| m.vad.as_ref())
+            .ok_or("turns need models.vad (or use --no-vad)")?;
+        Some(
+            switchboard::models::vad::SileroVad::load(rt, &loaded.resolve(&m.path), &m.session_options())
+                .map_err(|e| e.to_string())?,
+        )
     } else {
         None
     };
@@ -46,10 +67,16 @@ pub fn transcribe(loaded: &LoadedConfig, model: Option<&str>, language: Option<&
         match &mut silero {
             Some(v) => {
                 let cfg = switchboard::models::vad::SegmenterConfig::default();
-                let turns = offline::transcribe_turns(v, cfg, &mut whisper, &opts, &audio).map_err(|e| e.to_string())?;
+                let turns =
+                    offline::transcribe_turns(v, cfg, &mut whisper, &opts, &audio).map_err(|e| e.to_string())?;
                 println!("{}: {} turn(s)", f.display(), turns.len());
                 for t in turns {
-                    println!("  [{:>7.2} – {:>7.2}] {}", t.start_ms as f64 / 1000.0, t.end_ms as f64 / 1000.0, t.transcript.text);
+                    println!(
+                        "  [{:>7.2} – {:>7.2}] {}",
+                        t.start_ms as f64 / 1000.0,
+                        t.end_ms as f64 / 1000.0,
+                        t.transcript.text
+                    );
                 }
             }
             None => {
@@ -78,9 +105,14 @@ pub fn bench(
     if let Some(f) = floors.iter().find(|f| !(0.0..=30.0).contains(*f)) {
         return Err(format!("window floor {f} is out of range 0..=30 (seconds)"));
     }
-    let clips: Vec<(String, Vec<f32>)> = files.iter().map(|f| Ok((f.display().to_string(), load(f)?))).collect::<Result<_, String>>()?;
+    let clips: Vec<(String, Vec<f32>)> =
+        files.iter().map(|f| Ok((f.display().to_string(), load(f)?))).collect::<Result<_, String>>()?;
     let opts = DecodeOptions { language: a.language.clone(), ..Default::default() };
-    println!("model {name} ({}), onnxruntime {}, best of {runs} run(s)", loaded.resolve(&a.path).display(), rt.version());
+    println!(
+        "model {name} ({}), onnxruntime {}, best of {runs} run(s)",
+        loaded.resolve(&a.path).display(),
+        rt.version()
+    );
     println!(
         "{:<9} {:>7} {:>7} {:>8} {:>9} {:>10} {:>10} {:>7}  file / text",
         "precision", "threads", "floor s", "window s", "audio s", "encode ms", "decode ms", "RTF"
@@ -113,7 +145,8 @@ pub fn bench(
                     let (wall, enc, dec, text) = best.expect("at least one run");
                     let secs = clip.len() as f64 / 16000.0;
                     // The first window's length (a clip over 30 s has more windows).
-                    let window_s = w.window_frames(clip.len().min(switchboard::models::asr::WINDOW_SAMPLES)) as f64 / 100.0;
+                    let window_s =
+                        w.window_frames(clip.len().min(switchboard::models::asr::WINDOW_SAMPLES)) as f64 / 100.0;
                     audio_s += secs;
                     total_s += wall;
                     encode.push(enc);

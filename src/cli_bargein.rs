@@ -9,20 +9,31 @@ use switchboard::call::echo_check::EchoCheck;
 use switchboard::config::LoadedConfig;
 use switchboard::models::{runtime, tts, vad};
 
-pub fn bench(loaded: &LoadedConfig, agent: Option<&str>, interruptions: usize, coughs: usize, line: Line, verbose: bool) -> Result<(), String> {
+pub fn bench(
+    loaded: &LoadedConfig,
+    agent: Option<&str>,
+    interruptions: usize,
+    coughs: usize,
+    line: Line,
+    verbose: bool,
+) -> Result<(), String> {
     let m = loaded.config.models.as_ref().ok_or("the config has no models section")?;
     let v = m.vad.as_ref().ok_or("the config has no models.vad (the barge-in decision needs the VAD)")?;
     let t = m.tts.as_ref().ok_or("the config has no models.tts (the set is spoken by the Piper voice)")?;
     let settings = match agent {
         Some(a) => loaded.config.agents.get(a).ok_or_else(|| format!("no agent `{a}` in the config"))?.barge_in.clone(),
-        None => loaded.config.agents.values().find(|a| a.barge_in.enabled).map(|a| a.barge_in.clone()).unwrap_or_default(),
+        None => {
+            loaded.config.agents.values().find(|a| a.barge_in.enabled).map(|a| a.barge_in.clone()).unwrap_or_default()
+        }
     };
     let rt = runtime::init(&loaded.resolve(&m.runtime.library)).map_err(|e| e.to_string())?;
-    let mut vad = vad::SileroVad::load(rt, &loaded.resolve(&v.path), &v.session_options()).map_err(|e| e.to_string())?;
+    let mut vad =
+        vad::SileroVad::load(rt, &loaded.resolve(&v.path), &v.session_options()).map_err(|e| e.to_string())?;
     let path = loaded.resolve(&t.path);
     let mut json = path.clone().into_os_string();
     json.push(".json");
-    let mut voice = tts::PiperVoice::load(rt, &path, std::path::Path::new(&json), &t.session_options()).map_err(|e| e.to_string())?;
+    let mut voice = tts::PiperVoice::load(rt, &path, std::path::Path::new(&json), &t.session_options())
+        .map_err(|e| e.to_string())?;
     let cfg = settings.decision();
     println!(
         "barge-in: threshold {}, pause {} ms, commit {} ms, resume {} ms, echo NCC {} at >= {} dB return loss within {} ms",
@@ -39,7 +50,12 @@ pub fn bench(loaded: &LoadedConfig, agent: Option<&str>, interruptions: usize, c
     let size = bargein_sim::SetSize { interruptions, back_channel_rounds: 2, coughs };
     let report = bargein_sim::evaluate(&mut vad, &mut voice, &cfg, settings.echo_max_delay_ms.get(), &line, size)?;
     if verbose {
-        let kinds = [("interruption", &report.interruptions), ("back-channel", &report.back_channels), ("cough", &report.coughs), ("echo only", &report.echo_only)];
+        let kinds = [
+            ("interruption", &report.interruptions),
+            ("back-channel", &report.back_channels),
+            ("cough", &report.coughs),
+            ("echo only", &report.echo_only),
+        ];
         for (kind, v) in kinds {
             for (i, o) in v.iter().enumerate() {
                 println!("  {kind} {i}: {o:?}");
@@ -47,7 +63,11 @@ pub fn bench(loaded: &LoadedConfig, agent: Option<&str>, interruptions: usize, c
         }
     }
     print!("{}", report.summary());
-    println!("({} trials simulated in {:.1} s)", report.interruptions.len() + report.false_trials(), t0.elapsed().as_secs_f64());
+    println!(
+        "({} trials simulated in {:.1} s)",
+        report.interruptions.len() + report.false_trials(),
+        t0.elapsed().as_secs_f64()
+    );
 
     // The echo check's cost: every caller frame while the agent talks (the worst case: full search).
     let agent = voice.synthesize_16k(bargein_sim::AGENT_REPLY).map_err(|e| e.to_string())?;

@@ -16,7 +16,12 @@ fn store(loaded: &LoadedConfig) -> Result<Store, String> {
     Store::open(&path).map_err(|e| e.to_string())
 }
 
-pub fn run(loaded: &LoadedConfig, file: &std::path::Path, http: Option<std::net::SocketAddr>, no_wait: bool) -> ExitCode {
+pub fn run(
+    loaded: &LoadedConfig,
+    file: &std::path::Path,
+    http: Option<std::net::SocketAddr>,
+    no_wait: bool,
+) -> ExitCode {
     let admin = crate::cli_admin::Admin::new(loaded, http);
     let abs = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
     let rt = match crate::cli_admin::runtime() {
@@ -24,7 +29,8 @@ pub fn run(loaded: &LoadedConfig, file: &std::path::Path, http: Option<std::net:
         Err(code) => return code,
     };
     rt.block_on(async move {
-        let (code, v) = match admin.post("/campaigns", &serde_json::json!({ "file": abs.display().to_string() })).await {
+        let (code, v) = match admin.post("/campaigns", &serde_json::json!({ "file": abs.display().to_string() })).await
+        {
             Ok(r) => (r.status, r.json),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -43,7 +49,10 @@ pub fn run(loaded: &LoadedConfig, file: &std::path::Path, http: Option<std::net:
         let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let bar = indicatif::ProgressBar::new(0);
         if tty {
-            bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} contacts final  {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} contacts final  {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
         } else {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }

@@ -5,7 +5,6 @@
 //! rate; then the median and 95th percentile.
 
 use std::time::{Duration, Instant};
-use switchboard::models::splitter::SentenceSplitter;
 use switchboard::config::{LlmKind, LoadedConfig};
 use switchboard::models::llm::chat::{ChatRequest, LlmEvent, Message, Role};
 use switchboard::models::llm::local::{LocalLlm, LocalSettings};
@@ -13,6 +12,7 @@ use switchboard::models::llm::qwen::Qwen;
 use switchboard::models::llm::sampler::Sampling;
 use switchboard::models::llm::template::{prompt_tokens, Controls};
 use switchboard::models::runtime;
+use switchboard::models::splitter::SentenceSplitter;
 
 const INSTRUCTIONS: &str = "You are the friendly phone receptionist of Sunny Bakery, a small family bakery at 12 Market Street. \
 Answer the caller in one or two short sentences that sound natural when spoken aloud. Only use the facts below; if you do not know \
@@ -47,11 +47,21 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     s[((s.len() - 1) as f64 * p).round() as usize]
 }
 
-pub fn bench(loaded: &LoadedConfig, model: Option<&str>, turns: usize, threads: Option<usize>, max_tokens: u32) -> Result<(), String> {
+pub fn bench(
+    loaded: &LoadedConfig,
+    model: Option<&str>,
+    turns: usize,
+    threads: Option<usize>,
+    max_tokens: u32,
+) -> Result<(), String> {
     let m = loaded.config.models.as_ref().ok_or("the config has no models section")?;
     let onnx: Vec<_> = m.llm.iter().filter(|(_, l)| l.kind == LlmKind::Onnx).collect();
     let (name, l) = match model {
-        Some(n) => onnx.iter().find(|(k, _)| k.as_str() == n).copied().ok_or_else(|| format!("models.llm has no onnx model `{n}`"))?,
+        Some(n) => onnx
+            .iter()
+            .find(|(k, _)| k.as_str() == n)
+            .copied()
+            .ok_or_else(|| format!("models.llm has no onnx model `{n}`"))?,
         None => *onnx.first().ok_or("the config has no models.llm of type onnx")?,
     };
     let rt = runtime::init(&loaded.resolve(&m.runtime.library)).map_err(|e| e.to_string())?;
@@ -62,27 +72,73 @@ pub fn bench(loaded: &LoadedConfig, model: Option<&str>, turns: usize, threads: 
     let dir = loaded.resolve(l.path.as_deref().ok_or("type onnx needs path")?);
     let t0 = Instant::now();
     let model = Qwen::load(rt, name, &dir, &opts).map_err(|e| e.to_string())?;
-    println!("model {name}: {} ({} {}), {} intra-op threads, loaded in {:.1} s", dir.display(), model.spec().name, model.spec().quant, opts.intra_threads, t0.elapsed().as_secs_f64());
+    println!(
+        "model {name}: {} ({} {}), {} intra-op threads, loaded in {:.1} s",
+        dir.display(),
+        model.spec().name,
+        model.spec().quant,
+        opts.intra_threads,
+        t0.elapsed().as_secs_f64()
+    );
     let (tok, _) = switchboard::models::llm::qwen::load_tokenizer(&dir)?;
     let controls = Controls::of(&tok)?;
     let greedy = Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0 };
-    let llm = LocalLlm::spawn(model, LocalSettings { sampling: greedy, cache_bytes: 1 << 30, seed: 0, step_hook: None }, 4, name)?;
+    let llm = LocalLlm::spawn(
+        model,
+        LocalSettings { sampling: greedy, cache_bytes: 1 << 30, seed: 0, step_hook: None },
+        4,
+        name,
+    )?;
 
     let mut messages = vec![Message::new(Role::System, INSTRUCTIONS)];
     // The instructions are computed while the call rings (as the agent does); timed apart.
     let t_warm = Instant::now();
-    let mut probe = llm.stream(&ChatRequest { messages: messages.clone(), tools: vec![], tool_choice: Default::default(), temperature: Some(0.0), max_tokens: Some(0) }, 1);
+    let mut probe = llm.stream(
+        &ChatRequest {
+            messages: messages.clone(),
+            tools: vec![],
+            tool_choice: Default::default(),
+            temperature: Some(0.0),
+            max_tokens: Some(0),
+        },
+        1,
+    );
     while let Some(ev) = probe.wait(Duration::from_secs(300)) {
         if matches!(ev, Ok(LlmEvent::Done { .. }) | Err(_)) {
             break;
         }
     }
-    println!("instructions ({} tokens) computed in {:.0} ms (while the call rings)", prompt_tokens(&tok, &controls, &ChatRequest { messages: messages.clone(), tools: vec![], tool_choice: Default::default(), temperature: None, max_tokens: None }, false).len(), t_warm.elapsed().as_secs_f64() * 1000.0);
-    println!("{:>4}  {:>6}  {:>10}  {:>14}  {:>9}  {:>6}  reply", "turn", "prompt", "first text", "first sentence", "total", "words");
+    println!(
+        "instructions ({} tokens) computed in {:.0} ms (while the call rings)",
+        prompt_tokens(
+            &tok,
+            &controls,
+            &ChatRequest {
+                messages: messages.clone(),
+                tools: vec![],
+                tool_choice: Default::default(),
+                temperature: None,
+                max_tokens: None
+            },
+            false
+        )
+        .len(),
+        t_warm.elapsed().as_secs_f64() * 1000.0
+    );
+    println!(
+        "{:>4}  {:>6}  {:>10}  {:>14}  {:>9}  {:>6}  reply",
+        "turn", "prompt", "first text", "first sentence", "total", "words"
+    );
     let mut results = Vec::new();
     for i in 0..turns {
         messages.push(Message::new(Role::User, QUESTIONS[i % QUESTIONS.len()]));
-        let req = ChatRequest { messages: messages.clone(), tools: vec![], tool_choice: Default::default(), temperature: Some(0.0), max_tokens: Some(max_tokens) };
+        let req = ChatRequest {
+            messages: messages.clone(),
+            tools: vec![],
+            tool_choice: Default::default(),
+            temperature: Some(0.0),
+            max_tokens: Some(max_tokens),
+        };
         let prompt = prompt_tokens(&tok, &controls, &req, true).len();
         let t = Instant::now();
         let mut s = llm.stream(&req, 1);
@@ -127,7 +183,11 @@ pub fn bench(loaded: &LoadedConfig, model: Option<&str>, turns: usize, threads: 
     }
     let ms = |f: &dyn Fn(&Turn) -> Duration| results.iter().map(|t| f(t).as_secs_f64() * 1000.0).collect::<Vec<_>>();
     let (ft, fs) = (ms(&|t| t.first_text), ms(&|t| t.first_sentence));
-    let tok_rate: Vec<f64> = results.iter().filter(|t| t.total > t.first_text && t.deltas > 1).map(|t| (t.deltas - 1) as f64 / (t.total - t.first_text).as_secs_f64()).collect();
+    let tok_rate: Vec<f64> = results
+        .iter()
+        .filter(|t| t.total > t.first_text && t.deltas > 1)
+        .map(|t| (t.deltas - 1) as f64 / (t.total - t.first_text).as_secs_f64())
+        .collect();
     println!(
         "{} turns: first text p50 {:.0} ms, p95 {:.0} ms; first sentence p50 {:.0} ms, p95 {:.0} ms; decode p50 {:.1} tokens/s; prompt grew to {} tokens",
         results.len(),

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::media::dtmf::{self, EventPayload, Rfc4733Receiver};
 use crate::media::{rtcp, rtp};
 use crate::sip::endpoint::{AccountSpec, DialSpec, Endpoint, EndpointConfig, Event, Source, Transport};
-use crate::sip::message::{compact_to_long, frame_stream, CSeq, Frame, Method, NameAddr, SipMessage, SipUri, StartLine, Via};
+use crate::sip::message::{
+    compact_to_long, frame_stream, CSeq, Frame, Method, NameAddr, SipMessage, SipUri, StartLine, Via,
+};
 use crate::sip::sdp::{self, Codec};
 
 /// The codecs and packet time of the embedded default configuration (`media.codecs`, `media.ptime_ms`).
@@ -80,7 +82,9 @@ fn split<'a>(data: &'a [u8], sep: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 
 /// One datagram through the message parser and the typed header parsers.
 fn sip_datagram(data: &[u8]) {
     match frame_stream(data) {
-        Frame::Complete(n) | Frame::KeepAlive(n) => assert!(n > 0 && n <= data.len(), "frame of {n} bytes in {}", data.len()),
+        Frame::Complete(n) | Frame::KeepAlive(n) => {
+            assert!(n > 0 && n <= data.len(), "frame of {n} bytes in {}", data.len())
+        }
         Frame::Incomplete | Frame::Invalid(_) => {}
     }
     // The header parsers on the raw text, as a header value could be.
@@ -93,7 +97,18 @@ fn sip_datagram(data: &[u8]) {
 
     let Ok(m) = SipMessage::parse(data) else { return };
     // The accessors used on every request.
-    let _ = (m.method(), m.is_request(), m.call_id(), m.cseq(), m.top_via(), m.from(), m.to(), m.contact(), m.record_routes(), m.request_uri());
+    let _ = (
+        m.method(),
+        m.is_request(),
+        m.call_id(),
+        m.cseq(),
+        m.top_via(),
+        m.from(),
+        m.to(),
+        m.contact(),
+        m.record_routes(),
+        m.request_uri(),
+    );
     if let Some(v) = m.top_via() {
         let _ = (v.branch(), v.param("rport"), v.param("received"));
     }
@@ -106,7 +121,8 @@ fn sip_datagram(data: &[u8]) {
     }
     // Whatever parse accepted survives a write/read cycle (tests/proptest_sip.rs).
     let bytes = m.to_bytes();
-    let m2 = SipMessage::parse(&bytes).unwrap_or_else(|e| panic!("re-parse failed: {e:?}\n{}", String::from_utf8_lossy(&bytes)));
+    let m2 = SipMessage::parse(&bytes)
+        .unwrap_or_else(|e| panic!("re-parse failed: {e:?}\n{}", String::from_utf8_lossy(&bytes)));
     assert_eq!(m2.to_bytes(), bytes, "to_bytes is not a fixed point");
     assert_eq!(frame_stream(&bytes), Frame::Complete(bytes.len()), "our own bytes do not frame");
 }
@@ -135,7 +151,8 @@ fn endpoint_config() -> EndpointConfig {
     static CFG: std::sync::OnceLock<EndpointConfig> = std::sync::OnceLock::new();
     CFG.get_or_init(|| {
         let yaml = "routes:\n  - match: \"*\"\n    agent: any\nagents:\n  sales: {}\n  support: {}\n  any: {}\n";
-        let c = crate::config::parse(Path::new("/fuzz/switchboard.yaml"), yaml).expect("the fuzz endpoint's config parses");
+        let c =
+            crate::config::parse(Path::new("/fuzz/switchboard.yaml"), yaml).expect("the fuzz endpoint's config parses");
         let mut cfg = EndpointConfig::from_config(&c);
         let (codecs, ptime_ms) = default_codecs();
         cfg.t1 = Duration::from_millis(500);
@@ -172,8 +189,14 @@ impl Sent {
         match &m.start {
             StartLine::Request { method, .. } => {
                 let names: &[[&'static str; 4]] = match method {
-                    Method::Invite => &[["$INV_BRANCH", "$INV_CALLID", "$INV_FROMTAG", "$INV_CSEQ"], ["$BRANCH", "$CALLID", "$FROMTAG", "$CSEQ"]],
-                    Method::Register => &[["$REG_BRANCH", "$REG_CALLID", "$REG_FROMTAG", "$REG_CSEQ"], ["$BRANCH", "$CALLID", "$FROMTAG", "$CSEQ"]],
+                    Method::Invite => &[
+                        ["$INV_BRANCH", "$INV_CALLID", "$INV_FROMTAG", "$INV_CSEQ"],
+                        ["$BRANCH", "$CALLID", "$FROMTAG", "$CSEQ"],
+                    ],
+                    Method::Register => &[
+                        ["$REG_BRANCH", "$REG_CALLID", "$REG_FROMTAG", "$REG_CSEQ"],
+                        ["$BRANCH", "$CALLID", "$FROMTAG", "$CSEQ"],
+                    ],
                     _ => &[["$BRANCH", "$CALLID", "$FROMTAG", "$CSEQ"]],
                 };
                 for [branch, call_id, from_tag, cseq] in names {
@@ -299,7 +322,9 @@ fn drain(ep: &mut Endpoint, sent: &mut Sent, now: Instant) {
             if !sent.seen.insert(hash) {
                 continue;
             }
-            let m = SipMessage::parse(&t.data).unwrap_or_else(|e| panic!("the endpoint sent unparseable SIP ({e}):\n{}", String::from_utf8_lossy(&t.data)));
+            let m = SipMessage::parse(&t.data).unwrap_or_else(|e| {
+                panic!("the endpoint sent unparseable SIP ({e}):\n{}", String::from_utf8_lossy(&t.data))
+            });
             sent.record(&m);
         }
         let Some(ev) = ep.poll_event() else { break };
@@ -338,7 +363,8 @@ pub fn sdp(data: &[u8]) {
     let Ok(n) = sdp::negotiate(&sd, &codecs, ptime_ms) else { return };
     assert!((10..=60).contains(&n.ptime_ms), "ptime {}", n.ptime_ms);
     assert!(n.media_index < sd.media.len());
-    let answer = sdp::build_answer(&sd, &n, "192.0.2.1:30000".parse().unwrap(), sdp::Origin { session_id: 1, version: 1 });
+    let answer =
+        sdp::build_answer(&sd, &n, "192.0.2.1:30000".parse().unwrap(), sdp::Origin { session_id: 1, version: 1 });
     let back = sdp::parse(answer.as_bytes()).unwrap_or_else(|e| panic!("our answer does not parse ({e}):\n{answer}"));
     assert_eq!(back.media.len(), sd.media.len(), "one answer m-line per offer m-line:\n{answer}");
 }
@@ -353,7 +379,12 @@ pub fn rtp_rtcp(data: &[u8]) {
     let _ = rtp::looks_like_rtcp(data);
     let t0 = Instant::now();
     let mut session = rtcp::RtcpSession::with_seed(
-        rtcp::RtcpConfig { ssrc: 0x1234_5678, cname: "fuzz@switchboard".into(), clock_rate: 8000, interval: Duration::from_secs(5) },
+        rtcp::RtcpConfig {
+            ssrc: 0x1234_5678,
+            cname: "fuzz@switchboard".into(),
+            clock_rate: 8000,
+            interval: Duration::from_secs(5),
+        },
         t0,
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         1,
@@ -402,7 +433,8 @@ pub fn rtp_rtcp(data: &[u8]) {
 // ---------------------------------------------------------------------------
 
 /// Content types an INFO body is read under.
-const INFO_TYPES: &[&str] = &["application/dtmf-relay", "application/dtmf", "Application/DTMF-Relay; charset=utf-8", "text/plain"];
+const INFO_TYPES: &[&str] =
+    &["application/dtmf-relay", "application/dtmf", "Application/DTMF-Relay; charset=utf-8", "text/plain"];
 
 /// `rfc4733`: the bytes as a telephone-event payload (`EventPayload::parse`)
 /// and as a SIP INFO body (`dtmf::parse_sip_info`); then as a stream of

@@ -1,10 +1,10 @@
 mod cli;
 mod cli_admin;
 mod cli_asr;
-mod cli_llm;
 mod cli_bargein;
 mod cli_campaign;
 mod cli_dial;
+mod cli_llm;
 
 use clap::Parser;
 use cli::{CampaignAction, Cli, Command};
@@ -75,7 +75,12 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let line = switchboard::call::bargein_sim::Line { echo_gain: 10f32.powf(echo_db / 20.0), echo_delay_ms, jitter_ms, ..Default::default() };
+            let line = switchboard::call::bargein_sim::Line {
+                echo_gain: 10f32.powf(echo_db / 20.0),
+                echo_delay_ms,
+                jitter_ms,
+                ..Default::default()
+            };
             report(cli_bargein::bench(&loaded, agent.as_deref(), interruptions, coughs, line, verbose))
         }
         Command::Dial { to, agent, account, ring_timeout, var, http, no_wait, config } => {
@@ -86,11 +91,16 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            cli_dial::dial(&loaded, cli_dial::DialArgs { to, agent, account, ring_timeout_s: ring_timeout, variables: var, http, no_wait })
+            cli_dial::dial(
+                &loaded,
+                cli_dial::DialArgs { to, agent, account, ring_timeout_s: ring_timeout, variables: var, http, no_wait },
+            )
         }
         Command::Campaign { action } => {
             let config = match &action {
-                CampaignAction::Run { config, .. } | CampaignAction::Status { config, .. } | CampaignAction::Export { config, .. } => config.clone(),
+                CampaignAction::Run { config, .. }
+                | CampaignAction::Status { config, .. }
+                | CampaignAction::Export { config, .. } => config.clone(),
             };
             let loaded = match switchboard::config::load(&config) {
                 Ok(c) => c,
@@ -102,7 +112,9 @@ fn main() -> ExitCode {
             match action {
                 CampaignAction::Run { file, http, no_wait, .. } => cli_campaign::run(&loaded, &file, http, no_wait),
                 CampaignAction::Status { name, .. } => cli_campaign::status(&loaded, name.as_deref()),
-                CampaignAction::Export { name, attempts, out, .. } => cli_campaign::export(&loaded, &name, attempts, out.as_deref()),
+                CampaignAction::Export { name, attempts, out, .. } => {
+                    cli_campaign::export(&loaded, &name, attempts, out.as_deref())
+                }
             }
         }
         Command::Run { config, sip_listen, http_listen, rtp_ports } => {

@@ -20,7 +20,13 @@ fn saturated_models_refuse_new_calls_until_they_catch_up() {
     let app = Appliance::start_in(&dir, &cfg, &ports);
     const CALLS: u64 = 8;
     // The sentence (~3.5 s) in all eight calls at once, then 3 s of quiet before the BYE.
-    let sipp = spawn_sipp(app.dir(), &scenario("uac_pcmu_speech.xml"), Some(&ports.sip_addr()), &ports, &["-s", "1000", "-m", &CALLS.to_string(), "-r", "100", "-l", "8", "-d", "3000"]);
+    let sipp = spawn_sipp(
+        app.dir(),
+        &scenario("uac_pcmu_speech.xml"),
+        Some(&ports.sip_addr()),
+        &ports,
+        &["-s", "1000", "-m", &CALLS.to_string(), "-r", "100", "-l", "8", "-d", "3000"],
+    );
     let wait = || app.metric_value("switchboard_model_queue_wait_seconds{model=\"asr.tiny\"}").unwrap_or(0.0);
     let saturated = wait_until(Duration::from_secs(20), || (wait() > 0.2).then_some(()));
     assert!(saturated.is_some(), "the recogniser never had a job waiting 200 ms\n{}", app.log_tail(30));
@@ -37,11 +43,20 @@ fn saturated_models_refuse_new_calls_until_they_catch_up() {
     let taken = probe_invite(&ports, "free1");
     assert!(taken.starts_with("SIP/2.0 180") || taken.starts_with("SIP/2.0 200"), "{taken}");
     assert!(app.log().contains("the models keep up again"), "{}", app.log_tail(20));
-    assert_eq!(app.metric_value("switchboard_sip_refused_total{reason=\"models_busy\"}"), Some(1.0), "{}", app.metrics());
+    assert_eq!(
+        app.metric_value("switchboard_sip_refused_total{reason=\"models_busy\"}"),
+        Some(1.0),
+        "{}",
+        app.metrics()
+    );
 
     // The eight calls lost nothing to the refusal: each record has its transcript.
     let records = wait_until(Duration::from_secs(30), || {
-        let n = std::fs::read_dir(&rec_dir).ok()?.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")).count();
+        let n = std::fs::read_dir(&rec_dir)
+            .ok()?
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count();
         (n as u64 >= CALLS).then_some(n)
     });
     assert!(records.is_some(), "{} call records\n{}", CALLS, app.log_tail(30));

@@ -36,7 +36,9 @@ fn piper(text: &str) -> Vec<i16> {
     let spoken = SPOKEN.get_or_init(|| {
         let m = common::models_dir("piper/en_US-joe-medium.onnx");
         let onnx = m.join("piper/en_US-joe-medium.onnx");
-        let mut voice = PiperVoice::load(common::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &common::cpu_options(2)).unwrap();
+        let mut voice =
+            PiperVoice::load(common::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &common::cpu_options(2))
+                .unwrap();
         voice.set_scales(Scales { noise_scale: 0.0, length_scale: 1.0, noise_w: 0.0 });
         [HELLO, ANNA, VOICEMAIL].iter().chain(OTHER_LINES).map(|&t| (t, voice.synthesize_16k(t).unwrap())).collect()
     });
@@ -50,7 +52,9 @@ fn silence(ms: u32) -> Vec<i16> {
 fn tone(hz: f64, ms: u32, dbfs: f64) -> Vec<i16> {
     // RMS `dbfs` relative to full scale: peak = RMS·√2.
     let amp = 32768.0 * 10f64.powf(dbfs / 20.0) * std::f64::consts::SQRT_2;
-    (0..(RATE * ms / 1000) as usize).map(|i| (amp * (2.0 * std::f64::consts::PI * hz * i as f64 / f64::from(RATE)).sin()) as i16).collect()
+    (0..(RATE * ms / 1000) as usize)
+        .map(|i| (amp * (2.0 * std::f64::consts::PI * hz * i as f64 / f64::from(RATE)).sin()) as i16)
+        .collect()
 }
 
 fn ms_of(samples: usize, rate: u32) -> u32 {
@@ -91,7 +95,8 @@ enum Path {
     NarrowUlawNoise,
 }
 
-const PATHS: [Path; 7] = [Path::Clean, Path::Pcmu, Path::Noise, Path::NoisePcmu, Path::NoisePcmuLoss, Path::Narrow, Path::NarrowUlawNoise];
+const PATHS: [Path; 7] =
+    [Path::Clean, Path::Pcmu, Path::Noise, Path::NoisePcmu, Path::NoisePcmuLoss, Path::Narrow, Path::NarrowUlawNoise];
 
 /// Deterministic white noise (xorshift), uniform, at `dbfs` RMS.
 fn add_noise(pcm: &mut [i16], dbfs: f64, seed: u64) {
@@ -207,7 +212,10 @@ fn each_path(name: &str, pcm: &[i16], check: impl Fn(Path, &[Heard], AmdDecision
         let (heard, decision) = detect(&audio, rate);
         let d = decision.unwrap_or_else(|| panic!("{name} {path:?}: no decision in {} ms", ms_of(audio.len(), rate)));
         assert_eq!(decided(&heard), vec![d], "{name} {path:?}: decided once");
-        println!("{name:>10} {path:<16?} {d:?} beeps {:?}", beeps(&heard).iter().map(|b| (b.1, b.2, b.3)).collect::<Vec<_>>());
+        println!(
+            "{name:>10} {path:<16?} {d:?} beeps {:?}",
+            beeps(&heard).iter().map(|b| (b.1, b.2, b.3)).collect::<Vec<_>>()
+        );
         check(path, &heard, d);
     }
 }
@@ -262,7 +270,11 @@ fn a_voicemail_greeting_is_a_machine_before_it_ends_and_its_beep_is_reported_whe
         // The wire path delays the audio by a few ms.
         assert!(at + 30 >= beep_end && at <= beep_end + 30, "{path:?}: ended at {at}, sent {beep_start}..{beep_end}");
         assert!((470..=520).contains(&dur), "{path:?}: {dur} ms");
-        assert!(h.emitted_ms >= at && h.emitted_ms <= at + 80, "{path:?}: reported at {} for an end at {at}", h.emitted_ms);
+        assert!(
+            h.emitted_ms >= at && h.emitted_ms <= at + 80,
+            "{path:?}: reported at {} for an end at {at}",
+            h.emitted_ms
+        );
     });
 }
 
@@ -301,7 +313,11 @@ fn speech_never_sounds_like_a_beep() {
     }
     // People's voices: the clips the speech-model tests use.
     let speech_dir = common::models_dir("fixtures/speech").join("fixtures/speech");
-    let mut files: Vec<_> = std::fs::read_dir(&speech_dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "wav")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&speech_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wav"))
+        .collect();
     files.sort();
     assert!(files.len() >= 4, "speech clips in {}", speech_dir.display());
     for f in files {
@@ -311,18 +327,27 @@ fn speech_never_sounds_like_a_beep() {
     }
     // espeak-ng's robot voice (8 kHz).
     let fx = common::fixtures();
-    for (name, pcm) in [("espeak speech", fx.speech_pcm()), ("espeak other", fx.other_speech_pcm()), ("espeak greeting", fx.greeting_pcm())] {
+    for (name, pcm) in [
+        ("espeak speech", fx.speech_pcm()),
+        ("espeak other", fx.other_speech_pcm()),
+        ("espeak greeting", fx.greeting_pcm()),
+    ] {
         clips.push((name.to_string(), pcm, 8000));
     }
     let mut total_ms = 0;
     let mut longest = (0, 0.0, String::new());
     for (name, pcm, rate) in &clips {
         // Piper's and people's 16 kHz speech through every path; espeak's as it is.
-        let variants: Vec<(Vec<i16>, u32)> = if *rate == RATE { PATHS.iter().map(|&p| through(p, pcm)).collect() } else { vec![(pcm.clone(), *rate)] };
+        let variants: Vec<(Vec<i16>, u32)> =
+            if *rate == RATE { PATHS.iter().map(|&p| through(p, pcm)).collect() } else { vec![(pcm.clone(), *rate)] };
         for (audio, r) in variants {
             let (heard, _) = detect(&audio, r);
             total_ms += ms_of(audio.len(), r);
-            assert!(beeps(&heard).is_empty(), "{name} at {r} Hz: {:?}", beeps(&heard).iter().map(|b| (b.1, b.2, b.3)).collect::<Vec<_>>());
+            assert!(
+                beeps(&heard).is_empty(),
+                "{name} at {r} Hz: {:?}",
+                beeps(&heard).iter().map(|b| (b.1, b.2, b.3)).collect::<Vec<_>>()
+            );
             // The margin: the longest stretch of speech that passes every
             // test of a tone but the length.
             let mut amd = Amd::new(AmdConfig { beep_min_ms: 0, ..Default::default() }, r);
@@ -337,7 +362,10 @@ fn speech_never_sounds_like_a_beep() {
     }
     println!("{} clips, {:.1} s of speech over all paths: no beep", clips.len(), f64::from(total_ms) / 1000.0);
     let min = AmdConfig::default().beep_min_ms;
-    println!("longest tone-like stretch of speech: {} ms at {:.0} Hz ({}); a beep takes {min} ms", longest.0, longest.1, longest.2);
+    println!(
+        "longest tone-like stretch of speech: {} ms at {:.0} Hz ({}); a beep takes {min} ms",
+        longest.0, longest.1, longest.2
+    );
     // Keep a wide margin: a change that lets vowels pass for half a beep is
     // one accent away from a false beep.
     assert!(longest.0 <= min / 2, "{longest:?}");
@@ -362,6 +390,9 @@ fn cost_per_20_ms_frame() {
         beeps += amd.push(f).iter().filter(|e| matches!(e, AmdEvent::Beep { .. })).count();
     }
     let ns = t.elapsed().as_nanos() as f64 / frames as f64;
-    println!("AMD cost: {ns:.0} ns per 20 ms frame at 16 kHz ({frames} frames, {beeps} beeps; {} build)", if cfg!(debug_assertions) { "debug" } else { "release" });
+    println!(
+        "AMD cost: {ns:.0} ns per 20 ms frame at 16 kHz ({frames} frames, {beeps} beeps; {} build)",
+        if cfg!(debug_assertions) { "debug" } else { "release" }
+    );
     assert!(beeps >= 5);
 }

@@ -19,7 +19,11 @@ fn config_with(m: &std::path::Path, records: &std::path::Path, partial_ms: u64, 
 /// The CTranslate2 float32 transcript (scripts/transcribe.py, tiny.en) of a WAV file.
 fn oracle(wav: &std::path::Path) -> String {
     let m = common::models_dir("venv/bin/python");
-    let out = common::run_checked(std::process::Command::new(m.join("venv/bin/python")).arg(common::repo_root().join("scripts/transcribe.py")).arg(wav));
+    let out = common::run_checked(
+        std::process::Command::new(m.join("venv/bin/python"))
+            .arg(common::repo_root().join("scripts/transcribe.py"))
+            .arg(wav),
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -27,7 +31,12 @@ fn oracle(wav: &std::path::Path) -> String {
 fn espeak_8k(dir: &std::path::Path, text: &str, name: &str) -> Vec<i16> {
     let raw = dir.join(format!("{name}.src.wav"));
     let wav = dir.join(format!("{name}.wav"));
-    common::run_checked(std::process::Command::new(common::tool("espeak-ng")).args(["-v", "en-us", "-s", "160", "-w"]).arg(&raw).arg(text));
+    common::run_checked(
+        std::process::Command::new(common::tool("espeak-ng"))
+            .args(["-v", "en-us", "-s", "160", "-w"])
+            .arg(&raw)
+            .arg(text),
+    );
     common::run_checked(std::process::Command::new(common::tool("sox")).arg(&raw).args(["-D", "-r", "8000"]).arg(&wav));
     common::read_wav_mono_i16(&wav).0
 }
@@ -54,9 +63,17 @@ fn the_callers_sentence_is_in_the_call_record_and_the_log() {
     // machine, a decoding loop, by the CPU's kernels and the turn's exact samples.)
     let truth = common::fixtures::SPEECH_TEXT;
     let end = common::speech::caller_pcap(&m, &dir, &[(0.5, truth)], 0.0, 4.0, 0xA5C0_0001)[0];
-    let run = common::run_sipp(app.dir(), &common::scenario("uac_pcmu_turn_pause.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(40));
+    let run = common::run_sipp(
+        app.dir(),
+        &common::scenario("uac_pcmu_turn_pause.xml"),
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1"],
+        Duration::from_secs(40),
+    );
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
-    let recs = common::wait_until(Duration::from_secs(15), || Some(records(&rec_dir)).filter(|r| !r.is_empty())).unwrap_or_else(|| panic!("no call record in {}\n{}", rec_dir.display(), app.log_tail(40)));
+    let recs = common::wait_until(Duration::from_secs(15), || Some(records(&rec_dir)).filter(|r| !r.is_empty()))
+        .unwrap_or_else(|| panic!("no call record in {}\n{}", rec_dir.display(), app.log_tail(40)));
     assert_eq!(recs.len(), 1);
     let r = &recs[0];
     let finals: Vec<&str> = r["transcripts"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap()).collect();
@@ -75,15 +92,25 @@ fn the_callers_sentence_is_in_the_call_record_and_the_log() {
     assert_eq!(r["called"], "1000");
     assert_eq!(r["end_reason"], "completed_remote_bye");
     let t0 = &r["transcripts"][0];
-    assert!(t0["audio_start_ms"].as_u64().unwrap() < 1000 && t0["audio_end_ms"].as_u64().unwrap() as f64 > end * 1000.0 - 300.0, "turn span: {t0} (the sentence ends at {end:.2} s)");
+    assert!(
+        t0["audio_start_ms"].as_u64().unwrap() < 1000
+            && t0["audio_end_ms"].as_u64().unwrap() as f64 > end * 1000.0 - 300.0,
+        "turn span: {t0} (the sentence ends at {end:.2} s)"
+    );
     assert!(t0["latency_ms"].as_f64().unwrap() < 5000.0, "latency: {t0}");
     let types: Vec<&str> = r["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert!(types.contains(&"speech_started") && types.contains(&"speech_stopped") && types.contains(&"turn_committed"), "{types:?}");
+    assert!(
+        types.contains(&"speech_started") && types.contains(&"speech_stopped") && types.contains(&"turn_committed"),
+        "{types:?}"
+    );
     // partial_interval_ms: 700 and an idle recogniser: the ~2.5 s turn got a partial while it was spoken.
     assert!(types.contains(&"partial_transcript"), "{types:?}");
     // The log has the final transcript in the call's span.
     let log = app.log();
-    let line = log.lines().find(|l| l.contains(" transcript ") || l.ends_with(" transcript")).or_else(|| log.lines().find(|l| l.contains("transcript") && l.contains("text=")));
+    let line = log
+        .lines()
+        .find(|l| l.contains(" transcript ") || l.ends_with(" transcript"))
+        .or_else(|| log.lines().find(|l| l.contains("transcript") && l.contains("text=")));
     let line = line.unwrap_or_else(|| panic!("no transcript line\n{}", app.log_tail(40)));
     assert!(line.contains("call{call_id=") && line.to_lowercase().contains("hear me"), "{line}");
     assert_eq!(app.metric_value("switchboard_transcripts_total{outcome=\"final\"}"), Some(finals.len() as f64));
@@ -102,12 +129,25 @@ fn a_turn_cut_by_the_hang_up_is_still_transcribed() {
     // CPU's int8 kernels (on an AMD EPYC with AVX2 and no VNNI it heard "Hello, Liby Mckau, can you?").
     let app = common::Appliance::start_in(&dir, &config_with(&m, &rec_dir, 0, "fp32"), &ports);
     // BYE 2.5 s into the 3.5 s sentence: the VAD never sees the end of the turn.
-    let run = common::run_sipp(app.dir(), &common::scenario("uac_pcmu_speech_cut.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(40));
+    let run = common::run_sipp(
+        app.dir(),
+        &common::scenario("uac_pcmu_speech_cut.xml"),
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1"],
+        Duration::from_secs(40),
+    );
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
-    let recs = common::wait_until(Duration::from_secs(20), || Some(records(&rec_dir)).filter(|r| !r.is_empty())).unwrap_or_else(|| panic!("no call record\n{}", app.log_tail(40)));
-    let heard: Vec<String> = recs[0]["transcripts"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap().to_string()).collect();
+    let recs = common::wait_until(Duration::from_secs(20), || Some(records(&rec_dir)).filter(|r| !r.is_empty()))
+        .unwrap_or_else(|| panic!("no call record\n{}", app.log_tail(40)));
+    let heard: Vec<String> =
+        recs[0]["transcripts"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap().to_string()).collect();
     let words = wer::words(&heard.join(" "));
-    assert!(words.contains(&"hello".to_string()) && words.contains(&"call".to_string()), "the start of the sentence: {heard:?}\n{}", app.log_tail(30));
+    assert!(
+        words.contains(&"hello".to_string()) && words.contains(&"call".to_string()),
+        "the start of the sentence: {heard:?}\n{}",
+        app.log_tail(30)
+    );
     assert!(!words.contains(&"hear".to_string()), "nothing after the hang-up: {heard:?}");
 }
 
@@ -133,16 +173,35 @@ fn semantic_vad_keeps_a_pause_inside_one_turn() {
     let wav8 = dir.join("turn_pause_8k.wav");
     common::write_wav(&wav8, &pcm, 8000);
     std::fs::create_dir_all(dir.join("pcap")).unwrap();
-    common::fixtures::write_rtp_audio_pcap(&wav8, &dir.join("pcap/turn_pause_pcmu.pcap"), 0, 20, 1000, 160_000, 0x5EC0_0001);
+    common::fixtures::write_rtp_audio_pcap(
+        &wav8,
+        &dir.join("pcap/turn_pause_pcmu.pcap"),
+        0,
+        20,
+        1000,
+        160_000,
+        0x5EC0_0001,
+    );
 
     let rec_dir = dir.join("records");
     let cfg = config(&m, &rec_dir, 0)
         .replace("      type: server_vad\n", "      type: semantic_vad\n      eagerness: low\n")
-        .replace("  asr:\n", &format!("  turn:\n    path: {}\n  asr:\n", m.join("smart_turn/smart-turn-v3.2-cpu.onnx").display()));
+        .replace(
+            "  asr:\n",
+            &format!("  turn:\n    path: {}\n  asr:\n", m.join("smart_turn/smart-turn-v3.2-cpu.onnx").display()),
+        );
     let app = common::Appliance::start_in(&dir, &cfg, &ports);
-    let run = common::run_sipp(app.dir(), &common::scenario("uac_pcmu_turn_pause.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(40));
+    let run = common::run_sipp(
+        app.dir(),
+        &common::scenario("uac_pcmu_turn_pause.xml"),
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1"],
+        Duration::from_secs(40),
+    );
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
-    let recs = common::wait_until(Duration::from_secs(20), || Some(records(&rec_dir)).filter(|r| !r.is_empty())).unwrap_or_else(|| panic!("no call record\n{}", app.log_tail(40)));
+    let recs = common::wait_until(Duration::from_secs(20), || Some(records(&rec_dir)).filter(|r| !r.is_empty()))
+        .unwrap_or_else(|| panic!("no call record\n{}", app.log_tail(40)));
     let r = &recs[0];
     println!("{}", serde_json::to_string_pretty(r).unwrap());
     let events = r["events"].as_array().unwrap();
@@ -180,9 +239,26 @@ fn a_manual_turn_ends_on_the_commit_key_not_on_a_pause() {
     let wav8 = dir.join("turn_pause_8k.wav");
     common::write_wav(&wav8, &pcm, 8000);
     std::fs::create_dir_all(dir.join("pcap")).unwrap();
-    let n = common::fixtures::write_rtp_audio_pcap(&wav8, &dir.join("pcap/turn_pause_pcmu.pcap"), 0, 20, 1000, 160_000, 0x5EC0_0006);
+    let n = common::fixtures::write_rtp_audio_pcap(
+        &wav8,
+        &dir.join("pcap/turn_pause_pcmu.pcap"),
+        0,
+        20,
+        1000,
+        160_000,
+        0x5EC0_0006,
+    );
     // The key on the same RTP stream, right after the speech.
-    common::fixtures::write_dtmf_pcap("#", &dir.join("pcap/hash.pcap"), 101, 120, 0, 1000 + n as u16, 160_000 + n as u32 * 160, 0x5EC0_0006);
+    common::fixtures::write_dtmf_pcap(
+        "#",
+        &dir.join("pcap/hash.pcap"),
+        101,
+        120,
+        0,
+        1000 + n as u16,
+        160_000 + n as u32 * 160,
+        0x5EC0_0006,
+    );
     let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml")).unwrap().replace(
         "<pause milliseconds=\"9000\"/>",
         &format!("<pause milliseconds=\"{speech_ms}\"/>\n  <nop><action><exec play_pcap_audio=\"pcap/hash.pcap\"/></action></nop>\n  <pause milliseconds=\"6000\"/>"),
@@ -195,15 +271,27 @@ fn a_manual_turn_ends_on_the_commit_key_not_on_a_pause() {
     // ("I want to cancel my...") when the key's commit came one frame later on a loaded machine.
     let cfg = config_with(&m, &rec_dir, 0, "fp32").replace("      type: server_vad\n", "      type: manual\n");
     let app = common::Appliance::start_in(&dir, &cfg, &ports);
-    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(40));
+    let run = common::run_sipp(
+        app.dir(),
+        &scen,
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1"],
+        Duration::from_secs(40),
+    );
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
-    let recs = common::wait_until(Duration::from_secs(20), || Some(records(&rec_dir)).filter(|r| !r.is_empty())).unwrap_or_else(|| panic!("no call record\n{}", app.log_tail(40)));
+    let recs = common::wait_until(Duration::from_secs(20), || Some(records(&rec_dir)).filter(|r| !r.is_empty()))
+        .unwrap_or_else(|| panic!("no call record\n{}", app.log_tail(40)));
     let r = &recs[0];
     println!("{}", serde_json::to_string_pretty(r).unwrap());
     let events = r["events"].as_array().unwrap();
-    let stops: Vec<u64> = events.iter().filter(|e| e["type"] == "speech_stopped").map(|e| e["t_ms"].as_u64().unwrap()).collect();
+    let stops: Vec<u64> =
+        events.iter().filter(|e| e["type"] == "speech_stopped").map(|e| e["t_ms"].as_u64().unwrap()).collect();
     let commits: Vec<&serde_json::Value> = events.iter().filter(|e| e["type"] == "turn_committed").collect();
-    let key = events.iter().find(|e| e["type"] == "dtmf" && e["digit"] == "#").unwrap_or_else(|| panic!("the # key in the record: {events:?}"));
+    let key = events
+        .iter()
+        .find(|e| e["type"] == "dtmf" && e["digit"] == "#")
+        .unwrap_or_else(|| panic!("the # key in the record: {events:?}"));
     assert!(stops.len() >= 2, "the VAD heard the 3 s pause (two speech runs): {stops:?}\n{}", app.log_tail(30));
     assert_eq!(commits.len(), 1, "one turn: {commits:?}\n{}", app.log_tail(30));
     assert_eq!(commits[0]["reason"], "manual", "{}", commits[0]);

@@ -14,7 +14,14 @@ fn the_caller_interrupts_the_greeting() {
     let ports = common::alloc_ports();
     let dir = common::test_dir("barge");
     // The caller: 2.5 s of silence (the greeting plays), then a sentence over it, then 6 s of quiet.
-    common::speech::caller_pcap(&m, &dir, &[(2.5, "Sorry to interrupt, but I need to talk to someone about my order.")], 0.0, 6.0, 0x5EC0_0004);
+    common::speech::caller_pcap(
+        &m,
+        &dir,
+        &[(2.5, "Sorry to interrupt, but I need to talk to someone about my order.")],
+        0.0,
+        6.0,
+        0x5EC0_0004,
+    );
 
     let greeting = "Thank you for calling Sunny Bakery. Our opening hours are seven to six on weekdays and eight to two on Saturday, \
 and we are closed on Sunday. Custom cakes need two days of notice. How can I help you today?";
@@ -26,10 +33,19 @@ and we are closed on Sunday. Custom cakes need two days of notice. How can I hel
     );
     let app = common::Appliance::start_in(&dir, &cfg, &ports);
     let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
-    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml")).unwrap().replace("<pause milliseconds=\"9000\"/>", "<pause milliseconds=\"14000\"/>");
+    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml"))
+        .unwrap()
+        .replace("<pause milliseconds=\"9000\"/>", "<pause milliseconds=\"14000\"/>");
     let scen = dir.join("barge.xml");
     std::fs::write(&scen, xml).unwrap();
-    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(60));
+    let run = common::run_sipp(
+        app.dir(),
+        &scen,
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1"],
+        Duration::from_secs(60),
+    );
     let pkts = cap.stop();
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
 
@@ -42,12 +58,29 @@ and we are closed on Sunday. Custom cakes need two days of notice. How can I hel
     assert!(agent_speech.iter().any(|&t| t < caller_onset - 1.0), "the greeting was playing before the caller spoke");
     let stop_ms = (last_speech_packet(&agent_speech, caller_onset) - caller_onset) * 1000.0;
     println!("caller onset on the wire → last greeting packet: {stop_ms:.0} ms");
-    println!("{}", app.log().lines().filter(|l| l.contains("barge-in") || l.contains("speech started")).collect::<Vec<_>>().join("\n"));
+    println!(
+        "{}",
+        app.log()
+            .lines()
+            .filter(|l| l.contains("barge-in") || l.contains("speech started"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(stop_ms <= 150.0, "the agent's audio stopped {stop_ms:.0} ms after the caller began\n{}", app.log_tail(30));
     assert!(app.log().contains("barge-in: the caller interrupted"), "{}", app.log_tail(30));
-    assert_eq!(app.metric_value("switchboard_barge_ins_total{outcome=\"interrupted\"}"), Some(1.0), "{}", app.metrics());
+    assert_eq!(
+        app.metric_value("switchboard_barge_ins_total{outcome=\"interrupted\"}"),
+        Some(1.0),
+        "{}",
+        app.metrics()
+    );
     let r = common::wait_call_record(&dir);
-    let ev = r["events"].as_array().unwrap().iter().find(|e| e["type"] == "response_interrupted").expect("response_interrupted in the record");
+    let ev = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "response_interrupted")
+        .expect("response_interrupted in the record");
     assert!(ev["audio_end_ms"].as_u64().unwrap() > 1500, "{ev}");
 }
 
@@ -82,7 +115,8 @@ fn interrupted_reply(name: &str, played_s: f64, min_played_s: f64, max_played_s:
     // waits for it, but the call's length is fixed).
     let _one = common::one_llm_call_at_a_time();
     common::require_tools(&["sipp", "tcpdump", "sox"]);
-    let InterruptedCall { app, dir, ports, pkts, first_ours, first_theirs, q_end, onset, agent_speech, reply_start } = interrupted_call(name, played_s);
+    let InterruptedCall { app, dir, ports, pkts, first_ours, first_theirs, q_end, onset, agent_speech, reply_start } =
+        interrupted_call(name, played_s);
     assert!(
         onset - reply_start > min_played_s && onset - reply_start < max_played_s,
         "the reply had been playing for {:.1} s when the caller interrupted, not {min_played_s}–{max_played_s} s (it began {:.1} s after the question)\n{}",
@@ -98,14 +132,19 @@ fn interrupted_reply(name: &str, played_s: f64, min_played_s: f64, max_played_s:
     );
     let stop = last_speech_packet(&agent_speech, onset);
     let stop_ms = (stop - onset) * 1000.0;
-    println!("reply began {:.2} s after the question; caller onset → last reply packet: {stop_ms:.0} ms", reply_start - first_theirs - q_end);
+    println!(
+        "reply began {:.2} s after the question; caller onset → last reply packet: {stop_ms:.0} ms",
+        reply_start - first_theirs - q_end
+    );
     assert!(stop_ms <= 150.0, "the reply's audio stopped {stop_ms:.0} ms after the caller began\n{}", app.log_tail(30));
 
     // What the caller heard of the reply, in Whisper's words.
     let audio = common::speech::agent_audio_16k(&dir, &pkts, &ports);
-    let (a, b) = (((reply_start - first_ours - 0.1) * 16000.0) as usize, (((stop - first_ours) + 0.05) * 16000.0) as usize);
+    let (a, b) =
+        (((reply_start - first_ours - 0.1) * 16000.0) as usize, (((stop - first_ours) + 0.05) * 16000.0) as usize);
     let heard_audio = &audio[a.min(audio.len())..b.min(audio.len())];
-    let on_wire: Vec<String> = common::speech::transcribe_16k(&m, heard_audio).into_iter().map(|t| t.transcript.text).collect();
+    let on_wire: Vec<String> =
+        common::speech::transcribe_16k(&m, heard_audio).into_iter().map(|t| t.transcript.text).collect();
     let on_wire = on_wire.join(" ");
     println!("played before the interruption (Whisper): {on_wire:?}");
 
@@ -113,15 +152,24 @@ fn interrupted_reply(name: &str, played_s: f64, min_played_s: f64, max_played_s:
     let r = common::wait_call_record(&dir);
     println!("replies: {}", serde_json::to_string_pretty(&r["replies"]).unwrap());
     let replies = r["replies"].as_array().unwrap();
-    let cut = replies.iter().find(|x| x["outcome"] == "interrupted").unwrap_or_else(|| panic!("an interrupted reply in the record: {replies:?}"));
+    let cut = replies
+        .iter()
+        .find(|x| x["outcome"] == "interrupted")
+        .unwrap_or_else(|| panic!("an interrupted reply in the record: {replies:?}"));
     assert_eq!(cut["response"], 1, "{cut}");
     let heard = cut["text"].as_str().unwrap();
     let audio_end_ms = cut["audio_end_ms"].as_u64().unwrap();
     let played_ms = ((stop - reply_start) * 1000.0) as u64;
-    assert!(audio_end_ms.abs_diff(played_ms) < 400, "audio_end_ms {audio_end_ms} vs {played_ms} ms of the reply on the wire");
+    assert!(
+        audio_end_ms.abs_diff(played_ms) < 400,
+        "audio_end_ms {audio_end_ms} vs {played_ms} ms of the reply on the wire"
+    );
     if let Some(full) = replies.iter().find(|x| x["response"] == 1 && x["outcome"] == "done") {
         let full = full["text"].as_str().unwrap();
-        assert!(full.starts_with(heard) && full.len() > heard.len() + 20, "the heard part is a strict prefix of the reply:\nheard: {heard}\nfull: {full}");
+        assert!(
+            full.starts_with(heard) && full.len() > heard.len() + 20,
+            "the heard part is a strict prefix of the reply:\nheard: {heard}\nfull: {full}"
+        );
     }
     // The words Whisper hears in the played audio are the record's heard text, give or take the
     // last few (the cut falls inside a sentence, and its words are shared out by audio length).
@@ -132,16 +180,32 @@ fn interrupted_reply(name: &str, played_s: f64, min_played_s: f64, max_played_s:
     // first phrase a share of its few words by audio length is too coarse to compare word by word
     // ("I" of "I have a lemon drizzle cake" after 480 ms), so only the bound below holds there.
     if min_played_s >= 1.0 {
-        assert!(wire_words.len() >= 5 && found * 10 >= wire_words.len() * 7, "heard text {heard:?} vs the wire {on_wire:?}");
+        assert!(
+            wire_words.len() >= 5 && found * 10 >= wire_words.len() * 7,
+            "heard text {heard:?} vs the wire {on_wire:?}"
+        );
     }
-    assert!(heard_words.len() <= common::wer::words(&on_wire).len() + 6, "the record keeps more than was played: {heard:?} vs {on_wire:?}");
+    assert!(
+        heard_words.len() <= common::wer::words(&on_wire).len() + 6,
+        "the record keeps more than was played: {heard:?} vs {on_wire:?}"
+    );
     let events = r["events"].as_array().unwrap();
-    let kinds: Vec<(String, u64)> = events.iter().filter(|e| e["response"].is_u64() || e["type"] == "response_interrupted").map(|e| (e["type"].as_str().unwrap().to_string(), e["response"].as_u64().unwrap_or(0))).collect();
+    let kinds: Vec<(String, u64)> = events
+        .iter()
+        .filter(|e| e["response"].is_u64() || e["type"] == "response_interrupted")
+        .map(|e| (e["type"].as_str().unwrap().to_string(), e["response"].as_u64().unwrap_or(0)))
+        .collect();
     println!("response events: {kinds:?}");
     let pos = |k: &str, n: u64| kinds.iter().position(|(t, r)| t == k && *r == n);
     assert!(pos("response_started", 1) < pos("response_interrupted", 0), "{kinds:?}");
-    assert!(events.iter().any(|e| e["type"] == "response_done" && e["response"] == 1 && e["outcome"] == "interrupted"), "{kinds:?}");
-    assert!(replies.iter().any(|x| x["response"] == 2 && x["outcome"] == "done" && !x["text"].as_str().unwrap().is_empty()), "the agent answered the interruption: {replies:?}");
+    assert!(
+        events.iter().any(|e| e["type"] == "response_done" && e["response"] == 1 && e["outcome"] == "interrupted"),
+        "{kinds:?}"
+    );
+    assert!(
+        replies.iter().any(|x| x["response"] == 2 && x["outcome"] == "done" && !x["text"].as_str().unwrap().is_empty()),
+        "the agent answered the interruption: {replies:?}"
+    );
 }
 
 /// The call of `interrupted_reply`, with what its capture shows.
@@ -169,10 +233,19 @@ fn interrupted_call(name: &str, played_s: f64) -> InterruptedCall {
     let m = common::models_dir("qwen2_5_coder_1_5b/llm.json");
     let ports = common::alloc_ports();
     let dir = common::test_dir(name);
-    let lines = common::speech::caller_lines_8k(&m, &dir, &["Hello, what kinds of cake do you have?", "Sorry, sorry, how much does the chocolate cake cost?"]);
+    let lines = common::speech::caller_lines_8k(
+        &m,
+        &dir,
+        &["Hello, what kinds of cake do you have?", "Sorry, sorry, how much does the chocolate cake cost?"],
+    );
     let [question, interruption] = <[Vec<i16>; 2]>::try_from(lines).unwrap();
     let caller = ListeningCaller::start(
-        vec![Step::Silence(1.0), Step::Say(question), Step::WhenAgentHasSpoken { played_s, timeout_s: 25.0 }, Step::Say(interruption)],
+        vec![
+            Step::Silence(1.0),
+            Step::Say(question),
+            Step::WhenAgentHasSpoken { played_s, timeout_s: 25.0 },
+            Step::Say(interruption),
+        ],
         0x5EC0_0007,
     );
     let cfg = format!(
@@ -187,21 +260,43 @@ fn interrupted_call(name: &str, played_s: f64) -> InterruptedCall {
     // seconds late on a loaded machine, `played_s` of it, the interruption (~3 s) and its answer.
     let scen = dir.join(format!("{name}.xml"));
     std::fs::write(&scen, sipp_scenario(&caller, ((30.0 + played_s) * 1000.0) as u64)).unwrap();
-    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(90));
+    let run = common::run_sipp(
+        app.dir(),
+        &scen,
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1"],
+        Duration::from_secs(90),
+    );
     let said = caller.stop();
     let pkts = cap.stop();
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
-    println!("{}", app.log().lines().filter(|l| l.contains("barge-in") || l.contains("agent reply") || l.contains("reply interrupted")).collect::<Vec<_>>().join("\n"));
+    println!(
+        "{}",
+        app.log()
+            .lines()
+            .filter(|l| l.contains("barge-in") || l.contains("agent reply") || l.contains("reply interrupted"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     println!("the caller: {said:?}");
-    assert!(said.timed_out.is_empty() && said.step_starts.len() == 4, "the agent's reply never played {played_s} s: {said:?}\n{}", app.log_tail(40));
+    assert!(
+        said.timed_out.is_empty() && said.step_starts.len() == 4,
+        "the agent's reply never played {played_s} s: {said:?}\n{}",
+        app.log_tail(40)
+    );
 
     // The wire: the interruption's onset, and the reply's audio around it.
     let (caller, agent) = pcmu_both_ways(&pkts, &ports);
     let first_theirs = caller.first().expect("the caller's RTP").time;
     let first_ours = agent.first().expect("the agent's RTP").time;
     let q_end = said.step_ends[1];
-    let onset = *loud_times(&caller).iter().find(|&&t| t > first_theirs + said.step_starts[3] - 0.1).expect("the interruption on the wire");
+    let onset = *loud_times(&caller)
+        .iter()
+        .find(|&&t| t > first_theirs + said.step_starts[3] - 0.1)
+        .expect("the interruption on the wire");
     let agent_speech = loud_times(&agent);
-    let reply_start = *agent_speech.iter().find(|&&t| t > first_theirs + q_end).expect("the agent answered the question");
+    let reply_start =
+        *agent_speech.iter().find(|&&t| t > first_theirs + q_end).expect("the agent answered the question");
     InterruptedCall { app, dir, ports, pkts, first_ours, first_theirs, q_end, onset, agent_speech, reply_start }
 }

@@ -19,10 +19,16 @@ fn interruptions_stop_the_agent_and_echo_back_channels_and_coughs_do_not() {
     let onnx = m.join("piper/en_US-joe-medium.onnx");
     let mut voice = PiperVoice::load(rt, &onnx, &onnx.with_extension("onnx.json"), &common::cpu_options(2)).unwrap();
     let size = bargein_sim::SetSize { interruptions: 8, back_channel_rounds: 1, coughs: 6 };
-    let r = bargein_sim::evaluate(&mut vad, &mut voice, &BargeInConfig::default(), 400, &Line::default(), size).unwrap();
+    let r =
+        bargein_sim::evaluate(&mut vad, &mut voice, &BargeInConfig::default(), 400, &Line::default(), size).unwrap();
     let summary = r.summary();
     println!("{summary}");
-    for (kind, v) in [("interruption", &r.interruptions), ("back-channel", &r.back_channels), ("cough", &r.coughs), ("echo only", &r.echo_only)] {
+    for (kind, v) in [
+        ("interruption", &r.interruptions),
+        ("back-channel", &r.back_channels),
+        ("cough", &r.coughs),
+        ("echo only", &r.echo_only),
+    ] {
         for o in v {
             println!("  {kind}: {o:?}");
         }
@@ -42,6 +48,13 @@ fn interruptions_stop_the_agent_and_echo_back_channels_and_coughs_do_not() {
     // Without the echo check, the same echo would interrupt the agent: the check is what holds it.
     // (The onset gate off, so that it is the VAD path that hears the echo as speech.)
     let no_check = BargeInConfig { echo_ncc: 2.0, onset_dbfs: 0.0, ..Default::default() };
-    let bare = bargein_sim::run_trial(&mut vad, &no_check, 400, &Line { echo_gain: 0.5, ..Line::default() }, &voice.synthesize_16k(bargein_sim::AGENT_REPLY).unwrap(), None);
+    let bare = bargein_sim::run_trial(
+        &mut vad,
+        &no_check,
+        400,
+        &Line { echo_gain: 0.5, ..Line::default() },
+        &voice.synthesize_16k(bargein_sim::AGENT_REPLY).unwrap(),
+        None,
+    );
     assert!(bare.paused, "echo at −6 dB with no echo check should reach the VAD as speech: {bare:?}");
 }

@@ -31,7 +31,13 @@ fn calls_seen(pkts: &[UdpPacket], uas_ports: &[u16]) -> Vec<Seen> {
         let first = text.lines().next().unwrap_or("");
         let call_id = text.lines().find_map(|l| l.strip_prefix("Call-ID: ")).unwrap_or("").trim().to_string();
         if first.starts_with("INVITE ") {
-            let user = first.split_whitespace().nth(1).and_then(|u| u.strip_prefix("sip:")).and_then(|u| u.split('@').next()).unwrap_or("").to_string();
+            let user = first
+                .split_whitespace()
+                .nth(1)
+                .and_then(|u| u.strip_prefix("sip:"))
+                .and_then(|u| u.split('@').next())
+                .unwrap_or("")
+                .to_string();
             calls.entry(call_id).or_insert(Seen { user, start: t, end: None });
         } else if first.starts_with("BYE ") || first.starts_with("ACK ") {
             if let Some(c) = calls.get_mut(&call_id) {
@@ -69,7 +75,9 @@ fn export(app: &Appliance, attempts: bool) -> Vec<BTreeMap<String, String>> {
     let out = run_checked(&mut cmd);
     let mut rd = csv::Reader::from_reader(&out.stdout[..]);
     let headers = rd.headers().unwrap().clone();
-    rd.records().map(|r| headers.iter().zip(r.unwrap().iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect()).collect()
+    rd.records()
+        .map(|r| headers.iter().zip(r.unwrap().iter()).map(|(h, v)| (h.to_string(), v.to_string())).collect())
+        .collect()
 }
 
 fn status(app: &Appliance) -> serde_json::Value {
@@ -89,8 +97,15 @@ fn thirty_contacts_paced_retried_and_resumed_after_sigkill() {
     let ring_port = ports.peer_rtp_high - 4;
     let with_sip = |p: u16, rtp: u16| Ports { peer_sip: p, peer_rtp: rtp, ..ports.clone() };
     let uas_answer = spawn_sipp(&dir, &scenario("uas_echo.xml"), None, &ports, &["-m", "1000"]);
-    let uas_busy = spawn_sipp(&dir, &scenario("uas_busy.xml"), None, &with_sip(busy_port, ports.peer_rtp + 20), &["-m", "1000"]);
-    let uas_ring = spawn_sipp(&dir, &scenario("uas_ring_no_answer.xml"), None, &with_sip(ring_port, ports.peer_rtp + 40), &["-m", "1000"]);
+    let uas_busy =
+        spawn_sipp(&dir, &scenario("uas_busy.xml"), None, &with_sip(busy_port, ports.peer_rtp + 20), &["-m", "1000"]);
+    let uas_ring = spawn_sipp(
+        &dir,
+        &scenario("uas_ring_no_answer.xml"),
+        None,
+        &with_sip(ring_port, ports.peer_rtp + 40),
+        &["-m", "1000"],
+    );
     for p in [answer_port, busy_port, ring_port] {
         assert!(wait_udp_bound(p, Duration::from_secs(5)), "SIPp on {p}");
     }
@@ -117,13 +132,20 @@ fn thirty_contacts_paced_retried_and_resumed_after_sigkill() {
     let config = "calls:\n  record_dir: records\nroutes:\n  - match: \"*\"\n    agent: caller\nagents:\n  caller:\n    mode: silent\n    max_duration_s: 2\n    variables:\n      first_name: there\n";
 
     let app = Appliance::start_in(&dir, config, &ports);
-    let out = run_checked(std::process::Command::new(common::appliance::switchboard_bin()).args(["campaign", "run"]).arg(dir.join("campaign.yaml")).args(["--no-wait", "--http", &ports.http_addr(), "--config"]).arg(app.config_path()));
+    let out = run_checked(
+        std::process::Command::new(common::appliance::switchboard_bin())
+            .args(["campaign", "run"])
+            .arg(dir.join("campaign.yaml"))
+            .args(["--no-wait", "--http", &ports.http_addr(), "--config"])
+            .arg(app.config_path()),
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("campaign reminders running"));
 
     // Let it run until a dozen attempts have ended, then kill it mid-campaign.
     let before = wait_until(Duration::from_secs(60), || {
         let s = status(&app);
-        (s["attempts"].as_u64().unwrap() - s["dialing"].as_u64().unwrap() >= 12 && s["dialing"].as_u64().unwrap() > 0).then_some(s)
+        (s["attempts"].as_u64().unwrap() - s["dialing"].as_u64().unwrap() >= 12 && s["dialing"].as_u64().unwrap() > 0)
+            .then_some(s)
     })
     .unwrap_or_else(|| panic!("campaign progress: {}\n{}", status(&app), app.log_tail(30)));
     let stored_before: Vec<_> = export(&app, true).into_iter().filter(|a| !a["outcome"].is_empty()).collect();
@@ -176,12 +198,23 @@ fn thirty_contacts_paced_retried_and_resumed_after_sigkill() {
         let interrupted = after.iter().any(|a| a["number"] == c["number"] && a["outcome"] == "interrupted");
         match kind_of[&user] {
             "answer" if !interrupted => {
-                assert_eq!((calls, attempts, c["state"].as_str(), c["last_outcome"].as_str()), (1, 1, "completed", "answered"), "{c:?}");
+                assert_eq!(
+                    (calls, attempts, c["state"].as_str(), c["last_outcome"].as_str()),
+                    (1, 1, "completed", "answered"),
+                    "{c:?}"
+                );
             }
-            "answer" => assert!(calls <= 1 && c["state"] == "exhausted", "an interrupted call is never redialled (failed: 1 attempt): {c:?}"),
+            "answer" => assert!(
+                calls <= 1 && c["state"] == "exhausted",
+                "an interrupted call is never redialled (failed: 1 attempt): {c:?}"
+            ),
             kind if !interrupted => {
                 let outcome = if kind == "busy" { "busy" } else { "no_answer" };
-                assert_eq!((calls, attempts, c["state"].as_str(), c["last_outcome"].as_str()), (2, 2, "exhausted", outcome), "{c:?}");
+                assert_eq!(
+                    (calls, attempts, c["state"].as_str(), c["last_outcome"].as_str()),
+                    (2, 2, "exhausted", outcome),
+                    "{c:?}"
+                );
             }
             _ => assert!(attempts <= 2 && calls <= 2, "{c:?}"),
         }
@@ -192,17 +225,32 @@ fn thirty_contacts_paced_retried_and_resumed_after_sigkill() {
     let (pre, post): (Vec<&Seen>, Vec<&Seen>) = seen.iter().partition(|s| s.start < killed_at);
     assert!(max_open(&pre, killed_at) <= MAX_CONCURRENT, "before the kill: {}", max_open(&pre, killed_at));
     assert!(max_open(&post, f64::MAX) <= MAX_CONCURRENT, "after the restart: {}", max_open(&post, f64::MAX));
-    assert!(max_open(&post, f64::MAX) == MAX_CONCURRENT || max_open(&pre, killed_at) == MAX_CONCURRENT, "the limit is reached at some point");
+    assert!(
+        max_open(&post, f64::MAX) == MAX_CONCURRENT || max_open(&pre, killed_at) == MAX_CONCURRENT,
+        "the limit is reached at some point"
+    );
     // The pacer spaces starts 0.5 s apart; on the wire a loaded machine may delay one INVITE more
     // than the next, so single gaps get a margin, and no window holds more than the rate allows.
     let gaps: Vec<(f64, f64)> = seen.windows(2).map(|w| (w[1].start - w[0].start, w[1].start - killed_at)).collect();
     let min_gap = gaps.iter().map(|g| g.0).fold(f64::MAX, f64::min);
-    assert!(min_gap >= 0.3, "calls start at most {CPS} per second: smallest gap {min_gap:.3} s; (gap, start after the kill): {gaps:.3?}");
+    assert!(
+        min_gap >= 0.3,
+        "calls start at most {CPS} per second: smallest gap {min_gap:.3} s; (gap, start after the kill): {gaps:.3?}"
+    );
     for (i, a) in seen.iter().enumerate() {
         for w in [1.0, 3.0, 10.0] {
             let n = seen[i..].iter().take_while(|b| b.start - a.start < w).count();
-            assert!(n as f64 <= CPS * w + 1.0, "{n} calls started within {w} s of {:.3}: {gaps:.3?}", a.start - killed_at);
+            assert!(
+                n as f64 <= CPS * w + 1.0,
+                "{n} calls started within {w} s of {:.3}: {gaps:.3?}",
+                a.start - killed_at
+            );
         }
     }
-    eprintln!("{} calls seen; max open {}/{}; smallest gap {min_gap:.3} s", seen.len(), max_open(&pre, killed_at), max_open(&post, f64::MAX));
+    eprintln!(
+        "{} calls seen; max open {}/{}; smallest gap {min_gap:.3} s",
+        seen.len(),
+        max_open(&pre, killed_at),
+        max_open(&post, f64::MAX)
+    );
 }

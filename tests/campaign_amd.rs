@@ -18,7 +18,9 @@ const HELLO: &str = "Hello?";
 fn speech_8k(dir: &std::path::Path, name: &str, text: &str) -> Vec<i16> {
     let m = models_dir("piper/en_US-joe-medium.onnx");
     let onnx = m.join("piper/en_US-joe-medium.onnx");
-    let mut voice = PiperVoice::load(common::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &common::cpu_options(2)).unwrap();
+    let mut voice =
+        PiperVoice::load(common::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &common::cpu_options(2))
+            .unwrap();
     voice.set_scales(Scales { noise_scale: 0.0, length_scale: 1.0, noise_w: 0.0 });
     let pcm = voice.synthesize(text).unwrap();
     let wav = dir.join(format!("{name}-22k.wav"));
@@ -67,9 +69,19 @@ fn voicemail_gets_the_message_after_the_beep_and_a_person_hears_the_agent_after_
     let (machine_port, person_port) = (ports.peer_sip, ports.peer_rtp_high - 2);
     let uas_machine = callee(&dir, &ports, "machine", machine_port, ports.peer_rtp, &machine);
     let uas_person = callee(&dir, &ports, "person", person_port, ports.peer_rtp + 20, &person);
-    let cap = Capture::start(&dir, &format!("udp and (port {machine_port} or port {person_port} or portrange {}-{})", ports.rtp_low, ports.rtp_high));
+    let cap = Capture::start(
+        &dir,
+        &format!(
+            "udp and (port {machine_port} or port {person_port} or portrange {}-{})",
+            ports.rtp_low, ports.rtp_high
+        ),
+    );
 
-    std::fs::write(dir.join("contacts.csv"), format!("number\nsip:vm@127.0.0.1:{machine_port}\nsip:anna@127.0.0.1:{person_port}\n")).unwrap();
+    std::fs::write(
+        dir.join("contacts.csv"),
+        format!("number\nsip:vm@127.0.0.1:{machine_port}\nsip:anna@127.0.0.1:{person_port}\n"),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("campaign.yaml"),
         "campaign:\n  name: amd\n  agent: caller\n  contacts: contacts.csv\n  max_concurrent: 2\n  calls_per_second: 5\n  answering_machine:\n    policy: leave_message\n    message: \"Hello, this is the bakery. Your order is ready to collect.\"\n",
@@ -82,7 +94,11 @@ fn voicemail_gets_the_message_after_the_beep_and_a_person_hears_the_agent_after_
         tts = m.join("piper/en_US-joe-medium.onnx").display()
     );
     let app = Appliance::start_in(&dir, &config, &ports);
-    let (code, body) = app.http_request("POST", "/campaigns", Some(&format!("{{\"file\": \"{}\"}}", dir.join("campaign.yaml").display())));
+    let (code, body) = app.http_request(
+        "POST",
+        "/campaigns",
+        Some(&format!("{{\"file\": \"{}\"}}", dir.join("campaign.yaml").display())),
+    );
     assert_eq!(code, 202, "{body}");
     let done = wait_until(Duration::from_secs(60), || {
         let (_, t) = app.http_get("/campaigns/amd");
@@ -99,8 +115,15 @@ fn voicemail_gets_the_message_after_the_beep_and_a_person_hears_the_agent_after_
 
     // On the wire: where each callee's 200 OK went out (the answer), then the appliance's audio.
     let sip = sip_messages(&pkts);
-    let answered_at = |port: u16| sip.iter().find(|(_, s, _, t)| s.port() == port && t.starts_with("SIP/2.0 200") && t.contains("INVITE")).map(|m| m.0).expect("200 OK");
-    let bye_at = |port: u16| sip.iter().find(|(_, _, d, t)| d.port() == port && t.starts_with("BYE ")).map(|m| m.0).expect("our BYE");
+    let answered_at = |port: u16| {
+        sip.iter()
+            .find(|(_, s, _, t)| s.port() == port && t.starts_with("SIP/2.0 200") && t.contains("INVITE"))
+            .map(|m| m.0)
+            .expect("200 OK")
+    };
+    let bye_at = |port: u16| {
+        sip.iter().find(|(_, _, d, t)| d.port() == port && t.starts_with("BYE ")).map(|m| m.0).expect("our BYE")
+    };
     // (when our first loud sample left, seconds of loud audio) towards a callee's RTP port; we
     // send silence from the answer on, so the first packet is not yet speech.
     let speech_from_us = |peer_rtp: u16| -> Vec<(f64, f64)> {
@@ -113,17 +136,35 @@ fn voicemail_gets_the_message_after_the_beep_and_a_person_hears_the_agent_after_
     let (first_m, loud_m) = speech_from_us(ports.peer_rtp)[0];
     let (first_p, loud_p) = speech_from_us(ports.peer_rtp + 20)[0];
     eprintln!("machine: answered {t_machine:.2}, our first audio +{:.2} s ({loud_m:.1} s loud), beep ends +{beep_end_s:.2}; person: our first audio +{:.2} s, hello ends +{hello_end_s:.2}", first_m - t_machine, first_p - t_person);
-    assert!(first_m - t_machine > beep_end_s - 0.2, "the message starts after the beep ({beep_end_s:.2} s): {:.2} s", first_m - t_machine);
+    assert!(
+        first_m - t_machine > beep_end_s - 0.2,
+        "the message starts after the beep ({beep_end_s:.2} s): {:.2} s",
+        first_m - t_machine
+    );
     assert!(first_m - t_machine < beep_end_s + 2.0, "and soon after it: {:.2} s", first_m - t_machine);
     assert!(loud_m > 1.5, "the message is heard: {loud_m:.1} s");
     assert!(bye_at(machine_port) - t_machine < beep_end_s + 8.0, "the machine's call ends once the message is left");
-    assert!(first_p - t_person > hello_end_s, "the agent waits for the person's hello ({hello_end_s:.2} s): {:.2} s", first_p - t_person);
+    assert!(
+        first_p - t_person > hello_end_s,
+        "the agent waits for the person's hello ({hello_end_s:.2} s): {:.2} s",
+        first_p - t_person
+    );
     assert!(first_p - t_person < hello_end_s + 2.5, "then speaks: {:.2} s", first_p - t_person);
     assert!(loud_p > 1.5, "the person hears the greeting: {loud_p:.1} s");
 
     // The verdicts in the store's export.
-    let out = run_checked(std::process::Command::new(common::appliance::switchboard_bin()).args(["campaign", "export", "amd", "--attempts", "--config"]).arg(app.config_path()));
+    let out = run_checked(
+        std::process::Command::new(common::appliance::switchboard_bin())
+            .args(["campaign", "export", "amd", "--attempts", "--config"])
+            .arg(app.config_path()),
+    );
     let csv = String::from_utf8_lossy(&out.stdout);
-    assert!(csv.lines().any(|l| l.contains("sip:vm@") && l.contains(",machine,") && l.contains("answered by a machine")), "{csv}");
-    assert!(csv.lines().any(|l| l.contains("sip:anna@") && l.contains(",answered,") && l.contains("answered by a person")), "{csv}");
+    assert!(
+        csv.lines().any(|l| l.contains("sip:vm@") && l.contains(",machine,") && l.contains("answered by a machine")),
+        "{csv}"
+    );
+    assert!(
+        csv.lines().any(|l| l.contains("sip:anna@") && l.contains(",answered,") && l.contains("answered by a person")),
+        "{csv}"
+    );
 }

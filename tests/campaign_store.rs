@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use switchboard::campaign::{
-    contacts, spec, AttemptId, AttemptResult, CampaignSpec, ContactId, ContactList, ContactState, FinalState, Next, Outcome, Store,
+    contacts, spec, AttemptId, AttemptResult, CampaignSpec, ContactId, ContactList, ContactState, FinalState, Next,
+    Outcome, Store,
 };
 
 struct TempDir(PathBuf);
@@ -15,7 +16,11 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new(name: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!("sb-campaign-it-{}-{name}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "sb-campaign-it-{}-{name}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -119,7 +124,8 @@ fn crash_and_recover(forget: bool) {
     let lock = store.lock_campaign(&spec.name).unwrap();
     assert_eq!(store.recover(&lock, t(0)).unwrap(), 0);
     let due = store.due(&spec.name, t(0), 5).unwrap();
-    let begun: Vec<(ContactId, AttemptId)> = due.iter().map(|c| (c.id, store.begin_attempt(c.id, t(1), &format!("call-{}", c.id)).unwrap())).collect();
+    let begun: Vec<(ContactId, AttemptId)> =
+        due.iter().map(|c| (c.id, store.begin_attempt(c.id, t(1), &format!("call-{}", c.id)).unwrap())).collect();
     for (i, (_, a)) in begun.iter().take(3).enumerate() {
         assert_eq!(store.finish_attempt(*a, &answered(i), t(10)).unwrap(), Next::Final(FinalState::Completed));
     }
@@ -148,7 +154,10 @@ fn crash_and_recover(forget: bool) {
         let contact = store.contact(*c).unwrap();
         if i < 3 {
             let r = answered(i);
-            assert_eq!((h[0].outcome, h[0].sip_code, h[0].duration_ms), (Some(Outcome::Answered), Some(200), Some(r.duration_ms)));
+            assert_eq!(
+                (h[0].outcome, h[0].sip_code, h[0].duration_ms),
+                (Some(Outcome::Answered), Some(200), Some(r.duration_ms))
+            );
             assert_eq!((&h[0].transcript, &h[0].tools, &h[0].detail), (&r.transcript, &r.tools, &r.detail));
             assert_eq!(contact.state, ContactState::Final(FinalState::Completed));
         } else {
@@ -259,7 +268,11 @@ fn sigkill_mid_write_leaves_a_consistent_store() {
             }
         }
         if c.attempts > 1 {
-            assert!(h[..h.len() - 1].iter().all(|a| a.outcome != Some(Outcome::Answered)), "{} was called again after answering", c.number);
+            assert!(
+                h[..h.len() - 1].iter().all(|a| a.outcome != Some(Outcome::Answered)),
+                "{} was called again after answering",
+                c.number
+            );
         }
     }
     assert!(calls.values().all(|&n| n == 1), "a call id was used twice");

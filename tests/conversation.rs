@@ -23,11 +23,18 @@ const CALL_S: f64 = 44.0;
 
 /// Any of `words` as a whole word ("8" is in "8:00 am", not in "18:00").
 fn any_word(text: &str, words: &[&str]) -> bool {
-    words.iter().any(|w| fancy_regex::Regex::new(&format!(r"(?i)\b{}\b", fancy_regex::escape(w))).unwrap().is_match(text).unwrap())
+    words.iter().any(|w| {
+        fancy_regex::Regex::new(&format!(r"(?i)\b{}\b", fancy_regex::escape(w))).unwrap().is_match(text).unwrap()
+    })
 }
 
 /// The agent's audio in a capture, transcribed turn by turn by the project's Whisper.
-fn agent_speech(m: &std::path::Path, dir: &std::path::Path, pkts: &[common::UdpPacket], ports: &common::Ports) -> Vec<offline::TurnText> {
+fn agent_speech(
+    m: &std::path::Path,
+    dir: &std::path::Path,
+    pkts: &[common::UdpPacket],
+    ports: &common::Ports,
+) -> Vec<offline::TurnText> {
     let x = common::speech::agent_audio_16k(dir, pkts, ports);
     let spoken = common::speech::transcribe_16k(m, &x);
     for t in &spoken {
@@ -59,21 +66,43 @@ fn three_turns_on_the_embedded_model() {
         .replace("<pause milliseconds=\"9000\"/>", &format!("<pause milliseconds=\"{}\"/>", (CALL_S * 1000.0) as u64));
     let scen = dir.join("conversation.xml");
     std::fs::write(&scen, xml).unwrap();
-    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(90));
+    let run = common::run_sipp(
+        app.dir(),
+        &scen,
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1"],
+        Duration::from_secs(90),
+    );
     let pkts = cap.stop();
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
 
     // What the caller heard, turn by turn, in Whisper's words.
     let spoken = agent_speech(&m, &dir, &pkts, &ports);
     let log = app.log();
-    println!("{}", log.lines().filter(|l| l.contains("transcript turn=") || l.contains("agent reply")).collect::<Vec<_>>().join("\n"));
+    println!(
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("transcript turn=") || l.contains("agent reply"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // Each answer is spoken after its question ends and before the next question begins.
     for (i, (_, q, facts)) in TURNS.iter().enumerate() {
         let from = (ends[i] * 1000.0) as u64;
         let to = TURNS.get(i + 1).map(|t| (t.0 * 1000.0) as u64).unwrap_or((CALL_S * 1000.0) as u64);
-        let said: Vec<&str> = spoken.iter().filter(|t| t.start_ms >= from && t.start_ms < to).map(|t| t.transcript.text.as_str()).collect();
+        let said: Vec<&str> = spoken
+            .iter()
+            .filter(|t| t.start_ms >= from && t.start_ms < to)
+            .map(|t| t.transcript.text.as_str())
+            .collect();
         let said = said.join(" ");
-        assert!(any_word(&said, facts), "turn {}: asked {q:?}, the caller heard {said:?}, which lacks any of {facts:?}\n{}", i + 1, app.log_tail(40));
+        assert!(
+            any_word(&said, facts),
+            "turn {}: asked {q:?}, the caller heard {said:?}, which lacks any of {facts:?}\n{}",
+            i + 1,
+            app.log_tail(40)
+        );
     }
 
     // The record: three caller turns and three replies, each with its time.
@@ -81,7 +110,11 @@ fn three_turns_on_the_embedded_model() {
     let transcripts = r["transcripts"].as_array().unwrap();
     let replies = r["replies"].as_array().unwrap();
     assert_eq!(transcripts.len(), 3, "{}", serde_json::to_string_pretty(&r).unwrap());
-    assert!(replies.len() >= 3 && replies.iter().filter(|x| x["outcome"] == "done").count() >= 3, "{}", serde_json::to_string_pretty(&r["replies"]).unwrap());
+    assert!(
+        replies.len() >= 3 && replies.iter().filter(|x| x["outcome"] == "done").count() >= 3,
+        "{}",
+        serde_json::to_string_pretty(&r["replies"]).unwrap()
+    );
     for (i, (_, _, facts)) in TURNS.iter().enumerate() {
         let text = replies.iter().filter(|x| x["outcome"] == "done").nth(i).unwrap()["text"].as_str().unwrap();
         assert!(any_word(text, facts), "reply {}: {text:?} lacks any of {facts:?}", i + 1);
@@ -113,18 +146,39 @@ fn a_dead_language_model_gets_an_apology_then_a_hangup() {
     let app = common::Appliance::start_in(&dir, &cfg, &ports);
     let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
     // uac_wait_bye.xml with the question played after the ACK: the appliance must end the call.
-    let xml = std::fs::read_to_string(common::scenario("uac_wait_bye.xml"))
-        .unwrap()
-        .replace("  <recv request=\"BYE\"", "  <nop><action><exec play_pcap_audio=\"pcap/turn_pause_pcmu.pcap\"/></action></nop>\n  <recv request=\"BYE\"");
+    let xml = std::fs::read_to_string(common::scenario("uac_wait_bye.xml")).unwrap().replace(
+        "  <recv request=\"BYE\"",
+        "  <nop><action><exec play_pcap_audio=\"pcap/turn_pause_pcmu.pcap\"/></action></nop>\n  <recv request=\"BYE\"",
+    );
     let scen = dir.join("wait_bye_question.xml");
     std::fs::write(&scen, xml).unwrap();
-    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(60));
+    let run = common::run_sipp(
+        app.dir(),
+        &scen,
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1"],
+        Duration::from_secs(60),
+    );
     let pkts = cap.stop();
-    assert!(run.successful == 1 && run.failed == 0, "the appliance hangs up after its apology\n{}\n{}", run.report(), app.log_tail(30));
+    assert!(
+        run.successful == 1 && run.failed == 0,
+        "the appliance hangs up after its apology\n{}\n{}",
+        run.report(),
+        app.log_tail(30)
+    );
     let spoken = agent_speech(&m, &dir, &pkts, &ports);
     let said: String = spoken.iter().map(|t| t.transcript.text.as_str()).collect::<Vec<_>>().join(" ").to_lowercase();
-    assert!(said.contains("sorry") && said.contains("answer"), "the caller hears the apology: {said:?}\n{}", app.log_tail(30));
-    assert!(app.metric_value("switchboard_llm_failures_total{kind=\"connect\"}").unwrap_or(0.0) >= 1.0, "{}", app.metrics());
+    assert!(
+        said.contains("sorry") && said.contains("answer"),
+        "the caller hears the apology: {said:?}\n{}",
+        app.log_tail(30)
+    );
+    assert!(
+        app.metric_value("switchboard_llm_failures_total{kind=\"connect\"}").unwrap_or(0.0) >= 1.0,
+        "{}",
+        app.metrics()
+    );
     let r = common::wait_call_record(&dir);
     let reply = &r["replies"][0];
     assert_eq!((reply["outcome"].as_str(), reply["error"].as_str()), (Some("failed"), Some("connect")), "{r}");

@@ -29,7 +29,8 @@ fn records(dir: &Path) -> BTreeMap<String, serde_json::Value> {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "json") {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap_or_else(|e| panic!("{}: not whole JSON: {e}", p.display()));
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap())
+                .unwrap_or_else(|e| panic!("{}: not whole JSON: {e}", p.display()));
             let id = v["call_id"].as_str().unwrap().to_string();
             assert!(out.insert(id.clone(), v).is_none(), "two records for {id}");
         }
@@ -67,18 +68,36 @@ fn sigkill_during_20_active_calls_loses_no_record_and_restarts_clean() {
     // 20 long calls, all up within a second or two.
     let long_dir = dir.join("long");
     std::fs::create_dir_all(&long_dir).unwrap();
-    let long = spawn_sipp(&long_dir, Path::new("uac"), Some(&ports.sip_addr()), &ports_long, &["-s", "1000", "-d", "120000", "-r", "20", "-m", "20", "-l", "20", "-trace_msg"]);
+    let long = spawn_sipp(
+        &long_dir,
+        Path::new("uac"),
+        Some(&ports.sip_addr()),
+        &ports_long,
+        &["-s", "1000", "-d", "120000", "-r", "20", "-m", "20", "-l", "20", "-trace_msg"],
+    );
     assert!(
-        wait_until(Duration::from_secs(20), || (app.metric_value("switchboard_active_calls") == Some(20.0)).then_some(())).is_some(),
+        wait_until(Duration::from_secs(20), || (app.metric_value("switchboard_active_calls") == Some(20.0))
+            .then_some(()))
+        .is_some(),
         "20 calls up\n{}",
         app.log_tail(20)
     );
     // 10 short calls that end while the 20 go on.
     let short_dir = dir.join("short");
     std::fs::create_dir_all(&short_dir).unwrap();
-    let short = run_sipp(&short_dir, Path::new("uac"), &ports.sip_addr(), &ports_short, &["-s", "1000", "-d", "300", "-r", "10", "-m", "10", "-l", "10", "-trace_msg"], Duration::from_secs(30));
+    let short = run_sipp(
+        &short_dir,
+        Path::new("uac"),
+        &ports.sip_addr(),
+        &ports_short,
+        &["-s", "1000", "-d", "300", "-r", "10", "-m", "10", "-l", "10", "-trace_msg"],
+        Duration::from_secs(30),
+    );
     assert_eq!((short.successful, short.failed), (10, 0), "{}", short.report());
-    assert!(wait_until(Duration::from_secs(10), || (records(&rec_dir).len() == 10).then_some(())).is_some(), "the 10 short calls' records are written");
+    assert!(
+        wait_until(Duration::from_secs(10), || (records(&rec_dir).len() == 10).then_some(())).is_some(),
+        "the 10 short calls' records are written"
+    );
     assert_eq!(app.metric_value("switchboard_active_calls"), Some(20.0));
     let journals = std::fs::read_dir(rec_dir.join("active")).unwrap().count();
     assert_eq!(journals, 20, "one journal per call in progress");
@@ -113,8 +132,19 @@ fn sigkill_during_20_active_calls_loses_no_record_and_restarts_clean() {
         assert!(r["started_at"].as_str().is_some_and(|s| s.ends_with('Z')));
     }
     assert_eq!(std::fs::read_dir(rec_dir.join("active")).unwrap().count(), 0, "no journal left");
-    let leftovers: Vec<_> = std::fs::read_dir(&rec_dir).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().ends_with(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&rec_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    let again = run_sipp(app.dir(), Path::new("uac"), &ports.sip_addr(), &ports_short, &["-s", "1000", "-d", "200"], Duration::from_secs(20));
+    let again = run_sipp(
+        app.dir(),
+        Path::new("uac"),
+        &ports.sip_addr(),
+        &ports_short,
+        &["-s", "1000", "-d", "200"],
+        Duration::from_secs(20),
+    );
     assert_eq!((again.successful, again.failed), (1, 0), "a call after the restart\n{}", again.report());
 }

@@ -30,7 +30,9 @@ fn wait_ended(app: &Appliance, call_id: &str, timeout: Duration) -> serde_json::
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
         (code == 200 && v["state"] == "ended").then_some(v)
     })
-    .unwrap_or_else(|| panic!("call {call_id} did not end: {:?}\n{}", app.http_get(&format!("/calls/{call_id}")), app.log_tail(30)))
+    .unwrap_or_else(|| {
+        panic!("call {call_id} did not end: {:?}\n{}", app.http_get(&format!("/calls/{call_id}")), app.log_tail(30))
+    })
 }
 
 #[test]
@@ -64,10 +66,15 @@ fn answered_busy_and_unanswered_calls_end_with_their_outcomes() {
     assert_eq!(end["outcome"], "answered", "{end}");
     let record_path = end["record_path"].as_str().map(std::path::PathBuf::from);
     assert!(record_path.is_none(), "no record_dir configured: {end}");
-    let to_callee = pkts.iter().find(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).expect("RTP from the appliance");
+    let to_callee =
+        pkts.iter().find(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).expect("RTP from the appliance");
     let audio = rtp_stream_to_pcm(&pkts, to_callee.dst.port(), Some(to_callee.src.port()));
     // The 3 s sentence has pauses between words; silence would measure 0.
-    assert!(is_audible(&audio.pcm, 8000) && active_seconds(&audio.pcm, 8000, 0.01) > 1.2, "the callee hears the greeting: {}", common::audio::describe(&audio.pcm, 8000));
+    assert!(
+        is_audible(&audio.pcm, 8000) && active_seconds(&audio.pcm, 8000, 0.01) > 1.2,
+        "the callee hears the greeting: {}",
+        common::audio::describe(&audio.pcm, 8000)
+    );
     assert_eq!(app.metric_value(r#"switchboard_outbound_calls_total{outcome="answered"}"#), Some(1.0));
 
     // Busy: 486, which we ACK; the CLI follows the call and exits 3.
@@ -116,15 +123,29 @@ fn a_call_through_the_pbx_answers_its_proxy_challenge() {
         &scenario("register_auth.xml"),
         &kam.addr(),
         &ports,
-        &["-s", "alice", "-au", "alice", "-ap", "alicepass", "-key", "contact_hostport", &format!("127.0.0.1:{}", ports.peer_sip)],
+        &[
+            "-s",
+            "alice",
+            "-au",
+            "alice",
+            "-ap",
+            "alicepass",
+            "-key",
+            "contact_hostport",
+            &format!("127.0.0.1:{}", ports.peer_sip),
+        ],
         Duration::from_secs(10),
     );
     assert!(reg.successful == 1, "alice registers: {}\n{}", reg.report(), kam.log_text());
-    let extra = format!("accounts:\n  pbx:\n    domain: 127.0.0.1:{}\n    username: agent\n    password: agentpass\n", kam.port);
+    let extra = format!(
+        "accounts:\n  pbx:\n    domain: 127.0.0.1:{}\n    username: agent\n    password: agentpass\n",
+        kam.port
+    );
     let app = Appliance::start_in(&dir, &config(&extra), &ports);
     let uas = spawn_sipp(&dir, &scenario("uas_echo.xml"), None, &ports, &["-m", "1"]);
     assert!(wait_udp_bound(ports.peer_sip, Duration::from_secs(5)));
-    assert!(wait_until(Duration::from_secs(10), || (!kam.lines("REGISTERED sip:agent@").is_empty()).then_some(())).is_some());
+    assert!(wait_until(Duration::from_secs(10), || (!kam.lines("REGISTERED sip:agent@").is_empty()).then_some(()))
+        .is_some());
 
     // A number at the account's domain: INVITE, 407, INVITE with Proxy-Authorization, routed to alice.
     let (code, v) = post_dial(&app, r#"{"to": "alice", "agent": "caller", "account": "pbx"}"#);

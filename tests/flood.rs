@@ -42,7 +42,11 @@ agents:
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -57,11 +61,23 @@ fn an_invite_flood_and_an_rtp_flood_leave_a_call_in_progress_intact_and_memory_b
 
     // Call B first (it takes the first RTP port, the RTP flood's target): it speaks once, so the
     // appliance latches to it, then holds for the whole test.
-    let b_xml = std::fs::read_to_string(scenario("uac_greeting_echo.tmpl.xml")).unwrap().replace("@PT@", "0").replace("@CODEC@", "PCMU").replace("@PCAP@", "pcap/speech_pcmu.pcap").replace("@WAIT_GREETING_MS@", "200").replace("@WAIT_ECHO_MS@", "22000");
+    let b_xml = std::fs::read_to_string(scenario("uac_greeting_echo.tmpl.xml"))
+        .unwrap()
+        .replace("@PT@", "0")
+        .replace("@CODEC@", "PCMU")
+        .replace("@PCAP@", "pcap/speech_pcmu.pcap")
+        .replace("@WAIT_GREETING_MS@", "200")
+        .replace("@WAIT_ECHO_MS@", "22000");
     let b_scen = app.dir().join("call_b.xml");
     std::fs::write(&b_scen, b_xml).unwrap();
     let call_b = spawn_sipp(app.dir(), &b_scen, Some(&ports.sip_addr()), &ports_b, &["-s", "quiet", "-m", "1"]);
-    assert!(wait_until(Duration::from_secs(10), || (app.metric_value("switchboard_active_calls") == Some(1.0)).then_some(())).is_some(), "call B is up\n{}", app.log_tail(20));
+    assert!(
+        wait_until(Duration::from_secs(10), || (app.metric_value("switchboard_active_calls") == Some(1.0))
+            .then_some(()))
+        .is_some(),
+        "call B is up\n{}",
+        app.log_tail(20)
+    );
 
     // Call A: the caller says its sentence five times, 1 s apart, and hears each echoed.
     let greet_ms = fx.greeting_pcm().len() as u64 * 1000 / 8000;
@@ -69,10 +85,17 @@ fn an_invite_flood_and_an_rtp_flood_leave_a_call_in_progress_intact_and_memory_b
     let gap_ms = speech_ms + 1000;
     let plays = 5;
     let tmpl = std::fs::read_to_string(scenario("uac_greeting_echo.tmpl.xml")).unwrap();
-    let one = "<nop><action><exec play_pcap_audio=\"@PCAP@\"/></action></nop>\n  <pause milliseconds=\"@WAIT_ECHO_MS@\"/>";
+    let one =
+        "<nop><action><exec play_pcap_audio=\"@PCAP@\"/></action></nop>\n  <pause milliseconds=\"@WAIT_ECHO_MS@\"/>";
     assert!(tmpl.contains(one), "the template's play step changed");
     let repeated = (0..plays).map(|_| one.to_string()).collect::<Vec<_>>().join("\n  ");
-    let a_xml = tmpl.replace(one, &repeated).replace("@PT@", "0").replace("@CODEC@", "PCMU").replace("@PCAP@", "pcap/speech_pcmu.pcap").replace("@WAIT_GREETING_MS@", &wait_greeting.to_string()).replace("@WAIT_ECHO_MS@", &gap_ms.to_string());
+    let a_xml = tmpl
+        .replace(one, &repeated)
+        .replace("@PT@", "0")
+        .replace("@CODEC@", "PCMU")
+        .replace("@PCAP@", "pcap/speech_pcmu.pcap")
+        .replace("@WAIT_GREETING_MS@", &wait_greeting.to_string())
+        .replace("@WAIT_ECHO_MS@", &gap_ms.to_string());
     let a_scen = app.dir().join("call_a.xml");
     std::fs::write(&a_scen, a_xml).unwrap();
 
@@ -90,7 +113,26 @@ fn an_invite_flood_and_an_rtp_flood_leave_a_call_in_progress_intact_and_memory_b
         &scenario("uac_flood.xml"),
         Some(&ports.sip_addr()),
         &ports_flood,
-        &["-s", "1000", "-i", "127.0.0.2", "-mi", "127.0.0.2", "-r", &rate, "-rp", "1000", "-m", &total, "-l", "20000", "-timeout", "40s", "-default_behaviors", "none"],
+        &[
+            "-s",
+            "1000",
+            "-i",
+            "127.0.0.2",
+            "-mi",
+            "127.0.0.2",
+            "-r",
+            &rate,
+            "-rp",
+            "1000",
+            "-m",
+            &total,
+            "-l",
+            "20000",
+            "-timeout",
+            "40s",
+            "-default_behaviors",
+            "none",
+        ],
     );
 
     // Meanwhile an RTP flood to call B's port, from another address: junk and well-formed RTP.
@@ -134,17 +176,31 @@ fn an_invite_flood_and_an_rtp_flood_leave_a_call_in_progress_intact_and_memory_b
 
     // Every flooding INVITE was refused with 503 and a Retry-After (the scenario fails a call on
     // anything else), none got in.
-    assert_eq!(flood_run.successful, u64::from(FLOOD_RATE * FLOOD_SECONDS), "every flood call ended in 503 + Retry-After + ACK\n{}", flood_run.report());
-    assert!(refused + overload >= f64::from(FLOOD_RATE * FLOOD_SECONDS), "counted: call_limit {refused} overload {overload}");
+    assert_eq!(
+        flood_run.successful,
+        u64::from(FLOOD_RATE * FLOOD_SECONDS),
+        "every flood call ended in 503 + Retry-After + ACK\n{}",
+        flood_run.report()
+    );
+    assert!(
+        refused + overload >= f64::from(FLOOD_RATE * FLOOD_SECONDS),
+        "counted: call_limit {refused} overload {overload}"
+    );
     // Memory: bounded, not proportional to the flood (10,000 INVITEs held for 32 s would be tens of MiB).
     assert!(peak < rss_before + 48 * 1024, "RSS grew from {} to {} MiB", rss_before / 1024, peak / 1024);
     // Both calls completed normally.
     assert!(a.successful == 1 && a.failed == 0, "call A\n{}\n{}", a.report(), app.log_tail(30));
     assert!(b.successful == 1 && b.failed == 0, "call B\n{}", b.report());
-    assert!(foreign + invalid > 1000.0, "the RTP flood reached the call and was dropped: foreign {foreign} invalid {invalid}");
+    assert!(
+        foreign + invalid > 1000.0,
+        "the RTP flood reached the call and was dropped: foreign {foreign} invalid {invalid}"
+    );
 
     // Call A's audio on the wire: continuous, and each of the five sentences echoed intact.
-    let from_a: Vec<&UdpPacket> = pkts.iter().filter(|p| p.dst.port() == ports.peer_rtp && (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).collect();
+    let from_a: Vec<&UdpPacket> = pkts
+        .iter()
+        .filter(|p| p.dst.port() == ports.peer_rtp && (ports.rtp_low..=ports.rtp_high).contains(&p.src.port()))
+        .collect();
     let first = from_a.first().expect("the appliance sent RTP to call A");
     let audio = rtp_stream_to_pcm(&pkts, first.dst.port(), Some(first.src.port()));
     assert_eq!(audio.seq_errors, 0, "call A's RTP has no gaps or reordering");
@@ -184,7 +240,8 @@ fn an_invite_flood_and_an_rtp_flood_leave_a_call_in_progress_intact_and_memory_b
         let planned = audio.first_time + (wait_greeting + k as u64 * gap_ms) as f64 / 1000.0;
         let lo = (((t - audio.first_time) * 8000.0) as usize).min(audio.pcm.len());
         let hi = (lo + gap_ms as usize * 8).min(audio.pcm.len());
-        let m = find_in_piecewise(&audio.pcm[lo..hi], &said, 4000, 480).unwrap_or_else(|| panic!("sentence {k}: no echo"));
+        let m =
+            find_in_piecewise(&audio.pcm[lo..hi], &said, 4000, 480).unwrap_or_else(|| panic!("sentence {k}: no echo"));
         println!(
             "sentence {k}: sent {:+.0} ms from the scenario's time ({} packets, worst gap {:.0} ms), echo at +{} ms, pieces mean ncc {:.3} min {:.3}",
             (t - planned) * 1000.0,
@@ -194,7 +251,12 @@ fn an_invite_flood_and_an_rtp_flood_leave_a_call_in_progress_intact_and_memory_b
             m.mean_ncc,
             m.min_ncc
         );
-        assert!(m.mean_ncc > 0.85 && m.min_ncc > 0.5, "sentence {k} echoed intact during the flood: mean {:.3} min {:.3}", m.mean_ncc, m.min_ncc);
+        assert!(
+            m.mean_ncc > 0.85 && m.min_ncc > 0.5,
+            "sentence {k} echoed intact during the flood: mean {:.3} min {:.3}",
+            m.mean_ncc,
+            m.min_ncc
+        );
         // The agent's 300 ms echo delay, the jitter buffer and a packet time or two: no more
         // (silence put into the caller's audio between the jitter buffer and the agent came
         // back as an echo 0.3–0.6 s later and torn).

@@ -38,7 +38,12 @@ fn replay(target: &str, body: fn(&[u8])) {
         }
     }
     eprintln!("{target}: replayed {} corpus inputs and {} regressions", corpus.len(), regressions.len());
-    assert!(failed.is_empty(), "{target}: {} input(s) fail (reproduce with `cargo fuzz run {target} FILE` in fuzz/):\n{}", failed.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{target}: {} input(s) fail (reproduce with `cargo fuzz run {target} FILE` in fuzz/):\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 #[test]

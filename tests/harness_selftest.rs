@@ -42,7 +42,14 @@ fn tools_are_installed() {
 #[test]
 fn fixtures_are_generated_and_audible() {
     let f = fixtures();
-    for wav in [&f.speech_8k, &f.other_speech_8k, &f.greeting_8k, &f.speech_8k_padded, &f.other_speech_8k_padded, &f.greeting_8k_padded] {
+    for wav in [
+        &f.speech_8k,
+        &f.other_speech_8k,
+        &f.greeting_8k,
+        &f.speech_8k_padded,
+        &f.other_speech_8k_padded,
+        &f.greeting_8k_padded,
+    ] {
         let (pcm, rate) = read_wav_mono_i16(wav);
         assert_eq!(rate, 8000, "{}", wav.display());
         assert!(is_audible(&pcm, rate), "{}: {}", wav.display(), audio::describe(&pcm, rate));
@@ -165,8 +172,20 @@ fn find_in_piecewise_tolerates_a_jitter_buffer_gap() {
     hay.extend(vec![0i16; 8000]);
     let whole = find_in(&hay, &speech).unwrap();
     let m = find_in_piecewise(&hay, &speech, 3200, 400).unwrap();
-    eprintln!("whole lag {} ncc {:.3}, at 8000: {:.3}, at 8240: {:.3}", whole.0, whole.1, ncc_at(&hay, &speech, 8000), ncc_at(&hay, &speech, 8240));
-    eprintln!("whole ncc {:.3}; piecewise mean {:.3} min {:.3} over {} pieces", whole.1, m.mean_ncc, m.min_ncc, m.pieces.len());
+    eprintln!(
+        "whole lag {} ncc {:.3}, at 8000: {:.3}, at 8240: {:.3}",
+        whole.0,
+        whole.1,
+        ncc_at(&hay, &speech, 8000),
+        ncc_at(&hay, &speech, 8240)
+    );
+    eprintln!(
+        "whole ncc {:.3}; piecewise mean {:.3} min {:.3} over {} pieces",
+        whole.1,
+        m.mean_ncc,
+        m.min_ncc,
+        m.pieces.len()
+    );
     assert!(m.mean_ncc > 0.9, "{m:?}");
     assert!(m.pieces.iter().any(|&(off, lag, _)| off >= 12000 && lag == 8000 + off + 240), "{m:?}");
     let other = find_in_piecewise(&hay, &fixtures().other_speech_pcm(), 3200, 400).unwrap();
@@ -334,7 +353,14 @@ fn rtp_stream_reassembly_orders_and_fills_gaps() {
             continue; // lost
         }
         // Sequence numbers wrap; timestamps wrap.
-        let rtp = rtp_packet(0, 65530u16.wrapping_add(i as u16), (u32::MAX - 800).wrapping_add(160 * i as u32), 42, c, i == 0);
+        let rtp = rtp_packet(
+            0,
+            65530u16.wrapping_add(i as u16),
+            (u32::MAX - 800).wrapping_add(160 * i as u32),
+            42,
+            c,
+            i == 0,
+        );
         pkts.push(UdpPacket { time: i as f64 * 0.02, src: a, dst: b, payload: rtp });
     }
     pkts.swap(20, 21); // reordered
@@ -354,7 +380,8 @@ fn rtp_stream_reassembly_orders_and_fills_gaps() {
 
 #[test]
 fn ports_are_unique_and_free() {
-    let handles: Vec<_> = (0..4).map(|_| std::thread::spawn(|| (0..3).map(|_| alloc_ports()).collect::<Vec<_>>())).collect();
+    let handles: Vec<_> =
+        (0..4).map(|_| std::thread::spawn(|| (0..3).map(|_| alloc_ports()).collect::<Vec<_>>())).collect();
     let all: Vec<Ports> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
     let mut seen = BTreeSet::new();
     for p in &all {
@@ -460,8 +487,11 @@ fn sipp_uac_to_sipp_uas_echo_is_captured() {
     assert!(echo.packets >= sent.packets * 9 / 10, "echo {} of {} packets", echo.packets, sent.packets);
     assert!(is_audible(&echo.pcm, 8000), "{}", audio::describe(&echo.pcm, 8000));
     let (lag, ncc) = find_in(&echo.pcm, &speech).expect("speech echoed");
-    eprintln!("echo: {} packets, lag {lag}, ncc {ncc:.4}, first echo {:.1} ms after first sent",
-        echo.packets, (echo.first_time - sent.first_time) * 1000.0);
+    eprintln!(
+        "echo: {} packets, lag {lag}, ncc {ncc:.4}, first echo {:.1} ms after first sent",
+        echo.packets,
+        (echo.first_time - sent.first_time) * 1000.0
+    );
     assert!(ncc > 0.9, "echo ncc {ncc}");
     assert!(echo.first_time >= sent.first_time && echo.first_time - sent.first_time < 0.1);
     write_wav(&dir.join("echo.wav"), &echo.pcm, 8000);

@@ -69,7 +69,9 @@ const APP_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 
 /// Any of `words` as a whole word ("8" is in "8:00 am", not in "18:00").
 fn any_word(text: &str, words: &[&str]) -> bool {
-    words.iter().any(|w| fancy_regex::Regex::new(&format!(r"(?i)\b{}\b", fancy_regex::escape(w))).unwrap().is_match(text).unwrap())
+    words.iter().any(|w| {
+        fancy_regex::Regex::new(&format!(r"(?i)\b{}\b", fancy_regex::escape(w))).unwrap().is_match(text).unwrap()
+    })
 }
 
 /// Lower case, times and "a.m." written one way ("8:00 AM", "8.00 a.m." and "800 a.m." are all
@@ -78,14 +80,24 @@ fn normalise(text: &str) -> String {
     let t = text.to_lowercase().replace("a.m.", "am").replace("p.m.", "pm");
     let c: Vec<char> = t.chars().collect();
     (0..c.len())
-        .filter(|&i| !((c[i] == ':' || c[i] == '.') && i > 0 && i + 1 < c.len() && c[i - 1].is_ascii_digit() && c[i + 1].is_ascii_digit()))
+        .filter(|&i| {
+            !((c[i] == ':' || c[i] == '.')
+                && i > 0
+                && i + 1 < c.len()
+                && c[i - 1].is_ascii_digit()
+                && c[i + 1].is_ascii_digit())
+        })
         .map(|i| c[i])
         .collect()
 }
 
 /// Arrival-order reordering on the wire: packets whose RTP sequence number is below one already seen.
 fn wire_counts(pkts: &[common::UdpPacket], keep: impl Fn(&common::UdpPacket) -> bool) -> (u64, u64) {
-    let rtp: Vec<common::RtpPacket> = pkts.iter().filter(|p| keep(p)).filter_map(|p| common::audio::parse_rtp(p.time, p.src, p.dst, &p.payload)).collect();
+    let rtp: Vec<common::RtpPacket> = pkts
+        .iter()
+        .filter(|p| keep(p))
+        .filter_map(|p| common::audio::parse_rtp(p.time, p.src, p.dst, &p.payload))
+        .collect();
     let mut max: Option<i64> = None;
     let (mut reordered, mut prev, mut ext) = (0u64, None::<u16>, 0i64);
     for p in &rtp {
@@ -131,13 +143,23 @@ fn impaired_call(case: Case) {
         models = common::embedded_llm_models(&m, None),
     );
     let app = common::Appliance::start_in(&dir, &cfg, &app_ports);
-    let cap = common::Capture::start(app.dir(), &format!("udp and ( port {} or portrange {}-{} )", ports.peer_rtp, app_ports.rtp_low, app_ports.rtp_high));
+    let cap = common::Capture::start(
+        app.dir(),
+        &format!("udp and ( port {} or portrange {}-{} )", ports.peer_rtp, app_ports.rtp_low, app_ports.rtp_high),
+    );
     let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml"))
         .unwrap()
         .replace("<pause milliseconds=\"9000\"/>", &format!("<pause milliseconds=\"{}\"/>", (CALL_S * 1000.0) as u64));
     let scen = dir.join("impaired.xml");
     std::fs::write(&scen, xml).unwrap();
-    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(60));
+    let run = common::run_sipp(
+        app.dir(),
+        &scen,
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1"],
+        Duration::from_secs(60),
+    );
     let pkts = cap.stop();
     let stats = relay.stop(Duration::from_millis(500));
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
@@ -151,9 +173,14 @@ fn impaired_call(case: Case) {
         .unwrap_or_else(|| panic!("no RTP from the caller to the relay in the capture\n{}", app.log_tail(30)));
     let caller = SocketAddr::new(APP_IP, ports.peer_rtp);
     let (into_relay, _) = wire_counts(&pkts, |p| p.src == caller && p.dst == SocketAddr::new(RELAY_IP, app_port));
-    let (into_app, reordered_into_app) = wire_counts(&pkts, |p| p.src == SocketAddr::new(RELAY_IP, app_port) && p.dst == SocketAddr::new(APP_IP, app_port));
-    let (from_app, _) = wire_counts(&pkts, |p| p.src == SocketAddr::new(APP_IP, app_port) && p.dst == SocketAddr::new(RELAY_IP, app_port));
-    let (to_caller, reordered_to_caller) = wire_counts(&pkts, |p| p.src == SocketAddr::new(RELAY_IP, app_port) && p.dst == caller);
+    let (into_app, reordered_into_app) = wire_counts(&pkts, |p| {
+        p.src == SocketAddr::new(RELAY_IP, app_port) && p.dst == SocketAddr::new(APP_IP, app_port)
+    });
+    let (from_app, _) = wire_counts(&pkts, |p| {
+        p.src == SocketAddr::new(APP_IP, app_port) && p.dst == SocketAddr::new(RELAY_IP, app_port)
+    });
+    let (to_caller, reordered_to_caller) =
+        wire_counts(&pkts, |p| p.src == SocketAddr::new(RELAY_IP, app_port) && p.dst == caller);
     let (direct, _) = wire_counts(&pkts, |p| p.src == SocketAddr::new(APP_IP, app_port) && p.dst == caller);
 
     // The caller's question, as the call record has it.
@@ -162,7 +189,8 @@ fn impaired_call(case: Case) {
     let q_errors = wer::word_errors(QUESTION, &heard_q);
     let q_wer = q_errors as f64 / wer::words(QUESTION).len() as f64;
     // The agent's answer: in the record, and on the wire to the caller after the question.
-    let replies: Vec<&serde_json::Value> = r["replies"].as_array().unwrap().iter().filter(|x| x["outcome"] == "done").collect();
+    let replies: Vec<&serde_json::Value> =
+        r["replies"].as_array().unwrap().iter().filter(|x| x["outcome"] == "done").collect();
     let reply = replies.first().map(|x| x["text"].as_str().unwrap().to_string()).unwrap_or_default();
     let audio = common::rtp_stream_to_pcm(&pkts, ports.peer_rtp, Some(app_port));
     let after_q = ((ends[0] * 8000.0) as usize).min(audio.pcm.len());
@@ -170,8 +198,13 @@ fn impaired_call(case: Case) {
     let loud_s = common::active_seconds(answer_pcm, 8000, 0.01);
     let before_loud_s = common::active_seconds(&audio.pcm[..after_q], 8000, 0.01);
     // What the caller heard of it, in Whisper's words (lost packets are silence at SIPp).
-    let x = common::speech::agent_audio_16k(&dir, &pkts.iter().filter(|p| p.dst == caller).cloned().collect::<Vec<_>>(), &app_ports);
-    let heard_reply: String = common::speech::transcribe_16k(&m, &x).iter().map(|t| t.transcript.text.clone()).collect::<Vec<_>>().join(" ");
+    let x = common::speech::agent_audio_16k(
+        &dir,
+        &pkts.iter().filter(|p| p.dst == caller).cloned().collect::<Vec<_>>(),
+        &app_ports,
+    );
+    let heard_reply: String =
+        common::speech::transcribe_16k(&m, &x).iter().map(|t| t.transcript.text.clone()).collect::<Vec<_>>().join(" ");
     let reply_errors = wer::word_errors(&normalise(&reply), &normalise(&heard_reply));
     let reply_wer = reply_errors as f64 / wer::words(&normalise(&reply)).len().max(1) as f64;
     let media = &r["media"];
@@ -184,7 +217,11 @@ fn impaired_call(case: Case) {
         100.0 * (1.0 - to_caller as f64 / from_app.max(1) as f64),
     );
     println!("appliance media: {media}");
-    println!("question: {QUESTION:?}\n  record:  {heard_q:?}\n  WER {:.1} % ({q_errors} of {} words)", q_wer * 100.0, wer::words(QUESTION).len());
+    println!(
+        "question: {QUESTION:?}\n  record:  {heard_q:?}\n  WER {:.1} % ({q_errors} of {} words)",
+        q_wer * 100.0,
+        wer::words(QUESTION).len()
+    );
     println!("reply (record): {reply:?}\n  caller heard: {:.1} s loud after the question ({before_loud_s:.1} s before): {heard_reply:?}, WER {:.1} % against the record", loud_s, reply_wer * 100.0);
     println!("test time {:.1} s", started.elapsed().as_secs_f64());
 
@@ -195,11 +232,24 @@ fn impaired_call(case: Case) {
     let n = (stats.to_target.received - stats.to_target.unroutable) as f64;
     let p = case.impairment.loss;
     let sd = (p * (1.0 - p) / n).sqrt();
-    assert!((stats.to_target.loss() - p).abs() <= 4.0 * sd + 1e-9, "realised loss {:.3} vs {p}: {stats}", stats.to_target.loss());
-    assert!(stats.to_target.reordered > 0 && stats.to_peer.reordered > 0, "the jitter reordered packets both ways: {stats}");
+    assert!(
+        (stats.to_target.loss() - p).abs() <= 4.0 * sd + 1e-9,
+        "realised loss {:.3} vs {p}: {stats}",
+        stats.to_target.loss()
+    );
+    assert!(
+        stats.to_target.reordered > 0 && stats.to_peer.reordered > 0,
+        "the jitter reordered packets both ways: {stats}"
+    );
     // (tcpdump stops a little before the relay: a packet or two in flight may be missing from it.)
-    assert!(into_app <= stats.to_target.forwarded && into_app + 3 >= stats.to_target.forwarded, "the wire shows what the relay says it forwarded: {into_app} vs {stats}");
-    assert!(to_caller >= stats.to_peer.forwarded.saturating_sub(5) && stats.to_peer.received >= 300, "the appliance's RTP went through the relay: {stats}");
+    assert!(
+        into_app <= stats.to_target.forwarded && into_app + 3 >= stats.to_target.forwarded,
+        "the wire shows what the relay says it forwarded: {into_app} vs {stats}"
+    );
+    assert!(
+        to_caller >= stats.to_peer.forwarded.saturating_sub(5) && stats.to_peer.received >= 300,
+        "the appliance's RTP went through the relay: {stats}"
+    );
     assert!(direct <= 50, "{direct} packets went around the relay: the appliance did not latch onto it");
 
     // The transcript of the caller's question is still right.
@@ -211,8 +261,16 @@ fn impaired_call(case: Case) {
         app.log_tail(40)
     );
     // The agent still answers: the right fact, and its audio reached the caller after the question.
-    assert!(any_word(&reply, FACTS), "the reply {reply:?} lacks any of {FACTS:?} (question heard as {heard_q:?})\n{}", app.log_tail(40));
-    assert!(common::is_audible(answer_pcm, 8000) && loud_s >= 1.0, "the caller heard the answer: {loud_s:.1} s loud after the question\n{}", app.log_tail(30));
+    assert!(
+        any_word(&reply, FACTS),
+        "the reply {reply:?} lacks any of {FACTS:?} (question heard as {heard_q:?})\n{}",
+        app.log_tail(40)
+    );
+    assert!(
+        common::is_audible(answer_pcm, 8000) && loud_s >= 1.0,
+        "the caller heard the answer: {loud_s:.1} s loud after the question\n{}",
+        app.log_tail(30)
+    );
     assert!(before_loud_s < 0.2, "nothing loud before the question ended: {before_loud_s:.1} s");
     // What the caller heard is the reply: most of its words survive the loss. SIPp conceals
     // nothing (a lost packet is 20 ms of silence there), so this is looser than for the question:
@@ -247,7 +305,10 @@ fn the_relay_loses_delays_and_reorders_like_netem() {
     assert!((lost - 0.15).abs() < 0.005, "loss {lost}");
     let kept: Vec<f64> = draws.iter().flatten().map(|d| d.as_secs_f64() * 1000.0).collect();
     let mean = kept.iter().sum::<f64>() / kept.len() as f64;
-    assert!(kept.iter().all(|&d| (0.0..=80.0).contains(&d)) && (mean - 40.0).abs() < 0.5, "delays uniform in [0, 80] ms: mean {mean}");
+    assert!(
+        kept.iter().all(|&d| (0.0..=80.0).contains(&d)) && (mean - 40.0).abs() < 0.5,
+        "delays uniform in [0, 80] ms: mean {mean}"
+    );
     assert!(SplitMix64::new(1).next_u64() != SplitMix64::new(2).next_u64());
 
     // The relay on loopback: "caller" and "appliance" sockets on 127.0.0.1, the relay on 127.0.0.2.

@@ -28,10 +28,7 @@ use std::time::Duration;
 use switchboard::media::jitter::sim::{self, Loss, Scenario};
 
 fn check(name: &str) {
-    let s: Scenario = sim::standard()
-        .into_iter()
-        .find(|s| s.name == name)
-        .expect("scenario");
+    let s: Scenario = sim::standard().into_iter().find(|s| s.name == name).expect("scenario");
     let r = sim::simulate(&s);
     eprintln!("{r:#?}");
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -42,59 +39,33 @@ fn check(name: &str) {
     assert_eq!(r.out_of_order, 0, "{name}");
 
     // Bounded delay, never unbounded.
-    assert!(
-        r.min_current_ms >= ms(cfg.min_delay),
-        "{name}: delay {} ms below min",
-        r.min_current_ms
-    );
+    assert!(r.min_current_ms >= ms(cfg.min_delay), "{name}: delay {} ms below min", r.min_current_ms);
     assert!(
         r.max_current_ms <= ms(cfg.max_delay) + frame_ms,
         "{name}: delay {} ms above max + frame",
         r.max_current_ms
     );
-    assert!(
-        r.max_delay_ms <= ms(cfg.max_delay) + 3.0 * frame_ms,
-        "{name}: a packet waited {} ms",
-        r.max_delay_ms
-    );
+    assert!(r.max_delay_ms <= ms(cfg.max_delay) + 3.0 * frame_ms, "{name}: a packet waited {} ms", r.max_delay_ms);
 
     // Bounded concealment.
     let concealment = r.concealment_ratio();
     if s.loss == Loss::None {
         assert!(concealment <= 0.005, "{name}: concealment {concealment}");
     } else {
-        assert!(
-            concealment <= s.loss.rate() + 0.02,
-            "{name}: concealment {concealment}"
-        );
-        assert!(
-            (concealment - r.wire_loss_ratio()).abs() <= 0.02,
-            "{name}: concealment {concealment}"
-        );
+        assert!(concealment <= s.loss.rate() + 0.02, "{name}: concealment {concealment}");
+        assert!((concealment - r.wire_loss_ratio()).abs() <= 0.02, "{name}: concealment {concealment}");
     }
 
     // No underrun cycle.
     let st = r.stats;
     assert!(st.resyncs <= r.events, "{name}: {} resyncs", st.resyncs);
     let cap = (ms(cfg.max_delay) / frame_ms) as u64;
-    assert!(
-        st.underruns <= r.wire_lost + st.late + (r.events + 1) * cap,
-        "{name}: {} underruns",
-        st.underruns
-    );
-    assert!(
-        st.stretched + st.shrunk <= 60,
-        "{name}: {} stretches, {} shrinks",
-        st.stretched,
-        st.shrunk
-    );
+    assert!(st.underruns <= r.wire_lost + st.late + (r.events + 1) * cap, "{name}: {} underruns", st.underruns);
+    assert!(st.stretched + st.shrunk <= 60, "{name}: {} stretches, {} shrinks", st.stretched, st.shrunk);
 
     // The hour of audio is accounted for.
     let ratio = r.output_samples as f64 / r.sent_samples as f64;
-    assert!(
-        (0.99..=1.01).contains(&ratio),
-        "{name}: output/sent = {ratio}"
-    );
+    assert!((0.99..=1.01).contains(&ratio), "{name}: output/sent = {ratio}");
     assert_eq!(r.played + r.concealed + r.stretched, r.slots());
     assert_eq!(st.played, r.played);
 }
@@ -147,19 +118,12 @@ fn drift_over_an_hour_is_absorbed_by_single_frame_adjustments() {
         s.ssrc_change = None;
         let r = sim::simulate(&s);
         let st = r.stats;
-        let (needed, other) = if ppm > 0.0 {
-            (st.shrunk, st.stretched)
-        } else {
-            (st.stretched, st.shrunk)
-        };
+        let (needed, other) = if ppm > 0.0 { (st.shrunk, st.stretched) } else { (st.stretched, st.shrunk) };
         // 360 ms of slide = 18 frames.
         assert!((16..=20).contains(&needed), "{name}: {st:?}");
         assert!(other <= 3, "{name}: {st:?}");
         assert_eq!((st.resyncs, st.realigned), (0, 0), "{name}");
-        assert!(
-            r.min_current_ms >= 20.0 && r.max_current_ms <= 220.0,
-            "{r:?}"
-        );
+        assert!(r.min_current_ms >= 20.0 && r.max_current_ms <= 220.0, "{r:?}");
         // Spread evenly: never an underrun-then-rebuffer cycle.
         assert!(st.underruns <= st.late + 10, "{name}: {st:?}");
     }

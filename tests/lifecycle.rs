@@ -11,10 +11,22 @@ use std::time::{Duration, Instant};
 fn sigterm_refuses_new_calls_then_ends_active_ones_after_grace() {
     require_tools(&["sipp"]);
     let ports = alloc_ports();
-    let cfg = "calls:\n  shutdown_grace_s: 2\nroutes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: silent\n";
+    let cfg =
+        "calls:\n  shutdown_grace_s: 2\nroutes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: silent\n";
     let app = Appliance::start(cfg, &ports);
-    let sipp = spawn_sipp(app.dir(), &scenario("uac_wait_bye.xml"), Some(&ports.sip_addr()), &ports, &["-s", "1000", "-m", "1"]);
-    assert!(wait_until(Duration::from_secs(10), || (app.metric_value("switchboard_active_calls") == Some(1.0)).then_some(())).is_some(), "call up");
+    let sipp = spawn_sipp(
+        app.dir(),
+        &scenario("uac_wait_bye.xml"),
+        Some(&ports.sip_addr()),
+        &ports,
+        &["-s", "1000", "-m", "1"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || (app.metric_value("switchboard_active_calls") == Some(1.0))
+            .then_some(()))
+        .is_some(),
+        "call up"
+    );
     let t0 = Instant::now();
     app.sigterm();
     // Draining: health says so, and a new INVITE gets 503 with Retry-After.
@@ -83,7 +95,12 @@ fn baresip_hears_greeting_and_its_own_echo() {
 
     let phone = Baresip::start(app.dir(), &ports, &src_wav, "PCMU");
     phone.dial(&format!("sip:1000@{}", ports.sip_addr()));
-    assert!(phone.wait_event("CALL_ESTABLISHED", Duration::from_secs(10)).is_some(), "{}\n{}", phone.log(), app.log_tail(20));
+    assert!(
+        phone.wait_event("CALL_ESTABLISHED", Duration::from_secs(10)).is_some(),
+        "{}\n{}",
+        phone.log(),
+        app.log_tail(20)
+    );
     let call_len = Duration::from_millis((source.len() as u64 * 1000 / 8000).saturating_sub(3000));
     std::thread::sleep(call_len);
     phone.hangup();
@@ -127,28 +144,46 @@ fn sigterm_after_the_calls_waits_for_their_records() {
     let app = Appliance::start_in(&dir, &cfg, &ports);
     const CALLS: usize = 20;
     // The sentence (~3.5 s), then BYE at 4 s: too soon for the end of the turn.
-    let run = run_sipp(app.dir(), &scenario("uac_pcmu_speech.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", &CALLS.to_string(), "-r", "10", "-l", "30", "-d", "0"], Duration::from_secs(60));
+    let run = run_sipp(
+        app.dir(),
+        &scenario("uac_pcmu_speech.xml"),
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", &CALLS.to_string(), "-r", "10", "-l", "30", "-d", "0"],
+        Duration::from_secs(60),
+    );
     assert!(run.successful == CALLS as u64 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
     std::thread::sleep(Duration::from_secs(1));
     app.sigterm();
     let status = app.wait_exit(Duration::from_secs(70)).expect("the appliance exits");
     assert!(status.success(), "clean exit: {status:?}\n{}", app.log_tail(20));
     let log = app.log();
-    assert!(log.contains("waiting for the ended calls to write their records"), "SIGTERM came after every call had written its record: the test did not try the drain\n{}", app.log_tail(30));
+    assert!(
+        log.contains("waiting for the ended calls to write their records"),
+        "SIGTERM came after every call had written its record: the test did not try the drain\n{}",
+        app.log_tail(30)
+    );
 
     let files = |dir: &std::path::Path, ext: &str| -> Vec<std::path::PathBuf> {
-        let mut v: Vec<_> = std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == ext)).collect()).unwrap_or_default();
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == ext)).collect())
+            .unwrap_or_default();
         v.sort();
         v
     };
     let journals = files(&rec_dir.join("active"), "jsonl");
-    assert!(journals.is_empty(), "journals left for the next start to recover as interrupted: {journals:?}\n{}", app.log_tail(30));
+    assert!(
+        journals.is_empty(),
+        "journals left for the next start to recover as interrupted: {journals:?}\n{}",
+        app.log_tail(30)
+    );
     let records = files(&rec_dir, "json");
     assert_eq!(records.len(), CALLS, "{records:?}\n{}", app.log_tail(30));
     for p in &records {
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
         assert_eq!(r["end_reason"], "completed_remote_bye", "{}: {r}", p.display());
-        let text = r["transcripts"].as_array().and_then(|t| t.first()).and_then(|t| t["text"].as_str()).unwrap_or_default();
+        let text =
+            r["transcripts"].as_array().and_then(|t| t.first()).and_then(|t| t["text"].as_str()).unwrap_or_default();
         assert!(!text.trim().is_empty(), "{}: the last turn's transcript is missing: {r}", p.display());
     }
     let after_exit = log.split_once("exiting").map(|(_, rest)| rest).unwrap_or_default();

@@ -38,7 +38,13 @@ fn chat(prompts: &serde_json::Value, case: &serde_json::Value) -> ChatRequest {
         };
         messages.push(Message::new(role, m["content"].as_str().unwrap()));
     }
-    ChatRequest { messages, tools: vec![], tool_choice: Default::default(), temperature: Some(0.0), max_tokens: Some(prompts["max_new_tokens"].as_u64().unwrap() as u32) }
+    ChatRequest {
+        messages,
+        tools: vec![],
+        tool_choice: Default::default(),
+        temperature: Some(0.0),
+        max_tokens: Some(prompts["max_new_tokens"].as_u64().unwrap() as u32),
+    }
 }
 
 /// The fixture holds llama.cpp's ids (scripts/llm-reference.py tokcheck --write).
@@ -68,8 +74,14 @@ fn tokenizer_and_chat_template_match_llama_cpp() {
 
 fn facts_ok(text: &str, case: &serde_json::Value) -> bool {
     let re = |p: &str| fancy_regex::Regex::new(&format!("(?i){p}")).unwrap();
-    let list = |k: &str| case[k].as_array().map(|a| a.iter().map(|p| p.as_str().unwrap().to_string()).collect::<Vec<_>>()).unwrap_or_default();
-    list("expect").iter().all(|p| re(p).is_match(text).unwrap()) && list("forbid").iter().all(|p| !re(p).is_match(text).unwrap())
+    let list = |k: &str| {
+        case[k]
+            .as_array()
+            .map(|a| a.iter().map(|p| p.as_str().unwrap().to_string()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    list("expect").iter().all(|p| re(p).is_match(text).unwrap())
+        && list("forbid").iter().all(|p| !re(p).is_match(text).unwrap())
 }
 
 /// llama.cpp's greedy answers to the prompt set, run now by scripts/llm-reference.py.
@@ -89,7 +101,12 @@ fn llama_cpp_answers() -> Vec<(String, String)> {
         .unwrap();
     assert!(r.status.success(), "llm-reference.py run --backend llama failed:\n{}", String::from_utf8_lossy(&r.stderr));
     let res: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    res["cases"].as_array().unwrap().iter().map(|c| (c["id"].as_str().unwrap().to_string(), c["answer"].as_str().unwrap().to_string())).collect()
+    res["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_string(), c["answer"].as_str().unwrap().to_string()))
+        .collect()
 }
 
 fn ask(llm: &LocalLlm, req: &ChatRequest, session: u64) -> (String, String, Duration) {
@@ -110,7 +127,14 @@ fn ask_counting(llm: &LocalLlm, req: &ChatRequest, session: u64) -> (String, Str
                 text.push_str(&t);
             }
             Ok(LlmEvent::ToolCall(c)) => panic!("no tools were offered, yet: {c:?}"),
-            Ok(LlmEvent::Done { finish_reason, usage }) => return (text, finish_reason, first.unwrap_or_default(), usage.expect("the embedded model counts tokens")),
+            Ok(LlmEvent::Done { finish_reason, usage }) => {
+                return (
+                    text,
+                    finish_reason,
+                    first.unwrap_or_default(),
+                    usage.expect("the embedded model counts tokens"),
+                )
+            }
             Err(e) => panic!("{e}"),
         }
     }
@@ -119,7 +143,13 @@ fn ask_counting(llm: &LocalLlm, req: &ChatRequest, session: u64) -> (String, Str
 fn spawn_model() -> LocalLlm {
     let model = Qwen::load(common::ort_runtime(), "llm", &model_dir(), &common::cpu_options(2)).unwrap();
     let greedy = Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0 };
-    LocalLlm::spawn(model, LocalSettings { sampling: greedy, cache_bytes: 256 << 20, seed: 0, step_hook: None }, 4, "test").unwrap()
+    LocalLlm::spawn(
+        model,
+        LocalSettings { sampling: greedy, cache_bytes: 256 << 20, seed: 0, step_hook: None },
+        4,
+        "test",
+    )
+    .unwrap()
 }
 
 #[test]
@@ -172,7 +202,10 @@ fn later_turns_reuse_the_conversation_cache() {
     eprintln!("turn 2 warm {warm_first:?} {warm_text:?}; cold {cold_first:?} {cold_text:?}");
     assert_eq!(warm_text, cold_text);
     assert!(facts_ok(&warm_text, case), "{warm_text}");
-    assert!(warm_first < cold_first, "the cached prefix makes the first text sooner: warm {warm_first:?}, cold {cold_first:?}");
+    assert!(
+        warm_first < cold_first,
+        "the cached prefix makes the first text sooner: warm {warm_first:?}, cold {cold_first:?}"
+    );
 }
 
 /// Wait until the worker has computed everything it was given (a warm-up is best effort, and
@@ -244,7 +277,11 @@ fn tool_calls_follow_the_schema() {
                 "people": {"type": "integer"}
             }, "required": ["day", "time", "people"]}),
         },
-        ToolSpec { name: "transfer_to_human".into(), description: "Transfer the caller to a member of staff.".into(), parameters: serde_json::json!({"type": "object", "properties": {}}) },
+        ToolSpec {
+            name: "transfer_to_human".into(),
+            description: "Transfer the caller to a member of staff.".into(),
+            parameters: serde_json::json!({"type": "object", "properties": {}}),
+        },
     ];
     let system = "You are the phone receptionist of Luigi's restaurant. Use the tools to act for the caller.";
     let ask_with = |choice: ToolChoice, session: u64, user: &str| {
@@ -274,7 +311,11 @@ fn tool_calls_follow_the_schema() {
     let args: serde_json::Value = serde_json::from_str(&calls[0].arguments).unwrap();
     assert!(days.contains(&args["day"].as_str().unwrap()), "{args}");
     assert!(args["people"].is_i64() && args["time"].is_string(), "{args}");
-    assert_eq!((args["day"].as_str(), args["people"].as_i64()), (Some("Friday"), Some(4)), "the model fills in what the caller said: {args}");
+    assert_eq!(
+        (args["day"].as_str(), args["people"].as_i64()),
+        (Some("Friday"), Some(4)),
+        "the model fills in what the caller said: {args}"
+    );
 
     let (_, calls, _) = ask_with(ToolChoice::Function("transfer_to_human".into()), 2, booking);
     assert_eq!(calls.len(), 1);
@@ -287,7 +328,11 @@ fn tool_calls_follow_the_schema() {
     // ordinary tokens, which is caught, never spoken, and constrained like the control token).
     let (text, calls, finish) = ask_with(ToolChoice::Auto, 4, "Can you put me through to someone from the staff?");
     eprintln!("auto: {calls:?} {text:?} ({finish})");
-    assert_eq!(calls.iter().map(|c| (c.name.as_str(), c.arguments.as_str())).collect::<Vec<_>>(), vec![("transfer_to_human", "{}")], "{text:?}");
+    assert_eq!(
+        calls.iter().map(|c| (c.name.as_str(), c.arguments.as_str())).collect::<Vec<_>>(),
+        vec![("transfer_to_human", "{}")],
+        "{text:?}"
+    );
     assert!(!text.contains("tool_call") && text.trim().is_empty(), "nothing of the call is said: {text:?}");
     assert_eq!(finish, "tool_calls");
 }
@@ -361,8 +406,14 @@ fn a_second_caller_is_answered_during_a_long_reply_and_each_answer_is_as_alone()
         assert!(Instant::now() < deadline, "both answers within 240 s");
         std::thread::sleep(Duration::from_millis(5));
     }
-    eprintln!("long: first text {:?}, done {:?}: {:?}\nshort (asked at {asked:?}): first text {:?}, done {:?}: {:?}", ha.first_text, ha.done, ha.text, hb.first_text, hb.done, hb.text);
-    assert!(hb.first_text.unwrap() < ha.done.unwrap(), "the second caller's first words came after the long answer's end");
+    eprintln!(
+        "long: first text {:?}, done {:?}: {:?}\nshort (asked at {asked:?}): first text {:?}, done {:?}: {:?}",
+        ha.first_text, ha.done, ha.text, hb.first_text, hb.done, hb.text
+    );
+    assert!(
+        hb.first_text.unwrap() < ha.done.unwrap(),
+        "the second caller's first words came after the long answer's end"
+    );
     assert_eq!(ha.text, long_alone, "the long answer, interleaved, is the one given alone");
     assert_eq!(hb.text, short_alone, "the short answer, interleaved, is the one given alone");
 }
@@ -426,10 +477,16 @@ fn replies_decode_together_join_and_leave_and_each_is_as_alone() {
     }
     let system_tokens = load_tokenizer(&model_dir()).unwrap().0.encode(system).len();
     assert!(h[3].cached > system_tokens, "the fourth caller's prompt starts from the instructions the batch holds: {} cached, the instructions are {system_tokens} tokens", h[3].cached);
-    assert!(alone[1].starts_with(&cut_at) && cut_at.len() < alone[1].len(), "the cancelled answer is a beginning of its own: {cut_at:?}");
+    assert!(
+        alone[1].starts_with(&cut_at) && cut_at.len() < alone[1].len(),
+        "the cancelled answer is a beginning of its own: {cut_at:?}"
+    );
     let stats = llm.stats();
     let (three, four) = (stats.passes_with(3) - before.0, stats.passes_with(4) - before.1);
-    eprintln!("passes with 3+ replies: {three}, with 4: {four}, tokens decoded: {}", stats.tokens.load(std::sync::atomic::Ordering::Relaxed));
+    eprintln!(
+        "passes with 3+ replies: {three}, with 4: {four}, tokens decoded: {}",
+        stats.tokens.load(std::sync::atomic::Ordering::Relaxed)
+    );
     assert!(three > 0, "the three replies never decoded together");
     assert!(four > 0, "the fourth reply never joined the three");
 }
@@ -445,13 +502,20 @@ fn a_hung_step_fails_its_replies_and_a_fresh_copy_answers_the_next() {
     use switchboard::models::llm::local::StepHook;
     let system = "You are the phone receptionist of Sunny Bakery. Opening hours: Monday to Friday 7:00 to 18:00, Saturday 8:00 to 14:00, closed on Sunday.";
     let question = greedy_request(system, "When do you open on Saturday?", 30);
-    let long = greedy_request(system, "Please describe, in many sentences, what a good birthday cake needs, step by step.", 120);
+    let long = greedy_request(
+        system,
+        "Please describe, in many sentences, what a good birthday cake needs, step by step.",
+        120,
+    );
     let (armed, steps) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
     let hook = {
         let (armed, steps) = (armed.clone(), steps.clone());
         StepHook(Arc::new(move || {
             // Once armed, the fourth step hangs: the prompts are in and both replies are decoding.
-            if armed.load(Ordering::SeqCst) && steps.fetch_add(1, Ordering::SeqCst) == 3 && armed.swap(false, Ordering::SeqCst) {
+            if armed.load(Ordering::SeqCst)
+                && steps.fetch_add(1, Ordering::SeqCst) == 3
+                && armed.swap(false, Ordering::SeqCst)
+            {
                 loop {
                     std::thread::sleep(Duration::from_secs(3600));
                 }
@@ -460,9 +524,17 @@ fn a_hung_step_fails_its_replies_and_a_fresh_copy_answers_the_next() {
     };
     let model = Qwen::load(common::ort_runtime(), "llm", &model_dir(), &common::cpu_options(2)).unwrap();
     let greedy = Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0 };
-    let llm = LocalLlm::spawn(model, LocalSettings { sampling: greedy, cache_bytes: 256 << 20, seed: 0, step_hook: Some(hook) }, 4, "test").unwrap();
+    let llm = LocalLlm::spawn(
+        model,
+        LocalSettings { sampling: greedy, cache_bytes: 256 << 20, seed: 0, step_hook: Some(hook) },
+        4,
+        "test",
+    )
+    .unwrap();
     let limit = Duration::from_secs(3);
-    llm.watch(limit, || Qwen::load(common::ort_runtime(), "llm", &model_dir(), &common::cpu_options(2)).map_err(|e| e.to_string()));
+    llm.watch(limit, || {
+        Qwen::load(common::ort_runtime(), "llm", &model_dir(), &common::cpu_options(2)).map_err(|e| e.to_string())
+    });
     let (before, _, _) = ask(&llm, &question, 1);
     assert!(before.contains('8'), "the model knows the hour before the hang: {before:?}");
 
@@ -472,7 +544,10 @@ fn a_hung_step_fails_its_replies_and_a_fresh_copy_answers_the_next() {
     let mut errors = Vec::new();
     for s in &mut streams {
         loop {
-            match s.wait(Duration::from_secs(60)).expect("the reply ends within 60 s: the watchdog answers for a hung model") {
+            match s
+                .wait(Duration::from_secs(60))
+                .expect("the reply ends within 60 s: the watchdog answers for a hung model")
+            {
                 Ok(LlmEvent::Done { .. }) => panic!("a reply finished although the model hung"),
                 Ok(_) => {}
                 Err(e) => {
@@ -493,5 +568,8 @@ fn a_hung_step_fails_its_replies_and_a_fresh_copy_answers_the_next() {
     assert_eq!(after, before, "the fresh copy answers as the model did before the hang");
     assert_eq!(finish, "stop");
     assert_eq!(llm.stats().replaced.load(Ordering::Relaxed), 1);
-    assert!(common::wait_until(Duration::from_secs(10), || llm.is_idle().then_some(())).is_some(), "the hung worker's jobs still count: the appliance could not stop");
+    assert!(
+        common::wait_until(Duration::from_secs(10), || llm.is_idle().then_some(())).is_some(),
+        "the hung worker's jobs still count: the appliance could not stop"
+    );
 }

@@ -25,7 +25,13 @@ fn cfg(port: u16) -> OpenAiConfig {
 }
 
 fn req() -> ChatRequest {
-    ChatRequest { messages: vec![Message::new(Role::User, "Are you open on Sunday?")], tools: vec![], tool_choice: Default::default(), temperature: None, max_tokens: Some(32) }
+    ChatRequest {
+        messages: vec![Message::new(Role::User, "Are you open on Sunday?")],
+        tools: vec![],
+        tool_choice: Default::default(),
+        temperature: None,
+        max_tokens: Some(32),
+    }
 }
 
 /// Every event until the stream ends (error or Done).
@@ -76,7 +82,10 @@ fn scripted(responses: Vec<Option<String>>) -> (u16, Arc<AtomicUsize>) {
 }
 
 fn http(status: &str, content_type: &str, body: &str) -> String {
-    format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 const GOOD: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"No, we are closed on Sunday.\"}}]}\n\ndata: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
@@ -113,17 +122,24 @@ fn server_errors_before_the_reply_are_retried() {
     let out = collect(&b);
     assert_eq!(
         out,
-        vec![Ok(LlmEvent::Text("No, we are closed on Sunday.".into())), Ok(LlmEvent::Done { finish_reason: "stop".into(), usage: None })]
+        vec![
+            Ok(LlmEvent::Text("No, we are closed on Sunday.".into())),
+            Ok(LlmEvent::Done { finish_reason: "stop".into(), usage: None })
+        ]
     );
     assert_eq!(seen.load(Ordering::SeqCst), 2);
 }
 
 #[test]
 fn a_client_error_is_not_retried_and_says_why() {
-    let (port, seen) = scripted(vec![Some(http("401 Unauthorized", "application/json", "{\"error\":\"bad key\"}")), None]);
+    let (port, seen) =
+        scripted(vec![Some(http("401 Unauthorized", "application/json", "{\"error\":\"bad key\"}")), None]);
     let b = OpenAiBackend::new(cfg(port)).unwrap();
     let out = collect(&b);
-    assert!(matches!(out.as_slice(), [Err(LlmError::Status { status: 401, body })] if body.contains("bad key")), "{out:?}");
+    assert!(
+        matches!(out.as_slice(), [Err(LlmError::Status { status: 401, body })] if body.contains("bad key")),
+        "{out:?}"
+    );
     assert_eq!(seen.load(Ordering::SeqCst), 1);
 }
 

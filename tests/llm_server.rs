@@ -33,14 +33,29 @@ fn server() -> Server {
     let dir = common::test_dir("llama");
     let log = std::fs::File::create(dir.join("llama-server.log")).unwrap();
     let child = Command::new(py)
-        .args(["-m", "llama_cpp.server", "--model", gguf.to_str().unwrap(), "--host", "127.0.0.1", "--port", &port.to_string(), "--n_ctx", "2048", "--n_threads", "2"])
+        .args([
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            gguf.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--n_ctx",
+            "2048",
+            "--n_threads",
+            "2",
+        ])
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
     let s = Server { child, port };
     let up = common::wait_until(Duration::from_secs(120), || {
-        common::appliance::try_http(port, "GET", "/v1/models", None, Duration::from_secs(2)).ok().filter(|(code, _)| *code == 200)
+        common::appliance::try_http(port, "GET", "/v1/models", None, Duration::from_secs(2))
+            .ok()
+            .filter(|(code, _)| *code == 200)
     });
     assert!(up.is_some(), "llama server did not come up; see {}", dir.join("llama-server.log").display());
     s
@@ -63,7 +78,13 @@ fn ask(b: &OpenAiBackend, messages: Vec<Message>) -> (String, Duration, usize) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let _g = rt.enter();
     let t0 = Instant::now();
-    let mut s = b.stream(&ChatRequest { messages, tools: vec![], tool_choice: Default::default(), temperature: Some(0.0), max_tokens: Some(60) });
+    let mut s = b.stream(&ChatRequest {
+        messages,
+        tools: vec![],
+        tool_choice: Default::default(),
+        temperature: Some(0.0),
+        max_tokens: Some(60),
+    });
     let (mut text, mut first, mut deltas) = (String::new(), None, 0);
     while let Some(ev) = s.wait(Duration::from_secs(90)) {
         match ev.unwrap() {
@@ -84,7 +105,8 @@ fn the_backend_streams_answers_from_llama_cpp_and_keeps_the_conversation() {
     let _one = common::one_llm_call_at_a_time();
     let srv = server();
     let b = backend(srv.port);
-    let mut msgs = vec![Message::new(Role::System, INSTRUCTIONS), Message::new(Role::User, "What time do you open on Saturday?")];
+    let mut msgs =
+        vec![Message::new(Role::System, INSTRUCTIONS), Message::new(Role::User, "What time do you open on Saturday?")];
     let (a1, first, deltas) = ask(&b, msgs.clone());
     println!("Saturday: {a1:?} (first text after {first:?}, {deltas} deltas)");
     assert!(deltas > 3, "streamed, not one block");
@@ -94,7 +116,10 @@ fn the_backend_streams_answers_from_llama_cpp_and_keeps_the_conversation() {
     msgs.push(Message::new(Role::User, "And until what time are you open that day?"));
     let (a2, _, _) = ask(&b, msgs);
     println!("follow-up: {a2:?}");
-    assert!(a2.contains("14") || a2.to_lowercase().contains("two") || a2.contains("2"), "the follow-up refers to Saturday: {a2}");
+    assert!(
+        a2.contains("14") || a2.to_lowercase().contains("two") || a2.contains("2"),
+        "the follow-up refers to Saturday: {a2}"
+    );
 }
 
 /// A caller asks, in speech, what time the bakery opens on Saturday; the agent's spoken answer,
@@ -123,17 +148,44 @@ fn a_caller_asks_and_hears_the_right_hours() {
     let app = common::Appliance::start_in(&dir, &cfg, &ports);
     let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
     // uac_pcmu_turn_pause.xml plays pcap/turn_pause_pcmu.pcap and hangs up after 9 s; give the reply time.
-    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml")).unwrap().replace("<pause milliseconds=\"9000\"/>", "<pause milliseconds=\"25000\"/>");
+    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml"))
+        .unwrap()
+        .replace("<pause milliseconds=\"9000\"/>", "<pause milliseconds=\"25000\"/>");
     let scen = dir.join("question.xml");
     std::fs::write(&scen, xml).unwrap();
-    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(60));
+    let run = common::run_sipp(
+        app.dir(),
+        &scen,
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1"],
+        Duration::from_secs(60),
+    );
     let pkts = cap.stop();
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
     let x = common::speech::agent_audio_16k(&dir, &pkts, &ports);
-    let mut w = switchboard::models::asr::Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), switchboard::models::asr::Precision::Fp32, &common::cpu_options(2)).unwrap();
+    let mut w = switchboard::models::asr::Whisper::load(
+        common::ort_runtime(),
+        "tiny",
+        &m.join("whisper_tiny_en"),
+        switchboard::models::asr::Precision::Fp32,
+        &common::cpu_options(2),
+    )
+    .unwrap();
     let said = w.transcribe(&x, &switchboard::models::asr::DecodeOptions::default()).unwrap().text;
     println!("the agent said: {said:?}");
-    println!("{}", app.log().lines().filter(|l| l.contains("transcript turn=") || l.contains(" reply ")).collect::<Vec<_>>().join("\n"));
+    println!(
+        "{}",
+        app.log()
+            .lines()
+            .filter(|l| l.contains("transcript turn=") || l.contains(" reply "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let lower = said.to_lowercase();
-    assert!(lower.contains('8') || lower.contains("eight"), "the spoken answer has the opening hour: {said:?}\n{}", app.log_tail(30));
+    assert!(
+        lower.contains('8') || lower.contains("eight"),
+        "the spoken answer has the opening hour: {said:?}\n{}",
+        app.log_tail(30)
+    );
 }

@@ -45,7 +45,12 @@ fn baresip_opus_call_audio_both_ways_dtmf_and_rtcp() {
     );
     let phone = Baresip::start(app.dir(), &ports, &src, "opus");
     phone.dial(&format!("sip:1000@{}", ports.sip_addr()));
-    assert!(phone.wait_event("CALL_ESTABLISHED", Duration::from_secs(10)).is_some(), "{}\n{}", phone.log(), app.log_tail(20));
+    assert!(
+        phone.wait_event("CALL_ESTABLISHED", Duration::from_secs(10)).is_some(),
+        "{}\n{}",
+        phone.log(),
+        app.log_tail(20)
+    );
     assert!(app.wait_log("codec=Opus", Duration::from_secs(2)), "Opus negotiated: {}", app.log_tail(20));
     std::thread::sleep(Duration::from_secs_f64(lead_s + speech.len() as f64 / 8000.0 + 1.0));
     phone.send_dtmf("123#");
@@ -66,11 +71,20 @@ fn baresip_opus_call_audio_both_ways_dtmf_and_rtcp() {
     // pieces; every piece must still be the same speech.
     let g = common::audio::find_in_piecewise(&heard, &greeting, 4000, 480).expect("greeting");
     let e = common::audio::find_in_piecewise(&heard, &speech, 4000, 480).expect("echo");
-    eprintln!("opus greeting: pieces {:.3} (min {:.3}), whole {:.3}; echo: pieces {:.3} (min {:.3}), whole {:.3}", g.mean_ncc, g.min_ncc, g.ncc, e.mean_ncc, e.min_ncc, e.ncc);
+    eprintln!(
+        "opus greeting: pieces {:.3} (min {:.3}), whole {:.3}; echo: pieces {:.3} (min {:.3}), whole {:.3}",
+        g.mean_ncc, g.min_ncc, g.ncc, e.mean_ncc, e.min_ncc, e.ncc
+    );
     assert!(g.mean_ncc > 0.75, "greeting through Opus: mean piece ncc {:.3} (whole {:.3})", g.mean_ncc, g.ncc);
     // (On failure, the call's own media figures say whether the echo was concealed or late audio — a
     // starved machine — or arrived intact and was mangled: keep them in the message.)
-    let media_line = app.log().lines().filter(|l| l.contains("media stopped") || l.contains("jitter") || l.contains("WARN")).map(str::to_string).collect::<Vec<_>>().join("\n");
+    let media_line = app
+        .log()
+        .lines()
+        .filter(|l| l.contains("media stopped") || l.contains("jitter") || l.contains("WARN"))
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(
         e.mean_ncc > 0.75,
         "baresip's own words back through Opus both ways: mean piece ncc {:.3} (min {:.3}, whole {:.3}, lag {} vs greeting lag {})\n{media_line}\n{}",
@@ -105,13 +119,24 @@ fn sipp_plays_the_shipped_rfc4733_captures() {
     }
     let ports = alloc_ports();
     let app = Appliance::start("routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: silent\n", &ports);
-    let run = run_sipp(app.dir(), &scenario("uac_sipp_dtmf_pcaps.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(30));
+    let run = run_sipp(
+        app.dir(),
+        &scenario("uac_sipp_dtmf_pcaps.xml"),
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1"],
+        Duration::from_secs(30),
+    );
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
     assert!(app.wait_log("media stopped", Duration::from_secs(3)));
     assert_eq!(digits_in_log(&app.log()), "123#", "{}", app.log_tail(30));
     assert_eq!(app.metric_value("switchboard_dtmf_digits_total{source=\"rfc4733\"}"), Some(4.0));
     let log = app.log();
-    let durations: Vec<&str> = log.lines().filter(|l| l.contains("DTMF received")).filter_map(|l| l.split("duration_ms=").nth(1)?.split_whitespace().next()).collect();
+    let durations: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("DTMF received"))
+        .filter_map(|l| l.split("duration_ms=").nth(1)?.split_whitespace().next())
+        .collect();
     assert_eq!(durations, vec!["280"; 4], "each shipped key press lasts 280 ms");
 }
 
@@ -119,10 +144,20 @@ fn sipp_plays_the_shipped_rfc4733_captures() {
 fn silent_peer_is_hung_up_after_the_rtp_timeout() {
     require_tools(&["sipp"]);
     let ports = alloc_ports();
-    let app = Appliance::start("media:\n  rtp_timeout_s: 2\nroutes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: silent\n", &ports);
+    let app = Appliance::start(
+        "media:\n  rtp_timeout_s: 2\nroutes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: silent\n",
+        &ports,
+    );
     let t0 = std::time::Instant::now();
     // uac_wait_bye sends no RTP at all and waits for our BYE.
-    let run = run_sipp(app.dir(), &scenario("uac_wait_bye.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(20));
+    let run = run_sipp(
+        app.dir(),
+        &scenario("uac_wait_bye.xml"),
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1"],
+        Duration::from_secs(20),
+    );
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
     let took = t0.elapsed();
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(5), "{took:?}");

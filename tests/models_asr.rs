@@ -25,7 +25,9 @@ use common::wer;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-use switchboard::models::asr::{offline, DecodeOptions, Precision, Whisper, MEASURED_WINDOW_FLOOR_S, TINY_FP32_WINDOW_FLOOR_S};
+use switchboard::models::asr::{
+    offline, DecodeOptions, Precision, Whisper, MEASURED_WINDOW_FLOOR_S, TINY_FP32_WINDOW_FLOOR_S,
+};
 use switchboard::models::vad::{SegmenterConfig, SileroVad};
 
 const ESPEAK: &[&str] = &[
@@ -131,14 +133,22 @@ fn clips(dir: &Path) -> Vec<Clip> {
     let mut out = Vec::new();
     for (i, text) in ESPEAK.iter().enumerate() {
         let src = dir.join(format!("espeak{i}.src.wav"));
-        common::run_checked(Command::new(common::tool("espeak-ng")).args(["-v", "en-us", "-s", "160", "-w"]).arg(&src).arg(text));
+        common::run_checked(
+            Command::new(common::tool("espeak-ng")).args(["-v", "en-us", "-s", "160", "-w"]).arg(&src).arg(text),
+        );
         let tel = dir.join(format!("espeak{i}.wav"));
         telephone(&src, &tel);
         out.push(Clip { group: "espeak-ng", name: format!("espeak{i}"), truth: text.to_string(), pieces: vec![tel] });
     }
     let m = models();
     let onnx = m.join("piper/en_US-joe-medium.onnx");
-    let mut voice = switchboard::models::tts::PiperVoice::load(common::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &common::cpu_options(2)).unwrap();
+    let mut voice = switchboard::models::tts::PiperVoice::load(
+        common::ort_runtime(),
+        &onnx,
+        &onnx.with_extension("onnx.json"),
+        &common::cpu_options(2),
+    )
+    .unwrap();
     for (i, text) in PIPER.iter().enumerate() {
         let src = dir.join(format!("piper{i}.src.wav"));
         // Noise-free (the voice's sampling noise off): the corpus is the same on every run. With the
@@ -146,7 +156,11 @@ fn clips(dir: &Path) -> Vec<Clip> {
         // "The package left our warehouse" in the fitted window, past the 1-point bound.
         let still = switchboard::models::tts::Scales { noise_scale: 0.0, noise_w: 0.0, ..voice.scales() };
         let ids = voice.phoneme_ids(text).unwrap();
-        common::write_wav(&src, &switchboard::models::tts::to_i16(&voice.infer_with(&ids, still, 1.0).unwrap()), voice.sample_rate());
+        common::write_wav(
+            &src,
+            &switchboard::models::tts::to_i16(&voice.infer_with(&ids, still, 1.0).unwrap()),
+            voice.sample_rate(),
+        );
         let tel = dir.join(format!("piper{i}.wav"));
         telephone(&src, &tel);
         out.push(Clip { group: "piper", name: format!("piper{i}"), truth: text.to_string(), pieces: vec![tel] });
@@ -188,7 +202,10 @@ fn pieces(clips: &[Clip]) -> Vec<&PathBuf> {
 /// Per-piece texts joined back into one text per clip.
 fn join_pieces(clips: &[Clip], texts: &[String]) -> Vec<String> {
     let mut it = texts.iter();
-    clips.iter().map(|c| c.pieces.iter().map(|_| it.next().unwrap().trim().to_string()).collect::<Vec<_>>().join(" ")).collect()
+    clips
+        .iter()
+        .map(|c| c.pieces.iter().map(|_| it.next().unwrap().trim().to_string()).collect::<Vec<_>>().join(" "))
+        .collect()
 }
 
 /// One recogniser setting's transcripts of the corpus, and its per-piece timings.
@@ -226,7 +243,8 @@ fn transcribe_corpus(model_dir: &str, clips: &[Clip], precisions: &[Precision], 
     let opts = DecodeOptions::default();
     let mut runs = Vec::new();
     for &p in precisions {
-        let mut w = Whisper::load(common::ort_runtime(), model_dir, &m.join(model_dir), p, &common::cpu_options(2)).unwrap_or_else(|e| panic!("{e}"));
+        let mut w = Whisper::load(common::ort_runtime(), model_dir, &m.join(model_dir), p, &common::cpu_options(2))
+            .unwrap_or_else(|e| panic!("{e}"));
         w.transcribe(&[0.0; 16000], &opts).unwrap(); // warm-up
         for &floor in floors {
             w.set_window_floor(floor);
@@ -255,7 +273,13 @@ fn transcribe_corpus(model_dir: &str, clips: &[Clip], precisions: &[Precision], 
 
 /// Corpus word error rate of one text per clip, over one group of clips or all.
 fn wer_of(clips: &[Clip], texts: &[String], group: Option<&str>) -> f64 {
-    wer::corpus_wer(clips.iter().zip(texts).filter(|(c, _)| group.is_none_or(|g| c.group == g)).map(|(c, t)| (c.truth.as_str(), t.as_str())))
+    wer::corpus_wer(
+        clips
+            .iter()
+            .zip(texts)
+            .filter(|(c, _)| group.is_none_or(|g| c.group == g))
+            .map(|(c, t)| (c.truth.as_str(), t.as_str())),
+    )
 }
 
 const GROUPS: [Option<&str>; 4] = [Some("espeak-ng"), Some("piper"), Some("human"), None];
@@ -279,7 +303,12 @@ fn compare(model_dir: &str, ct2_dir: &str, settings: &[(Precision, &[f32])]) -> 
 
 fn report_and_check(model: &str, clips: &[Clip], ct2: &[String], runs: &[Run]) {
     println!("\n{model}: word error rate on 8 kHz telephone-band clips (μ-law), corpus level");
-    println!("{:<10} {:>12}{}", "clips", "CT2 fp32", runs.iter().map(|r| format!(" {:>14}", r.label())).collect::<String>());
+    println!(
+        "{:<10} {:>12}{}",
+        "clips",
+        "CT2 fp32",
+        runs.iter().map(|r| format!(" {:>14}", r.label())).collect::<String>()
+    );
     for g in GROUPS {
         print!("{:<10} {:>11.2}%", g.unwrap_or("all"), 100.0 * wer_of(clips, ct2, g));
         for r in runs {
@@ -287,7 +316,12 @@ fn report_and_check(model: &str, clips: &[Clip], ct2: &[String], runs: &[Run]) {
         }
         println!();
     }
-    println!("{:<10} {:>12}{}", "encode p50", "", runs.iter().map(|r| format!(" {:>11.0} ms", p50(&r.encode_ms))).collect::<String>());
+    println!(
+        "{:<10} {:>12}{}",
+        "encode p50",
+        "",
+        runs.iter().map(|r| format!(" {:>11.0} ms", p50(&r.encode_ms))).collect::<String>()
+    );
     for (i, c) in clips.iter().enumerate() {
         for r in runs {
             if r.texts[i] != ct2[i] {
@@ -318,10 +352,16 @@ fn report_and_check(model: &str, clips: &[Clip], ct2: &[String], runs: &[Run]) {
     // 1 point against the 30 s window at the same precision: the requirement the floors were
     // chosen by (docs/ARCHITECTURE.md).
     for r in runs.iter().filter(|r| r.floor != 30.0) {
-        let full = runs.iter().find(|f| f.precision == r.precision && f.floor == 30.0).expect("the 30 s window was run");
+        let full =
+            runs.iter().find(|f| f.precision == r.precision && f.floor == 30.0).expect("the 30 s window was run");
         let (w, w30) = (wer_of(clips, &r.texts, None), wer_of(clips, &full.texts, None));
         if w - w30 > 0.01 {
-            failures.push(format!("{model} {}: WER {:.2}% vs {:.2}% with the 30 s window (more than 1 point worse)", r.label(), 100.0 * w, 100.0 * w30));
+            failures.push(format!(
+                "{model} {}: WER {:.2}% vs {:.2}% with the 30 s window (more than 1 point worse)",
+                r.label(),
+                100.0 * w,
+                100.0 * w30
+            ));
         }
     }
     if reference >= 0.25 {
@@ -332,8 +372,10 @@ fn report_and_check(model: &str, clips: &[Clip], ct2: &[String], runs: &[Run]) {
 
 #[test]
 fn tiny_en_word_error_rate_matches_ctranslate2_on_telephone_audio() {
-    let settings: [(Precision, &[f32]); 2] =
-        [(Precision::Fp32, &[MEASURED_WINDOW_FLOOR_S, TINY_FP32_WINDOW_FLOOR_S]), (Precision::Int8, &[MEASURED_WINDOW_FLOOR_S])];
+    let settings: [(Precision, &[f32]); 2] = [
+        (Precision::Fp32, &[MEASURED_WINDOW_FLOOR_S, TINY_FP32_WINDOW_FLOOR_S]),
+        (Precision::Int8, &[MEASURED_WINDOW_FLOOR_S]),
+    ];
     let (clips, ct2, runs) = compare("whisper_tiny_en", "whisper_tiny_en_ct2", &settings);
     report_and_check("tiny.en", &clips, &ct2, &runs);
 }
@@ -359,7 +401,10 @@ fn base_word_error_rate_matches_ctranslate2_on_telephone_audio() {
 #[ignore = "a measurement (minutes): see its comment"]
 fn window_floor_sweep() {
     let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
-    let floors: Vec<f32> = env("SWITCHBOARD_ASR_FLOORS", "30,1,2,4,6,10").split(',').map(|f| f.trim().parse().expect("a number of seconds")).collect();
+    let floors: Vec<f32> = env("SWITCHBOARD_ASR_FLOORS", "30,1,2,4,6,10")
+        .split(',')
+        .map(|f| f.trim().parse().expect("a number of seconds"))
+        .collect();
     let precisions: Vec<Precision> = env("SWITCHBOARD_ASR_PRECISIONS", "fp32,int8")
         .split(',')
         .map(|p| match p.trim() {
@@ -380,7 +425,14 @@ fn window_floor_sweep() {
         );
         for r in &runs {
             let full = runs.iter().find(|f| f.precision == r.precision && f.floor == 30.0);
-            let differs: Vec<&str> = full.map_or(vec![], |f| clips.iter().enumerate().filter(|(i, _)| r.texts[*i] != f.texts[*i]).map(|(_, c)| c.name.as_str()).collect());
+            let differs: Vec<&str> = full.map_or(vec![], |f| {
+                clips
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| r.texts[*i] != f.texts[*i])
+                    .map(|(_, c)| c.name.as_str())
+                    .collect()
+            });
             println!(
                 "{:<14} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>10.0} {:>10.0} {:>10.0}  {}",
                 r.label(),
@@ -398,7 +450,13 @@ fn window_floor_sweep() {
             let Some(full) = runs.iter().find(|f| f.precision == r.precision && f.floor == 30.0) else { continue };
             for (i, c) in clips.iter().enumerate() {
                 if r.texts[i] != full.texts[i] {
-                    println!("  {} ({}):\n    30 s:   {}\n    fitted: {}", c.name, r.label(), full.texts[i], r.texts[i]);
+                    println!(
+                        "  {} ({}):\n    30 s:   {}\n    fitted: {}",
+                        c.name,
+                        r.label(),
+                        full.texts[i],
+                        r.texts[i]
+                    );
                 }
             }
         }
@@ -414,13 +472,19 @@ fn the_fitted_encoder_at_3000_frames_is_the_full_window_path() {
     let m = models();
     let audio = telephone_clip(&common::test_dir("fitted3000"), "clone-test.wav");
     let opts = common::cpu_options(2);
-    let mut w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &opts).unwrap();
-    assert!(w.spec().fitted_window(), "whisper_tiny_en was converted by converter version {}: run scripts/setup.sh", w.spec().converter_version);
+    let mut w =
+        Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &opts).unwrap();
+    assert!(
+        w.spec().fitted_window(),
+        "whisper_tiny_en was converted by converter version {}: run scripts/setup.sh",
+        w.spec().converter_version
+    );
     let fitted = w.encode_frames(&audio, 3000).unwrap();
     // The old path, spelled out: LogMel(3000).compute → [1, 80, 3000] → the encoder graph.
     let (mut enc, _) = common::ort_runtime().session("tiny", &m.join("whisper_tiny_en/encoder.onnx"), &opts).unwrap();
     let feats = LogMel::new(3000).compute(&audio, false);
-    let out = enc.run(ort::inputs!["mel" => ort::value::Tensor::from_array(([1usize, 80, 3000], feats)).unwrap()]).unwrap();
+    let out =
+        enc.run(ort::inputs!["mel" => ort::value::Tensor::from_array(([1usize, 80, 3000], feats)).unwrap()]).unwrap();
     let (shape, full) = out["cross_kv"].try_extract_tensor::<f32>().unwrap();
     let (l2, d) = (2 * w.spec().n_layers, w.spec().d_model);
     assert_eq!(shape.to_vec(), vec![l2 as i64, 1, 1500, d as i64]);
@@ -432,7 +496,11 @@ fn the_fitted_encoder_at_3000_frames_is_the_full_window_path() {
     assert_eq!(w.window_frames(audio.len()), 3000);
     w.set_window_floor(TINY_FP32_WINDOW_FLOOR_S);
     let frames = w.window_frames(audio.len());
-    assert!(frames < 3000 && frames % 2 == 0 && frames * 160 > audio.len(), "{frames} frames for {} samples", audio.len());
+    assert!(
+        frames < 3000 && frames % 2 == 0 && frames * 160 > audio.len(),
+        "{frames} frames for {} samples",
+        audio.len()
+    );
     assert_eq!(w.encode_frames(&audio, frames).unwrap().len(), l2 * (frames / 2) * d);
 }
 
@@ -451,7 +519,9 @@ fn short_clips_transcribe_the_same_words_in_the_fitted_window() {
         (Precision::Int8, MEASURED_WINDOW_FLOOR_S, "beckett.wav"),
     ] {
         let audio = telephone_clip(&dir, file);
-        let mut w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), p, &common::cpu_options(2)).unwrap();
+        let mut w =
+            Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), p, &common::cpu_options(2))
+                .unwrap();
         w.set_window_floor(30.0);
         assert_eq!(w.window_frames(audio.len()), 3000);
         let full = w.transcribe(&audio, &opts).unwrap();
@@ -459,7 +529,13 @@ fn short_clips_transcribe_the_same_words_in_the_fitted_window() {
         let frames = w.window_frames(audio.len());
         assert!(frames < 3000, "{file}: {} s of audio should get a fitted window", audio.len() / 16000);
         let fitted = w.transcribe(&audio, &opts).unwrap();
-        println!("{} ≥{floor} s {file}: {frames} frames, encode {:.0} → {:.0} ms: {:?}", p.label(), full.encode_ms, fitted.encode_ms, fitted.text);
+        println!(
+            "{} ≥{floor} s {file}: {frames} frames, encode {:.0} → {:.0} ms: {:?}",
+            p.label(),
+            full.encode_ms,
+            fitted.encode_ms,
+            fitted.text
+        );
         assert!(!wer::words(&full.text).is_empty(), "{file}: {full:?}");
         assert_eq!(wer::words(&fitted.text), wer::words(&full.text), "{} {file}", p.label());
     }
@@ -479,20 +555,34 @@ fn a_batch_of_turns_gives_each_the_tokens_it_gets_alone() {
     // Two turns in the 10 s window that end at different tokens, one in the 20 s window, a
     // second of silence (no words), and the clone clip again.
     let turns: Vec<Vec<f32>> = vec![clone.clone(), clone[..2 * 16000].to_vec(), beckett, vec![0.0; 16000], clone];
-    let mut w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &common::cpu_options(2)).unwrap();
+    let mut w = Whisper::load(
+        common::ort_runtime(),
+        "tiny",
+        &m.join("whisper_tiny_en"),
+        Precision::Fp32,
+        &common::cpu_options(2),
+    )
+    .unwrap();
     w.set_window_floor(TINY_FP32_WINDOW_FLOOR_S);
     assert_eq!(turns.iter().map(|t| w.window_frames(t.len())).collect::<Vec<_>>(), vec![1000, 1000, 2000, 1000, 1000]);
     let opts = DecodeOptions::default();
     let alone: Vec<_> = turns.iter().map(|t| w.transcribe(t, &opts).unwrap()).collect();
     let never = || false;
-    let requests: Vec<Request> = turns.iter().map(|audio| Request { audio, opts: &opts, stop: &never, draft: &[] }).collect();
+    let requests: Vec<Request> =
+        turns.iter().map(|audio| Request { audio, opts: &opts, stop: &never, draft: &[] }).collect();
     let batched = w.transcribe_batch(&requests);
     for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
         let b = b.as_ref().unwrap();
-        println!("turn {i}: {:?} (alone: encode {:.0} + decode {:.0} ms; batched: {:.0} + {:.0} ms)", b.text, a.encode_ms, a.decode_ms, b.encode_ms, b.decode_ms);
+        println!(
+            "turn {i}: {:?} (alone: encode {:.0} + decode {:.0} ms; batched: {:.0} + {:.0} ms)",
+            b.text, a.encode_ms, a.decode_ms, b.encode_ms, b.decode_ms
+        );
         assert_eq!(b.tokens, a.tokens, "turn {i}: {:?} vs alone {:?}", b.text, a.text);
         assert_eq!(b.text, a.text);
-        assert!((b.no_speech_prob - a.no_speech_prob).abs() < 1e-3 && (b.avg_logprob - a.avg_logprob).abs() < 1e-3, "turn {i}: {b:?} vs {a:?}");
+        assert!(
+            (b.no_speech_prob - a.no_speech_prob).abs() < 1e-3 && (b.avg_logprob - a.avg_logprob).abs() < 1e-3,
+            "turn {i}: {b:?} vs {a:?}"
+        );
     }
     assert!(alone[0].text.to_lowercase().contains("america") && alone[3].text.is_empty(), "{alone:?}");
     // The first turn's caller hangs up after three decoder steps: it leaves, the others go on.
@@ -516,20 +606,42 @@ fn a_partial_transcripts_tokens_are_checked_in_one_step_and_change_nothing() {
     let m = models();
     let dir = common::test_dir("draft");
     let (clone, beckett) = (telephone_clip(&dir, "clone-test.wav"), telephone_clip(&dir, "beckett.wav"));
-    let mut w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &common::cpu_options(1)).unwrap();
+    let mut w = Whisper::load(
+        common::ort_runtime(),
+        "tiny",
+        &m.join("whisper_tiny_en"),
+        Precision::Fp32,
+        &common::cpu_options(1),
+    )
+    .unwrap();
     w.set_window_floor(TINY_FP32_WINDOW_FLOOR_S);
     let opts = DecodeOptions::default();
     let never = || false;
-    let mut decode = |audio: &[f32], draft: &[i64]| w.transcribe_batch(&[Request { audio, opts: &opts, stop: &never, draft }]).remove(0).unwrap();
+    let mut decode = |audio: &[f32], draft: &[i64]| {
+        w.transcribe_batch(&[Request { audio, opts: &opts, stop: &never, draft }]).remove(0).unwrap()
+    };
     for (name, audio) in [("clone", &clone), ("beckett", &beckett)] {
         let plain = decode(audio, &[]);
         assert_eq!(plain.drafted, 0);
         // What a partial transcript would have said a second before the turn's end.
         let partial = decode(&audio[..audio.len() - 16000], &[]);
         let drafted = decode(audio, &partial.tokens);
-        println!("{name}: {:?}; partial {:?}: {} of its {} tokens confirmed; decode {:.0} → {:.0} ms", plain.text, partial.text, drafted.drafted, partial.tokens.len(), plain.decode_ms, drafted.decode_ms);
+        println!(
+            "{name}: {:?}; partial {:?}: {} of its {} tokens confirmed; decode {:.0} → {:.0} ms",
+            plain.text,
+            partial.text,
+            drafted.drafted,
+            partial.tokens.len(),
+            plain.decode_ms,
+            drafted.decode_ms
+        );
         assert_eq!(drafted.tokens, plain.tokens, "{name}: {:?} vs {:?}", drafted.text, plain.text);
-        assert!(drafted.drafted >= partial.tokens.len() / 2, "{name}: only {} of {:?} confirmed", drafted.drafted, partial.text);
+        assert!(
+            drafted.drafted >= partial.tokens.len() / 2,
+            "{name}: only {} of {:?} confirmed",
+            drafted.drafted,
+            partial.text
+        );
         // The whole transcript as its own draft: every token confirmed.
         let again = decode(audio, &plain.tokens);
         assert_eq!((again.tokens.clone(), again.drafted), (plain.tokens.clone(), plain.tokens.len()), "{name}");
@@ -571,8 +683,16 @@ fn silence_and_noise_give_no_words() {
         telephone(&m.join("fixtures/nonspeech").join(f), &tel);
         cases.push((format!("non-speech sound {f}"), tel));
     }
-    let mut vad = SileroVad::load(common::ort_runtime(), &m.join("silero_vad/silero_vad.onnx"), &common::cpu_options(1)).unwrap();
-    let mut w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &common::cpu_options(2)).unwrap();
+    let mut vad =
+        SileroVad::load(common::ort_runtime(), &m.join("silero_vad/silero_vad.onnx"), &common::cpu_options(1)).unwrap();
+    let mut w = Whisper::load(
+        common::ort_runtime(),
+        "tiny",
+        &m.join("whisper_tiny_en"),
+        Precision::Fp32,
+        &common::cpu_options(2),
+    )
+    .unwrap();
     let opts = DecodeOptions::default();
     let mut failures = Vec::new();
     for (name, path) in &cases {
@@ -581,7 +701,13 @@ fn silence_and_noise_give_no_words() {
         let words: Vec<String> = turns.iter().flat_map(|t| wer::words(&t.transcript.text)).collect();
         // And Whisper alone, on the whole clip: the no-speech rule by itself (reported; the VAD is the gate).
         let alone = w.transcribe(&audio, &opts).unwrap();
-        println!("{name:<32} turns {}  words {:?}  (Whisper alone: {:?}, P(no speech) {:.2})", turns.len(), words, alone.text, alone.no_speech_prob);
+        println!(
+            "{name:<32} turns {}  words {:?}  (Whisper alone: {:?}, P(no speech) {:.2})",
+            turns.len(),
+            words,
+            alone.text,
+            alone.no_speech_prob
+        );
         if !words.is_empty() {
             failures.push(format!("{name}: {words:?}"));
         }
@@ -599,9 +725,24 @@ fn turns_of_a_recording_are_transcribed() {
     let m = models();
     let tel = dir.join("beckett.wav");
     telephone(&m.join("fixtures/speech/beckett.wav"), &tel);
-    let mut vad = SileroVad::load(common::ort_runtime(), &m.join("silero_vad/silero_vad.onnx"), &common::cpu_options(1)).unwrap();
-    let mut w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Int8, &common::cpu_options(2)).unwrap();
-    let turns = offline::transcribe_turns(&mut vad, SegmenterConfig::default(), &mut w, &DecodeOptions::default(), &load_16k(&tel)).unwrap();
+    let mut vad =
+        SileroVad::load(common::ort_runtime(), &m.join("silero_vad/silero_vad.onnx"), &common::cpu_options(1)).unwrap();
+    let mut w = Whisper::load(
+        common::ort_runtime(),
+        "tiny",
+        &m.join("whisper_tiny_en"),
+        Precision::Int8,
+        &common::cpu_options(2),
+    )
+    .unwrap();
+    let turns = offline::transcribe_turns(
+        &mut vad,
+        SegmenterConfig::default(),
+        &mut w,
+        &DecodeOptions::default(),
+        &load_16k(&tel),
+    )
+    .unwrap();
     let text: Vec<String> = turns.iter().map(|t| t.transcript.text.clone()).collect();
     println!("{turns:#?}");
     assert!(turns.len() >= 3, "Beckett's pauses make several turns: {text:?}");
@@ -612,11 +753,25 @@ fn turns_of_a_recording_are_transcribed() {
 #[test]
 fn a_multilingual_model_refuses_an_unknown_language_and_english_only_refuses_others() {
     let m = models();
-    let tiny = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Int8, &common::cpu_options(1)).unwrap();
+    let tiny = Whisper::load(
+        common::ort_runtime(),
+        "tiny",
+        &m.join("whisper_tiny_en"),
+        Precision::Int8,
+        &common::cpu_options(1),
+    )
+    .unwrap();
     assert!(tiny.check_language("en").is_ok());
     let e = tiny.check_language("de").unwrap_err();
     assert!(e.contains("English-only"), "{e}");
-    let base = Whisper::load(common::ort_runtime(), "base", &common::models_dir("whisper_base/whisper.json").join("whisper_base"), Precision::Int8, &common::cpu_options(1)).unwrap();
+    let base = Whisper::load(
+        common::ort_runtime(),
+        "base",
+        &common::models_dir("whisper_base/whisper.json").join("whisper_base"),
+        Precision::Int8,
+        &common::cpu_options(1),
+    )
+    .unwrap();
     assert!(base.check_language("de").is_ok() && base.check_language("auto").is_ok());
     let e = base.check_language("xx").unwrap_err();
     assert!(e.contains("`xx`") && e.contains("en"), "{e}");
@@ -624,7 +779,13 @@ fn a_multilingual_model_refuses_an_unknown_language_and_english_only_refuses_oth
 
 #[test]
 fn a_missing_model_folder_is_a_clear_error() {
-    let r = Whisper::load(common::ort_runtime(), "asr.x", Path::new("/nonexistent/whisper"), Precision::Fp32, &common::cpu_options(1));
+    let r = Whisper::load(
+        common::ort_runtime(),
+        "asr.x",
+        Path::new("/nonexistent/whisper"),
+        Precision::Fp32,
+        &common::cpu_options(1),
+    );
     let e = r.err().expect("an error").to_string();
     assert!(e.contains("/nonexistent/whisper/whisper.json") && e.contains("scripts/setup.sh"), "{e}");
 }
@@ -635,7 +796,14 @@ fn a_missing_model_folder_is_a_clear_error() {
 fn the_worker_pool_is_bounded_and_answers_what_it_accepts() {
     use switchboard::models::asr::worker::AsrWorker;
     let m = models();
-    let w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Int8, &common::cpu_options(1)).unwrap();
+    let w = Whisper::load(
+        common::ort_runtime(),
+        "tiny",
+        &m.join("whisper_tiny_en"),
+        Precision::Int8,
+        &common::cpu_options(1),
+    )
+    .unwrap();
     let pool = AsrWorker::spawn(vec![w], 1, 1, "test");
     let mut client = pool.client(DecodeOptions::default());
     let clip = telephone_clip(&common::test_dir("pool"), "clone-test.wav");

@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 use switchboard::models::runtime::{self, SessionOptions};
-use switchboard::models::tts::{self, PiperVoice, Phonemizer, Scales, TtsError};
+use switchboard::models::tts::{self, Phonemizer, PiperVoice, Scales, TtsError};
 
 fn models_dir() -> PathBuf {
     common::models_dir("piper/en_US-joe-medium.onnx")
@@ -143,7 +143,11 @@ fn synthesize_16k_is_audible_speech() {
     assert!((pcm.len() as f64 - expected as f64).abs() <= expected as f64 * 0.01, "{} vs {expected}", pcm.len());
     // Same loudness and the same 20 ms envelope as the 22.05 kHz reference (delay removed).
     let r = correlation(&envelope(&pcm, 16000, f.envelope.len()), &f.envelope);
-    println!("16 kHz: {} samples, rms {:.4}, envelope correlation with the 22.05 kHz reference {r:.4}", pcm.len(), rms(&pcm));
+    println!(
+        "16 kHz: {} samples, rms {:.4}, envelope correlation with the 22.05 kHz reference {r:.4}",
+        pcm.len(),
+        rms(&pcm)
+    );
     assert!(r > 0.95, "envelope correlation {r}");
     assert!((rms(&pcm) / f.rms - 1.0).abs() < 0.15, "rms {} vs {}", rms(&pcm), f.rms);
     // Speech: most 20 ms frames are above -40 dBFS, some pauses, nothing clipped.
@@ -153,8 +157,12 @@ fn synthesize_16k_is_audible_speech() {
     let peak = pcm.iter().map(|s| s.unsigned_abs()).max().unwrap();
     assert!(peak > 3000 && peak < 32767, "peak {peak}");
     // Sentence by sentence gives the same audio as one sentence at a time.
-    let parts = tts::sentences("Thank you for calling switchboard. Our opening hours are nine to five, Monday to Friday.");
-    assert_eq!(parts, vec!["Thank you for calling switchboard.", "Our opening hours are nine to five, Monday to Friday."]);
+    let parts =
+        tts::sentences("Thank you for calling switchboard. Our opening hours are nine to five, Monday to Friday.");
+    assert_eq!(
+        parts,
+        vec!["Thank you for calling switchboard.", "Our opening hours are nine to five, Monday to Friday."]
+    );
     assert_eq!(v.synthesize_16k(&parts[1]).unwrap(), pcm);
 }
 
@@ -227,8 +235,8 @@ fn time_to_first_audio() {
 /// the last sentence is synthesised, and cancelling stops after the sentence in hand.
 #[test]
 fn the_worker_streams_sentences_and_can_be_cancelled() {
-    use switchboard::models::tts_worker::{SpeechChunk, Style, TtsWorker};
     use std::time::Duration;
+    use switchboard::models::tts_worker::{SpeechChunk, Style, TtsWorker};
     let v = voice(1);
     let style = Style { scales: v.scales(), speaking_rate: 1.0 };
     let w = TtsWorker::spawn(v, 4, "test");
@@ -252,7 +260,14 @@ fn the_worker_streams_sentences_and_can_be_cancelled() {
             SpeechChunk::Failed { reason, .. } => panic!("{reason}"),
         }
     }
-    assert_eq!(texts, vec!["Thanks for waiting.", "Your order left the warehouse this morning.", "It should arrive on Friday, between nine and noon."]);
+    assert_eq!(
+        texts,
+        vec![
+            "Thanks for waiting.",
+            "Your order left the warehouse this morning.",
+            "It should arrive on Friday, between nine and noon."
+        ]
+    );
     println!("sentence arrivals: {arrivals:?}");
     assert!(arrivals[0] * 2 < arrivals[2], "the first sentence comes well before the whole reply: {arrivals:?}");
 
@@ -357,12 +372,19 @@ fn a_hung_voice_fails_its_sentence_and_a_fresh_copy_speaks_on() {
     let mut behind = w.speak("It should arrive on Friday.", style).unwrap();
     let chunks = all(&mut hung);
     let failed_at = t0.elapsed();
-    assert!(matches!(&chunks[0], SpeechChunk::Audio { sentence: 0, .. }), "{:?}", chunks.first().map(|c| format!("{c:?}").chars().take(80).collect::<String>()));
+    assert!(
+        matches!(&chunks[0], SpeechChunk::Audio { sentence: 0, .. }),
+        "{:?}",
+        chunks.first().map(|c| format!("{c:?}").chars().take(80).collect::<String>())
+    );
     match &chunks[1..] {
         [SpeechChunk::Failed { sentence: 1, reason }] => assert!(reason.contains("did not finish"), "{reason}"),
         other => panic!("the hung sentence fails and nothing follows it: {other:?}"),
     }
-    assert!(failed_at >= limit && failed_at < limit * 5, "failed {failed_at:?} after it was asked: the limit is {limit:?}");
+    assert!(
+        failed_at >= limit && failed_at < limit * 5,
+        "failed {failed_at:?} after it was asked: the limit is {limit:?}"
+    );
     let spoken = |chunks: &[SpeechChunk]| matches!(chunks, [SpeechChunk::Audio { pcm, .. }, SpeechChunk::Done { sentences: 1, cancelled: false }] if pcm.len() > 8000);
     assert!(spoken(&all(&mut behind)), "the request behind the hung one is spoken by the new copy");
     let mut after = w.speak("See you soon.", style).unwrap();

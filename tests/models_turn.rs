@@ -105,7 +105,13 @@ fn the_front_end_matches_pipecats_numpy_features() {
         }
         let mean = feats.iter().map(|&v| v as f64).sum::<f64>() / feats.len() as f64;
         let mean_abs = feats.iter().map(|&v| v.abs() as f64).sum::<f64>() / feats.len() as f64;
-        assert!((mean - f.mel_mean).abs() < 1e-4 && (mean_abs - f.mel_mean_abs).abs() < 1e-4, "{}: mean {mean} / {mean_abs} vs {} / {}", f.name, f.mel_mean, f.mel_mean_abs);
+        assert!(
+            (mean - f.mel_mean).abs() < 1e-4 && (mean_abs - f.mel_mean_abs).abs() < 1e-4,
+            "{}: mean {mean} / {mean_abs} vs {} / {}",
+            f.name,
+            f.mel_mean,
+            f.mel_mean_abs
+        );
     }
     eprintln!("max |Δmel| = {worst:e}");
 }
@@ -116,7 +122,11 @@ fn the_front_end_matches_pipecats_numpy_features() {
 /// same ONNX Runtime on the same CPU is a reference to match to 1e-4.
 fn python_probabilities() -> Vec<(String, f32)> {
     let python = common::models_dir("venv/bin/python").join("venv/bin/python");
-    let out = common::run_checked(std::process::Command::new(python).arg(common::repo_root().join("scripts/turn-reference.py")).arg("--probabilities"));
+    let out = common::run_checked(
+        std::process::Command::new(python)
+            .arg(common::repo_root().join("scripts/turn-reference.py"))
+            .arg("--probabilities"),
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let body = text.trim().trim_start_matches('{').trim_end_matches('}');
     body.split(", ")
@@ -135,9 +145,16 @@ fn rust_matches_the_python_reference_on_real_speech() {
     let mut worst = 0f32;
     for f in fixtures() {
         let p = m.predict(&f.audio).unwrap();
-        let r = reference.iter().find(|(n, _)| *n == f.name).unwrap_or_else(|| panic!("no reference for {} in {reference:?}", f.name)).1;
+        let r = reference
+            .iter()
+            .find(|(n, _)| *n == f.name)
+            .unwrap_or_else(|| panic!("no reference for {} in {reference:?}", f.name))
+            .1;
         let d = (p - r).abs();
-        eprintln!("{}: P = {p:.6} (reference here {r:.6}, |Δ| = {d:e}; {:.6} where the fixture was made)", f.name, f.probability);
+        eprintln!(
+            "{}: P = {p:.6} (reference here {r:.6}, |Δ| = {d:e}; {:.6} where the fixture was made)",
+            f.name, f.probability
+        );
         worst = worst.max(d);
         assert!(d < 1e-4, "{}: P = {p} vs reference {r}", f.name);
         assert!((0.0..=1.0).contains(&p));
@@ -160,7 +177,8 @@ fn predictions_batched_across_calls_are_the_same_as_alone() {
     }
     let worker = switchboard::models::turn::TurnWorker::spawn(model(), 16, 64);
     let mut clients: Vec<_> = fx.iter().map(|_| worker.client()).collect();
-    let seqs: Vec<u64> = clients.iter_mut().zip(&fx).map(|(c, f)| c.submit(f.audio.clone(), false).expect("queued")).collect();
+    let seqs: Vec<u64> =
+        clients.iter_mut().zip(&fx).map(|(c, f)| c.submit(f.audio.clone(), false).expect("queued")).collect();
     for ((c, seq), a) in clients.iter_mut().zip(seqs).zip(&alone) {
         let answer = c.wait(std::time::Duration::from_secs(30)).expect("an answer");
         assert_eq!(answer.seq, seq);
@@ -216,5 +234,9 @@ fn prediction_time_release_one_thread() {
         m.predict(a).unwrap();
     }
     let all = t0.elapsed() / n;
-    eprintln!("smart turn: {:.1} ms per prediction ({:.1} ms of it the log-mel front end), 1 thread", all.as_secs_f64() * 1e3, feat.as_secs_f64() * 1e3);
+    eprintln!(
+        "smart turn: {:.1} ms per prediction ({:.1} ms of it the log-mel front end), 1 thread",
+        all.as_secs_f64() * 1e3,
+        feat.as_secs_f64() * 1e3
+    );
 }

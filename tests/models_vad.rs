@@ -43,13 +43,20 @@ fn fixtures() -> Vec<Fixture> {
             src
         } else {
             let out = common::test_dir("vad8k").join(format!("{clip}-8k.wav"));
-            common::run_checked(std::process::Command::new(common::tool("sox")).arg(&src).args(["-D", "-r", "8000"]).arg(&out));
+            common::run_checked(
+                std::process::Command::new(common::tool("sox")).arg(&src).args(["-D", "-r", "8000"]).arg(&out),
+            );
             out
         };
         let (pcm, rate) = common::read_wav_mono_i16(&wav);
         assert_eq!(rate, sample_rate);
         let audio = pcm.iter().map(|&s| s as f32 / 32768.0).collect();
-        out.push(Fixture { name: path.file_name().unwrap().to_string_lossy().into(), sample_rate, probabilities, audio });
+        out.push(Fixture {
+            name: path.file_name().unwrap().to_string_lossy().into(),
+            sample_rate,
+            probabilities,
+            audio,
+        });
     }
     assert!(out.len() >= 4, "fixtures in {}", dir.display());
     out
@@ -126,7 +133,8 @@ fn the_worker_batches_calls_and_answers_each_in_order() {
     let vad = SileroVad::load(rt(), &models_dir().join("silero_vad/silero_vad.onnx"), &cpu()).unwrap();
     let worker = VadWorker::spawn(vad, 1024, 64);
     let fx = fixtures();
-    let mut clients: Vec<_> = fx.iter().enumerate().map(|(i, f)| worker.open(i as u64, f.sample_rate).unwrap()).collect();
+    let mut clients: Vec<_> =
+        fx.iter().enumerate().map(|(i, f)| worker.open(i as u64, f.sample_rate).unwrap()).collect();
     // Feed all calls 20 ms at a time, interleaved, like the media loops do.
     let longest = fx.iter().map(|f| f.audio.len()).max().unwrap();
     let mut got: Vec<Vec<(u64, f32)>> = vec![Vec::new(); fx.len()];
@@ -145,7 +153,11 @@ fn the_worker_batches_calls_and_answers_each_in_order() {
     // Drain every call in turn until each has all its answers.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while fx.iter().enumerate().any(|(i, f)| got[i].len() < f.probabilities.len()) {
-        assert!(std::time::Instant::now() < deadline, "answers missing: {:?}", got.iter().map(Vec::len).collect::<Vec<_>>());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "answers missing: {:?}",
+            got.iter().map(Vec::len).collect::<Vec<_>>()
+        );
         for i in 0..fx.len() {
             while let Some(r) = clients[i].poll() {
                 got[i].push((r.seq, r.probability));
@@ -160,14 +172,21 @@ fn the_worker_batches_calls_and_answers_each_in_order() {
         assert!(d < 1e-3, "{} through the worker: {d}", f.name);
     }
     let s = worker.stats();
-    let (batches, chunks) = (s.batches.load(std::sync::atomic::Ordering::Relaxed), s.chunks.load(std::sync::atomic::Ordering::Relaxed));
+    let (batches, chunks) =
+        (s.batches.load(std::sync::atomic::Ordering::Relaxed), s.chunks.load(std::sync::atomic::Ordering::Relaxed));
     assert!(chunks > batches, "chunks of several calls shared inferences: {chunks} chunks in {batches} batches");
 }
 
 #[test]
 fn unavailable_provider_falls_back_or_fails_when_strict() {
     let path = models_dir().join("silero_vad/silero_vad.onnx");
-    let opts = SessionOptions { providers: vec![Provider::Cuda, Provider::Cpu], strict: false, intra_threads: 1, inter_threads: 1, spin: true };
+    let opts = SessionOptions {
+        providers: vec![Provider::Cuda, Provider::Cpu],
+        strict: false,
+        intra_threads: 1,
+        inter_threads: 1,
+        spin: true,
+    };
     let vad = SileroVad::load(rt(), &path, &opts).unwrap();
     assert_eq!(vad.provider(), Provider::Cpu, "CUDA is not in the CPU library: CPU it is");
     let strict = SessionOptions { providers: vec![Provider::Cuda, Provider::Cpu], strict: true, ..opts };
@@ -179,14 +198,21 @@ fn unavailable_provider_falls_back_or_fails_when_strict() {
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("strict must refuse"),
     }
-    assert!(matches!(SileroVad::load(rt(), &models_dir().join("nope.onnx"), &cpu()), Err(RuntimeError::MissingModel { .. })));
+    assert!(matches!(
+        SileroVad::load(rt(), &models_dir().join("nope.onnx"), &cpu()),
+        Err(RuntimeError::MissingModel { .. })
+    ));
 }
 
 fn check_models(yaml: &str) -> (bool, String) {
     let dir = common::test_dir("check");
     let cfg = dir.join("models.yaml");
     std::fs::write(&cfg, yaml).unwrap();
-    let out = std::process::Command::new(common::appliance::switchboard_bin()).args(["check-models", "--config"]).arg(&cfg).output().unwrap();
+    let out = std::process::Command::new(common::appliance::switchboard_bin())
+        .args(["check-models", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -206,7 +232,10 @@ fn check_models_reports_providers_and_clear_errors() {
     let (ok, out) = check_models(&models_yaml(&lib, "[cuda, cpu]", false));
     assert!(ok, "{out}");
     assert!(out.contains("vad: ") && out.contains(" on cpu"), "{out}");
-    assert!(out.contains("execution provider not available") && out.contains("provider=\"cuda\""), "fallback logged: {out}");
+    assert!(
+        out.contains("execution provider not available") && out.contains("provider=\"cuda\""),
+        "fallback logged: {out}"
+    );
     // strict: start-up error naming the provider and the library.
     let (ok, out) = check_models(&models_yaml(&lib, "[cuda]", true));
     assert!(!ok);
@@ -214,7 +243,11 @@ fn check_models_reports_providers_and_clear_errors() {
     // A missing library: a clear error, not a panic.
     let (ok, out) = check_models(&models_yaml("/nonexistent/libonnxruntime.so.1.32.0", "[cpu]", false));
     assert!(!ok);
-    assert!(out.contains("cannot load the ONNX Runtime library /nonexistent/libonnxruntime.so.1.32.0") && !out.contains("panicked"), "{out}");
+    assert!(
+        out.contains("cannot load the ONNX Runtime library /nonexistent/libonnxruntime.so.1.32.0")
+            && !out.contains("panicked"),
+        "{out}"
+    );
     // A library that is not ONNX Runtime at all (too old / wrong file): also an error.
     let (ok, out) = check_models(&models_yaml("/usr/lib/x86_64-linux-gnu/libopus.so.0", "[cpu]", false));
     assert!(!ok && out.contains("cannot load the ONNX Runtime library") && !out.contains("panicked"), "{out}");
@@ -225,12 +258,20 @@ fn the_appliance_loads_the_vad_at_start_and_labels_its_provider() {
     let ports = common::alloc_ports();
     let lib = models_dir().join("onnxruntime/libonnxruntime.so.1.32.0");
     let app = common::Appliance::start(&models_yaml(&lib.to_string_lossy(), "[cuda, cpu]", false), &ports);
-    assert_eq!(app.metric_value("switchboard_model_info{model=\"vad\",provider=\"cpu\"}"), Some(1.0), "{}", app.metrics());
+    assert_eq!(
+        app.metric_value("switchboard_model_info{model=\"vad\",provider=\"cpu\"}"),
+        Some(1.0),
+        "{}",
+        app.metrics()
+    );
     assert!(app.log().contains("model loaded"), "{}", app.log_tail(20));
 }
 
 fn log_values(log: &str, needle: &str, field: &str) -> Vec<u64> {
-    log.lines().filter(|l| l.contains(needle)).filter_map(|l| l.split(&format!("{field}=")).nth(1)?.split_whitespace().next()?.parse().ok()).collect()
+    log.lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| l.split(&format!("{field}=")).nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect()
 }
 
 #[test]
@@ -245,7 +286,14 @@ fn a_call_with_server_vad_gets_speech_events_from_the_shared_worker() {
         m.join("silero_vad/silero_vad.onnx").display()
     );
     let app = common::Appliance::start(&cfg, &ports);
-    let run = common::run_sipp(app.dir(), &common::scenario("uac_pcmu_speech.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1", "-d", "0"], Duration::from_secs(40));
+    let run = common::run_sipp(
+        app.dir(),
+        &common::scenario("uac_pcmu_speech.xml"),
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1", "-d", "0"],
+        Duration::from_secs(40),
+    );
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
     assert!(app.wait_log("media stopped", Duration::from_secs(3)));
     let log = app.log();
@@ -259,7 +307,13 @@ fn a_call_with_server_vad_gets_speech_events_from_the_shared_worker() {
     let last = *stops.last().unwrap();
     assert!(last + 600 >= speech_ms && last <= speech_ms + 800, "speech end {last} ms vs sentence {speech_ms} ms");
     let speech_lines: Vec<&str> = log.lines().filter(|l| l.contains("speech st")).collect();
-    assert!(speech_lines.iter().all(|l| l.contains("call{call_id=")), "speech events are logged in the call's span: {speech_lines:?}");
-    assert_eq!(app.metric_value("switchboard_speech_events_total{event=\"speech_started\"}"), Some(starts.len() as f64));
+    assert!(
+        speech_lines.iter().all(|l| l.contains("call{call_id=")),
+        "speech events are logged in the call's span: {speech_lines:?}"
+    );
+    assert_eq!(
+        app.metric_value("switchboard_speech_events_total{event=\"speech_started\"}"),
+        Some(starts.len() as f64)
+    );
     assert_eq!(app.metric_value("switchboard_model_work_dropped_total{model=\"vad\"}"), Some(0.0));
 }

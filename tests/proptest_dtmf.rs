@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use switchboard::media::dtmf::{
-    digit_to_event, event_to_digit, parse_sip_info, DtmfEvent, EventPayload, Rfc4733Receiver,
-    Rfc4733Sender,
+    digit_to_event, event_to_digit, parse_sip_info, DtmfEvent, EventPayload, Rfc4733Receiver, Rfc4733Sender,
 };
 
 /// One arriving packet: RTP fields, payload, and how long after the previous
@@ -45,13 +44,7 @@ fn step_ms() -> impl Strategy<Value = u64> {
 /// distinct timestamps cycling, an evicted one would legitimately count as a
 /// new press.
 fn pooled_arrivals() -> impl Strategy<Value = Vec<Arrival>> {
-    (
-        any::<u32>(),
-        proptest::collection::vec(
-            (any::<u16>(), 0u32..12, any::<bool>(), payload(), step_ms()),
-            0..200,
-        ),
-    )
+    (any::<u32>(), proptest::collection::vec((any::<u16>(), 0u32..12, any::<bool>(), payload(), step_ms()), 0..200))
         .prop_map(|(base, raw)| {
             raw.into_iter()
                 .map(|(sequence, k, marker, payload, step_ms)| Arrival {
@@ -67,27 +60,19 @@ fn pooled_arrivals() -> impl Strategy<Value = Vec<Arrival>> {
 
 /// Fully random timestamps: every packet jumps anywhere.
 fn random_arrivals() -> impl Strategy<Value = Vec<Arrival>> {
-    proptest::collection::vec(
-        (
-            any::<u16>(),
-            any::<u32>(),
-            any::<bool>(),
-            payload(),
-            step_ms(),
-        ),
-        0..200,
+    proptest::collection::vec((any::<u16>(), any::<u32>(), any::<bool>(), payload(), step_ms()), 0..200).prop_map(
+        |raw| {
+            raw.into_iter()
+                .map(|(sequence, timestamp, marker, payload, step_ms)| Arrival {
+                    sequence,
+                    timestamp,
+                    marker,
+                    payload,
+                    step_ms,
+                })
+                .collect()
+        },
     )
-    .prop_map(|raw| {
-        raw.into_iter()
-            .map(|(sequence, timestamp, marker, payload, step_ms)| Arrival {
-                sequence,
-                timestamp,
-                marker,
-                payload,
-                step_ms,
-            })
-            .collect()
-    })
 }
 
 /// Handles every timeout due by `now`.
@@ -127,11 +112,7 @@ fn check_receiver(clock_rate: u32, arrivals: &[Arrival]) -> Result<(), TestCaseE
     // Nothing is left pending forever once the stream has gone quiet.
     prop_assert_eq!(rx.poll_timeout(), None);
     for d in &digits {
-        prop_assert!(
-            digit_to_event(d.digit).is_some(),
-            "not a digit: {:?}",
-            d.digit
-        );
+        prop_assert!(digit_to_event(d.digit).is_some(), "not a digit: {:?}", d.digit);
         prop_assert!(d.started >= t0 && d.started <= now);
     }
     // Digits come out in the order their presses started.

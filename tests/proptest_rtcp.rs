@@ -8,31 +8,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proptest::prelude::*;
 use switchboard::media::rtcp::{
-    self, ReportBlock, RtcpConfig, RtcpPacket, RtcpSession, SenderInfo, PT_BYE, PT_RR, PT_SDES,
-    PT_SR,
+    self, ReportBlock, RtcpConfig, RtcpPacket, RtcpSession, SenderInfo, PT_BYE, PT_RR, PT_SDES, PT_SR,
 };
 
 fn report_block() -> impl Strategy<Value = ReportBlock> {
-    (
-        any::<u32>(),
-        any::<u8>(),
-        -0x80_0000i32..=0x7F_FFFF,
-        any::<u32>(),
-        any::<u32>(),
-        any::<u32>(),
-        any::<u32>(),
-    )
-        .prop_map(
-            |(ssrc, fraction_lost, cumulative_lost, highest_seq, jitter, lsr, dlsr)| ReportBlock {
-                ssrc,
-                fraction_lost,
-                cumulative_lost,
-                highest_seq,
-                jitter,
-                lsr,
-                dlsr,
-            },
-        )
+    (any::<u32>(), any::<u8>(), -0x80_0000i32..=0x7F_FFFF, any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>())
+        .prop_map(|(ssrc, fraction_lost, cumulative_lost, highest_seq, jitter, lsr, dlsr)| ReportBlock {
+            ssrc,
+            fraction_lost,
+            cumulative_lost,
+            highest_seq,
+            jitter,
+            lsr,
+            dlsr,
+        })
 }
 
 /// Packets `write` can represent exactly: counts within 31, texts within 255
@@ -41,38 +30,20 @@ fn report_block() -> impl Strategy<Value = ReportBlock> {
 fn packet() -> impl Strategy<Value = RtcpPacket> {
     let blocks = || proptest::collection::vec(report_block(), 0..6);
     prop_oneof![
-        (any::<u32>(), any::<(u64, u32, u32, u32)>(), blocks()).prop_map(
-            |(ssrc, (ntp, ts, pc, oc), reports)| {
-                RtcpPacket::SenderReport {
-                    ssrc,
-                    info: SenderInfo {
-                        ntp,
-                        rtp_timestamp: ts,
-                        packet_count: pc,
-                        octet_count: oc,
-                    },
-                    reports,
-                }
+        (any::<u32>(), any::<(u64, u32, u32, u32)>(), blocks()).prop_map(|(ssrc, (ntp, ts, pc, oc), reports)| {
+            RtcpPacket::SenderReport {
+                ssrc,
+                info: SenderInfo { ntp, rtp_timestamp: ts, packet_count: pc, octet_count: oc },
+                reports,
             }
-        ),
-        (any::<u32>(), blocks())
-            .prop_map(|(ssrc, reports)| RtcpPacket::ReceiverReport { ssrc, reports }),
-        proptest::collection::vec(
-            (
-                any::<u32>(),
-                proptest::collection::vec((1u8..=255, "\\PC{0,40}"), 0..5)
-            ),
-            0..4
-        )
-        .prop_map(|chunks| RtcpPacket::Sdes { chunks }),
-        (
-            proptest::collection::vec(any::<u32>(), 0..6),
-            proptest::option::of("\\PC{0,60}")
-        )
+        }),
+        (any::<u32>(), blocks()).prop_map(|(ssrc, reports)| RtcpPacket::ReceiverReport { ssrc, reports }),
+        proptest::collection::vec((any::<u32>(), proptest::collection::vec((1u8..=255, "\\PC{0,40}"), 0..5)), 0..4)
+            .prop_map(|chunks| RtcpPacket::Sdes { chunks }),
+        (proptest::collection::vec(any::<u32>(), 0..6), proptest::option::of("\\PC{0,60}"))
             .prop_map(|(ssrcs, reason)| RtcpPacket::Bye { ssrcs, reason }),
         (192u8..=223)
-            .prop_filter("SR/RR/SDES/BYE need a body", |t| !(PT_SR..=PT_BYE)
-                .contains(t))
+            .prop_filter("SR/RR/SDES/BYE need a body", |t| !(PT_SR..=PT_BYE).contains(t))
             .prop_map(|packet_type| RtcpPacket::Other { packet_type }),
     ]
 }
@@ -209,8 +180,7 @@ fn check_report(buf: &[u8], bye: bool) -> Result<(), TestCaseError> {
     let packets = rtcp::parse_compound(buf).map_err(|e| TestCaseError::fail(format!("{e}")))?;
     prop_assert_eq!(packets.len(), if bye { 3 } else { 2 });
     match &packets[0] {
-        RtcpPacket::SenderReport { ssrc, reports, .. }
-        | RtcpPacket::ReceiverReport { ssrc, reports } => {
+        RtcpPacket::SenderReport { ssrc, reports, .. } | RtcpPacket::ReceiverReport { ssrc, reports } => {
             prop_assert_eq!(*ssrc, OURS);
             prop_assert!(reports.len() <= 1);
         }
@@ -219,13 +189,7 @@ fn check_report(buf: &[u8], bye: bool) -> Result<(), TestCaseError> {
     let sdes_ok = matches!(&packets[1], RtcpPacket::Sdes { chunks } if chunks.len() == 1 && chunks[0].0 == OURS);
     prop_assert!(sdes_ok, "SDES CNAME second, got {:?}", packets[1]);
     if bye {
-        prop_assert_eq!(
-            &packets[2],
-            &RtcpPacket::Bye {
-                ssrcs: vec![OURS],
-                reason: None
-            }
-        );
+        prop_assert_eq!(&packets[2], &RtcpPacket::Bye { ssrcs: vec![OURS], reason: None });
     }
     Ok(())
 }
@@ -316,12 +280,7 @@ proptest! {
 #[test]
 fn new_session_with_real_clock_values() {
     // The driver passes Instant::now() and SystemTime::now() once.
-    let cfg = RtcpConfig {
-        ssrc: OURS,
-        cname: "x".into(),
-        clock_rate: 8000,
-        interval: Duration::from_secs(5),
-    };
+    let cfg = RtcpConfig { ssrc: OURS, cname: "x".into(), clock_rate: 8000, interval: Duration::from_secs(5) };
     let now = Instant::now();
     let mut s = RtcpSession::new(cfg, now, SystemTime::now());
     s.on_rtp_sent(0, 160, now);

@@ -84,37 +84,30 @@ fn op() -> impl Strategy<Value = Op> {
         prop::bool::weighted(0.1),
         -5i64..60,
     )
-        .prop_map(
-            |(wild, seq_step, ts_jitter, rand_seq, rand_ts, ssrc, marker, dt_ms)| Op::Insert {
-                wild,
-                seq_step,
-                ts_jitter,
-                rand_seq,
-                rand_ts,
-                ssrc,
-                marker,
-                dt_ms,
-            },
-        );
+        .prop_map(|(wild, seq_step, ts_jitter, rand_seq, rand_ts, ssrc, marker, dt_ms)| Op::Insert {
+            wild,
+            seq_step,
+            ts_jitter,
+            rand_seq,
+            rand_ts,
+            ssrc,
+            marker,
+            dt_ms,
+        });
     let pop = (-5i64..80).prop_map(|dt_ms| Op::Pop { dt_ms });
     prop_oneof![3 => insert, 2 => pop]
 }
 
 fn config() -> impl Strategy<Value = JitterConfig> {
-    (
-        prop::sample::select(vec![0u32, 1, 8000, 16000, 48000]),
-        0u64..80,
-        0u64..120,
-        0u64..700,
-        1usize..40,
-    )
-        .prop_map(|(clock_rate, min, target, max, max_packets)| JitterConfig {
+    (prop::sample::select(vec![0u32, 1, 8000, 16000, 48000]), 0u64..80, 0u64..120, 0u64..700, 1usize..40).prop_map(
+        |(clock_rate, min, target, max, max_packets)| JitterConfig {
             clock_rate,
             min_delay: Duration::from_millis(min),
             target_delay: Duration::from_millis(target),
             max_delay: Duration::from_millis(max),
             max_packets,
-        })
+        },
+    )
 }
 
 /// What one or more drains handed out.
@@ -334,12 +327,7 @@ fn offset(t0: Instant, ms: i64) -> Instant {
 /// Pop until `None`. Concealment is bounded: per gap between two buffered
 /// packets at most `max_delay` worth (in frames of at least 2.5 ms), plus
 /// one frame with nothing buffered, plus one stretch.
-fn drain(
-    jb: &mut JitterBuffer,
-    now: Instant,
-    clock_rate: u32,
-    out: &mut Out,
-) -> Result<(), TestCaseError> {
+fn drain(jb: &mut JitterBuffer, now: Instant, clock_rate: u32, out: &mut Out) -> Result<(), TestCaseError> {
     let limit = (jb.buffered() as u64 + 1) * (1 + 700 * 2 / 5) + 3;
     let mut concealed = 0u64;
     let mut last_fec: Option<u16> = None;
@@ -371,10 +359,6 @@ fn drain(
             }
         }
     }
-    prop_assert!(
-        jb.pop(now).is_none(),
-        "pop did not terminate ({} concealed)",
-        concealed
-    );
+    prop_assert!(jb.pop(now).is_none(), "pop did not terminate ({} concealed)", concealed);
     Ok(())
 }

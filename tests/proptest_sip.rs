@@ -30,7 +30,8 @@ v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\n";
 /// a fixed point after one cycle and the message after that is stable.
 fn check_stable(m: &SipMessage) {
     let bytes = m.to_bytes();
-    let m2 = SipMessage::parse(&bytes).unwrap_or_else(|e| panic!("re-parse failed: {e:?}\n{}", String::from_utf8_lossy(&bytes)));
+    let m2 = SipMessage::parse(&bytes)
+        .unwrap_or_else(|e| panic!("re-parse failed: {e:?}\n{}", String::from_utf8_lossy(&bytes)));
     assert_eq!(m2.to_bytes(), bytes);
     assert_eq!(SipMessage::parse(&m2.to_bytes()).as_ref(), Ok(&m2));
     assert_eq!(frame_stream(&bytes), Frame::Complete(bytes.len()));
@@ -70,10 +71,55 @@ fn check_typed_values(s: &str) {
 /// Fragments that make random input look like SIP, so the parser gets past
 /// the start line and into the interesting paths.
 const SOUP: &[&str] = &[
-    "INVITE", "SIP/2.0", "SIP/2.0 200 OK", " ", "\t", "\r\n", "\n", "\r", ":", ";", ",", "\"", "\\", "<", ">", "=", "@",
-    "[", "]", "/", "?", "sip:", "sips:", "tel:", "Via", "v", "l", "m", "Contact", "Content-Length", "Call-ID", "CSeq",
-    "From", "To", "tag", "branch", "z9hG4bK", "0", "1", "65536", "99999999999", "::1", "host.example.com", "UDP", "*",
-    "é", "\u{0}", "\r\n\r\n", "\r\n ",
+    "INVITE",
+    "SIP/2.0",
+    "SIP/2.0 200 OK",
+    " ",
+    "\t",
+    "\r\n",
+    "\n",
+    "\r",
+    ":",
+    ";",
+    ",",
+    "\"",
+    "\\",
+    "<",
+    ">",
+    "=",
+    "@",
+    "[",
+    "]",
+    "/",
+    "?",
+    "sip:",
+    "sips:",
+    "tel:",
+    "Via",
+    "v",
+    "l",
+    "m",
+    "Contact",
+    "Content-Length",
+    "Call-ID",
+    "CSeq",
+    "From",
+    "To",
+    "tag",
+    "branch",
+    "z9hG4bK",
+    "0",
+    "1",
+    "65536",
+    "99999999999",
+    "::1",
+    "host.example.com",
+    "UDP",
+    "*",
+    "é",
+    "\u{0}",
+    "\r\n\r\n",
+    "\r\n ",
 ];
 
 fn soup(max: usize) -> impl Strategy<Value = String> {
@@ -141,28 +187,37 @@ fn host() -> impl Strategy<Value = String> {
 }
 
 fn gen_request() -> impl Strategy<Value = Gen> {
-    let method = proptest::sample::select(&["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK", "REFER", "NOTIFY", "MESSAGE", "FOO-BAR"][..]);
+    let method = proptest::sample::select(
+        &[
+            "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK", "REFER", "NOTIFY",
+            "MESSAGE", "FOO-BAR",
+        ][..],
+    );
     let ws = proptest::sample::select(&[("", " "), (" ", " "), ("\t", "\t "), ("", "")][..]);
     (
         (method, "[a-z0-9+._-]{1,12}", host(), proptest::option::of(any::<u16>()), "[A-Za-z0-9.!%*_+`'~-]{1,16}"),
         ("[ -~]{0,16}", "[a-zA-Z0-9]{1,10}", "[a-zA-Z0-9.@_-]{1,24}", any::<u32>()),
         (any::<bool>(), ws, any::<bool>(), proptest::collection::vec(any::<u8>(), 0..200)),
     )
-        .prop_map(|((method, user, host, port, branch), (display, tag, call_id, seq), (compact, colon_ws, lf_only, body))| Gen {
-            method,
-            user,
-            host,
-            port,
-            branch: format!("z9hG4bK{branch}"),
-            display,
-            tag,
-            call_id,
-            seq,
-            compact,
-            colon_ws,
-            lf_only,
-            body,
-        })
+        .prop_map(
+            |((method, user, host, port, branch), (display, tag, call_id, seq), (compact, colon_ws, lf_only, body))| {
+                Gen {
+                    method,
+                    user,
+                    host,
+                    port,
+                    branch: format!("z9hG4bK{branch}"),
+                    display,
+                    tag,
+                    call_id,
+                    seq,
+                    compact,
+                    colon_ws,
+                    lf_only,
+                    body,
+                }
+            },
+        )
 }
 
 impl Gen {

@@ -52,13 +52,17 @@ fn registers_refreshes_answers_through_the_registrar_and_unregisters() {
     assert!(t0.is_some(), "no registration:\n{}\n{}", kam.log_text(), app.log_tail(30));
     assert!(!kam.lines("CHALLENGE sip:agent@").is_empty(), "the first REGISTER is challenged");
     let first = &kam.lines("REGISTERED sip:agent@")[0];
-    assert!(first.contains("expires=10") && first.contains(&format!("contact=<sip:agent@127.0.0.1:{}>", ports.sip)), "{first}");
+    assert!(
+        first.contains("expires=10") && first.contains(&format!("contact=<sip:agent@127.0.0.1:{}>", ports.sip)),
+        "{first}"
+    );
 
     // The wrong password fails, once, and is reported; the good account is registered.
     let health = wait_until(Duration::from_secs(10), || {
         let (code, body) = app.http_get("/healthz");
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        (code == 200 && v["accounts"]["pbx"]["state"] == "registered" && v["accounts"]["wrong"]["state"] == "failed").then_some(v)
+        (code == 200 && v["accounts"]["pbx"]["state"] == "registered" && v["accounts"]["wrong"]["state"] == "failed")
+            .then_some(v)
     })
     .unwrap_or_else(|| panic!("health: {:?}\n{}", app.http_get("/healthz"), app.log_tail(30)));
     assert_eq!(health["status"], "degraded", "{health}");
@@ -75,15 +79,26 @@ fn registers_refreshes_answers_through_the_registrar_and_unregisters() {
     let t1 = wait_until(Duration::from_secs(15), || (registered(&kam) >= 2).then(Instant::now)).expect("a refresh");
     let gap = t1 - t0.unwrap();
     // refresh_in(10) = 5 s: 20 % early, but at least 5 s for retransmissions, at most half.
-    assert!(gap > Duration::from_secs(4) && gap < Duration::from_millis(9500), "refresh after {gap:?} of a 10 s binding");
+    assert!(
+        gap > Duration::from_secs(4) && gap < Duration::from_millis(9500),
+        "refresh after {gap:?} of a 10 s binding"
+    );
 
     // A caller dials the address of record at the PBX; Kamailio routes it to our Contact.
-    let run = run_sipp(&dir, &scenario("uac_via_proxy.xml"), &kam.addr(), &ports, &["-s", "agent"], Duration::from_secs(30));
+    let run =
+        run_sipp(&dir, &scenario("uac_via_proxy.xml"), &kam.addr(), &ports, &["-s", "agent"], Duration::from_secs(30));
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}\n{}", run.report(), app.log_tail(30), kam.log_text());
-    assert!(!kam.lines(&format!("ROUTE INVITE sip:agent@127.0.0.1 -> sip:agent@127.0.0.1:{}", ports.sip)).is_empty(), "{}", kam.log_text());
+    assert!(
+        !kam.lines(&format!("ROUTE INVITE sip:agent@127.0.0.1 -> sip:agent@127.0.0.1:{}", ports.sip)).is_empty(),
+        "{}",
+        kam.log_text()
+    );
     let log = app.log();
     let incoming = log.lines().find(|l| l.contains("incoming call")).expect("the call reached the appliance");
-    assert!(incoming.contains("agent=line") || incoming.contains("\"agent\":\"line\""), "the account's agent answers: {incoming}");
+    assert!(
+        incoming.contains("agent=line") || incoming.contains("\"agent\":\"line\""),
+        "the account's agent answers: {incoming}"
+    );
 
     // Shutdown removes the binding: Expires 0, then the PBX no longer finds us.
     app.sigterm();

@@ -61,14 +61,28 @@ fn a_caller_outside_the_acl_with_a_wrong_password_never_reaches_an_agent() {
     let app = start();
     // From 127.0.0.2 (not in the ACL; auth is configured, so a stranger is challenged) with a wrong
     // password: 401, then 401 again, and never a call.
-    let wrong = run_sipp(app.dir(), &scenario("uac_auth.xml"), &app.sip_addr(), app.ports(), &["-i", "127.0.0.2", "-mi", "127.0.0.2", "-s", "1000", "-au", "trunk", "-ap", "guess"], Duration::from_secs(20));
+    let wrong = run_sipp(
+        app.dir(),
+        &scenario("uac_auth.xml"),
+        &app.sip_addr(),
+        app.ports(),
+        &["-i", "127.0.0.2", "-mi", "127.0.0.2", "-s", "1000", "-au", "trunk", "-ap", "guess"],
+        Duration::from_secs(20),
+    );
     assert_eq!(wrong.failed, 0, "the refusal path of the scenario ran: {}", wrong.report());
     assert_eq!(calls_taken(&app), 0.0, "no call reached an agent");
     assert!(!app.log().contains("incoming call"), "{}", app.log_tail(20));
     assert_eq!(app.metric_value("switchboard_sip_refused_total{reason=\"auth_failed\"}"), Some(1.0));
     assert_eq!(app.metric_value("switchboard_sip_refused_total{reason=\"auth_challenge\"}"), Some(2.0));
     // From the allowed address the same call is answered without credentials.
-    let insider = run_sipp(app.dir(), std::path::Path::new("uac"), &app.sip_addr(), app.ports(), &["-s", "1000", "-d", "500"], Duration::from_secs(20));
+    let insider = run_sipp(
+        app.dir(),
+        std::path::Path::new("uac"),
+        &app.sip_addr(),
+        app.ports(),
+        &["-s", "1000", "-d", "500"],
+        Duration::from_secs(20),
+    );
     assert_eq!((insider.successful, insider.failed), (1, 0), "{}", insider.report());
     assert_eq!(calls_taken(&app), 1.0);
 }
@@ -78,11 +92,25 @@ fn a_call_from_outside_the_acl_gets_403_and_never_reaches_an_agent() {
     require_tools(&["sipp"]);
     let app = Appliance::start("security:\n  allow: [127.0.0.1]\nroutes:\n  - match: \"*\"\n    agent: quiet\nagents:\n  quiet:\n    mode: silent\n", &alloc_ports());
     let cap = Capture::start(app.dir(), &format!("udp and port {}", app.ports().sip));
-    let stranger = run_sipp(app.dir(), std::path::Path::new("uac"), &app.sip_addr(), app.ports(), &["-i", "127.0.0.2", "-mi", "127.0.0.2", "-s", "1000"], Duration::from_secs(20));
+    let stranger = run_sipp(
+        app.dir(),
+        std::path::Path::new("uac"),
+        &app.sip_addr(),
+        app.ports(),
+        &["-i", "127.0.0.2", "-mi", "127.0.0.2", "-s", "1000"],
+        Duration::from_secs(20),
+    );
     let sip = common::capture::sip_messages(&cap.stop());
     assert_eq!(stranger.successful, 0, "{}", stranger.report());
-    let answers: Vec<&str> = sip.iter().filter(|(_, src, _, _)| src.port() == app.ports().sip).map(|(_, _, _, m)| m.lines().next().unwrap_or("")).collect();
-    assert!(!answers.is_empty() && answers.iter().all(|l| l.starts_with("SIP/2.0 403")), "only 403 answers: {answers:?}");
+    let answers: Vec<&str> = sip
+        .iter()
+        .filter(|(_, src, _, _)| src.port() == app.ports().sip)
+        .map(|(_, _, _, m)| m.lines().next().unwrap_or(""))
+        .collect();
+    assert!(
+        !answers.is_empty() && answers.iter().all(|l| l.starts_with("SIP/2.0 403")),
+        "only 403 answers: {answers:?}"
+    );
     assert_eq!(calls_taken(&app), 0.0);
     assert_eq!(app.metric_value("switchboard_sip_refused_total{reason=\"acl\"}"), Some(1.0));
 }
@@ -91,7 +119,14 @@ fn a_call_from_outside_the_acl_gets_403_and_never_reaches_an_agent() {
 fn digest_authenticated_inbound_works_with_sipp() {
     require_tools(&["sipp"]);
     let app = start();
-    let run = run_sipp(app.dir(), &scenario("uac_auth.xml"), &app.sip_addr(), app.ports(), &["-i", "127.0.0.2", "-mi", "127.0.0.2", "-s", "1000", "-au", "trunk", "-ap", PASSWORD], Duration::from_secs(20));
+    let run = run_sipp(
+        app.dir(),
+        &scenario("uac_auth.xml"),
+        &app.sip_addr(),
+        app.ports(),
+        &["-i", "127.0.0.2", "-mi", "127.0.0.2", "-s", "1000", "-au", "trunk", "-ap", PASSWORD],
+        Duration::from_secs(20),
+    );
     assert_eq!((run.successful, run.failed), (1, 0), "{}\n{}", run.report(), app.log_tail(20));
     assert_eq!(calls_taken(&app), 1.0, "the authenticated call reached the agent");
     assert_eq!(app.metric_value("switchboard_sip_refused_total{reason=\"auth_failed\"}"), None);
@@ -138,7 +173,10 @@ fn scanners_get_no_answer_and_flooding_sources_are_blocked() {
 fn state_changing_admin_endpoints_require_the_generated_token() {
     let app = start();
     let token_path = app.dir().join("admin.token");
-    assert!(wait_until(Duration::from_secs(5), || token_path.exists().then_some(())).is_some(), "the token file was generated");
+    assert!(
+        wait_until(Duration::from_secs(5), || token_path.exists().then_some(())).is_some(),
+        "the token file was generated"
+    );
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777, 0o600);
     let token = app.admin_token().unwrap();

@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::*;
 use common::appliance::metric_value;
 use common::audio::describe;
+use common::*;
 use std::time::Duration;
 
 fn config() -> String {
@@ -45,7 +45,8 @@ agents:
 
 /// The one RTP stream the appliance sent to the peer, decoded by sox.
 fn appliance_stream(pkts: &[UdpPacket], ports: &Ports) -> RtpAudio {
-    let from_app: Vec<&UdpPacket> = pkts.iter().filter(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).collect();
+    let from_app: Vec<&UdpPacket> =
+        pkts.iter().filter(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).collect();
     let first = from_app.first().expect("the appliance sent RTP");
     rtp_stream_to_pcm(pkts, first.dst.port(), Some(first.src.port()))
 }
@@ -71,7 +72,8 @@ fn greeting_then_echo(codec: &str, pt: u8, pcap: &str) {
     std::fs::write(&scen, xml).unwrap();
 
     let cap = Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
-    let run = run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(60));
+    let run =
+        run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(60));
     let pkts = cap.stop();
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(40));
 
@@ -146,11 +148,19 @@ fn fifty_calls_at_ten_per_second_all_succeed() {
         Duration::from_secs(90),
     );
     assert!(run.successful == 50 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(40));
-    assert!(common::wait_until(Duration::from_secs(5), || (app.metric_value("switchboard_active_calls") == Some(0.0)).then_some(())).is_some());
+    assert!(common::wait_until(Duration::from_secs(5), || (app.metric_value("switchboard_active_calls") == Some(0.0))
+        .then_some(()))
+    .is_some());
     let m = app.metrics();
     assert_eq!(metric_value(&m, "switchboard_calls_total{status=\"completed_remote_bye\"}"), Some(50.0), "{m}");
     // Every call's RTP port went back to the pool.
-    assert!(common::wait_until(Duration::from_secs(2), || (app.metric_value("switchboard_rtp_ports_in_use") == Some(0.0)).then_some(())).is_some(), "{}", app.metrics());
+    assert!(
+        common::wait_until(Duration::from_secs(2), || (app.metric_value("switchboard_rtp_ports_in_use") == Some(0.0))
+            .then_some(()))
+        .is_some(),
+        "{}",
+        app.metrics()
+    );
     // Every call carried the caller's sentence in (~170 packets each).
     let rtp_in = metric_value(&m, "switchboard_rtp_packets_total{direction=\"in\"}").unwrap();
     assert!(rtp_in >= 50.0 * 150.0, "RTP packets in: {rtp_in}");
@@ -161,7 +171,14 @@ fn cancel_before_answer_gets_487() {
     require_tools(&["sipp"]);
     let ports = alloc_ports();
     let app = Appliance::start(&config(), &ports);
-    let run = run_sipp(app.dir(), &scenario("uac_cancel.xml"), &ports.sip_addr(), &ports, &["-s", "ring", "-m", "1"], Duration::from_secs(30));
+    let run = run_sipp(
+        app.dir(),
+        &scenario("uac_cancel.xml"),
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "ring", "-m", "1"],
+        Duration::from_secs(30),
+    );
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
     assert!(app.wait_log("cancelled before answer", Duration::from_secs(2)));
     assert_eq!(app.metric_value("switchboard_calls_total{status=\"cancelled\"}"), Some(1.0));
@@ -174,7 +191,14 @@ fn appliance_hangs_up_at_maximum_duration() {
     let ports = alloc_ports();
     let app = Appliance::start(&config(), &ports);
     let started = std::time::Instant::now();
-    let run = run_sipp(app.dir(), &scenario("uac_wait_bye.xml"), &ports.sip_addr(), &ports, &["-s", "short", "-m", "1"], Duration::from_secs(30));
+    let run = run_sipp(
+        app.dir(),
+        &scenario("uac_wait_bye.xml"),
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "short", "-m", "1"],
+        Duration::from_secs(30),
+    );
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "BYE after max_duration_s=2: {took:?}");
@@ -187,10 +211,24 @@ fn calls_over_tcp() {
     require_tools(&["sipp"]);
     let ports = alloc_ports();
     let app = Appliance::start(&config(), &ports);
-    let run = run_sipp(app.dir(), &scenario("uac_pcmu_speech.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "3", "-r", "3", "-t", "t1", "-d", "0"], Duration::from_secs(40));
+    let run = run_sipp(
+        app.dir(),
+        &scenario("uac_pcmu_speech.xml"),
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "3", "-r", "3", "-t", "t1", "-d", "0"],
+        Duration::from_secs(40),
+    );
     assert!(run.successful == 3 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
     // BYE from our side over TCP as well (reusing the caller's connection).
-    let run = run_sipp(app.dir(), &scenario("uac_wait_bye.xml"), &ports.sip_addr(), &ports, &["-s", "short", "-m", "1", "-t", "t1"], Duration::from_secs(30));
+    let run = run_sipp(
+        app.dir(),
+        &scenario("uac_wait_bye.xml"),
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "short", "-m", "1", "-t", "t1"],
+        Duration::from_secs(30),
+    );
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
     assert_eq!(app.metric_value("switchboard_calls_total{status=\"completed_remote_bye\"}"), Some(3.0));
     assert_eq!(app.metric_value("switchboard_calls_total{status=\"completed_local_bye\"}"), Some(1.0));

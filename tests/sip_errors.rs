@@ -56,7 +56,8 @@ impl Client {
     fn invite_rejected(&self, msg: &str, branch: &str) -> Vec<u16> {
         self.send(msg);
         let got = self.recv_all(Duration::from_millis(400));
-        let last = got.iter().rev().find(|(_, m)| status(m) >= 300).map(|(_, m)| m.clone()).expect("a final error response");
+        let last =
+            got.iter().rev().find(|(_, m)| status(m) >= 300).map(|(_, m)| m.clone()).expect("a final error response");
         let ack = format!(
             "ACK sip:x@127.0.0.1 SIP/2.0\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
             self.via(branch),
@@ -87,7 +88,8 @@ fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+const SDP: &str =
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
 
 fn invite(c: &Client, user: &str, branch: &str, sdp: &str) -> String {
     format!(
@@ -145,7 +147,13 @@ fn malformed_input_gets_400_or_is_dropped_and_service_continues() {
     let codes = c.invite_rejected(&invite(&c, "1000", "z9hG4bKb3", "this is not sdp"), "z9hG4bKb3");
     assert!(codes.contains(&400), "{codes:?}");
     // Garbage, binary noise, a lone CRLF, a huge datagram: no answer, no crash.
-    for junk in [b"\x16\x03\x01\x02\x00\x01\x00".to_vec(), vec![0u8; 1400], b"\r\n\r\n".to_vec(), vec![b'A'; 60000], b"INVITE\r\n\r\n".to_vec()] {
+    for junk in [
+        b"\x16\x03\x01\x02\x00\x01\x00".to_vec(),
+        vec![0u8; 1400],
+        b"\r\n\r\n".to_vec(),
+        vec![b'A'; 60000],
+        b"INVITE\r\n\r\n".to_vec(),
+    ] {
         c.sock.send_to(&junk, ports.sip_addr()).unwrap();
     }
     assert!(c.recv_all(Duration::from_millis(300)).is_empty());
@@ -180,7 +188,10 @@ fn compact_headers_and_ack_timeout_bye_after_64_t1() {
     assert!(at >= Duration::from_millis(3100) && at < Duration::from_millis(4000), "BYE at {at:?}");
     assert_eq!(header(&bye, "Call-ID"), Some("compact-1"));
     assert!(header(&bye, "To").unwrap().contains("tag=cf1"));
-    assert!(app.wait_log("ack_timeout", Duration::from_secs(1)) || app.metric_value("switchboard_calls_total{status=\"ack_timeout\"}") == Some(1.0));
+    assert!(
+        app.wait_log("ack_timeout", Duration::from_secs(1))
+            || app.metric_value("switchboard_calls_total{status=\"ack_timeout\"}") == Some(1.0)
+    );
     assert_eq!(app.metric_value("switchboard_calls_total{status=\"ack_timeout\"}"), Some(1.0));
 }
 
@@ -188,14 +199,20 @@ fn compact_headers_and_ack_timeout_bye_after_64_t1() {
 fn check_config_reports_file_line_and_key() {
     let dir = test_dir("cfg");
     let bad = dir.join("bad.yaml");
-    std::fs::write(&bad, "sip:\n  listen: 127.0.0.1:5060\nroutes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mood: echo\n").unwrap();
-    let out = std::process::Command::new(appliance::switchboard_bin()).args(["check-config"]).arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        "sip:\n  listen: 127.0.0.1:5060\nroutes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mood: echo\n",
+    )
+    .unwrap();
+    let out =
+        std::process::Command::new(appliance::switchboard_bin()).args(["check-config"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:8:", bad.display())), "{err}");
     assert!(err.contains("agents.a") && err.contains("mood"), "{err}");
     // `run` refuses the same file before binding anything.
-    let out = std::process::Command::new(appliance::switchboard_bin()).args(["run", "--config"]).arg(&bad).output().unwrap();
+    let out =
+        std::process::Command::new(appliance::switchboard_bin()).args(["run", "--config"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let good = common::repo_root().join("config/switchboard.yaml");
     let out = std::process::Command::new(appliance::switchboard_bin()).arg("check-config").arg(&good).output().unwrap();
@@ -204,13 +221,24 @@ fn check_config_reports_file_line_and_key() {
 
 /// Parse the RTP port out of an SDP body inside a SIP message.
 fn sdp_port(msg: &str) -> u16 {
-    msg.lines().find_map(|l| l.strip_prefix("m=audio ")).and_then(|r| r.split_whitespace().next()).and_then(|p| p.parse().ok()).expect("m=audio in the answer")
+    msg.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("m=audio in the answer")
 }
 
 /// Send `n` PCMU packets of `byte` from `sock` to `dst`, 20 ms apart, and collect what comes back to `sock`.
 fn stream(sock: &UdpSocket, dst: &str, ssrc: u32, seq0: u16, n: u16, payload: &[u8]) {
     for i in 0..n {
-        let pkt = common::fixtures::rtp_packet(0, seq0.wrapping_add(i), 160 * (seq0 as u32 + i as u32), ssrc, payload, i == 0);
+        let pkt = common::fixtures::rtp_packet(
+            0,
+            seq0.wrapping_add(i),
+            160 * (seq0 as u32 + i as u32),
+            ssrc,
+            payload,
+            i == 0,
+        );
         sock.send_to(&pkt, dst).unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -272,7 +300,11 @@ fn rtp_from_a_second_source_is_ignored_and_json_logs_name_the_call() {
     // Skip the tail of the tone echo still in flight, then it must be silence.
     let settled = &during[during.len().min(8000 / 2)..];
     assert!(!settled.is_empty() && rms(settled) < 0.005, "the intruder's noise is not played: rms {}", rms(settled));
-    assert!(app.metric_value("switchboard_rtp_dropped_total{reason=\"foreign_source\"}").unwrap() >= 45.0, "{}", app.metrics());
+    assert!(
+        app.metric_value("switchboard_rtp_dropped_total{reason=\"foreign_source\"}").unwrap() >= 45.0,
+        "{}",
+        app.metrics()
+    );
     assert!(intruder.set_read_timeout(Some(Duration::from_millis(100))).is_ok());
     assert!(intruder.recv_from(&mut [0u8; 2048]).is_err(), "nothing is sent to the intruder");
 

@@ -15,11 +15,14 @@ const INSTRUCTIONS: &str = "You are the friendly phone receptionist of Sunny Bak
 Only use these facts. Opening hours: Monday to Friday 7:00 to 18:00, Saturday 8:00 to 14:00. Closed on Sunday. Phone number: 555-0100.";
 
 /// The first question has a 1.1 s pause after "I would like to know".
-const TURNS: [(f64, &str); 2] = [(1.0, "I would like to know [pause 1100] what time you open on Saturday?"), (15.0, "And what about Sunday?")];
+const TURNS: [(f64, &str); 2] =
+    [(1.0, "I would like to know [pause 1100] what time you open on Saturday?"), (15.0, "And what about Sunday?")];
 const CALL_S: f64 = 28.0;
 
 fn any_word(text: &str, words: &[&str]) -> bool {
-    words.iter().any(|w| fancy_regex::Regex::new(&format!(r"(?i)\b{}\b", fancy_regex::escape(w))).unwrap().is_match(text).unwrap())
+    words.iter().any(|w| {
+        fancy_regex::Regex::new(&format!(r"(?i)\b{}\b", fancy_regex::escape(w))).unwrap().is_match(text).unwrap()
+    })
 }
 
 #[test]
@@ -43,15 +46,39 @@ fn a_caller_who_pauses_mid_question_hears_one_answer_to_the_whole_question() {
         .replace("<pause milliseconds=\"9000\"/>", &format!("<pause milliseconds=\"{}\"/>", (CALL_S * 1000.0) as u64));
     let scen = dir.join("speculation.xml");
     std::fs::write(&scen, xml).unwrap();
-    let run = common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(70));
+    let run = common::run_sipp(
+        app.dir(),
+        &scen,
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1"],
+        Duration::from_secs(70),
+    );
     let pkts = cap.stop();
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
     let log = app.log();
-    println!("{}", log.lines().filter(|l| l.contains("speculat") || l.contains("transcript") || l.contains("agent reply") || l.contains("reply requested")).collect::<Vec<_>>().join("\n"));
+    println!(
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("speculat")
+                || l.contains("transcript")
+                || l.contains("agent reply")
+                || l.contains("reply requested"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // The pause started a speculation that was dropped; the questions' ends started ones that were used.
-    assert!(app.metric_value("switchboard_turn_speculations_total{outcome=\"dropped\"}").unwrap_or(0.0) >= 1.0, "the pause was not speculated on\n{}", app.log_tail(40));
-    assert!(app.metric_value("switchboard_turn_speculations_total{outcome=\"used\"}").unwrap_or(0.0) >= 1.0, "no finished question was answered on speculation\n{}", app.log_tail(40));
+    assert!(
+        app.metric_value("switchboard_turn_speculations_total{outcome=\"dropped\"}").unwrap_or(0.0) >= 1.0,
+        "the pause was not speculated on\n{}",
+        app.log_tail(40)
+    );
+    assert!(
+        app.metric_value("switchboard_turn_speculations_total{outcome=\"used\"}").unwrap_or(0.0) >= 1.0,
+        "no finished question was answered on speculation\n{}",
+        app.log_tail(40)
+    );
     // Usually the pause's words were recognised and a reply to them requested before the caller went
     // on (a loaded machine may drop the speculation while it is still being recognised); either way
     // the checks below hold.
@@ -65,9 +92,17 @@ fn a_caller_who_pauses_mid_question_hears_one_answer_to_the_whole_question() {
         println!("agent {:>6}..{:>6} ms: {:?}", t.start_ms, t.end_ms, t.transcript.text);
     }
     let first_end = (ends[0] * 1000.0) as u64;
-    let early: Vec<&str> = spoken.iter().filter(|t| t.start_ms > 1000 && t.start_ms < first_end).map(|t| t.transcript.text.as_str()).collect();
+    let early: Vec<&str> = spoken
+        .iter()
+        .filter(|t| t.start_ms > 1000 && t.start_ms < first_end)
+        .map(|t| t.transcript.text.as_str())
+        .collect();
     assert!(early.is_empty(), "the caller heard {early:?} before they had finished the question");
-    let answer: Vec<&str> = spoken.iter().filter(|t| t.start_ms >= first_end && t.start_ms < 15_000).map(|t| t.transcript.text.as_str()).collect();
+    let answer: Vec<&str> = spoken
+        .iter()
+        .filter(|t| t.start_ms >= first_end && t.start_ms < 15_000)
+        .map(|t| t.transcript.text.as_str())
+        .collect();
     let answer = answer.join(" ");
     assert!(any_word(&answer, &["8", "800", "8am", "eight"]), "asked about Saturday, the caller heard {answer:?}");
 
@@ -90,7 +125,10 @@ fn a_caller_who_pauses_mid_question_hears_one_answer_to_the_whole_question() {
     let n = common::wer::words(written).len();
     println!("reply 1 written {written:?}, heard {answer:?}: {errors} word errors of {n}");
     assert!(errors <= 2.max(n / 4), "the answer as written {written:?} was heard as {answer:?}");
-    assert!(common::wer::words(&answer).len() <= n + 1, "words doubled at a join? written {written:?}, heard {answer:?}");
+    assert!(
+        common::wer::words(&answer).len() <= n + 1,
+        "words doubled at a join? written {written:?}, heard {answer:?}"
+    );
     assert_eq!(transcripts.len(), 2, "{}", serde_json::to_string_pretty(&r).unwrap());
     assert!(transcripts[0]["text"].as_str().unwrap().to_lowercase().contains("saturday"), "{}", transcripts[0]);
     assert_eq!(replies.len(), 2, "{}", serde_json::to_string_pretty(&r["replies"]).unwrap());

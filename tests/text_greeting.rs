@@ -21,7 +21,13 @@ fn sipp_caller_hears_the_text_greeting_spoken_by_piper() {
     require_tools(&["sipp", "tcpdump", "sox", "espeak-ng"]);
     let m = models_dir();
     // The same synthesis offline, at 22.05 kHz, converted to 8 kHz by sox (independent of our resampler).
-    let mut voice = PiperVoice::load(common::ort_runtime(), &m.join("piper/en_US-joe-medium.onnx"), &m.join("piper/en_US-joe-medium.onnx.json"), &common::cpu_options(2)).unwrap();
+    let mut voice = PiperVoice::load(
+        common::ort_runtime(),
+        &m.join("piper/en_US-joe-medium.onnx"),
+        &m.join("piper/en_US-joe-medium.onnx.json"),
+        &common::cpu_options(2),
+    )
+    .unwrap();
     // Deterministic on both sides: no voice variation (noise 0), so the two syntheses are identical.
     let mut sc = voice.scales();
     sc.noise_scale = 0.0;
@@ -42,10 +48,18 @@ fn sipp_caller_hears_the_text_greeting_spoken_by_piper() {
     let (expected, _) = read_wav_mono_i16(&wav8);
 
     let cap = Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
-    let run = run_sipp(app.dir(), &scenario("uac_pcmu_speech.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1", "-d", "4000"], Duration::from_secs(40));
+    let run = run_sipp(
+        app.dir(),
+        &scenario("uac_pcmu_speech.xml"),
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1", "-d", "4000"],
+        Duration::from_secs(40),
+    );
     let pkts = cap.stop();
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
-    let first = pkts.iter().find(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).expect("RTP from the appliance");
+    let first =
+        pkts.iter().find(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).expect("RTP from the appliance");
     let audio = rtp_stream_to_pcm(&pkts, first.dst.port(), Some(first.src.port()));
     assert!(is_audible(&audio.pcm, 8000), "{}", common::audio::describe(&audio.pcm, 8000));
     let (lag, ncc) = find_in(&audio.pcm, &expected).expect("greeting found");
@@ -56,11 +70,21 @@ fn sipp_caller_hears_the_text_greeting_spoken_by_piper() {
     // And the words: the caller's audio, transcribed by the Whisper tiny.en oracle (CTranslate2).
     let heard = app.dir().join("heard8k.wav");
     write_wav(&heard, &audio.pcm[..audio.pcm.len().min(8000 * 12)], 8000);
-    let out = run_checked(std::process::Command::new(models_dir().join("venv/bin/python")).arg(repo_root().join("scripts/transcribe.py")).arg(&heard));
+    let out = run_checked(
+        std::process::Command::new(models_dir().join("venv/bin/python"))
+            .arg(repo_root().join("scripts/transcribe.py"))
+            .arg(&heard),
+    );
     let transcript = String::from_utf8_lossy(&out.stdout).to_string();
-    let words = |t: &str| -> Vec<String> { t.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect() };
+    let words = |t: &str| -> Vec<String> {
+        t.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+    };
     let said = words(TEXT);
     let got = words(&transcript);
     let found = said.iter().filter(|w| got.contains(w)).count();
-    assert!(found * 10 >= said.len() * 8, "the caller heard the greeting's words: {found}/{} in {transcript:?}", said.len());
+    assert!(
+        found * 10 >= said.len() * 8,
+        "the caller heard the greeting's words: {found}/{} in {transcript:?}",
+        said.len()
+    );
 }

@@ -45,7 +45,11 @@ impl Backend {
     }
 
     fn requests(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.log).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 }
 
@@ -126,11 +130,22 @@ fn call_with(
     let url = format!("http://127.0.0.1:{}{url_path}", backend.port);
     let app = common::Appliance::start_in(&dir, &cfg(&m, &url), &ports);
     let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
-    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml")).unwrap().replace("<pause milliseconds=\"9000\"/>", &format!("<pause milliseconds=\"{}\"/>", call_s * 1000));
+    let xml = std::fs::read_to_string(common::scenario("uac_pcmu_turn_pause.xml"))
+        .unwrap()
+        .replace("<pause milliseconds=\"9000\"/>", &format!("<pause milliseconds=\"{}\"/>", call_s * 1000));
     let scen = dir.join("tools.xml");
     std::fs::write(&scen, xml).unwrap();
     let run = std::thread::scope(|s| {
-        let sipp = s.spawn(|| common::run_sipp(app.dir(), &scen, &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1"], Duration::from_secs(call_s + 40)));
+        let sipp = s.spawn(|| {
+            common::run_sipp(
+                app.dir(),
+                &scen,
+                &ports.sip_addr(),
+                &ports,
+                &["-s", "1000", "-m", "1"],
+                Duration::from_secs(call_s + 40),
+            )
+        });
         during(&app, &backend);
         sipp.join().unwrap()
     });
@@ -141,14 +156,29 @@ fn call_with(
     let heard: Vec<String> = common::speech::transcribe_16k(&m, &x).into_iter().map(|t| t.transcript.text).collect();
     let heard = heard.join(" ");
     println!("the caller heard: {heard:?}");
-    println!("{}", app.log().lines().filter(|l| l.contains("tool") || l.contains("agent reply") || l.contains("transcript turn")).collect::<Vec<_>>().join("\n"));
+    println!(
+        "{}",
+        app.log()
+            .lines()
+            .filter(|l| l.contains("tool") || l.contains("agent reply") || l.contains("transcript turn"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let r = common::wait_call_record(&dir);
-    println!("tools: {}\nreplies: {}", serde_json::to_string_pretty(&r["tools"]).unwrap(), serde_json::to_string_pretty(&r["replies"]).unwrap());
+    println!(
+        "tools: {}\nreplies: {}",
+        serde_json::to_string_pretty(&r["tools"]).unwrap(),
+        serde_json::to_string_pretty(&r["replies"]).unwrap()
+    );
     // The keys the appliance sent: each RFC 4733 event once (its copies share the timestamp).
     let mut keys = String::new();
     let mut last_ts = None;
     for p in pkts.iter().filter_map(|p| common::audio::parse_rtp(p.time, p.src, p.dst, &p.payload)) {
-        if (ports.rtp_low..=ports.rtp_high).contains(&p.src.port()) && p.pt == 101 && !p.payload.is_empty() && last_ts != Some(p.ts) {
+        if (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())
+            && p.pt == 101
+            && !p.payload.is_empty()
+            && last_ts != Some(p.ts)
+        {
             last_ts = Some(p.ts);
             keys.push(match p.payload[0] {
                 d @ 0..=9 => (b'0' + d) as char,
@@ -175,9 +205,17 @@ fn the_model_calls_the_webhook_and_the_caller_hears_its_answer() {
     // are what the model must pass on.)
     let transcript = r["transcripts"][0]["text"].as_str().unwrap_or_default().to_string();
     let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
-    assert!(path.starts_with("/orders/") && digits(&path) == digits(&transcript) && digits(&path).starts_with("47"), "{path} for {transcript:?}");
+    assert!(
+        path.starts_with("/orders/") && digits(&path) == digits(&transcript) && digits(&path).starts_with("47"),
+        "{path} for {transcript:?}"
+    );
     assert_eq!(reqs[0]["method"], "GET");
-    let auth = reqs[0]["headers"].as_object().unwrap().iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.clone());
+    let auth = reqs[0]["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.clone());
     assert_eq!(auth, Some(serde_json::json!("Bearer t0ken-for-tests")), "the secret header, filled in: {}", reqs[0]);
     // The record and the metrics.
     let tools = r["tools"].as_array().unwrap();
@@ -186,7 +224,12 @@ fn the_model_calls_the_webhook_and_the_caller_hears_its_answer() {
     assert!(tools[0]["result"].as_str().unwrap().contains("Friday"), "{}", tools[0]);
     assert!(!serde_json::to_string(&r).unwrap().contains("t0ken"), "the secret never reaches the record");
     assert!(!app.log().contains("t0ken"), "the secret never reaches the log");
-    assert_eq!(app.metric_value("switchboard_tool_calls_total{outcome=\"ok\",tool=\"check_order\"}"), Some(1.0), "{}", app.metrics());
+    assert_eq!(
+        app.metric_value("switchboard_tool_calls_total{outcome=\"ok\",tool=\"check_order\"}"),
+        Some(1.0),
+        "{}",
+        app.metrics()
+    );
     // The answer reached the caller: the reply after the tool says what the webhook said.
     let h = heard.to_lowercase();
     assert!(h.contains("friday") || h.contains("shipped"), "the caller heard {heard:?}\n{}", app.log_tail(30));
@@ -195,17 +238,32 @@ fn the_model_calls_the_webhook_and_the_caller_hears_its_answer() {
 #[test]
 fn a_failing_or_slow_webhook_gives_the_model_an_error_and_the_caller_an_answer() {
     let _one = common::one_llm_call_at_a_time();
-    for (name, path, timeout_ms, outcome) in [("tools_500", "/fail/{order_number}", 5000, "error"), ("tools_slow", "/slow/{order_number}", 1000, "timeout")] {
+    for (name, path, timeout_ms, outcome) in
+        [("tools_500", "/fail/{order_number}", 5000, "error"), ("tools_slow", "/slow/{order_number}", 1000, "timeout")]
+    {
         let Call { app, backend, heard, record: r, .. } = call(name, ORDER_LINE, path, timeout_ms);
         let tools = r["tools"].as_array().unwrap();
         assert_eq!(tools.len(), 1, "{name}: {tools:?}");
         assert_eq!(tools[0]["outcome"], outcome, "{name}: {}", tools[0]);
         // 500 and a timeout are retried once.
         assert_eq!(backend.requests().len(), 2, "{name}: {:?}", backend.requests());
-        let after: Vec<&serde_json::Value> = r["replies"].as_array().unwrap().iter().filter(|x| x["response"].as_u64() > tools[0]["response"].as_u64()).collect();
-        assert!(after.iter().any(|x| x["outcome"] == "done" && !x["text"].as_str().unwrap().is_empty()), "{name}: the model answered after the error: {after:?}");
+        let after: Vec<&serde_json::Value> = r["replies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["response"].as_u64() > tools[0]["response"].as_u64())
+            .collect();
+        assert!(
+            after.iter().any(|x| x["outcome"] == "done" && !x["text"].as_str().unwrap().is_empty()),
+            "{name}: the model answered after the error: {after:?}"
+        );
         assert!(!heard.trim().is_empty(), "{name}: the caller heard the agent");
-        assert_eq!(app.metric_value(&format!("switchboard_tool_calls_total{{outcome=\"{outcome}\",tool=\"check_order\"}}")), Some(1.0), "{}", app.metrics());
+        assert_eq!(
+            app.metric_value(&format!("switchboard_tool_calls_total{{outcome=\"{outcome}\",tool=\"check_order\"}}")),
+            Some(1.0),
+            "{}",
+            app.metrics()
+        );
     }
 }
 
@@ -217,11 +275,21 @@ fn the_model_presses_keys_on_the_call() {
     let c = call("tools_dtmf", "Please press the keys 1, 2 and 3 for me.", "/orders/{order_number}", 5000);
     let tools = c.record["tools"].as_array().unwrap();
     assert_eq!(tools.len(), 1, "{tools:?}\n{}", c.app.log_tail(30));
-    assert_eq!((tools[0]["name"].as_str(), tools[0]["outcome"].as_str()), (Some("press_keys"), Some("ok")), "{}", tools[0]);
+    assert_eq!(
+        (tools[0]["name"].as_str(), tools[0]["outcome"].as_str()),
+        (Some("press_keys"), Some("ok")),
+        "{}",
+        tools[0]
+    );
     assert_eq!(c.keys, "123", "the keys on the wire\n{}", c.app.log_tail(30));
     assert!(c.backend.requests().is_empty(), "the webhook was not called");
     assert!(!c.heard.trim().is_empty(), "the agent said something after pressing them");
-    assert_eq!(c.app.metric_value("switchboard_tool_calls_total{outcome=\"ok\",tool=\"press_keys\"}"), Some(1.0), "{}", c.app.metrics());
+    assert_eq!(
+        c.app.metric_value("switchboard_tool_calls_total{outcome=\"ok\",tool=\"press_keys\"}"),
+        Some(1.0),
+        "{}",
+        c.app.metrics()
+    );
 }
 
 /// An asynchronous tool (`async: true`, the gpt-realtime behaviour): while the order lookup runs
@@ -236,21 +304,39 @@ fn an_async_tool_lets_the_conversation_go_on_until_its_result_arrives() {
     // was still playing (the tool call took until 10.5 s on a loaded machine), interrupted it,
     // and the model answered it with the filler's words instead of the hours.
     let lines = [(1.0, ORDER_LINE), (14.0, "And what time do you open on Saturday?")];
-    let c = call_with("tools_async", &lines, 42, "/hold/orders/{order_number}", |m, url| config_with(m, url, 30_000, &instructions, extra), |app, backend| {
-        // Release the result only once the second question has been answered.
-        let answered = app.wait_log("agent reply response=2 outcome=\"done\"", Duration::from_secs(40));
-        std::fs::write(backend.log.with_extension("jsonl.release"), b"").unwrap();
-        assert!(answered, "the second question was answered while the tool ran\n{}", app.log_tail(30));
-    });
+    let c = call_with(
+        "tools_async",
+        &lines,
+        42,
+        "/hold/orders/{order_number}",
+        |m, url| config_with(m, url, 30_000, &instructions, extra),
+        |app, backend| {
+            // Release the result only once the second question has been answered.
+            let answered = app.wait_log("agent reply response=2 outcome=\"done\"", Duration::from_secs(40));
+            std::fs::write(backend.log.with_extension("jsonl.release"), b"").unwrap();
+            assert!(answered, "the second question was answered while the tool ran\n{}", app.log_tail(30));
+        },
+    );
     let reqs = c.backend.requests();
     assert_eq!(reqs.len(), 1, "one lookup, not repeated while pending: {reqs:?}\n{}", c.app.log_tail(30));
     let tools = c.record["tools"].as_array().unwrap();
     assert_eq!(tools.len(), 1, "{tools:?}");
-    assert_eq!((tools[0]["name"].as_str(), tools[0]["outcome"].as_str()), (Some("check_order"), Some("ok")), "{}", tools[0]);
+    assert_eq!(
+        (tools[0]["name"].as_str(), tools[0]["outcome"].as_str()),
+        (Some("check_order"), Some("ok")),
+        "{}",
+        tools[0]
+    );
     let replies = c.record["replies"].as_array().unwrap();
     let text = |r: &serde_json::Value| r["text"].as_str().unwrap_or_default().to_lowercase();
-    let hours = replies.iter().find(|r| text(r).contains('8') || text(r).contains("eight")).unwrap_or_else(|| panic!("no reply gave the hours: {replies:?}"));
-    let result = replies.iter().find(|r| text(r).contains("friday") || text(r).contains("shipped")).unwrap_or_else(|| panic!("no reply gave the result: {replies:?}"));
+    let hours = replies
+        .iter()
+        .find(|r| text(r).contains('8') || text(r).contains("eight"))
+        .unwrap_or_else(|| panic!("no reply gave the hours: {replies:?}"));
+    let result = replies
+        .iter()
+        .find(|r| text(r).contains("friday") || text(r).contains("shipped"))
+        .unwrap_or_else(|| panic!("no reply gave the result: {replies:?}"));
     // The question asked meanwhile was answered before the result arrived, and the result was said after.
     assert!(hours["t_ms"].as_u64() < tools[0]["t_ms"].as_u64(), "hours {hours} before the result {}", tools[0]);
     assert!(result["response"].as_u64() > hours["response"].as_u64(), "the result's reply {result} after {hours}");
@@ -274,17 +360,35 @@ fn invalid_arguments_go_back_to_the_model_and_never_reach_the_webhook() {
     let say = "Sorry, I could not read that order number. Could you say it again?";
     std::fs::write(&script, serde_json::json!([{"tool_call": {"name": "check_order", "arguments": "{\"order_number\": 4711}"}}, {"text": say}]).to_string()).unwrap();
     let llm = Backend::spawn("scripted_llm.py", &[&script], llm_dir.join("requests.jsonl"));
-    let c = call_with("tools_invalid", &[(1.0, ORDER_LINE)], 16, "/orders/{order_number}", |m, url| {
-        let embedded = format!("    embedded:\n      type: onnx\n      path: {}/qwen2_5_coder_1_5b\n      temperature: 0\n", m.display());
-        let scripted = format!("    scripted:\n      type: openai\n      base_url: http://127.0.0.1:{}/v1\n      model: scripted\n", llm.port);
-        let cfg = config(m, url, 5000);
-        assert!(cfg.contains(&embedded));
-        cfg.replace(&embedded, &scripted)
-    }, |_, _| {});
+    let c = call_with(
+        "tools_invalid",
+        &[(1.0, ORDER_LINE)],
+        16,
+        "/orders/{order_number}",
+        |m, url| {
+            let embedded = format!(
+                "    embedded:\n      type: onnx\n      path: {}/qwen2_5_coder_1_5b\n      temperature: 0\n",
+                m.display()
+            );
+            let scripted = format!(
+                "    scripted:\n      type: openai\n      base_url: http://127.0.0.1:{}/v1\n      model: scripted\n",
+                llm.port
+            );
+            let cfg = config(m, url, 5000);
+            assert!(cfg.contains(&embedded));
+            cfg.replace(&embedded, &scripted)
+        },
+        |_, _| {},
+    );
     assert!(c.backend.requests().is_empty(), "the webhook was not called: {:?}", c.backend.requests());
     let tools = c.record["tools"].as_array().unwrap();
     assert_eq!(tools.len(), 1, "{tools:?}\n{}", c.app.log_tail(30));
-    assert_eq!((tools[0]["name"].as_str(), tools[0]["outcome"].as_str()), (Some("check_order"), Some("invalid_arguments")), "{}", tools[0]);
+    assert_eq!(
+        (tools[0]["name"].as_str(), tools[0]["outcome"].as_str()),
+        (Some("check_order"), Some("invalid_arguments")),
+        "{}",
+        tools[0]
+    );
     // The model's second request carries its call and the error, in order.
     let reqs = llm.requests();
     assert_eq!(reqs.len(), 2, "{reqs:?}");
@@ -292,8 +396,18 @@ fn invalid_arguments_go_back_to_the_model_and_never_reach_the_webhook() {
     let n = msgs.len();
     assert_eq!(msgs[n - 2]["role"], "assistant");
     assert_eq!(msgs[n - 2]["tool_calls"][0]["function"]["name"], "check_order", "{}", msgs[n - 2]);
-    assert_eq!((msgs[n - 1]["role"].as_str(), msgs[n - 1]["tool_call_id"].as_str()), (Some("tool"), Some("call_0")), "{}", msgs[n - 1]);
+    assert_eq!(
+        (msgs[n - 1]["role"].as_str(), msgs[n - 1]["tool_call_id"].as_str()),
+        (Some("tool"), Some("call_0")),
+        "{}",
+        msgs[n - 1]
+    );
     assert!(msgs[n - 1]["content"].as_str().unwrap().contains("do not match"), "{}", msgs[n - 1]);
     assert!(c.heard.to_lowercase().contains("sorry"), "the caller heard the model's words: {:?}", c.heard);
-    assert_eq!(c.app.metric_value("switchboard_tool_calls_total{outcome=\"invalid_arguments\",tool=\"check_order\"}"), Some(1.0), "{}", c.app.metrics());
+    assert_eq!(
+        c.app.metric_value("switchboard_tool_calls_total{outcome=\"invalid_arguments\",tool=\"check_order\"}"),
+        Some(1.0),
+        "{}",
+        c.app.metrics()
+    );
 }

@@ -25,31 +25,59 @@ fn the_repeat_agent_says_back_what_the_caller_said() {
     let app = common::Appliance::start(&cfg, &ports);
     let cap = common::Capture::start(app.dir(), &format!("udp and portrange {}-{}", ports.rtp_low, ports.rtp_high));
     // The sentence plays at once; the call lasts 4 s + 6 s, time for the reply.
-    let run = common::run_sipp(app.dir(), &common::scenario("uac_pcmu_speech.xml"), &ports.sip_addr(), &ports, &["-s", "1000", "-m", "1", "-d", "6000"], Duration::from_secs(40));
+    let run = common::run_sipp(
+        app.dir(),
+        &common::scenario("uac_pcmu_speech.xml"),
+        &ports.sip_addr(),
+        &ports,
+        &["-s", "1000", "-m", "1", "-d", "6000"],
+        Duration::from_secs(40),
+    );
     let pkts = cap.stop();
     assert!(run.successful == 1 && run.failed == 0, "{}\n{}", run.report(), app.log_tail(30));
-    let first = pkts.iter().find(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).expect("RTP from the appliance");
+    let first =
+        pkts.iter().find(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).expect("RTP from the appliance");
     let audio = common::rtp_stream_to_pcm(&pkts, first.dst.port(), Some(first.src.port()));
-    assert!(common::is_audible(&audio.pcm, 8000), "the agent spoke: {}\n{}", common::audio::describe(&audio.pcm, 8000), app.log_tail(30));
+    assert!(
+        common::is_audible(&audio.pcm, 8000),
+        "the agent spoke: {}\n{}",
+        common::audio::describe(&audio.pcm, 8000),
+        app.log_tail(30)
+    );
 
     // What the caller heard, transcribed by our own Whisper (8 kHz → 16 kHz with sox).
     let heard8 = app.dir().join("heard8k.wav");
     common::write_wav(&heard8, &audio.pcm, 8000);
     let heard16 = app.dir().join("heard16k.wav");
-    common::run_checked(std::process::Command::new(common::tool("sox")).arg(&heard8).args(["-D", "-r", "16000"]).arg(&heard16));
+    common::run_checked(
+        std::process::Command::new(common::tool("sox")).arg(&heard8).args(["-D", "-r", "16000"]).arg(&heard16),
+    );
     let (pcm16, _) = common::read_wav_mono_i16(&heard16);
     let x: Vec<f32> = pcm16.iter().map(|&s| s as f32 / 32768.0).collect();
-    let mut w = Whisper::load(common::ort_runtime(), "tiny", &m.join("whisper_tiny_en"), Precision::Fp32, &common::cpu_options(2)).unwrap();
+    let mut w = Whisper::load(
+        common::ort_runtime(),
+        "tiny",
+        &m.join("whisper_tiny_en"),
+        Precision::Fp32,
+        &common::cpu_options(2),
+    )
+    .unwrap();
     let said = w.transcribe(&x, &DecodeOptions::default()).unwrap().text;
     let words = wer::words(&said);
     println!("the agent said: {said:?}");
     // The appliance's own transcript of the caller, from its log, is what it said back.
     let log = app.log();
-    let line = log.lines().find(|l| l.contains("transcript turn=")).unwrap_or_else(|| panic!("no transcript\n{}", app.log_tail(30)));
+    let line = log
+        .lines()
+        .find(|l| l.contains("transcript turn="))
+        .unwrap_or_else(|| panic!("no transcript\n{}", app.log_tail(30)));
     let caller_text = line.split("text=").nth(1).unwrap_or("").trim().to_string();
     let expected = format!("You said: {caller_text}");
     let errors = wer::word_errors(&expected, &said);
     assert!(words.starts_with(&["you".to_string(), "said".to_string()]), "{said:?}\n{}", app.log_tail(30));
     assert!(["hear", "me"].iter().all(|w| words.contains(&w.to_string())), "{said:?}");
-    assert!(errors * 4 <= wer::words(&expected).len(), "the reply is the caller's words: {said:?} vs {expected:?} ({errors} errors)");
+    assert!(
+        errors * 4 <= wer::words(&expected).len(),
+        "the reply is the caller's words: {said:?} vs {expected:?} ({errors} errors)"
+    );
 }

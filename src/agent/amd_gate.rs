@@ -28,7 +28,9 @@ enum State {
     Detecting,
     Human,
     /// Waiting for the beep; the message is being synthesised meanwhile.
-    AwaitBeep { since: Instant },
+    AwaitBeep {
+        since: Instant,
+    },
     /// The message plays; hang up once it has.
     Speaking,
     Done,
@@ -68,7 +70,12 @@ impl AmdGate {
     }
 
     fn decided(&mut self, d: AmdDecision, now: Instant) {
-        tracing::info!(machine = d.is_machine(), reason = d.reason(), after_ms = d.after_ms(), "answering-machine detection");
+        tracing::info!(
+            machine = d.is_machine(),
+            reason = d.reason(),
+            after_ms = d.after_ms(),
+            "answering-machine detection"
+        );
         self.decision = Some(d);
         self.out.push_back(AgentOutput::Amd(d));
         if !d.is_machine() || self.policy == MachinePolicy::Ignore {

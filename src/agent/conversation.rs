@@ -32,7 +32,10 @@ pub fn render(template: &str, vars: &BTreeMap<String, String>) -> Result<String,
         let end = rest.find('}').ok_or("a `{` without its `}` (write `{{` for a literal brace)")?;
         let name = rest[..end].trim();
         let value = vars.get(name).ok_or_else(|| {
-            format!("unknown variable `{{{name}}}` (known: {})", vars.keys().map(|k| format!("{{{k}}}")).collect::<Vec<_>>().join(", "))
+            format!(
+                "unknown variable `{{{name}}}` (known: {})",
+                vars.keys().map(|k| format!("{{{k}}}")).collect::<Vec<_>>().join(", ")
+            )
         })?;
         out.push_str(value);
         rest = &rest[end + 1..];
@@ -126,7 +129,9 @@ impl Conversation {
     /// The request for the next reply: instructions, then as many of the newest items as fit.
     pub fn request(&self, tools: &[ToolSpec], temperature: Option<f32>, max_tokens: Option<u32>) -> ChatRequest {
         let system = Message::new(Role::System, self.instructions.clone());
-        let mut budget = self.max_context_tokens.map(|b| b.saturating_sub(estimate_tokens(&system) + max_tokens.unwrap_or(0) as usize));
+        let mut budget = self
+            .max_context_tokens
+            .map(|b| b.saturating_sub(estimate_tokens(&system) + max_tokens.unwrap_or(0) as usize));
         // Walk back from the newest item; a tool result is only kept with the call before it.
         let mut first = self.items.len();
         while first > 0 {
@@ -144,7 +149,10 @@ impl Conversation {
             first = start;
         }
         // Never start the context with an orphaned assistant/tool item: begin at a user turn if one fits.
-        while first < self.items.len() && self.items[first].message.role != Role::User && self.items[first..].iter().any(|i| i.message.role == Role::User) {
+        while first < self.items.len()
+            && self.items[first].message.role != Role::User
+            && self.items[first..].iter().any(|i| i.message.role == Role::User)
+        {
             first += 1;
         }
         let mut messages = vec![system];
@@ -158,12 +166,18 @@ mod tests {
     use super::*;
 
     fn vars() -> BTreeMap<String, String> {
-        [("caller", "+4930123"), ("date", "2026-11-24")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        [("caller", "+4930123"), ("date", "2026-11-24")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn instructions_take_call_variables() {
-        assert_eq!(render("Caller {caller} on { date }. {{braces}}", &vars()).unwrap(), "Caller +4930123 on 2026-11-24. {braces}");
+        assert_eq!(
+            render("Caller {caller} on { date }. {{braces}}", &vars()).unwrap(),
+            "Caller +4930123 on 2026-11-24. {braces}"
+        );
         let e = render("Hi {name}", &vars()).unwrap_err();
         assert!(e.contains("unknown variable `{name}`") && e.contains("{caller}"), "{e}");
         assert!(render("oops {caller", &vars()).is_err());
@@ -201,7 +215,14 @@ mod tests {
 
         let mut c = Conversation::new("sys".into(), Some(45));
         c.add_user("book a table for two on saturday");
-        c.add_assistant("", vec![ToolCall { id: "c1".into(), name: "book".into(), arguments: "{\"people\":2,\"day\":\"saturday\"}".into() }]);
+        c.add_assistant(
+            "",
+            vec![ToolCall {
+                id: "c1".into(),
+                name: "book".into(),
+                arguments: "{\"people\":2,\"day\":\"saturday\"}".into(),
+            }],
+        );
         c.add_tool_result("c1", "{\"ok\":true,\"time\":\"19:00\"}");
         let r = c.request(&[], None, None);
         let has_result = r.messages.iter().any(|m| m.role == Role::Tool);

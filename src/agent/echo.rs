@@ -16,7 +16,12 @@ pub struct EchoAgent {
 
 impl EchoAgent {
     pub fn new(greeting: Option<std::sync::Arc<Vec<i16>>>, delay_ms: Option<u64>) -> EchoAgent {
-        EchoAgent { greeting, delay: delay_ms.map(Duration::from_millis), greeting_queued: false, pending: VecDeque::new() }
+        EchoAgent {
+            greeting,
+            delay: delay_ms.map(Duration::from_millis),
+            greeting_queued: false,
+            pending: VecDeque::new(),
+        }
     }
 }
 

@@ -21,17 +21,17 @@
 //! agent. Every reply's end goes out as `AgentOutput::Reply` for the record.
 
 use super::conversation::Conversation;
-use crate::models::splitter::SentenceSplitter;
 use super::tools::{ToolJob, ToolOutcome, ToolSet};
 use super::{Agent, AgentOutput, PlayoutState, ReplyRecord, ToolRecord};
-use crate::config::ToolKind;
-use crate::models::llm::chat::ToolCall;
-use std::collections::BTreeMap;
 use crate::call::transcriber::TurnTranscript;
-use crate::sip::endpoint::TransferProgress;
+use crate::config::ToolKind;
 use crate::models::llm::chat::LlmEvent;
+use crate::models::llm::chat::ToolCall;
 use crate::models::llm::{LlmBackend, LlmStream};
+use crate::models::splitter::SentenceSplitter;
 use crate::models::tts_worker::{Priority, Speech, SpeechChunk, Style, TtsWorker};
+use crate::sip::endpoint::TransferProgress;
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -186,7 +186,15 @@ pub struct LlmAgent {
 }
 
 impl LlmAgent {
-    pub fn new(greeting: Option<Arc<Vec<i16>>>, conv: Conversation, backend: LlmBackend, settings: LlmSettings, tts: TtsWorker, style: Style, tools: AgentTools) -> LlmAgent {
+    pub fn new(
+        greeting: Option<Arc<Vec<i16>>>,
+        conv: Conversation,
+        backend: LlmBackend,
+        settings: LlmSettings,
+        tts: TtsWorker,
+        style: Style,
+        tools: AgentTools,
+    ) -> LlmAgent {
         static SESSIONS: AtomicU64 = AtomicU64::new(1);
         let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
         // The instructions are computed while the call is set up, not when the caller first speaks.
@@ -231,7 +239,9 @@ impl LlmAgent {
     /// A reply should start now: a turn is waiting, or tool results are in and the caller is not
     /// in the middle of saying something (their turn's reply will cover the results).
     fn reply_due(&self) -> bool {
-        self.reply.is_none() && !self.tools_busy() && (self.pending_turn || (self.continue_after_tools && !self.caller_speaking))
+        self.reply.is_none()
+            && !self.tools_busy()
+            && (self.pending_turn || (self.continue_after_tools && !self.caller_speaking))
     }
 
     fn cancel_reply(&mut self) {
@@ -273,7 +283,15 @@ impl LlmAgent {
         self.continue_after_tools = false;
         self.last_response += 1;
         self.started.push_back(self.last_response);
-        self.reply = Some(Reply { response: self.last_response, calls: Vec::new(), stream, splitter: SentenceSplitter::new(), text: String::new(), started: Instant::now(), first_text: None });
+        self.reply = Some(Reply {
+            response: self.last_response,
+            calls: Vec::new(),
+            stream,
+            splitter: SentenceSplitter::new(),
+            text: String::new(),
+            started: Instant::now(),
+            first_text: None,
+        });
     }
 
     /// The language model's events so far.
@@ -318,7 +336,16 @@ impl LlmAgent {
     fn end_reply(&mut self, r: Reply, result: Result<String, crate::models::llm::LlmError>) {
         let first_text_ms = r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64);
         let total_ms = r.started.elapsed().as_millis() as u64;
-        let mut record = ReplyRecord { response: r.response, text: r.text.trim().to_string(), outcome: "done", error: None, finish_reason: None, first_text_ms, total_ms, audio_end_ms: None };
+        let mut record = ReplyRecord {
+            response: r.response,
+            text: r.text.trim().to_string(),
+            outcome: "done",
+            error: None,
+            finish_reason: None,
+            first_text_ms,
+            total_ms,
+            audio_end_ms: None,
+        };
         match result {
             Ok(reason) => record.finish_reason = Some(reason),
             Err(e) => {
@@ -335,13 +362,23 @@ impl LlmAgent {
                     OnFailure::Continue => {}
                     OnFailure::Hangup => self.hangup_when_quiet = Some("the language model failed".into()),
                     OnFailure::Transfer(_) if self.transfer.is_some() => {}
-                    OnFailure::Transfer(template) => match super::tools::fill_url(template, &serde_json::json!({}), &self.tools.vars) {
-                        Ok(target) => {
-                            tracing::info!(%target, "the language model failed: transfer once the apology is heard");
-                            self.transfer = Some(PendingTransfer { why: TransferWhy::Failure, target, timeout: FAILURE_TRANSFER_TIMEOUT, sent: None, started: Instant::now() });
+                    OnFailure::Transfer(template) => {
+                        match super::tools::fill_url(template, &serde_json::json!({}), &self.tools.vars) {
+                            Ok(target) => {
+                                tracing::info!(%target, "the language model failed: transfer once the apology is heard");
+                                self.transfer = Some(PendingTransfer {
+                                    why: TransferWhy::Failure,
+                                    target,
+                                    timeout: FAILURE_TRANSFER_TIMEOUT,
+                                    sent: None,
+                                    started: Instant::now(),
+                                });
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "on_failure: transfer has no target for this call; the call goes on")
+                            }
                         }
-                        Err(e) => tracing::warn!(error = %e, "on_failure: transfer has no target for this call; the call goes on"),
-                    },
+                    }
                 }
             }
         }
@@ -366,13 +403,27 @@ impl LlmAgent {
     /// agent, as for a speculative start: a reply under way would lose its cached words.
     fn warm_on_partial(&mut self, t: &TurnTranscript) {
         let text = t.text.trim();
-        if text.is_empty() || self.reply.is_some() || self.speculation.is_some() || self.tools_busy() || self.pending_turn || self.hangup_when_quiet.is_some() {
+        if text.is_empty()
+            || self.reply.is_some()
+            || self.speculation.is_some()
+            || self.tools_busy()
+            || self.pending_turn
+            || self.hangup_when_quiet.is_some()
+        {
             return;
         }
         let mut conv = self.conv.clone();
         conv.add_user(text);
-        let req = conv.request(&self.tools.set.offered(&self.tools.vars), self.settings.temperature, self.settings.max_output_tokens);
-        tracing::debug!(turn = t.turn, words = text.split_whitespace().count(), "language model warmed on a partial transcript");
+        let req = conv.request(
+            &self.tools.set.offered(&self.tools.vars),
+            self.settings.temperature,
+            self.settings.max_output_tokens,
+        );
+        tracing::debug!(
+            turn = t.turn,
+            words = text.split_whitespace().count(),
+            "language model warmed on a partial transcript"
+        );
         self.backend.warm(&req, self.session);
     }
 
@@ -393,7 +444,12 @@ impl LlmAgent {
         self.last_response += 1;
         self.started.push_back(self.last_response);
         reply.response = self.last_response;
-        tracing::info!(response = reply.response, sentences = held.len(), done = done.is_some(), "speculative reply adopted");
+        tracing::info!(
+            response = reply.response,
+            sentences = held.len(),
+            done = done.is_some(),
+            "speculative reply adopted"
+        );
         // Its first phrase went to the voice (and was logged) before the turn was confirmed.
         self.voiced_since_turn = !held.is_empty();
         self.speaking.extend(held);
@@ -433,11 +489,21 @@ impl LlmAgent {
                             self.running.push(Running { response, call, arguments: shown, job, asynchronous });
                             continue;
                         }
-                        ToolKind::Transfer => match super::tools::fill_url(tool.config.target.as_deref().unwrap_or_default(), &args, &self.tools.vars) {
+                        ToolKind::Transfer => match super::tools::fill_url(
+                            tool.config.target.as_deref().unwrap_or_default(),
+                            &args,
+                            &self.tools.vars,
+                        ) {
                             Ok(target) if self.transfer.is_none() => {
                                 tracing::info!(tool = %call.name, %target, "tool call: transfer once the agent is quiet");
                                 let timeout = tool.config.timeout();
-                                self.transfer = Some(PendingTransfer { why: TransferWhy::Tool { response, call, arguments: shown }, target, timeout, sent: None, started });
+                                self.transfer = Some(PendingTransfer {
+                                    why: TransferWhy::Tool { response, call, arguments: shown },
+                                    target,
+                                    timeout,
+                                    sent: None,
+                                    started,
+                                });
                                 if let Some(f) = filler {
                                     self.say(&f);
                                 }
@@ -462,7 +528,12 @@ impl LlmAgent {
                         },
                         ToolKind::Hangup => {
                             hangup = true;
-                            (ToolOutcome::ok(serde_json::json!({"ok": true, "note": "the call ends when you stop speaking"})), shown)
+                            (
+                                ToolOutcome::ok(
+                                    serde_json::json!({"ok": true, "note": "the call ends when you stop speaking"}),
+                                ),
+                                shown,
+                            )
                         }
                     }
                 }
@@ -488,7 +559,10 @@ impl LlmAgent {
     /// in the conversation, and a reply to say it once the caller is not talking (unless the
     /// tool's fallback already said what there is to say).
     fn finish_async_tool(&mut self, r: Running, o: ToolOutcome) {
-        let note = format!("The result of your earlier {} call ({}) has arrived: {}. Tell the caller now.", r.call.name, r.arguments, o.content);
+        let note = format!(
+            "The result of your earlier {} call ({}) has arrived: {}. Tell the caller now.",
+            r.call.name, r.arguments, o.content
+        );
         self.conv.add_system(&note);
         if !self.record_tool(r.response, &r.call, r.arguments, o, r.job.started) {
             self.continue_after_tools = true;
@@ -496,7 +570,14 @@ impl LlmAgent {
     }
 
     /// Log and record a tool call's end; true when its `fallback` was said for it.
-    fn record_tool(&mut self, response: u64, call: &ToolCall, arguments: String, o: ToolOutcome, started: Instant) -> bool {
+    fn record_tool(
+        &mut self,
+        response: u64,
+        call: &ToolCall,
+        arguments: String,
+        o: ToolOutcome,
+        started: Instant,
+    ) -> bool {
         let duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(tool = %call.name, outcome = o.outcome, duration_ms, "tool result");
         // A failure the operator wrote words for: the caller hears them at once, not the model's
@@ -615,10 +696,22 @@ impl Agent for LlmAgent {
         // The reply on air is the last one begun (a new turn clears `on_air`).
         let response = writing.as_ref().map_or(self.last_response, |r| r.response);
         let (first_text_ms, total_ms) = match &writing {
-            Some(r) => (r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64), r.started.elapsed().as_millis() as u64),
+            Some(r) => (
+                r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64),
+                r.started.elapsed().as_millis() as u64,
+            ),
             None => (None, 0),
         };
-        self.records.push_back(ReplyRecord { response, text: heard, outcome: "interrupted", error: None, finish_reason: None, first_text_ms, total_ms, audio_end_ms: Some(audio_end_ms) });
+        self.records.push_back(ReplyRecord {
+            response,
+            text: heard,
+            outcome: "interrupted",
+            error: None,
+            finish_reason: None,
+            first_text_ms,
+            total_ms,
+            audio_end_ms: Some(audio_end_ms),
+        });
         self.on_air.clear();
         self.on_air_item = None;
         drop(writing);
@@ -628,7 +721,12 @@ impl Agent for LlmAgent {
         self.drop_speculation();
         let text = t.text.trim();
         // Only from a quiet agent: a reply or tools under way decide what comes next themselves.
-        if text.is_empty() || self.reply.is_some() || self.tools_busy() || self.pending_turn || self.hangup_when_quiet.is_some() {
+        if text.is_empty()
+            || self.reply.is_some()
+            || self.tools_busy()
+            || self.pending_turn
+            || self.hangup_when_quiet.is_some()
+        {
             return;
         }
         let mut conv = self.conv.clone();
@@ -637,8 +735,23 @@ impl Agent for LlmAgent {
         let req = conv.request(&offered, self.settings.temperature, self.settings.max_output_tokens);
         log_request(&req, true);
         let stream = self.backend.stream(&req, self.session);
-        let reply = Reply { response: 0, calls: Vec::new(), stream, splitter: SentenceSplitter::new(), text: String::new(), started: Instant::now(), first_text: None };
-        self.speculation = Some(Speculation { turn: t.turn, user: text.to_string(), revision: self.conv.revision(), reply, held: VecDeque::new(), done: None });
+        let reply = Reply {
+            response: 0,
+            calls: Vec::new(),
+            stream,
+            splitter: SentenceSplitter::new(),
+            text: String::new(),
+            started: Instant::now(),
+            first_text: None,
+        };
+        self.speculation = Some(Speculation {
+            turn: t.turn,
+            user: text.to_string(),
+            revision: self.conv.revision(),
+            reply,
+            held: VecDeque::new(),
+            done: None,
+        });
     }
 
     fn on_turn_resumed(&mut self, turn: u64, _now: Instant) {
@@ -669,7 +782,13 @@ impl Agent for LlmAgent {
         self.on_air_item = None;
         self.tool_rounds = 0;
         match spec {
-            Some(s) if s.turn == t.turn && s.user == t.text.trim() && s.revision == revision && self.reply.is_none() && !self.tools_busy() => {
+            Some(s)
+                if s.turn == t.turn
+                    && s.user == t.text.trim()
+                    && s.revision == revision
+                    && self.reply.is_none()
+                    && !self.tools_busy() =>
+            {
                 self.adopt_speculation(s);
                 return;
             }
@@ -760,7 +879,9 @@ impl Agent for LlmAgent {
         for r in std::mem::take(&mut self.running) {
             self.record_tool(r.response, &r.call, r.arguments, ended.clone(), r.job.started);
         }
-        if let Some(PendingTransfer { why: TransferWhy::Tool { response, call, arguments }, started, .. }) = self.transfer.take() {
+        if let Some(PendingTransfer { why: TransferWhy::Tool { response, call, arguments }, started, .. }) =
+            self.transfer.take()
+        {
             self.record_tool(response, &call, arguments, ended, started);
         }
         let started = self.started.drain(..).map(AgentOutput::ReplyStarted);
@@ -782,17 +903,21 @@ impl Agent for LlmAgent {
     fn on_transfer(&mut self, progress: &TransferProgress, _now: Instant) {
         match progress {
             TransferProgress::Accepted | TransferProgress::Trying(_) => {}
-            TransferProgress::Succeeded => {
-                match self.transfer.take() {
-                    Some(PendingTransfer { why: TransferWhy::Tool { response, call, arguments }, target, started, .. }) => {
-                        let o = ToolOutcome::ok(serde_json::json!({"ok": true, "transferred_to": target}));
-                        self.finish_tool(response, &call, arguments, o, started);
-                    }
-                    Some(PendingTransfer { why: TransferWhy::Failure, target, .. }) => tracing::info!(%target, "the call was transferred after the language model failed"),
-                    None => {}
+            TransferProgress::Succeeded => match self.transfer.take() {
+                Some(PendingTransfer {
+                    why: TransferWhy::Tool { response, call, arguments }, target, started, ..
+                }) => {
+                    let o = ToolOutcome::ok(serde_json::json!({"ok": true, "transferred_to": target}));
+                    self.finish_tool(response, &call, arguments, o, started);
                 }
+                Some(PendingTransfer { why: TransferWhy::Failure, target, .. }) => {
+                    tracing::info!(%target, "the call was transferred after the language model failed")
+                }
+                None => {}
+            },
+            TransferProgress::Failed { code, reason } => {
+                self.transfer_failed("error", &format!("the transfer failed: {code} {reason}"))
             }
-            TransferProgress::Failed { code, reason } => self.transfer_failed("error", &format!("the transfer failed: {code} {reason}")),
         }
     }
 }
@@ -867,7 +992,10 @@ mod tests {
 
     #[test]
     fn what_was_heard_of_a_reply() {
-        let air = vec![("We open at eight.".to_string(), 1000, 16000), ("On Sunday we are closed all day.".to_string(), 17000, 32000)];
+        let air = vec![
+            ("We open at eight.".to_string(), 1000, 16000),
+            ("On Sunday we are closed all day.".to_string(), 17000, 32000),
+        ];
         assert_eq!(heard_text(&air, 500), "");
         assert_eq!(heard_text(&air, 17000), "We open at eight.");
         // Half of the second sentence's audio: half of its seven words (rounded down).

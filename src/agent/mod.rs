@@ -146,15 +146,26 @@ pub struct AgentSpec {
 pub fn call_variables(caller: &str, called: &str, agent: &str) -> std::collections::BTreeMap<String, String> {
     let now = crate::call::record::rfc3339(std::time::SystemTime::now());
     let (date, time) = (now[..10].to_string(), now[11..16].to_string());
-    [("caller", caller.to_string()), ("called", called.to_string()), ("agent", agent.to_string()), ("date", date), ("time", format!("{time} UTC"))]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+    [
+        ("caller", caller.to_string()),
+        ("called", called.to_string()),
+        ("agent", agent.to_string()),
+        ("date", date),
+        ("time", format!("{time} UTC")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// The built-in variables plus per-call ones (the agent's defaults, then a contact's values);
 /// the built-ins cannot be replaced.
-pub fn call_variables_with(caller: &str, called: &str, agent: &str, extra: &std::collections::BTreeMap<String, String>) -> std::collections::BTreeMap<String, String> {
+pub fn call_variables_with(
+    caller: &str,
+    called: &str,
+    agent: &str,
+    extra: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
     let mut vars = extra.clone();
     vars.extend(call_variables(caller, called, agent));
     vars
@@ -183,14 +194,18 @@ impl AgentSpec {
         let greeting = match (&config.greeting, &config.greeting_text, tts) {
             (Some(p), _, _) => {
                 let path = loaded.resolve(p);
-                Some(Arc::new(wav::load_pcm16(&path, crate::media::codec::AGENT_RATE).map_err(|e| format!("{}: {e}", path.display()))?))
+                Some(Arc::new(
+                    wav::load_pcm16(&path, crate::media::codec::AGENT_RATE)
+                        .map_err(|e| format!("{}: {e}", path.display()))?,
+                ))
             }
             (None, Some(text), Some(voice)) => {
                 let mut v = voice.lock().unwrap_or_else(|p| p.into_inner());
                 let mut s = v.scales();
                 s.noise_scale = config.noise_scale.unwrap_or(s.noise_scale);
                 s.noise_w = config.noise_w.unwrap_or(s.noise_w);
-                let pcm = v.synthesize_16k_with(text, s, config.speaking_rate).map_err(|e| format!("greeting_text: {e}"))?;
+                let pcm =
+                    v.synthesize_16k_with(text, s, config.speaking_rate).map_err(|e| format!("greeting_text: {e}"))?;
                 Some(Arc::new(pcm))
             }
             (None, Some(_), None) => return Err("greeting_text needs models.tts".into()),
@@ -198,7 +213,15 @@ impl AgentSpec {
         };
         let tools = tools::ToolSet::load(config.llm.as_ref().map_or(&[][..], |l| &l.tools[..]))?;
         let http = reqwest::Client::builder().build().map_err(|e| format!("http client for tools: {e}"))?;
-        Ok(AgentSpec { name: name.to_string(), config: config.clone(), greeting, tts: None, llm: None, tools: Arc::new(tools), http })
+        Ok(AgentSpec {
+            name: name.to_string(),
+            config: config.clone(),
+            greeting,
+            tts: None,
+            llm: None,
+            tools: Arc::new(tools),
+            http,
+        })
     }
 
     /// The agent for one call (`caller`, `called`: for the instructions' variables).
@@ -207,7 +230,12 @@ impl AgentSpec {
     }
 
     /// The agent for one call with per-call variables (a campaign contact's columns).
-    pub fn build_with(&self, caller: &str, called: &str, call_vars: &std::collections::BTreeMap<String, String>) -> Box<dyn Agent> {
+    pub fn build_with(
+        &self,
+        caller: &str,
+        called: &str,
+        call_vars: &std::collections::BTreeMap<String, String>,
+    ) -> Box<dyn Agent> {
         let delay = self.config.echo_delay_ms.get();
         match self.config.mode {
             AgentMode::Echo => Box::new(echo::EchoAgent::new(self.greeting.clone(), Some(delay))),
@@ -223,7 +251,8 @@ impl AgentSpec {
                     extra.extend(call_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
                     let vars = call_variables_with(caller, called, &self.name, &extra);
                     // Validated at start-up with the same variables: rendering cannot fail here.
-                    let instructions = conversation::render(&l.instructions, &vars).unwrap_or_else(|_| l.instructions.clone());
+                    let instructions =
+                        conversation::render(&l.instructions, &vars).unwrap_or_else(|_| l.instructions.clone());
                     let budget = l.max_context_tokens.get();
                     let conv = conversation::Conversation::new(instructions, (budget > 0).then_some(budget as usize));
                     let settings = llm::LlmSettings {
@@ -233,11 +262,21 @@ impl AgentSpec {
                         on_failure: match l.on_failure {
                             crate::config::LlmFailurePolicy::Continue => llm::OnFailure::Continue,
                             crate::config::LlmFailurePolicy::Hangup => llm::OnFailure::Hangup,
-                            crate::config::LlmFailurePolicy::Transfer => llm::OnFailure::Transfer(l.transfer_to.clone().unwrap_or_default()),
+                            crate::config::LlmFailurePolicy::Transfer => {
+                                llm::OnFailure::Transfer(l.transfer_to.clone().unwrap_or_default())
+                            }
                         },
                     };
                     let tools = llm::AgentTools { set: self.tools.clone(), http: self.http.clone(), vars };
-                    Box::new(llm::LlmAgent::new(self.greeting.clone(), conv, backend.clone(), settings, tts.clone(), self.style(tts), tools))
+                    Box::new(llm::LlmAgent::new(
+                        self.greeting.clone(),
+                        conv,
+                        backend.clone(),
+                        settings,
+                        tts.clone(),
+                        self.style(tts),
+                        tools,
+                    ))
                 }
                 _ => Box::new(echo::EchoAgent::new(self.greeting.clone(), None)),
             },
@@ -251,7 +290,10 @@ mod variable_tests {
 
     #[test]
     fn call_variables_fill_instructions_and_cannot_replace_the_builtins() {
-        let extra: std::collections::BTreeMap<String, String> = [("first_name", "Anna"), ("caller", "spoofed")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let extra: std::collections::BTreeMap<String, String> = [("first_name", "Anna"), ("caller", "spoofed")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let vars = call_variables_with("+441632960001", "2001", "reminders", &extra);
         assert_eq!(vars["first_name"], "Anna");
         assert_eq!(vars["caller"], "+441632960001", "a contact column cannot replace a built-in");

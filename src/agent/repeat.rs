@@ -64,7 +64,12 @@ impl Agent for RepeatAgent {
             if let Some(s) = &mut self.speaking {
                 match s.poll() {
                     Some(SpeechChunk::Audio { pcm, sentence, synth_ms, .. }) => {
-                        tracing::debug!(sentence, synth_ms = format!("{synth_ms:.0}"), samples = pcm.len(), "reply sentence synthesised");
+                        tracing::debug!(
+                            sentence,
+                            synth_ms = format!("{synth_ms:.0}"),
+                            samples = pcm.len(),
+                            "reply sentence synthesised"
+                        );
                         return Some(AgentOutput::Audio(pcm));
                     }
                     Some(SpeechChunk::Done { .. }) => self.speaking = None,

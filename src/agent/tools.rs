@@ -34,7 +34,10 @@ pub struct ToolSet {
 
 /// `Err((key under the tool, message))` for a tool the config must refuse.
 pub fn check_config(t: &ToolConfig) -> Result<(), (&'static str, String)> {
-    if t.name.is_empty() || !t.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || t.name.len() > 64 {
+    if t.name.is_empty()
+        || !t.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        || t.name.len() > 64
+    {
         return Err(("name", format!("`{}`: a tool name is 1-64 of a-z, A-Z, 0-9, _ and -", t.name)));
     }
     if t.parameters.get("type").and_then(Value::as_str) != Some("object") {
@@ -59,8 +62,14 @@ pub fn check_config(t: &ToolConfig) -> Result<(), (&'static str, String)> {
                 resolve_secret(v).map_err(|e| ("headers", e))?;
             }
         }
-        ToolKind::SendDtmf if t.parameters.pointer("/properties/digits/type").and_then(Value::as_str) != Some("string") && has_properties(&t.parameters) => {
-            return Err(("parameters", "send_dtmf takes a `digits` string (leave `parameters` out for the standard one)".into()));
+        ToolKind::SendDtmf
+            if t.parameters.pointer("/properties/digits/type").and_then(Value::as_str) != Some("string")
+                && has_properties(&t.parameters) =>
+        {
+            return Err((
+                "parameters",
+                "send_dtmf takes a `digits` string (leave `parameters` out for the standard one)".into(),
+            ));
         }
         ToolKind::Hangup | ToolKind::SetVariable | ToolKind::SendDtmf | ToolKind::Transfer => {
             if t.url.is_some() || t.method.is_some() || !t.headers.is_empty() {
@@ -93,8 +102,17 @@ fn dtmf_parameters() -> Value {
 
 /// The digits of a `send_dtmf` call, if they are all DTMF keys.
 pub fn dtmf_digits(args: &Value) -> Result<String, String> {
-    let d: String = args.get("digits").and_then(Value::as_str).unwrap_or_default().chars().filter(|c| !c.is_whitespace() && *c != ',' && *c != '-').collect();
-    if d.is_empty() || d.len() > 32 || !d.chars().all(|c| matches!(c.to_ascii_uppercase(), '0'..='9' | '*' | '#' | 'A'..='D')) {
+    let d: String = args
+        .get("digits")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ',' && *c != '-')
+        .collect();
+    if d.is_empty()
+        || d.len() > 32
+        || !d.chars().all(|c| matches!(c.to_ascii_uppercase(), '0'..='9' | '*' | '#' | 'A'..='D'))
+    {
         return Err(format!("`{d}` is not 1-32 DTMF keys (0-9, *, #, A-D)"));
     }
     Ok(d.to_ascii_uppercase())
@@ -109,8 +127,12 @@ fn resolve_secret(v: &str) -> Result<String, String> {
         let end = rest[i..].find('}').ok_or_else(|| "`${` without `}` in a header value".to_string())? + i;
         let inner = &rest[i + 2..end];
         let value = match inner.split_once(':') {
-            Some(("env", name)) => std::env::var(name).map_err(|_| format!("the environment variable {name} is not set"))?,
-            Some(("file", path)) => std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?.trim().to_string(),
+            Some(("env", name)) => {
+                std::env::var(name).map_err(|_| format!("the environment variable {name} is not set"))?
+            }
+            Some(("file", path)) => {
+                std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?.trim().to_string()
+            }
             _ => return Err(format!("`${{{inner}}}`: use ${{env:NAME}} or ${{file:PATH}}")),
         };
         out.push_str(&value);
@@ -126,7 +148,13 @@ impl ToolSet {
         let tools = configs
             .iter()
             .map(|c| {
-                let headers = c.headers.iter().map(|(k, v)| Ok((k.clone(), resolve_secret(v).map_err(|e| format!("tool {}: header {k}: {e}", c.name))?))).collect::<Result<_, String>>()?;
+                let headers = c
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        Ok((k.clone(), resolve_secret(v).map_err(|e| format!("tool {}: header {k}: {e}", c.name))?))
+                    })
+                    .collect::<Result<_, String>>()?;
                 let mut config = c.clone();
                 if config.kind == ToolKind::SendDtmf && !has_properties(&config.parameters) {
                     config.parameters = dtmf_parameters();
@@ -150,24 +178,44 @@ impl ToolSet {
         self.tools
             .iter()
             .filter(|t| t.config.when.iter().all(|(k, v)| vars.get(k) == Some(v)))
-            .map(|t| ToolSpec { name: t.config.name.clone(), description: t.config.description.clone(), parameters: t.config.parameters.clone() })
+            .map(|t| ToolSpec {
+                name: t.config.name.clone(),
+                description: t.config.description.clone(),
+                parameters: t.config.parameters.clone(),
+            })
             .collect()
     }
 
     /// The tool a call names and its arguments, if the tool is offered now and the arguments match
     /// its schema; otherwise the error the model is told.
     pub fn validate(&self, call: &ToolCall, vars: &BTreeMap<String, String>) -> Result<(&Tool, Value), String> {
-        let tool = self.tools.iter().find(|t| t.config.name == call.name).ok_or_else(|| format!("there is no tool named `{}`", call.name))?;
+        let tool = self
+            .tools
+            .iter()
+            .find(|t| t.config.name == call.name)
+            .ok_or_else(|| format!("there is no tool named `{}`", call.name))?;
         if !tool.config.when.iter().all(|(k, v)| vars.get(k) == Some(v)) {
             return Err(format!("`{}` is not available yet", call.name));
         }
-        let args: Value = if call.arguments.trim().is_empty() { json!({}) } else { serde_json::from_str(&call.arguments).map_err(|e| format!("the arguments are not JSON: {e}"))? };
+        let args: Value = if call.arguments.trim().is_empty() {
+            json!({})
+        } else {
+            serde_json::from_str(&call.arguments).map_err(|e| format!("the arguments are not JSON: {e}"))?
+        };
         // The same checker the embedded model decodes with, on a canonical rendering.
-        let text = format!("{{\"name\": {}, \"arguments\": {}}}", json!(call.name), serde_json::to_string(&args).unwrap_or_default());
+        let text = format!(
+            "{{\"name\": {}, \"arguments\": {}}}",
+            json!(call.name),
+            serde_json::to_string(&args).unwrap_or_default()
+        );
         let g = ToolGrammar { tools: vec![(tool.config.name.as_str(), &tool.config.parameters)] };
         match g.check(text.as_bytes()) {
             Check::Complete => Ok((tool, args)),
-            _ => Err(format!("the arguments {} do not match the parameters schema of `{}`", redact(&args, &tool.config.secret_arguments), call.name)),
+            _ => Err(format!(
+                "the arguments {} do not match the parameters schema of `{}`",
+                redact(&args, &tool.config.secret_arguments),
+                call.name
+            )),
         }
     }
 }
@@ -176,7 +224,8 @@ impl ToolSet {
     /// A call's arguments as the record and the log may show them, also when they are invalid:
     /// the named tool's secret fields replaced, text that is not JSON not shown at all.
     pub fn shown_arguments(&self, call: &ToolCall) -> String {
-        let secret = self.tools.iter().find(|t| t.config.name == call.name).map_or(&[][..], |t| &t.config.secret_arguments[..]);
+        let secret =
+            self.tools.iter().find(|t| t.config.name == call.name).map_or(&[][..], |t| &t.config.secret_arguments[..]);
         match serde_json::from_str::<Value>(&call.arguments) {
             Ok(v) => redact(&v, secret),
             Err(_) => "(not JSON; not shown)".into(),
@@ -208,9 +257,17 @@ pub fn fill_url(template: &str, args: &Value, vars: &BTreeMap<String, String>) -
         let value = match args.get(key) {
             Some(Value::String(s)) => s.clone(),
             Some(v) if !v.is_null() => v.to_string(),
-            _ => vars.get(key).cloned().ok_or_else(|| format!("the url needs `{key}`, which neither the arguments nor the call's variables have"))?,
+            _ => vars.get(key).cloned().ok_or_else(|| {
+                format!("the url needs `{key}`, which neither the arguments nor the call's variables have")
+            })?,
         };
-        out.extend(value.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }));
+        out.extend(value.bytes().map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        }));
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
@@ -248,7 +305,9 @@ impl ToolJob {
         match self.rx.try_recv() {
             Ok(o) => Some(o),
             Err(mpsc::TryRecvError::Empty) => None,
-            Err(mpsc::TryRecvError::Disconnected) => Some(ToolOutcome::error("error", "the tool's task ended without an answer")),
+            Err(mpsc::TryRecvError::Disconnected) => {
+                Some(ToolOutcome::error("error", "the tool's task ended without an answer"))
+            }
         }
     }
 
@@ -277,7 +336,8 @@ pub fn start_http(tool: &Tool, args: Value, vars: &BTreeMap<String, String>, cli
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return ToolJob::ready(ToolOutcome::error("error", "no async runtime to call the webhook on"));
     };
-    let method = reqwest::Method::from_bytes(c.method.as_deref().unwrap_or("POST").as_bytes()).unwrap_or(reqwest::Method::POST);
+    let method =
+        reqwest::Method::from_bytes(c.method.as_deref().unwrap_or("POST").as_bytes()).unwrap_or(reqwest::Method::POST);
     let with_body = !matches!(method, reqwest::Method::GET | reqwest::Method::DELETE);
     let body = json!({ "tool": c.name, "arguments": args, "call": vars });
     let headers = tool.headers.clone();
@@ -388,7 +448,8 @@ parameters:\n  type: object\n  properties:\n    order_number: {type: string}\n  
         let set = ToolSet::load(&[gated]).unwrap();
         let mut vars = BTreeMap::new();
         assert!(set.offered(&vars).is_empty());
-        let call = ToolCall { id: "c1".into(), name: "check_order".into(), arguments: "{\"order_number\":\"1\"}".into() };
+        let call =
+            ToolCall { id: "c1".into(), name: "check_order".into(), arguments: "{\"order_number\":\"1\"}".into() };
         assert!(set.validate(&call, &vars).unwrap_err().contains("not available"));
         vars.insert("verified".into(), "yes".into());
         assert_eq!(set.offered(&vars).len(), 1);
@@ -398,7 +459,8 @@ parameters:\n  type: object\n  properties:\n    order_number: {type: string}\n  
     #[test]
     fn urls_are_filled_and_encoded_and_secrets_resolved() {
         let vars: BTreeMap<String, String> = [("agent".to_string(), "front desk".to_string())].into();
-        let url = fill_url("http://h/orders/{order_number}?agent={agent}", &json!({"order_number": "A/1 2"}), &vars).unwrap();
+        let url =
+            fill_url("http://h/orders/{order_number}?agent={agent}", &json!({"order_number": "A/1 2"}), &vars).unwrap();
         assert_eq!(url, "http://h/orders/A%2F1%202?agent=front%20desk");
         assert!(fill_url("http://h/{missing}", &json!({}), &vars).unwrap_err().contains("missing"));
         std::env::set_var("SB_TOOL_TEST_TOKEN", "s3cret");

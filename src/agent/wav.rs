@@ -21,11 +21,13 @@ pub fn load_pcm16(path: &Path, rate: u32) -> Result<Vec<i16>, String> {
     if samples.is_empty() {
         return Err("WAV holds no audio".into());
     }
-    let mono: Vec<i16> = samples.chunks(ch).map(|f| (f.iter().map(|&s| s as i32).sum::<i32>() / ch as i32) as i16).collect();
+    let mono: Vec<i16> =
+        samples.chunks(ch).map(|f| (f.iter().map(|&s| s as i32).sum::<i32>() / ch as i32) as i16).collect();
     if spec.sample_rate == rate {
         return Ok(mono);
     }
-    let mut r = Resampler::new(spec.sample_rate, rate).map_err(|e| format!("cannot resample {} Hz to {rate} Hz: {e}", spec.sample_rate))?;
+    let mut r = Resampler::new(spec.sample_rate, rate)
+        .map_err(|e| format!("cannot resample {} Hz to {rate} Hz: {e}", spec.sample_rate))?;
     let mut out = Vec::with_capacity(mono.len() * rate as usize / spec.sample_rate as usize + 1024);
     r.process(&mono, &mut out);
     r.flush(&mut out);
@@ -44,7 +46,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sb-wav-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("stereo8k.wav");
-        let spec = hound::WavSpec { channels: 2, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut w = hound::WavWriter::create(&path, spec).unwrap();
         for i in 0..8000 {
             let s = ((i as f64 * std::f64::consts::TAU * 440.0 / 8000.0).sin() * 10000.0) as i16;

@@ -55,7 +55,15 @@ impl Default for BargeInConfig {
         // Tuned on `switchboard bench-barge-in` (the README has the figures): one VAD chunk of
         // speech pauses (p50 ~100 ms on the wire); 640 ms keeps "mm-hmm" a back-channel; 400 ms of
         // quiet bridges the comma pause of "Sorry, can I stop you there?".
-        BargeInConfig { threshold: 0.6, pause_ms: 32, commit_ms: 640, resume_ms: 400, echo_ncc: 0.55, echo_return_loss_db: 6.0, onset_dbfs: ONSET_DBFS }
+        BargeInConfig {
+            threshold: 0.6,
+            pause_ms: 32,
+            commit_ms: 640,
+            resume_ms: 400,
+            echo_ncc: 0.55,
+            echo_return_loss_db: 6.0,
+            onset_dbfs: ONSET_DBFS,
+        }
     }
 }
 
@@ -78,13 +86,22 @@ pub enum BargeAction {
 enum State {
     Idle,
     /// Caller speech began while the agent talked; not yet long enough to pause.
-    Onset { start: u64 },
+    Onset {
+        start: u64,
+    },
     /// The onset gate paused the agent at caller time `since`; the VAD has not confirmed speech yet.
-    Gated { since: u64 },
+    Gated {
+        since: u64,
+    },
     /// The agent's audio is held.
-    Paused { start: u64, last_speech: u64 },
+    Paused {
+        start: u64,
+        last_speech: u64,
+    },
     /// Committed: the rest of this caller utterance is the caller's turn, not another barge-in.
-    Committed { last_speech: u64 },
+    Committed {
+        last_speech: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -232,7 +249,13 @@ impl BargeInTracker {
     /// its echo verdict (kept for when it plays out), and the onset gate. `talking`: the agent has
     /// audio queued or held (only then is there an echo to fear and a correlation to pay for);
     /// `played_ms`: the caller audio played out so far. A `Pause` must stop the agent's next frame.
-    pub fn caller_arrived(&mut self, timestamp: u32, pcm: &[i16], talking: bool, played_ms: u64) -> Option<BargeAction> {
+    pub fn caller_arrived(
+        &mut self,
+        timestamp: u32,
+        pcm: &[i16],
+        talking: bool,
+        played_ms: u64,
+    ) -> Option<BargeAction> {
         let echo = talking && self.echo.check(pcm).echo;
         self.arrived.push_back((timestamp, echo));
         while self.arrived.len() > 64 {
@@ -319,7 +342,10 @@ mod tests {
         p.extend(speech(30));
         let got = run(&mut b, &p);
         // Onset at chunk 10 (320 ms): paused after 64 ms of speech, committed at 480 ms.
-        assert_eq!(got, vec![(384, BargeAction::Pause { onset_ms: 320 }), (800, BargeAction::Commit { onset_ms: 320 })]);
+        assert_eq!(
+            got,
+            vec![(384, BargeAction::Pause { onset_ms: 320 }), (800, BargeAction::Commit { onset_ms: 320 })]
+        );
     }
 
     #[test]
@@ -392,7 +418,9 @@ mod tests {
         let agent = voice(48000, 1);
         let caller = voice(48000, 7);
         let mut t = BargeInTracker::new(BargeInConfig::default(), 400);
-        let echo = |i: usize| -> Vec<i16> { (0..320).map(|k| (i * 320 + k).checked_sub(960).map_or(0, |a| (agent[a] as f32 * 0.316) as i16)).collect() };
+        let echo = |i: usize| -> Vec<i16> {
+            (0..320).map(|k| (i * 320 + k).checked_sub(960).map_or(0, |a| (agent[a] as f32 * 0.316) as i16)).collect()
+        };
         // 1.5 s of the agent's echo at −10 dB after 60 ms: loud enough for the gate, but echo.
         for i in 0..75 {
             t.agent_sent(&agent[i * 320..(i + 1) * 320]);

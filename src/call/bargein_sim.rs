@@ -94,7 +94,14 @@ fn noise(seed: &mut u64) -> f32 {
 }
 
 /// One trial: the agent speaks `agent` (16 kHz); the caller's `sound` (16 kHz) starts `at_ms` into it.
-pub fn run_trial(vad: &mut SileroVad, cfg: &BargeInConfig, echo_max_delay_ms: u64, line: &Line, agent: &[i16], sound: Option<(&[i16], u64)>) -> Outcome {
+pub fn run_trial(
+    vad: &mut SileroVad,
+    cfg: &BargeInConfig,
+    echo_max_delay_ms: u64,
+    line: &Line,
+    agent: &[i16],
+    sound: Option<(&[i16], u64)>,
+) -> Outcome {
     let t0 = Instant::now();
     let pcfg = PacerConfig {
         clock_rate: 8000,
@@ -148,7 +155,8 @@ pub fn run_trial(vad: &mut SileroVad, cfg: &BargeInConfig, echo_max_delay_ms: u6
         let line_pcm: Vec<i16> = (0..FRAME)
             .map(|i| {
                 let n = base + i;
-                let echo = n.checked_sub(echo_delay).and_then(|m| sent.get(m)).map_or(0.0, |&s| s as f32 * line.echo_gain);
+                let echo =
+                    n.checked_sub(echo_delay).and_then(|m| sent.get(m)).map_or(0.0, |&s| s as f32 * line.echo_gain);
                 let own = n.checked_sub(at).and_then(|m| sound.get(m)).map_or(0.0, |&s| s as f32);
                 (echo + own + noise(&mut seed) * line.noise_rms * 3.46).clamp(-32768.0, 32767.0) as i16
             })
@@ -345,7 +353,9 @@ impl Report {
             step(|t| t.speech_chunk_ms),
             step(|t| t.decided_ms),
         );
-        for (name, v) in [("back-channels", &self.back_channels), ("coughs", &self.coughs), ("echo only", &self.echo_only)] {
+        for (name, v) in
+            [("back-channels", &self.back_channels), ("coughs", &self.coughs), ("echo only", &self.echo_only)]
+        {
             s += &format!(
                 "{name}: {} trials, {} stopped the agent (false barge-in), {} paused it and it resumed\n",
                 v.len(),
@@ -353,7 +363,12 @@ impl Report {
                 count(v, |o| o.paused && o.resumed && !o.committed),
             );
         }
-        s += &format!("false barge-in rate: {} of {} ({:.1} %)\n", self.false_interruptions(), self.false_trials(), 100.0 * self.false_interruptions() as f64 / self.false_trials().max(1) as f64);
+        s += &format!(
+            "false barge-in rate: {} of {} ({:.1} %)\n",
+            self.false_interruptions(),
+            self.false_trials(),
+            100.0 * self.false_interruptions() as f64 / self.false_trials().max(1) as f64
+        );
         s
     }
 }
@@ -371,12 +386,21 @@ pub struct SetSize {
 /// −7 dB at 30 ms, −14 dB at 150 ms), at onsets spread over the reply by a fixed seed. Piper speaks
 /// without its random noise (noise_scale and noise_w 0), so every run hears the same audio and
 /// gives the same figures.
-pub fn evaluate(vad: &mut SileroVad, voice: &mut crate::models::tts::PiperVoice, cfg: &BargeInConfig, echo_max_delay_ms: u64, line: &Line, size: SetSize) -> Result<Report, String> {
+pub fn evaluate(
+    vad: &mut SileroVad,
+    voice: &mut crate::models::tts::PiperVoice,
+    cfg: &BargeInConfig,
+    echo_max_delay_ms: u64,
+    line: &Line,
+    size: SetSize,
+) -> Result<Report, String> {
     let scales = crate::models::tts::Scales { noise_scale: 0.0, noise_w: 0.0, ..voice.scales() };
     let mut say = |t: &str| voice.synthesize_16k_with(t, scales, 1.0).map_err(|e| format!("synthesising {t:?}: {e}"));
     let agent = say(AGENT_REPLY)?;
-    let lines: Vec<Vec<i16>> = INTERRUPTIONS.iter().map(|t| say(t).map(|p| other_speaker(&p))).collect::<Result<_, _>>()?;
-    let backs: Vec<Vec<i16>> = BACK_CHANNELS.iter().map(|t| say(t).map(|p| other_speaker(&p))).collect::<Result<_, _>>()?;
+    let lines: Vec<Vec<i16>> =
+        INTERRUPTIONS.iter().map(|t| say(t).map(|p| other_speaker(&p))).collect::<Result<_, _>>()?;
+    let backs: Vec<Vec<i16>> =
+        BACK_CHANNELS.iter().map(|t| say(t).map(|p| other_speaker(&p))).collect::<Result<_, _>>()?;
     let agent_ms = agent.len() as u64 / 16;
     let mut seed = 0xB4_26E1_u64;
     // Onsets from 1 s to 4 s before the reply's end, so every sound falls on the agent's speech or its pauses.

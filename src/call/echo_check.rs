@@ -259,10 +259,12 @@ pub(crate) mod tests {
         let agent = voice(32000, 1);
         // 60 ms echo path at −10 dB (amplitude ×0.316), plus line noise.
         let echo = |i: usize| -> Vec<i16> {
-            (0..320).map(|k| {
-                let at = (i * 320 + k).checked_sub(960);
-                at.map_or(0, |a| (agent[a] as f32 * 0.316) as i16) + ((k * 7919) % 61) as i16 - 30
-            }).collect()
+            (0..320)
+                .map(|k| {
+                    let at = (i * 320 + k).checked_sub(960);
+                    at.map_or(0, |a| (agent[a] as f32 * 0.316) as i16) + ((k * 7919) % 61) as i16 - 30
+                })
+                .collect()
         };
         let v = run(&mut EchoCheck::new(400, 0.55, 6.0), &agent, echo);
         let judged = &v[5..]; // once the echo has begun
@@ -282,10 +284,12 @@ pub(crate) mod tests {
         }
         // Double talk: the caller over the echo.
         let v = run(&mut EchoCheck::new(400, 0.55, 6.0), &agent, |i| {
-            (0..320).map(|k| {
-                let at = (i * 320 + k).saturating_sub(960);
-                ((agent[at] as f32 * 0.316) as i16).saturating_add(caller[i * 320 + k])
-            }).collect()
+            (0..320)
+                .map(|k| {
+                    let at = (i * 320 + k).saturating_sub(960);
+                    ((agent[at] as f32 * 0.316) as i16).saturating_add(caller[i * 320 + k])
+                })
+                .collect()
         });
         assert!(v.iter().filter(|v| v.echo).count() <= 2, "{:?}", v.iter().filter(|v| v.echo).collect::<Vec<_>>());
     }
@@ -295,7 +299,9 @@ pub(crate) mod tests {
         let agent = voice(48000, 1);
         let mut e = EchoCheck::new(400, 0.55, 6.0);
         // Echo at 60 ms teaches the path's delay…
-        let echo = |i: usize| -> Vec<i16> { (0..320).map(|k| (agent[(i * 320 + k).saturating_sub(960)] as f32 * 0.316) as i16).collect() };
+        let echo = |i: usize| -> Vec<i16> {
+            (0..320).map(|k| (agent[(i * 320 + k).saturating_sub(960)] as f32 * 0.316) as i16).collect()
+        };
         run(&mut e, &agent[..16000], echo);
         assert_eq!(e.path_delay(), Some(240));
         // (A quiet 220 ms on the line: past the echo's hangover.)
@@ -304,12 +310,18 @@ pub(crate) mod tests {
         }
         // …so quiet audio that matches the agent at 200 ms (what a voice like the agent's does by
         // chance, a frame here and there) is not echo…
-        let other = |i: usize| -> Vec<i16> { (0..320).map(|k| (agent[(16000 + i * 320 + k).saturating_sub(3200)] as f32 * 0.3) as i16).collect() };
+        let other = |i: usize| -> Vec<i16> {
+            (0..320).map(|k| (agent[(16000 + i * 320 + k).saturating_sub(3200)] as f32 * 0.3) as i16).collect()
+        };
         let v = run(&mut e, &agent[16000..16000 + 4 * 320], other);
         assert!(v.iter().all(|v| !v.echo && v.ncc > 0.9 && (v.delay_ms - 200.0).abs() < 2.0), "{v:?}");
         // …until it persists: an echo path that really changed (a re-INVITE to another gateway) is learnt again.
         let v = run(&mut e, &agent[16000 + 4 * 320..], |i| other(i + 4));
         assert!(v[5..].iter().all(|v| v.echo), "{v:?}");
-        assert_eq!(EchoCheck::new(400, 0.55, 6.0).check(&agent[..320]), EchoVerdict::default(), "nothing sent, nothing to match");
+        assert_eq!(
+            EchoCheck::new(400, 0.55, 6.0).check(&agent[..320]),
+            EchoVerdict::default(),
+            "nothing sent, nothing to match"
+        );
     }
 }

@@ -11,6 +11,9 @@
 //! events while digits are being sent). RTCP reports go out on their own
 //! schedule; an RTP timeout asks for the call to end.
 
+use super::bargein::{BargeAction, BargeInConfig, BargeInTracker};
+use super::transcriber::{Transcriber, TranscriberEvent};
+use super::turns::{CallerState, TurnCommit, TurnDetector, TurnEvent};
 use crate::agent::{Agent, AgentOutput, PlayoutState};
 use crate::media::codec::{self, CodecKind, Decoder, Encoder, OpusParams, AGENT_RATE};
 use crate::media::dtmf::{self, DtmfEvent, DtmfSource, Rfc4733Receiver, Rfc4733Sender};
@@ -19,9 +22,6 @@ use crate::media::pacer::{Pacer, PacerConfig};
 use crate::media::rtcp::{RtcpConfig, RtcpSession, RtcpStats};
 use crate::media::rtp;
 use crate::models::vad::{Segmenter, VadClient, VadEvent};
-use super::bargein::{BargeAction, BargeInConfig, BargeInTracker};
-use super::transcriber::{Transcriber, TranscriberEvent};
-use super::turns::{CallerState, TurnCommit, TurnDetector, TurnEvent};
 use crate::sip::sdp::{Codec, Direction, Negotiated, OpusFmtp};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -139,7 +139,9 @@ pub enum MediaEvent {
     Amd(crate::media::amd::AmdDecision),
     /// Work started speculatively on a pause was used (the turn ended there) or dropped (the
     /// caller went on).
-    Speculation { used: bool },
+    Speculation {
+        used: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,7 +260,12 @@ impl CallMedia {
     ) -> Result<CallMedia, codec::CodecError> {
         let codecs = Codecs::new(&params, &settings)?;
         let rtcp = RtcpSession::new(
-            RtcpConfig { ssrc: id.ssrc, cname: settings.cname.clone(), clock_rate: params.codec.clock_rate(), interval: settings.rtcp_interval },
+            RtcpConfig {
+                ssrc: id.ssrc,
+                cname: settings.cname.clone(),
+                clock_rate: params.codec.clock_rate(),
+                interval: settings.rtcp_interval,
+            },
             now,
             wall,
         );
@@ -349,7 +356,9 @@ impl CallMedia {
             self.latched = None;
             self.rtcp_peer = None;
         }
-        let codec_changed = params.codec != self.params.codec || params.payload_type != self.params.payload_type || params.ptime_ms != self.params.ptime_ms;
+        let codec_changed = params.codec != self.params.codec
+            || params.payload_type != self.params.payload_type
+            || params.ptime_ms != self.params.ptime_ms;
         if codec_changed {
             match Codecs::new(&params, &self.settings) {
                 Ok(c) => self.codecs = c,
@@ -363,7 +372,12 @@ impl CallMedia {
             // A new outgoing stream: new SSRC, and an RTCP session for it at its clock rate.
             let id = RtpIdentity::random();
             self.pacer = Pacer::new(Self::pacer_config(&params, id), now);
-            let cfg = RtcpConfig { ssrc: id.ssrc, cname: self.settings.cname.clone(), clock_rate: params.codec.clock_rate(), interval: self.settings.rtcp_interval };
+            let cfg = RtcpConfig {
+                ssrc: id.ssrc,
+                cname: self.settings.cname.clone(),
+                clock_rate: params.codec.clock_rate(),
+                interval: self.settings.rtcp_interval,
+            };
             self.rtcp = RtcpSession::new(cfg, now, SystemTime::now());
         }
         self.params = params;
@@ -459,7 +473,9 @@ impl CallMedia {
             return;
         }
         let talking = self.pacer.queued_samples() > 0 || self.pacer.is_paused();
-        if let Some(BargeAction::Pause { onset_ms }) = b.caller_arrived(timestamp, &self.arrival_pcm, talking, self.caller_samples / 16) {
+        if let Some(BargeAction::Pause { onset_ms }) =
+            b.caller_arrived(timestamp, &self.arrival_pcm, talking, self.caller_samples / 16)
+        {
             self.pacer.pause();
             tracing::debug!(onset_ms, "barge-in: a loud caller packet that is not echo arrived; agent audio paused");
         }
@@ -487,7 +503,8 @@ impl CallMedia {
     pub fn handle_info(&mut self, content_type: &str, body: &[u8], now: Instant) {
         match dtmf::parse_sip_info(content_type, body) {
             Some((digit, duration)) => {
-                let ev = DtmfEvent { digit, duration_ms: duration.unwrap_or(0), started: now, source: DtmfSource::SipInfo };
+                let ev =
+                    DtmfEvent { digit, duration_ms: duration.unwrap_or(0), started: now, source: DtmfSource::SipInfo };
                 self.dtmf(ev, now);
             }
             None => tracing::debug!(content_type, len = body.len(), "INFO without DTMF ignored"),
@@ -572,7 +589,10 @@ impl CallMedia {
 
     fn check_rtp_timeout(&mut self, now: Instant) {
         let Some(limit) = self.settings.rtp_timeout else { return };
-        if self.timed_out || !self.params.direction.we_receive() || self.params.remote.is_none() && self.latched.is_none() {
+        if self.timed_out
+            || !self.params.direction.we_receive()
+            || self.params.remote.is_none() && self.latched.is_none()
+        {
             return;
         }
         let since = self.last_rx.unwrap_or(self.started);
@@ -689,9 +709,18 @@ impl CallMedia {
                     Some(BargeAction::Commit { onset_ms }) => {
                         let played = self.pacer.played_speech_samples();
                         let dropped = self.pacer.clear();
-                        tracing::info!(onset_ms, played_ms = played / 16, dropped_ms = dropped / 16, "barge-in: the caller interrupted");
+                        tracing::info!(
+                            onset_ms,
+                            played_ms = played / 16,
+                            dropped_ms = dropped / 16,
+                            "barge-in: the caller interrupted"
+                        );
                         self.agent.on_interrupt(played, now);
-                        self.events.push_back(MediaEvent::BargeIn(BargeInEvent::Interrupted { onset_ms, played_samples: played, dropped_samples: dropped as u64 }));
+                        self.events.push_back(MediaEvent::BargeIn(BargeInEvent::Interrupted {
+                            onset_ms,
+                            played_samples: played,
+                            dropped_samples: dropped as u64,
+                        }));
                     }
                     None => {}
                 }
@@ -857,7 +886,10 @@ impl CallMedia {
             let slot_ts = frame.header.timestamp;
             let mut header = frame.header;
             self.payload.clear();
-            let event = self.params.dtmf_payload_type.and_then(|pt| Some((pt, self.codecs.dtmf_tx.next_for_slot(header.timestamp)?)));
+            let event = self
+                .params
+                .dtmf_payload_type
+                .and_then(|pt| Some((pt, self.codecs.dtmf_tx.next_for_slot(header.timestamp)?)));
             match event {
                 Some((pt, evs)) => {
                     let Some(ev) = evs.into_iter().next() else { continue };

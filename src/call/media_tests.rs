@@ -23,7 +23,13 @@ fn params(codec: Codec, pt: u8) -> MediaParams {
 
 fn settings() -> MediaSettings {
     MediaSettings {
-        jitter: JitterConfig { clock_rate: 8000, min_delay: Duration::from_millis(20), target_delay: Duration::from_millis(40), max_delay: Duration::from_millis(500), max_packets: 256 },
+        jitter: JitterConfig {
+            clock_rate: 8000,
+            min_delay: Duration::from_millis(20),
+            target_delay: Duration::from_millis(40),
+            max_delay: Duration::from_millis(500),
+            max_packets: 256,
+        },
         opus: Default::default(),
         rtcp_interval: Duration::from_secs(5),
         rtp_timeout: Some(Duration::from_secs(2)),
@@ -32,22 +38,47 @@ fn settings() -> MediaSettings {
 }
 
 fn rtp_out(out: &[Outgoing]) -> Vec<(SocketAddr, Vec<u8>)> {
-    out.iter().filter_map(|o| match o { Outgoing::Rtp(a, b) => Some((*a, b.clone())), _ => None }).collect()
+    out.iter()
+        .filter_map(|o| match o {
+            Outgoing::Rtp(a, b) => Some((*a, b.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 fn packet(pt: u8, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    rtp::write(&rtp::RtpHeader { marker: false, payload_type: pt, sequence: seq, timestamp: ts, ssrc: 0x1234 }, payload, &mut out);
+    rtp::write(
+        &rtp::RtpHeader { marker: false, payload_type: pt, sequence: seq, timestamp: ts, ssrc: 0x1234 },
+        payload,
+        &mut out,
+    );
     out
 }
 
 fn media(codec: Codec, pt: u8, delay_ms: Option<u64>, t0: Instant) -> CallMedia {
     let agent = Box::new(EchoAgent::new(None, delay_ms));
-    CallMedia::new(params(codec, pt), settings(), agent, RtpIdentity { ssrc: 9, sequence: 100, timestamp: 1000 }, t0, SystemTime::now()).unwrap()
+    CallMedia::new(
+        params(codec, pt),
+        settings(),
+        agent,
+        RtpIdentity { ssrc: 9, sequence: 100, timestamp: 1000 },
+        t0,
+        SystemTime::now(),
+    )
+    .unwrap()
 }
 
 /// Drive `m` for `ms`, feeding one packet of `tone` every 20 ms from `from`; return what was sent.
-fn run(m: &mut CallMedia, t0: Instant, ms: u64, from: SocketAddr, encode: fn(&[i16], &mut Vec<u8>), pt: u8, tone: &[i16]) -> Vec<(SocketAddr, Vec<u8>)> {
+fn run(
+    m: &mut CallMedia,
+    t0: Instant,
+    ms: u64,
+    from: SocketAddr,
+    encode: fn(&[i16], &mut Vec<u8>),
+    pt: u8,
+    tone: &[i16],
+) -> Vec<(SocketAddr, Vec<u8>)> {
     let mut out = Vec::new();
     let mut seq = 0u16;
     let mut next_in = t0;
@@ -108,7 +139,12 @@ fn sends_silence_to_sdp_address_until_latched_then_to_the_source() {
 #[test]
 fn echo_returns_the_callers_audio_after_the_delay() {
     for (codec, pt, enc, dec) in [
-        (Codec::Pcmu, 0u8, g711::encode_ulaw as fn(&[i16], &mut Vec<u8>), g711::decode_ulaw as fn(&[u8], &mut Vec<i16>)),
+        (
+            Codec::Pcmu,
+            0u8,
+            g711::encode_ulaw as fn(&[i16], &mut Vec<u8>),
+            g711::decode_ulaw as fn(&[u8], &mut Vec<i16>),
+        ),
         (Codec::Pcma, 8, g711::encode_alaw, g711::decode_alaw),
     ] {
         let t0 = Instant::now();
@@ -146,7 +182,15 @@ fn nothing_sent_while_inactive_or_on_hold() {
     let t0 = Instant::now();
     let mut p = params(Codec::Pcmu, 0);
     p.direction = Direction::Inactive;
-    let mut m = CallMedia::new(p.clone(), settings(), Box::new(EchoAgent::new(None, None)), RtpIdentity::random(), t0, SystemTime::now()).unwrap();
+    let mut m = CallMedia::new(
+        p.clone(),
+        settings(),
+        Box::new(EchoAgent::new(None, None)),
+        RtpIdentity::random(),
+        t0,
+        SystemTime::now(),
+    )
+    .unwrap();
     let mut out = Vec::new();
     m.handle_timeout(t0, &mut out);
     assert!(rtp_out(&out).is_empty());
@@ -164,14 +208,25 @@ fn rfc4733_and_info_digits_reach_events_and_rtp_timeout_hangs_up() {
     m.start_agent(t0);
     let from: SocketAddr = "10.0.0.5:4000".parse().unwrap();
     // "5": three updates, then the end packet three times (one digit).
-    for (i, (end, dur)) in [(false, 160u16), (false, 320), (false, 480), (true, 640), (true, 640), (true, 640)].iter().enumerate() {
+    for (i, (end, dur)) in
+        [(false, 160u16), (false, 320), (false, 480), (true, 640), (true, 640), (true, 640)].iter().enumerate()
+    {
         let payload = [5u8, if *end { 0x80 | 10 } else { 10 }, (dur >> 8) as u8, *dur as u8];
         let mut pkt = Vec::new();
-        rtp::write(&rtp::RtpHeader { marker: i == 0, payload_type: 101, sequence: 10 + i as u16, timestamp: 8000, ssrc: 7 }, &payload, &mut pkt);
+        rtp::write(
+            &rtp::RtpHeader { marker: i == 0, payload_type: 101, sequence: 10 + i as u16, timestamp: 8000, ssrc: 7 },
+            &payload,
+            &mut pkt,
+        );
         m.handle_rtp(&pkt, from, t0 + Duration::from_millis(20 * i as u64));
     }
     m.handle_info("application/dtmf-relay", b"Signal=#\r\nDuration=160\r\n", t0);
-    let digits: Vec<char> = std::iter::from_fn(|| m.poll_event()).filter_map(|e| match e { MediaEvent::Dtmf(d) => Some(d.digit), _ => None }).collect();
+    let digits: Vec<char> = std::iter::from_fn(|| m.poll_event())
+        .filter_map(|e| match e {
+            MediaEvent::Dtmf(d) => Some(d.digit),
+            _ => None,
+        })
+        .collect();
     assert_eq!(digits, vec!['5', '#']);
     assert_eq!(m.stats().dtmf_digits, 2);
     // No RTP for rtp_timeout (2 s): one hang-up request.
@@ -183,7 +238,12 @@ fn rfc4733_and_info_digits_reach_events_and_rtp_timeout_hangs_up() {
         m.handle_timeout(t, &mut out);
         t += Duration::from_millis(1);
     }
-    let hangups: Vec<String> = std::iter::from_fn(|| m.poll_event()).filter_map(|e| match e { MediaEvent::Hangup(r) => Some(r), _ => None }).collect();
+    let hangups: Vec<String> = std::iter::from_fn(|| m.poll_event())
+        .filter_map(|e| match e {
+            MediaEvent::Hangup(r) => Some(r),
+            _ => None,
+        })
+        .collect();
     assert_eq!(hangups.len(), 1, "{hangups:?}");
     assert!(hangups[0].contains("RTP timeout"));
     // RTCP went out to the RTP peer's port + 1 meanwhile.
@@ -207,7 +267,11 @@ impl crate::agent::Agent for Apologetic {
 fn vad_gone(m: &mut CallMedia, t0: Instant) -> Vec<MediaEvent> {
     use crate::call::turns::TurnDetector;
     use crate::models::vad::{Segmenter, SegmenterConfig, VadClient};
-    m.set_vad(VadClient::given_up(8000), Segmenter::new(SegmenterConfig::default()), TurnDetector::new(crate::call::turns::TurnMode::ServerVad, None));
+    m.set_vad(
+        VadClient::given_up(8000),
+        Segmenter::new(SegmenterConfig::default()),
+        TurnDetector::new(crate::call::turns::TurnMode::ServerVad, None),
+    );
     let mut out = Vec::new();
     let mut now = t0;
     for _ in 0..20 {
@@ -222,11 +286,25 @@ fn a_call_whose_speech_detection_is_given_up_ends_or_lets_its_agent_apologise() 
     let t0 = Instant::now();
     // An agent without a voice of its own: BYE, with the reason, once.
     let mut m = media(Codec::Pcmu, 0, None, t0);
-    let hangups: Vec<String> = vad_gone(&mut m, t0).into_iter().filter_map(|e| match e { MediaEvent::Hangup(r) => Some(r), _ => None }).collect();
+    let hangups: Vec<String> = vad_gone(&mut m, t0)
+        .into_iter()
+        .filter_map(|e| match e {
+            MediaEvent::Hangup(r) => Some(r),
+            _ => None,
+        })
+        .collect();
     assert_eq!(hangups, vec!["speech detection failed".to_string()]);
     // An agent that can speak takes it (apology, then its own BYE): no immediate hang-up.
     let told = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut m = CallMedia::new(params(Codec::Pcmu, 0), settings(), Box::new(Apologetic(told.clone())), RtpIdentity { ssrc: 9, sequence: 100, timestamp: 1000 }, t0, SystemTime::now()).unwrap();
+    let mut m = CallMedia::new(
+        params(Codec::Pcmu, 0),
+        settings(),
+        Box::new(Apologetic(told.clone())),
+        RtpIdentity { ssrc: 9, sequence: 100, timestamp: 1000 },
+        t0,
+        SystemTime::now(),
+    )
+    .unwrap();
     let events = vad_gone(&mut m, t0);
     assert!(told.load(std::sync::atomic::Ordering::Relaxed), "the agent was told");
     assert!(!events.iter().any(|e| matches!(e, MediaEvent::Hangup(_))), "{events:?}");

@@ -100,22 +100,50 @@ pub struct RecordEvent {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    SpeechStarted { audio_start_ms: u64 },
-    SpeechStopped { audio_end_ms: u64 },
-    PartialTranscript { turn: u64, text: String },
-    TranscriptionFailed { turn: u64, reason: String },
-    TurnCommitted { turn: u64, audio_start_ms: u64, audio_end_ms: u64, reason: &'static str, #[serde(skip_serializing_if = "Option::is_none")] p_complete: Option<f32> },
-    Dtmf { digit: char },
+    SpeechStarted {
+        audio_start_ms: u64,
+    },
+    SpeechStopped {
+        audio_end_ms: u64,
+    },
+    PartialTranscript {
+        turn: u64,
+        text: String,
+    },
+    TranscriptionFailed {
+        turn: u64,
+        reason: String,
+    },
+    TurnCommitted {
+        turn: u64,
+        audio_start_ms: u64,
+        audio_end_ms: u64,
+        reason: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        p_complete: Option<f32>,
+    },
+    Dtmf {
+        digit: char,
+    },
     /// The caller interrupted the agent (Realtime's response interrupted, with `audio_end_ms`: how much
     /// of the agent's audio had been heard, counted from its first sample in the call).
-    ResponseInterrupted { onset_ms: u64, audio_end_ms: u64, dropped_ms: u64 },
+    ResponseInterrupted {
+        onset_ms: u64,
+        audio_end_ms: u64,
+        dropped_ms: u64,
+    },
     /// Speech over the agent that turned out not to be an interruption: the agent resumed.
     BargeInResumed,
     /// The agent began a reply (its request went to the language model).
-    ResponseStarted { response: u64 },
+    ResponseStarted {
+        response: u64,
+    },
     /// The reply ended: `done`, `failed`, `cancelled` (the caller spoke again before it was written)
     /// or `interrupted` (barge-in; `replies` has what was heard).
-    ResponseDone { response: u64, outcome: &'static str },
+    ResponseDone {
+        response: u64,
+        outcome: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -167,7 +195,9 @@ impl Recorder {
         };
         match r.open_journal() {
             Ok(f) => r.journal = Some(f),
-            Err(e) => tracing::error!(error = %e, dir = %r.dir.display(), "cannot open the call's journal: its record is written only when the call ends"),
+            Err(e) => {
+                tracing::error!(error = %e, dir = %r.dir.display(), "cannot open the call's journal: its record is written only when the call ends")
+            }
         }
         r
     }
@@ -183,7 +213,10 @@ impl Recorder {
     fn open_journal(&self) -> std::io::Result<std::fs::File> {
         let active = self.dir.join(ACTIVE_DIR);
         std::fs::create_dir_all(&active)?;
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(active.join(format!("{}.jsonl", self.stem())))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(active.join(format!("{}.jsonl", self.stem())))?;
         let line = serde_json::json!({ "start": &self.record });
         writeln!(f, "{line}")?;
         f.sync_data()?;
@@ -257,15 +290,18 @@ impl Recorder {
     pub fn barge_in(&mut self, b: &super::media::BargeInEvent) {
         use super::media::BargeInEvent::*;
         self.event(match *b {
-            Interrupted { onset_ms, played_samples, dropped_samples } => {
-                EventKind::ResponseInterrupted { onset_ms, audio_end_ms: played_samples / 16, dropped_ms: dropped_samples / 16 }
-            }
+            Interrupted { onset_ms, played_samples, dropped_samples } => EventKind::ResponseInterrupted {
+                onset_ms,
+                audio_end_ms: played_samples / 16,
+                dropped_ms: dropped_samples / 16,
+            },
             Resumed => EventKind::BargeInResumed,
         });
     }
 
     pub fn amd(&mut self, d: &crate::media::amd::AmdDecision) {
-        self.record.amd = Some(RecordAmd { machine: d.is_machine(), reason: d.reason().to_string(), after_ms: d.after_ms() });
+        self.record.amd =
+            Some(RecordAmd { machine: d.is_machine(), reason: d.reason().to_string(), after_ms: d.after_ms() });
         let v = serde_json::to_value(&self.record.amd);
         self.journal("set", "amd", v);
     }
@@ -276,13 +312,17 @@ impl Recorder {
 
     pub fn transcription(&mut self, ev: &TranscriberEvent) {
         match ev {
-            TranscriberEvent::Transcript(t) if t.partial => self.event(EventKind::PartialTranscript { turn: t.turn, text: t.text.clone() }),
+            TranscriberEvent::Transcript(t) if t.partial => {
+                self.event(EventKind::PartialTranscript { turn: t.turn, text: t.text.clone() })
+            }
             TranscriberEvent::Transcript(t) => {
                 self.record.transcripts.push(final_transcript(t));
                 let v = serde_json::to_value(self.record.transcripts.last());
                 self.journal("push", "transcripts", v);
             }
-            TranscriberEvent::Failed { turn, reason, .. } => self.event(EventKind::TranscriptionFailed { turn: *turn, reason: reason.clone() }),
+            TranscriberEvent::Failed { turn, reason, .. } => {
+                self.event(EventKind::TranscriptionFailed { turn: *turn, reason: reason.clone() })
+            }
             // Speculative words are never the record's (CallMedia does not pass them on).
             TranscriberEvent::Tentative(_) => {}
         }
@@ -294,7 +334,11 @@ impl Recorder {
         self.record.duration_ms = self.started.elapsed().as_millis() as u64;
         self.record.media = media;
         let stem = self.stem();
-        let path = write_atomic(&self.dir, &format!("{stem}.json"), &serde_json::to_vec_pretty(&self.record).map_err(std::io::Error::other)?)?;
+        let path = write_atomic(
+            &self.dir,
+            &format!("{stem}.json"),
+            &serde_json::to_vec_pretty(&self.record).map_err(std::io::Error::other)?,
+        )?;
         // The record is durable: the journal has served. (Should we die right here, recovery
         // finds the record beside it and only removes the journal.)
         self.journal = None;

@@ -42,7 +42,10 @@ pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
     if !active.exists() {
         return Ok(out);
     }
-    let mut journals: Vec<_> = std::fs::read_dir(&active)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "jsonl")).collect();
+    let mut journals: Vec<_> = std::fs::read_dir(&active)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
     journals.sort();
     for journal in journals {
         let stem = journal.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
@@ -170,7 +173,10 @@ mod tests {
         let r = recover(&dir).unwrap();
         assert_eq!((r.records, r.torn, r.corrupt), (1, 1, 1));
         assert!(active.join("1-garbage.jsonl.corrupt").exists());
-        let rec: Value = serde_json::from_slice(&std::fs::read(dir.join(format!("{}.json", journal.file_stem().unwrap().to_str().unwrap()))).unwrap()).unwrap();
+        let rec: Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("{}.json", journal.file_stem().unwrap().to_str().unwrap()))).unwrap(),
+        )
+        .unwrap();
         assert_eq!(rec["events"].as_array().unwrap().len(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -186,7 +192,10 @@ mod tests {
         std::fs::write(&journal, saved).unwrap();
         let r = recover(&dir).unwrap();
         assert_eq!((r.records, r.already_written), (0, 1));
-        let n = std::fs::read_dir(&dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json")).count();
+        let n = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+            .count();
         assert_eq!(n, 1);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -217,7 +217,9 @@ fn handle_events(
                     r.transcription(&ev);
                 }
             }
-            MediaEvent::Speculation { used } => metrics.speculations.with_label_values(&[if used { "used" } else { "dropped" }]).inc(),
+            MediaEvent::Speculation { used } => {
+                metrics.speculations.with_label_values(&[if used { "used" } else { "dropped" }]).inc()
+            }
             MediaEvent::TurnCommitted(c) => {
                 metrics.turns.with_label_values(&[c.reason.label()]).inc();
                 if let Some(r) = record {

@@ -21,8 +21,8 @@
 //! The recogniser is behind a trait so tests drive turns in virtual time with
 //! a scripted one; in calls it is the shared worker pool (`AsrClient`).
 
-use crate::models::asr::worker::{AsrClient, AsrResult};
 use super::turns::TurnEvent;
+use crate::models::asr::worker::{AsrClient, AsrResult};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -82,7 +82,12 @@ pub enum TranscriberEvent {
     /// only. The final `Transcript` follows if the turn is committed there.
     Tentative(TurnTranscript),
     /// A turn (or piece) that will have no transcript, and why.
-    Failed { turn: u64, audio_start_ms: u64, audio_end_ms: u64, reason: String },
+    Failed {
+        turn: u64,
+        audio_start_ms: u64,
+        audio_end_ms: u64,
+        reason: String,
+    },
 }
 
 struct OpenTurn {
@@ -187,7 +192,8 @@ impl Transcriber {
         match *ev {
             TurnEvent::SpeechStarted { audio_start_ms, new_turn: true, turn } => {
                 let start = (audio_start_ms * RATE).clamp(self.base, self.end());
-                self.turn = Some(OpenTurn { id: turn, start, last_partial: Some(now), draft: Vec::new(), tentative: None });
+                self.turn =
+                    Some(OpenTurn { id: turn, start, last_partial: Some(now), draft: Vec::new(), tentative: None });
             }
             TurnEvent::Tentative { turn, audio_end_ms, .. } => {
                 let Some(t) = &self.turn else { return };
@@ -198,7 +204,8 @@ impl Transcriber {
                 let end = self.cut_end(audio_end_ms, start);
                 self.drop_partial();
                 let seq = self.submit(id, start, end, Kind::Tentative, draft);
-                let void = self.turn.as_mut().and_then(|t| t.tentative.replace(Tentative { audio_end_ms, seq, answer: None }));
+                let void =
+                    self.turn.as_mut().and_then(|t| t.tentative.replace(Tentative { audio_end_ms, seq, answer: None }));
                 self.void(void);
             }
             TurnEvent::Resumed { turn } => {
@@ -211,17 +218,19 @@ impl Transcriber {
                     let end = self.cut_end(c.audio_end_ms, t.start);
                     match t.tentative {
                         // The same audio was submitted at the pause: its answer is the final one.
-                        Some(tent) if c.speculated && tent.audio_end_ms == c.audio_end_ms && tent.seq.is_some() => match tent.answer {
-                            Some(mut tr) => {
-                                tr.partial = false;
-                                self.events.push_back(TranscriberEvent::Transcript(tr));
-                            }
-                            None => {
-                                if let Some(s) = tent.seq.and_then(|seq| self.inflight.get_mut(&seq)) {
-                                    s.kind = Kind::Final;
+                        Some(tent) if c.speculated && tent.audio_end_ms == c.audio_end_ms && tent.seq.is_some() => {
+                            match tent.answer {
+                                Some(mut tr) => {
+                                    tr.partial = false;
+                                    self.events.push_back(TranscriberEvent::Transcript(tr));
+                                }
+                                None => {
+                                    if let Some(s) = tent.seq.and_then(|seq| self.inflight.get_mut(&seq)) {
+                                        s.kind = Kind::Final;
+                                    }
                                 }
                             }
-                        },
+                        }
                         other => {
                             self.void(other);
                             self.submit(t.id, t.start, end, Kind::Final, t.draft);
@@ -236,7 +245,8 @@ impl Transcriber {
     /// The turn's end is being recognised: a partial still computing says less, and would hold a
     /// core the end's transcript (and the reply waiting on it) needs.
     fn drop_partial(&mut self) {
-        let partials: Vec<u64> = self.inflight.iter().filter(|(_, s)| s.kind == Kind::Partial).map(|(&seq, _)| seq).collect();
+        let partials: Vec<u64> =
+            self.inflight.iter().filter(|(_, s)| s.kind == Kind::Partial).map(|(&seq, _)| seq).collect();
         for seq in partials {
             self.inflight.remove(&seq);
             self.rec.cancel(seq);
@@ -274,10 +284,10 @@ impl Transcriber {
             None if kind != Kind::Final => None,
             None => {
                 self.events.push_back(TranscriberEvent::Failed {
-                turn,
-                audio_start_ms: start_ms,
-                audio_end_ms: end_ms,
-                reason: "the recogniser's queue is full".into(),
+                    turn,
+                    audio_start_ms: start_ms,
+                    audio_end_ms: end_ms,
+                    reason: "the recogniser's queue is full".into(),
                 });
                 None
             }
@@ -322,7 +332,11 @@ impl Transcriber {
                 }
                 Kind::Tentative => {
                     // Only the current tentative cut of the open turn counts; others were dropped.
-                    let Some(tent) = self.turn.as_mut().and_then(|t| t.tentative.as_mut()).filter(|x| x.seq == Some(r.seq)) else { continue };
+                    let Some(tent) =
+                        self.turn.as_mut().and_then(|t| t.tentative.as_mut()).filter(|x| x.seq == Some(r.seq))
+                    else {
+                        continue;
+                    };
                     match r.transcript {
                         Ok(t) => {
                             let tr = TurnTranscript {
@@ -356,7 +370,12 @@ impl Transcriber {
                     no_speech_prob: t.no_speech_prob,
                     latency_ms: r.latency_ms,
                 }),
-                Err(reason) => TranscriberEvent::Failed { turn: s.turn, audio_start_ms: s.start_ms, audio_end_ms: s.end_ms, reason },
+                Err(reason) => TranscriberEvent::Failed {
+                    turn: s.turn,
+                    audio_start_ms: s.start_ms,
+                    audio_end_ms: s.end_ms,
+                    reason,
+                },
             });
         }
     }

@@ -103,7 +103,14 @@ fn start(r: &mut Rig, audio_start_ms: u64) {
 }
 
 fn stop(r: &mut Rig, audio_end_ms: u64) {
-    let c = TurnCommit { turn: r.turns, audio_start_ms: 0, audio_end_ms, reason: CommitReason::Silence, p_complete: None, speculated: false };
+    let c = TurnCommit {
+        turn: r.turns,
+        audio_start_ms: 0,
+        audio_end_ms,
+        reason: CommitReason::Silence,
+        p_complete: None,
+        speculated: false,
+    };
     r.t.on_turn(&TurnEvent::SpeechStopped { audio_end_ms }, r.now);
     r.t.on_turn(&TurnEvent::Committed(c), r.now);
     r.turns += 1;
@@ -230,7 +237,12 @@ fn a_recogniser_error_is_a_failed_turn() {
     r.run(1000);
     start(&mut r, 100);
     stop(&mut r, 900);
-    r.script.lock().unwrap().answers.push_back(AsrResult { seq: 0, partial: false, transcript: Err("boom".into()), latency_ms: 1.0 });
+    r.script.lock().unwrap().answers.push_back(AsrResult {
+        seq: 0,
+        partial: false,
+        transcript: Err("boom".into()),
+        latency_ms: 1.0,
+    });
     r.run(20);
     let ev = r.events();
     assert!(matches!(&ev[..], [TranscriberEvent::Failed { reason, .. }] if reason == "boom"), "{ev:?}");
@@ -244,7 +256,12 @@ fn a_failed_partial_is_not_a_failed_turn() {
     r.run(400);
     start(&mut r, 100);
     r.run(1300);
-    r.script.lock().unwrap().answers.push_back(AsrResult { seq: 0, partial: true, transcript: Err("the decode ran away".into()), latency_ms: 1.0 });
+    r.script.lock().unwrap().answers.push_back(AsrResult {
+        seq: 0,
+        partial: true,
+        transcript: Err("the decode ran away".into()),
+        latency_ms: 1.0,
+    });
     r.run(520);
     assert!(r.events().is_empty());
     assert_eq!(r.script.lock().unwrap().submitted.iter().map(|x| x.1).collect::<Vec<_>>(), vec![true, true]);
@@ -260,7 +277,14 @@ fn tentative(r: &mut Rig, audio_end_ms: u64) {
 }
 
 fn commit_speculated(r: &mut Rig, audio_end_ms: u64) {
-    let c = TurnCommit { turn: r.turns, audio_start_ms: 0, audio_end_ms, reason: CommitReason::Silence, p_complete: None, speculated: true };
+    let c = TurnCommit {
+        turn: r.turns,
+        audio_start_ms: 0,
+        audio_end_ms,
+        reason: CommitReason::Silence,
+        p_complete: None,
+        speculated: true,
+    };
     r.t.on_turn(&TurnEvent::SpeechStopped { audio_end_ms }, r.now);
     r.t.on_turn(&TurnEvent::Committed(c), r.now);
     r.turns += 1;
@@ -290,7 +314,10 @@ fn a_tentative_cut_is_recognised_once_and_becomes_the_final_transcript() {
     r.run(300);
     commit_speculated(&mut r, 2000);
     let ev = r.events();
-    assert!(matches!(&ev[..], [TranscriberEvent::Transcript(t)] if !t.partial && t.turn == 0 && t.audio_end_ms == 2000 + TAIL_MS && t.text == "what time do you open"), "{ev:?}");
+    assert!(
+        matches!(&ev[..], [TranscriberEvent::Transcript(t)] if !t.partial && t.turn == 0 && t.audio_end_ms == 2000 + TAIL_MS && t.text == "what time do you open"),
+        "{ev:?}"
+    );
     assert_eq!(r.script.lock().unwrap().submitted.len(), 1);
 }
 
@@ -307,7 +334,11 @@ fn a_pause_cancels_the_partial_in_flight_and_partials_wait_until_the_caller_goes
     {
         let s = r.script.lock().unwrap();
         assert_eq!(s.cancelled, vec![0], "the partial is not wanted any more");
-        assert_eq!(s.submitted.iter().map(|x| x.1).collect::<Vec<_>>(), vec![true, false], "the pause's cut, as urgent as a final one");
+        assert_eq!(
+            s.submitted.iter().map(|x| x.1).collect::<Vec<_>>(),
+            vec![true, false],
+            "the pause's cut, as urgent as a final one"
+        );
     }
     // Its answer, come all the same, is nothing; 1 s of pause asks for no partial.
     r.script.lock().unwrap().answers.push_back(answer(0, true, "what time"));

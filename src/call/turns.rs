@@ -61,7 +61,9 @@ pub enum TurnMode {
         max_wait_ms: u64,
     },
     /// Only `commit` ends a turn; `key` is the DTMF digit that commits.
-    Manual { key: char },
+    Manual {
+        key: char,
+    },
 }
 
 /// Why a turn ended.
@@ -107,13 +109,25 @@ pub struct TurnCommit {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum TurnEvent {
     /// The VAD heard speech; `new_turn` when it opens a turn (not a continuation).
-    SpeechStarted { audio_start_ms: u64, new_turn: bool, turn: u64 },
-    SpeechStopped { audio_end_ms: u64 },
+    SpeechStarted {
+        audio_start_ms: u64,
+        new_turn: bool,
+        turn: u64,
+    },
+    SpeechStopped {
+        audio_end_ms: u64,
+    },
     /// The caller paused long enough that the turn may have ended at `audio_end_ms`: start the
     /// work speculatively. Followed by `Resumed` (drop it) or a `Committed` with `speculated`.
-    Tentative { turn: u64, audio_start_ms: u64, audio_end_ms: u64 },
+    Tentative {
+        turn: u64,
+        audio_start_ms: u64,
+        audio_end_ms: u64,
+    },
     /// The caller went on after a `Tentative`: it is void.
-    Resumed { turn: u64 },
+    Resumed {
+        turn: u64,
+    },
     Committed(TurnCommit),
 }
 
@@ -167,7 +181,16 @@ impl TurnDetector {
     }
 
     pub fn new(mode: TurnMode, model: Option<Box<dyn TurnModel>>) -> TurnDetector {
-        TurnDetector { mode, model, tape: VecDeque::new(), samples: 0, open: None, next_turn: 0, events: VecDeque::new(), speculate_ms: None }
+        TurnDetector {
+            mode,
+            model,
+            tape: VecDeque::new(),
+            samples: 0,
+            open: None,
+            next_turn: 0,
+            events: VecDeque::new(),
+            speculate_ms: None,
+        }
     }
 
     /// Announce a tentative end after `ms` of quiet inside a turn (0: off; manual turns never do).
@@ -182,13 +205,19 @@ impl TurnDetector {
         let Some(wait) = self.speculate_ms else { return };
         let Some(o) = &mut self.open else { return };
         match state {
-            CallerState::Quiet { since_ms } if now_ms.saturating_sub(since_ms) >= wait && o.tentative_end_ms != Some(since_ms) => {
+            CallerState::Quiet { since_ms }
+                if now_ms.saturating_sub(since_ms) >= wait && o.tentative_end_ms != Some(since_ms) =>
+            {
                 if o.tentative_end_ms.is_some() {
                     // A new pause without speech in between cannot happen; be safe anyway.
                     self.events.push_back(TurnEvent::Resumed { turn: o.turn });
                 }
                 o.tentative_end_ms = Some(since_ms);
-                self.events.push_back(TurnEvent::Tentative { turn: o.turn, audio_start_ms: o.start_ms, audio_end_ms: since_ms });
+                self.events.push_back(TurnEvent::Tentative {
+                    turn: o.turn,
+                    audio_start_ms: o.start_ms,
+                    audio_end_ms: since_ms,
+                });
             }
             CallerState::Speaking => {
                 if o.tentative_end_ms.take().is_some() {
@@ -215,7 +244,10 @@ impl TurnDetector {
         if let (TurnMode::SemanticVad { max_wait_ms, .. }, Some(o)) = (self.mode, &self.open) {
             if o.stopped_at_ms.is_some_and(|at| now.saturating_sub(at) >= max_wait_ms) {
                 self.commit(CommitReason::Timeout);
-            } else if o.stopped_at_ms.is_some() && !o.awaiting && o.asked.is_some_and(|(_, at)| now.saturating_sub(at) >= REASK_MS) {
+            } else if o.stopped_at_ms.is_some()
+                && !o.awaiting
+                && o.asked.is_some_and(|(_, at)| now.saturating_sub(at) >= REASK_MS)
+            {
                 self.ask();
             }
         }
@@ -246,7 +278,15 @@ impl TurnDetector {
                         self.events.push_back(TurnEvent::Resumed { turn: o.turn });
                     }
                 } else {
-                    self.open = Some(Open { turn: self.next_turn, start_ms: audio_start_ms, stopped_at_ms: None, asked: None, awaiting: false, p_complete: None, tentative_end_ms: None });
+                    self.open = Some(Open {
+                        turn: self.next_turn,
+                        start_ms: audio_start_ms,
+                        stopped_at_ms: None,
+                        asked: None,
+                        awaiting: false,
+                        p_complete: None,
+                        tentative_end_ms: None,
+                    });
                     self.next_turn += 1;
                 }
                 let turn = self.open.as_ref().map(|o| o.turn).unwrap_or_default();

@@ -34,7 +34,10 @@ struct Rig {
 impl Rig {
     fn semantic(max_wait_ms: u64) -> Rig {
         let script = Arc::new(Mutex::new(Script::default()));
-        let d = TurnDetector::new(TurnMode::SemanticVad { threshold: 0.5, max_wait_ms }, Some(Box::new(Scripted(script.clone()))));
+        let d = TurnDetector::new(
+            TurnMode::SemanticVad { threshold: 0.5, max_wait_ms },
+            Some(Box::new(Scripted(script.clone()))),
+        );
         Rig { d, script }
     }
     /// `ms` of caller audio in 20 ms packets, ticking like the media loop.
@@ -71,10 +74,24 @@ fn server_vad_commits_when_the_speech_stops() {
         vec![
             TurnEvent::SpeechStarted { audio_start_ms: 200, new_turn: true, turn: 0 },
             TurnEvent::SpeechStopped { audio_end_ms: 900 },
-            TurnEvent::Committed(TurnCommit { turn: 0, audio_start_ms: 200, audio_end_ms: 900, reason: CommitReason::Silence, p_complete: None, speculated: false }),
+            TurnEvent::Committed(TurnCommit {
+                turn: 0,
+                audio_start_ms: 200,
+                audio_end_ms: 900,
+                reason: CommitReason::Silence,
+                p_complete: None,
+                speculated: false
+            }),
             TurnEvent::SpeechStarted { audio_start_ms: 1500, new_turn: true, turn: 1 },
             TurnEvent::SpeechStopped { audio_end_ms: 2100 },
-            TurnEvent::Committed(TurnCommit { turn: 1, audio_start_ms: 1500, audio_end_ms: 2100, reason: CommitReason::Silence, p_complete: None, speculated: false }),
+            TurnEvent::Committed(TurnCommit {
+                turn: 1,
+                audio_start_ms: 1500,
+                audio_end_ms: 2100,
+                reason: CommitReason::Silence,
+                p_complete: None,
+                speculated: false
+            }),
         ]
     );
 }
@@ -92,7 +109,17 @@ fn semantic_vad_commits_at_once_when_the_model_says_complete() {
     r.answer(0, 0.93);
     r.run(20);
     let c = r.commits();
-    assert_eq!(c, vec![TurnCommit { turn: 0, audio_start_ms: 7000, audio_end_ms: 9800, reason: CommitReason::Model, p_complete: Some(0.93), speculated: false }]);
+    assert_eq!(
+        c,
+        vec![TurnCommit {
+            turn: 0,
+            audio_start_ms: 7000,
+            audio_end_ms: 9800,
+            reason: CommitReason::Model,
+            p_complete: Some(0.93),
+            speculated: false
+        }]
+    );
 }
 
 #[test]
@@ -132,7 +159,14 @@ fn speech_after_a_pause_continues_the_same_turn() {
     let commits: Vec<&TurnEvent> = ev.iter().filter(|e| matches!(e, TurnEvent::Committed(_))).collect();
     assert_eq!(
         commits,
-        vec![&TurnEvent::Committed(TurnCommit { turn: 0, audio_start_ms: 300, audio_end_ms: 4200, reason: CommitReason::Model, p_complete: Some(0.8), speculated: false })]
+        vec![&TurnEvent::Committed(TurnCommit {
+            turn: 0,
+            audio_start_ms: 300,
+            audio_end_ms: 4200,
+            reason: CommitReason::Model,
+            p_complete: Some(0.8),
+            speculated: false
+        })]
     );
 }
 
@@ -226,7 +260,17 @@ fn manual_turns_end_only_on_commit_and_keep_words_up_to_it() {
     // The key, 12 s into the call while the caller may still be talking: the turn ends there.
     assert!(d.commit_now());
     let ev: Vec<TurnEvent> = std::iter::from_fn(|| d.poll_event()).collect();
-    assert_eq!(ev, vec![TurnEvent::Committed(TurnCommit { turn: 0, audio_start_ms: 300, audio_end_ms: 12_000, reason: CommitReason::Manual, p_complete: None, speculated: false })]);
+    assert_eq!(
+        ev,
+        vec![TurnEvent::Committed(TurnCommit {
+            turn: 0,
+            audio_start_ms: 300,
+            audio_end_ms: 12_000,
+            reason: CommitReason::Manual,
+            p_complete: None,
+            speculated: false
+        })]
+    );
     assert!(!d.in_turn());
     assert!(!d.commit_now(), "a second key press with no new speech commits nothing");
     assert_eq!(TurnDetector::server_vad().commit_key(), None);
@@ -249,7 +293,14 @@ fn a_pause_announces_a_tentative_end_that_the_commit_confirms() {
             TurnEvent::SpeechStarted { audio_start_ms: 100, new_turn: true, turn: 0 },
             TurnEvent::Tentative { turn: 0, audio_start_ms: 100, audio_end_ms: 1200 },
             TurnEvent::SpeechStopped { audio_end_ms: 1200 },
-            TurnEvent::Committed(TurnCommit { turn: 0, audio_start_ms: 100, audio_end_ms: 1200, reason: CommitReason::Silence, p_complete: None, speculated: true }),
+            TurnEvent::Committed(TurnCommit {
+                turn: 0,
+                audio_start_ms: 100,
+                audio_end_ms: 1200,
+                reason: CommitReason::Silence,
+                p_complete: None,
+                speculated: true
+            }),
         ]
     );
 }
@@ -273,7 +324,14 @@ fn a_caller_who_goes_on_voids_the_tentative_end() {
             TurnEvent::Resumed { turn: 0 },
             TurnEvent::SpeechStopped { audio_end_ms: 2400 },
             // The final pause was too short for a tentative end: the commit is not speculated.
-            TurnEvent::Committed(TurnCommit { turn: 0, audio_start_ms: 100, audio_end_ms: 2400, reason: CommitReason::Silence, p_complete: None, speculated: false }),
+            TurnEvent::Committed(TurnCommit {
+                turn: 0,
+                audio_start_ms: 100,
+                audio_end_ms: 2400,
+                reason: CommitReason::Silence,
+                p_complete: None,
+                speculated: false
+            }),
         ]
     );
 }
@@ -293,7 +351,11 @@ fn semantic_vad_speculates_and_a_new_utterance_in_the_turn_voids_it() {
     r.d.on_vad(VadEvent::SpeechStarted { audio_start_ms: 2600 });
     let ev: Vec<TurnEvent> = std::iter::from_fn(|| r.d.poll_event()).collect();
     assert!(ev.contains(&TurnEvent::Tentative { turn: 0, audio_start_ms: 300, audio_end_ms: 2000 }), "{ev:?}");
-    assert_eq!(ev[ev.len() - 2..], [TurnEvent::Resumed { turn: 0 }, TurnEvent::SpeechStarted { audio_start_ms: 2600, new_turn: false, turn: 0 }], "the void comes first");
+    assert_eq!(
+        ev[ev.len() - 2..],
+        [TurnEvent::Resumed { turn: 0 }, TurnEvent::SpeechStarted { audio_start_ms: 2600, new_turn: false, turn: 0 }],
+        "the void comes first"
+    );
     assert!(!ev.iter().any(|e| matches!(e, TurnEvent::Committed(_))));
     // Its next pause is announced again, and the model's "complete" confirms that one.
     r.d.on_caller_state(CallerState::Quiet { since_ms: 3500 }, 3710);

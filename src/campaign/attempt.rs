@@ -34,9 +34,20 @@ impl AttemptResult {
 /// The caller's turns and the agent's replies of a call, merged in time order, from the call
 /// record as written (`call::record::CallRecord` as JSON: the dialer reads it back from disk).
 pub fn transcript_from_record(record: &Value) -> Value {
-    let caller = record["transcripts"].as_array().into_iter().flatten().map(|t| ("caller", t["audio_end_ms"].as_u64().unwrap_or(0), &t["text"]));
-    let agent = record["replies"].as_array().into_iter().flatten().map(|r| ("agent", r["t_ms"].as_u64().unwrap_or(0), &r["text"]));
-    let mut turns: Vec<(u64, Value)> = caller.chain(agent).map(|(role, t_ms, text)| (t_ms, json!({ "role": role, "text": text, "t_ms": t_ms }))).collect();
+    let caller = record["transcripts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| ("caller", t["audio_end_ms"].as_u64().unwrap_or(0), &t["text"]));
+    let agent = record["replies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| ("agent", r["t_ms"].as_u64().unwrap_or(0), &r["text"]));
+    let mut turns: Vec<(u64, Value)> = caller
+        .chain(agent)
+        .map(|(role, t_ms, text)| (t_ms, json!({ "role": role, "text": text, "t_ms": t_ms })))
+        .collect();
     turns.sort_by_key(|(t, _)| *t); // stable: a caller turn and a reply at the same ms keep caller first
     Value::Array(turns.into_iter().map(|(_, v)| v).collect())
 }

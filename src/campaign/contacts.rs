@@ -97,10 +97,15 @@ pub fn parse(path: &Path, input: &[u8], max_rows: usize) -> Result<ContactList, 
         column: column.map(str::to_string),
         message,
     };
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).flexible(false).from_reader(input);
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).flexible(false).from_reader(input);
     let headers = reader.headers().map_err(|e| csv_error(path, input, e))?.clone();
     if headers.iter().all(str::is_empty) {
-        return Err(err(Some(1), None, "the file is empty: the first line must name the columns (`number` at least)".into()));
+        return Err(err(
+            Some(1),
+            None,
+            "the file is empty: the first line must name the columns (`number` at least)".into(),
+        ));
     }
     let mut number_col = None;
     let mut tz_col = None;
@@ -108,7 +113,11 @@ pub fn parse(path: &Path, input: &[u8], max_rows: usize) -> Result<ContactList, 
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, h) in headers.iter().enumerate() {
         if let Some(prev) = seen.insert(h.to_ascii_lowercase(), i) {
-            return Err(err(Some(1), Some(h), format!("a second column named `{h}` (columns {} and {})", prev + 1, i + 1)));
+            return Err(err(
+                Some(1),
+                Some(h),
+                format!("a second column named `{h}` (columns {} and {})", prev + 1, i + 1),
+            ));
         }
         match h.to_ascii_lowercase().as_str() {
             "number" => number_col = Some(i),
@@ -135,7 +144,11 @@ pub fn parse(path: &Path, input: &[u8], max_rows: usize) -> Result<ContactList, 
         }
         let line = record.position().map(|p| true_line(input, p)).unwrap_or(0);
         if contacts.len() >= max_rows {
-            return Err(err(Some(line), None, format!("more than {max_rows} contacts: split the list into several campaigns")));
+            return Err(err(
+                Some(line),
+                None,
+                format!("more than {max_rows} contacts: split the list into several campaigns"),
+            ));
         }
         if record.as_slice().len() > MAX_ROW_BYTES {
             return Err(err(Some(line), None, format!("the row is longer than {MAX_ROW_BYTES} bytes")));
@@ -151,7 +164,13 @@ pub fn parse(path: &Path, input: &[u8], max_rows: usize) -> Result<ContactList, 
         }
         let timezone = match tz_col.map(cell) {
             None | Some("") => None,
-            Some(name) => Some(name.parse::<Tz>().map_err(|_| err(Some(line), Some("timezone"), format!("unknown time zone {name:?} (an IANA name like Europe/London)")))?),
+            Some(name) => Some(name.parse::<Tz>().map_err(|_| {
+                err(
+                    Some(line),
+                    Some("timezone"),
+                    format!("unknown time zone {name:?} (an IANA name like Europe/London)"),
+                )
+            })?),
         };
         let variables = variables.iter().map(|(i, name)| (name.clone(), cell(*i).to_string())).collect();
         contacts.push(Contact { line, number, timezone, variables });
@@ -205,7 +224,9 @@ pub fn normalise_number(raw: &str) -> Result<String, String> {
         if lower.starts_with(scheme) {
             let rest = &raw[scheme.len()..];
             // It goes into a Request-URI and a To header: no room for whitespace, quotes or brackets.
-            if rest.is_empty() || rest.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"')) {
+            if rest.is_empty()
+                || rest.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"'))
+            {
                 return Err(format!("{raw:?} is not a usable SIP URI"));
             }
             return Ok(format!("{scheme}{rest}"));
@@ -247,7 +268,10 @@ mod tests {
     #[test]
     fn errors_name_file_line_and_column() {
         let e = parse_str("number,timezone\n+441632960001,\n+441632960002,Mars/Base\n").unwrap_err();
-        assert_eq!(e.to_string(), "contacts.csv:3: column timezone: unknown time zone \"Mars/Base\" (an IANA name like Europe/London)");
+        assert_eq!(
+            e.to_string(),
+            "contacts.csv:3: column timezone: unknown time zone \"Mars/Base\" (an IANA name like Europe/London)"
+        );
         let e = parse_str("number\n+441632960001\n\"  \"\n").unwrap_err();
         assert_eq!(e.to_string(), "contacts.csv:3: column number: empty: every contact needs a number");
         let e = parse_str("number\nhello\n").unwrap_err();
@@ -266,9 +290,15 @@ mod tests {
     #[test]
     fn header_problems() {
         assert!(parse_str("").unwrap_err().to_string().contains("first line must name the columns"));
-        assert!(parse_str("name,phone\nAnn,+441632960001\n").unwrap_err().to_string().contains("no `number` column (the header has: name, phone)"));
+        assert!(parse_str("name,phone\nAnn,+441632960001\n")
+            .unwrap_err()
+            .to_string()
+            .contains("no `number` column (the header has: name, phone)"));
         assert!(parse_str("number,x,x\n1,2,3\n").unwrap_err().to_string().contains("a second column named `x`"));
-        assert!(parse_str("number,first name\n").unwrap_err().to_string().contains("cannot be used as a `{name}` variable"));
+        assert!(parse_str("number,first name\n")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot be used as a `{name}` variable"));
         assert!(parse_str("number,agent\n").unwrap_err().to_string().contains("set by the agent"));
         assert!(parse_str("number,\n+4411,\n").unwrap_err().to_string().contains("without a name"));
         // Case-insensitive special columns, and a header alone is an empty list.

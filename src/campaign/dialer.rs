@@ -18,7 +18,12 @@ pub const SCAN_LIMIT: usize = 10_000;
 /// The contacts stay pending: `begin_attempt` each one before dialling it.
 /// An empty result with `next_due_at` still in the past means the scan
 /// limit was reached: call again.
-pub fn next_to_dial(store: &mut Store, spec: &CampaignSpec, now: DateTime<Utc>, n: usize) -> Result<Vec<ContactRecord>, StoreError> {
+pub fn next_to_dial(
+    store: &mut Store,
+    spec: &CampaignSpec,
+    now: DateTime<Utc>,
+    n: usize,
+) -> Result<Vec<ContactRecord>, StoreError> {
     let mut picked: Vec<ContactRecord> = Vec::with_capacity(n);
     let mut seen: HashSet<i64> = HashSet::new();
     let mut examined = 0usize;
@@ -88,7 +93,10 @@ mod tests {
         assert_eq!(picked.iter().map(|c| c.number.as_str()).collect::<Vec<_>>(), ["+4411", "+4412"]);
         let ny = store.contacts("w").unwrap().into_iter().find(|c| c.number == "+1212").unwrap();
         // 09:00 EDT = 13:00 UTC.
-        assert_eq!(ny.state, ContactState::Pending { next_attempt_at: Utc.with_ymd_and_hms(2025, 6, 2, 13, 0, 0).unwrap() });
+        assert_eq!(
+            ny.state,
+            ContactState::Pending { next_attempt_at: Utc.with_ymd_and_hms(2025, 6, 2, 13, 0, 0).unwrap() }
+        );
         // Picked contacts stay pending until begun; asking again returns them again, and nothing more.
         assert_eq!(next_to_dial(&mut store, &spec, now, 5).unwrap().len(), 2);
         assert_eq!(next_to_dial(&mut store, &spec, now, 1).unwrap()[0].number, "+4411");

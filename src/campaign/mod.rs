@@ -70,5 +70,8 @@ pub use dialer::next_to_dial;
 pub use pacer::DialPacer;
 pub use rules::{decide, FinalState, Next, Outcome, RetryRule, RetryRules};
 pub use spec::{CampaignSpec, MachinePolicy};
-pub use store::{AttemptId, AttemptRecord, CampaignStatus, ContactId, ContactRecord, ContactState, ImportCounts, RunLock, Store, StoreError, StoreErrorKind};
+pub use store::{
+    AttemptId, AttemptRecord, CampaignStatus, ContactId, ContactRecord, ContactState, ImportCounts, RunLock, Store,
+    StoreError, StoreErrorKind,
+};
 pub use window::{next_open, Window};

@@ -31,7 +31,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [Outcome::Answered, Outcome::Machine, Outcome::Busy, Outcome::NoAnswer, Outcome::Failed, Outcome::Interrupted];
+    pub const ALL: [Outcome; 6] =
+        [Outcome::Answered, Outcome::Machine, Outcome::Busy, Outcome::NoAnswer, Outcome::Failed, Outcome::Interrupted];
 
     /// The name in the store, in exports and in `status`.
     pub fn as_str(self) -> &'static str {
@@ -142,7 +143,8 @@ pub fn decide(outcome: Outcome, attempts_made: u32, rules: &RetryRules, now: Dat
         return Next::Final(FinalState::Exhausted);
     }
     // Saturate rather than fail: a delay beyond chrono's range (validation caps it far below) means "never".
-    let delay = chrono::Duration::try_seconds(i64::try_from(rule.delay_s).unwrap_or(i64::MAX)).unwrap_or(chrono::Duration::MAX);
+    let delay =
+        chrono::Duration::try_seconds(i64::try_from(rule.delay_s).unwrap_or(i64::MAX)).unwrap_or(chrono::Duration::MAX);
     Next::RetryAt(now.checked_add_signed(delay).unwrap_or(DateTime::<Utc>::MAX_UTC))
 }
 

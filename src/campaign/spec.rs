@@ -178,7 +178,13 @@ pub fn parse(path: &Path, text: &str) -> Result<CampaignSpec, ConfigError> {
 fn validate(path: &Path, text: &str, c: CampaignConfig) -> Result<CampaignSpec, ConfigError> {
     let err = |key: &str, message: String| {
         let key = format!("campaign.{key}");
-        ConfigError { file: path.to_path_buf(), line: crate::config::locate::line_of(text, &key), column: None, key, message }
+        ConfigError {
+            file: path.to_path_buf(),
+            line: crate::config::locate::line_of(text, &key),
+            column: None,
+            key,
+            message,
+        }
     };
     if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-')) {
         return Err(err("name", format!("`{}` is not a campaign name: use letters, digits, `_`, `.` and `-`", c.name)));
@@ -195,49 +201,74 @@ fn validate(path: &Path, text: &str, c: CampaignConfig) -> Result<CampaignSpec, 
     if !(MIN_CALLS_PER_SECOND..=MAX_CALLS_PER_SECOND).contains(&c.calls_per_second) {
         return Err(err(
             "calls_per_second",
-            format!("{} is out of range {MIN_CALLS_PER_SECOND}..={MAX_CALLS_PER_SECOND} (0.5 is one call every 2 s)", c.calls_per_second),
+            format!(
+                "{} is out of range {MIN_CALLS_PER_SECOND}..={MAX_CALLS_PER_SECOND} (0.5 is one call every 2 s)",
+                c.calls_per_second
+            ),
         ));
     }
     if !(1..=MAX_RING_TIMEOUT_S).contains(&c.ring_timeout_s) {
         return Err(err("ring_timeout_s", format!("{} is out of range 1..={MAX_RING_TIMEOUT_S}", c.ring_timeout_s)));
     }
     let timezone = match &c.timezone {
-        Some(z) => z.parse::<Tz>().map_err(|_| err("timezone", format!("unknown time zone `{z}` (an IANA name like Europe/London)")))?,
+        Some(z) => z
+            .parse::<Tz>()
+            .map_err(|_| err("timezone", format!("unknown time zone `{z}` (an IANA name like Europe/London)")))?,
         None => chrono_tz::UTC,
     };
     let w = &c.window;
     let hours = match (&w.start, &w.end) {
         (None, None) => None,
-        (Some(s), Some(e)) => Some((parse_hhmm(s).map_err(|m| err("window.start", m))?, parse_hhmm(e).map_err(|m| err("window.end", m))?)),
+        (Some(s), Some(e)) => {
+            Some((parse_hhmm(s).map_err(|m| err("window.start", m))?, parse_hhmm(e).map_err(|m| err("window.end", m))?))
+        }
         (Some(_), None) => return Err(err("window", "`start` needs an `end` (leave both out for all day)".into())),
         (None, Some(_)) => return Err(err("window", "`end` needs a `start` (leave both out for all day)".into())),
     };
     // Calling hours in an unstated zone would silently mean UTC: people would be called at night.
     if hours.is_some() && c.timezone.is_none() {
-        return Err(err("window", "a window with hours needs `timezone`: the zone of contacts whose row names none".into()));
+        return Err(err(
+            "window",
+            "a window with hours needs `timezone`: the zone of contacts whose row names none".into(),
+        ));
     }
     let days: Vec<Weekday> = match &w.days {
         Some(d) => d.iter().map(|&d| d.into()).collect(),
         None => vec![Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri, Weekday::Sat, Weekday::Sun],
     };
-    let window = Window::new(hours, &days).map_err(|m| err(if w.days.as_ref().is_some_and(Vec::is_empty) { "window.days" } else { "window" }, m))?;
+    let window = Window::new(hours, &days)
+        .map_err(|m| err(if w.days.as_ref().is_some_and(Vec::is_empty) { "window.days" } else { "window" }, m))?;
     for (key, rule) in [("busy", c.retry.busy), ("no_answer", c.retry.no_answer), ("failed", c.retry.failed)] {
         if !(1..=MAX_ATTEMPTS).contains(&rule.max_attempts) {
-            return Err(err(&format!("retry.{key}.max_attempts"), format!("{} is out of range 1..={MAX_ATTEMPTS} (1: no retry)", rule.max_attempts)));
+            return Err(err(
+                &format!("retry.{key}.max_attempts"),
+                format!("{} is out of range 1..={MAX_ATTEMPTS} (1: no retry)", rule.max_attempts),
+            ));
         }
         if rule.delay_s > MAX_RETRY_DELAY_S {
-            return Err(err(&format!("retry.{key}.delay_s"), format!("{} is more than {MAX_RETRY_DELAY_S} (30 days)", rule.delay_s)));
+            return Err(err(
+                &format!("retry.{key}.delay_s"),
+                format!("{} is more than {MAX_RETRY_DELAY_S} (30 days)", rule.delay_s),
+            ));
         }
     }
     let am = &c.answering_machine;
     let answering_machine = match (am.policy, &am.message) {
         (MachinePolicyKind::LeaveMessage, Some(m)) if !m.trim().is_empty() => MachinePolicy::LeaveMessage(m.clone()),
-        (MachinePolicyKind::LeaveMessage, _) => return Err(err("answering_machine", "policy leave_message needs `message:` (the text to speak)".into())),
-        (_, Some(_)) => return Err(err("answering_machine.message", "`message` only applies to policy leave_message".into())),
+        (MachinePolicyKind::LeaveMessage, _) => {
+            return Err(err("answering_machine", "policy leave_message needs `message:` (the text to speak)".into()))
+        }
+        (_, Some(_)) => {
+            return Err(err("answering_machine.message", "`message` only applies to policy leave_message".into()))
+        }
         (MachinePolicyKind::Hangup, None) => MachinePolicy::Hangup,
         (MachinePolicyKind::Ignore, None) => MachinePolicy::Ignore,
     };
-    let contacts = if c.contacts.is_absolute() { c.contacts.clone() } else { path.parent().unwrap_or(Path::new(".")).join(&c.contacts) };
+    let contacts = if c.contacts.is_absolute() {
+        c.contacts.clone()
+    } else {
+        path.parent().unwrap_or(Path::new(".")).join(&c.contacts)
+    };
     Ok(CampaignSpec {
         file: path.to_path_buf(),
         name: c.name.clone(),
@@ -268,7 +299,6 @@ fn parse_hhmm(s: &str) -> Result<NaiveTime, String> {
     }
     NaiveTime::from_hms_opt(h, m, 0).ok_or_else(bad)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -303,7 +333,10 @@ mod tests {
         assert_eq!(s.contacts, Path::new("/srv/campaigns/contacts.csv"));
         assert_eq!((s.max_concurrent, s.calls_per_second, s.ring_timeout), (5, 2.0, Duration::from_secs(30)));
         assert_eq!(s.timezone, chrono_tz::Europe::London);
-        assert_eq!(s.window.hours().map(|(a, b)| (a.to_string(), b.to_string())), Some(("09:00:00".into(), "20:00:00".into())));
+        assert_eq!(
+            s.window.hours().map(|(a, b)| (a.to_string(), b.to_string())),
+            Some(("09:00:00".into(), "20:00:00".into()))
+        );
         assert_eq!(s.window.days().count(), 7);
         assert_eq!(s.retry.no_answer.delay_s, 3600);
         assert_eq!(s.answering_machine, MachinePolicy::Hangup);
@@ -349,16 +382,41 @@ mod tests {
             ("  calls_per_second: 0\n", 5, "campaign.calls_per_second", "out of range"),
             ("  calls_per_second: .nan\n", 5, "campaign.calls_per_second", "out of range"),
             ("  timezone: Mars/Base\n", 5, "campaign.timezone", "unknown time zone `Mars/Base`"),
-            ("  timezone: UTC\n  window:\n    start: \"9am\"\n    end: \"17:00\"\n", 7, "campaign.window.start", "not a time of day"),
-            ("  timezone: UTC\n  window:\n    start: \"09:00\"\n    end: \"25:00\"\n", 8, "campaign.window.end", "not a time of day"),
-            ("  timezone: UTC\n  window: { start: \"09:00\", end: \"09:00\" }\n", 6, "campaign.window", "start and end are both 09:00"),
+            (
+                "  timezone: UTC\n  window:\n    start: \"9am\"\n    end: \"17:00\"\n",
+                7,
+                "campaign.window.start",
+                "not a time of day",
+            ),
+            (
+                "  timezone: UTC\n  window:\n    start: \"09:00\"\n    end: \"25:00\"\n",
+                8,
+                "campaign.window.end",
+                "not a time of day",
+            ),
+            (
+                "  timezone: UTC\n  window: { start: \"09:00\", end: \"09:00\" }\n",
+                6,
+                "campaign.window",
+                "start and end are both 09:00",
+            ),
             ("  timezone: UTC\n  window: { start: \"09:00\" }\n", 6, "campaign.window", "needs an `end`"),
             ("  window:\n    start: \"09:00\"\n    end: \"17:00\"\n", 5, "campaign.window", "needs `timezone`"),
             ("  window:\n    days: []\n", 6, "campaign.window.days", "no days"),
             ("  retry:\n    busy:\n      max_attempts: 0\n", 7, "campaign.retry.busy.max_attempts", "out of range"),
-            ("  retry:\n    failed: { max_attempts: 2, delay_s: 99999999 }\n", 6, "campaign.retry.failed.delay_s", "30 days"),
+            (
+                "  retry:\n    failed: { max_attempts: 2, delay_s: 99999999 }\n",
+                6,
+                "campaign.retry.failed.delay_s",
+                "30 days",
+            ),
             ("  answering_machine: { policy: leave_message }\n", 5, "campaign.answering_machine", "needs `message:`"),
-            ("  answering_machine:\n    policy: hangup\n    message: hi\n", 7, "campaign.answering_machine.message", "only applies"),
+            (
+                "  answering_machine:\n    policy: hangup\n    message: hi\n",
+                7,
+                "campaign.answering_machine.message",
+                "only applies",
+            ),
         ];
         for (extra, line, key, msg) in cases {
             let e = p(&format!("{base}{extra}")).unwrap_err();
@@ -377,7 +435,15 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for t in ["", "campaign:", "- a\n- b", "campaign: [1, 2]", "campaign:\n  name: [", "\u{0}\u{1}", "campaign: { name: a, agent: b, contacts: c, max_concurrent: -1 }"] {
+        for t in [
+            "",
+            "campaign:",
+            "- a\n- b",
+            "campaign: [1, 2]",
+            "campaign:\n  name: [",
+            "\u{0}\u{1}",
+            "campaign: { name: a, agent: b, contacts: c, max_concurrent: -1 }",
+        ] {
             assert!(p(t).is_err(), "{t:?}");
         }
     }

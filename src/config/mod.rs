@@ -33,7 +33,9 @@ impl LoadedConfig {
     /// set; an error naming the key when the variable is unset or the file unreadable.
     pub fn secret(&self, key: &str, env: Option<&str>, file: Option<&Path>) -> Result<Option<String>, String> {
         match (env, file) {
-            (Some(var), _) => std::env::var(var).map(Some).map_err(|_| format!("{key}_env: the environment variable {var} is not set")),
+            (Some(var), _) => std::env::var(var)
+                .map(Some)
+                .map_err(|_| format!("{key}_env: the environment variable {var} is not set")),
             (None, Some(f)) => {
                 let path = self.resolve(f);
                 std::fs::read_to_string(&path).map(Some).map_err(|e| format!("{key}_file: {}: {e}", path.display()))
@@ -46,7 +48,13 @@ impl LoadedConfig {
 impl LoadedConfig {
     /// A password given by one of `{key}_env`, `{key}_file` (its first line) or inline `{key}`
     /// (validation made sure exactly one is set).
-    pub fn password(&self, key: &str, env: Option<&str>, file: Option<&Path>, inline: Option<&str>) -> Result<String, String> {
+    pub fn password(
+        &self,
+        key: &str,
+        env: Option<&str>,
+        file: Option<&Path>,
+        inline: Option<&str>,
+    ) -> Result<String, String> {
         match self.secret(key, env, file)? {
             Some(p) if env.is_some() => Ok(p),
             Some(text) => Ok(text.lines().next().unwrap_or("").to_string()),
@@ -103,7 +111,13 @@ pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(path: &Path, text: &str)
                 message = rest.to_string();
             }
         }
-        ConfigError { file: path.to_path_buf(), line, column, key: if key == "." { String::new() } else { key }, message }
+        ConfigError {
+            file: path.to_path_buf(),
+            line,
+            column,
+            key: if key == "." { String::new() } else { key },
+            message,
+        }
     })
 }
 
@@ -130,7 +144,10 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
         return Err(err("agents", "at least one agent must be defined".into()));
     }
     if c.routes.is_empty() {
-        return Err(err("routes", "at least one route must be defined (use `match: \"*\"` to answer every number)".into()));
+        return Err(err(
+            "routes",
+            "at least one route must be defined (use `match: \"*\"` to answer every number)".into(),
+        ));
     }
     for (i, r) in c.routes.iter().enumerate() {
         if !c.agents.contains_key(&r.agent) {
@@ -153,22 +170,33 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
                 }
             }
         }
-        if a.username.is_empty() || a.username.chars().any(|ch| ch.is_whitespace() || matches!(ch, '@' | ':' | '<' | '>' | ';')) {
+        if a.username.is_empty()
+            || a.username.chars().any(|ch| ch.is_whitespace() || matches!(ch, '@' | ':' | '<' | '>' | ';'))
+        {
             return Err(err(&key("username"), format!("`{}` is not a SIP user name", a.username)));
         }
         if let Some(agent) = &a.agent {
             if !c.agents.contains_key(agent) {
                 let known: Vec<&str> = c.agents.keys().map(String::as_str).collect();
-                return Err(err(&key("agent"), format!("unknown agent `{agent}` (defined agents: {})", known.join(", "))));
+                return Err(err(
+                    &key("agent"),
+                    format!("unknown agent `{agent}` (defined agents: {})", known.join(", ")),
+                ));
             }
         }
         if !c.sip.transports.contains(&a.transport) {
-            return Err(err(&key("transport"), format!("{:?} is not among sip.transports", a.transport).to_lowercase()));
+            return Err(err(
+                &key("transport"),
+                format!("{:?} is not among sip.transports", a.transport).to_lowercase(),
+            ));
         }
     }
     if let Some(auth) = &c.security.auth {
         if auth.users.is_empty() {
-            return Err(err("security.auth.users", "list at least one user (username and one of password_env / password_file / password)".into()));
+            return Err(err(
+                "security.auth.users",
+                "list at least one user (username and one of password_env / password_file / password)".into(),
+            ));
         }
         for (i, u) in auth.users.iter().enumerate() {
             if !one_password(u.password_env.is_some(), u.password_file.is_some(), u.password.is_some()) {
@@ -180,7 +208,12 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     if !(jb.min_ms <= jb.target_ms && jb.target_ms.get() <= jb.max_ms.get()) {
         return Err(err(
             "media.jitter_buffer",
-            format!("need min_ms <= target_ms <= max_ms (got {} / {} / {})", jb.min_ms.get(), jb.target_ms.get(), jb.max_ms.get()),
+            format!(
+                "need min_ms <= target_ms <= max_ms (got {} / {} / {})",
+                jb.min_ms.get(),
+                jb.target_ms.get(),
+                jb.max_ms.get()
+            ),
         ));
     }
     if c.media.codecs.is_empty() {
@@ -189,8 +222,18 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     for (name, b) in c.models.iter().flat_map(|m| &m.llm) {
         let key = |k: &str| format!("models.llm.{name}.{k}");
         let (needs, forbids): (&[(&str, bool)], &[(&str, bool)]) = match b.kind {
-            LlmKind::Openai => (&[("base_url", b.base_url.is_some()), ("model", b.model.is_some())], &[("path", b.path.is_some())]),
-            LlmKind::Onnx => (&[("path", b.path.is_some())], &[("base_url", b.base_url.is_some()), ("model", b.model.is_some()), ("api_key_env", b.api_key_env.is_some()), ("api_key_file", b.api_key_file.is_some())]),
+            LlmKind::Openai => {
+                (&[("base_url", b.base_url.is_some()), ("model", b.model.is_some())], &[("path", b.path.is_some())])
+            }
+            LlmKind::Onnx => (
+                &[("path", b.path.is_some())],
+                &[
+                    ("base_url", b.base_url.is_some()),
+                    ("model", b.model.is_some()),
+                    ("api_key_env", b.api_key_env.is_some()),
+                    ("api_key_file", b.api_key_file.is_some()),
+                ],
+            ),
         };
         let kind = if b.kind == LlmKind::Openai { "openai" } else { "onnx" };
         if let Some((k, _)) = needs.iter().find(|(_, set)| !set) {
@@ -211,23 +254,38 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     }
     for (name, a) in c.models.iter().flat_map(|m| &m.asr) {
         if let Some(f) = a.window_floor_s.filter(|f| !(0.0..=30.0).contains(f)) {
-            return Err(err(&format!("models.asr.{name}.window_floor_s"), format!("{f} is out of range 0..=30 (seconds; 0 or 30 = the full window)")));
+            return Err(err(
+                &format!("models.asr.{name}.window_floor_s"),
+                format!("{f} is out of range 0..=30 (seconds; 0 or 30 = the full window)"),
+            ));
         }
     }
     let has_tts = c.models.as_ref().is_some_and(|m| m.tts.is_some());
     for (name, a) in &c.agents {
         if a.greeting.is_some() && a.greeting_text.is_some() {
-            return Err(err(&format!("agents.{name}.greeting_text"), "give either `greeting` (a WAV file) or `greeting_text`, not both".into()));
+            return Err(err(
+                &format!("agents.{name}.greeting_text"),
+                "give either `greeting` (a WAV file) or `greeting_text`, not both".into(),
+            ));
         }
         if a.greeting_text.is_some() && !has_tts {
-            return Err(err(&format!("agents.{name}.greeting_text"), "a text greeting needs a voice: configure `models.tts` (the Piper voice)".into()));
+            return Err(err(
+                &format!("agents.{name}.greeting_text"),
+                "a text greeting needs a voice: configure `models.tts` (the Piper voice)".into(),
+            ));
         }
         if let Some(td) = &a.turn_detection {
             if c.models.as_ref().is_none_or(|m| m.vad.is_none()) {
-                return Err(err(&format!("agents.{name}.turn_detection"), "turn detection needs the VAD model: configure `models.vad`".into()));
+                return Err(err(
+                    &format!("agents.{name}.turn_detection"),
+                    "turn detection needs the VAD model: configure `models.vad`".into(),
+                ));
             }
             if !(0.0..=1.0).contains(&td.threshold) {
-                return Err(err(&format!("agents.{name}.turn_detection.threshold"), format!("{} is out of range 0..=1", td.threshold)));
+                return Err(err(
+                    &format!("agents.{name}.turn_detection.threshold"),
+                    format!("{} is out of range 0..=1", td.threshold),
+                ));
             }
             if !(0.0..=1.0).contains(&td.completion_threshold) {
                 return Err(err(
@@ -235,7 +293,8 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
                     format!("{} is out of range 0..=1", td.completion_threshold),
                 ));
             }
-            let key_ok = td.commit_key.chars().count() == 1 && td.commit_key.chars().all(|k| matches!(k, '0'..='9' | '*' | '#' | 'A'..='D'));
+            let key_ok = td.commit_key.chars().count() == 1
+                && td.commit_key.chars().all(|k| matches!(k, '0'..='9' | '*' | '#' | 'A'..='D'));
             if !key_ok {
                 return Err(err(
                     &format!("agents.{name}.turn_detection.commit_key"),
@@ -243,23 +302,35 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
                 ));
             }
             if td.kind == TurnDetectionKind::SemanticVad && c.models.as_ref().is_none_or(|m| m.turn.is_none()) {
-                return Err(err(&format!("agents.{name}.turn_detection"), "semantic_vad needs the end-of-turn model: configure `models.turn` (Smart Turn)".into()));
+                return Err(err(
+                    &format!("agents.{name}.turn_detection"),
+                    "semantic_vad needs the end-of-turn model: configure `models.turn` (Smart Turn)".into(),
+                ));
             }
         }
         if let Some(v) = &a.voice {
             if c.models.as_ref().is_none_or(|m| !m.voices.contains_key(v)) {
                 let known: Vec<&str> = c.models.iter().flat_map(|m| m.voices.keys()).map(String::as_str).collect();
-                return Err(err(&format!("agents.{name}.voice"), format!("unknown voice `{v}` (models.voices has: {})", or_none(&known))));
+                return Err(err(
+                    &format!("agents.{name}.voice"),
+                    format!("unknown voice `{v}` (models.voices has: {})", or_none(&known)),
+                ));
             }
         }
         if let Some(t) = &a.transcription {
             if a.turn_detection.is_none() {
-                return Err(err(&format!("agents.{name}.transcription"), "transcription needs turn_detection: the VAD finds the turns that are transcribed".into()));
+                return Err(err(
+                    &format!("agents.{name}.transcription"),
+                    "transcription needs turn_detection: the VAD finds the turns that are transcribed".into(),
+                ));
             }
             let models: Vec<&str> = c.models.iter().flat_map(|m| m.asr.keys()).map(String::as_str).collect();
             match &t.model {
                 Some(m) if !models.contains(&m.as_str()) => {
-                    return Err(err(&format!("agents.{name}.transcription.model"), format!("unknown recogniser `{m}` (models.asr has: {})", or_none(&models))));
+                    return Err(err(
+                        &format!("agents.{name}.transcription.model"),
+                        format!("unknown recogniser `{m}` (models.asr has: {})", or_none(&models)),
+                    ));
                 }
                 None if models.len() != 1 => {
                     return Err(err(
@@ -272,36 +343,65 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
         }
         if a.mode == AgentMode::Llm {
             let Some(l) = &a.llm else {
-                return Err(err(&format!("agents.{name}.mode"), "mode llm needs an `llm:` section (instructions, model)".into()));
+                return Err(err(
+                    &format!("agents.{name}.mode"),
+                    "mode llm needs an `llm:` section (instructions, model)".into(),
+                ));
             };
             if a.transcription.is_none() {
-                return Err(err(&format!("agents.{name}.mode"), "mode llm answers what the caller says: it needs `transcription`".into()));
+                return Err(err(
+                    &format!("agents.{name}.mode"),
+                    "mode llm answers what the caller says: it needs `transcription`".into(),
+                ));
             }
             if a.voice.is_none() && !has_tts {
-                return Err(err(&format!("agents.{name}.mode"), "mode llm speaks: it needs a voice (`models.tts` or `voice`)".into()));
+                return Err(err(
+                    &format!("agents.{name}.mode"),
+                    "mode llm speaks: it needs a voice (`models.tts` or `voice`)".into(),
+                ));
             }
             let models: Vec<&str> = c.models.iter().flat_map(|m| m.llm.keys()).map(String::as_str).collect();
             match &l.model {
                 Some(m) if !models.contains(&m.as_str()) => {
-                    return Err(err(&format!("agents.{name}.llm.model"), format!("unknown language model `{m}` (models.llm has: {})", or_none(&models))));
+                    return Err(err(
+                        &format!("agents.{name}.llm.model"),
+                        format!("unknown language model `{m}` (models.llm has: {})", or_none(&models)),
+                    ));
                 }
                 None if models.len() != 1 => {
-                    return Err(err(&format!("agents.{name}.llm"), format!("name the language model with `model:` (models.llm has: {})", or_none(&models))));
+                    return Err(err(
+                        &format!("agents.{name}.llm"),
+                        format!("name the language model with `model:` (models.llm has: {})", or_none(&models)),
+                    ));
                 }
                 _ => {}
             }
-            if let Err(e) = crate::agent::conversation::render(&l.instructions, &crate::agent::call_variables_with("", "", name, &a.variables)) {
+            if let Err(e) = crate::agent::conversation::render(
+                &l.instructions,
+                &crate::agent::call_variables_with("", "", name, &a.variables),
+            ) {
                 return Err(err(&format!("agents.{name}.llm.instructions"), e));
             }
             match (l.on_failure, l.transfer_to.as_deref()) {
                 (LlmFailurePolicy::Transfer, None) => {
-                    return Err(err(&format!("agents.{name}.llm.on_failure"), "on_failure: transfer needs `transfer_to` (a sip: URI)".into()));
+                    return Err(err(
+                        &format!("agents.{name}.llm.on_failure"),
+                        "on_failure: transfer needs `transfer_to` (a sip: URI)".into(),
+                    ));
                 }
                 (LlmFailurePolicy::Transfer, Some(u)) if !(u.starts_with("sip:") || u.starts_with("sips:")) => {
-                    return Err(err(&format!("agents.{name}.llm.transfer_to"), format!("`{u}` is not a sip: or sips: URI")));
+                    return Err(err(
+                        &format!("agents.{name}.llm.transfer_to"),
+                        format!("`{u}` is not a sip: or sips: URI"),
+                    ));
                 }
                 (LlmFailurePolicy::Transfer, Some(_)) | (_, None) => {}
-                (_, Some(_)) => return Err(err(&format!("agents.{name}.llm.transfer_to"), "`transfer_to` applies only with on_failure: transfer".into())),
+                (_, Some(_)) => {
+                    return Err(err(
+                        &format!("agents.{name}.llm.transfer_to"),
+                        "`transfer_to` applies only with on_failure: transfer".into(),
+                    ))
+                }
             }
             let mut seen = std::collections::BTreeSet::new();
             for (i, t) in l.tools.iter().enumerate() {
@@ -309,36 +409,63 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
                     return Err(err(&format!("agents.{name}.llm.tools.{i}.{key}"), e));
                 }
                 if !seen.insert(t.name.as_str()) {
-                    return Err(err(&format!("agents.{name}.llm.tools.{i}.name"), format!("a second tool named `{}`", t.name)));
+                    return Err(err(
+                        &format!("agents.{name}.llm.tools.{i}.name"),
+                        format!("a second tool named `{}`", t.name),
+                    ));
                 }
             }
         }
         if a.mode == AgentMode::Repeat {
             if a.transcription.is_none() {
-                return Err(err(&format!("agents.{name}.mode"), "repeat says back what the caller said: it needs `transcription`".into()));
+                return Err(err(
+                    &format!("agents.{name}.mode"),
+                    "repeat says back what the caller said: it needs `transcription`".into(),
+                ));
             }
             if a.voice.is_none() && !has_tts {
-                return Err(err(&format!("agents.{name}.mode"), "repeat speaks: it needs a voice (`models.tts` or `voice`)".into()));
+                return Err(err(
+                    &format!("agents.{name}.mode"),
+                    "repeat speaks: it needs a voice (`models.tts` or `voice`)".into(),
+                ));
             }
         }
         let bi = &a.barge_in;
         if !(0.0..=1.0).contains(&bi.threshold) {
-            return Err(err(&format!("agents.{name}.barge_in.threshold"), format!("{} is out of range 0..=1", bi.threshold)));
+            return Err(err(
+                &format!("agents.{name}.barge_in.threshold"),
+                format!("{} is out of range 0..=1", bi.threshold),
+            ));
         }
         if !(0.0..=1.0).contains(&bi.echo_ncc) {
-            return Err(err(&format!("agents.{name}.barge_in.echo_ncc"), format!("{} is out of range 0..=1", bi.echo_ncc)));
+            return Err(err(
+                &format!("agents.{name}.barge_in.echo_ncc"),
+                format!("{} is out of range 0..=1", bi.echo_ncc),
+            ));
         }
         if !(0.0..=60.0).contains(&bi.echo_return_loss_db) {
-            return Err(err(&format!("agents.{name}.barge_in.echo_return_loss_db"), format!("{} is out of range 0..=60", bi.echo_return_loss_db)));
+            return Err(err(
+                &format!("agents.{name}.barge_in.echo_return_loss_db"),
+                format!("{} is out of range 0..=60", bi.echo_return_loss_db),
+            ));
         }
         if !(-90.0..=0.0).contains(&bi.onset_dbfs) {
-            return Err(err(&format!("agents.{name}.barge_in.onset_dbfs"), format!("{} is out of range -90..=0 (0: no onset gate)", bi.onset_dbfs)));
+            return Err(err(
+                &format!("agents.{name}.barge_in.onset_dbfs"),
+                format!("{} is out of range -90..=0 (0: no onset gate)", bi.onset_dbfs),
+            ));
         }
         if bi.commit_ms.get() < bi.pause_ms.get() {
-            return Err(err(&format!("agents.{name}.barge_in.commit_ms"), format!("{} is shorter than pause_ms ({})", bi.commit_ms.get(), bi.pause_ms.get())));
+            return Err(err(
+                &format!("agents.{name}.barge_in.commit_ms"),
+                format!("{} is shorter than pause_ms ({})", bi.commit_ms.get(), bi.pause_ms.get()),
+            ));
         }
         if !(0.25..=4.0).contains(&a.speaking_rate) {
-            return Err(err(&format!("agents.{name}.speaking_rate"), format!("{} is out of range 0.25..=4.0", a.speaking_rate)));
+            return Err(err(
+                &format!("agents.{name}.speaking_rate"),
+                format!("{} is out of range 0.25..=4.0", a.speaking_rate),
+            ));
         }
         if let Some(g) = &a.greeting {
             let file = resolve_relative(path, g);
@@ -351,7 +478,11 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
 }
 
 fn or_none(names: &[&str]) -> String {
-    if names.is_empty() { "none".into() } else { names.join(", ") }
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
 }
 
 impl Config {

@@ -224,7 +224,12 @@ pub struct OpusConfig {
 
 impl Default for OpusConfig {
     fn default() -> Self {
-        OpusConfig { bitrate_bps: default_opus_bitrate(), fec: true, expected_loss_pct: default_opus_loss(), complexity: default_opus_complexity() }
+        OpusConfig {
+            bitrate_bps: default_opus_bitrate(),
+            fec: true,
+            expected_loss_pct: default_opus_loss(),
+            complexity: default_opus_complexity(),
+        }
     }
 }
 fn default_opus_bitrate() -> U64Range<6000, 510_000> {
@@ -792,7 +797,9 @@ impl TurnDetection {
                 max_wait_ms: self.eagerness.max_wait_ms(),
             },
             // Validated to be one DTMF digit.
-            TurnDetectionKind::Manual => crate::call::turns::TurnMode::Manual { key: self.commit_key.chars().next().unwrap_or('#') },
+            TurnDetectionKind::Manual => {
+                crate::call::turns::TurnMode::Manual { key: self.commit_key.chars().next().unwrap_or('#') }
+            }
         }
     }
 }

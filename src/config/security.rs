@@ -30,7 +30,12 @@ pub struct SecurityConfig {
 
 impl Default for SecurityConfig {
     fn default() -> Self {
-        SecurityConfig { allow: default_allow(), auth: None, scanner_user_agents: default_scanners(), rate_limit: RateLimitConfig::default() }
+        SecurityConfig {
+            allow: default_allow(),
+            auth: None,
+            scanner_user_agents: default_scanners(),
+            rate_limit: RateLimitConfig::default(),
+        }
     }
 }
 

@@ -97,7 +97,11 @@ const MODELS: &str = "models:\n  vad:\n    path: v.onnx\n  asr:\n    tiny:\n    
 fn transcription_and_voice_references_are_checked() {
     let agent = |body: &str| format!("{MODELS}routes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n{body}");
     let td = "    turn_detection:\n      type: server_vad\n";
-    let ok = parse(Path::new(P), &agent(&format!("{td}    transcription:\n      model: base\n      language: de\n    voice: slow\n"))).unwrap();
+    let ok = parse(
+        Path::new(P),
+        &agent(&format!("{td}    transcription:\n      model: base\n      language: de\n    voice: slow\n")),
+    )
+    .unwrap();
     let (name, m) = ok.asr_model_of(&ok.agents["a"]).unwrap();
     assert_eq!((name, m.precision, m.language.as_str()), ("base", crate::models::asr::Precision::Int8, "auto"));
     assert_eq!(ok.agents["a"].voice.as_deref(), Some("slow"));
@@ -126,7 +130,8 @@ fn the_recognisers_window_floor_has_a_default_and_a_range() {
     let ok = parse(Path::new(P), &format!("{MODELS}{MIN}")).unwrap();
     let asr = &ok.models.as_ref().unwrap().asr;
     assert_eq!(asr["tiny"].window_floor_s(), crate::models::asr::DEFAULT_WINDOW_FLOOR_S);
-    let ok = parse(Path::new(P), &format!("models:\n  asr:\n    t:\n      path: w\n      window_floor_s: 30\n{MIN}")).unwrap();
+    let ok = parse(Path::new(P), &format!("models:\n  asr:\n    t:\n      path: w\n      window_floor_s: 30\n{MIN}"))
+        .unwrap();
     assert_eq!(ok.models.as_ref().unwrap().asr["t"].window_floor_s(), 30.0);
     let e = err(&format!("models:\n  asr:\n    t:\n      path: w\n      window_floor_s: 31\n{MIN}"));
     assert_eq!(e.key, "models.asr.t.window_floor_s", "{e}");
@@ -158,7 +163,8 @@ fn semantic_vad_and_repeat_are_checked() {
     assert_eq!(e.key, "agents.a.turn_detection.eagerness", "{e}");
     let e = err(&format!("{base}    mode: repeat\n    turn_detection:\n      type: server_vad\n"));
     assert!(e.message.contains("needs `transcription`"), "{e}");
-    let e = err(&format!("{base}    mode: repeat\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n"));
+    let e =
+        err(&format!("{base}    mode: repeat\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n"));
     assert!(e.message.contains("needs a voice"), "{e}");
 }
 
@@ -168,8 +174,12 @@ fn manual_turns_take_one_dtmf_key() {
     let ok = parse(Path::new(P), &format!("{base}    turn_detection:\n      type: manual\n")).unwrap();
     let td = ok.agents["a"].turn_detection.as_ref().unwrap();
     assert_eq!(td.turn_mode(), crate::call::turns::TurnMode::Manual { key: '#' }, "# by default");
-    let ok = parse(Path::new(P), &format!("{base}    turn_detection:\n      type: manual\n      commit_key: \"*\"\n")).unwrap();
-    assert_eq!(ok.agents["a"].turn_detection.as_ref().unwrap().turn_mode(), crate::call::turns::TurnMode::Manual { key: '*' });
+    let ok = parse(Path::new(P), &format!("{base}    turn_detection:\n      type: manual\n      commit_key: \"*\"\n"))
+        .unwrap();
+    assert_eq!(
+        ok.agents["a"].turn_detection.as_ref().unwrap().turn_mode(),
+        crate::call::turns::TurnMode::Manual { key: '*' }
+    );
     for bad in ["\"##\"", "x", "\"\""] {
         let e = err(&format!("{base}    turn_detection:\n      type: manual\n      commit_key: {bad}\n"));
         assert_eq!(e.key, "agents.a.turn_detection.commit_key", "{bad}: {e}");
@@ -189,7 +199,9 @@ fn tools_are_checked_with_the_file_line_and_key() {
     let e = err(&format!("{base}{tool}{}", tool.replace("check_order", "check_order")));
     assert_eq!(e.key, "agents.a.llm.tools.1.name", "{e}");
     assert!(e.message.contains("second tool"), "{e}");
-    let e = err(&format!("{base}        - name: bye\n          description: End\n          type: hangup\n          url: http://x\n"));
+    let e = err(&format!(
+        "{base}        - name: bye\n          description: End\n          type: hangup\n          url: http://x\n"
+    ));
     assert_eq!(e.key, "agents.a.llm.tools.0.url", "{e}");
     let e = err(&format!("{base}        - name: t\n          description: x\n          type: teleport\n"));
     assert!(e.message.contains("teleport"), "{e}");
@@ -198,7 +210,9 @@ fn tools_are_checked_with_the_file_line_and_key() {
 #[test]
 fn on_failure_transfer_needs_a_sip_target_and_the_target_needs_it() {
     let base = "models:\n  vad:\n    path: v.onnx\n  tts:\n    path: p.onnx\n  asr:\n    t:\n      path: w\n  llm:\n    m:\n      type: onnx\n      path: q\nroutes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {}\n    llm:\n      instructions: hi\n";
-    let ok = parse(Path::new(P), &format!("{base}      on_failure: transfer\n      transfer_to: sip:desk@pbx.example\n")).unwrap();
+    let ok =
+        parse(Path::new(P), &format!("{base}      on_failure: transfer\n      transfer_to: sip:desk@pbx.example\n"))
+            .unwrap();
     let l = ok.agents["a"].llm.as_ref().unwrap();
     assert_eq!((l.on_failure, l.transfer_to.as_deref()), (LlmFailurePolicy::Transfer, Some("sip:desk@pbx.example")));
     let e = err(&format!("{base}      on_failure: transfer\n"));
@@ -217,7 +231,11 @@ fn on_failure_transfer_needs_a_sip_target_and_the_target_needs_it() {
 #[test]
 fn accounts_are_checked_and_name_the_key() {
     let acct = |body: &str| format!("{MIN}accounts:\n  pbx:\n{body}");
-    let ok = parse(Path::new(P), &acct("    domain: pbx.example:5080\n    username: \"2001\"\n    password_env: PBX_PW\n    agent: a\n")).unwrap();
+    let ok = parse(
+        Path::new(P),
+        &acct("    domain: pbx.example:5080\n    username: \"2001\"\n    password_env: PBX_PW\n    agent: a\n"),
+    )
+    .unwrap();
     let a = &ok.accounts["pbx"];
     assert_eq!((a.expires_s.get(), a.register, a.transport), (300, true, TransportKind::Udp));
     let e = err(&acct("    domain: pbx.example\n    username: \"2001\"\n"));
@@ -229,7 +247,8 @@ fn accounts_are_checked_and_name_the_key() {
     assert_eq!(e.key, "accounts.pbx.domain", "{e}");
     let e = err(&acct("    domain: pbx.example\n    username: \"a@b\"\n    password: x\n"));
     assert_eq!(e.key, "accounts.pbx.username", "{e}");
-    let e = err(&acct("    domain: pbx.example\n    username: \"2001\"\n    password: x\n    transport: tcp\n").replace("routes:", "sip:\n  transports: [udp]\nroutes:"));
+    let e = err(&acct("    domain: pbx.example\n    username: \"2001\"\n    password: x\n    transport: tcp\n")
+        .replace("routes:", "sip:\n  transports: [udp]\nroutes:"));
     assert_eq!(e.key, "accounts.pbx.transport", "{e}");
 }
 
@@ -257,7 +276,9 @@ fn security_defaults_are_safe_and_errors_are_located() {
     assert!(e.message.contains("not an address"), "{e}");
     let e = err(&format!("security:\n  auth:\n    users: []\n{MIN}"));
     assert_eq!(e.key, "security.auth.users", "{e}");
-    let e = err(&format!("security:\n  auth:\n    users:\n      - username: trunk\n        password: a\n        password_env: B\n{MIN}"));
+    let e = err(&format!(
+        "security:\n  auth:\n    users:\n      - username: trunk\n        password: a\n        password_env: B\n{MIN}"
+    ));
     assert_eq!(e.key, "security.auth.users.0", "{e}");
     assert!(e.message.contains("exactly one"), "{e}");
     let e = err("routes:\n  - match: \"*\"\n    agent: a\n    allow: [10.0.0.0/33]\nagents:\n  a:\n    mode: echo\n");

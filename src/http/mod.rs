@@ -46,7 +46,11 @@ fn json_error(code: StatusCode, message: &str) -> (StatusCode, String) {
 /// The token check for endpoints that change state (constant-time compare).
 fn authorized(s: &HttpState, headers: &axum::http::HeaderMap) -> Result<(), (StatusCode, String)> {
     let token = &s.admin_token;
-    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
     if crate::sip::digest::constant_time_eq(given, token) {
         Ok(())
     } else {
@@ -56,7 +60,11 @@ fn authorized(s: &HttpState, headers: &axum::http::HeaderMap) -> Result<(), (Sta
 
 /// Place one outbound call: `{"to": "+44…" | "sip:…", "agent": "…", "account": "…",
 /// "ring_timeout_s": 30, "variables": {…}}` → 201 `{"call_id": …}`.
-async fn dial(State(s): State<HttpState>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> (StatusCode, String) {
+async fn dial(
+    State(s): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, String) {
     if let Err(e) = authorized(&s, &headers) {
         return e;
     }
@@ -76,7 +84,11 @@ async fn dial(State(s): State<HttpState>, headers: axum::http::HeaderMap, body: 
 }
 
 /// Start or resume a campaign: `{"file": "/path/campaign.yaml"}` → 202 `{"campaign": name}`.
-async fn campaign_run(State(s): State<HttpState>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> (StatusCode, String) {
+async fn campaign_run(
+    State(s): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, String) {
     if let Err(e) = authorized(&s, &headers) {
         return e;
     }
@@ -97,7 +109,10 @@ async fn campaign_run(State(s): State<HttpState>, headers: axum::http::HeaderMap
     }
 }
 
-async fn campaign_status(State(s): State<HttpState>, axum::extract::Path(name): axum::extract::Path<String>) -> (StatusCode, String) {
+async fn campaign_status(
+    State(s): State<HttpState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> (StatusCode, String) {
     let (store, state) = (s.campaign_store.clone(), s.campaigns.state(&name));
     let r = tokio::task::spawn_blocking(move || {
         let st = crate::campaign::Store::open(&store).map_err(|e| e.to_string())?;
@@ -109,20 +124,29 @@ async fn campaign_status(State(s): State<HttpState>, axum::extract::Path(name): 
             v["runner"] = state.map(Into::into).unwrap_or(serde_json::Value::Null);
             (StatusCode::OK, format!("{v}\n"))
         }
-        Ok(Err(e)) if e.contains("unknown campaign") || e.contains("UnknownCampaign") => json_error(StatusCode::NOT_FOUND, &e),
+        Ok(Err(e)) if e.contains("unknown campaign") || e.contains("UnknownCampaign") => {
+            json_error(StatusCode::NOT_FOUND, &e)
+        }
         Ok(Err(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
-async fn call_status(State(s): State<HttpState>, axum::extract::Path(call_id): axum::extract::Path<String>) -> (StatusCode, String) {
+async fn call_status(
+    State(s): State<HttpState>,
+    axum::extract::Path(call_id): axum::extract::Path<String>,
+) -> (StatusCode, String) {
     match s.outbound.get(&call_id) {
         Some(st) => (StatusCode::OK, format!("{}\n", serde_json::to_string(&st).unwrap_or_default())),
         None => json_error(StatusCode::NOT_FOUND, "no such outbound call"),
     }
 }
 
-async fn hangup(State(s): State<HttpState>, headers: axum::http::HeaderMap, axum::extract::Path(call_id): axum::extract::Path<String>) -> (StatusCode, String) {
+async fn hangup(
+    State(s): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Path(call_id): axum::extract::Path<String>,
+) -> (StatusCode, String) {
     if let Err(e) = authorized(&s, &headers) {
         return e;
     }
@@ -145,7 +169,8 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
 async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
     let active = s.metrics.active_calls.get();
     let accounts = crate::server::accounts_json(&s.accounts);
-    let unregistered = accounts.as_object().is_some_and(|m| m.values().any(|a| a["state"] != "registered" && a["state"] != "idle"));
+    let unregistered =
+        accounts.as_object().is_some_and(|m| m.values().any(|a| a["state"] != "registered" && a["state"] != "idle"));
     let (code, status) = match (s.draining.load(Ordering::Relaxed), unregistered) {
         (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
         (false, true) => (StatusCode::OK, "degraded"),
@@ -155,6 +180,10 @@ async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
     (code, format!("{body}\n"))
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, state: HttpState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

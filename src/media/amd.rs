@@ -434,7 +434,8 @@ impl Amd {
         self.recent_at = (self.recent_at + 1) % STATIONARY_BLOCKS;
         self.recent_len = (self.recent_len + 1).min(STATIONARY_BLOCKS);
         if self.recent_len == STATIONARY_BLOCKS {
-            let (lo, hi, sum) = self.recent.iter().fold((f32::MAX, f32::MIN, 0.0), |(lo, hi, sum), &e| (lo.min(e), hi.max(e), sum + e));
+            let (lo, hi, sum) =
+                self.recent.iter().fold((f32::MAX, f32::MIN, 0.0), |(lo, hi, sum), &e| (lo.min(e), hi.max(e), sum + e));
             // 3 dB under the mean: a stationary background's blocks spread
             // a few dB around it, and the floor is its quiet side.
             let level = sum / STATIONARY_BLOCKS as f32 - 3.0;
@@ -451,7 +452,12 @@ impl Amd {
     fn follow_greeting(&mut self, speech: bool, start_ms: u32, end_ms: u32, events: &mut Vec<AmdEvent>) {
         let cfg = &self.cfg;
         if speech {
-            let g = self.greeting.get_or_insert(Greeting { onset_ms: start_ms, voiced_ms: 0, last_speech_ms: start_ms, confirmed: false });
+            let g = self.greeting.get_or_insert(Greeting {
+                onset_ms: start_ms,
+                voiced_ms: 0,
+                last_speech_ms: start_ms,
+                confirmed: false,
+            });
             g.voiced_ms += end_ms - start_ms;
             g.last_speech_ms = end_ms;
             g.confirmed |= g.voiced_ms >= cfg.min_word_ms;
@@ -504,7 +510,8 @@ impl Amd {
             }
         }
         if let Some(f) = found {
-            self.tone = Some(Tone { start_ms: end_ms.saturating_sub(window_ms), end_ms, freq_sum: f, windows: 1, misses: 0 });
+            self.tone =
+                Some(Tone { start_ms: end_ms.saturating_sub(window_ms), end_ms, freq_sum: f, windows: 1, misses: 0 });
             return true;
         }
         false
@@ -622,7 +629,8 @@ mod tests {
                 let mut v = 0.0;
                 for h in 1..=20 {
                     let hz = f0 * h as f64;
-                    let gain = 1.0 / (1.0 + ((hz - 700.0) / 400.0).powi(2)) + 0.3 / (1.0 + ((hz - 1500.0) / 300.0).powi(2));
+                    let gain =
+                        1.0 / (1.0 + ((hz - 700.0) / 400.0).powi(2)) + 0.3 / (1.0 + ((hz - 1500.0) / 300.0).powi(2));
                     v += gain * (2.0 * std::f64::consts::PI * phase * h as f64).sin();
                 }
                 let env = (std::f64::consts::PI * t).sin();
@@ -719,7 +727,9 @@ mod tests {
         // A steady 200 Hz sawtooth-like buzz (harmonics, constant pitch).
         pcm.extend(silence(300, RATE));
         pcm.extend((0..RATE as usize / 2).map(|i| {
-            let v: f64 = (1..=10).map(|h| (2.0 * std::f64::consts::PI * 200.0 * h as f64 * i as f64 / f64::from(RATE)).sin() / h as f64).sum();
+            let v: f64 = (1..=10)
+                .map(|h| (2.0 * std::f64::consts::PI * 200.0 * h as f64 * i as f64 / f64::from(RATE)).sin() / h as f64)
+                .sum();
             (5000.0 * v) as i16
         }));
         pcm.extend(silence(500, RATE));
@@ -774,7 +784,11 @@ mod tests {
         pcm.extend(silence(6000, RATE));
         let (events, amd) = run(&pcm, RATE, 320);
         let d = amd.decision().unwrap();
-        assert_eq!(d, AmdDecision::Human { after_ms: AmdConfig::default().initial_silence_ms, reason: reason::SILENCE }, "{events:?}");
+        assert_eq!(
+            d,
+            AmdDecision::Human { after_ms: AmdConfig::default().initial_silence_ms, reason: reason::SILENCE },
+            "{events:?}"
+        );
     }
 
     #[test]

@@ -240,8 +240,7 @@ impl Rfc4733Receiver {
     ) -> Option<DtmfEvent> {
         // Short payloads and events 16+ (flash, fax and line tones) are not
         // DTMF: ignore them without disturbing the event in progress.
-        if let Some(p) = EventPayload::parse(payload).filter(|p| event_to_digit(p.event).is_some())
-        {
+        if let Some(p) = EventPayload::parse(payload).filter(|p| event_to_digit(p.event).is_some()) {
             self.accept(timestamp, marker, p, now);
         }
         self.ready.pop_front().map(|(ev, _)| ev)
@@ -253,11 +252,10 @@ impl Rfc4733Receiver {
         if let Some((_, due)) = self.ready.front() {
             return Some(*due);
         }
-        self.current.as_ref().filter(|c| !c.reported).map(|c| {
-            c.last_packet
-                .checked_add(QUIET_TIMEOUT)
-                .unwrap_or(c.last_packet)
-        })
+        self.current
+            .as_ref()
+            .filter(|c| !c.reported)
+            .map(|c| c.last_packet.checked_add(QUIET_TIMEOUT).unwrap_or(c.last_packet))
     }
 
     /// Returns a waiting digit, or reports an event whose end packets were all
@@ -327,11 +325,7 @@ impl Rfc4733Receiver {
             // A refresh, a repeat or a reordered packet of this event. A
             // different event code under the same timestamp is a broken
             // sender; keep what we have.
-            return if p.event == cur.event {
-                Fit::SameEvent
-            } else {
-                Fit::Ignore
-            };
+            return if p.event == cur.event { Fit::SameEvent } else { Fit::Ignore };
         }
         if self.is_straggler(cur, timestamp, now) {
             Fit::Ignore
@@ -373,13 +367,7 @@ impl Rfc4733Receiver {
     /// previous segment's duration. The current segment must have been near
     /// the limit and not ended; the gap may exceed the duration we saw when
     /// the segment's last packets were lost.
-    fn is_next_segment(
-        &self,
-        cur: &Current,
-        timestamp: u32,
-        marker: bool,
-        p: EventPayload,
-    ) -> bool {
+    fn is_next_segment(&self, cur: &Current, timestamp: u32, marker: bool, p: EventPayload) -> bool {
         if marker || p.event != cur.event || cur.reported {
             return false;
         }
@@ -470,12 +458,7 @@ enum SendState {
         first: bool,
     },
     /// Sending the copies of the final packet.
-    Ending {
-        q: Queued,
-        segment_start: u32,
-        duration: u16,
-        copies_left: u8,
-    },
+    Ending { q: Queued, segment_start: u32, duration: u16, copies_left: u8 },
 }
 
 /// Plays queued digits as RFC 4733 events, one packet per media slot.
@@ -501,14 +484,8 @@ impl Rfc4733Sender {
     /// time of the stream the events replace.
     pub fn new(clock_rate: u32, ptime_ms: u32) -> Self {
         let clock_rate = if clock_rate == 0 { 8000 } else { clock_rate };
-        let slot_units =
-            (u64::from(clock_rate) * u64::from(ptime_ms) / 1000).clamp(1, 0xFFFF) as u32;
-        Self {
-            slot_units,
-            clock_rate,
-            queued: VecDeque::new(),
-            state: SendState::Idle { gap_from: None },
-        }
+        let slot_units = (u64::from(clock_rate) * u64::from(ptime_ms) / 1000).clamp(1, 0xFFFF) as u32;
+        Self { slot_units, clock_rate, queued: VecDeque::new(), state: SendState::Idle { gap_from: None } }
     }
 
     /// Queue digits to send (e.g. "123#"), each `tone_ms` long (rounded up
@@ -524,11 +501,7 @@ impl Rfc4733Sender {
         }
         let units = |ms: u32| u64::from(ms) * u64::from(self.clock_rate) / 1000;
         let (tone_units, gap_units) = (units(tone_ms), units(gap_ms));
-        self.queued.extend(events.into_iter().map(|event| Queued {
-            event,
-            tone_units,
-            gap_units,
-        }));
+        self.queued.extend(events.into_iter().map(|event| Queued { event, tone_units, gap_units }));
         Ok(())
     }
 
@@ -567,13 +540,7 @@ impl Rfc4733Sender {
         let slot = u64::from(self.slot_units);
         let packet = match &mut self.state {
             SendState::Idle { .. } => return None,
-            SendState::Playing {
-                q,
-                segment_start,
-                segment_sent,
-                earlier_segments,
-                first,
-            } => {
+            SendState::Playing { q, segment_start, segment_sent, earlier_segments, first } => {
                 let mut elapsed = u64::from(slot_timestamp.wrapping_sub(*segment_start)) + slot;
                 if elapsed > 0xFFFF {
                     // RFC 4733 §2.5.1.3: the duration field is full; go on in
@@ -597,18 +564,11 @@ impl Rfc4733Sender {
                 }
                 packet
             }
-            SendState::Ending {
-                q,
-                segment_start,
-                duration,
-                copies_left,
-            } => {
+            SendState::Ending { q, segment_start, duration, copies_left } => {
                 let packet = event_packet(q.event, true, *duration, *segment_start, false);
                 *copies_left -= 1;
                 if *copies_left == 0 {
-                    self.state = SendState::Idle {
-                        gap_from: Some((slot_timestamp, q.gap_units)),
-                    };
+                    self.state = SendState::Idle { gap_from: Some((slot_timestamp, q.gap_units)) };
                 }
                 packet
             }
@@ -619,18 +579,8 @@ impl Rfc4733Sender {
 
 fn event_packet(event: u8, end: bool, duration: u16, timestamp: u32, marker: bool) -> EventPacket {
     let mut payload = Vec::with_capacity(EventPayload::LEN);
-    EventPayload {
-        event,
-        end,
-        volume: SEND_VOLUME,
-        duration,
-    }
-    .write(&mut payload);
-    EventPacket {
-        marker,
-        timestamp,
-        payload,
-    }
+    EventPayload { event, end, volume: SEND_VOLUME, duration }.write(&mut payload);
+    EventPacket { marker, timestamp, payload }
 }
 
 // ---------------------------------------------------------------------------
@@ -687,13 +637,7 @@ mod tests {
 
     fn payload(event: u8, end: bool, duration: u16) -> Vec<u8> {
         let mut v = Vec::new();
-        EventPayload {
-            event,
-            end,
-            volume: 10,
-            duration,
-        }
-        .write(&mut v);
+        EventPayload { event, end, volume: 10, duration }.write(&mut v);
         v
     }
 
@@ -708,12 +652,7 @@ mod tests {
 
     impl Harness {
         fn new(clock_rate: u32) -> Self {
-            Self {
-                rx: Rfc4733Receiver::new(clock_rate),
-                t0: Instant::now(),
-                seq: 0,
-                digits: Vec::new(),
-            }
+            Self { rx: Rfc4733Receiver::new(clock_rate), t0: Instant::now(), seq: 0, digits: Vec::new() }
         }
 
         fn at(&self, ms: u64) -> Instant {
@@ -753,14 +692,7 @@ mod tests {
         /// the first with the marker, then the end packet three times.
         fn press(&mut self, start_ms: u64, ts: u32, event: u8, packets: u16) {
             for i in 0..packets {
-                self.packet(
-                    start_ms + 20 * u64::from(i),
-                    ts,
-                    i == 0,
-                    event,
-                    false,
-                    160 * (i + 1),
-                );
+                self.packet(start_ms + 20 * u64::from(i), ts, i == 0, event, false, 160 * (i + 1));
             }
             let end_ms = start_ms + 20 * u64::from(packets);
             for _ in 0..3 {
@@ -822,36 +754,17 @@ mod tests {
     fn payload_parse_and_write() {
         // 0x8A: E bit set, volume 10; reserved bit ignored on parse.
         let p = EventPayload::parse(&[5, 0x8A | 0x40, 0x03, 0x20]).unwrap();
-        assert_eq!(
-            p,
-            EventPayload {
-                event: 5,
-                end: true,
-                volume: 10,
-                duration: 800
-            }
-        );
+        assert_eq!(p, EventPayload { event: 5, end: true, volume: 10, duration: 800 });
         let mut out = Vec::new();
         p.write(&mut out);
         assert_eq!(out, [5, 0x8A, 0x03, 0x20]);
         // Volume is 6 bits.
         out.clear();
-        EventPayload {
-            event: 1,
-            end: false,
-            volume: 0xFF,
-            duration: 1,
-        }
-        .write(&mut out);
+        EventPayload { event: 1, end: false, volume: 0xFF, duration: 1 }.write(&mut out);
         assert_eq!(out, [1, 0x3F, 0, 1]);
         assert_eq!(EventPayload::parse(&[1, 2, 3]), None);
         // Extra blocks (RFC 2198 is not negotiated) are ignored.
-        assert_eq!(
-            EventPayload::parse(&[7, 0, 0, 160, 8, 0x80, 1, 0])
-                .unwrap()
-                .event,
-            7
-        );
+        assert_eq!(EventPayload::parse(&[7, 0, 0, 160, 8, 0x80, 1, 0]).unwrap().event, 7);
     }
 
     #[test]
@@ -922,11 +835,7 @@ mod tests {
         assert_eq!(h.rx.poll_timeout(), Some(h.at(20) + QUIET_TIMEOUT));
         h.advance(619);
         assert_eq!(h.text(), "");
-        assert_eq!(
-            h.rx.handle_timeout(h.at(300)),
-            None,
-            "early call does nothing"
-        );
+        assert_eq!(h.rx.handle_timeout(h.at(300)), None, "early call does nothing");
         h.advance(620);
         assert_eq!(h.text(), "9");
         assert_eq!(h.digits[0].duration_ms, 40);
@@ -987,35 +896,16 @@ mod tests {
         // All of event 2 lost except one end copy: it ends event 1 and is
         // itself complete.
         let now = h.at(300);
-        assert_eq!(
-            h.rx.handle_packet(1, 4000, false, &payload(2, true, 800), now)
-                .unwrap()
-                .digit,
-            '1'
-        );
-        assert_eq!(
-            h.rx.poll_timeout(),
-            Some(now),
-            "the second digit is due at once"
-        );
+        assert_eq!(h.rx.handle_packet(1, 4000, false, &payload(2, true, 800), now).unwrap().digit, '1');
+        assert_eq!(h.rx.poll_timeout(), Some(now), "the second digit is due at once");
         assert_eq!(h.rx.handle_timeout(now).unwrap().digit, '2');
         assert_eq!(h.rx.poll_timeout(), None);
         // A waiting digit also comes out of the next handle_packet, before
         // any newer one.
         h.packet(400, 8000, true, 3, false, 160);
         let now = h.at(500);
-        assert_eq!(
-            h.rx.handle_packet(2, 9000, false, &payload(4, true, 160), now)
-                .unwrap()
-                .digit,
-            '3'
-        );
-        assert_eq!(
-            h.rx.handle_packet(3, 10_000, false, &payload(5, true, 160), now)
-                .unwrap()
-                .digit,
-            '4'
-        );
+        assert_eq!(h.rx.handle_packet(2, 9000, false, &payload(4, true, 160), now).unwrap().digit, '3');
+        assert_eq!(h.rx.handle_packet(3, 10_000, false, &payload(5, true, 160), now).unwrap().digit, '4');
         assert_eq!(h.rx.handle_timeout(now).unwrap().digit, '5');
         assert_eq!(h.rx.handle_timeout(now), None);
     }
@@ -1049,10 +939,7 @@ mod tests {
             }
             first = false;
             ms += 20;
-            assert!(
-                h.digits.is_empty() || end,
-                "no digit before the end ({elapsed})"
-            );
+            assert!(h.digits.is_empty() || end, "no digit before the end ({elapsed})");
         }
         h.packet(ms, seg_ts, false, 0xB, true, seg_dur as u16);
         h.advance(ms + 5000);
@@ -1132,9 +1019,7 @@ mod tests {
     #[test]
     fn zero_clock_rate_does_not_divide_by_zero() {
         let mut rx = Rfc4733Receiver::new(0);
-        let d = rx
-            .handle_packet(1, 1, true, &payload(1, true, 800), Instant::now())
-            .unwrap();
+        let d = rx.handle_packet(1, 1, true, &payload(1, true, 800), Instant::now()).unwrap();
         assert_eq!(d.duration_ms, 100);
         let mut tx = Rfc4733Sender::new(0, 0);
         tx.queue("1", 0, 0).unwrap();
@@ -1190,16 +1075,11 @@ mod tests {
         let mut tx = Rfc4733Sender::new(8000, 20);
         tx.queue("5", 200, 0).unwrap();
         assert_eq!(parse_packet(&tx.next_for_slot(0).unwrap()[0]).duration, 160);
-        assert_eq!(
-            parse_packet(&tx.next_for_slot(480).unwrap()[0]).duration,
-            640
-        );
+        assert_eq!(parse_packet(&tx.next_for_slot(480).unwrap()[0]).duration, 640);
         // Tone lengths round up to whole slots.
         let mut tx = Rfc4733Sender::new(8000, 20);
         tx.queue("5", 90, 0).unwrap();
-        let durations: Vec<_> = (0..7)
-            .map(|k| parse_packet(&tx.next_for_slot(k * 160).unwrap()[0]))
-            .collect();
+        let durations: Vec<_> = (0..7).map(|k| parse_packet(&tx.next_for_slot(k * 160).unwrap()[0])).collect();
         assert!(durations[4].end && !durations[3].end);
         assert_eq!(durations[6].duration, 800);
         assert_eq!(tx.next_for_slot(7 * 160), None);
@@ -1212,10 +1092,7 @@ mod tests {
         assert_eq!(tx.queue("1 2", 100, 50), Err(DtmfError::InvalidDigit(' ')));
         assert!(!tx.is_active());
         assert_eq!(tx.next_for_slot(0), None);
-        assert_eq!(
-            tx.queue(&"1".repeat(MAX_QUEUED_DIGITS + 1), 100, 50),
-            Err(DtmfError::QueueFull)
-        );
+        assert_eq!(tx.queue(&"1".repeat(MAX_QUEUED_DIGITS + 1), 100, 50), Err(DtmfError::QueueFull));
         tx.queue("", 100, 50).unwrap();
         assert!(!tx.is_active());
     }
@@ -1281,25 +1158,13 @@ mod tests {
         let digits = "123#*ABCD0";
         for (clock, ptime) in [(8000, 20), (8000, 30), (48_000, 20)] {
             let got = round_trip(digits, clock, ptime, 100, 10, false);
-            assert_eq!(
-                got.iter().map(|d| d.digit).collect::<String>(),
-                digits,
-                "{clock}/{ptime}"
-            );
+            assert_eq!(got.iter().map(|d| d.digit).collect::<String>(), digits, "{clock}/{ptime}");
             // The end packets arrive, so the full duration is known.
-            assert!(
-                got.iter()
-                    .all(|d| (100..=100 + ptime).contains(&d.duration_ms)),
-                "{got:?}"
-            );
+            assert!(got.iter().all(|d| (100..=100 + ptime).contains(&d.duration_ms)), "{got:?}");
             // Heavier loss, end packets included: still the right digits
             // (new timestamps and the quiet timeout end the events).
             let got = round_trip(digits, clock, ptime, 100, 30, true);
-            assert_eq!(
-                got.iter().map(|d| d.digit).collect::<String>(),
-                digits,
-                "{clock}/{ptime} with lost ends"
-            );
+            assert_eq!(got.iter().map(|d| d.digit).collect::<String>(), digits, "{clock}/{ptime} with lost ends");
         }
     }
 
@@ -1329,58 +1194,23 @@ mod tests {
     #[test]
     fn sip_info_bodies() {
         let relay = "application/dtmf-relay";
-        assert_eq!(
-            parse_sip_info(relay, b"Signal=1\r\nDuration=160\r\n"),
-            Some(('1', Some(160)))
-        );
-        assert_eq!(
-            parse_sip_info(relay, b"Signal= #\nDuration= 250"),
-            Some(('#', Some(250)))
-        );
+        assert_eq!(parse_sip_info(relay, b"Signal=1\r\nDuration=160\r\n"), Some(('1', Some(160))));
+        assert_eq!(parse_sip_info(relay, b"Signal= #\nDuration= 250"), Some(('#', Some(250))));
         assert_eq!(parse_sip_info(relay, b"signal=11"), Some(('#', None)));
-        assert_eq!(
-            parse_sip_info(relay, b"SIGNAL = 10\r\nDURATION = 100\r\n"),
-            Some(('*', Some(100)))
-        );
-        assert_eq!(
-            parse_sip_info(relay, b"Signal=*\r\nDuration=abc\r\n"),
-            Some(('*', None))
-        );
-        assert_eq!(
-            parse_sip_info(relay, b"Duration=160\r\nSignal=d\r\n"),
-            Some(('D', Some(160)))
-        );
-        assert_eq!(
-            parse_sip_info("Application/DTMF-Relay; charset=utf-8", b"Signal=0"),
-            Some(('0', None))
-        );
-        assert_eq!(
-            parse_sip_info(relay, b"Signal=16\r\n"),
-            None,
-            "flash is not a digit"
-        );
+        assert_eq!(parse_sip_info(relay, b"SIGNAL = 10\r\nDURATION = 100\r\n"), Some(('*', Some(100))));
+        assert_eq!(parse_sip_info(relay, b"Signal=*\r\nDuration=abc\r\n"), Some(('*', None)));
+        assert_eq!(parse_sip_info(relay, b"Duration=160\r\nSignal=d\r\n"), Some(('D', Some(160))));
+        assert_eq!(parse_sip_info("Application/DTMF-Relay; charset=utf-8", b"Signal=0"), Some(('0', None)));
+        assert_eq!(parse_sip_info(relay, b"Signal=16\r\n"), None, "flash is not a digit");
         assert_eq!(parse_sip_info(relay, b"Signal=\r\nDuration=160"), None);
         assert_eq!(parse_sip_info(relay, b"Duration=160"), None);
         assert_eq!(parse_sip_info(relay, b""), None);
-        assert_eq!(
-            parse_sip_info(relay, b"Signal=x\r\nSignal=2"),
-            None,
-            "the first Signal decides"
-        );
-        assert_eq!(
-            parse_sip_info(relay, b"\xff\xfe\r\nSignal=2"),
-            Some(('2', None))
-        );
+        assert_eq!(parse_sip_info(relay, b"Signal=x\r\nSignal=2"), None, "the first Signal decides");
+        assert_eq!(parse_sip_info(relay, b"\xff\xfe\r\nSignal=2"), Some(('2', None)));
 
         assert_eq!(parse_sip_info("application/dtmf", b"5"), Some(('5', None)));
-        assert_eq!(
-            parse_sip_info("application/dtmf", b"11\r\n"),
-            Some(('#', None))
-        );
-        assert_eq!(
-            parse_sip_info("APPLICATION/DTMF ; x=y", b" b "),
-            Some(('B', None))
-        );
+        assert_eq!(parse_sip_info("application/dtmf", b"11\r\n"), Some(('#', None)));
+        assert_eq!(parse_sip_info("APPLICATION/DTMF ; x=y", b" b "), Some(('B', None)));
         assert_eq!(parse_sip_info("application/dtmf", b"55"), None);
         assert_eq!(parse_sip_info("application/dtmf", b"Signal=5"), None);
 
@@ -1432,11 +1262,7 @@ mod tests {
             let frame = &data[pos + 16..pos + 16 + incl];
             pos += 16 + incl;
             let t = Duration::from_secs(u64::from(sec))
-                + if nanos {
-                    Duration::from_nanos(u64::from(frac))
-                } else {
-                    Duration::from_micros(u64::from(frac))
-                };
+                + if nanos { Duration::from_nanos(u64::from(frac)) } else { Duration::from_micros(u64::from(frac)) };
             let at = t - *first.get_or_insert(t);
 
             let mut eth = 14;
@@ -1462,11 +1288,7 @@ mod tests {
             if rtp[0] & 0x10 != 0 {
                 start += 4 + 4 * usize::from(u16be(rtp, start + 2));
             }
-            let end = if rtp[0] & 0x20 != 0 {
-                rtp.len() - usize::from(rtp[rtp.len() - 1])
-            } else {
-                rtp.len()
-            };
+            let end = if rtp[0] & 0x20 != 0 { rtp.len() - usize::from(rtp[rtp.len() - 1]) } else { rtp.len() };
             out.push(CapturedRtp {
                 at,
                 payload_type: rtp[1] & 0x7F,
@@ -1489,10 +1311,7 @@ mod tests {
         let dir = std::path::Path::new("/usr/share/sip-tester");
         // Never skipped: the test set-up installs sip-tester.
         let entries = std::fs::read_dir(dir).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; install the Debian package sip-tester (scripts/setup.sh --test)",
-                dir.display()
-            )
+            panic!("{}: {e}; install the Debian package sip-tester (scripts/setup.sh --test)", dir.display())
         });
         let mut files: Vec<_> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -1518,13 +1337,7 @@ mod tests {
             let mut got = Vec::new();
             for p in &packets {
                 assert_eq!(p.payload_type, 101, "{name}");
-                got.extend(rx.handle_packet(
-                    p.sequence,
-                    p.timestamp,
-                    p.marker,
-                    &p.payload,
-                    t0 + p.at,
-                ));
+                got.extend(rx.handle_packet(p.sequence, p.timestamp, p.marker, &p.payload, t0 + p.at));
             }
             assert_eq!(rx.poll_timeout(), None, "{name}: the event ended");
             assert_eq!(got.len(), 1, "{name}: {got:?}");

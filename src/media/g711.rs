@@ -21,11 +21,7 @@ const fn ulaw_to_linear(code: u8) -> i16 {
     let u = !code;
     let mut t = (((u & 0x0F) as i32) << 3) + ULAW_BIAS;
     t <<= (u & 0x70) >> 4;
-    (if u & 0x80 != 0 {
-        ULAW_BIAS - t
-    } else {
-        t - ULAW_BIAS
-    }) as i16
+    (if u & 0x80 != 0 { ULAW_BIAS - t } else { t - ULAW_BIAS }) as i16
 }
 
 const fn alaw_to_linear(code: u8) -> i16 {
@@ -47,11 +43,7 @@ const fn build_table(alaw: bool) -> [i16; 256] {
     let mut table = [0i16; 256];
     let mut i = 0;
     while i < 256 {
-        table[i] = if alaw {
-            alaw_to_linear(i as u8)
-        } else {
-            ulaw_to_linear(i as u8)
-        };
+        table[i] = if alaw { alaw_to_linear(i as u8) } else { ulaw_to_linear(i as u8) };
         i += 1;
     }
     table
@@ -168,11 +160,7 @@ mod tests {
             return (0x7F ^ mask) as u8;
         }
         let mut a = (seg << 4) as i32;
-        a |= if seg < 2 {
-            (s >> 1) & 0xF
-        } else {
-            (s >> seg) & 0xF
-        };
+        a |= if seg < 2 { (s >> 1) & 0xF } else { (s >> seg) & 0xF };
         (a ^ mask) as u8
     }
 
@@ -218,12 +206,7 @@ mod tests {
     fn decode_tables_checksum() {
         // Position-weighted sums over all 256 decoded values, computed with
         // CPython 3.11 audioop.ulaw2lin / alaw2lin.
-        let weighted = |t: &[i16; 256]| {
-            t.iter()
-                .enumerate()
-                .map(|(i, &v)| (i as i64 + 1) * i64::from(v))
-                .sum::<i64>()
-        };
+        let weighted = |t: &[i16; 256]| t.iter().enumerate().map(|(i, &v)| (i as i64 + 1) * i64::from(v)).sum::<i64>();
         let abs_sum = |t: &[i16; 256]| t.iter().map(|&v| i64::from(v).abs()).sum::<i64>();
         assert_eq!(weighted(&ULAW_DECODE), 98_107_392);
         assert_eq!(weighted(&ALAW_DECODE), 100_139_008);

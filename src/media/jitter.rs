@@ -269,11 +269,7 @@ struct Limits {
 impl Limits {
     fn new(cfg: &JitterConfig) -> Limits {
         let rate = i64::from(cfg.clock_rate.max(1));
-        let ns = |d: Duration| {
-            i64::try_from(d.as_nanos())
-                .unwrap_or(i64::MAX / 8)
-                .min(i64::MAX / 8)
-        };
+        let ns = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX / 8).min(i64::MAX / 8);
         // Opus frames run from 2.5 ms to 120 ms; the default is RFC 3551's 20 ms.
         let frame_min = (rate / 400).max(1);
         let frame_max = (rate * 3 / 25).max(frame_min);
@@ -296,10 +292,7 @@ impl Limits {
     /// A packet due further ahead than this is a timestamp jump (at least
     /// 1 s: the anchor packet itself may have been delayed by the jitter).
     fn early(&self, frame: i64) -> i64 {
-        self.max
-            .saturating_mul(2)
-            .max(1_000_000_000)
-            .saturating_add(self.ns(frame))
+        self.max.saturating_mul(2).max(1_000_000_000).saturating_add(self.ns(frame))
     }
 
     /// Highest delay the adjustments steer to (a grow or a shrink leaves the
@@ -441,9 +434,7 @@ impl Stream {
 
     /// Media time of `ext_ts` since the anchor, in nanoseconds.
     fn media_ns(&self, ext_ts: i64, lim: &Limits) -> i64 {
-        clamp_i64(
-            (i128::from(ext_ts) - i128::from(self.anchor_ts)) * NS_PER_S / i128::from(lim.rate),
-        )
+        clamp_i64((i128::from(ext_ts) - i128::from(self.anchor_ts)) * NS_PER_S / i128::from(lim.rate))
     }
 
     /// Relative transit of a packet with `ext_ts` arriving at `now`.
@@ -453,8 +444,7 @@ impl Stream {
 
     /// Nanoseconds from `now` until the playout instant of `ext_ts`; negative when overdue.
     fn until_due(&self, ext_ts: i64, now: Instant, lim: &Limits) -> i64 {
-        self.offset
-            .saturating_sub(self.transit_of(ext_ts, now, lim))
+        self.offset.saturating_sub(self.transit_of(ext_ts, now, lim))
     }
 
     fn current(&self) -> i64 {
@@ -490,18 +480,13 @@ impl Stream {
         } else {
             0
         };
-        self.target_hold = self
-            .target_hold
-            .saturating_sub(decay)
-            .max(self.target_up)
-            .min(lim.max);
+        self.target_hold = self.target_hold.saturating_sub(decay).max(self.target_up).min(lim.max);
     }
 
     /// The delay needs neither a grow nor a shrink.
     fn in_band(&self, lim: &Limits) -> bool {
         let current = self.current();
-        current >= self.grow_below(lim)
-            && current.saturating_sub(lim.ns(self.frame)) < self.shrink_floor(lim)
+        current >= self.grow_below(lim) && current.saturating_sub(lim.ns(self.frame)) < self.shrink_floor(lim)
     }
 
     /// A delay below this grows: the measured need, but at most the ceiling,
@@ -517,9 +502,7 @@ impl Stream {
     /// sender's clock carried the delay there. Cutting it cannot start a
     /// grow/shrink cycle: no grow is asked above the ceiling either.
     fn shrink_floor(&self, lim: &Limits) -> i64 {
-        self.target_hold
-            .saturating_add(SHRINK_HYSTERESIS_NS)
-            .min(lim.ceiling())
+        self.target_hold.saturating_add(SHRINK_HYSTERESIS_NS).min(lim.ceiling())
     }
 
     /// Mapping offset that puts the delay half a frame above the held
@@ -527,9 +510,7 @@ impl Stream {
     /// Capped like the band, so a realignment does not land where a shrink
     /// is due at once.
     fn mid_band(&self, lim: &Limits) -> i64 {
-        self.r_base
-            .saturating_add(self.target_hold.min(lim.ceiling()))
-            .saturating_add(lim.ns(self.frame) / 2)
+        self.r_base.saturating_add(self.target_hold.min(lim.ceiling())).saturating_add(lim.ns(self.frame) / 2)
     }
 
     fn adjustment(&self, now: Instant, lim: &Limits) -> Adjust {
@@ -542,8 +523,7 @@ impl Stream {
             return Adjust::Grow;
         }
         let after_shrink = current.saturating_sub(lim.ns(self.frame));
-        if after_shrink >= self.shrink_floor(lim) && since >= SHRINK_INTERVAL_NS && self.prev_played
-        {
+        if after_shrink >= self.shrink_floor(lim) && since >= SHRINK_INTERVAL_NS && self.prev_played {
             return Adjust::Shrink;
         }
         Adjust::None
@@ -601,9 +581,7 @@ impl JitterBuffer {
         // A consumed packet with the same number but another timestamp is not
         // a copy: it falls through to the late check (a restarted sender).
         let consumed = st.play_ts.is_some() && ext_seq <= st.last_seq;
-        if (consumed && st.played.contains(&(ext_seq, ext_ts)))
-            || self.packets.contains_key(&ext_seq)
-        {
+        if (consumed && st.played.contains(&(ext_seq, ext_ts))) || self.packets.contains_key(&ext_seq) {
             self.stats.duplicate += 1;
             return InsertOutcome::Duplicate;
         }
@@ -665,20 +643,9 @@ impl JitterBuffer {
         }
         // Learn the packet time from a buffered neighbour (playout learns it
         // too, but a stream's first packets arrive before any is played).
-        let before = self
-            .packets
-            .get(&(ext_seq - 1))
-            .filter(|_| !p.marker)
-            .map(|e| ext_ts - e.ext_ts);
-        let after = self
-            .packets
-            .get(&(ext_seq + 1))
-            .filter(|e| !e.packet.marker)
-            .map(|e| e.ext_ts - ext_ts);
-        if let Some(delta) = before
-            .or(after)
-            .filter(|d| (lim.frame_min..=lim.frame_max).contains(d))
-        {
+        let before = self.packets.get(&(ext_seq - 1)).filter(|_| !p.marker).map(|e| ext_ts - e.ext_ts);
+        let after = self.packets.get(&(ext_seq + 1)).filter(|e| !e.packet.marker).map(|e| e.ext_ts - ext_ts);
+        if let Some(delta) = before.or(after).filter(|d| (lim.frame_min..=lim.frame_max).contains(d)) {
             st.frame = delta;
             st.frame_learned = true;
         }
@@ -716,16 +683,10 @@ impl JitterBuffer {
             let half = (st.frame / 2).max(1);
             let Some((&seq, head)) = self.packets.first_key_value() else {
                 // Underrun: loss, a late packet, or the sender fell silent.
-                let limit = if st.continuous {
-                    lim.gap_cap_frames(st.frame)
-                } else {
-                    i64::from(MAX_BLIND)
-                };
+                let limit = if st.continuous { lim.gap_cap_frames(st.frame) } else { i64::from(MAX_BLIND) };
                 // Real time only: one blind slot per packet time, however
                 // late the driver calls (no catch-up burst of guesses).
-                let too_soon = st
-                    .last_blind
-                    .is_some_and(|t| signed_nanos(now, t) < lim.ns(st.frame) / 2);
+                let too_soon = st.last_blind.is_some_and(|t| signed_nanos(now, t) < lim.ns(st.frame) / 2);
                 if i64::from(st.blind) >= limit || too_soon {
                     return None;
                 }
@@ -777,9 +738,7 @@ impl JitterBuffer {
             }
             let head_ts = head.ext_ts;
             if st.transit.len() >= MIN_ADAPT_SAMPLES && !st.in_band(&lim) {
-                let silence = st
-                    .media_ns(head_ts, &lim)
-                    .saturating_sub(st.media_ns(play_ts, &lim));
+                let silence = st.media_ns(head_ts, &lim).saturating_sub(st.media_ns(play_ts, &lim));
                 let delta = st.mid_band(&lim).saturating_sub(st.offset).max(-silence);
                 if delta != 0 {
                     st.offset = st.offset.saturating_add(delta);
@@ -821,25 +780,18 @@ impl JitterBuffer {
     /// Delay currently added to a packet with the best recent transit
     /// (zero before the first packet).
     pub fn current_delay(&self) -> Duration {
-        self.stream
-            .as_ref()
-            .map_or(Duration::ZERO, |s| duration_from_ns(s.current()))
+        self.stream.as_ref().map_or(Duration::ZERO, |s| duration_from_ns(s.current()))
     }
 
     /// Delay the buffer is steering towards, within `min_delay..=max_delay`.
     pub fn target_delay(&self) -> Duration {
-        self.stream
-            .as_ref()
-            .map_or(self.cfg.target_delay, |s| duration_from_ns(s.target_hold))
+        self.stream.as_ref().map_or(self.cfg.target_delay, |s| duration_from_ns(s.target_hold))
     }
 
     /// Packet duration in RTP clock units, as learned from the stream
     /// (20 ms until two consecutive packets have been seen).
     pub fn frame_samples(&self) -> u32 {
-        let f = self
-            .stream
-            .as_ref()
-            .map_or(self.lim.frame_default, |s| s.frame);
+        let f = self.stream.as_ref().map_or(self.lim.frame_default, |s| s.frame);
         u32::try_from(f).unwrap_or(u32::MAX)
     }
 
@@ -867,9 +819,7 @@ impl JitterBuffer {
         st.last_adjust = now;
         st.prev_played = false;
         self.stats.stretched += 1;
-        Playout::Stretch {
-            samples: u32::try_from(st.frame).unwrap_or(u32::MAX),
-        }
+        Playout::Stretch { samples: u32::try_from(st.frame).unwrap_or(u32::MAX) }
     }
 
     /// Take the head packet: play it, or drop it to shrink the delay.
@@ -882,10 +832,7 @@ impl JitterBuffer {
                 self.stats.lost += (seq - st.last_seq - 1) as u64;
             }
             let delta = entry.ext_ts - st.last_ts;
-            if seq == st.last_seq + 1
-                && !entry.packet.marker
-                && (lim.frame_min..=lim.frame_max).contains(&delta)
-            {
+            if seq == st.last_seq + 1 && !entry.packet.marker && (lim.frame_min..=lim.frame_max).contains(&delta) {
                 st.frame = delta;
                 st.frame_learned = true;
             }
@@ -1031,31 +978,14 @@ pub mod sim {
             ("no loss", Loss::None),
             ("uniform 5 %", Loss::Uniform(0.05)),
             ("uniform 20 %", Loss::Uniform(0.20)),
-            (
-                "bursty 5 %",
-                Loss::Bursty {
-                    rate: 0.05,
-                    mean_burst: 3.0,
-                },
-            ),
-            (
-                "bursty 20 %",
-                Loss::Bursty {
-                    rate: 0.20,
-                    mean_burst: 3.0,
-                },
-            ),
+            ("bursty 5 %", Loss::Bursty { rate: 0.05, mean_burst: 3.0 }),
+            ("bursty 20 %", Loss::Bursty { rate: 0.20, mean_burst: 3.0 }),
         ];
         let mut out = Vec::new();
         for (i, (lname, loss)) in losses.into_iter().enumerate() {
             for (j, drift) in [0.0, 100.0, -100.0].into_iter().enumerate() {
                 let name = format!("{lname}, {drift:+} ppm");
-                out.push(Scenario::hour(
-                    &name,
-                    1000 + (i * 3 + j) as u64,
-                    loss,
-                    drift,
-                ));
+                out.push(Scenario::hour(&name, 1000 + (i * 3 + j) as u64, loss, drift));
             }
         }
         out
@@ -1123,9 +1053,7 @@ pub mod sim {
         let spp = (u64::from(s.clock_rate) * ptime_ns / 1_000_000_000) as u32;
         let base = s.base_delay.as_nanos() as u64;
         let jitter = (s.jitter.as_nanos() as u64).max(1);
-        let jump = s
-            .ts_jump
-            .map(|(f, samples)| ((n as f64 * f) as u64, samples));
+        let jump = s.ts_jump.map(|(f, samples)| ((n as f64 * f) as u64, samples));
         let change = s.ssrc_change.map(|f| (n as f64 * f) as u64);
         let (seq_a, ts_a) = (65_000u16, u32::MAX - 100_000);
         let (seq_b, ts_b): (u16, u32) = (rng.random(), rng.random());
@@ -1236,8 +1164,7 @@ pub mod sim {
                 any = true;
                 match item {
                     Playout::Packet(p) => {
-                        let i =
-                            u32::from_le_bytes(p.payload[..4].try_into().expect("4-byte payload"));
+                        let i = u32::from_le_bytes(p.payload[..4].try_into().expect("4-byte payload"));
                         if last_index.is_some_and(|l| i <= l) {
                             r.out_of_order += 1;
                         }
@@ -1299,13 +1226,7 @@ mod tests {
     /// A fixed 60 ms delay: the adaptive target never leaves 60 ms unless
     /// the jitter exceeds 55 ms, so timing can be asserted exactly.
     fn cfg() -> JitterConfig {
-        JitterConfig {
-            clock_rate: 8000,
-            min_delay: ms(60),
-            target_delay: ms(60),
-            max_delay: ms(500),
-            max_packets: 256,
-        }
+        JitterConfig { clock_rate: 8000, min_delay: ms(60), target_delay: ms(60), max_delay: ms(500), max_packets: 256 }
     }
 
     /// The adaptive default: 20..200 ms, starting at 40 ms.
@@ -1333,10 +1254,7 @@ mod tests {
     /// Items up to the last packet: what follows is the bounded concealment
     /// of a stream that simply stopped.
     fn until_last_packet<T: Clone>(items: &[(T, Playout)]) -> Vec<(T, Playout)> {
-        let end = items
-            .iter()
-            .rposition(|(_, i)| matches!(i, Playout::Packet(_)))
-            .map_or(0, |p| p + 1);
+        let end = items.iter().rposition(|(_, i)| matches!(i, Playout::Packet(_))).map_or(0, |p| p + 1);
         items[..end].to_vec()
     }
 
@@ -1380,9 +1298,7 @@ mod tests {
 
     /// Pop with a 1 ms tick from `start` for `span_ms`, no arrivals.
     fn simulate_from(jb: &mut JitterBuffer, start: Instant, span_ms: u64) -> Vec<(u64, Playout)> {
-        (0..=span_ms)
-            .flat_map(|t| drain(jb, start + ms(t)).into_iter().map(move |i| (t, i)))
-            .collect()
+        (0..=span_ms).flat_map(|t| drain(jb, start + ms(t)).into_iter().map(move |i| (t, i))).collect()
     }
 
     /// What a driver with a 20 ms tick sees: per tick, the items popped.
@@ -1417,11 +1333,7 @@ mod tests {
     }
 
     fn ticked(t0: Instant) -> Ticked {
-        Ticked {
-            t0,
-            tick_us: 20_000,
-            offset_us: 7_000,
-        }
+        Ticked { t0, tick_us: 20_000, offset_us: 7_000 }
     }
 
     // ---- fixed-delay behaviour (kept from the first buffer) ----
@@ -1430,14 +1342,9 @@ mod tests {
     fn in_order_stream_plays_at_arrival_plus_target() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
-        let arrivals = (0..50u16)
-            .map(|i| (u64::from(i) * 20, pkt(i, u32::from(i) * 160)))
-            .collect();
+        let arrivals = (0..50u16).map(|i| (u64::from(i) * 20, pkt(i, u32::from(i) * 160))).collect();
         let out = simulate(&mut jb, t0, arrivals, 1200);
-        let packets: Vec<_> = out
-            .iter()
-            .filter(|(_, i)| matches!(i, Playout::Packet(_)))
-            .collect();
+        let packets: Vec<_> = out.iter().filter(|(_, i)| matches!(i, Playout::Packet(_))).collect();
         assert_eq!(packets.len(), 50);
         for (i, (t, item)) in packets.iter().enumerate() {
             assert_eq!(*t, i as u64 * 20 + 60, "packet {i}");
@@ -1446,18 +1353,7 @@ mod tests {
         // After the last packet the sender stopped: a few slots are concealed
         // (the buffer cannot tell that from loss), then the buffer goes idle.
         let s = jb.stats();
-        assert_eq!(
-            (
-                s.received,
-                s.played,
-                s.lost,
-                s.late,
-                s.resyncs,
-                s.stretched,
-                s.shrunk
-            ),
-            (50, 50, 0, 0, 0, 0, 0)
-        );
+        assert_eq!((s.received, s.played, s.lost, s.late, s.resyncs, s.stretched, s.shrunk), (50, 50, 0, 0, 0, 0, 0));
         assert!(s.underruns <= u64::from(jb.lim.gap_cap_frames(160) as u32));
         assert_eq!(jb.buffered(), 0);
         assert_eq!(jb.current_delay(), ms(60));
@@ -1492,9 +1388,7 @@ mod tests {
         let got: Vec<_> = out.iter().map(|(_, i)| i.clone()).collect();
         assert_eq!(seqs(&got), (0..10).map(Some).collect::<Vec<_>>());
         for (t, item) in &out {
-            let Playout::Packet(p) = item else {
-                unreachable!()
-            };
+            let Playout::Packet(p) = item else { unreachable!() };
             assert_eq!(*t, u64::from(p.sequence) * 20 + 60);
         }
         assert_eq!(jb.stats().late, 0);
@@ -1506,10 +1400,7 @@ mod tests {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
         assert_eq!(jb.insert(pkt(11, 1760), t0), InsertOutcome::Accepted);
-        assert_eq!(
-            jb.insert(pkt(10, 1600), t0 + ms(5)),
-            InsertOutcome::Accepted
-        );
+        assert_eq!(jb.insert(pkt(10, 1600), t0 + ms(5)), InsertOutcome::Accepted);
         // Packet 10 is due 20 ms before the anchor packet.
         assert_eq!(seqs(&drain(&mut jb, t0 + ms(40))), [Some(10)]);
         assert_eq!(seqs(&drain(&mut jb, t0 + ms(60))), [Some(11)]);
@@ -1524,10 +1415,7 @@ mod tests {
         assert_eq!(jb.insert(pkt(1, 160), t0 + ms(20)), InsertOutcome::Accepted);
         assert_eq!(seqs(&drain(&mut jb, t0 + ms(80))), [Some(0), Some(1)]);
         assert_eq!(jb.insert(pkt(0, 0), t0 + ms(81)), InsertOutcome::Duplicate); // after playout
-        assert_eq!(
-            jb.insert(pkt(1, 160), t0 + ms(82)),
-            InsertOutcome::Duplicate
-        );
+        assert_eq!(jb.insert(pkt(1, 160), t0 + ms(82)), InsertOutcome::Duplicate);
         let s = jb.stats();
         assert_eq!((s.played, s.duplicate, s.late), (2, 3, 0));
         assert_eq!(jb.buffered(), 0);
@@ -1537,37 +1425,20 @@ mod tests {
     fn missing_packet_is_concealed_in_its_own_slot_with_the_next_as_fec() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
-        let arrivals = (0..10u16)
-            .filter(|&s| s != 5)
-            .map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160)))
-            .collect();
+        let arrivals =
+            (0..10u16).filter(|&s| s != 5).map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160))).collect();
         let out = simulate(&mut jb, t0, arrivals, 240);
         let items: Vec<_> = out.iter().map(|(_, i)| i.clone()).collect();
         let mut expected: Vec<_> = (0..10).map(Some).collect();
         expected[5] = None;
         assert_eq!(seqs(&items), expected);
-        assert_eq!(
-            items[5],
-            Playout::Lost {
-                samples: 160,
-                fec: Some(pkt(6, 960))
-            }
-        );
+        assert_eq!(items[5], Playout::Lost { samples: 160, fec: Some(pkt(6, 960)) });
         // Every slot, the concealed one included, comes out on time.
         for (i, (t, _)) in out.iter().enumerate() {
             assert_eq!(*t, i as u64 * 20 + 60, "slot {i}");
         }
         let s = jb.stats();
-        assert_eq!(
-            (
-                s.played,
-                s.lost,
-                s.concealed,
-                s.concealed_samples,
-                s.underruns
-            ),
-            (9, 1, 1, 160, 0)
-        );
+        assert_eq!((s.played, s.lost, s.concealed, s.concealed_samples, s.underruns), (9, 1, 1, 160, 0));
     }
 
     #[test]
@@ -1584,13 +1455,7 @@ mod tests {
         // Packet 6 arrives at 120 ms, when slot 3 is due: the gap is known.
         assert_eq!(items[3], lost(160));
         assert_eq!(items[4], lost(160));
-        assert_eq!(
-            items[5],
-            Playout::Lost {
-                samples: 160,
-                fec: Some(pkt(6, 960))
-            }
-        );
+        assert_eq!(items[5], Playout::Lost { samples: 160, fec: Some(pkt(6, 960)) });
         assert_eq!(out[3].0, 120);
         assert_eq!(out[5].0, 160);
         let s = jb.stats();
@@ -1626,10 +1491,7 @@ mod tests {
         let mut jb = JitterBuffer::new(cfg());
         jb.insert(pkt(0, 0), t0);
         assert_eq!(drain(&mut jb, t0 + ms(60)).len(), 1);
-        assert_eq!(
-            jb.insert(pkt(1, 160), t0 + ms(150)),
-            InsertOutcome::Accepted
-        );
+        assert_eq!(jb.insert(pkt(1, 160), t0 + ms(150)), InsertOutcome::Accepted);
         // Then the slot after it, whose packet is missing, is concealed once
         // (blind concealment is real time: no burst for the slots missed).
         assert_eq!(seqs(&drain(&mut jb, t0 + ms(150))), [Some(1), None]);
@@ -1655,23 +1517,10 @@ mod tests {
         }
         let out = simulate(&mut jb, t0, arrivals, 440);
         let items: Vec<_> = out.iter().map(|(_, i)| i.clone()).collect();
-        let expected: Vec<Option<u16>> = (0..20u16)
-            .map(|i| {
-                if i == 8 {
-                    None
-                } else {
-                    Some(seq0.wrapping_add(i))
-                }
-            })
-            .collect();
+        let expected: Vec<Option<u16>> =
+            (0..20u16).map(|i| if i == 8 { None } else { Some(seq0.wrapping_add(i)) }).collect();
         assert_eq!(seqs(&items), expected);
-        assert!(matches!(
-            items[8],
-            Playout::Lost {
-                samples: 160,
-                fec: Some(_)
-            }
-        ));
+        assert!(matches!(items[8], Playout::Lost { samples: 160, fec: Some(_) }));
         for (i, (t, _)) in out.iter().enumerate() {
             assert_eq!(*t, i as u64 * 20 + 60, "item {i}");
         }
@@ -1695,17 +1544,11 @@ mod tests {
         assert_eq!(jb.pop(at + ms(59)), None);
         let items = drain(&mut jb, at + ms(60));
         assert_eq!(items, [Playout::Packet(b)]);
-        let next = MediaPacket {
-            ssrc: 0xDEAD,
-            ..pkt(40_001, 3_000_160)
-        };
+        let next = MediaPacket { ssrc: 0xDEAD, ..pkt(40_001, 3_000_160) };
         assert_eq!(jb.insert(next, at + ms(20)), InsertOutcome::Accepted);
         assert_eq!(seqs(&drain(&mut jb, at + ms(80))), [Some(40_001)]);
         let s = jb.stats();
-        assert_eq!(
-            (s.resyncs, s.flushed, s.lost, s.played, s.concealed),
-            (1, 2, 0, 5, 0)
-        );
+        assert_eq!((s.resyncs, s.flushed, s.lost, s.played, s.concealed), (1, 2, 0, 5, 0));
     }
 
     #[test]
@@ -1715,10 +1558,7 @@ mod tests {
         for s in 0..5u16 {
             jb.insert(pkt(s, u32::from(s) * 160), t0 + ms(u64::from(s) * 20));
         }
-        let new = |k: u16| MediaPacket {
-            ssrc: 0xBEEF,
-            ..pkt(9000 + k, 777 + u32::from(k) * 160)
-        };
+        let new = |k: u16| MediaPacket { ssrc: 0xBEEF, ..pkt(9000 + k, 777 + u32::from(k) * 160) };
         use InsertOutcome::*;
         // Old packet 5 arrives after the new stream's first packet (reordering).
         assert_eq!(jb.insert(new(0), t0 + ms(100)), Resync);
@@ -1726,9 +1566,8 @@ mod tests {
         assert_eq!(jb.insert(new(1), t0 + ms(120)), Accepted);
         assert_eq!(jb.stats().resyncs, 1);
         // If the old SSRC really comes back, it takes over after a few packets.
-        let outcomes: Vec<_> = (6..11u16)
-            .map(|s| jb.insert(pkt(s, u32::from(s) * 160), t0 + ms(130 + u64::from(s))))
-            .collect();
+        let outcomes: Vec<_> =
+            (6..11u16).map(|s| jb.insert(pkt(s, u32::from(s) * 160), t0 + ms(130 + u64::from(s)))).collect();
         assert_eq!(outcomes, [Late, Late, Late, Late, Resync]);
     }
 
@@ -1743,22 +1582,12 @@ mod tests {
         // Sequence continues but the timestamp leaps 10 s ahead.
         let at = t0 + ms(110);
         assert_eq!(jb.insert(pkt(3, 80_000 + 480), at), InsertOutcome::Resync);
-        assert_eq!(
-            jb.insert(pkt(4, 80_000 + 640), at + ms(20)),
-            InsertOutcome::Accepted
-        );
+        assert_eq!(jb.insert(pkt(4, 80_000 + 640), at + ms(20)), InsertOutcome::Accepted);
         let out = simulate_from(&mut jb, at, 200);
-        let packets: Vec<_> = out
-            .iter()
-            .filter(|(_, i)| matches!(i, Playout::Packet(_)))
-            .map(|(t, _)| *t)
-            .collect();
+        let packets: Vec<_> = out.iter().filter(|(_, i)| matches!(i, Playout::Packet(_))).map(|(t, _)| *t).collect();
         assert_eq!(packets, [60, 80]);
         // No concealment for the jump, before or after the resync.
-        assert!(out
-            .iter()
-            .take(2)
-            .all(|(_, i)| matches!(i, Playout::Packet(_))));
+        assert!(out.iter().take(2).all(|(_, i)| matches!(i, Playout::Packet(_))));
         let s = jb.stats();
         assert_eq!((s.resyncs, s.lost, s.late), (1, 0, 0));
     }
@@ -1767,12 +1596,9 @@ mod tests {
     fn small_timestamp_jump_is_a_silence_not_a_resync() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(adaptive());
-        let mut arrivals: Vec<_> = (0..20u16)
-            .map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160)))
-            .collect();
+        let mut arrivals: Vec<_> = (0..20u16).map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160))).collect();
         // The sender skips 300 ms of timestamps, sequence continues.
-        arrivals
-            .extend((20..30u16).map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160 + 2400))));
+        arrivals.extend((20..30u16).map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160 + 2400))));
         let out = simulate(&mut jb, t0, arrivals, 1200);
         let s = jb.stats();
         assert_eq!((s.resyncs, s.lost, s.late, s.played), (0, 0, 0, 30));
@@ -1799,25 +1625,15 @@ mod tests {
             outcomes.push(jb.insert(pkt(10 + k, u32::from(k) * 160), at));
         }
         use InsertOutcome::*;
-        assert_eq!(
-            outcomes,
-            [Late, Late, Late, Late, Resync, Accepted, Accepted, Accepted]
-        );
+        assert_eq!(outcomes, [Late, Late, Late, Late, Resync, Accepted, Accepted, Accepted]);
         // The re-anchored stream plays from the resync packet on, with no loss:
         // packet 14 arrived at 280 ms, so it plays at 340 ms.
-        played.extend(
-            simulate_from(&mut jb, t0 + ms(340), 60)
-                .into_iter()
-                .map(|(_, i)| i),
-        );
+        played.extend(simulate_from(&mut jb, t0 + ms(340), 60).into_iter().map(|(_, i)| i));
         let packets: Vec<_> = seqs(&played).into_iter().flatten().collect();
         let expected: Vec<u16> = (0..10).chain(14..18).collect();
         assert_eq!(packets, expected);
         let s = jb.stats();
-        assert_eq!(
-            (s.resyncs, s.late, s.lost, s.played, s.flushed),
-            (1, 4, 0, 14, 0)
-        );
+        assert_eq!((s.resyncs, s.late, s.lost, s.played, s.flushed), (1, 4, 0, 14, 0));
     }
 
     #[test]
@@ -1857,21 +1673,13 @@ mod tests {
         }
         // Same SSRC, sequence restarts far behind, timestamp restarts far behind.
         let outcomes: Vec<_> = (0..6u16)
-            .map(|k| {
-                jb.insert(
-                    pkt(100 + k, 1_000 + u32::from(k) * 160),
-                    t0 + ms(200 + u64::from(k) * 20),
-                )
-            })
+            .map(|k| jb.insert(pkt(100 + k, 1_000 + u32::from(k) * 160), t0 + ms(200 + u64::from(k) * 20)))
             .collect();
         assert_eq!(outcomes[4], InsertOutcome::Resync);
         assert_eq!(outcomes[5], InsertOutcome::Accepted);
         // Sequence jumping far ahead with a plausible timestamp: also a new stream.
         let at = t0 + ms(400);
-        assert_eq!(
-            jb.insert(pkt(20_000, 1_000 + 10 * 160), at),
-            InsertOutcome::Resync
-        );
+        assert_eq!(jb.insert(pkt(20_000, 1_000 + 10 * 160), at), InsertOutcome::Resync);
         assert_eq!(jb.stats().lost, 0);
     }
 
@@ -1879,9 +1687,7 @@ mod tests {
     fn silence_gap_with_marker_is_not_loss() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
-        let mut arrivals: Vec<_> = (0..5u16)
-            .map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160)))
-            .collect();
+        let mut arrivals: Vec<_> = (0..5u16).map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160))).collect();
         // 2 s of silence: sequence continues, timestamp jumps by the silence.
         for k in 0..5u16 {
             let mut p = pkt(5 + k, (105 + u32::from(k)) * 160);
@@ -1892,15 +1698,10 @@ mod tests {
         let items: Vec<_> = out.iter().map(|(_, i)| i.clone()).collect();
         // The end of the first spurt looks like an underrun: concealed while
         // the buffer waits, bounded; nothing at all when speech resumes.
-        let blind = items
-            .iter()
-            .filter(|i| matches!(i, Playout::Lost { .. }))
-            .count();
+        let blind = items.iter().filter(|i| matches!(i, Playout::Lost { .. })).count();
         assert_eq!(blind, jb.lim.gap_cap_frames(160) as usize);
         assert!(items[..5].iter().all(|i| matches!(i, Playout::Packet(_))));
-        assert!(items[5 + blind..]
-            .iter()
-            .all(|i| matches!(i, Playout::Packet(_))));
+        assert!(items[5 + blind..].iter().all(|i| matches!(i, Playout::Packet(_))));
         assert_eq!(items.len(), 10 + blind);
         assert_eq!(out[5 + blind].0, 2100 + 60);
         let s = jb.stats();
@@ -1936,9 +1737,7 @@ mod tests {
     fn silence_gap_with_marker_and_loss_conceals_only_missing_packets() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
-        let mut arrivals: Vec<_> = (0..5u16)
-            .map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160)))
-            .collect();
+        let mut arrivals: Vec<_> = (0..5u16).map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160))).collect();
         // Seq 5 (last packet of the spurt) is lost; seq 6 starts a new spurt 2 s later.
         let mut p = pkt(6, 106 * 160);
         p.marker = true;
@@ -1977,9 +1776,7 @@ mod tests {
     fn silence_gap_without_marker_and_no_sequence_gap_is_not_loss() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg());
-        let mut arrivals: Vec<_> = (0..5u16)
-            .map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160)))
-            .collect();
+        let mut arrivals: Vec<_> = (0..5u16).map(|s| (u64::from(s) * 20, pkt(s, u32::from(s) * 160))).collect();
         arrivals.push((1100, pkt(5, 55 * 160)));
         let out = until_last_packet(&simulate(&mut jb, t0, arrivals, 1300));
         let last = out.last().unwrap();
@@ -1991,35 +1788,18 @@ mod tests {
     #[test]
     fn overflow_drops_the_newcomer() {
         let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(JitterConfig {
-            max_packets: 4,
-            ..cfg()
-        });
+        let mut jb = JitterBuffer::new(JitterConfig { max_packets: 4, ..cfg() });
         // A consumer that does not pop: 0..3 are held when 4 and 5 arrive.
-        let outcomes: Vec<_> = (0..6u16)
-            .map(|s| jb.insert(pkt(s, u32::from(s) * 160), t0 + ms(u64::from(s) * 20)))
-            .collect();
+        let outcomes: Vec<_> =
+            (0..6u16).map(|s| jb.insert(pkt(s, u32::from(s) * 160), t0 + ms(u64::from(s) * 20))).collect();
         use InsertOutcome::*;
-        assert_eq!(
-            outcomes,
-            [Accepted, Accepted, Accepted, Accepted, Overflow, Overflow]
-        );
+        assert_eq!(outcomes, [Accepted, Accepted, Accepted, Accepted, Overflow, Overflow]);
         assert_eq!(jb.buffered(), 4);
-        assert_eq!(
-            seqs(&drain(&mut jb, t0 + ms(120))),
-            [Some(0), Some(1), Some(2), Some(3)]
-        );
+        assert_eq!(seqs(&drain(&mut jb, t0 + ms(120))), [Some(0), Some(1), Some(2), Some(3)]);
         jb.insert(pkt(6, 960), t0 + ms(121));
         assert_eq!(
             drain(&mut jb, t0 + ms(180)),
-            [
-                lost(160),
-                Playout::Lost {
-                    samples: 160,
-                    fec: Some(pkt(6, 960))
-                },
-                Playout::Packet(pkt(6, 960))
-            ]
+            [lost(160), Playout::Lost { samples: 160, fec: Some(pkt(6, 960)) }, Playout::Packet(pkt(6, 960))]
         );
         let s = jb.stats();
         assert_eq!((s.overflow, s.lost, s.played), (2, 2, 5));
@@ -2034,10 +1814,7 @@ mod tests {
         jb.reset();
         assert_eq!(jb.buffered(), 0);
         assert_eq!(jb.pop(t0 + ms(1000)), None);
-        assert_eq!(
-            jb.insert(pkt(9000, 7), t0 + ms(1000)),
-            InsertOutcome::Accepted
-        );
+        assert_eq!(jb.insert(pkt(9000, 7), t0 + ms(1000)), InsertOutcome::Accepted);
         assert_eq!(seqs(&drain(&mut jb, t0 + ms(1060))), [Some(9000)]);
         let s = jb.stats();
         assert_eq!((s.received, s.flushed, s.played, s.resyncs), (3, 2, 1, 0));
@@ -2069,10 +1846,7 @@ mod tests {
                 max_packets: 3,
             });
             for s in 0..10u16 {
-                jb.insert(
-                    pkt(s * 3, u32::from(s).wrapping_mul(0x7000_0000)),
-                    t0 + ms(u64::from(s)),
-                );
+                jb.insert(pkt(s * 3, u32::from(s).wrapping_mul(0x7000_0000)), t0 + ms(u64::from(s)));
                 drain(&mut jb, t0 + Duration::from_secs(u64::from(s) * 1000));
             }
         }
@@ -2095,11 +1869,7 @@ mod tests {
                 dropped += 1;
                 continue;
             }
-            let jitter_us = if i == 0 {
-                0
-            } else {
-                rng.random_range(0..40_000u64)
-            };
+            let jitter_us = if i == 0 { 0 } else { rng.random_range(0..40_000u64) };
             let p = pkt(seq0.wrapping_add(i as u16), ts0.wrapping_add(i * 160));
             arrivals.push((u64::from(i) * 20_000 + jitter_us, i, p));
         }
@@ -2127,10 +1897,7 @@ mod tests {
                         assert!(i >= expect_index, "out of order");
                         // Played at the first tick at or after arrival_nominal + 60 ms.
                         let due_us = u64::from(i) * 20_000 + 60_000;
-                        assert!(
-                            now_us >= due_us && now_us < due_us + 20_000,
-                            "packet {i} at {now_us}"
-                        );
+                        assert!(now_us >= due_us && now_us < due_us + 20_000, "packet {i} at {now_us}");
                         expect_index = i + 1;
                         played += 1;
                     }
@@ -2168,19 +1935,11 @@ mod tests {
     // ---- adaptation ----
 
     /// `n` packets of 20 ms from `first`, arrival = nominal + jitter(i) ms.
-    fn stream(
-        first: u16,
-        n: u16,
-        start_ms: u64,
-        jitter: impl Fn(u16) -> u64,
-    ) -> Vec<(u64, MediaPacket)> {
+    fn stream(first: u16, n: u16, start_ms: u64, jitter: impl Fn(u16) -> u64) -> Vec<(u64, MediaPacket)> {
         (0..n)
             .map(|k| {
                 let s = first + k;
-                (
-                    (start_ms + u64::from(k) * 20 + jitter(k)) * 1000,
-                    pkt(s, u32::from(s) * 160),
-                )
+                ((start_ms + u64::from(k) * 20 + jitter(k)) * 1000, pkt(s, u32::from(s) * 160))
             })
             .collect()
     }
@@ -2191,21 +1950,14 @@ mod tests {
         let mut jb = JitterBuffer::new(adaptive());
         let out = ticked(t0).run(&mut jb, stream(0, 500, 0, |_| 0), 10_100_000);
         let s = jb.stats();
-        assert_eq!(
-            (
-                s.played,
-                s.concealed - s.underruns,
-                s.stretched,
-                s.shrunk,
-                s.late
-            ),
-            (500, 0, 0, 0, 0)
-        );
+        assert_eq!((s.played, s.concealed - s.underruns, s.stretched, s.shrunk, s.late), (500, 0, 0, 0, 0));
         // No jitter: the need is min_delay; 40 ms is within a frame of it, so
         // nothing moves (one frame of hysteresis against churn).
         assert_eq!(jb.current_delay(), ms(40));
         assert!(jb.target_delay() >= ms(20) && jb.target_delay() < ms(21));
-        assert!(out.iter().all(|(t, i)| !matches!(i, Playout::Packet(p) if *t != u64::from(p.sequence) * 20_000 + 47_000)));
+        assert!(out
+            .iter()
+            .all(|(t, i)| !matches!(i, Playout::Packet(p) if *t != u64::from(p.sequence) * 20_000 + 47_000)));
     }
 
     #[test]
@@ -2214,18 +1966,10 @@ mod tests {
         let mut jb = JitterBuffer::new(adaptive());
         // 4 s calm, then 90 ms of jitter (a deterministic saw, so the window's
         // percentile is exact).
-        let arrivals = stream(
-            0,
-            500,
-            0,
-            |k| if k < 200 { 0 } else { u64::from(k % 10) * 10 },
-        );
+        let arrivals = stream(0, 500, 0, |k| if k < 200 { 0 } else { u64::from(k % 10) * 10 });
         let out = ticked(t0).run(&mut jb, arrivals, 10_600_000);
-        let stretch_ticks: Vec<u64> = out
-            .iter()
-            .filter(|(_, i)| matches!(i, Playout::Stretch { samples: 160 }))
-            .map(|(t, _)| *t)
-            .collect();
+        let stretch_ticks: Vec<u64> =
+            out.iter().filter(|(_, i)| matches!(i, Playout::Stretch { samples: 160 })).map(|(t, _)| *t).collect();
         let s = jb.stats();
         // Need: 90 ms (p95 of 0..90) + 5 ms margin = 95 ms, from 40 ms: three
         // stretches, at least 200 ms apart, all within the first second.
@@ -2245,23 +1989,14 @@ mod tests {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(adaptive());
         // 3 s of 90 ms jitter, then 60 s calm.
-        let arrivals = stream(
-            0,
-            3150,
-            0,
-            |k| if k < 150 { u64::from(k % 10) * 10 } else { 0 },
-        );
+        let arrivals = stream(0, 3150, 0, |k| if k < 150 { u64::from(k % 10) * 10 } else { 0 });
         let out = ticked(t0).run(&mut jb, arrivals, 63_500_000);
         let shrinks = jb.stats().shrunk;
         let s = jb.stats();
         assert!(s.stretched >= 3, "{s:?}");
         // Back from ~100 ms to within a frame of the 20 ms floor, one frame at
         // a time, never two within a second.
-        assert!(
-            jb.current_delay() <= ms(20 + 20 + 2),
-            "{:?}",
-            jb.current_delay()
-        );
+        assert!(jb.current_delay() <= ms(20 + 20 + 2), "{:?}", jb.current_delay());
         assert!(shrinks >= 3, "{s:?}");
         // A shrink shows as one sequence number missing between two played packets.
         let played: Vec<(u64, u16)> = out
@@ -2271,11 +2006,8 @@ mod tests {
                 _ => None,
             })
             .collect();
-        let skips: Vec<u64> = played
-            .windows(2)
-            .filter(|w| w[0].0 > 3_500_000 && w[1].1 != w[0].1 + 1)
-            .map(|w| w[1].0)
-            .collect();
+        let skips: Vec<u64> =
+            played.windows(2).filter(|w| w[0].0 > 3_500_000 && w[1].1 != w[0].1 + 1).map(|w| w[1].0).collect();
         assert_eq!(skips.len() as u64, shrinks);
         assert!(skips.windows(2).all(|w| w[1] - w[0] >= 1_000_000));
         // Decrease slowly: the held target takes ~10 s per 20 ms.
@@ -2287,10 +2019,7 @@ mod tests {
     #[test]
     fn target_is_bounded_by_max_delay() {
         let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(JitterConfig {
-            max_delay: ms(100),
-            ..adaptive()
-        });
+        let mut jb = JitterBuffer::new(JitterConfig { max_delay: ms(100), ..adaptive() });
         // 400 ms of jitter, far beyond max_delay.
         let arrivals = stream(0, 1000, 0, |k| u64::from(k % 20) * 20);
         ticked(t0).run(&mut jb, arrivals, 20_500_000);
@@ -2310,33 +2039,22 @@ mod tests {
         arrivals.extend(spurt2);
         let out = ticked(t0).run(&mut jb, arrivals, 7_000_000);
         let s = jb.stats();
-        let stretched_in_spurt2 = out
-            .iter()
-            .filter(|(t, i)| *t > 4_000_000 && matches!(i, Playout::Stretch { .. }))
-            .count();
+        let stretched_in_spurt2 =
+            out.iter().filter(|(t, i)| *t > 4_000_000 && matches!(i, Playout::Stretch { .. })).count();
         assert_eq!(stretched_in_spurt2, 0, "{s:?}");
         assert_eq!(s.shrunk, 0);
         assert!(s.realigned <= 1, "{s:?}");
         assert_eq!(s.played + s.late, 200);
         // Nothing is concealed when spurt 2 starts.
-        let first2 = out
-            .iter()
-            .position(|(_, i)| matches!(i, Playout::Packet(p) if p.sequence == 200))
-            .unwrap();
-        assert!(out[first2..]
-            .iter()
-            .take(50)
-            .all(|(_, i)| matches!(i, Playout::Packet(_))));
+        let first2 = out.iter().position(|(_, i)| matches!(i, Playout::Packet(p) if p.sequence == 200)).unwrap();
+        assert!(out[first2..].iter().take(50).all(|(_, i)| matches!(i, Playout::Packet(_))));
     }
 
     #[test]
     fn realignment_at_a_talk_spurt_moves_the_delay_down_to_the_target() {
         let t0 = Instant::now();
         // Starts at 120 ms; the jitter is nil, so the target is the 20 ms floor.
-        let mut jb = JitterBuffer::new(JitterConfig {
-            target_delay: ms(120),
-            ..adaptive()
-        });
+        let mut jb = JitterBuffer::new(JitterConfig { target_delay: ms(120), ..adaptive() });
         let mut arrivals = stream(0, 50, 0, |_| 0);
         let mut spurt2 = stream(1000, 50, 20_000, |_| 0);
         spurt2[0].1.marker = true;
@@ -2351,10 +2069,7 @@ mod tests {
         // Half a frame above the target of the moment (which decays on).
         let c = jb.current_delay();
         assert!(c >= t + ms(9) && c <= t + ms(15), "{c:?} {t:?}");
-        let first2 = out
-            .iter()
-            .find(|(_, i)| matches!(i, Playout::Packet(p) if p.sequence == 1000))
-            .unwrap();
+        let first2 = out.iter().find(|(_, i)| matches!(i, Playout::Packet(p) if p.sequence == 1000)).unwrap();
         assert!(first2.0 >= 20_000_000 + c.as_micros() as u64);
         assert!(first2.0 < 20_000_000 + c.as_micros() as u64 + 20_000);
     }
@@ -2364,14 +2079,8 @@ mod tests {
         let mut jb = JitterBuffer::new(adaptive());
         let n = (minutes * 60 * 50) as u32;
         let period_us = 20_000.0 / (1.0 + ppm * 1e-6);
-        let arrivals = (0..n)
-            .map(|i| {
-                (
-                    (f64::from(i) * period_us) as u64 + 5_000,
-                    pkt(i as u16, i.wrapping_mul(160)),
-                )
-            })
-            .collect();
+        let arrivals =
+            (0..n).map(|i| ((f64::from(i) * period_us) as u64 + 5_000, pkt(i as u16, i.wrapping_mul(160)))).collect();
         let end = (f64::from(n) * period_us) as u64 + 500_000;
         let out = ticked(t0).run(&mut jb, arrivals, end);
         (jb, out)
@@ -2386,9 +2095,7 @@ mod tests {
         assert_eq!((s.stretched, s.late, s.lost), (0, 0, 0));
         assert!(jb.current_delay() >= ms(20) && jb.current_delay() <= ms(62));
         assert_eq!(s.concealed, s.underruns);
-        assert!(until_last_packet(&out)
-            .iter()
-            .all(|(_, i)| !matches!(i, Playout::Lost { .. })));
+        assert!(until_last_packet(&out).iter().all(|(_, i)| !matches!(i, Playout::Lost { .. })));
     }
 
     #[test]
@@ -2399,13 +2106,8 @@ mod tests {
         assert_eq!((s.shrunk, s.late, s.lost), (0, 0, 0));
         assert!(jb.current_delay() >= ms(20) && jb.current_delay() <= ms(62));
         // No underrun-then-rebuffer cycle: nothing concealed mid-stream.
-        let last_packet = out
-            .iter()
-            .rposition(|(_, i)| matches!(i, Playout::Packet(_)))
-            .unwrap();
-        assert!(out[..last_packet]
-            .iter()
-            .all(|(_, i)| !matches!(i, Playout::Lost { .. })));
+        let last_packet = out.iter().rposition(|(_, i)| matches!(i, Playout::Packet(_))).unwrap();
+        assert!(out[..last_packet].iter().all(|(_, i)| !matches!(i, Playout::Lost { .. })));
     }
 
     /// A sender clock 1000-2000 ppm fast raises the delay steadily between
@@ -2443,22 +2145,11 @@ mod tests {
     #[test]
     fn packet_time_is_learned_from_timestamps() {
         let t0 = Instant::now();
-        let mut jb = JitterBuffer::new(JitterConfig {
-            clock_rate: 48_000,
-            ..cfg()
-        });
+        let mut jb = JitterBuffer::new(JitterConfig { clock_rate: 48_000, ..cfg() });
         // 30 ms Opus packets (1440 samples at 48 kHz); seq 5 lost.
         let arrivals: Vec<_> = (0..10u16)
             .filter(|&s| s != 5)
-            .map(|s| {
-                (
-                    u64::from(s) * 30,
-                    MediaPacket {
-                        payload_type: 111,
-                        ..pkt(s, u32::from(s) * 1440)
-                    },
-                )
-            })
+            .map(|s| (u64::from(s) * 30, MediaPacket { payload_type: 111, ..pkt(s, u32::from(s) * 1440) }))
             .collect();
         let out = simulate(&mut jb, t0, arrivals, 400);
         assert_eq!(jb.frame_samples(), 1440);
@@ -2487,10 +2178,7 @@ mod tests {
         for (t, _) in &out {
             *per_tick.entry(*t).or_insert(0) += 1;
         }
-        assert!(
-            per_tick.values().all(|&n| n <= 2),
-            "burst of items in one tick"
-        );
+        assert!(per_tick.values().all(|&n| n <= 2), "burst of items in one tick");
     }
 
     #[test]
@@ -2499,10 +2187,7 @@ mod tests {
         let mut jb = JitterBuffer::new(cfg());
         // Packets 10..13 lost and nothing buffered behind them (60 ms delay,
         // 20 ms packets: packet 14 arrives after slot 10 is due).
-        let arrivals = stream(0, 30, 0, |_| 0)
-            .into_iter()
-            .filter(|(_, p)| !(10..14).contains(&p.sequence))
-            .collect();
+        let arrivals = stream(0, 30, 0, |_| 0).into_iter().filter(|(_, p)| !(10..14).contains(&p.sequence)).collect();
         let out = until_last_packet(&ticked(t0).run(&mut jb, arrivals, 2_000_000));
         let mut ticks = out.iter().map(|(t, _)| *t).collect::<Vec<_>>();
         ticks.dedup();
@@ -2519,12 +2204,7 @@ mod tests {
         assert_eq!(s.lost, 4);
         // The rest is the stream's end: concealment bounded by max_delay.
         assert_eq!(s.underruns, 1 + jb.lim.gap_cap_frames(160) as u64);
-        assert_eq!(
-            out.iter()
-                .filter(|(_, i)| matches!(i, Playout::Lost { .. }))
-                .count(),
-            4
-        );
+        assert_eq!(out.iter().filter(|(_, i)| matches!(i, Playout::Lost { .. })).count(), 4);
     }
 
     #[test]
@@ -2552,15 +2232,7 @@ mod tests {
 
     #[test]
     fn simulator_smoke() {
-        let mut s = sim::Scenario::hour(
-            "smoke",
-            7,
-            sim::Loss::Bursty {
-                rate: 0.2,
-                mean_burst: 3.0,
-            },
-            100.0,
-        );
+        let mut s = sim::Scenario::hour("smoke", 7, sim::Loss::Bursty { rate: 0.2, mean_burst: 3.0 }, 100.0);
         s.duration = Duration::from_secs(60);
         let r = sim::simulate(&s);
         assert_eq!(r.out_of_order, 0);
@@ -2569,7 +2241,6 @@ mod tests {
         assert!((0.97..1.03).contains(&ratio), "{r:?}");
     }
 }
-
 
 #[cfg(test)]
 mod consumer_tests {
@@ -2598,7 +2269,12 @@ mod consumer_tests {
             let mut start = 1_000_000 + rnd(20_000);
             for k in 0..5u64 {
                 for i in 0..175u64 {
-                    arrivals.push((start + i * 20_000 + rnd(3000), 4242u16 + i as u16, 1_000_000u32 + i as u32 * 160, k));
+                    arrivals.push((
+                        start + i * 20_000 + rnd(3000),
+                        4242u16 + i as u16,
+                        1_000_000u32 + i as u32 * 160,
+                        k,
+                    ));
                 }
                 start += 175 * 20_000 + 1_000_000 + rnd(30_000);
             }
@@ -2610,7 +2286,14 @@ mod consumer_tests {
                 let wake = tick + rnd(4000);
                 while next < arrivals.len() && arrivals[next].0 <= wake {
                     let (t, seq, ts, _) = arrivals[next];
-                    let p = MediaPacket { sequence: seq, timestamp: ts, marker: false, ssrc: 7, payload_type: 0, payload: vec![0; 160] };
+                    let p = MediaPacket {
+                        sequence: seq,
+                        timestamp: ts,
+                        marker: false,
+                        ssrc: 7,
+                        payload_type: 0,
+                        payload: vec![0; 160],
+                    };
                     jb.insert(p, t0 + Duration::from_micros(t));
                     next += 1;
                 }

@@ -82,18 +82,14 @@ impl Pacer {
         // ptime may come from the peer's SDP: keep the arithmetic sane
         // (no division by zero, no gigantic frames) instead of panicking.
         cfg.clock_rate = cfg.clock_rate.max(1);
-        cfg.ptime = cfg
-            .ptime
-            .clamp(Duration::from_millis(1), Duration::from_secs(1));
+        cfg.ptime = cfg.ptime.clamp(Duration::from_millis(1), Duration::from_secs(1));
         cfg.max_catch_up = cfg.max_catch_up.max(1);
         let ptime_ns = cfg.ptime.as_nanos() as u64;
         // Whole samples per frame; rates where this is fractional (e.g.
         // 11025 Hz at 20 ms) would run the media clock slightly slow.
         cfg.pcm_rate = cfg.pcm_rate.max(1);
-        let frame_samples =
-            (u128::from(cfg.pcm_rate) * u128::from(ptime_ns) / 1_000_000_000).max(1) as usize;
-        let ts_step =
-            (u128::from(cfg.clock_rate) * u128::from(ptime_ns) / 1_000_000_000).max(1) as u32;
+        let frame_samples = (u128::from(cfg.pcm_rate) * u128::from(ptime_ns) / 1_000_000_000).max(1) as usize;
+        let ts_step = (u128::from(cfg.clock_rate) * u128::from(ptime_ns) / 1_000_000_000).max(1) as u32;
         Self {
             next_sequence: cfg.initial_sequence,
             cfg,
@@ -125,7 +121,13 @@ impl Pacer {
             return;
         }
         let n = self.fade_samples.min(self.queue.len());
-        self.fade = self.queue.iter().take(n).enumerate().map(|(i, &s)| (s as f32 * (1.0 - (i + 1) as f32 / (n + 1) as f32)) as i16).collect();
+        self.fade = self
+            .queue
+            .iter()
+            .take(n)
+            .enumerate()
+            .map(|(i, &s)| (s as f32 * (1.0 - (i + 1) as f32 / (n + 1) as f32)) as i16)
+            .collect();
     }
 
     /// pcm_rate * ptime
@@ -187,9 +189,7 @@ impl Pacer {
             return Vec::new();
         };
         // Slots 0..=elapsed/ptime are due by now.
-        let due = u64::try_from(elapsed.as_nanos() / u128::from(self.ptime_ns))
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
+        let due = u64::try_from(elapsed.as_nanos() / u128::from(self.ptime_ns)).unwrap_or(u64::MAX).saturating_add(1);
         let mut count = due.saturating_sub(self.slot);
         let max = u64::from(self.cfg.max_catch_up);
         if count > max {
@@ -230,10 +230,7 @@ impl Pacer {
             payload_type: self.cfg.payload_type,
             sequence: self.next_sequence,
             // (slot * frame_samples) mod 2^32, with slot reduced first.
-            timestamp: self
-                .cfg
-                .initial_timestamp
-                .wrapping_add((self.slot as u32).wrapping_mul(self.ts_step)),
+            timestamp: self.cfg.initial_timestamp.wrapping_add((self.slot as u32).wrapping_mul(self.ts_step)),
             ssrc: self.cfg.ssrc,
         };
 
@@ -246,11 +243,7 @@ impl Pacer {
         if speech {
             self.stats.speech_frames += 1;
         }
-        OutFrame {
-            header,
-            pcm,
-            speech,
-        }
+        OutFrame { header, pcm, speech }
     }
 }
 
@@ -261,7 +254,16 @@ mod tests {
     #[test]
     fn a_pause_or_clear_fades_out_when_asked_and_a_resume_loses_nothing() {
         let t0 = Instant::now();
-        let cfg = PacerConfig { clock_rate: 8000, pcm_rate: 16000, ptime: Duration::from_millis(20), payload_type: 0, ssrc: 1, initial_sequence: 0, initial_timestamp: 0, max_catch_up: 3 };
+        let cfg = PacerConfig {
+            clock_rate: 8000,
+            pcm_rate: 16000,
+            ptime: Duration::from_millis(20),
+            payload_type: 0,
+            ssrc: 1,
+            initial_sequence: 0,
+            initial_timestamp: 0,
+            max_catch_up: 3,
+        };
         let mut p = Pacer::new(cfg.clone(), t0);
         p.set_fade(80);
         p.push_audio(&vec![1000i16; 3200]);
@@ -270,7 +272,15 @@ mod tests {
         p.pause();
         let f = p.handle_timeout(at(1)).remove(0);
         assert!(!f.speech);
-        assert!(f.pcm[0] > 900 && f.pcm[40] > 400 && f.pcm[40] < 600 && f.pcm[79] < 30 && f.pcm[80..].iter().all(|&s| s == 0), "{:?}", &f.pcm[..90]);
+        assert!(
+            f.pcm[0] > 900
+                && f.pcm[40] > 400
+                && f.pcm[40] < 600
+                && f.pcm[79] < 30
+                && f.pcm[80..].iter().all(|&s| s == 0),
+            "{:?}",
+            &f.pcm[..90]
+        );
         assert!(p.handle_timeout(at(2))[0].pcm.iter().all(|&s| s == 0), "silence after the fade");
         assert_eq!(p.played_speech_samples(), 320, "the faded samples are not played");
         p.resume();
@@ -312,14 +322,7 @@ mod tests {
         let t0 = Instant::now();
         let initial_sequence = 65_000;
         let initial_timestamp = u32::MAX - 10_000;
-        let mut p = Pacer::new(
-            PacerConfig {
-                initial_sequence,
-                initial_timestamp,
-                ..cfg()
-            },
-            t0,
-        );
+        let mut p = Pacer::new(PacerConfig { initial_sequence, initial_timestamp, ..cfg() }, t0);
         assert_eq!(p.frame_samples(), 160);
         assert_eq!(p.poll_timeout(), t0);
         for n in 0..180_000u32 {
@@ -329,10 +332,7 @@ mod tests {
             assert_eq!(frames.len(), 1);
             let h = &frames[0].header;
             assert_eq!(h.sequence, initial_sequence.wrapping_add(n as u16));
-            assert_eq!(
-                h.timestamp,
-                initial_timestamp.wrapping_add(n.wrapping_mul(160))
-            );
+            assert_eq!(h.timestamp, initial_timestamp.wrapping_add(n.wrapping_mul(160)));
             assert_eq!(h.marker, n == 0);
             assert_eq!((h.ssrc, h.payload_type), (0xABCD, 0));
             assert!(!frames[0].speech);
@@ -340,10 +340,7 @@ mod tests {
         assert_eq!(p.poll_timeout(), t0 + ms(20) * 180_000);
         assert_eq!(p.poll_timeout(), t0 + Duration::from_secs(3600));
         let s = p.stats();
-        assert_eq!(
-            (s.frames_sent, s.frames_skipped, s.speech_frames),
-            (180_000, 0, 0)
-        );
+        assert_eq!((s.frames_sent, s.frames_skipped, s.speech_frames), (180_000, 0, 0));
     }
 
     #[test]
@@ -378,17 +375,11 @@ mod tests {
         // Three slots due (0, 20, 40 ms): all sent.
         let f = p.handle_timeout(t0 + ms(40));
         assert_eq!(f.len(), 3);
-        assert_eq!(
-            f.iter().map(|f| f.header.timestamp).collect::<Vec<_>>(),
-            [5000, 5160, 5320]
-        );
+        assert_eq!(f.iter().map(|f| f.header.timestamp).collect::<Vec<_>>(), [5000, 5160, 5320]);
         // Next wake-up 100 ms late: slots 3..=8 due (6), 3 sent, 3 skipped.
         let f = p.handle_timeout(t0 + ms(160));
         assert_eq!(f.len(), 3);
-        assert_eq!(
-            f.iter().map(|f| f.header.sequence).collect::<Vec<_>>(),
-            [103, 104, 105]
-        );
+        assert_eq!(f.iter().map(|f| f.header.sequence).collect::<Vec<_>>(), [103, 104, 105]);
         // The newest slots are sent; the skipped ones consumed timestamps.
         assert_eq!(
             f.iter().map(|f| f.header.timestamp).collect::<Vec<_>>(),
@@ -534,46 +525,16 @@ mod tests {
     #[test]
     fn other_rates_and_degenerate_config() {
         let t0 = Instant::now();
-        let p = Pacer::new(
-            PacerConfig {
-                clock_rate: 16_000,
-                pcm_rate: 16_000,
-                ptime: ms(30),
-                ..cfg()
-            },
-            t0,
-        );
+        let p = Pacer::new(PacerConfig { clock_rate: 16_000, pcm_rate: 16_000, ptime: ms(30), ..cfg() }, t0);
         assert_eq!(p.frame_samples(), 480);
-        let p = Pacer::new(
-            PacerConfig {
-                clock_rate: 48_000,
-                pcm_rate: 48_000,
-                ptime: ms(20),
-                ..cfg()
-            },
-            t0,
-        );
+        let p = Pacer::new(PacerConfig { clock_rate: 48_000, pcm_rate: 48_000, ptime: ms(20), ..cfg() }, t0);
         assert_eq!(p.frame_samples(), 960);
-        let mut p = Pacer::new(
-            PacerConfig {
-                clock_rate: 0,
-                pcm_rate: 0,
-                ptime: Duration::ZERO,
-                max_catch_up: 0,
-                ..cfg()
-            },
-            t0,
-        );
+        let mut p =
+            Pacer::new(PacerConfig { clock_rate: 0, pcm_rate: 0, ptime: Duration::ZERO, max_catch_up: 0, ..cfg() }, t0);
         assert_eq!(p.frame_samples(), 1);
         assert_eq!(p.handle_timeout(t0 + ms(5)).len(), 1);
         assert_eq!(p.poll_timeout(), t0 + ms(6));
-        let mut p = Pacer::new(
-            PacerConfig {
-                ptime: Duration::from_secs(3600),
-                ..cfg()
-            },
-            t0,
-        );
+        let mut p = Pacer::new(PacerConfig { ptime: Duration::from_secs(3600), ..cfg() }, t0);
         assert_eq!(p.frame_samples(), 8000); // ptime clamped to 1 s
         assert_eq!(p.handle_timeout(t0 + Duration::from_secs(10)).len(), 3);
     }

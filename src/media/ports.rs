@@ -35,12 +35,7 @@ impl PortPool {
             .collect();
         let low = free.front().copied().unwrap_or(0);
         let in_use = vec![false; free.len()];
-        Self {
-            low,
-            free,
-            in_use,
-            in_use_count: 0,
-        }
+        Self { low, free, in_use, in_use_count: 0 }
     }
 
     /// Next free port in round-robin order, or `None` when all are in use.

@@ -166,7 +166,10 @@ impl Resampler {
         // Both buffers have exactly the sizes the resampler was built for,
         // so these constructors and `process_into_buffer` cannot fail; if
         // they ever did, emitting silence keeps the stream's length right.
-        let ok = match (InterleavedSlice::new(&self.block_buf[..], 1, bi), InterleavedSlice::new_mut(&mut self.out_buf[..], 1, bo)) {
+        let ok = match (
+            InterleavedSlice::new(&self.block_buf[..], 1, bi),
+            InterleavedSlice::new_mut(&mut self.out_buf[..], 1, bo),
+        ) {
             (Ok(input), Ok(mut output)) => fft.process_into_buffer(&input, &mut output, None).is_ok(),
             _ => false,
         };
@@ -190,7 +193,8 @@ impl Resampler {
     /// the filter's tail included. The resampler is then reset for reuse.
     pub fn flush(&mut self, out: &mut Vec<i16>) {
         if self.fft.is_some() {
-            let expected = (self.total_in * u64::from(self.to_hz)).div_ceil(u64::from(self.from_hz)) + self.delay as u64;
+            let expected =
+                (self.total_in * u64::from(self.to_hz)).div_ceil(u64::from(self.from_hz)) + self.delay as u64;
             let start = out.len();
             let mut produced = self.total_out;
             while produced < expected {
@@ -274,7 +278,11 @@ mod tests {
 
         // No clicks: no step larger than the sine's own steepest slope.
         let max_slope = amp * 2.0 * PI * 1000.0 / 16000.0;
-        let max_step = odd[d + 200..odd.len() - d - 200].windows(2).map(|w| (i32::from(w[1]) - i32::from(w[0])).abs()).max().unwrap();
+        let max_step = odd[d + 200..odd.len() - d - 200]
+            .windows(2)
+            .map(|w| (i32::from(w[1]) - i32::from(w[0])).abs())
+            .max()
+            .unwrap();
         assert!(f64::from(max_step) <= max_slope * 1.02 + 2.0, "step {max_step} vs slope {max_slope:.0}");
     }
 
@@ -300,7 +308,15 @@ mod tests {
 
     #[test]
     fn output_length_tracks_input_times_ratio() {
-        for (from, to) in [(8000, 16000), (16000, 8000), (16000, 48000), (48000, 16000), (22050, 16000), (24000, 16000), (44100, 16000)] {
+        for (from, to) in [
+            (8000, 16000),
+            (16000, 8000),
+            (16000, 48000),
+            (48000, 16000),
+            (22050, 16000),
+            (24000, 16000),
+            (44100, 16000),
+        ] {
             let mut r = Resampler::new(from, to).unwrap();
             let mut out = Vec::new();
             let mut fed = 0u64;
@@ -312,13 +328,18 @@ mod tests {
                 assert!(out.len() as u64 + r.block_out as u64 >= ideal, "{from}->{to}: lags more than a block");
             }
             r.flush(&mut out);
-            assert_eq!(out.len() as u64, (fed * u64::from(to)).div_ceil(u64::from(from)) + r.delay() as u64, "{from}->{to}");
+            assert_eq!(
+                out.len() as u64,
+                (fed * u64::from(to)).div_ceil(u64::from(from)) + r.delay() as u64,
+                "{from}->{to}"
+            );
         }
     }
 
     #[test]
     fn twenty_ms_frames_map_to_twenty_ms_frames() {
-        for (from, to) in [(8000, 16000), (16000, 8000), (22050, 16000), (24000, 16000), (48000, 16000), (16000, 48000)] {
+        for (from, to) in [(8000, 16000), (16000, 8000), (22050, 16000), (24000, 16000), (48000, 16000), (16000, 48000)]
+        {
             let mut r = Resampler::new(from, to).unwrap();
             let mut out = Vec::new();
             for _ in 0..10 {

@@ -107,7 +107,9 @@ pub enum RtcpPacket {
     },
     /// APP, XR, RTCP feedback and anything else in the RTCP type range: we
     /// neither need nor parse them, but they are valid members of a compound.
-    Other { packet_type: u8 },
+    Other {
+        packet_type: u8,
+    },
 }
 
 /// Why a datagram is not a usable compound RTCP packet. Every variant is an
@@ -214,22 +216,15 @@ fn parse_one(packet_type: u8, count: usize, body: &[u8]) -> Result<RtcpPacket, R
     match packet_type {
         PT_SR => {
             let ssrc = be_u32(body, 0).ok_or(RtcpError::Truncated(packet_type))?;
-            let info = body
-                .get(4..4 + SENDER_INFO_LEN)
-                .ok_or(RtcpError::Truncated(packet_type))?;
+            let info = body.get(4..4 + SENDER_INFO_LEN).ok_or(RtcpError::Truncated(packet_type))?;
             let info = SenderInfo {
-                ntp: (u64::from(be_u32(info, 0).unwrap_or(0)) << 32)
-                    | u64::from(be_u32(info, 4).unwrap_or(0)),
+                ntp: (u64::from(be_u32(info, 0).unwrap_or(0)) << 32) | u64::from(be_u32(info, 4).unwrap_or(0)),
                 rtp_timestamp: be_u32(info, 8).unwrap_or(0),
                 packet_count: be_u32(info, 12).unwrap_or(0),
                 octet_count: be_u32(info, 16).unwrap_or(0),
             };
             let reports = parse_blocks(packet_type, count, &body[4 + SENDER_INFO_LEN..])?;
-            Ok(RtcpPacket::SenderReport {
-                ssrc,
-                info,
-                reports,
-            })
+            Ok(RtcpPacket::SenderReport { ssrc, info, reports })
         }
         PT_RR => {
             let ssrc = be_u32(body, 0).ok_or(RtcpError::Truncated(packet_type))?;
@@ -239,13 +234,8 @@ fn parse_one(packet_type: u8, count: usize, body: &[u8]) -> Result<RtcpPacket, R
         PT_SDES => parse_sdes(count, body),
         PT_BYE => {
             let ssrc_len = 4 * count;
-            let list = body
-                .get(..ssrc_len)
-                .ok_or(RtcpError::Truncated(packet_type))?;
-            let ssrcs = list
-                .chunks_exact(4)
-                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let list = body.get(..ssrc_len).ok_or(RtcpError::Truncated(packet_type))?;
+            let ssrcs = list.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
             // SSRCs keep the body word-aligned, so anything after them can
             // only be the optional length-prefixed reason (and its padding).
             let after = &body[ssrc_len..];
@@ -350,11 +340,7 @@ pub fn write(p: &RtcpPacket, out: &mut Vec<u8>) {
         out.extend_from_slice(&[0, 0]); // length, filled in below
     };
     match p {
-        RtcpPacket::SenderReport {
-            ssrc,
-            info,
-            reports,
-        } => {
+        RtcpPacket::SenderReport { ssrc, info, reports } => {
             let reports = &reports[..reports.len().min(MAX_COUNT)];
             header(out, reports.len(), PT_SR);
             out.extend_from_slice(&ssrc.to_be_bytes());
@@ -391,9 +377,7 @@ pub fn write(p: &RtcpPacket, out: &mut Vec<u8>) {
         RtcpPacket::Bye { ssrcs, reason } => {
             let ssrcs = &ssrcs[..ssrcs.len().min(MAX_COUNT)];
             header(out, ssrcs.len(), PT_BYE);
-            ssrcs
-                .iter()
-                .for_each(|s| out.extend_from_slice(&s.to_be_bytes()));
+            ssrcs.iter().for_each(|s| out.extend_from_slice(&s.to_be_bytes()));
             if let Some(reason) = reason {
                 let reason = truncate_str(reason, MAX_TEXT);
                 out.push(reason.len() as u8);
@@ -704,17 +688,13 @@ impl ReceptionStats {
             // lost_interval <= expected_interval, so this is at most 256 only
             // when everything was lost; 8 bits cannot say 256, so saturate.
             let f = ((lost_interval as u64) << 8) / expected_interval;
-            (
-                f.min(255) as u8,
-                lost_interval as f64 / expected_interval as f64,
-            )
+            (f.min(255) as u8, lost_interval as f64 / expected_interval as f64)
         };
         self.last_fraction = ratio;
         let (lsr, dlsr) = match last_sr {
-            Some(sr) if sr.ssrc == source.ssrc => (
-                ntp_middle(sr.ntp),
-                duration_to_units_16(now.saturating_duration_since(sr.received_at)),
-            ),
+            Some(sr) if sr.ssrc == source.ssrc => {
+                (ntp_middle(sr.ntp), duration_to_units_16(now.saturating_duration_since(sr.received_at)))
+            }
             _ => (0, 0),
         };
         Some(ReportBlock {
@@ -743,8 +723,7 @@ impl ReceptionStats {
 
     /// Interarrival jitter of the tracked source in milliseconds.
     pub fn jitter_ms(&self) -> f64 {
-        self.valid_source()
-            .map_or(0.0, |s| s.jitter * 1000.0 / f64::from(self.clock_rate))
+        self.valid_source().map_or(0.0, |s| s.jitter * 1000.0 / f64::from(self.clock_rate))
     }
 
     /// Every packet handed to `on_packet`, whatever its fate: the count an
@@ -860,8 +839,7 @@ impl RtcpSession {
 
     /// Our NTP time at `now`.
     fn ntp(&self, now: Instant) -> u64 {
-        self.ntp_epoch
-            .wrapping_add(duration_to_ntp(now.saturating_duration_since(self.epoch)))
+        self.ntp_epoch.wrapping_add(duration_to_ntp(now.saturating_duration_since(self.epoch)))
     }
 
     pub fn on_rtp_received(&mut self, ssrc: u32, sequence: u16, timestamp: u32, now: Instant) {
@@ -883,17 +861,9 @@ impl RtcpSession {
         let packets = parse_compound(buf)?;
         for p in &packets {
             let (sender, reports) = match p {
-                RtcpPacket::SenderReport {
-                    ssrc,
-                    info,
-                    reports,
-                } => {
+                RtcpPacket::SenderReport { ssrc, info, reports } => {
                     if *ssrc != self.cfg.ssrc {
-                        self.last_sr = Some(LastSr {
-                            ssrc: *ssrc,
-                            ntp: info.ntp,
-                            received_at: now,
-                        });
+                        self.last_sr = Some(LastSr { ssrc: *ssrc, ntp: info.ntp, received_at: now });
                     }
                     (*ssrc, reports)
                 }
@@ -917,8 +887,7 @@ impl RtcpSession {
     fn on_report_about_us(&mut self, rb: &ReportBlock, now: Instant) {
         self.stats.remote_fraction_lost = Some(f64::from(rb.fraction_lost) / 256.0);
         self.stats.remote_cumulative_lost = Some(i64::from(rb.cumulative_lost));
-        self.stats.remote_jitter_ms =
-            Some(f64::from(rb.jitter) * 1000.0 / f64::from(self.cfg.clock_rate));
+        self.stats.remote_jitter_ms = Some(f64::from(rb.jitter) * 1000.0 / f64::from(self.cfg.clock_rate));
         // RFC 3550 §6.4.1: RTT = A - LSR - DLSR, all in 1/65536 s. LSR 0
         // means the peer has not had an SR from us yet.
         if rb.lsr != 0 {
@@ -967,13 +936,7 @@ impl RtcpSession {
     pub fn bye(&mut self, now: Instant) -> Vec<u8> {
         let mut out = Vec::new();
         self.write_report(now, &mut out);
-        write(
-            &RtcpPacket::Bye {
-                ssrcs: vec![self.cfg.ssrc],
-                reason: None,
-            },
-            &mut out,
-        );
+        write(&RtcpPacket::Bye { ssrcs: vec![self.cfg.ssrc], reason: None }, &mut out);
         self.closed = true;
         out
     }
@@ -981,11 +944,7 @@ impl RtcpSession {
     /// SR or RR, then SDES CNAME: the compound every report starts with
     /// (RFC 3550 §6.1).
     fn write_report(&mut self, now: Instant, out: &mut Vec<u8>) {
-        let reports: Vec<ReportBlock> = self
-            .reception
-            .report_block(self.last_sr, now)
-            .into_iter()
-            .collect();
+        let reports: Vec<ReportBlock> = self.reception.report_block(self.last_sr, now).into_iter().collect();
         let ssrc = self.cfg.ssrc;
         let report = match self.last_sent {
             Some((ts, sent_at)) if self.sent_since_report => {
@@ -1007,12 +966,7 @@ impl RtcpSession {
             _ => RtcpPacket::ReceiverReport { ssrc, reports },
         };
         write(&report, out);
-        write(
-            &RtcpPacket::Sdes {
-                chunks: vec![(ssrc, vec![(SDES_CNAME, self.cfg.cname.clone())])],
-            },
-            out,
-        );
+        write(&RtcpPacket::Sdes { chunks: vec![(ssrc, vec![(SDES_CNAME, self.cfg.cname.clone())])] }, out);
         self.sent_since_report = false;
         self.stats.reports_sent += 1;
     }
@@ -1038,10 +992,7 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     fn block(ssrc: u32) -> ReportBlock {
@@ -1070,45 +1021,22 @@ mod tests {
             },
             RtcpPacket::SenderReport {
                 ssrc: 1,
-                info: SenderInfo {
-                    ntp: u64::MAX,
-                    rtp_timestamp: u32::MAX,
-                    packet_count: 0,
-                    octet_count: 0,
-                },
+                info: SenderInfo { ntp: u64::MAX, rtp_timestamp: u32::MAX, packet_count: 0, octet_count: 0 },
                 reports: vec![],
             },
-            RtcpPacket::ReceiverReport {
-                ssrc: 4,
-                reports: vec![],
-            },
-            RtcpPacket::ReceiverReport {
-                ssrc: 4,
-                reports: vec![block(5)],
-            },
+            RtcpPacket::ReceiverReport { ssrc: 4, reports: vec![] },
+            RtcpPacket::ReceiverReport { ssrc: 4, reports: vec![block(5)] },
             RtcpPacket::Sdes { chunks: vec![] },
             RtcpPacket::Sdes {
                 chunks: vec![
                     (6, vec![(SDES_CNAME, "alice@example.com".into())]),
                     (7, vec![]),
-                    (
-                        8,
-                        vec![(1, "x".into()), (2, "Zoë".into()), (8, String::new())],
-                    ),
+                    (8, vec![(1, "x".into()), (2, "Zoë".into()), (8, String::new())]),
                 ],
             },
-            RtcpPacket::Bye {
-                ssrcs: vec![9],
-                reason: None,
-            },
-            RtcpPacket::Bye {
-                ssrcs: vec![9, 10],
-                reason: Some("call ended".into()),
-            },
-            RtcpPacket::Bye {
-                ssrcs: vec![],
-                reason: Some(String::new()),
-            },
+            RtcpPacket::Bye { ssrcs: vec![9], reason: None },
+            RtcpPacket::Bye { ssrcs: vec![9, 10], reason: Some("call ended".into()) },
+            RtcpPacket::Bye { ssrcs: vec![], reason: Some(String::new()) },
             RtcpPacket::Other { packet_type: 204 },
             RtcpPacket::Other { packet_type: 207 },
         ]
@@ -1130,17 +1058,8 @@ mod tests {
     #[test]
     fn receiver_report_wire_format() {
         let mut out = vec![0xAA]; // write appends
-        write(
-            &RtcpPacket::ReceiverReport {
-                ssrc: 0x0102_0304,
-                reports: vec![block(0x0506_0708)],
-            },
-            &mut out,
-        );
-        assert_eq!(
-            out[1..],
-            hex("81c90007 01020304 05060708 0cfffffd 00010203 0000004d deadbeef 00020000")[..]
-        );
+        write(&RtcpPacket::ReceiverReport { ssrc: 0x0102_0304, reports: vec![block(0x0506_0708)] }, &mut out);
+        assert_eq!(out[1..], hex("81c90007 01020304 05060708 0cfffffd 00010203 0000004d deadbeef 00020000")[..]);
     }
 
     /// Captured with tshark from baresip 1.0 calling baresip over loopback
@@ -1176,9 +1095,7 @@ mod tests {
                     dlsr: 131,
                 }],
             },
-            RtcpPacket::Sdes {
-                chunks: vec![(0xF342_8895, vec![(SDES_CNAME, cname.clone())])],
-            },
+            RtcpPacket::Sdes { chunks: vec![(0xF342_8895, vec![(SDES_CNAME, cname.clone())])] },
         ];
         assert_eq!(parse_compound(&sr).unwrap(), expected);
         // Our writer produces the very same bytes.
@@ -1189,13 +1106,8 @@ mod tests {
         // BYE first, then SDES: not the RFC 3550 A.2 order, accepted anyway.
         let bye = hex(BARESIP_BYE_SDES);
         let expected = vec![
-            RtcpPacket::Bye {
-                ssrcs: vec![0xF342_8895],
-                reason: Some("Adjo".into()),
-            },
-            RtcpPacket::Sdes {
-                chunks: vec![(0xF342_8895, vec![(SDES_CNAME, cname)])],
-            },
+            RtcpPacket::Bye { ssrcs: vec![0xF342_8895], reason: Some("Adjo".into()) },
+            RtcpPacket::Sdes { chunks: vec![(0xF342_8895, vec![(SDES_CNAME, cname)])] },
         ];
         assert_eq!(parse_compound(&bye).unwrap(), expected);
         let mut out = Vec::new();
@@ -1203,19 +1115,14 @@ mod tests {
         assert_eq!(out, bye);
 
         // A lone APP packet (reduced-size, no report first).
-        assert_eq!(
-            parse_compound(&hex(BARESIP_APP)),
-            Ok(vec![RtcpPacket::Other { packet_type: 204 }])
-        );
+        assert_eq!(parse_compound(&hex(BARESIP_APP)), Ok(vec![RtcpPacket::Other { packet_type: 204 }]));
     }
 
     #[test]
     fn cumulative_lost_is_24_bit_signed() {
         let mut rr = hex("81c90007 00000001 00000002 07ffffff 00000000 00000000 00000000 00000000");
         let lost = |rr: &[u8]| match &parse_compound(rr).unwrap()[0] {
-            RtcpPacket::ReceiverReport { reports, .. } => {
-                (reports[0].fraction_lost, reports[0].cumulative_lost)
-            }
+            RtcpPacket::ReceiverReport { reports, .. } => (reports[0].fraction_lost, reports[0].cumulative_lost),
             p => panic!("{p:?}"),
         };
         assert_eq!(lost(&rr), (7, -1));
@@ -1226,17 +1133,8 @@ mod tests {
         // Out-of-range values are clamped on write, not wrapped.
         for (v, want) in [(-9_000_000, -0x80_0000), (9_000_000, 0x7F_FFFF)] {
             let mut out = Vec::new();
-            let rb = ReportBlock {
-                cumulative_lost: v,
-                ..block(2)
-            };
-            write(
-                &RtcpPacket::ReceiverReport {
-                    ssrc: 1,
-                    reports: vec![rb],
-                },
-                &mut out,
-            );
+            let rb = ReportBlock { cumulative_lost: v, ..block(2) };
+            write(&RtcpPacket::ReceiverReport { ssrc: 1, reports: vec![rb] }, &mut out);
             assert_eq!(lost(&out), (12, want));
         }
     }
@@ -1248,14 +1146,8 @@ mod tests {
         assert_eq!(
             parse_compound(&ok),
             Ok(vec![
-                RtcpPacket::ReceiverReport {
-                    ssrc: 1,
-                    reports: vec![]
-                },
-                RtcpPacket::Bye {
-                    ssrcs: vec![1],
-                    reason: Some("hi".into())
-                },
+                RtcpPacket::ReceiverReport { ssrc: 1, reports: vec![] },
+                RtcpPacket::Bye { ssrcs: vec![1], reason: Some("hi".into()) },
             ])
         );
         let mut bad = ok.clone();
@@ -1286,16 +1178,13 @@ mod tests {
             ("80e00000", BadPacketType(224)),
             ("80c90002 00000001", BadLength),
             ("80c90000", Truncated(PT_RR)),
-            (
-                "82c90007 00000001 00000000 00000000 00000000 00000000 00000000 00000000",
-                Truncated(PT_RR),
-            ),
+            ("82c90007 00000001 00000000 00000000 00000000 00000000 00000000 00000000", Truncated(PT_RR)),
             ("80c80003 00000001 00000000 00000000", Truncated(PT_SR)),
-            ("81ca0001 00000001", BadSdes), // chunk without END
-            ("81ca0002 00000001 01050000", BadSdes), // item past the end
-            ("82ca0002 00000001 00000000", BadSdes), // second chunk missing
+            ("81ca0001 00000001", BadSdes),           // chunk without END
+            ("81ca0002 00000001 01050000", BadSdes),  // item past the end
+            ("82ca0002 00000001 00000000", BadSdes),  // second chunk missing
             ("82cb0001 00000001", Truncated(PT_BYE)), // two SSRCs promised
-            ("81cb0002 00000001 05610000", BadBye), // reason past the end
+            ("81cb0002 00000001 05610000", BadBye),   // reason past the end
         ];
         for (bytes, err) in cases {
             assert_eq!(parse_compound(&hex(bytes)).as_ref(), Err(err), "{bytes}");
@@ -1313,13 +1202,8 @@ mod tests {
         assert_eq!(
             parse_compound(&buf),
             Ok(vec![
-                RtcpPacket::ReceiverReport {
-                    ssrc: 1,
-                    reports: vec![]
-                },
-                RtcpPacket::Sdes {
-                    chunks: vec![(2, vec![(1, "a".into())])]
-                },
+                RtcpPacket::ReceiverReport { ssrc: 1, reports: vec![] },
+                RtcpPacket::Sdes { chunks: vec![(2, vec![(1, "a".into())])] },
             ])
         );
     }
@@ -1328,19 +1212,9 @@ mod tests {
     fn sdes_items_are_capped_and_invalid_utf8_is_lossy() {
         let items: Vec<(u8, String)> = (1..=20).map(|i| (i, format!("v{i}"))).collect();
         let mut out = Vec::new();
-        write(
-            &RtcpPacket::Sdes {
-                chunks: vec![(1, items.clone())],
-            },
-            &mut out,
-        );
+        write(&RtcpPacket::Sdes { chunks: vec![(1, items.clone())] }, &mut out);
         let parsed = parse_compound(&out).unwrap();
-        assert_eq!(
-            parsed,
-            vec![RtcpPacket::Sdes {
-                chunks: vec![(1, items[..MAX_SDES_ITEMS].to_vec())]
-            }]
-        );
+        assert_eq!(parsed, vec![RtcpPacket::Sdes { chunks: vec![(1, items[..MAX_SDES_ITEMS].to_vec())] }]);
         // More items on the wire than kept: skipped, not an error.
         let mut wire = hex("81ca0000 00000001");
         wire.extend(std::iter::repeat_n([1u8, 0], 30).flatten());
@@ -1354,22 +1228,14 @@ mod tests {
         let latin1 = hex("81ca0003 00000001 01025aeb 00000000");
         assert_eq!(
             parse_compound(&latin1),
-            Ok(vec![RtcpPacket::Sdes {
-                chunks: vec![(1, vec![(1, "Z\u{FFFD}".into())])]
-            }])
+            Ok(vec![RtcpPacket::Sdes { chunks: vec![(1, vec![(1, "Z\u{FFFD}".into())])] }])
         );
     }
 
     #[test]
     fn write_cuts_what_the_wire_cannot_say() {
         let mut out = Vec::new();
-        write(
-            &RtcpPacket::ReceiverReport {
-                ssrc: 1,
-                reports: (0..40).map(block).collect(),
-            },
-            &mut out,
-        );
+        write(&RtcpPacket::ReceiverReport { ssrc: 1, reports: (0..40).map(block).collect() }, &mut out);
         match &parse_compound(&out).unwrap()[0] {
             RtcpPacket::ReceiverReport { reports, .. } => assert_eq!(reports.len(), 31),
             p => panic!("{p:?}"),
@@ -1377,34 +1243,15 @@ mod tests {
         // 254 ASCII bytes then a 2-byte char: cut before the char, not inside.
         let long = format!("{}é", "a".repeat(254));
         let mut out = Vec::new();
-        write(
-            &RtcpPacket::Bye {
-                ssrcs: (0..40).collect(),
-                reason: Some(long.clone()),
-            },
-            &mut out,
-        );
+        write(&RtcpPacket::Bye { ssrcs: (0..40).collect(), reason: Some(long.clone()) }, &mut out);
         assert_eq!(
             parse_compound(&out),
-            Ok(vec![RtcpPacket::Bye {
-                ssrcs: (0..31).collect(),
-                reason: Some(long[..254].to_string())
-            }])
+            Ok(vec![RtcpPacket::Bye { ssrcs: (0..31).collect(), reason: Some(long[..254].to_string()) }])
         );
         // A type-0 item would end the chunk early; it is dropped.
         let mut out = Vec::new();
-        write(
-            &RtcpPacket::Sdes {
-                chunks: vec![(1, vec![(0, "x".into()), (1, "c".into())])],
-            },
-            &mut out,
-        );
-        assert_eq!(
-            parse_compound(&out),
-            Ok(vec![RtcpPacket::Sdes {
-                chunks: vec![(1, vec![(1, "c".into())])]
-            }])
-        );
+        write(&RtcpPacket::Sdes { chunks: vec![(1, vec![(0, "x".into()), (1, "c".into())])] }, &mut out);
+        assert_eq!(parse_compound(&out), Ok(vec![RtcpPacket::Sdes { chunks: vec![(1, vec![(1, "c".into())])] }]));
     }
 
     // -- Reception statistics ----------------------------------------------
@@ -1414,12 +1261,7 @@ mod tests {
     /// Feed `seqs` 20 ms apart with matching timestamps (constant transit).
     fn feed(rs: &mut ReceptionStats, t0: Instant, seqs: impl IntoIterator<Item = u16>) {
         for (i, seq) in seqs.into_iter().enumerate() {
-            rs.on_packet(
-                PEER,
-                seq,
-                u32::from(seq).wrapping_mul(160),
-                t0 + ms(20 * i as u64),
-            );
+            rs.on_packet(PEER, seq, u32::from(seq).wrapping_mul(160), t0 + ms(20 * i as u64));
         }
     }
 
@@ -1576,11 +1418,7 @@ mod tests {
             j += (160.0 - j) / 16.0;
         }
         assert!((j - 160.0 * (1.0 - (15.0f64 / 16.0).powi(steps as i32))).abs() < 1e-9);
-        assert!(
-            (rs.jitter_ms() - j / 8.0).abs() < 1e-9,
-            "{}",
-            rs.jitter_ms()
-        );
+        assert!((rs.jitter_ms() - j / 8.0).abs() < 1e-9, "{}", rs.jitter_ms());
         assert!((rs.jitter_ms() - 20.0).abs() < 0.01);
         assert_eq!(rb(&mut rs, t0).jitter, 160);
     }
@@ -1598,12 +1436,7 @@ mod tests {
         let before = rs.jitter_ms();
         // Restart: new random sequence and timestamp base, same SSRC.
         for i in 0..2u32 {
-            rs.on_packet(
-                PEER,
-                30_000 + i as u16,
-                0x8000_0000 + i * 960,
-                t0 + ms(4000 + 20 * u64::from(i)),
-            );
+            rs.on_packet(PEER, 30_000 + i as u16, 0x8000_0000 + i * 960, t0 + ms(4000 + 20 * u64::from(i)));
         }
         assert!(rs.jitter_ms() <= before, "no spike from the timestamp jump");
     }
@@ -1615,12 +1448,7 @@ mod tests {
     }
 
     fn cfg(ssrc: u32) -> RtcpConfig {
-        RtcpConfig {
-            ssrc,
-            cname: format!("{ssrc:x}@switchboard"),
-            clock_rate: 8000,
-            interval: Duration::from_secs(5),
-        }
+        RtcpConfig { ssrc, cname: format!("{ssrc:x}@switchboard"), clock_rate: 8000, interval: Duration::from_secs(5) }
     }
 
     /// Run the session's timer until it emits a report; returns it and when.
@@ -1670,17 +1498,10 @@ mod tests {
         assert!(s.handle_timeout(late).is_some());
         assert!(s.poll_timeout() >= late + ms(2500));
         assert!(s.handle_timeout(late).is_none(), "one report per wake-up");
-        let zero = RtcpConfig {
-            interval: Duration::ZERO,
-            clock_rate: 0,
-            ..cfg(1)
-        };
+        let zero = RtcpConfig { interval: Duration::ZERO, clock_rate: 0, ..cfg(1) };
         let s = RtcpSession::with_seed(zero, t0, wall(), 1);
         assert!(s.poll_timeout() > t0, "a zero interval does not spin");
-        let huge = RtcpConfig {
-            interval: Duration::MAX,
-            ..cfg(1)
-        };
+        let huge = RtcpConfig { interval: Duration::MAX, ..cfg(1) };
         let mut s = RtcpSession::with_seed(huge, t0, wall(), 1);
         let at = s.poll_timeout();
         assert!(at - t0 <= Duration::from_secs(3600));
@@ -1691,38 +1512,19 @@ mod tests {
     fn receiver_only_sends_rr_then_sr_once_it_sends() {
         let t0 = Instant::now();
         let mut s = RtcpSession::with_seed(cfg(0x5B), t0, wall(), 7);
-        let sdes = RtcpPacket::Sdes {
-            chunks: vec![(0x5B, vec![(SDES_CNAME, "5b@switchboard".into())])],
-        };
+        let sdes = RtcpPacket::Sdes { chunks: vec![(0x5B, vec![(SDES_CNAME, "5b@switchboard".into())])] };
         // Nothing sent nor received: an empty RR (RFC 3550 §6.1) + SDES.
         let (_, pkts) = next_report(&mut s);
-        assert_eq!(
-            pkts,
-            vec![
-                RtcpPacket::ReceiverReport {
-                    ssrc: 0x5B,
-                    reports: vec![]
-                },
-                sdes.clone()
-            ]
-        );
+        assert_eq!(pkts, vec![RtcpPacket::ReceiverReport { ssrc: 0x5B, reports: vec![] }, sdes.clone()]);
         // Send 100 packets of 160 octets, the last one with ts 20_000 at t1.
         let t1 = s.poll_timeout() - ms(500);
         for i in 0..100u32 {
-            s.on_rtp_sent(
-                20_000 - (99 - i) * 160,
-                160,
-                t1 - ms(20 * u64::from(99 - i)),
-            );
+            s.on_rtp_sent(20_000 - (99 - i) * 160, 160, t1 - ms(20 * u64::from(99 - i)));
         }
         let (at, pkts) = next_report(&mut s);
         let elapsed = at - t0;
         match &pkts[0] {
-            RtcpPacket::SenderReport {
-                ssrc,
-                info,
-                reports,
-            } => {
+            RtcpPacket::SenderReport { ssrc, info, reports } => {
                 assert_eq!(*ssrc, 0x5B);
                 assert!(reports.is_empty());
                 assert_eq!((info.packet_count, info.octet_count), (100, 16_000));
@@ -1752,12 +1554,7 @@ mod tests {
             write(
                 &RtcpPacket::SenderReport {
                     ssrc,
-                    info: SenderInfo {
-                        ntp: 0x1122_3344_5566_7788,
-                        rtp_timestamp: 0,
-                        packet_count: 1,
-                        octet_count: 1,
-                    },
+                    info: SenderInfo { ntp: 0x1122_3344_5566_7788, rtp_timestamp: 0, packet_count: 1, octet_count: 1 },
                     reports: vec![],
                 },
                 &mut out,
@@ -1771,10 +1568,7 @@ mod tests {
         match &pkts[0] {
             RtcpPacket::ReceiverReport { reports, .. } => {
                 assert_eq!(reports.len(), 1);
-                assert_eq!(
-                    (reports[0].ssrc, reports[0].lsr, reports[0].dlsr),
-                    (PEER, 0, 0)
-                );
+                assert_eq!((reports[0].ssrc, reports[0].lsr, reports[0].dlsr), (PEER, 0, 0));
             }
             p => panic!("{p:?}"),
         }
@@ -1839,14 +1633,7 @@ mod tests {
     fn rtt_of(s: &mut RtcpSession, lsr: u32, dlsr: u32, now: Instant) -> Option<Duration> {
         let mut out = Vec::new();
         write(
-            &RtcpPacket::ReceiverReport {
-                ssrc: PEER,
-                reports: vec![ReportBlock {
-                    lsr,
-                    dlsr,
-                    ..block(1)
-                }],
-            },
+            &RtcpPacket::ReceiverReport { ssrc: PEER, reports: vec![ReportBlock { lsr, dlsr, ..block(1) }] },
             &mut out,
         );
         s.handle_rtcp(&out, now).unwrap();
@@ -1888,13 +1675,7 @@ mod tests {
             p => panic!("{p:?}"),
         }
         assert!(matches!(pkts[1], RtcpPacket::Sdes { .. }));
-        assert_eq!(
-            pkts[2],
-            RtcpPacket::Bye {
-                ssrcs: vec![0x5B],
-                reason: None
-            }
-        );
+        assert_eq!(pkts[2], RtcpPacket::Bye { ssrcs: vec![0x5B], reason: None });
         assert_eq!(s.stats().reports_sent, 1);
         // No reports after BYE, but the deadline still moves (no spinning).
         let at = s.poll_timeout();
@@ -1934,8 +1715,7 @@ mod tests {
         let delay = ms(40);
         // Different wall clocks: RTT must not depend on clock agreement.
         let mut a = RtcpSession::with_seed(cfg(0xA), t0, wall(), 1);
-        let mut b =
-            RtcpSession::with_seed(cfg(0xB), t0, wall() + Duration::from_secs(3600 * 5 + 7), 2);
+        let mut b = RtcpSession::with_seed(cfg(0xB), t0, wall() + Duration::from_secs(3600 * 5 + 7), 2);
         enum Msg {
             Rtp { ssrc: u32, seq: u16, ts: u32 },
             Rtcp(Vec<u8>),
@@ -1962,15 +1742,7 @@ mod tests {
                 b.on_rtp_sent(ts.wrapping_add(12345), 160, now);
                 net.push((now + delay, true, Msg::Rtp { ssrc: 0xA, seq, ts }));
                 let ts = ts.wrapping_add(12345);
-                net.push((
-                    now + delay,
-                    false,
-                    Msg::Rtp {
-                        ssrc: 0xB,
-                        seq: seq.wrapping_add(999),
-                        ts,
-                    },
-                ));
+                net.push((now + delay, false, Msg::Rtp { ssrc: 0xB, seq: seq.wrapping_add(999), ts }));
                 seq = seq.wrapping_add(1);
             }
             for (s, to_b) in [(&mut a, true), (&mut b, false)] {

@@ -123,13 +123,7 @@ mod tests {
     use super::*;
 
     fn hdr() -> RtpHeader {
-        RtpHeader {
-            marker: true,
-            payload_type: 8,
-            sequence: 0xBEEF,
-            timestamp: 0xDEAD_BEEF,
-            ssrc: 0x0102_0304,
-        }
+        RtpHeader { marker: true, payload_type: 8, sequence: 0xBEEF, timestamp: 0xDEAD_BEEF, ssrc: 0x0102_0304 }
     }
 
     #[test]
@@ -146,11 +140,7 @@ mod tests {
     #[test]
     fn write_appends_and_masks_payload_type() {
         let mut out = vec![0xAA];
-        let h = RtpHeader {
-            marker: false,
-            payload_type: 0xFF,
-            ..hdr()
-        };
+        let h = RtpHeader { marker: false, payload_type: 0xFF, ..hdr() };
         write(&h, &[], &mut out);
         assert_eq!(out[0], 0xAA);
         assert_eq!(out[2], 0x7F);
@@ -240,18 +230,7 @@ mod tests {
         assert!(looks_like_rtcp(&[0x81, 200])); // SR
         assert!(looks_like_rtcp(&[0x81, 207])); // XR
                                                 // Audio RTP with and without marker: PCMU, PCMA, dynamic 96..127.
-        for b1 in [
-            0u8,
-            8,
-            0x80,
-            0x88,
-            96,
-            101,
-            127,
-            0x80 | 96,
-            0x80 | 101,
-            0xFF,
-        ] {
+        for b1 in [0u8, 8, 0x80, 0x88, 96, 101, 127, 0x80 | 96, 0x80 | 101, 0xFF] {
             assert!(!looks_like_rtcp(&[0x80, b1]), "{b1}");
         }
         assert!(!looks_like_rtcp(&[]));

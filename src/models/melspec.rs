@@ -174,7 +174,8 @@ impl LogMel {
     pub fn new(frames: usize) -> LogMel {
         assert!(frames > 0);
         // Periodic Hann: np.hanning(N + 1)[:-1] = 0.5 − 0.5 cos(2π i / N).
-        let window = (0..N_FFT).map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos()).collect();
+        let window =
+            (0..N_FFT).map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N_FFT as f64).cos()).collect();
         let bands = mel_filterbank()
             .into_iter()
             .map(|row| {
@@ -273,7 +274,8 @@ mod tests {
     #[test]
     fn fft_matches_a_direct_dft() {
         for n in [400, 16, 30, 7, 3000] {
-            let x: Vec<C> = (0..n).map(|i| C { re: ((i * 37 % 11) as f64 - 5.0) / 3.0, im: ((i * 13 % 7) as f64) / 5.0 }).collect();
+            let x: Vec<C> =
+                (0..n).map(|i| C { re: ((i * 37 % 11) as f64 - 5.0) / 3.0, im: ((i * 13 % 7) as f64) / 5.0 }).collect();
             let fft = Fft::new(n);
             let mut out = vec![C::default(); n];
             fft.run(&x, &mut out, &mut Vec::new());
@@ -302,7 +304,8 @@ mod tests {
         assert_eq!(f.len(), 80 * 800);
         // All-zero input: every value is the floor, log10(1e-10) = −10 → (−10 + 4) / 4.
         assert!(f.iter().all(|&v| (v - -1.5).abs() < 1e-6));
-        let tone: Vec<f32> = (0..16000).map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16000.0).sin() * 0.1).collect();
+        let tone: Vec<f32> =
+            (0..16000).map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16000.0).sin() * 0.1).collect();
         let f = LogMel::new(100).compute(&tone, false);
         // The loudest band in a frame of a 1 kHz tone is the one around 1 kHz (Slaney mel 15 → band ~28).
         let col: Vec<f32> = (0..80).map(|b| f[b * 100 + 50]).collect();

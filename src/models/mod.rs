@@ -2,15 +2,15 @@
 //! sessions on the configured execution providers; `vad` is Silero VAD,
 //! streamed per call and batched across calls on a worker thread.
 
-pub mod runtime;
-pub mod vad;
 pub mod asr;
 pub mod backlog;
 pub mod llm;
 pub mod melspec;
 pub mod pool;
+pub mod runtime;
 pub mod splitter;
 pub mod turn;
+pub mod vad;
 
 use crate::config::LoadedConfig;
 use runtime::RuntimeError;
@@ -33,7 +33,12 @@ pub(crate) const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_s
 
 /// A model's watchdog thread, named `thread`: `tick` runs every quarter of `limit` (10 ms to 1 s)
 /// while `alive` can be upgraded (the model's handles last), until it returns false.
-pub(crate) fn spawn_watchdog(thread: String, limit: std::time::Duration, alive: std::sync::Weak<()>, mut tick: impl FnMut() -> bool + Send + 'static) -> std::io::Result<()> {
+pub(crate) fn spawn_watchdog(
+    thread: String,
+    limit: std::time::Duration,
+    alive: std::sync::Weak<()>,
+    mut tick: impl FnMut() -> bool + Send + 'static,
+) -> std::io::Result<()> {
     let every = (limit / 4).clamp(std::time::Duration::from_millis(10), std::time::Duration::from_secs(1));
     let run = move || {
         while alive.upgrade().is_some() {
@@ -74,7 +79,15 @@ impl std::fmt::Display for Models {
 /// Load the runtime and every configured model: a problem is a start-up error.
 pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
     let Some(m) = &cfg.config.models else {
-        return Ok(Models { vad: None, turn: None, tts: None, voices: BTreeMap::new(), asr: BTreeMap::new(), llm: BTreeMap::new(), summary: vec!["no models configured".into()] });
+        return Ok(Models {
+            vad: None,
+            turn: None,
+            tts: None,
+            voices: BTreeMap::new(),
+            asr: BTreeMap::new(),
+            llm: BTreeMap::new(),
+            summary: vec!["no models configured".into()],
+        });
     };
     let rt = runtime::init(&cfg.resolve(&m.runtime.library))?;
     let mut summary = vec![format!("onnxruntime {} from {}", rt.version(), rt.library().display())];
@@ -85,7 +98,9 @@ pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
             // One real inference now: a provider that registers but cannot run fails here, at start-up.
             let t0 = std::time::Instant::now();
             let mut st = vad::StreamState::new(16000).expect("16 kHz is supported");
-            model.infer(&mut [&mut st], &[&[0.0f32; 512][..]]).map_err(|source| RuntimeError::Ort { model: "vad".into(), source })?;
+            model
+                .infer(&mut [&mut st], &[&[0.0f32; 512][..]])
+                .map_err(|source| RuntimeError::Ort { model: "vad".into(), source })?;
             summary.push(format!(
                 "vad: {} on {} (silero-vad 6.2.3; first inference {:.1} ms)",
                 path.display(),
@@ -104,7 +119,8 @@ pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
             let path = cfg.resolve(&t.path);
             let mut model = turn::SmartTurn::load(rt, &path, &t.session_options())?;
             let t0 = std::time::Instant::now();
-            let p = model.predict(&[0.0f32; 16000]).map_err(|source| RuntimeError::Ort { model: "turn".into(), source })?;
+            let p =
+                model.predict(&[0.0f32; 16000]).map_err(|source| RuntimeError::Ort { model: "turn".into(), source })?;
             summary.push(format!(
                 "turn: {} on {} (smart-turn v3.2; first decision {:.1} ms, P(complete | 1 s silence) = {p:.2})",
                 path.display(),
@@ -139,7 +155,10 @@ pub fn load_all(cfg: &LoadedConfig) -> Result<Models, RuntimeError> {
 
 /// A fresh copy of a configured voice (`models.voices.NAME`, or `models.tts` for `None`) each time
 /// it is called: the voice's watchdog replaces a hung one with it.
-pub fn voice_loader(cfg: &LoadedConfig, name: Option<&str>) -> Option<impl Fn() -> Result<tts::PiperVoice, String> + Send + 'static> {
+pub fn voice_loader(
+    cfg: &LoadedConfig,
+    name: Option<&str>,
+) -> Option<impl Fn() -> Result<tts::PiperVoice, String> + Send + 'static> {
     let m = cfg.config.models.as_ref()?;
     let t = match name {
         Some(n) => m.voices.get(n)?,
@@ -199,13 +218,20 @@ fn load_asr(
     for (agent, ac) in &cfg.config.agents {
         if cfg.config.asr_model_of(ac).is_some_and(|(m, _)| m == name) {
             let lang = ac.transcription.as_ref().and_then(|t| t.language.clone()).unwrap_or_else(|| a.language.clone());
-            first.check_language(&lang).map_err(|reason| RuntimeError::Model { model: format!("agents.{agent}.transcription.language"), reason })?;
+            first.check_language(&lang).map_err(|reason| RuntimeError::Model {
+                model: format!("agents.{agent}.transcription.language"),
+                reason,
+            })?;
         }
     }
-    first.check_language(&a.language).map_err(|reason| RuntimeError::Model { model: format!("models.asr.{name}.language"), reason })?;
+    first
+        .check_language(&a.language)
+        .map_err(|reason| RuntimeError::Model { model: format!("models.asr.{name}.language"), reason })?;
     let t0 = std::time::Instant::now();
     let opts = asr::DecodeOptions { language: a.language.clone(), ..Default::default() };
-    let t = first.transcribe(&[0.0f32; 16000], &opts).map_err(|source| RuntimeError::Ort { model: label.clone(), source })?;
+    let t = first
+        .transcribe(&[0.0f32; 16000], &opts)
+        .map_err(|source| RuntimeError::Ort { model: label.clone(), source })?;
     let first = &copies[0];
     summary.push(format!(
         "{label}: {} {} on {} ({}; {} worker(s), batches of up to {}; window {}; 1 s of silence in {:.0} ms → {:?}, P(no speech) {:.2})",
@@ -268,10 +294,13 @@ fn load_llm(
         seed: l.seed,
         step_hook: None,
     };
-    let llm = llm::local::LocalLlm::spawn(model, settings, l.queue.get() as usize, name).map_err(|reason| RuntimeError::Model { model: label.clone(), reason })?;
+    let llm = llm::local::LocalLlm::spawn(model, settings, l.queue.get() as usize, name)
+        .map_err(|reason| RuntimeError::Model { model: label.clone(), reason })?;
     // A model that hangs is replaced by a fresh copy (the replies in flight fail, the calls go on).
     let opts = l.session_options();
-    llm.watch(llm::local::HANG_LIMIT, move || llm::qwen::Qwen::load(rt, &label, &dir, &opts).map_err(|e| e.to_string()));
+    llm.watch(llm::local::HANG_LIMIT, move || {
+        llm::qwen::Qwen::load(rt, &label, &dir, &opts).map_err(|e| e.to_string())
+    });
     Ok(llm)
 }
 pub mod tts;

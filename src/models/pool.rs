@@ -159,7 +159,9 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
                 tracing::warn!(model = %name, limit_ms = limit.as_millis() as u64, "a model call did not return: its job failed, a new worker takes its place");
                 match make() {
                     Ok(work) => start_thread(work, &queue, &slots, &name),
-                    Err(e) => tracing::error!(model = %name, error = %e, "cannot replace a hung model worker: one worker fewer"),
+                    Err(e) => {
+                        tracing::error!(model = %name, error = %e, "cannot replace a hung model worker: one worker fewer")
+                    }
                 }
             }
             true
@@ -172,7 +174,17 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
     pub fn client(&self) -> PoolClient<I, O> {
         let (reply, answers) = mpsc::channel();
         let q = &self.queue;
-        PoolClient { tx: self.tx.clone(), pending: q.pending.clone(), threads: q.threads, reply, answers, next_seq: 0, outstanding: HashMap::new(), backlog: q.backlog.clone(), slots: self.slots.clone() }
+        PoolClient {
+            tx: self.tx.clone(),
+            pending: q.pending.clone(),
+            threads: q.threads,
+            reply,
+            answers,
+            next_seq: 0,
+            outstanding: HashMap::new(),
+            backlog: q.backlog.clone(),
+            slots: self.slots.clone(),
+        }
     }
 
     /// The jobs waiting for a thread.
@@ -214,7 +226,13 @@ struct Queue<I, O> {
 
 impl<I, O> Clone for Queue<I, O> {
     fn clone(&self) -> Self {
-        Queue { rx: self.rx.clone(), pending: self.pending.clone(), backlog: self.backlog.clone(), max_batch: self.max_batch, threads: self.threads }
+        Queue {
+            rx: self.rx.clone(),
+            pending: self.pending.clone(),
+            backlog: self.backlog.clone(),
+            max_batch: self.max_batch,
+            threads: self.threads,
+        }
     }
 }
 
@@ -229,7 +247,10 @@ where
     let n = all.len();
     all.push(slot.clone());
     let queue = queue.clone();
-    std::thread::Builder::new().name(format!("{name}-{n}")).spawn(move || run(work, queue, slot)).expect("spawn a model thread");
+    std::thread::Builder::new()
+        .name(format!("{name}-{n}"))
+        .spawn(move || run(work, queue, slot))
+        .expect("spawn a model thread");
 }
 
 /// Answer the jobs of batches running longer than `limit` with an error and retire their
@@ -243,7 +264,12 @@ fn retire_hung<O>(slots: &Slots<O>, pending: &AtomicUsize, limit: Duration) -> u
         }
         for b in &s.busy {
             let result = Err(format!("the model did not answer within {} ms", limit.as_millis()));
-            let _ = b.reply.send(Answer { seq: b.seq, low_priority: b.low_priority, result, latency_ms: b.submitted.elapsed().as_secs_f64() * 1000.0 });
+            let _ = b.reply.send(Answer {
+                seq: b.seq,
+                low_priority: b.low_priority,
+                result,
+                latency_ms: b.submitted.elapsed().as_secs_f64() * 1000.0,
+            });
             pending.fetch_sub(1, Ordering::Relaxed);
         }
         s.retired = true;
@@ -284,7 +310,12 @@ fn wanted<I, O>(job: Job<I, O>, pending: &AtomicUsize) -> Option<Job<I, O>> {
     }
     pending.fetch_sub(1, Ordering::Relaxed);
     if job.cancelled.state() == PREEMPTED_STATE {
-        let _ = job.reply.send(Answer { seq: job.seq, low_priority: job.low_priority, result: Err(PREEMPTED.into()), latency_ms: job.submitted.elapsed().as_secs_f64() * 1000.0 });
+        let _ = job.reply.send(Answer {
+            seq: job.seq,
+            low_priority: job.low_priority,
+            result: Err(PREEMPTED.into()),
+            latency_ms: job.submitted.elapsed().as_secs_f64() * 1000.0,
+        });
     }
     None
 }
@@ -326,7 +357,12 @@ where
                 PREEMPTED_STATE => Err(PREEMPTED.into()),
                 _ => continue,
             };
-            let _ = b.reply.send(Answer { seq: b.seq, low_priority: b.low_priority, result, latency_ms: b.submitted.elapsed().as_secs_f64() * 1000.0 });
+            let _ = b.reply.send(Answer {
+                seq: b.seq,
+                low_priority: b.low_priority,
+                result,
+                latency_ms: b.submitted.elapsed().as_secs_f64() * 1000.0,
+            });
         }
     }
 }
@@ -356,7 +392,15 @@ impl<I, O> PoolClient<I, O> {
         let seq = self.next_seq;
         let cancelled = Cancel::default();
         let now = Instant::now();
-        let job = Job { seq, input, low_priority, submitted: now, reply: self.reply.clone(), cancelled: cancelled.clone(), _waiting: self.backlog.enter(now) };
+        let job = Job {
+            seq,
+            input,
+            low_priority,
+            submitted: now,
+            reply: self.reply.clone(),
+            cancelled: cancelled.clone(),
+            _waiting: self.backlog.enter(now),
+        };
         self.pending.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(job) {
             Ok(()) => {
@@ -603,7 +647,9 @@ mod tests {
             16,
             "batch",
         );
-        pool.watch_batched(Duration::from_millis(200), || Ok(|jobs: Vec<(u32, Cancel)>| jobs.iter().map(|j| Ok(j.0 * 3)).collect()));
+        pool.watch_batched(Duration::from_millis(200), || {
+            Ok(|jobs: Vec<(u32, Cancel)>| jobs.iter().map(|j| Ok(j.0 * 3)).collect())
+        });
         let mut c = pool.client();
         let first = c.submit(0, false).unwrap();
         while batches.lock().unwrap().is_empty() {
@@ -613,11 +659,19 @@ mod tests {
         c.cancel(queued[1]);
         drop(held);
         let got: Vec<_> = (0..5).map(|_| c.wait(Duration::from_secs(5)).unwrap()).map(|a| (a.seq, a.result)).collect();
-        assert_eq!(got, vec![(first, Ok(0)), (queued[0], Ok(2)), (queued[2], Ok(6)), (queued[3], Ok(8)), (queued[4], Ok(10))]);
-        assert_eq!(*batches.lock().unwrap(), vec![vec![0], vec![1, 3, 4], vec![5]], "the cancelled job 2 left out of the batch of three");
+        assert_eq!(
+            got,
+            vec![(first, Ok(0)), (queued[0], Ok(2)), (queued[2], Ok(6)), (queued[3], Ok(8)), (queued[4], Ok(10))]
+        );
+        assert_eq!(
+            *batches.lock().unwrap(),
+            vec![vec![0], vec![1, 3, 4], vec![5]],
+            "the cancelled job 2 left out of the batch of three"
+        );
         // A batch that hangs: both its jobs fail at the limit; the new thread answers the next.
         let hung = [c.submit(13, false).unwrap(), c.submit(14, false).unwrap()];
-        let mut answers: Vec<_> = (0..2).map(|_| c.wait(Duration::from_secs(5)).expect("the hung batch is answered")).collect();
+        let mut answers: Vec<_> =
+            (0..2).map(|_| c.wait(Duration::from_secs(5)).expect("the hung batch is answered")).collect();
         answers.sort_by_key(|a| a.seq);
         for (a, seq) in answers.iter().zip(hung) {
             assert_eq!((a.seq, a.result.clone()), (seq, Err("the model did not answer within 200 ms".to_string())));

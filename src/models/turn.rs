@@ -53,10 +53,16 @@ impl SmartTurn {
         for a in audios {
             feats.extend(self.features(a));
         }
-        let outputs = self.session.run(ort::inputs!["input_features" => Tensor::from_array(([audios.len(), 80, FRAMES], feats))?])?;
+        let outputs = self
+            .session
+            .run(ort::inputs!["input_features" => Tensor::from_array(([audios.len(), 80, FRAMES], feats))?])?;
         let (_, p) = outputs["logits"].try_extract_tensor::<f32>()?;
         if p.len() != audios.len() {
-            return Err(ort::Error::new(format!("the turn model gave {} answers for {} inputs", p.len(), audios.len())));
+            return Err(ort::Error::new(format!(
+                "the turn model gave {} answers for {} inputs",
+                p.len(),
+                audios.len()
+            )));
         }
         Ok(p.to_vec())
     }

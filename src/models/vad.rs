@@ -88,7 +88,8 @@ impl SileroVad {
             input.extend_from_slice(chunk);
             // state is [2][B][128]: layer-major.
             for layer in 0..2 {
-                state[(layer * b + i) * 128..(layer * b + i + 1) * 128].copy_from_slice(&s.state[layer * 128..(layer + 1) * 128]);
+                state[(layer * b + i) * 128..(layer * b + i + 1) * 128]
+                    .copy_from_slice(&s.state[layer * 128..(layer + 1) * 128]);
             }
         }
         let outputs = self.session.run(ort::inputs![
@@ -103,7 +104,8 @@ impl SileroVad {
         }
         for (i, s) in streams.iter_mut().enumerate() {
             for layer in 0..2 {
-                s.state[layer * 128..(layer + 1) * 128].copy_from_slice(&next[(layer * b + i) * 128..(layer * b + i + 1) * 128]);
+                s.state[layer * 128..(layer + 1) * 128]
+                    .copy_from_slice(&next[(layer * b + i) * 128..(layer * b + i + 1) * 128]);
             }
             // The next context is the tail of this chunk (n > c).
             s.context.copy_from_slice(&chunks[i][n - c..]);
@@ -199,7 +201,15 @@ impl VadWorker {
         let shared = Arc::new(Shared { rx: Mutex::new(rx), streams: Mutex::new(HashMap::new()) });
         let life = Arc::new(Life::default());
         start_worker(vad, &shared, max_batch.max(1), &stats, &life);
-        VadWorker { tx, stats, provider, shared, life: Arc::new(Mutex::new(life)), max_batch: max_batch.max(1), alive: Arc::new(()) }
+        VadWorker {
+            tx,
+            stats,
+            provider,
+            shared,
+            life: Arc::new(Mutex::new(life)),
+            max_batch: max_batch.max(1),
+            alive: Arc::new(()),
+        }
     }
 
     /// Watch the worker: an inference running longer than `limit` has hung, and a new thread
@@ -259,7 +269,15 @@ impl VadClient {
         let (tx, _) = mpsc::sync_channel(1);
         let (_, unused) = mpsc::sync_channel(1);
         let shared = Arc::new(Shared { rx: Mutex::new(unused), streams: Mutex::new(HashMap::new()) });
-        let worker = VadWorker { tx, stats: Default::default(), provider: super::runtime::Provider::Cpu, shared, life: Default::default(), max_batch: 1, alive: Arc::new(()) };
+        let worker = VadWorker {
+            tx,
+            stats: Default::default(),
+            provider: super::runtime::Provider::Cpu,
+            shared,
+            life: Default::default(),
+            max_batch: 1,
+            alive: Arc::new(()),
+        };
         let (_, rx) = mpsc::sync_channel(1);
         VadClient { id: 0, worker, rx, sample_rate, next_seq: 0, pending: Vec::new() }
     }
@@ -310,7 +328,11 @@ impl BatchInfer for SileroVad {
 /// Run a batch, surviving a panic in the model: when the whole batch panics, each stream is
 /// run alone, and only a stream that panics alone is given up (Err for it); the others get
 /// their results. One caller's audio can never take speech detection away from the rest.
-fn infer_isolated<V: BatchInfer>(vad: &mut V, states: &mut [StreamState], chunks: &[&[f32]]) -> Vec<Result<f32, String>> {
+fn infer_isolated<V: BatchInfer>(
+    vad: &mut V,
+    states: &mut [StreamState],
+    chunks: &[&[f32]],
+) -> Vec<Result<f32, String>> {
     let whole = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut refs: Vec<&mut StreamState> = states.iter_mut().collect();
         vad.infer_batch(&mut refs, chunks)
@@ -325,7 +347,9 @@ fn infer_isolated<V: BatchInfer>(vad: &mut V, states: &mut [StreamState], chunks
             .zip(chunks)
             .map(|(st, chunk)| {
                 let mut one = st.clone();
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vad.infer_batch(&mut [&mut one], &[chunk])));
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    vad.infer_batch(&mut [&mut one], &[chunk])
+                }));
                 match r {
                     Ok(Ok(p)) if p.len() == 1 => {
                         *st = one;
@@ -340,9 +364,17 @@ fn infer_isolated<V: BatchInfer>(vad: &mut V, states: &mut [StreamState], chunks
     }
 }
 
-fn start_worker<V: BatchInfer + Send + 'static>(mut vad: V, shared: &Arc<Shared>, max_batch: usize, stats: &Arc<WorkerStats>, life: &Arc<Life>) {
+fn start_worker<V: BatchInfer + Send + 'static>(
+    mut vad: V,
+    shared: &Arc<Shared>,
+    max_batch: usize,
+    stats: &Arc<WorkerStats>,
+    life: &Arc<Life>,
+) {
     let (shared, stats, life) = (shared.clone(), stats.clone(), life.clone());
-    let spawned = std::thread::Builder::new().name("vad-worker".into()).spawn(move || worker_loop(&mut vad, &shared, max_batch, &stats, &life));
+    let spawned = std::thread::Builder::new()
+        .name("vad-worker".into())
+        .spawn(move || worker_loop(&mut vad, &shared, max_batch, &stats, &life));
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the VAD worker thread");
     }
@@ -370,7 +402,10 @@ fn watch_with<V: BatchInfer + Send + 'static>(
             state.1 = true;
         }
         stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::error!(limit_ms = limit.as_millis() as u64, "a VAD inference did not return: a fresh copy takes its place (that batch's chunks are lost)");
+        tracing::error!(
+            limit_ms = limit.as_millis() as u64,
+            "a VAD inference did not return: a fresh copy takes its place (that batch's chunks are lost)"
+        );
         match load() {
             Ok(vad) => {
                 let next = Arc::new(Life::default());
@@ -436,7 +471,13 @@ fn worker_loop<V: BatchInfer>(vad: &mut V, shared: &Shared, max_batch: usize, st
 /// One inference per sample rate, one chunk per stream (a stream with two
 /// chunks queued goes in two rounds: its state must advance in order). False when the watchdog
 /// retired this thread while the model ran: the streams are the new thread's.
-fn run_batch<V: BatchInfer>(vad: &mut V, shared: &Shared, batch: &mut Vec<(StreamId, u64, Vec<f32>)>, stats: &WorkerStats, life: &Life) -> bool {
+fn run_batch<V: BatchInfer>(
+    vad: &mut V,
+    shared: &Shared,
+    batch: &mut Vec<(StreamId, u64, Vec<f32>)>,
+    stats: &WorkerStats,
+    life: &Life,
+) -> bool {
     use std::sync::atomic::Ordering::Relaxed;
     while !batch.is_empty() {
         let mut round: Vec<(StreamId, u64, Vec<f32>)> = Vec::new();
@@ -453,7 +494,12 @@ fn run_batch<V: BatchInfer>(vad: &mut V, shared: &Shared, batch: &mut Vec<(Strea
             // The states are copied out, the model runs without the lock, and they go back.
             let (group, mut states): (Vec<&Chunk>, Vec<StreamState>) = {
                 let streams = lock(&shared.streams);
-                round.iter().filter_map(|g| streams.get(&g.0).filter(|s| s.state.sample_rate == rate).map(|s| (g, s.state.clone()))).unzip()
+                round
+                    .iter()
+                    .filter_map(|g| {
+                        streams.get(&g.0).filter(|s| s.state.sample_rate == rate).map(|s| (g, s.state.clone()))
+                    })
+                    .unzip()
             };
             if group.is_empty() {
                 continue;
@@ -554,7 +600,9 @@ impl Segmenter {
                 if end_ms - start >= self.cfg.min_speech_ms as u64 {
                     self.in_speech = true;
                     self.silence_start = None;
-                    return Some(VadEvent::SpeechStarted { audio_start_ms: start.saturating_sub(self.cfg.prefix_padding_ms as u64) });
+                    return Some(VadEvent::SpeechStarted {
+                        audio_start_ms: start.saturating_sub(self.cfg.prefix_padding_ms as u64),
+                    });
                 }
             } else {
                 self.run_start = None;
@@ -610,7 +658,10 @@ mod tests {
         let ev = run(&p, SegmenterConfig::default());
         assert_eq!(
             ev,
-            vec![VadEvent::SpeechStarted { audio_start_ms: 320 - 300 }, VadEvent::SpeechStopped { audio_end_ms: 45 * 32 }],
+            vec![
+                VadEvent::SpeechStarted { audio_start_ms: 320 - 300 },
+                VadEvent::SpeechStopped { audio_end_ms: 45 * 32 }
+            ],
             "one utterance: the short pause does not split it"
         );
     }
@@ -726,7 +777,9 @@ mod tests {
             tx.send(Request::Chunk { id, seq: 1, samples: chunk(0.0) }).unwrap();
         }
         for (id, r) in replies.iter().enumerate() {
-            let got = r.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| panic!("stream {id} is answered after the hang"));
+            let got = r
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or_else(|_| panic!("stream {id} is answered after the hang"));
             assert_eq!((got.seq, got.probability), (1, 0.75), "stream {id}");
         }
         assert!(!armed.load(std::sync::atomic::Ordering::SeqCst), "the model hung");

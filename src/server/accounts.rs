@@ -14,7 +14,14 @@ pub type AccountStates = Arc<Mutex<BTreeMap<String, RegState>>>;
 
 /// The account's password from the environment, a file (first line) or the config.
 pub fn password(loaded: &LoadedConfig, name: &str, a: &AccountConfig) -> anyhow::Result<String> {
-    loaded.password(&format!("accounts.{name}.password"), a.password_env.as_deref(), a.password_file.as_deref(), a.password.as_deref()).map_err(|e| anyhow!("{e}"))
+    loaded
+        .password(
+            &format!("accounts.{name}.password"),
+            a.password_env.as_deref(),
+            a.password_file.as_deref(),
+            a.password.as_deref(),
+        )
+        .map_err(|e| anyhow!("{e}"))
 }
 
 /// Build the endpoint's view of each account. A registrar that does not resolve stops
@@ -24,7 +31,8 @@ pub async fn specs(loaded: &LoadedConfig, sip_listen: SocketAddr) -> anyhow::Res
     let mut out = Vec::new();
     for (name, a) in &cfg.accounts {
         let hop = a.outbound_proxy.as_deref().unwrap_or(&a.domain);
-        let (host, port) = crate::config::host_port(hop).ok_or_else(|| anyhow!("accounts.{name}: `{hop}` is not host or host:port"))?;
+        let (host, port) = crate::config::host_port(hop)
+            .ok_or_else(|| anyhow!("accounts.{name}: `{hop}` is not host or host:port"))?;
         let next_hop = tokio::net::lookup_host((host.as_str(), port))
             .await
             .with_context(|| format!("accounts.{name}: cannot resolve {host}"))?

@@ -40,7 +40,13 @@ fn marker(store: &Path, name: &str) -> PathBuf {
 
 impl Campaigns {
     /// Start (or resume) the campaign in `file`; an error says what is wrong with it.
-    pub fn start(&self, file: &Path, store_path: &Path, cfg: &crate::config::Config, cmds: mpsc::UnboundedSender<Command>) -> Result<String, String> {
+    pub fn start(
+        &self,
+        file: &Path,
+        store_path: &Path,
+        cfg: &crate::config::Config,
+        cmds: mpsc::UnboundedSender<Command>,
+    ) -> Result<String, String> {
         let spec = campaign::spec::load(file).map_err(|e| e.to_string())?;
         if !cfg.agents.contains_key(&spec.agent) {
             return Err(format!("{}: campaign.agent: unknown agent `{}`", file.display(), spec.agent));
@@ -138,8 +144,10 @@ impl Campaigns {
 /// A campaign's status as JSON (`GET /campaigns/{name}`, `switchboard campaign status`).
 pub fn status_json(store: &Store, name: &str) -> Result<serde_json::Value, String> {
     let s = store.status(name, Utc::now()).map_err(|e| e.to_string())?;
-    let finals: serde_json::Map<String, serde_json::Value> = s.finals.iter().map(|(k, v)| (k.as_str().to_string(), (*v).into())).collect();
-    let outcomes: serde_json::Map<String, serde_json::Value> = s.outcomes.iter().map(|(k, v)| (k.as_str().to_string(), (*v).into())).collect();
+    let finals: serde_json::Map<String, serde_json::Value> =
+        s.finals.iter().map(|(k, v)| (k.as_str().to_string(), (*v).into())).collect();
+    let outcomes: serde_json::Map<String, serde_json::Value> =
+        s.outcomes.iter().map(|(k, v)| (k.as_str().to_string(), (*v).into())).collect();
     Ok(serde_json::json!({
         "campaign": name,
         "contacts": s.contacts,
@@ -190,9 +198,11 @@ impl Runner {
             if !stopping {
                 let n = pacer.allowance(now, active.len());
                 if n > 0 {
-                    let due = campaign::next_to_dial(&mut self.store, &self.spec, Utc::now(), n).map_err(|e| e.to_string())?;
+                    let due = campaign::next_to_dial(&mut self.store, &self.spec, Utc::now(), n)
+                        .map_err(|e| e.to_string())?;
                     for c in due {
-                        let call_id = format!("{:016x}{:08x}@switchboard-campaign", rand::random::<u64>(), rand::random::<u32>());
+                        let call_id =
+                            format!("{:016x}{:08x}@switchboard-campaign", rand::random::<u64>(), rand::random::<u32>());
                         // Committed before the INVITE exists: a crash from here on never dials this attempt twice.
                         let id = self.store.begin_attempt(c.id, Utc::now(), &call_id).map_err(|e| e.to_string())?;
                         pacer.started(Instant::now());
@@ -207,14 +217,17 @@ impl Runner {
                             call_id: Some(call_id.clone()),
                             answering_machine: match &self.spec.answering_machine {
                                 campaign::MachinePolicy::Hangup => Some(crate::agent::amd_gate::MachinePolicy::Hangup),
-                                campaign::MachinePolicy::LeaveMessage(m) => Some(crate::agent::amd_gate::MachinePolicy::LeaveMessage(m.clone())),
+                                campaign::MachinePolicy::LeaveMessage(m) => {
+                                    Some(crate::agent::amd_gate::MachinePolicy::LeaveMessage(m.clone()))
+                                }
                                 campaign::MachinePolicy::Ignore => None,
                             },
                         };
                         let notify: super::Notify = Box::new(move |u| {
                             let _ = tx.send((id, u));
                         });
-                        let sent = self.cmds.send(Command::Dial { req, next_hop: None, notify: Some(notify), reply: rtx });
+                        let sent =
+                            self.cmds.send(Command::Dial { req, next_hop: None, notify: Some(notify), reply: rtx });
                         let placed = match sent {
                             Ok(()) => rrx.blocking_recv().unwrap_or_else(|_| Err("the appliance is stopping".into())),
                             Err(_) => Err("the appliance is stopping".into()),
@@ -257,7 +270,12 @@ impl Runner {
         }
     }
 
-    fn on_update(&mut self, id: AttemptId, u: OutboundUpdate, active: &mut HashMap<AttemptId, Instant>) -> Result<(), String> {
+    fn on_update(
+        &mut self,
+        id: AttemptId,
+        u: OutboundUpdate,
+        active: &mut HashMap<AttemptId, Instant>,
+    ) -> Result<(), String> {
         let OutboundUpdate::Ended { outcome, code, reason, record_path } = u else { return Ok(()) };
         let started = active.remove(&id);
         let outcome = match outcome.as_str() {
@@ -279,7 +297,8 @@ impl Runner {
                 result.detail = rec["end_reason"].as_str().map(str::to_string);
                 if let Some(reason) = rec["amd"]["reason"].as_str() {
                     let who = if rec["amd"]["machine"] == true { "machine" } else { "person" };
-                    result.detail = Some(format!("{} (answered by a {who}: {reason})", result.detail.unwrap_or_default()));
+                    result.detail =
+                        Some(format!("{} (answered by a {who}: {reason})", result.detail.unwrap_or_default()));
                 }
             }
         }

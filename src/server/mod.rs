@@ -15,7 +15,9 @@ use crate::media::jitter::JitterConfig;
 use crate::media::ports::PortPool;
 use crate::metrics::Metrics;
 use crate::sip::endpoint::{CallKey, Endpoint, EndpointConfig, Event, IncomingCall};
+pub use accounts::{states_json as accounts_json, AccountStates};
 use anyhow::{anyhow, Context};
+pub use outbound::{Command, DialRequest, Notify, OutboundStatus, OutboundTable, OutboundUpdate};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,8 +27,6 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 use transport::{Connections, Inbound};
-pub use accounts::{states_json as accounts_json, AccountStates};
-pub use outbound::{Command, DialRequest, Notify, OutboundStatus, OutboundTable, OutboundUpdate};
 
 /// Command-line overrides of the config's listen addresses.
 #[derive(Debug, Clone, Default)]
@@ -86,10 +86,19 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
         metrics.model_info.with_label_values(&["turn", t.provider().label()]).set(1);
     }
     if let Some(t) = &models.tts {
-        metrics.model_info.with_label_values(&["tts", t.lock().unwrap_or_else(|p| p.into_inner()).provider().label()]).set(1);
+        metrics
+            .model_info
+            .with_label_values(&["tts", t.lock().unwrap_or_else(|p| p.into_inner()).provider().label()])
+            .set(1);
     }
     for (name, v) in &models.voices {
-        metrics.model_info.with_label_values(&[&format!("voice:{name}"), v.lock().unwrap_or_else(|p| p.into_inner()).provider().label()]).set(1);
+        metrics
+            .model_info
+            .with_label_values(&[
+                &format!("voice:{name}"),
+                v.lock().unwrap_or_else(|p| p.into_inner()).provider().label(),
+            ])
+            .set(1);
     }
     for (name, w) in &models.asr {
         metrics.model_info.with_label_values(&[&format!("asr:{name}"), w.provider().label()]).set(1);
@@ -129,10 +138,20 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     }
     let record_dir = cfg.calls.record_dir.as_ref().map(|d| loaded.resolve(d));
     let draining = Arc::new(AtomicBool::new(false));
-    let http = tokio::net::TcpListener::bind(http_listen).await.with_context(|| format!("cannot listen for HTTP on {http_listen}"))?;
-    let udp = Arc::new(tokio::net::UdpSocket::bind(sip_listen).await.with_context(|| format!("cannot listen for SIP/UDP on {sip_listen}"))?);
+    let http = tokio::net::TcpListener::bind(http_listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {http_listen}"))?;
+    let udp = Arc::new(
+        tokio::net::UdpSocket::bind(sip_listen)
+            .await
+            .with_context(|| format!("cannot listen for SIP/UDP on {sip_listen}"))?,
+    );
     let tcp = if cfg.sip.transports.contains(&TransportKind::Tcp) {
-        Some(tokio::net::TcpListener::bind(sip_listen).await.with_context(|| format!("cannot listen for SIP/TCP on {sip_listen}"))?)
+        Some(
+            tokio::net::TcpListener::bind(sip_listen)
+                .await
+                .with_context(|| format!("cannot listen for SIP/TCP on {sip_listen}"))?,
+        )
     } else {
         None
     };
@@ -152,13 +171,19 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let campaigns = campaigns::Campaigns::default();
     let campaign_store = loaded.resolve(&cfg.campaigns.store);
     // Campaign calls always keep a record: their transcript, tools and answering-machine verdict go to the store.
-    let campaign_records = record_dir.clone().unwrap_or_else(|| campaign_store.parent().unwrap_or(std::path::Path::new(".")).join("records"));
+    let campaign_records = record_dir
+        .clone()
+        .unwrap_or_else(|| campaign_store.parent().unwrap_or(std::path::Path::new(".")).join("records"));
     // Calls cut by the last stop (a kill, a crash) get their records now, before any new call.
     for dir in [record_dir.as_deref(), Some(campaign_records.as_path())].into_iter().flatten() {
         match crate::call::record_recover::recover(dir) {
-            Ok(r) if r != Default::default() => warn!(dir = %dir.display(), recovered = r.records, already_written = r.already_written, torn_lines = r.torn, temp_removed = r.temp_removed, corrupt = r.corrupt, "recovered the records of calls cut by the last stop"),
+            Ok(r) if r != Default::default() => {
+                warn!(dir = %dir.display(), recovered = r.records, already_written = r.already_written, torn_lines = r.torn, temp_removed = r.temp_removed, corrupt = r.corrupt, "recovered the records of calls cut by the last stop")
+            }
             Ok(_) => {}
-            Err(e) => warn!(dir = %dir.display(), error = %e, "call record recovery failed; the journals are left in place"),
+            Err(e) => {
+                warn!(dir = %dir.display(), error = %e, "call record recovery failed; the journals are left in place")
+            }
         }
     }
     let outbound_table = OutboundTable::default();
@@ -203,12 +228,18 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let mut pending: HashMap<CallKey, PendingDial> = HashMap::new();
     // Answered outbound calls: who to tell when they end (after the call record is written).
     let mut outbound_live: HashMap<CallKey, String> = HashMap::new();
-    let sip_transport = if cfg.sip.transports.contains(&TransportKind::Udp) { crate::sip::endpoint::Transport::Udp } else { crate::sip::endpoint::Transport::Tcp };
+    let sip_transport = if cfg.sip.transports.contains(&TransportKind::Udp) {
+        crate::sip::endpoint::Transport::Udp
+    } else {
+        crate::sip::endpoint::Transport::Tcp
+    };
     let media_settings = media_settings(cfg);
     let media_ip = sip_listen.ip();
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install SIGTERM handler")?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot install SIGINT handler")?;
     let grace = Duration::from_secs(cfg.calls.shutdown_grace_s);
     let mut shutdown_at: Option<Instant> = None;
     let mut hard_stop_at: Option<Instant> = None;
@@ -222,7 +253,8 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
         .chain(backends.iter().filter_map(|(n, b)| Some((format!("llm.{n}"), b.backlog()?.clone()))))
         .collect();
     let max_wait = Duration::from_millis(cfg.calls.max_queue_wait_ms);
-    let llm_stats: Vec<(String, Arc<crate::models::llm::local::LlmStats>)> = backends.iter().filter_map(|(n, b)| Some((n.to_string(), b.stats()?.clone()))).collect();
+    let llm_stats: Vec<(String, Arc<crate::models::llm::local::LlmStats>)> =
+        backends.iter().filter_map(|(n, b)| Some((n.to_string(), b.stats()?.clone()))).collect();
     let mut load_tick = tokio::time::interval(Duration::from_millis(500));
     load_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
@@ -313,9 +345,25 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
             match ev {
                 Event::Incoming(ic) => {
                     let now = std::time::Instant::now();
-                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, &models, cfg, record_dir.as_deref(), &metrics, &sip_tx, None, &Default::default(), None, None) {
+                    match start_call(
+                        &ic,
+                        &agents,
+                        &ports,
+                        media_ip,
+                        &media_settings,
+                        &models,
+                        cfg,
+                        record_dir.as_deref(),
+                        &metrics,
+                        &sip_tx,
+                        None,
+                        &Default::default(),
+                        None,
+                        None,
+                    ) {
                         Ok(active) => {
-                            let answer_after = agents.get(&ic.agent).map(|a| a.config.answer_after_ms.get()).unwrap_or(0);
+                            let answer_after =
+                                agents.get(&ic.agent).map(|a| a.config.answer_after_ms.get()).unwrap_or(0);
                             let port = active.port;
                             calls.insert(ic.key, active);
                             metrics.active_calls.inc();
@@ -358,26 +406,68 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                     if let Some(p) = pending.get(&key) {
                         let u = OutboundUpdate::Ringing { code, early_media: early_media.is_some() };
                         outbound_table.update(&p.call.call_id, &u);
-                        if let Some(n) = &p.notify { n(u); }
+                        if let Some(n) = &p.notify {
+                            n(u);
+                        }
                     }
                 }
                 Event::Answered { key, negotiated } => {
                     let Some(mut p) = pending.remove(&key) else { continue };
                     let call_id = p.call.call_id.clone();
                     // To the agent the callee is "the caller": the other party of the call.
-                    let source = crate::sip::endpoint::Source { transport: sip_transport, addr: sip_listen, conn: None, local: sip_listen };
-                    let ic = IncomingCall { key, call_id: call_id.clone(), from: p.call.to.clone(), called: p.call.from.clone(), agent: p.call.agent.clone(), negotiated, source };
-                    if let Some(n) = &p.notify { n(OutboundUpdate::Answered); }
-                    let rec_dir = if p.notify.is_some() { Some(campaign_records.as_path()) } else { record_dir.as_deref() };
+                    let source = crate::sip::endpoint::Source {
+                        transport: sip_transport,
+                        addr: sip_listen,
+                        conn: None,
+                        local: sip_listen,
+                    };
+                    let ic = IncomingCall {
+                        key,
+                        call_id: call_id.clone(),
+                        from: p.call.to.clone(),
+                        called: p.call.from.clone(),
+                        agent: p.call.agent.clone(),
+                        negotiated,
+                        source,
+                    };
+                    if let Some(n) = &p.notify {
+                        n(OutboundUpdate::Answered);
+                    }
+                    let rec_dir =
+                        if p.notify.is_some() { Some(campaign_records.as_path()) } else { record_dir.as_deref() };
                     let (table, notify, id) = (outbound_table.clone(), p.notify.take(), call_id.clone());
                     let on_record: Box<dyn FnOnce(Option<std::path::PathBuf>) + Send> = Box::new(move |path| {
-                        let u = OutboundUpdate::Ended { outcome: "answered".into(), code: Some(200), reason: "answered".into(), record_path: path.map(|p| p.display().to_string()) };
+                        let u = OutboundUpdate::Ended {
+                            outcome: "answered".into(),
+                            code: Some(200),
+                            reason: "answered".into(),
+                            record_path: path.map(|p| p.display().to_string()),
+                        };
                         table.update(&id, &u);
-                        if let Some(n) = notify { n(u); }
+                        if let Some(n) = notify {
+                            n(u);
+                        }
                     });
-                    match start_call(&ic, &agents, &ports, media_ip, &media_settings, &models, cfg, rec_dir, &metrics, &sip_tx, p.sockets.take(), &p.req.variables, Some(on_record), p.req.answering_machine.clone()) {
+                    match start_call(
+                        &ic,
+                        &agents,
+                        &ports,
+                        media_ip,
+                        &media_settings,
+                        &models,
+                        cfg,
+                        rec_dir,
+                        &metrics,
+                        &sip_tx,
+                        p.sockets.take(),
+                        &p.req.variables,
+                        Some(on_record),
+                        p.req.answering_machine.clone(),
+                    ) {
                         Ok(active) => {
-                            if let Some(c) = &active.ctrl { let _ = c.send(CallCtrl::Confirmed); }
+                            if let Some(c) = &active.ctrl {
+                                let _ = c.send(CallCtrl::Confirmed);
+                            }
                             calls.insert(key, active);
                             metrics.outbound_calls.with_label_values(&["answered"]).inc();
                             outbound_table.update(&call_id, &OutboundUpdate::Answered);
@@ -390,7 +480,9 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                         }
                     }
                 }
-                Event::Registration { account, state } => accounts::record_state(&account_states, &metrics, &account, &state),
+                Event::Registration { account, state } => {
+                    accounts::record_state(&account_states, &metrics, &account, &state)
+                }
                 Event::Transfer { key, progress } => {
                     if let Some(c) = calls.get(&key).and_then(|c| c.ctrl.as_ref()) {
                         let _ = c.send(CallCtrl::Transfer(progress));
@@ -418,13 +510,17 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
                         }
                         metrics.active_calls.dec();
                         let (code, why) = match &reason {
-                            crate::sip::endpoint::EndReason::Unanswered { code, reason } => (Some(*code), reason.clone()),
+                            crate::sip::endpoint::EndReason::Unanswered { code, reason } => {
+                                (Some(*code), reason.clone())
+                            }
                             r => (None, format!("{r:?}")),
                         };
                         metrics.outbound_calls.with_label_values(&[label.as_str()]).inc();
                         let u = OutboundUpdate::Ended { outcome: label.clone(), code, reason: why, record_path: None };
                         outbound_table.update(&p.call.call_id, &u);
-                        if let Some(n) = &p.notify { n(u); }
+                        if let Some(n) = &p.notify {
+                            n(u);
+                        }
                     }
                     metrics.calls.with_label_values(&[label.as_str()]).inc();
                 }
@@ -476,13 +572,23 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
 
 /// The models' waits into the metrics; while one is beyond `max_wait` (`calls.max_queue_wait_ms`;
 /// zero: never), the endpoint refuses new calls (logged when that starts and ends).
-fn admission(endpoint: &mut Endpoint, backlogs: &[(String, Arc<crate::models::backlog::Backlog>)], max_wait: Duration, metrics: &Metrics, now: std::time::Instant) {
+fn admission(
+    endpoint: &mut Endpoint,
+    backlogs: &[(String, Arc<crate::models::backlog::Backlog>)],
+    max_wait: Duration,
+    metrics: &Metrics,
+    now: std::time::Instant,
+) {
     let mut why = None;
     for (model, b) in backlogs {
         let wait = b.oldest_wait(now);
         metrics.model_queue_wait.with_label_values(&[model]).set(wait.as_secs_f64());
         if !max_wait.is_zero() && wait > max_wait && why.is_none() {
-            why = Some(format!("the models are saturated: a job has waited {} ms for {model} (calls.max_queue_wait_ms: {})", wait.as_millis(), max_wait.as_millis()));
+            why = Some(format!(
+                "the models are saturated: a job has waited {} ms for {model} (calls.max_queue_wait_ms: {})",
+                wait.as_millis(),
+                max_wait.as_millis()
+            ));
         }
     }
     match (&why, endpoint.overloaded()) {
@@ -507,7 +613,10 @@ async fn finish_call_tasks(tasks: Vec<tokio::task::JoinHandle<()>>, until: Insta
         }
     }
     if left > 0 {
-        warn!(calls = left, "calls still finishing at the deadline: their records are recovered as interrupted at the next start");
+        warn!(
+            calls = left,
+            "calls still finishing at the deadline: their records are recovered as interrupted at the next start"
+        );
     } else if running > 0 {
         info!(calls = running, "every call record written");
     }
@@ -527,7 +636,11 @@ fn begin_shutdown(endpoint: &mut Endpoint, draining: &AtomicBool, shutdown_at: &
 }
 
 /// An `openai` backend from its config; the key comes from the environment or a file.
-fn llm_backend(loaded: &LoadedConfig, name: &str, b: &crate::config::LlmBackendConfig) -> anyhow::Result<crate::models::llm::openai::OpenAiBackend> {
+fn llm_backend(
+    loaded: &LoadedConfig,
+    name: &str,
+    b: &crate::config::LlmBackendConfig,
+) -> anyhow::Result<crate::models::llm::openai::OpenAiBackend> {
     let api_key = loaded
         .secret(&format!("models.llm.{name}.api_key"), b.api_key_env.as_deref(), b.api_key_file.as_deref())
         .map_err(|e| anyhow!("{e}"))?;
@@ -573,7 +686,11 @@ fn start_call(
         settings,
         match machine_policy {
             // Outbound with a machine policy: the detector listens first, the agent waits for a person.
-            Some(policy) => Box::new(crate::agent::amd_gate::AmdGate::new(spec.build_with(&ic.from, &ic.called, call_vars), policy, spec.voice())),
+            Some(policy) => Box::new(crate::agent::amd_gate::AmdGate::new(
+                spec.build_with(&ic.from, &ic.called, call_vars),
+                policy,
+                spec.voice(),
+            )),
             None => spec.build_with(&ic.from, &ic.called, call_vars),
         },
         RtpIdentity::random(),
@@ -582,13 +699,16 @@ fn start_call(
     )
     .map_err(|e| anyhow!("cannot set up the {:?} codec: {e}", ic.negotiated.codec))?;
     if let (Some(td), Some(worker)) = (&spec.config.turn_detection, models.vad.as_ref()) {
-        let client = worker.open(ic.key.0, crate::media::codec::AGENT_RATE).ok_or_else(|| anyhow!("the VAD worker is gone"))?;
+        let client =
+            worker.open(ic.key.0, crate::media::codec::AGENT_RATE).ok_or_else(|| anyhow!("the VAD worker is gone"))?;
         let mode = td.turn_mode();
         let detector = match (mode, models.turn.as_ref()) {
             (crate::call::turns::TurnMode::SemanticVad { .. }, Some(turn)) => {
                 crate::call::turns::TurnDetector::new(mode, Some(Box::new(turn.client())))
             }
-            (crate::call::turns::TurnMode::SemanticVad { .. }, None) => return Err(anyhow!("semantic_vad needs models.turn")),
+            (crate::call::turns::TurnMode::SemanticVad { .. }, None) => {
+                return Err(anyhow!("semantic_vad needs models.turn"))
+            }
             (crate::call::turns::TurnMode::ServerVad | crate::call::turns::TurnMode::Manual { .. }, _) => {
                 crate::call::turns::TurnDetector::new(mode, None)
             }
@@ -603,12 +723,20 @@ fn start_call(
         if let Some((name, asr)) = cfg.asr_model_of(&spec.config) {
             let worker = models.asr.get(name).ok_or_else(|| anyhow!("recogniser {name} is not loaded"))?;
             let t = spec.config.transcription.as_ref().expect("asr_model_of implies transcription");
-            let opts = crate::models::asr::DecodeOptions { language: t.language.clone().unwrap_or_else(|| asr.language.clone()), ..Default::default() };
+            let opts = crate::models::asr::DecodeOptions {
+                language: t.language.clone().unwrap_or_else(|| asr.language.clone()),
+                ..Default::default()
+            };
             let partial = (t.partial_interval_ms.get() > 0).then(|| Duration::from_millis(t.partial_interval_ms.get()));
-            media.set_transcriber(crate::call::transcriber::Transcriber::new(Box::new(worker.client(opts)), td.prefix_padding_ms.get(), partial));
+            media.set_transcriber(crate::call::transcriber::Transcriber::new(
+                Box::new(worker.client(opts)),
+                td.prefix_padding_ms.get(),
+                partial,
+            ));
         }
     }
-    let record = record_dir.map(|d| crate::call::record::Recorder::new(d.to_path_buf(), &ic.call_id, &ic.from, &ic.called, &ic.agent));
+    let record = record_dir
+        .map(|d| crate::call::record::Recorder::new(d.to_path_buf(), &ic.call_id, &ic.from, &ic.called, &ic.agent));
     let (rtp, rtcp, port) = match sockets {
         Some(s) => s,
         None => {
@@ -707,7 +835,9 @@ fn inbound_users(loaded: &LoadedConfig) -> anyhow::Result<HashMap<String, String
     let mut users = HashMap::new();
     for (i, u) in loaded.config.security.auth.iter().flat_map(|a| a.users.iter().enumerate()) {
         let key = format!("security.auth.users.{i}.password");
-        let password = loaded.password(&key, u.password_env.as_deref(), u.password_file.as_deref(), u.password.as_deref()).map_err(|e| anyhow::anyhow!("{}: {e}", loaded.path.display()))?;
+        let password = loaded
+            .password(&key, u.password_env.as_deref(), u.password_file.as_deref(), u.password.as_deref())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", loaded.path.display()))?;
         users.insert(u.username.clone(), password);
     }
     Ok(users)
@@ -731,11 +861,16 @@ pub fn admin_token(loaded: &LoadedConfig) -> anyhow::Result<Option<String>> {
             Err(e) => Err(anyhow!("{}: {e}", path.display())),
         };
     }
-    let token = loaded.secret("http.admin_token", h.admin_token_env.as_deref(), h.admin_token_file.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    let token = loaded
+        .secret("http.admin_token", h.admin_token_env.as_deref(), h.admin_token_file.as_deref())
+        .map_err(|e| anyhow!("{e}"))?;
     // A token file's line break is not part of the token.
     let token = if h.admin_token_env.is_some() { token } else { token.map(|t| t.trim().to_string()) };
     match token {
-        Some(t) if t.len() < 16 => Err(anyhow!("http.admin_token: the token is {} characters; use at least 16 (e.g. `openssl rand -hex 16`)", t.len())),
+        Some(t) if t.len() < 16 => Err(anyhow!(
+            "http.admin_token: the token is {} characters; use at least 16 (e.g. `openssl rand -hex 16`)",
+            t.len()
+        )),
         t => Ok(t),
     }
 }
@@ -750,7 +885,12 @@ fn server_admin_token(loaded: &LoadedConfig) -> anyhow::Result<String> {
     let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).with_context(|| format!("cannot create the admin token file {}", path.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create the admin token file {}", path.display()))?;
     f.write_all(format!("{token}\n").as_bytes())?;
     f.sync_all()?;
     info!(path = %path.display(), "admin token generated (state-changing HTTP endpoints require it as a Bearer token)");
@@ -759,7 +899,10 @@ fn server_admin_token(loaded: &LoadedConfig) -> anyhow::Result<String> {
 
 /// Take an even port from the pool and bind it and its RTCP port (+1);
 /// ports another program holds are skipped.
-fn bind_rtp(ports: &Arc<Mutex<PortPool>>, ip: std::net::IpAddr) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::UdpSocket, u16)> {
+fn bind_rtp(
+    ports: &Arc<Mutex<PortPool>>,
+    ip: std::net::IpAddr,
+) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::UdpSocket, u16)> {
     let bind = |port: u16| -> std::io::Result<tokio::net::UdpSocket> {
         let s = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
         s.set_nonblocking(true)?;

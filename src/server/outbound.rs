@@ -38,11 +38,19 @@ fn default_ring_timeout() -> u64 {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum OutboundUpdate {
-    Ringing { code: u16, early_media: bool },
+    Ringing {
+        code: u16,
+        early_media: bool,
+    },
     Answered,
     /// The call is over. `outcome`: answered, busy, no_answer or failed; `record`: the call
     /// record (transcripts, replies, tools) of an answered call, when records are kept.
-    Ended { outcome: String, code: Option<u16>, reason: String, record_path: Option<String> },
+    Ended {
+        outcome: String,
+        code: Option<u16>,
+        reason: String,
+        record_path: Option<String>,
+    },
 }
 
 /// Told every `OutboundUpdate` of one call (a campaign's attempt, for instance).
@@ -50,8 +58,16 @@ pub type Notify = Box<dyn Fn(OutboundUpdate) + Send>;
 
 /// What the server loop is asked to do from outside (the admin API, campaigns).
 pub enum Command {
-    Dial { req: DialRequest, next_hop: Option<SocketAddr>, notify: Option<Notify>, reply: oneshot::Sender<Result<String, String>> },
-    Hangup { call_id: String, reply: oneshot::Sender<bool> },
+    Dial {
+        req: DialRequest,
+        next_hop: Option<SocketAddr>,
+        notify: Option<Notify>,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Hangup {
+        call_id: String,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// The state of recent outbound calls, by Call-ID (the last 1,000).
@@ -125,6 +141,7 @@ pub async fn resolve_direct(to: &str) -> Result<Option<SocketAddr>, String> {
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Ok(Some(SocketAddr::new(ip, port)));
     }
-    let mut addrs = tokio::net::lookup_host((host.as_str(), port)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let mut addrs =
+        tokio::net::lookup_host((host.as_str(), port)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?;
     addrs.next().map(Some).ok_or_else(|| format!("{host} has no address"))
 }

@@ -79,17 +79,27 @@ impl LocalAddrCache {
             self.cache.clear();
         }
         let ip = *self.cache.entry(peer.ip()).or_insert_with(|| {
-            let bind: SocketAddr = if peer.is_ipv4() { "0.0.0.0:0".parse().expect("literal") } else { "[::]:0".parse().expect("literal") };
+            let bind: SocketAddr =
+                if peer.is_ipv4() { "0.0.0.0:0".parse().expect("literal") } else { "[::]:0".parse().expect("literal") };
             std::net::UdpSocket::bind(bind)
                 .and_then(|s| s.connect(peer).and_then(|_| s.local_addr()))
                 .map(|a| a.ip())
-                .unwrap_or(if peer.is_ipv4() { IpAddr::from([127, 0, 0, 1]) } else { IpAddr::from(std::net::Ipv6Addr::LOCALHOST) })
+                .unwrap_or(if peer.is_ipv4() {
+                    IpAddr::from([127, 0, 0, 1])
+                } else {
+                    IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+                })
         });
         SocketAddr::new(ip, self.listen.port())
     }
 }
 
-pub fn spawn_udp_reader(sock: Arc<UdpSocket>, listen: SocketAddr, tx: mpsc::Sender<Inbound>, dropped: prometheus::IntCounter) {
+pub fn spawn_udp_reader(
+    sock: Arc<UdpSocket>,
+    listen: SocketAddr,
+    tx: mpsc::Sender<Inbound>,
+    dropped: prometheus::IntCounter,
+) {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
         let mut locals = LocalAddrCache::new(listen);
@@ -99,7 +109,8 @@ pub fn spawn_udp_reader(sock: Arc<UdpSocket>, listen: SocketAddr, tx: mpsc::Send
                     if n == 0 || buf[..n].iter().all(|b| b.is_ascii_whitespace()) {
                         continue; // keep-alive CRLFs
                     }
-                    let source = Source { transport: Transport::Udp, addr: from, conn: None, local: locals.local_for(from) };
+                    let source =
+                        Source { transport: Transport::Udp, addr: from, conn: None, local: locals.local_for(from) };
                     if tx.try_send(Inbound { data: buf[..n].to_vec(), source }).is_err() {
                         dropped.inc();
                         debug!(peer = %from, "SIP inbound queue full: datagram dropped");

@@ -191,7 +191,13 @@ pub fn authorization_param(authorization: &str, key: &str) -> Option<String> {
 /// The server side: does `authorization` (an `Authorization` value) prove `password` for the
 /// nonce we issued, for this method? Returns the username when it does. The caller checks that the
 /// username is the one it expects and that the nonce is one it issued and still fresh.
-pub fn verify(authorization: &str, realm: &str, nonce: &str, password_of: impl Fn(&str) -> Option<String>, method: &str) -> Option<String> {
+pub fn verify(
+    authorization: &str,
+    realm: &str,
+    nonce: &str,
+    password_of: impl Fn(&str) -> Option<String>,
+    method: &str,
+) -> Option<String> {
     let (scheme, rest) = authorization.trim().split_once(char::is_whitespace)?;
     if !scheme.eq_ignore_ascii_case("Digest") {
         return None;
@@ -259,7 +265,14 @@ mod tests {
     fn rfc_2617_example_and_no_qop() {
         let h = r#"Digest realm="testrealm@host.com", qop="auth,auth-int", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41""#;
         let c = Challenge::parse(h).unwrap();
-        let a = authorize(&c, &Credentials { username: "Mufasa", password: "Circle Of Life" }, "GET", "/dir/index.html", 1, "0a4f113b");
+        let a = authorize(
+            &c,
+            &Credentials { username: "Mufasa", password: "Circle Of Life" },
+            "GET",
+            "/dir/index.html",
+            1,
+            "0a4f113b",
+        );
         assert!(a.contains(r#"response="6629fae49393a05397450978507c4ef1""#), "{a}");
         // Without qop: H(HA1:nonce:HA2), no nc or cnonce.
         let c = Challenge::parse(r#"Digest realm="sip.example", nonce="abc""#).unwrap();
@@ -277,11 +290,20 @@ mod tests {
         assert_eq!(Challenge::parse("Basic realm=\"x\""), Err(DigestError::NotDigest));
         assert_eq!(Challenge::parse("Digest nonce=\"n\""), Err(DigestError::Missing("realm")));
         assert_eq!(Challenge::parse("Digest realm=\"r\""), Err(DigestError::Missing("nonce")));
-        assert!(matches!(Challenge::parse("Digest realm=\"r\", nonce=\"n\", algorithm=SHA-512-256"), Err(DigestError::Algorithm(_))));
-        assert!(matches!(Challenge::parse("Digest realm=\"r\", nonce=\"n\", qop=\"auth-int\""), Err(DigestError::Qop(_))));
+        assert!(matches!(
+            Challenge::parse("Digest realm=\"r\", nonce=\"n\", algorithm=SHA-512-256"),
+            Err(DigestError::Algorithm(_))
+        ));
+        assert!(matches!(
+            Challenge::parse("Digest realm=\"r\", nonce=\"n\", qop=\"auth-int\""),
+            Err(DigestError::Qop(_))
+        ));
         // stale=true, unquoted values, a quoted comma and an escaped quote.
         let c = Challenge::parse("digest realm=\"a, \\\"b\\\"\", nonce=xyz, stale=TRUE, algorithm=sha-256").unwrap();
-        assert_eq!((c.realm.as_str(), c.nonce.as_str(), c.stale, c.algorithm), ("a, \"b\"", "xyz", true, Algorithm::Sha256));
+        assert_eq!(
+            (c.realm.as_str(), c.nonce.as_str(), c.stale, c.algorithm),
+            ("a, \"b\"", "xyz", true, Algorithm::Sha256)
+        );
         for junk in ["", "Digest", "Digest =", "Digest realm=\"unterminated", "Digest ,,,", "Digest realm"] {
             let _ = Challenge::parse(junk);
             let _ = verify(junk, "r", "n", |_| Some("p".into()), "INVITE");

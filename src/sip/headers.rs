@@ -547,7 +547,9 @@ mod tests {
     #[test]
     fn via_weird_spacing_and_ipv6() {
         // RFC 4475 "wsinv" style: LWS everywhere it is allowed.
-        let v = Via::parse("SIP  /   2.0 / TCP   spindle.example.com  :  6070 ; branch = z9hG4bK9ikj8 ;received=192.0.2.1").unwrap();
+        let v =
+            Via::parse("SIP  /   2.0 / TCP   spindle.example.com  :  6070 ; branch = z9hG4bK9ikj8 ;received=192.0.2.1")
+                .unwrap();
         assert_eq!((v.transport.as_str(), v.host.as_str(), v.port), ("TCP", "spindle.example.com", Some(6070)));
         assert_eq!(v.branch(), Some("z9hG4bK9ikj8"));
         assert_eq!(v.param("received"), Some(Some("192.0.2.1")));
@@ -582,7 +584,9 @@ mod tests {
 
     #[test]
     fn sip_uri_parts() {
-        let u = SipUri::parse("sips:alice:secret@Atlanta.com:5061;transport=tcp;lr?subject=project%20x&priority=urgent").unwrap();
+        let u =
+            SipUri::parse("sips:alice:secret@Atlanta.com:5061;transport=tcp;lr?subject=project%20x&priority=urgent")
+                .unwrap();
         assert_eq!(u.scheme, "sips");
         assert_eq!(u.user.as_deref(), Some("alice:secret"));
         assert_eq!((u.host.as_str(), u.port), ("Atlanta.com", Some(5061)));

@@ -17,8 +17,8 @@
 
 use std::fmt;
 
-pub use super::headers::{CSeq, NameAddr, Params, SipUri, Via};
 use super::headers::{is_lws, is_token, split_outside, trim_lws};
+pub use super::headers::{CSeq, NameAddr, Params, SipUri, Via};
 
 /// Largest message we read or frame (UDP cannot carry more anyway).
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
@@ -134,15 +134,69 @@ pub fn compact_to_long(name: &str) -> Option<&'static str> {
 /// these case-insensitively is stored in this spelling. Other names are
 /// kept exactly as received.
 const CANONICAL: &[&str] = &[
-    "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Content-Type", "Content-Length",
-    "Record-Route", "Route", "Allow", "Accept", "Supported", "Require", "User-Agent", "Server", "Expires",
-    "Retry-After", "WWW-Authenticate", "Authorization", "Proxy-Authenticate", "Proxy-Authorization",
-    "Proxy-Require", "Unsupported", "Min-Expires", "Warning", "Date", "Timestamp", "Organization", "Priority",
-    "Reply-To", "Alert-Info", "Call-Info", "Error-Info", "In-Reply-To", "MIME-Version", "Content-Disposition",
-    "Content-Encoding", "Content-Language", "Accept-Encoding", "Accept-Language", "Authentication-Info",
-    "Subject", "Event", "Allow-Events", "Subscription-State", "Refer-To", "Referred-By", "Session-Expires",
-    "Min-SE", "RSeq", "RAck", "Path", "Reason", "Replaces", "Accept-Contact", "Reject-Contact",
-    "Request-Disposition", "Identity", "Identity-Info", "P-Asserted-Identity", "Privacy",
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "Max-Forwards",
+    "Content-Type",
+    "Content-Length",
+    "Record-Route",
+    "Route",
+    "Allow",
+    "Accept",
+    "Supported",
+    "Require",
+    "User-Agent",
+    "Server",
+    "Expires",
+    "Retry-After",
+    "WWW-Authenticate",
+    "Authorization",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Require",
+    "Unsupported",
+    "Min-Expires",
+    "Warning",
+    "Date",
+    "Timestamp",
+    "Organization",
+    "Priority",
+    "Reply-To",
+    "Alert-Info",
+    "Call-Info",
+    "Error-Info",
+    "In-Reply-To",
+    "MIME-Version",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Authentication-Info",
+    "Subject",
+    "Event",
+    "Allow-Events",
+    "Subscription-State",
+    "Refer-To",
+    "Referred-By",
+    "Session-Expires",
+    "Min-SE",
+    "RSeq",
+    "RAck",
+    "Path",
+    "Reason",
+    "Replaces",
+    "Accept-Contact",
+    "Reject-Contact",
+    "Request-Disposition",
+    "Identity",
+    "Identity-Info",
+    "P-Asserted-Identity",
+    "Privacy",
 ];
 
 /// Headers whose comma-separated values are split into one entry each
@@ -521,12 +575,11 @@ impl SipMessage {
 
         // Content-Length: all copies must agree. Absent is fine on UDP, where
         // the body is the rest of the datagram (RFC 3261 §18.3).
-        let agreed = headers.get_all("Content-Length").try_fold(None, |seen: Option<usize>, v| {
-            match parse_content_length(v) {
+        let agreed =
+            headers.get_all("Content-Length").try_fold(None, |seen: Option<usize>, v| match parse_content_length(v) {
                 Some(n) if seen.is_none_or(|c| c == n) => Ok(Some(n)),
                 _ => Err(()),
-            }
-        });
+            });
         let Ok(content_length) = agreed else { return Err(fail(BadContentLength, headers)) };
         let rest = lines.rest();
         let body = match content_length {
@@ -804,7 +857,22 @@ mod tests {
     fn method_is_case_sensitive() {
         assert_eq!(Method::parse("INVITE"), Method::Invite);
         assert_eq!(Method::parse("invite"), Method::Other("invite".into()));
-        for m in ["ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH", "FOO"] {
+        for m in [
+            "ACK",
+            "BYE",
+            "CANCEL",
+            "OPTIONS",
+            "REGISTER",
+            "INFO",
+            "UPDATE",
+            "PRACK",
+            "SUBSCRIBE",
+            "NOTIFY",
+            "REFER",
+            "MESSAGE",
+            "PUBLISH",
+            "FOO",
+        ] {
             assert_eq!(Method::parse(m).as_str(), m);
         }
     }
@@ -812,10 +880,25 @@ mod tests {
     #[test]
     fn compact_forms_table() {
         let expect = [
-            ("i", "Call-ID"), ("m", "Contact"), ("e", "Content-Encoding"), ("l", "Content-Length"), ("c", "Content-Type"),
-            ("f", "From"), ("s", "Subject"), ("k", "Supported"), ("t", "To"), ("v", "Via"), ("o", "Event"),
-            ("u", "Allow-Events"), ("r", "Refer-To"), ("b", "Referred-By"), ("x", "Session-Expires"),
-            ("a", "Accept-Contact"), ("j", "Reject-Contact"), ("d", "Request-Disposition"), ("y", "Identity"),
+            ("i", "Call-ID"),
+            ("m", "Contact"),
+            ("e", "Content-Encoding"),
+            ("l", "Content-Length"),
+            ("c", "Content-Type"),
+            ("f", "From"),
+            ("s", "Subject"),
+            ("k", "Supported"),
+            ("t", "To"),
+            ("v", "Via"),
+            ("o", "Event"),
+            ("u", "Allow-Events"),
+            ("r", "Refer-To"),
+            ("b", "Referred-By"),
+            ("x", "Session-Expires"),
+            ("a", "Accept-Contact"),
+            ("j", "Reject-Contact"),
+            ("d", "Request-Disposition"),
+            ("y", "Identity"),
             ("n", "Identity-Info"),
         ];
         for (c, long) in expect {
@@ -865,7 +948,19 @@ mod tests {
         let names: Vec<&str> = m.headers.0.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(
             names,
-            ["Via", "Via", "From", "To", "Call-ID", "Contact", "Supported", "Supported", "CSeq", "Call-ID", "Content-Length"]
+            [
+                "Via",
+                "Via",
+                "From",
+                "To",
+                "Call-ID",
+                "Contact",
+                "Supported",
+                "Supported",
+                "CSeq",
+                "Call-ID",
+                "Content-Length"
+            ]
         );
         assert_eq!(m.headers.get("Via"), Some("SIP/2.0/UDP a.example.com;branch=z9hG4bK1"));
         assert_eq!(m.headers.get("v"), m.headers.get("VIA"));
@@ -958,19 +1053,19 @@ mod tests {
     #[test]
     fn bad_start_lines() {
         for raw in [
-            &b"INVITE sip:a@b SIP/7.0\r\n\r\n"[..],            // RFC 4475 "badvers"
+            &b"INVITE sip:a@b SIP/7.0\r\n\r\n"[..], // RFC 4475 "badvers"
             b"INVITE sip:a@b HTTP/1.1\r\n\r\n",
             b"INVITE sip:a@b\r\n\r\n",
-            b"INVITE sip:a@b; lr SIP/2.0\r\n\r\n",               // SP inside the URI
+            b"INVITE sip:a@b; lr SIP/2.0\r\n\r\n", // SP inside the URI
             b"INV(ITE sip:a@b SIP/2.0\r\n\r\n",
-            b"SIP/2.0 4294967301 OK\r\n\r\n",                   // oversize status code
+            b"SIP/2.0 4294967301 OK\r\n\r\n", // oversize status code
             b"SIP/2.0 099 Too low\r\n\r\n",
             b"SIP/2.0 20x OK\r\n\r\n",
             b"SIP/2.0\r\n\r\n",
             b"SIP/3.0 200 OK\r\n\r\n",
             b"hello world\r\n\r\n",
             b"\x00\x01\x02\x03",
-            b"INVITE sip:a@b SIP/2.0\rX\r\n\r\n",               // bare CR
+            b"INVITE sip:a@b SIP/2.0\rX\r\n\r\n", // bare CR
         ] {
             let e = SipMessage::parse(raw).unwrap_err();
             assert_eq!(e.kind, ParseErrorKind::BadStartLine, "{:?}", String::from_utf8_lossy(raw));
@@ -1011,10 +1106,16 @@ mod tests {
         let m = SipMessage::parse(&raw).unwrap();
         let vias: Vec<Via> = m.headers.get_all("Via").filter_map(Via::parse).collect();
         assert_eq!(vias.len(), 3);
-        assert_eq!((vias[1].host.as_str(), vias[1].port, vias[1].transport.as_str()), ("[2001:db8::1]", Some(5070), "TCP"));
+        assert_eq!(
+            (vias[1].host.as_str(), vias[1].port, vias[1].transport.as_str()),
+            ("[2001:db8::1]", Some(5070), "TCP")
+        );
         assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK1"));
         let contacts: Vec<&str> = m.headers.get_all("Contact").collect();
-        assert_eq!(contacts, ["\"Doe, John\" <sip:jd@10.0.0.1;x=a,b>;expires=60", "<sip:jd@10.0.0.2>;q=0.5", "sip:jd@10.0.0.3"]);
+        assert_eq!(
+            contacts,
+            ["\"Doe, John\" <sip:jd@10.0.0.1;x=a,b>;expires=60", "<sip:jd@10.0.0.2>;q=0.5", "sip:jd@10.0.0.3"]
+        );
         assert_eq!(m.contact().unwrap().display.as_deref(), Some("Doe, John"));
         let rr = m.record_routes();
         assert_eq!(rr.iter().map(|n| n.uri.host.as_str()).collect::<Vec<_>>(), ["p1.example.com", "p2.example.com"]);
@@ -1080,7 +1181,8 @@ mod tests {
 
     #[test]
     fn bad_headers_report_what_was_read() {
-        let raw = b"BYE sip:a@b SIP/2.0\r\nCall-ID: abc\r\nCSeq: 2 BYE\r\nthis line has no colon\r\nTo: <sip:a@b>\r\n\r\n";
+        let raw =
+            b"BYE sip:a@b SIP/2.0\r\nCall-ID: abc\r\nCSeq: 2 BYE\r\nthis line has no colon\r\nTo: <sip:a@b>\r\n\r\n";
         let e = SipMessage::parse(raw).unwrap_err();
         assert!(matches!(&e.kind, ParseErrorKind::BadHeader(s) if s.contains("no colon")));
         assert!(e.request_line_ok);
@@ -1151,7 +1253,11 @@ mod tests {
 
     #[test]
     fn to_bytes_neutralises_injected_line_breaks() {
-        let mut m = SipMessage { start: StartLine::Response { code: 200, reason: "OK\r\nEvil: 1".into() }, headers: Headers::default(), body: vec![] };
+        let mut m = SipMessage {
+            start: StartLine::Response { code: 200, reason: "OK\r\nEvil: 1".into() },
+            headers: Headers::default(),
+            body: vec![],
+        };
         m.headers.push("X-Note", "a\r\nVia: SIP/2.0/UDP evil");
         let back = SipMessage::parse(&m.to_bytes()).unwrap();
         assert_eq!(back.headers.get("Evil"), None);
@@ -1168,7 +1274,10 @@ mod tests {
         assert_eq!(h.0[0].name, "Via");
         assert_eq!(h.get_all("Via").collect::<Vec<_>>(), ["one", "two"]);
         h.set("via", "only");
-        assert_eq!(h.0, vec![Header { name: "Via".into(), value: "only".into() }, Header { name: "To".into(), value: "t".into() }]);
+        assert_eq!(
+            h.0,
+            vec![Header { name: "Via".into(), value: "only".into() }, Header { name: "To".into(), value: "t".into() }]
+        );
         h.set("Call-ID", "c");
         assert_eq!(h.0[2].name, "Call-ID");
         h.remove("t");
@@ -1209,7 +1318,10 @@ mod tests {
         assert_eq!(m.to().unwrap().uri.user.as_deref(), Some("sips%3Auser%40example.com"));
 
         // "dblreq": a second message after Content-Length in the same datagram is ignored.
-        let m = SipMessage::parse(b"REGISTER sip:example.com SIP/2.0\r\nl: 0\r\n\r\nINVITE sip:joe@example.com SIP/2.0\r\n\r\n").unwrap();
+        let m = SipMessage::parse(
+            b"REGISTER sip:example.com SIP/2.0\r\nl: 0\r\n\r\nINVITE sip:joe@example.com SIP/2.0\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!(m.method(), Some(&Method::Register));
         assert!(m.body.is_empty());
     }

@@ -239,7 +239,14 @@ pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
                 if sd.media.len() >= 16 {
                     return Err(bad("too many m= lines"));
                 }
-                sd.media.push(MediaDescription { kind, port, proto, formats, connection: None, attributes: Vec::new() });
+                sd.media.push(MediaDescription {
+                    kind,
+                    port,
+                    proto,
+                    formats,
+                    connection: None,
+                    attributes: Vec::new(),
+                });
             }
             "a" => {
                 let (name, val) = match value.split_once(':') {
@@ -316,7 +323,11 @@ impl MediaDescription {
 }
 
 /// Choose a codec and direction for the first usable audio stream of `offer`.
-pub fn negotiate(offer: &SessionDescription, prefs: &[Codec], default_ptime_ms: u32) -> Result<Negotiated, NegotiateError> {
+pub fn negotiate(
+    offer: &SessionDescription,
+    prefs: &[Codec],
+    default_ptime_ms: u32,
+) -> Result<Negotiated, NegotiateError> {
     let mut saw_audio = false;
     let mut bad_proto = None;
     let mut offered = Vec::new();
@@ -343,16 +354,21 @@ pub fn negotiate(offer: &SessionDescription, prefs: &[Codec], default_ptime_ms: 
                 continue;
             }
             for (rank, c) in prefs.iter().enumerate() {
-                if name.eq_ignore_ascii_case(c.encoding_name()) && rate == c.clock_rate() && best.is_none_or(|b| rank < b.0) {
+                if name.eq_ignore_ascii_case(c.encoding_name())
+                    && rate == c.clock_rate()
+                    && best.is_none_or(|b| rank < b.0)
+                {
                     best = Some((rank, *c, pt));
                 }
             }
         }
         let Some((_, codec, payload_type)) = best else { continue };
         // telephone-event at the audio's clock rate if offered (RFC 4733 §2.1), else at 8 kHz.
-        let dtmf = dtmf.iter().find(|(_, r)| *r == codec.clock_rate()).or(dtmf.iter().find(|(_, r)| *r == 8000)).copied();
+        let dtmf =
+            dtmf.iter().find(|(_, r)| *r == codec.clock_rate()).or(dtmf.iter().find(|(_, r)| *r == 8000)).copied();
         let opus = (codec == Codec::Opus).then(|| OpusFmtp::parse(m.fmtp(&payload_type.to_string()).unwrap_or("")));
-        let session_dir = offer.attributes.iter().find_map(|(n, v)| if v.is_none() { Direction::parse(n) } else { None });
+        let session_dir =
+            offer.attributes.iter().find_map(|(n, v)| if v.is_none() { Direction::parse(n) } else { None });
         let offer_dir = m.direction().or(session_dir).unwrap_or(Direction::SendRecv);
         let conn = m.connection.or(offer.connection);
         // c=0.0.0.0 is the RFC 2543 way of putting a call on hold.
@@ -405,7 +421,14 @@ fn ip_line(ip: IpAddr) -> String {
 /// our chosen stream with the local RTP address, every other stream rejected with port 0.
 pub fn build_answer(offer: &SessionDescription, neg: &Negotiated, local: SocketAddr, origin: Origin) -> String {
     let mut s = String::with_capacity(256);
-    let _ = write!(s, "v=0\r\no=switchboard {} {} {}\r\ns=switchboard\r\nc={}\r\nt=0 0\r\n", origin.session_id, origin.version, ip_line(local.ip()), ip_line(local.ip()));
+    let _ = write!(
+        s,
+        "v=0\r\no=switchboard {} {} {}\r\ns=switchboard\r\nc={}\r\nt=0 0\r\n",
+        origin.session_id,
+        origin.version,
+        ip_line(local.ip()),
+        ip_line(local.ip())
+    );
     for (idx, m) in offer.media.iter().enumerate() {
         if idx == neg.media_index {
             write_audio(&mut s, neg, local.port());
@@ -421,7 +444,14 @@ pub fn build_answer(offer: &SessionDescription, neg: &Negotiated, local: SocketA
 /// telephone-event (8 kHz, and 48 kHz beside Opus).
 pub fn build_offer(codecs: &[Codec], ptime_ms: u32, local: SocketAddr, origin: Origin) -> String {
     let mut s = String::with_capacity(256);
-    let _ = write!(s, "v=0\r\no=switchboard {} {} {}\r\ns=switchboard\r\nc={}\r\nt=0 0\r\n", origin.session_id, origin.version, ip_line(local.ip()), ip_line(local.ip()));
+    let _ = write!(
+        s,
+        "v=0\r\no=switchboard {} {} {}\r\ns=switchboard\r\nc={}\r\nt=0 0\r\n",
+        origin.session_id,
+        origin.version,
+        ip_line(local.ip()),
+        ip_line(local.ip())
+    );
     let pt = |c: Codec| c.static_payload_type().unwrap_or(111);
     let opus = codecs.contains(&Codec::Opus);
     let mut fmts: Vec<String> = codecs.iter().map(|&c| pt(c).to_string()).collect();
@@ -505,9 +535,14 @@ m=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
     fn rejects_offers_we_cannot_serve() {
         let g729 = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
         let sd = parse(g729.as_bytes()).unwrap();
-        assert!(matches!(negotiate(&sd, &[Codec::Pcmu], 20), Err(NegotiateError::NoCommonCodec(s)) if s.contains("G729")));
+        assert!(
+            matches!(negotiate(&sd, &[Codec::Pcmu], 20), Err(NegotiateError::NoCommonCodec(s)) if s.contains("G729"))
+        );
         let srtp = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/SAVP 0\r\n";
-        assert!(matches!(negotiate(&parse(srtp.as_bytes()).unwrap(), &[Codec::Pcmu], 20), Err(NegotiateError::UnsupportedProto(_))));
+        assert!(matches!(
+            negotiate(&parse(srtp.as_bytes()).unwrap(), &[Codec::Pcmu], 20),
+            Err(NegotiateError::UnsupportedProto(_))
+        ));
         let video = "v=0\r\nc=IN IP4 1.2.3.4\r\nm=video 4000 RTP/AVP 96\r\n";
         assert_eq!(negotiate(&parse(video.as_bytes()).unwrap(), &[Codec::Pcmu], 20), Err(NegotiateError::NoAudio));
     }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 pub fn switchboard_bin() -> PathBuf {
     // SWITCHBOARD_BIN: another build of the appliance, so a bench can measure before and after
     // with the same harness in one sitting.
-    std::env::var_os("SWITCHBOARD_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchboard")))
+    std::env::var_os("SWITCHBOARD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchboard")))
 }
 
 /// A running appliance. Dropping it sends SIGTERM, waits up to 3 s, then kills it.
@@ -226,12 +228,25 @@ fn expand_placeholders(yaml: &str, dir: &Path, ports: &Ports) -> String {
 
 /// A minimal HTTP/1.1 client over std's TcpStream (`Connection: close`; handles Content-Length,
 /// chunked and read-to-close bodies).
-pub fn try_http(port: u16, method: &str, path: &str, body: Option<&str>, timeout: Duration) -> Result<(u16, String), String> {
+pub fn try_http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     try_http_with(port, method, path, body, timeout, None)
 }
 
 /// `try_http` with an optional `Authorization: Bearer` token.
-pub fn try_http_with(port: u16, method: &str, path: &str, body: Option<&str>, timeout: Duration, token: Option<&str>) -> Result<(u16, String), String> {
+pub fn try_http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_read_timeout(Some(timeout)).ok();
@@ -275,9 +290,8 @@ pub fn try_http_with(port: u16, method: &str, path: &str, body: Option<&str>, ti
 fn response_complete(raw: &[u8]) -> Option<bool> {
     let head_end = find(raw, b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
-    let len = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().ok()))??;
+    let len =
+        head.lines().find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().ok()))??;
     Some(raw.len() >= head_end + 4 + len)
 }
 
@@ -286,7 +300,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
-    let head_end = find(raw, b"\r\n\r\n").ok_or_else(|| format!("incomplete HTTP response: {:?}", String::from_utf8_lossy(raw)))?;
+    let head_end = find(raw, b"\r\n\r\n")
+        .ok_or_else(|| format!("incomplete HTTP response: {:?}", String::from_utf8_lossy(raw)))?;
     let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
     let mut lines = head.lines();
     let status_line = lines.next().unwrap_or("");

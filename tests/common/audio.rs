@@ -183,9 +183,11 @@ pub fn rtp_stream_to_pcm(packets: &[UdpPacket], dst_port: u16, src_port: Option<
 
 /// Decodes G.711 bytes with sox (`law` = "u-law" or "a-law") to 16-bit PCM.
 pub fn sox_decode_g711(bytes: &[u8], law: &str) -> Vec<i16> {
-    sox_pipe(bytes, &["-t", "raw", "-r", "8000", "-e", law, "-c", "1", "-"], &[
-        "-t", "raw", "-e", "signed", "-b", "16", "-r", "8000", "-c", "1", "-",
-    ])
+    sox_pipe(
+        bytes,
+        &["-t", "raw", "-r", "8000", "-e", law, "-c", "1", "-"],
+        &["-t", "raw", "-e", "signed", "-b", "16", "-r", "8000", "-c", "1", "-"],
+    )
     .chunks_exact(2)
     .map(|c| i16::from_le_bytes([c[0], c[1]]))
     .collect()
@@ -194,9 +196,11 @@ pub fn sox_decode_g711(bytes: &[u8], law: &str) -> Vec<i16> {
 /// Encodes 16-bit PCM (8 kHz) to G.711 with sox (`law` = "u-law" or "a-law").
 pub fn sox_encode_g711(pcm: &[i16], law: &str) -> Vec<u8> {
     let bytes: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
-    sox_pipe(&bytes, &["-t", "raw", "-r", "8000", "-e", "signed", "-b", "16", "-c", "1", "-"], &[
-        "-t", "raw", "-e", law, "-r", "8000", "-c", "1", "-",
-    ])
+    sox_pipe(
+        &bytes,
+        &["-t", "raw", "-r", "8000", "-e", "signed", "-b", "16", "-c", "1", "-"],
+        &["-t", "raw", "-e", law, "-r", "8000", "-c", "1", "-"],
+    )
 }
 
 /// Round-trips 8 kHz PCM through G.711 (encode + decode, both by sox), like a phone call would.
@@ -271,10 +275,7 @@ pub fn parse_wav_mono_i16(data: &[u8]) -> Result<(Vec<i16>, u32), String> {
             let channels = channels.max(1) as usize;
             let end = body.saturating_add(size).min(data.len());
             let frame = 2 * channels;
-            let samples = data[body..end]
-                .chunks_exact(frame)
-                .map(|f| i16::from_le_bytes([f[0], f[1]]))
-                .collect();
+            let samples = data[body..end].chunks_exact(frame).map(|f| i16::from_le_bytes([f[0], f[1]])).collect();
             return Ok((samples, rate));
         }
         at = body.saturating_add(size).saturating_add(size & 1);
@@ -541,7 +542,12 @@ pub struct PiecewiseMatch {
 /// `piece_len` samples of the needle is matched separately. The first is searched within ±1 s of
 /// the global lag (which gaps inside the match can pull off); each later one within ±`max_drift`
 /// of where the previous piece was found, so small shifts may add up along the needle.
-pub fn find_in_piecewise(haystack: &[i16], needle: &[i16], piece_len: usize, max_drift: usize) -> Option<PiecewiseMatch> {
+pub fn find_in_piecewise(
+    haystack: &[i16],
+    needle: &[i16],
+    piece_len: usize,
+    max_drift: usize,
+) -> Option<PiecewiseMatch> {
     let (lag, ncc) = find_in(haystack, needle)?;
     let hay: Vec<f64> = haystack.iter().map(|&s| s as f64).collect();
     let prefix = prefix_energy(&hay);
@@ -603,7 +609,8 @@ pub fn last_speech_packet(agent_speech: &[f64], onset: f64) -> f64 {
 /// (sent to those ports) and the agent's (sent from them).
 pub fn pcmu_both_ways(pkts: &[UdpPacket], ports: &super::Ports) -> (Vec<RtpPacket>, Vec<RtpPacket>) {
     let appliance = ports.rtp_low..=ports.rtp_high;
-    let rtp: Vec<RtpPacket> = pkts.iter().filter_map(|p| parse_rtp(p.time, p.src, p.dst, &p.payload)).filter(|p| p.pt == 0).collect();
+    let rtp: Vec<RtpPacket> =
+        pkts.iter().filter_map(|p| parse_rtp(p.time, p.src, p.dst, &p.payload)).filter(|p| p.pt == 0).collect();
     let caller = rtp.iter().filter(|p| appliance.contains(&p.dst.port())).cloned().collect();
     let agent = rtp.into_iter().filter(|p| appliance.contains(&p.src.port())).collect();
     (caller, agent)

@@ -198,7 +198,9 @@ impl Baresip {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some((m, _)) = g.messages.iter().find(|(m, _)| m.contains("\"response\":true") && m.contains(&needle)) {
+            if let Some((m, _)) =
+                g.messages.iter().find(|(m, _)| m.contains("\"response\":true") && m.contains(&needle))
+            {
                 return m.clone();
             }
             let now = Instant::now();
@@ -286,7 +288,9 @@ impl Baresip {
 
     /// baresip's log so far.
     pub fn log(&self) -> String {
-        std::fs::read(self.dir.join("baresip.log")).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        std::fs::read(self.dir.join("baresip.log"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// Stops baresip (SIGTERM, so recordings are finalised; SIGKILL after 3 s).

@@ -108,10 +108,8 @@ impl Drop for Capture {
 
 /// A BPF filter covering every port of the given blocks (appliance and peers), for [`Capture::start`].
 pub fn bpf_for(blocks: &[&super::ports::Ports]) -> String {
-    let ranges: Vec<String> = blocks
-        .iter()
-        .map(|p| format!("portrange {}-{}", p.sip, p.peer_rtp_high.max(p.rtp_high) + 1))
-        .collect();
+    let ranges: Vec<String> =
+        blocks.iter().map(|p| format!("portrange {}-{}", p.sip, p.peer_rtp_high.max(p.rtp_high) + 1)).collect();
     format!("udp and ({})", ranges.join(" or "))
 }
 

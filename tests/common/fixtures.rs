@@ -77,8 +77,7 @@ impl Fixtures {
         ] {
             let dst = pcap_dir.join(name);
             if !dst.exists() {
-                std::fs::copy(src, &dst)
-                    .unwrap_or_else(|e| panic!("copy {} -> {}: {e}", src.display(), dst.display()));
+                std::fs::copy(src, &dst).unwrap_or_else(|e| panic!("copy {} -> {}: {e}", src.display(), dst.display()));
             }
         }
     }
@@ -96,10 +95,7 @@ pub fn fixtures() -> &'static Fixtures {
             let tmp = root.join(format!(
                 "tmp-{}-{}",
                 std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0)
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
             ));
             std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("create {}: {e}", tmp.display()));
             generate(&tmp);
@@ -160,8 +156,19 @@ fn generate(dir: &Path) {
     }
     sox(
         &[
-            "speech_22k.wav", "-r", "48000", "-c", "2", "-b", "16", "-e", "signed-integer",
-            "speech_48k_stereo_padded.wav", "pad", "0.5", "8",
+            "speech_22k.wav",
+            "-r",
+            "48000",
+            "-c",
+            "2",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            "speech_48k_stereo_padded.wav",
+            "pad",
+            "0.5",
+            "8",
         ],
         dir,
     );
@@ -275,7 +282,16 @@ pub fn dtmf_event(digit: char) -> Option<u8> {
 /// Writes RFC 4733 DTMF events as a SIPp-playable pcap: per digit, one packet per 20 ms for `dur_ms`
 /// (volume 10), the end packet 3 times, then `gap_ms` of nothing. Returns the number of packets.
 #[allow(clippy::too_many_arguments)]
-pub fn write_dtmf_pcap(digits: &str, out: &Path, pt: u8, dur_ms: u32, gap_ms: u32, seq0: u16, ts0: u32, ssrc: u32) -> usize {
+pub fn write_dtmf_pcap(
+    digits: &str,
+    out: &Path,
+    pt: u8,
+    dur_ms: u32,
+    gap_ms: u32,
+    seq0: u16,
+    ts0: u32,
+    ssrc: u32,
+) -> usize {
     let (src, dst) = placeholder_addrs();
     let mut w = PcapWriter::create(out).unwrap_or_else(|e| panic!("create {}: {e}", out.display()));
     let mut seq = seq0;

@@ -24,8 +24,8 @@
 //! per flow (socket × direction) drawn in arrival order, so a run's loss pattern on a stream is the
 //! same every time (only the wall-clock scheduling of the sends varies by a few ms).
 
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,7 +47,11 @@ pub struct Impairment {
 impl Impairment {
     /// `tc qdisc … netem delay <delay_ms>ms <jitter_ms>ms loss <loss_pct>%`.
     pub fn netem(loss_pct: f64, delay_ms: u64, jitter_ms: u64) -> Impairment {
-        Impairment { loss: loss_pct / 100.0, delay: Duration::from_millis(delay_ms), jitter: Duration::from_millis(jitter_ms) }
+        Impairment {
+            loss: loss_pct / 100.0,
+            delay: Duration::from_millis(delay_ms),
+            jitter: Duration::from_millis(jitter_ms),
+        }
     }
 
     /// A clean path (forwarded at once, nothing lost).
@@ -179,7 +183,13 @@ impl fmt::Display for RelayStats {
         writeln!(f, "  RTP  caller → appliance: {}", self.to_target)?;
         writeln!(f, "  RTP  appliance → caller: {}", self.to_peer)?;
         let (t, p) = (&self.rtcp_to_target, &self.rtcp_to_peer);
-        write!(f, "  RTCP both ways: {} received, {} dropped, {} with no peer to go to", t.received + p.received, t.dropped + p.dropped, t.unroutable + p.unroutable)
+        write!(
+            f,
+            "  RTCP both ways: {} received, {} dropped, {} with no peer to go to",
+            t.received + p.received,
+            t.dropped + p.dropped,
+            t.unroutable + p.unroutable
+        )
     }
 }
 
@@ -252,7 +262,14 @@ impl Relay {
     /// Binds `listen:p` for each port in `ports` and relays to `target:p` with `to_target`'s
     /// impairment, and back to the caller with `to_peer`'s. `seed` fixes every decision.
     /// Panics when a port cannot be bound.
-    pub fn start(listen: IpAddr, target: IpAddr, ports: &[u16], to_target: Impairment, to_peer: Impairment, seed: u64) -> Relay {
+    pub fn start(
+        listen: IpAddr,
+        target: IpAddr,
+        ports: &[u16],
+        to_target: Impairment,
+        to_peer: Impairment,
+        seed: u64,
+    ) -> Relay {
         let mut sockets = Vec::new();
         for &p in ports {
             let s = UdpSocket::bind((listen, p)).unwrap_or_else(|e| panic!("impairment relay: bind {listen}:{p}: {e}"));
@@ -268,7 +285,12 @@ impl Relay {
             for (d, cfg) in [(0u64, to_target), (1u64, to_peer)] {
                 let mut mix = SplitMix64::new(seed ^ ((2 * k as u64 + d) << 32));
                 let flow_seed = mix.next_u64();
-                flows.push(Flow { impairer: Impairer::new(cfg, flow_seed), stats: DirStats::default(), next_index: 0, max_sent: None });
+                flows.push(Flow {
+                    impairer: Impairer::new(cfg, flow_seed),
+                    stats: DirStats::default(),
+                    next_index: 0,
+                    max_sent: None,
+                });
             }
         }
         let shared = Arc::new(Shared {
@@ -280,11 +302,21 @@ impl Relay {
         for (k, s) in sockets.iter().enumerate() {
             let (s, shared, port) = (s.clone(), shared.clone(), ports[k]);
             let target_addr = SocketAddr::new(target, port);
-            threads.push(std::thread::Builder::new().name(format!("impair-rx-{port}")).spawn(move || receive(k, &s, target_addr, &shared)).expect("spawn relay thread"));
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("impair-rx-{port}"))
+                    .spawn(move || receive(k, &s, target_addr, &shared))
+                    .expect("spawn relay thread"),
+            );
         }
         {
             let (sockets, shared) = (sockets.clone(), shared.clone());
-            threads.push(std::thread::Builder::new().name("impair-tx".into()).spawn(move || send_due(&sockets, &shared)).expect("spawn relay thread"));
+            threads.push(
+                std::thread::Builder::new()
+                    .name("impair-tx".into())
+                    .spawn(move || send_due(&sockets, &shared))
+                    .expect("spawn relay thread"),
+            );
         }
         Relay { shared, threads, ports: ports.to_vec(), listen }
     }
@@ -324,7 +356,8 @@ impl Relay {
     /// Waits until nothing is queued any more (≤ `timeout`), then stops; returns the final counters.
     pub fn stop(mut self, timeout: Duration) -> RelayStats {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline && !self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).queue.is_empty() {
+        while Instant::now() < deadline && !self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).queue.is_empty()
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.halt();
@@ -381,7 +414,15 @@ fn receive(k: usize, socket: &UdpSocket, target: SocketAddr, shared: &Shared) {
                 flow.stats.delay_max = flow.stats.delay_max.max(delay);
                 let order = st.order;
                 st.order += 1;
-                st.queue.push(Reverse(Pending { due: now + delay, order, flow: fi, index, socket: k, dest, data: buf[..n].to_vec() }));
+                st.queue.push(Reverse(Pending {
+                    due: now + delay,
+                    order,
+                    flow: fi,
+                    index,
+                    socket: k,
+                    dest,
+                    data: buf[..n].to_vec(),
+                }));
                 shared.wake.notify_all();
             }
         }

@@ -15,9 +15,11 @@ impl Kamailio {
     /// Start Kamailio on `127.0.0.1:port` with these users (name, password); bindings may
     /// last `min_expires..=max_expires` seconds.
     pub fn start(dir: &Path, port: u16, users: &[(&str, &str)], min_expires: u32, max_expires: u32) -> Kamailio {
-        let tmpl = std::fs::read_to_string(super::repo_root().join("tests/fixtures/kamailio/kamailio.cfg.tmpl")).expect("kamailio template");
+        let tmpl = std::fs::read_to_string(super::repo_root().join("tests/fixtures/kamailio/kamailio.cfg.tmpl"))
+            .expect("kamailio template");
         let users_list = users;
-        let users: String = users.iter().map(|(u, p)| format!("    if ($au == \"{u}\") {{ $var(pw) = \"{p}\"; }}\n")).collect();
+        let users: String =
+            users.iter().map(|(u, p)| format!("    if ($au == \"{u}\") {{ $var(pw) = \"{p}\"; }}\n")).collect();
         let cfg = tmpl
             .replace("@PORT@", &port.to_string())
             .replace("@MIN_EXPIRES@", &min_expires.to_string())
@@ -44,7 +46,9 @@ impl Kamailio {
             .spawn()
             .unwrap_or_else(|e| panic!("start kamailio: {e}"));
         let k = Kamailio { child: Some(child), log, port };
-        let up = super::wait_until(Duration::from_secs(10), || super::wait_udp_bound(port, Duration::from_millis(100)).then_some(()));
+        let up = super::wait_until(Duration::from_secs(10), || {
+            super::wait_udp_bound(port, Duration::from_millis(100)).then_some(())
+        });
         assert!(up.is_some(), "Kamailio did not listen on {port}:\n{}", k.log_text());
         k
     }

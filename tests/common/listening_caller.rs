@@ -92,8 +92,13 @@ impl Drop for ListeningCaller {
 pub fn sipp_scenario(caller: &ListeningCaller, hold_ms: u64) -> String {
     let xml = std::fs::read_to_string(super::scenario("uac_pcmu_turn_pause.xml")).unwrap();
     let play = "<nop><action><exec play_pcap_audio=\"pcap/turn_pause_pcmu.pcap\"/></action></nop>";
-    assert!(xml.contains(play) && xml.contains("[auto_media_port]") && xml.contains("<pause milliseconds=\"9000\"/>"), "uac_pcmu_turn_pause.xml changed");
-    xml.replace(play, "").replace("[auto_media_port]", &caller.port().to_string()).replace("<pause milliseconds=\"9000\"/>", &format!("<pause milliseconds=\"{hold_ms}\"/>"))
+    assert!(
+        xml.contains(play) && xml.contains("[auto_media_port]") && xml.contains("<pause milliseconds=\"9000\"/>"),
+        "uac_pcmu_turn_pause.xml changed"
+    );
+    xml.replace(play, "")
+        .replace("[auto_media_port]", &caller.port().to_string())
+        .replace("<pause milliseconds=\"9000\"/>", &format!("<pause milliseconds=\"{hold_ms}\"/>"))
 }
 
 /// A step with its words in PCMU.
@@ -206,7 +211,9 @@ impl Listener {
     }
 
     fn hear(&mut self, packet: &[u8], at: Instant) {
-        let Some(p) = super::audio::parse_rtp(0.0, ([0, 0, 0, 0], 0).into(), ([0, 0, 0, 0], 0).into(), packet) else { return };
+        let Some(p) = super::audio::parse_rtp(0.0, ([0, 0, 0, 0], 0).into(), ([0, 0, 0, 0], 0).into(), packet) else {
+            return;
+        };
         if p.pt != 0 {
             return;
         }

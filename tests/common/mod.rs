@@ -81,10 +81,7 @@ pub fn tool(name: &str) -> PathBuf {
 pub fn require_tools(names: &[&str]) {
     let missing: Vec<&str> = names.iter().copied().filter(|n| find_tool(n).is_none()).collect();
     if !missing.is_empty() {
-        panic!(
-            "required test tool(s) missing: {}; run scripts/setup.sh --test",
-            missing.join(", ")
-        );
+        panic!("required test tool(s) missing: {}; run scripts/setup.sh --test", missing.join(", "));
     }
 }
 
@@ -113,9 +110,7 @@ pub fn test_binary_name() -> String {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "tests".to_string());
     match stem.rsplit_once('-') {
-        Some((name, hash)) if hash.len() >= 8 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
-            name.to_string()
-        }
+        Some((name, hash)) if hash.len() >= 8 && hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
         _ => stem,
     }
 }
@@ -202,8 +197,14 @@ fn remove_stale_runs(bin_dir: &Path) {
 /// waited for up to 15 s (a call's record is written once its last transcripts are in).
 pub fn wait_call_record(dir: &Path) -> serde_json::Value {
     let rec_dir = dir.join("records");
-    let rec = wait_until(Duration::from_secs(15), || std::fs::read_dir(&rec_dir).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")))
-        .unwrap_or_else(|| panic!("no call record in {}", rec_dir.display()));
+    let rec = wait_until(Duration::from_secs(15), || {
+        std::fs::read_dir(&rec_dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "json"))
+    })
+    .unwrap_or_else(|| panic!("no call record in {}", rec_dir.display()));
     serde_json::from_str(&std::fs::read_to_string(&rec).unwrap()).unwrap()
 }
 
@@ -331,11 +332,7 @@ pub fn file_tail(path: &Path, max_lines: usize) -> String {
 pub fn running_as_root() -> bool {
     static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ROOT.get_or_init(|| {
-        Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false)
+        Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
     })
 }
 
@@ -370,7 +367,13 @@ pub fn ort_runtime() -> &'static switchboard::models::runtime::Runtime {
 /// CPU-only session options with `threads` intra-op threads.
 pub fn cpu_options(threads: usize) -> switchboard::models::runtime::SessionOptions {
     use switchboard::models::runtime::{Provider, SessionOptions};
-    SessionOptions { providers: vec![Provider::Cpu], strict: false, intra_threads: threads, inter_threads: 1, spin: true }
+    SessionOptions {
+        providers: vec![Provider::Cpu],
+        strict: false,
+        intra_threads: threads,
+        inter_threads: 1,
+        spin: true,
+    }
 }
 
 /// The `models:` section of an appliance config on the packaged models in `m`, the language

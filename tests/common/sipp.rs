@@ -69,9 +69,7 @@ pub fn spawn_sipp(dir: &Path, scenario: &Path, remote: Option<&str>, ports: &Por
     let screen_file = dir.join(format!("sipp-{n}-{stem}.screen"));
     let error_file = dir.join(format!("sipp-{n}-{stem}.err"));
     let output_file = dir.join(format!("sipp-{n}-{stem}.out"));
-    let builtin = !scenario.exists()
-        && scenario.extension().is_none()
-        && scenario.components().count() == 1;
+    let builtin = !scenario.exists() && scenario.extension().is_none() && scenario.components().count() == 1;
     let mut cmd = Command::new(super::tool("sipp"));
     if let Some(remote) = remote {
         cmd.arg(remote);
@@ -79,8 +77,8 @@ pub fn spawn_sipp(dir: &Path, scenario: &Path, remote: Option<&str>, ports: &Por
     if builtin {
         cmd.arg("-sn").arg(scenario);
     } else {
-        let abs = std::fs::canonicalize(scenario)
-            .unwrap_or_else(|e| panic!("SIPp scenario {}: {e}", scenario.display()));
+        let abs =
+            std::fs::canonicalize(scenario).unwrap_or_else(|e| panic!("SIPp scenario {}: {e}", scenario.display()));
         cmd.arg("-sf").arg(abs);
     }
     cmd.args(["-i", "127.0.0.1", "-mi", "127.0.0.1"]);
@@ -151,7 +149,14 @@ impl Drop for SippProcess {
 
 /// Runs a SIPp UAC scenario against `remote` to completion (killed after `timeout`).
 /// See [`spawn_sipp`] for the arguments it always adds.
-pub fn run_sipp(dir: &Path, scenario: &Path, remote: &str, ports: &Ports, extra: &[&str], timeout: Duration) -> SippRun {
+pub fn run_sipp(
+    dir: &Path,
+    scenario: &Path,
+    remote: &str,
+    ports: &Ports,
+    extra: &[&str],
+    timeout: Duration,
+) -> SippRun {
     spawn_sipp(dir, scenario, Some(remote), ports, extra).wait(timeout)
 }
 

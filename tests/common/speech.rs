@@ -9,10 +9,18 @@ use std::process::Command;
 /// Piper speaks `lines` at their times (s), without sampling noise (the same audio every run),
 /// into `dir`/pcap/turn_pause_pcmu.pcap (PCMU, for uac_pcmu_turn_pause.xml); the audio lasts
 /// `min_total_s`, and at least `tail_s` after the last line. Returns when each line ends (s).
-pub fn caller_pcap(models: &Path, dir: &Path, lines: &[(f64, &str)], min_total_s: f64, tail_s: f64, ssrc: u32) -> Vec<f64> {
+pub fn caller_pcap(
+    models: &Path,
+    dir: &Path,
+    lines: &[(f64, &str)],
+    min_total_s: f64,
+    tail_s: f64,
+    ssrc: u32,
+) -> Vec<f64> {
     let mut voice = caller_voice(models);
     let rate = voice.sample_rate() as usize;
-    let spoken: Vec<(usize, Vec<i16>)> = lines.iter().map(|(at, text)| ((at * rate as f64) as usize, say_with_pauses(&mut voice, text, rate))).collect();
+    let spoken: Vec<(usize, Vec<i16>)> =
+        lines.iter().map(|(at, text)| ((at * rate as f64) as usize, say_with_pauses(&mut voice, text, rate))).collect();
     let last_end = spoken.iter().map(|(start, s)| start + s.len()).max().unwrap_or(0);
     let mut pcm = vec![0i16; ((min_total_s * rate as f64) as usize).max(last_end + (tail_s * rate as f64) as usize)];
     let mut ends = Vec::new();
@@ -34,7 +42,13 @@ pub fn caller_pcap(models: &Path, dir: &Path, lines: &[(f64, &str)], min_total_s
 /// run out of several).
 fn caller_voice(models: &Path) -> switchboard::models::tts::PiperVoice {
     let onnx = models.join("piper/en_US-joe-medium.onnx");
-    let mut voice = switchboard::models::tts::PiperVoice::load(super::ort_runtime(), &onnx, &onnx.with_extension("onnx.json"), &super::cpu_options(2)).unwrap();
+    let mut voice = switchboard::models::tts::PiperVoice::load(
+        super::ort_runtime(),
+        &onnx,
+        &onnx.with_extension("onnx.json"),
+        &super::cpu_options(2),
+    )
+    .unwrap();
     voice.set_scales(switchboard::models::tts::Scales { noise_scale: 0.0, length_scale: 1.0, noise_w: 0.0 });
     voice
 }
@@ -93,7 +107,8 @@ pub fn transcribe_16k(models: &Path, audio: &[f32]) -> Vec<switchboard::models::
     use switchboard::models::vad::{SegmenterConfig, SileroVad};
     let rt = super::ort_runtime();
     let mut vad = SileroVad::load(rt, &models.join("silero_vad/silero_vad.onnx"), &super::cpu_options(1)).unwrap();
-    let mut whisper = Whisper::load(rt, "tiny", &models.join("whisper_tiny_en"), Precision::Fp32, &super::cpu_options(2)).unwrap();
+    let mut whisper =
+        Whisper::load(rt, "tiny", &models.join("whisper_tiny_en"), Precision::Fp32, &super::cpu_options(2)).unwrap();
     let seg = SegmenterConfig { silence_duration_ms: 800, ..Default::default() };
     offline::transcribe_turns(&mut vad, seg, &mut whisper, &DecodeOptions::default(), audio).unwrap()
 }
@@ -101,7 +116,8 @@ pub fn transcribe_16k(models: &Path, audio: &[f32]) -> Vec<switchboard::models::
 /// The appliance's RTP in a capture (the first stream from its port range), decoded and resampled
 /// by sox to 16 kHz f32 in [−1, 1]; the 8 and 16 kHz WAVs are left in `dir`.
 pub fn agent_audio_16k(dir: &Path, pkts: &[UdpPacket], ports: &Ports) -> Vec<f32> {
-    let first = pkts.iter().find(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).expect("RTP from the appliance");
+    let first =
+        pkts.iter().find(|p| (ports.rtp_low..=ports.rtp_high).contains(&p.src.port())).expect("RTP from the appliance");
     let audio = super::rtp_stream_to_pcm(pkts, first.dst.port(), Some(first.src.port()));
     let heard8 = dir.join("heard8k.wav");
     write_wav(&heard8, &audio.pcm, 8000);

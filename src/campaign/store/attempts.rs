@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 /// What `recover` writes in an interrupted attempt's `detail`.
-pub const INTERRUPTED_DETAIL: &str = "the appliance stopped while this attempt was in flight (found at restart): whether the callee heard us is unknown";
+pub const INTERRUPTED_DETAIL: &str =
+    "the appliance stopped while this attempt was in flight (found at restart): whether the callee heard us is unknown";
 
 impl Store {
     /// Mark the contact `dialing` and record the attempt, in one transaction.
@@ -20,17 +21,27 @@ impl Store {
     /// `Ok`: once it has, a crash can no longer lead to this contact being
     /// dialled again without the attempt being counted. Fails with
     /// `NotPending` if the contact is dialing or final.
-    pub fn begin_attempt(&mut self, contact: ContactId, now: DateTime<Utc>, call_id: &str) -> Result<AttemptId, StoreError> {
+    pub fn begin_attempt(
+        &mut self,
+        contact: ContactId,
+        now: DateTime<Utc>,
+        call_id: &str,
+    ) -> Result<AttemptId, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let state: Option<String> = tx.query_row("SELECT state FROM contacts WHERE id = ?1", [contact.0], |r| r.get(0)).optional()?;
+            let state: Option<String> =
+                tx.query_row("SELECT state FROM contacts WHERE id = ?1", [contact.0], |r| r.get(0)).optional()?;
             match state.as_deref() {
                 None => return Err(StoreErrorKind::UnknownContact(contact.0)),
                 Some("pending") => {}
                 Some(other) => return Err(StoreErrorKind::NotPending { id: contact.0, state: other.to_string() }),
             }
-            tx.execute("UPDATE contacts SET state = 'dialing', attempts = attempts + 1, next_attempt_at = NULL WHERE id = ?1", [contact.0])?;
-            let attempt: i64 = tx.query_row("SELECT attempts FROM contacts WHERE id = ?1", [contact.0], |r| r.get(0))?;
+            tx.execute(
+                "UPDATE contacts SET state = 'dialing', attempts = attempts + 1, next_attempt_at = NULL WHERE id = ?1",
+                [contact.0],
+            )?;
+            let attempt: i64 =
+                tx.query_row("SELECT attempts FROM contacts WHERE id = ?1", [contact.0], |r| r.get(0))?;
             tx.execute(
                 "INSERT INTO attempts (contact_id, attempt, started_at, call_id) VALUES (?1, ?2, ?3, ?4)",
                 params![contact.0, attempt, ms(now), call_id],
@@ -43,7 +54,12 @@ impl Store {
 
     /// Record how the attempt ended and decide the contact's fate by the
     /// campaign's retry rules, in one transaction. Returns the decision.
-    pub fn finish_attempt(&mut self, attempt: AttemptId, result: &AttemptResult, now: DateTime<Utc>) -> Result<Next, StoreError> {
+    pub fn finish_attempt(
+        &mut self,
+        attempt: AttemptId,
+        result: &AttemptResult,
+        now: DateTime<Utc>,
+    ) -> Result<Next, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let row: Option<(i64, Option<String>, String)> = tx
@@ -97,7 +113,10 @@ impl Store {
                 rows.collect::<Result<_, _>>()?
             };
             for &(attempt, contact) in &open {
-                tx.execute("UPDATE attempts SET outcome = 'interrupted', detail = ?2 WHERE id = ?1", params![attempt, INTERRUPTED_DETAIL])?;
+                tx.execute(
+                    "UPDATE attempts SET outcome = 'interrupted', detail = ?2 WHERE id = ?1",
+                    params![attempt, INTERRUPTED_DETAIL],
+                )?;
                 settle(&tx, &campaign, ContactId(contact), Outcome::Interrupted, now)?;
             }
             // The transactions above make this impossible; if the file was edited by hand, say so rather than dial.
@@ -108,7 +127,9 @@ impl Store {
                 |r| r.get(0),
             )?;
             if stray > 0 {
-                return Err(StoreErrorKind::Corrupt(format!("{stray} contacts of `{campaign}` are dialing without an open attempt")));
+                return Err(StoreErrorKind::Corrupt(format!(
+                    "{stray} contacts of `{campaign}` are dialing without an open attempt"
+                )));
             }
             tx.commit()?;
             Ok(open.len())
@@ -125,10 +146,13 @@ impl Store {
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
-                let mut update = tx.prepare_cached("UPDATE contacts SET next_attempt_at = ?2 WHERE id = ?1 AND state = 'pending'")?;
+                let mut update =
+                    tx.prepare_cached("UPDATE contacts SET next_attempt_at = ?2 WHERE id = ?1 AND state = 'pending'")?;
                 for &(contact, at) in items {
                     if update.execute(params![contact.0, ms(at)])? == 0 {
-                        let state: Option<String> = tx.query_row("SELECT state FROM contacts WHERE id = ?1", [contact.0], |r| r.get(0)).optional()?;
+                        let state: Option<String> = tx
+                            .query_row("SELECT state FROM contacts WHERE id = ?1", [contact.0], |r| r.get(0))
+                            .optional()?;
                         return Err(match state {
                             None => StoreErrorKind::UnknownContact(contact.0),
                             Some(state) => StoreErrorKind::NotPending { id: contact.0, state },
@@ -143,8 +167,17 @@ impl Store {
 }
 
 /// Apply the rules to a dialing contact whose attempt just ended with `outcome`.
-fn settle(tx: &Transaction<'_>, campaign: &str, contact: ContactId, outcome: Outcome, now: DateTime<Utc>) -> Result<Next, StoreErrorKind> {
-    let (state, attempts): (String, i64) = tx.query_row("SELECT state, attempts FROM contacts WHERE id = ?1", [contact.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
+fn settle(
+    tx: &Transaction<'_>,
+    campaign: &str,
+    contact: ContactId,
+    outcome: Outcome,
+    now: DateTime<Utc>,
+) -> Result<Next, StoreErrorKind> {
+    let (state, attempts): (String, i64) =
+        tx.query_row("SELECT state, attempts FROM contacts WHERE id = ?1", [contact.0], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     if state != "dialing" {
         return Err(StoreErrorKind::Corrupt(format!("contact {contact} has an open attempt but is {state}")));
     }

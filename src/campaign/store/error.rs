@@ -16,7 +16,9 @@ pub enum StoreErrorKind {
     CreateDir { dir: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("schema version {found} is newer than this switchboard understands ({supported}): run a newer switchboard")]
+    #[error(
+        "schema version {found} is newer than this switchboard understands ({supported}): run a newer switchboard"
+    )]
     NewerSchema { found: i64, supported: i64 },
     #[error("unknown campaign `{0}` (run it once to import its contacts)")]
     UnknownCampaign(String),

@@ -14,8 +14,18 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::BTreeMap;
 use std::io::Write;
 
-const FIXED: [&str; 10] =
-    ["number", "timezone", "state", "attempts", "last_outcome", "last_sip_code", "last_call_id", "last_attempt_at", "last_duration_ms", "transcript"];
+const FIXED: [&str; 10] = [
+    "number",
+    "timezone",
+    "state",
+    "attempts",
+    "last_outcome",
+    "last_sip_code",
+    "last_call_id",
+    "last_attempt_at",
+    "last_duration_ms",
+    "transcript",
+];
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -30,8 +40,10 @@ impl Store {
     pub fn export_csv(&self, campaign: &str, out: impl Write) -> Result<u64, StoreError> {
         self.with_ref(|conn| {
             require_campaign(conn, campaign)?;
-            let columns_json: String = conn.query_row("SELECT columns_json FROM campaigns WHERE name = ?1", [campaign], |r| r.get(0))?;
-            let columns: Vec<String> = serde_json::from_str(&columns_json).map_err(|e| StoreErrorKind::Corrupt(format!("columns: {e}")))?;
+            let columns_json: String =
+                conn.query_row("SELECT columns_json FROM campaigns WHERE name = ?1", [campaign], |r| r.get(0))?;
+            let columns: Vec<String> =
+                serde_json::from_str(&columns_json).map_err(|e| StoreErrorKind::Corrupt(format!("columns: {e}")))?;
             let mut w = csv::Writer::from_writer(out);
             let header = FIXED[..2]
                 .iter()
@@ -50,12 +62,16 @@ impl Store {
             let mut n = 0u64;
             while let Some(r) = rows.next()? {
                 let vars: String = r.get(2)?;
-                let vars: BTreeMap<String, String> = serde_json::from_str(&vars).map_err(|e| StoreErrorKind::Corrupt(format!("variables: {e}")))?;
+                let vars: BTreeMap<String, String> =
+                    serde_json::from_str(&vars).map_err(|e| StoreErrorKind::Corrupt(format!("variables: {e}")))?;
                 let state: String = r.get(3)?;
                 let final_state: Option<String> = r.get(4)?;
                 let started: Option<i64> = r.get(9)?;
                 let transcript: Option<String> = r.get(11)?;
-                let transcript = transcript.and_then(|t| serde_json::from_str(&t).ok()).map(|t| transcript_text(&t)).unwrap_or_default();
+                let transcript = transcript
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .map(|t| transcript_text(&t))
+                    .unwrap_or_default();
                 let mut rec: Vec<String> = vec![r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default()];
                 rec.extend(columns.iter().map(|c| vars.get(c).cloned().unwrap_or_default()));
                 rec.extend([
@@ -83,8 +99,20 @@ impl Store {
         self.with_ref(|conn| {
             require_campaign(conn, campaign)?;
             let mut w = csv::Writer::from_writer(out);
-            w.write_record(["number", "attempt", "started_at", "ended_at", "outcome", "sip_code", "call_id", "duration_ms", "detail", "transcript", "tools"])
-                .map_err(export_err)?;
+            w.write_record([
+                "number",
+                "attempt",
+                "started_at",
+                "ended_at",
+                "outcome",
+                "sip_code",
+                "call_id",
+                "duration_ms",
+                "detail",
+                "transcript",
+                "tools",
+            ])
+            .map_err(export_err)?;
             let mut q = conn.prepare(&format!(
                 "SELECT c.number, {ATTEMPT_COLUMNS} FROM attempts a JOIN contacts c ON c.id = a.contact_id
                  WHERE c.campaign = ?1 ORDER BY a.started_at, a.id"

@@ -30,7 +30,12 @@ pub struct ImportCounts {
 
 impl Store {
     /// Store the campaign (or update its spec) and add the contacts it does not have yet.
-    pub fn import(&mut self, spec: &CampaignSpec, list: &ContactList, now: DateTime<Utc>) -> Result<ImportCounts, StoreError> {
+    pub fn import(
+        &mut self,
+        spec: &CampaignSpec,
+        list: &ContactList,
+        now: DateTime<Utc>,
+    ) -> Result<ImportCounts, StoreError> {
         self.with(|conn| {
             let spec_json = serde_json::to_string(&spec.source).map_err(|e| StoreErrorKind::Corrupt(format!("campaign spec: {e}")))?;
             let hash = hex(&Sha256::digest(spec_json.as_bytes()));

@@ -54,7 +54,9 @@ impl std::fmt::Display for AttemptId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContactState {
     /// Waiting for its next attempt, due at this instant.
-    Pending { next_attempt_at: DateTime<Utc> },
+    Pending {
+        next_attempt_at: DateTime<Utc>,
+    },
     /// An attempt is in flight (or was, when the process died: `recover` settles it).
     Dialing,
     Final(FinalState),
@@ -116,7 +118,8 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let fail = |kind: StoreErrorKind| StoreError { path: path.to_path_buf(), kind };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| fail(StoreErrorKind::CreateDir { dir: dir.to_path_buf(), source }))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| fail(StoreErrorKind::CreateDir { dir: dir.to_path_buf(), source }))?;
         }
         let mut conn = Connection::open(path).map_err(|e| fail(e.into()))?;
         configure(&conn).map_err(|e| fail(e.into()))?;
@@ -167,11 +170,14 @@ fn from_ms(v: i64) -> Result<DateTime<Utc>, StoreErrorKind> {
 /// The retry rules the campaign was last imported with.
 fn rules_of(conn: &Connection, campaign: &str) -> Result<RetryRules, StoreErrorKind> {
     use rusqlite::OptionalExtension;
-    let json: Option<String> = conn.query_row("SELECT spec_json FROM campaigns WHERE name = ?1", [campaign], |r| r.get(0)).optional()?;
+    let json: Option<String> =
+        conn.query_row("SELECT spec_json FROM campaigns WHERE name = ?1", [campaign], |r| r.get(0)).optional()?;
     let json = json.ok_or_else(|| StoreErrorKind::UnknownCampaign(campaign.to_string()))?;
-    let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| StoreErrorKind::Corrupt(format!("campaign `{campaign}` spec: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| StoreErrorKind::Corrupt(format!("campaign `{campaign}` spec: {e}")))?;
     match v.get("retry") {
         None => Ok(RetryRules::default()),
-        Some(r) => serde_json::from_value(r.clone()).map_err(|e| StoreErrorKind::Corrupt(format!("campaign `{campaign}` retry rules: {e}"))),
+        Some(r) => serde_json::from_value(r.clone())
+            .map_err(|e| StoreErrorKind::Corrupt(format!("campaign `{campaign}` retry rules: {e}"))),
     }
 }

@@ -1,6 +1,8 @@
 //! Reading the store: what is due, where a campaign stands, one contact's history.
 
-use super::{from_ms, ms, AttemptId, AttemptRecord, ContactId, ContactRecord, ContactState, Store, StoreError, StoreErrorKind};
+use super::{
+    from_ms, ms, AttemptId, AttemptRecord, ContactId, ContactRecord, ContactState, Store, StoreError, StoreErrorKind,
+};
 use crate::campaign::rules::{FinalState, Outcome};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -35,10 +37,23 @@ impl CampaignStatus {
 pub(super) const CONTACT_COLUMNS: &str =
     "id, campaign, line, number, timezone, variables_json, state, final_state, attempts, next_attempt_at, last_outcome";
 
-type RawContact = (i64, String, i64, String, Option<String>, String, String, Option<String>, i64, Option<i64>, Option<String>);
+type RawContact =
+    (i64, String, i64, String, Option<String>, String, String, Option<String>, i64, Option<i64>, Option<String>);
 
 fn raw_contact(r: &Row<'_>) -> rusqlite::Result<RawContact> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+    ))
 }
 
 fn contact_record(raw: RawContact) -> Result<ContactRecord, StoreErrorKind> {
@@ -52,7 +67,9 @@ fn contact_record(raw: RawContact) -> Result<ContactRecord, StoreErrorKind> {
     let state = match (state.as_str(), final_state, next) {
         ("pending", _, Some(t)) => ContactState::Pending { next_attempt_at: from_ms(t)? },
         ("dialing", _, _) => ContactState::Dialing,
-        ("final", Some(f), _) => ContactState::Final(FinalState::parse(&f).ok_or_else(|| bad(format!("final state {f:?}")))?),
+        ("final", Some(f), _) => {
+            ContactState::Final(FinalState::parse(&f).ok_or_else(|| bad(format!("final state {f:?}")))?)
+        }
         (s, _, _) => return Err(bad(format!("state {s:?}"))),
     };
     let last_outcome = match last {
@@ -75,8 +92,20 @@ fn contact_record(raw: RawContact) -> Result<ContactRecord, StoreErrorKind> {
 pub(super) const ATTEMPT_COLUMNS: &str =
     "a.id, a.contact_id, a.attempt, a.started_at, a.ended_at, a.outcome, a.sip_code, a.call_id, a.duration_ms, a.transcript_json, a.tools_json, a.detail";
 
-pub(super) type RawAttempt =
-    (i64, i64, i64, i64, Option<i64>, Option<String>, Option<i64>, String, Option<i64>, Option<String>, Option<String>, Option<String>);
+pub(super) type RawAttempt = (
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 pub(super) fn raw_attempt(r: &Row<'_>, at: usize) -> rusqlite::Result<RawAttempt> {
     Ok((
@@ -122,7 +151,8 @@ pub(super) fn attempt_record(raw: RawAttempt) -> Result<AttemptRecord, StoreErro
 }
 
 pub(super) fn require_campaign(conn: &Connection, campaign: &str) -> Result<(), StoreErrorKind> {
-    let known: Option<i64> = conn.query_row("SELECT 1 FROM campaigns WHERE name = ?1", [campaign], |r| r.get(0)).optional()?;
+    let known: Option<i64> =
+        conn.query_row("SELECT 1 FROM campaigns WHERE name = ?1", [campaign], |r| r.get(0)).optional()?;
     known.map(|_| ()).ok_or_else(|| StoreErrorKind::UnknownCampaign(campaign.to_string()))
 }
 
@@ -143,8 +173,11 @@ impl Store {
     /// When the next pending contact is due (`None`: none is pending).
     pub fn next_due_at(&self, campaign: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.with_ref(|conn| {
-            let t: Option<i64> =
-                conn.query_row("SELECT min(next_attempt_at) FROM contacts WHERE campaign = ?1 AND state = 'pending'", [campaign], |r| r.get(0))?;
+            let t: Option<i64> = conn.query_row(
+                "SELECT min(next_attempt_at) FROM contacts WHERE campaign = ?1 AND state = 'pending'",
+                [campaign],
+                |r| r.get(0),
+            )?;
             t.map(from_ms).transpose()
         })
     }
@@ -164,7 +197,9 @@ impl Store {
 
     pub fn contact(&self, id: ContactId) -> Result<ContactRecord, StoreError> {
         self.with_ref(|conn| {
-            let raw = conn.query_row(&format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE id = ?1"), [id.0], raw_contact).optional()?;
+            let raw = conn
+                .query_row(&format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE id = ?1"), [id.0], raw_contact)
+                .optional()?;
             contact_record(raw.ok_or(StoreErrorKind::UnknownContact(id.0))?)
         })
     }
@@ -173,7 +208,8 @@ impl Store {
     pub fn contacts(&self, campaign: &str) -> Result<Vec<ContactRecord>, StoreError> {
         self.with_ref(|conn| {
             require_campaign(conn, campaign)?;
-            let mut q = conn.prepare(&format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE campaign = ?1 ORDER BY line, id"))?;
+            let mut q =
+                conn.prepare(&format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE campaign = ?1 ORDER BY line, id"))?;
             let rows = q.query_map([campaign], raw_contact)?;
             rows.map(|r| contact_record(r?)).collect()
         })
@@ -182,7 +218,9 @@ impl Store {
     /// A contact's attempts, first first.
     pub fn attempts_of(&self, contact: ContactId) -> Result<Vec<AttemptRecord>, StoreError> {
         self.with_ref(|conn| {
-            let mut q = conn.prepare(&format!("SELECT {ATTEMPT_COLUMNS} FROM attempts a WHERE a.contact_id = ?1 ORDER BY a.attempt"))?;
+            let mut q = conn.prepare(&format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts a WHERE a.contact_id = ?1 ORDER BY a.attempt"
+            ))?;
             let rows = q.query_map([contact.0], |r| raw_attempt(r, 0))?;
             rows.map(|r| attempt_record(r?)).collect()
         })
@@ -211,7 +249,14 @@ impl Store {
                  FROM contacts WHERE campaign = ?1 GROUP BY state, final_state",
             )?;
             let rows = q.query_map(params![campaign, ms(now)], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<i64>>(4)?, r.get::<_, Option<i64>>(5)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                ))
             })?;
             for row in rows {
                 let (state, final_state, n, attempts, due, next) = row?;

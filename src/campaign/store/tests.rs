@@ -3,8 +3,8 @@ use crate::campaign::attempt::AttemptResult;
 use crate::campaign::contacts::{self, ContactList};
 use crate::campaign::rules::Next;
 use crate::campaign::spec::{self, CampaignSpec};
-use serde_json::json;
 use crate::campaign::test_util::TempDir;
+use serde_json::json;
 
 const SPEC: &str = "campaign:
   name: test
@@ -119,9 +119,15 @@ fn attempts_move_contacts_through_their_states() {
     let busy = AttemptResult { detail: Some("486 Busy Here".into()), ..result(Outcome::Busy, 486) };
     assert_eq!(s.finish_attempt(a1, &busy, t(20)).unwrap(), Next::RetryAt(t(320)));
     assert!(matches!(s.finish_attempt(a1, &busy, t(21)).unwrap_err().kind, StoreErrorKind::AlreadyFinished(_)));
-    assert!(matches!(s.finish_attempt(AttemptId(999), &busy, t(21)).unwrap_err().kind, StoreErrorKind::UnknownAttempt(999)));
+    assert!(matches!(
+        s.finish_attempt(AttemptId(999), &busy, t(21)).unwrap_err().kind,
+        StoreErrorKind::UnknownAttempt(999)
+    ));
     let c = s.contact(id).unwrap();
-    assert_eq!((c.state, c.attempts, c.last_outcome), (ContactState::Pending { next_attempt_at: t(320) }, 1, Some(Outcome::Busy)));
+    assert_eq!(
+        (c.state, c.attempts, c.last_outcome),
+        (ContactState::Pending { next_attempt_at: t(320) }, 1, Some(Outcome::Busy))
+    );
     // Not due before its retry time; the other contact comes first.
     assert_eq!(s.due("test", t(319), 10).unwrap().len(), 1);
     assert_eq!(s.next_due_at("test").unwrap(), Some(t(0)));
@@ -143,11 +149,17 @@ fn attempts_move_contacts_through_their_states() {
     assert_eq!(history[1].tools, answered.tools);
     assert_eq!((history[1].duration_ms, history[1].ended_at), (Some(42_000), Some(t(380))));
     assert!(matches!(s.begin_attempt(id, t(400), "c3").unwrap_err().kind, StoreErrorKind::NotPending { .. }));
-    assert!(matches!(s.begin_attempt(ContactId(12345), t(400), "c3").unwrap_err().kind, StoreErrorKind::UnknownContact(12345)));
+    assert!(matches!(
+        s.begin_attempt(ContactId(12345), t(400), "c3").unwrap_err().kind,
+        StoreErrorKind::UnknownContact(12345)
+    ));
 
     let st = s.status("test", t(400)).unwrap();
     assert_eq!((st.contacts, st.pending, st.due_now, st.dialing, st.attempts), (2, 1, 1, 0, 2));
-    assert_eq!((st.finals[&FinalState::Completed], st.outcomes[&Outcome::Busy], st.outcomes[&Outcome::Answered]), (1, 1, 1));
+    assert_eq!(
+        (st.finals[&FinalState::Completed], st.outcomes[&Outcome::Busy], st.outcomes[&Outcome::Answered]),
+        (1, 1, 1)
+    );
     assert!(!st.is_done());
     assert!(matches!(s.status("nope", t(0)).unwrap_err().kind, StoreErrorKind::UnknownCampaign(_)));
 }
@@ -201,7 +213,10 @@ fn recover_interrupts_open_attempts_by_the_failed_rule() {
     let lock = s.lock_campaign("test").unwrap();
     assert_eq!(s.recover(&lock, t(100)).unwrap(), 1);
     let c = s.contact(due[0].id).unwrap();
-    assert_eq!((c.state, c.last_outcome), (ContactState::Pending { next_attempt_at: t(700) }, Some(Outcome::Interrupted)));
+    assert_eq!(
+        (c.state, c.last_outcome),
+        (ContactState::Pending { next_attempt_at: t(700) }, Some(Outcome::Interrupted))
+    );
     let h = s.attempts_of(due[0].id).unwrap();
     assert_eq!((h[0].id, h[0].outcome, h[0].ended_at), (a, Some(Outcome::Interrupted), None));
     // The second interruption exhausts the failed rule (2 attempts).
@@ -215,7 +230,12 @@ fn recover_interrupts_open_attempts_by_the_failed_rule() {
 fn export_one_row_per_contact_and_per_attempt() {
     let d = TempDir::new("export");
     let mut s = Store::open(&d.db()).unwrap();
-    s.import(&spec_from(SPEC), &list("number,name,state,timezone\n+4411,\"Ann, Jr\",NY,America/New_York\n+4412,Bob,CA,\n"), t(0)).unwrap();
+    s.import(
+        &spec_from(SPEC),
+        &list("number,name,state,timezone\n+4411,\"Ann, Jr\",NY,America/New_York\n+4412,Bob,CA,\n"),
+        t(0),
+    )
+    .unwrap();
     let due = s.due("test", t(0), 10).unwrap();
     let a = s.begin_attempt(due[0].id, t(0), "call-a").unwrap();
     s.finish_attempt(a, &result(Outcome::NoAnswer, 487), t(30)).unwrap();
@@ -237,7 +257,17 @@ fn export_one_row_per_contact_and_per_attempt() {
     assert_eq!(
         h,
         [
-            "number", "timezone", "name", "var_state", "state", "attempts", "last_outcome", "last_sip_code", "last_call_id", "last_attempt_at", "last_duration_ms",
+            "number",
+            "timezone",
+            "name",
+            "var_state",
+            "state",
+            "attempts",
+            "last_outcome",
+            "last_sip_code",
+            "last_call_id",
+            "last_attempt_at",
+            "last_duration_ms",
             "transcript"
         ]
     );
@@ -245,7 +275,20 @@ fn export_one_row_per_contact_and_per_attempt() {
     let row0: Vec<&str> = rows[0].iter().collect();
     assert_eq!(
         row0,
-        ["+4411", "America/New_York", "Ann, Jr", "NY", "completed", "2", "answered", "200", "call-b", "2025-06-15T16:13:20.000Z", "1500", "agent: Hello Ann\ncaller: bye"]
+        [
+            "+4411",
+            "America/New_York",
+            "Ann, Jr",
+            "NY",
+            "completed",
+            "2",
+            "answered",
+            "200",
+            "call-b",
+            "2025-06-15T16:13:20.000Z",
+            "1500",
+            "agent: Hello Ann\ncaller: bye"
+        ]
     );
     let row1: Vec<&str> = rows[1].iter().collect();
     assert_eq!(row1, ["+4412", "", "Bob", "CA", "pending", "0", "", "", "", "", "", ""]);
@@ -254,8 +297,15 @@ fn export_one_row_per_contact_and_per_attempt() {
     assert_eq!(s.export_attempts_csv("test", &mut out).unwrap(), 2);
     let text = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "number,attempt,started_at,ended_at,outcome,sip_code,call_id,duration_ms,detail,transcript,tools");
-    assert!(lines[1].starts_with("+4411,1,2025-06-15T15:06:40.000Z,2025-06-15T15:07:10.000Z,no_answer,487,call-a,0,,,"), "{}", lines[1]);
+    assert_eq!(
+        lines[0],
+        "number,attempt,started_at,ended_at,outcome,sip_code,call_id,duration_ms,detail,transcript,tools"
+    );
+    assert!(
+        lines[1].starts_with("+4411,1,2025-06-15T15:06:40.000Z,2025-06-15T15:07:10.000Z,no_answer,487,call-a,0,,,"),
+        "{}",
+        lines[1]
+    );
     assert!(text.contains("\"[{\"\"name\"\":\"\"x\"\"}]\""), "{text}");
     assert!(matches!(s.export_csv("nope", Vec::new()).unwrap_err().kind, StoreErrorKind::UnknownCampaign(_)));
 }

@@ -146,8 +146,14 @@ mod tests {
             assert_eq!(d.clock_rate(), kind.clock_rate());
             assert_eq!(e.clock_rate(), kind.clock_rate());
         }
-        assert!(matches!(encoder(CodecKind::Opus, 30, &OpusParams::default()), Err(CodecError::UnsupportedPtime { .. })));
-        assert!(matches!(encoder(CodecKind::Pcmu, 0, &OpusParams::default()), Err(CodecError::UnsupportedPtime { .. })));
+        assert!(matches!(
+            encoder(CodecKind::Opus, 30, &OpusParams::default()),
+            Err(CodecError::UnsupportedPtime { .. })
+        ));
+        assert!(matches!(
+            encoder(CodecKind::Pcmu, 0, &OpusParams::default()),
+            Err(CodecError::UnsupportedPtime { .. })
+        ));
         let bad = OpusParams { bitrate_bps: 1000, ..OpusParams::default() };
         assert!(matches!(encoder(CodecKind::Opus, 20, &bad), Err(CodecError::InvalidParams(_))));
     }

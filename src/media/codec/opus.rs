@@ -98,7 +98,8 @@ impl Decoder for OpusDecoder {
         let start = out.len();
         // FEC rebuilds the last frame of the gap (the one just before
         // `next`); anything earlier in a longer gap is PLC.
-        let fec_len = next.filter(|p| has_fec(p)).and_then(frame_samples_16k).filter(|&f| f <= total && f <= MAX_PACKET_SAMPLES);
+        let fec_len =
+            next.filter(|p| has_fec(p)).and_then(frame_samples_16k).filter(|&f| f <= total && f <= MAX_PACKET_SAMPLES);
         match (next, fec_len) {
             (Some(p), Some(f)) => {
                 self.plc(total - f, out);
@@ -235,7 +236,8 @@ impl OpusEncoder {
         if ![5, 10, 20, 40, 60, 80, 100, 120].contains(&ptime_ms) {
             return Err(CodecError::UnsupportedPtime { kind: CodecKind::Opus, ptime_ms });
         }
-        if !(6_000..=510_000).contains(&params.bitrate_bps) || params.expected_loss_pct > 100 || params.complexity > 10 {
+        if !(6_000..=510_000).contains(&params.bitrate_bps) || params.expected_loss_pct > 100 || params.complexity > 10
+        {
             return Err(CodecError::InvalidParams(format!("{params:?}")));
         }
         let mut enc = RawEncoder::new(SampleRate::Hz16000, Channels::Mono, Application::Voip).map_err(opus_err)?;

@@ -88,14 +88,20 @@ impl Whisper {
                 }
             }
         }
-        out.into_iter().map(|o| o.unwrap_or_else(|| Err(ort::Error::new("a turn of the batch was not transcribed")))).collect()
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(ort::Error::new("a turn of the batch was not transcribed"))))
+            .collect()
     }
 
     /// Windows of at most 30 s each, encoded together in `frames` log-mel frames and decoded
     /// together; a decode that ran away in a fitted window (a loop, or out of token budget — how
     /// too small a window fails) is done again alone in the 30 s window, as Whisper's own fallback
     /// redoes a decode that repeats itself. `Err`: the batch's model calls failed.
-    pub(super) fn windows(&mut self, batch: &[&Request], frames: usize) -> Result<Vec<Result<WindowResult, ort::Error>>, ort::Error> {
+    pub(super) fn windows(
+        &mut self,
+        batch: &[&Request],
+        frames: usize,
+    ) -> Result<Vec<Result<WindowResult, ort::Error>>, ort::Error> {
         let mut results = self.decode(batch, frames)?;
         if frames == FRAMES {
             return Ok(results);
@@ -122,7 +128,11 @@ impl Whisper {
 
     /// Encode the windows in one call, then decode them greedily with Whisper's rules, one
     /// decoder call per token for every row still going.
-    fn decode(&mut self, batch: &[&Request], frames: usize) -> Result<Vec<Result<WindowResult, ort::Error>>, ort::Error> {
+    fn decode(
+        &mut self,
+        batch: &[&Request],
+        frames: usize,
+    ) -> Result<Vec<Result<WindowResult, ort::Error>>, ort::Error> {
         let t0 = Instant::now();
         let audio: Vec<&[f32]> = batch.iter().map(|r| r.audio).collect();
         let mut cross_kv = self.encode(&audio, frames)?;
@@ -131,14 +141,21 @@ impl Whisper {
         let vocab = self.spec.vocab_size;
 
         // The prompt of each row: its language given, or detected on its window.
-        let detected = if self.spec.multilingual && batch.iter().any(|r| r.opts.language == "auto") { Some(self.detect_languages(batch.len(), &cross_kv)?) } else { None };
+        let detected = if self.spec.multilingual && batch.iter().any(|r| r.opts.language == "auto") {
+            Some(self.detect_languages(batch.len(), &cross_kv)?)
+        } else {
+            None
+        };
         let mut results: Vec<Option<Result<WindowResult, ort::Error>>> = batch.iter().map(|_| None).collect();
         let mut rows = Vec::with_capacity(batch.len());
         for (index, r) in batch.iter().enumerate() {
             let (language, lang_token) = if !self.spec.multilingual {
                 (None, None)
             } else if r.opts.language == "auto" {
-                let (code, id) = detected.as_ref().map(|d| d[index].clone()).ok_or_else(|| ort::Error::new("no language detected"))?;
+                let (code, id) = detected
+                    .as_ref()
+                    .map(|d| d[index].clone())
+                    .ok_or_else(|| ort::Error::new("no language detected"))?;
                 (Some(code), Some(id))
             } else {
                 match self.spec.language_token(&r.opts.language) {
@@ -151,8 +168,19 @@ impl Whisper {
             };
             let feed = self.spec.prompt(lang_token);
             let seconds = r.audio.len() as f32 / 16000.0;
-            let budget = ((seconds * r.opts.max_tokens_per_second) as usize + 16).min(self.spec.max_length - feed.len());
-            let out = WindowResult { runaway: false, tokens: Vec::new(), language, no_speech_prob: 0.0, logprob_sum: 0.0, scored: 0, encode_ms, decode_ms: 0.0, drafted: 0 };
+            let budget =
+                ((seconds * r.opts.max_tokens_per_second) as usize + 16).min(self.spec.max_length - feed.len());
+            let out = WindowResult {
+                runaway: false,
+                tokens: Vec::new(),
+                language,
+                no_speech_prob: 0.0,
+                logprob_sum: 0.0,
+                scored: 0,
+                encode_ms,
+                decode_ms: 0.0,
+                drafted: 0,
+            };
             rows.push(Row { index, feed, proposed: 0, draft: r.draft.to_vec(), cursor: 0, guess_at: 0, budget, out });
         }
         // Alone, the turn's draft follows its prompt in the first call (the rows of a batch must
@@ -250,7 +278,10 @@ impl Whisper {
                 }
             }
         }
-        Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(ort::Error::new("a row of the batch was not decoded")))).collect())
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ort::Error::new("a row of the batch was not decoded"))))
+            .collect())
     }
 }
 
@@ -268,7 +299,17 @@ impl Row {
 
 impl WindowResult {
     fn empty() -> WindowResult {
-        WindowResult { runaway: false, tokens: Vec::new(), language: None, no_speech_prob: 0.0, logprob_sum: 0.0, scored: 0, encode_ms: 0.0, decode_ms: 0.0, drafted: 0 }
+        WindowResult {
+            runaway: false,
+            tokens: Vec::new(),
+            language: None,
+            no_speech_prob: 0.0,
+            logprob_sum: 0.0,
+            scored: 0,
+            encode_ms: 0.0,
+            decode_ms: 0.0,
+            drafted: 0,
+        }
     }
 }
 

@@ -134,7 +134,14 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { language: "en".into(), no_speech_threshold: 0.6, logprob_threshold: -1.0, no_speech_certain: 0.8, max_tokens_per_second: 12.0, redo_runaway: true }
+        DecodeOptions {
+            language: "en".into(),
+            no_speech_threshold: 0.6,
+            logprob_threshold: -1.0,
+            no_speech_certain: 0.8,
+            max_tokens_per_second: 12.0,
+            redo_runaway: true,
+        }
     }
 }
 
@@ -170,7 +177,13 @@ pub struct Whisper {
 
 impl Whisper {
     /// Load `dir` (encoder/decoder graphs, whisper.json, vocabulary.txt); `model` names it in errors.
-    pub fn load(rt: &Runtime, model: &str, dir: &Path, precision: Precision, opts: &SessionOptions) -> Result<Whisper, RuntimeError> {
+    pub fn load(
+        rt: &Runtime,
+        model: &str,
+        dir: &Path,
+        precision: Precision,
+        opts: &SessionOptions,
+    ) -> Result<Whisper, RuntimeError> {
         let bad = |reason: String| RuntimeError::Model { model: model.into(), reason };
         let spec_path = dir.join("whisper.json");
         if !spec_path.exists() {
@@ -184,12 +197,21 @@ impl Whisper {
             return Err(bad(format!("{} mel bands; this front end makes 80", spec.n_mels)));
         }
         let vocab = dir.join("vocabulary.txt");
-        let tokenizer = Tokenizer::load(&vocab, spec.eot as usize).map_err(|e| bad(format!("{}: {e}", vocab.display())))?;
+        let tokenizer =
+            Tokenizer::load(&vocab, spec.eot as usize).map_err(|e| bad(format!("{}: {e}", vocab.display())))?;
         if tokenizer.len() < spec.eot as usize {
-            return Err(bad(format!("{} has {} tokens, fewer than the model's text tokens", vocab.display(), tokenizer.len())));
+            return Err(bad(format!(
+                "{} has {} tokens, fewer than the model's text tokens",
+                vocab.display(),
+                tokenizer.len()
+            )));
         }
         if spec.n_audio_ctx * 2 != FRAMES {
-            return Err(bad(format!("{} encoder positions; Whisper's 30 s window has {}", spec.n_audio_ctx, FRAMES / 2)));
+            return Err(bad(format!(
+                "{} encoder positions; Whisper's 30 s window has {}",
+                spec.n_audio_ctx,
+                FRAMES / 2
+            )));
         }
         if !spec.fitted_window() {
             tracing::warn!(
@@ -247,7 +269,11 @@ impl Whisper {
     /// Check a language option against the model before any call needs it.
     pub fn check_language(&self, language: &str) -> Result<(), String> {
         if !self.spec.multilingual {
-            return if language == "en" { Ok(()) } else { Err(format!("this model is English-only; language `{language}` needs a multilingual model")) };
+            return if language == "en" {
+                Ok(())
+            } else {
+                Err(format!("this model is English-only; language `{language}` needs a multilingual model"))
+            };
         }
         if language == "auto" {
             return Ok(());
@@ -263,7 +289,12 @@ impl Whisper {
     /// `transcribe`, giving up with an error as soon as `stop` says so (looked at after the
     /// encoder and before each decoder step): a partial transcript overtaken by the turn's end is
     /// not worth the core the end's own transcript needs.
-    pub fn transcribe_until(&mut self, audio: &[f32], opts: &DecodeOptions, stop: &dyn Fn() -> bool) -> Result<Transcript, ort::Error> {
+    pub fn transcribe_until(
+        &mut self,
+        audio: &[f32],
+        opts: &DecodeOptions,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Transcript, ort::Error> {
         let mut windows = Vec::new();
         for window in audio.chunks(WINDOW_SAMPLES) {
             let frames = self.window_frames(window.len());
@@ -299,7 +330,9 @@ impl Whisper {
                 out.language = w.language.clone();
             }
             let avg = if w.scored > 0 { w.logprob_sum / w.scored as f64 } else { 0.0 };
-            if greedy::is_silence(w.no_speech_prob, avg, opts.no_speech_threshold, opts.logprob_threshold) || w.no_speech_prob > opts.no_speech_certain {
+            if greedy::is_silence(w.no_speech_prob, avg, opts.no_speech_threshold, opts.logprob_threshold)
+                || w.no_speech_prob > opts.no_speech_certain
+            {
                 continue;
             }
             logprob_sum += w.logprob_sum;
@@ -327,13 +360,16 @@ impl Whisper {
     /// The encoder on a batch of windows, each in `frames` log-mel frames: `cross_kv` [2L, B, frames / 2, D].
     fn encode(&mut self, windows: &[&[f32]], frames: usize) -> Result<DynValue, ort::Error> {
         if frames == 0 || frames % 2 != 0 || frames > FRAMES || (frames != FRAMES && !self.spec.fitted_window()) {
-            return Err(ort::Error::new(format!("cannot encode a window of {frames} log-mel frames with this conversion")));
+            return Err(ort::Error::new(format!(
+                "cannot encode a window of {frames} log-mel frames with this conversion"
+            )));
         }
         let mut feats = Vec::with_capacity(windows.len() * 80 * frames);
         for w in windows {
             feats.extend(self.mel.compute_frames(w, false, frames));
         }
-        let mut outputs = self.encoder.run(ort::inputs!["mel" => Tensor::from_array(([windows.len(), 80, frames], feats))?])?;
+        let mut outputs =
+            self.encoder.run(ort::inputs!["mel" => Tensor::from_array(([windows.len(), 80, frames], feats))?])?;
         let kv = outputs.remove("cross_kv").ok_or_else(|| ort::Error::new("the encoder has no `cross_kv` output"))?;
         let shape = kv.shape().to_vec();
         let want = [2 * self.spec.n_layers as i64, windows.len() as i64, (frames / 2) as i64, self.spec.d_model as i64];
@@ -345,7 +381,13 @@ impl Whisper {
 
     /// One decoder call on `batch` rows of `tokens.len() / batch` new tokens each: logits of
     /// every new position (row-major [batch][n][vocab]) and the grown cache.
-    fn step(&mut self, tokens: &[i64], batch: usize, self_kv: &DynValue, cross_kv: &DynValue) -> Result<(Vec<f32>, DynValue), ort::Error> {
+    fn step(
+        &mut self,
+        tokens: &[i64],
+        batch: usize,
+        self_kv: &DynValue,
+        cross_kv: &DynValue,
+    ) -> Result<(Vec<f32>, DynValue), ort::Error> {
         let mut outputs = self.decoder.run(ort::inputs![
             "tokens" => Tensor::from_array(([batch, tokens.len() / batch], tokens.to_vec()))?,
             "self_kv" => self_kv,
@@ -353,15 +395,22 @@ impl Whisper {
         ])?;
         let (_, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
         if logits.len() != tokens.len() * self.spec.vocab_size {
-            return Err(ort::Error::new(format!("decoder logits hold {} values, expected {}×{}", logits.len(), tokens.len(), self.spec.vocab_size)));
+            return Err(ort::Error::new(format!(
+                "decoder logits hold {} values, expected {}×{}",
+                logits.len(),
+                tokens.len(),
+                self.spec.vocab_size
+            )));
         }
         let logits = logits.to_vec();
-        let kv = outputs.remove("self_kv_out").ok_or_else(|| ort::Error::new("the decoder has no `self_kv_out` output"))?;
+        let kv =
+            outputs.remove("self_kv_out").ok_or_else(|| ort::Error::new("the decoder has no `self_kv_out` output"))?;
         Ok((logits, kv))
     }
 
     fn empty_cache(&self, batch: usize) -> Result<DynValue, ort::Error> {
-        Ok(Tensor::from_array(([2 * self.spec.n_layers, batch, 0usize, self.spec.d_model], Vec::<f32>::new()))?.into_dyn())
+        Ok(Tensor::from_array(([2 * self.spec.n_layers, batch, 0usize, self.spec.d_model], Vec::<f32>::new()))?
+            .into_dyn())
     }
 
     /// The language of each row from the logits after `[SOT]`.
@@ -381,7 +430,6 @@ impl Whisper {
             })
             .collect()
     }
-
 }
 
 struct WindowResult {

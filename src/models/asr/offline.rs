@@ -55,7 +55,11 @@ pub fn transcribe_turns(
     turns(vad, cfg, audio)?
         .into_iter()
         .map(|(s, e)| {
-            Ok(TurnText { start_ms: s as u64 / 16, end_ms: e as u64 / 16, transcript: whisper.transcribe(&audio[s..e], opts)? })
+            Ok(TurnText {
+                start_ms: s as u64 / 16,
+                end_ms: e as u64 / 16,
+                transcript: whisper.transcribe(&audio[s..e], opts)?,
+            })
         })
         .collect()
 }

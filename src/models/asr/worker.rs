@@ -40,7 +40,11 @@ pub struct AsrWorker {
 fn batch(mut m: Whisper) -> impl FnMut(Vec<(Input, Cancel)>) -> Vec<Result<Transcript, String>> {
     move |jobs: Vec<(Input, Cancel)>| {
         let stops: Vec<_> = jobs.iter().map(|(_, cancel)| move || cancel.is_cancelled()).collect();
-        let requests: Vec<Request> = jobs.iter().zip(&stops).map(|(((audio, opts, draft), _), stop)| Request { audio, opts, stop, draft }).collect();
+        let requests: Vec<Request> = jobs
+            .iter()
+            .zip(&stops)
+            .map(|(((audio, opts, draft), _), stop)| Request { audio, opts, stop, draft })
+            .collect();
         m.transcribe_batch(&requests).into_iter().map(|r| r.map_err(|e| e.to_string())).collect()
     }
 }
@@ -54,7 +58,11 @@ impl AsrWorker {
     }
 
     /// Replace a recogniser that hangs (see `Pool::watch_batched`) with a copy made by `load`.
-    pub fn watch(&self, limit: std::time::Duration, mut load: impl FnMut() -> Result<Whisper, String> + Send + 'static) {
+    pub fn watch(
+        &self,
+        limit: std::time::Duration,
+        mut load: impl FnMut() -> Result<Whisper, String> + Send + 'static,
+    ) {
         self.pool.watch_batched(limit, move || load().map(batch));
     }
 

@@ -100,7 +100,9 @@ pub fn request_body(model: &str, req: &ChatRequest) -> Value {
             ToolChoice::Auto => {}
             ToolChoice::None => body["tool_choice"] = json!("none"),
             ToolChoice::Required => body["tool_choice"] = json!("required"),
-            ToolChoice::Function(name) => body["tool_choice"] = json!({ "type": "function", "function": { "name": name } }),
+            ToolChoice::Function(name) => {
+                body["tool_choice"] = json!({ "type": "function", "function": { "name": name } })
+            }
         }
     }
     if let Some(t) = req.temperature {
@@ -219,7 +221,8 @@ impl ChatStreamDecoder {
             self.finish("stop".into(), &mut out)?;
             return Ok(out);
         }
-        let chunk: Chunk = serde_json::from_str(data).map_err(|e| ChatStreamError::BadChunk(format!("{e}: {}", truncate(data, 200))))?;
+        let chunk: Chunk = serde_json::from_str(data)
+            .map_err(|e| ChatStreamError::BadChunk(format!("{e}: {}", truncate(data, 200))))?;
         if let Some(e) = chunk.error {
             return Err(ChatStreamError::Server(truncate(&e.to_string(), 500)));
         }
@@ -263,7 +266,11 @@ impl ChatStreamDecoder {
             let name = c.name.ok_or(ChatStreamError::IncompleteToolCall { index: c.index, what: "name" })?;
             // Some servers leave the id out: make one, so tool results can refer to it.
             let id = c.id.unwrap_or_else(|| format!("call_{n}"));
-            out.push(LlmEvent::ToolCall(ToolCall { id, name, arguments: if c.arguments.is_empty() { "{}".into() } else { c.arguments } }));
+            out.push(LlmEvent::ToolCall(ToolCall {
+                id,
+                name,
+                arguments: if c.arguments.is_empty() { "{}".into() } else { c.arguments },
+            }));
         }
         out.push(LlmEvent::Done { finish_reason, usage: None });
         self.done = true;
@@ -325,8 +332,16 @@ mod tests {
         assert_eq!(
             all,
             vec![
-                LlmEvent::ToolCall(ToolCall { id: "call_a".into(), name: "book".into(), arguments: "{\"day\": \"Saturday\"}".into() }),
-                LlmEvent::ToolCall(ToolCall { id: "call_b".into(), name: "lookup".into(), arguments: "{\"q\":1}".into() }),
+                LlmEvent::ToolCall(ToolCall {
+                    id: "call_a".into(),
+                    name: "book".into(),
+                    arguments: "{\"day\": \"Saturday\"}".into()
+                }),
+                LlmEvent::ToolCall(ToolCall {
+                    id: "call_b".into(),
+                    name: "lookup".into(),
+                    arguments: "{\"q\":1}".into()
+                }),
                 LlmEvent::Done { finish_reason: "tool_calls".into(), usage: None },
             ]
         );
@@ -338,7 +353,9 @@ mod tests {
     fn garbage_and_server_errors_are_values() {
         let mut d = ChatStreamDecoder::new();
         assert!(matches!(d.push("<html>502</html>"), Err(ChatStreamError::BadChunk(_))));
-        assert!(matches!(d.push(r#"{"error":{"message":"overloaded"}}"#), Err(ChatStreamError::Server(m)) if m.contains("overloaded")));
+        assert!(
+            matches!(d.push(r#"{"error":{"message":"overloaded"}}"#), Err(ChatStreamError::Server(m)) if m.contains("overloaded"))
+        );
         let mut d = ChatStreamDecoder::new();
         d.push(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#).unwrap();
         assert_eq!(d.push("[DONE]"), Err(ChatStreamError::IncompleteToolCall { index: 0, what: "name" }));
@@ -351,8 +368,17 @@ mod tests {
         let mut tool = Message::new(Role::Tool, "{\"sat\":\"8-14\"}");
         tool.tool_call_id = Some("c1".into());
         let req = ChatRequest {
-            messages: vec![Message::new(Role::System, "You are Sunny Bakery's receptionist."), Message::new(Role::User, "Saturday?"), assistant, tool],
-            tools: vec![ToolSpec { name: "hours".into(), description: "Opening hours".into(), parameters: json!({"type": "object", "properties": {}}) }],
+            messages: vec![
+                Message::new(Role::System, "You are Sunny Bakery's receptionist."),
+                Message::new(Role::User, "Saturday?"),
+                assistant,
+                tool,
+            ],
+            tools: vec![ToolSpec {
+                name: "hours".into(),
+                description: "Opening hours".into(),
+                parameters: json!({"type": "object", "properties": {}}),
+            }],
             tool_choice: ToolChoice::Function("hours".into()),
             temperature: Some(0.2),
             max_tokens: Some(120),

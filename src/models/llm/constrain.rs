@@ -154,8 +154,11 @@ impl<'a> P<'a> {
     }
 
     fn value(&mut self, schema: &Value) -> R {
-        let enum_strs: Option<Vec<&str>> =
-            schema.get("enum").and_then(|e| e.as_array()).map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>()).filter(|v| !v.is_empty());
+        let enum_strs: Option<Vec<&str>> = schema
+            .get("enum")
+            .and_then(|e| e.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>())
+            .filter(|v| !v.is_empty());
         let types: Vec<&str> = match schema.get("type") {
             Some(Value::String(t)) => vec![t.as_str()],
             Some(Value::Array(a)) => a.iter().filter_map(|t| t.as_str()).collect(),
@@ -211,7 +214,11 @@ impl<'a> P<'a> {
     fn object(&mut self, schema: &Value, open: bool) -> R {
         let empty = serde_json::Map::new();
         let props = schema.get("properties").and_then(|p| p.as_object()).unwrap_or(&empty);
-        let required: Vec<&str> = schema.get("required").and_then(|r| r.as_array()).map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+        let required: Vec<&str> = schema
+            .get("required")
+            .and_then(|r| r.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
         let mut seen: Vec<String> = Vec::new();
         self.lit(b"{")?;
         self.ws()?;
@@ -258,7 +265,8 @@ impl ToolGrammar<'_> {
             p.ws()?;
             let names: Vec<&str> = self.tools.iter().map(|(n, _)| *n).collect();
             let name = p.string(Some(&names), None)?;
-            let schema = self.tools.iter().find(|(n, _)| n.as_bytes() == name.as_slice()).map(|(_, s)| *s).ok_or(Stop::Bad)?;
+            let schema =
+                self.tools.iter().find(|(n, _)| n.as_bytes() == name.as_slice()).map(|(_, s)| *s).ok_or(Stop::Bad)?;
             p.ws()?;
             p.lit(b",")?;
             p.ws()?;
@@ -338,7 +346,13 @@ mod tests {
             assert_eq!(check(bad), Check::Invalid, "{bad:?}");
         }
         // A number may still grow: incomplete until something follows it.
-        assert_eq!(check("{\"name\": \"book_table\", \"arguments\": {\"day\": \"Monday\", \"people\": 12"), Check::Incomplete);
-        assert_eq!(check("{\"name\": \"book_table\", \"arguments\": {\"note\": \"caf\\u00e9 \\\"x\\\""), Check::Incomplete);
+        assert_eq!(
+            check("{\"name\": \"book_table\", \"arguments\": {\"day\": \"Monday\", \"people\": 12"),
+            Check::Incomplete
+        );
+        assert_eq!(
+            check("{\"name\": \"book_table\", \"arguments\": {\"note\": \"caf\\u00e9 \\\"x\\\""),
+            Check::Incomplete
+        );
     }
 }

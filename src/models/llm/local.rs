@@ -29,11 +29,11 @@ use super::chat::{ChatRequest, LlmEvent, ToolCall, ToolChoice, ToolSpec, Usage};
 use super::constrain::{Check, ToolGrammar};
 use super::qwen::{BatchCache, KvCache, Qwen};
 use super::sampler::{argmax, Sampler, Sampling};
+use super::schedule::{self, Progress};
 use super::template::{prompt_tokens, Controls};
 use super::tokenizer::Utf8Stream;
-use super::{LlmError, LlmStream};
-use super::schedule::{self, Progress};
 use super::worker_life::{Generation, Owed, Ticket};
+use super::{LlmError, LlmStream};
 use crate::models::backlog::{Backlog, Waiting};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -60,9 +60,21 @@ pub use crate::models::StepHook;
 pub const HANG_LIMIT: Duration = Duration::from_secs(10);
 
 enum Job {
-    Generate { session: u64, req: ChatRequest, cancel: Arc<AtomicBool>, reply: Sender<Result<LlmEvent, LlmError>>, queued: Instant, waiting: Waiting },
-    Warm { session: u64, req: ChatRequest },
-    End { session: u64 },
+    Generate {
+        session: u64,
+        req: ChatRequest,
+        cancel: Arc<AtomicBool>,
+        reply: Sender<Result<LlmEvent, LlmError>>,
+        queued: Instant,
+        waiting: Waiting,
+    },
+    Warm {
+        session: u64,
+        req: ChatRequest,
+    },
+    End {
+        session: u64,
+    },
 }
 
 /// Batch sizes counted apart in `LlmStats::passes`: 1, 2, ... and this many or more.
@@ -124,7 +136,18 @@ impl LocalLlm {
         let life = Generation::new();
         start_worker(model, &settings, queue.max(1), &stats, &rx, &jobs, &life, name)?;
         let life = Arc::new(Mutex::new(life));
-        Ok(LocalLlm { tx, name: name.into(), jobs, backlog: Backlog::new(), stats, rx, life, settings, capacity: queue.max(1), alive: Arc::new(()) })
+        Ok(LocalLlm {
+            tx,
+            name: name.into(),
+            jobs,
+            backlog: Backlog::new(),
+            stats,
+            rx,
+            life,
+            settings,
+            capacity: queue.max(1),
+            alive: Arc::new(()),
+        })
     }
 
     /// Watch the worker: a step running longer than `limit` has hung. The replies it owes fail
@@ -147,7 +170,8 @@ impl LocalLlm {
             } else if current.stuck_for().is_none_or(|t| t <= limit) {
                 return true;
             } else {
-                let failed = current.retire(&jobs, "the embedded model stopped answering; a fresh copy takes its place");
+                let failed =
+                    current.retire(&jobs, "the embedded model stopped answering; a fresh copy takes its place");
                 stats.replaced.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(model = %name, limit_ms = limit.as_millis() as u64, replies_failed = failed, "a language-model step did not return: its replies failed, a new worker takes its place");
             }
@@ -200,7 +224,14 @@ impl LocalLlm {
         let (reply, rx) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let queued = Instant::now();
-        let job = Job::Generate { session, req: req.clone(), cancel: cancel.clone(), reply: reply.clone(), queued, waiting: self.backlog.enter(queued) };
+        let job = Job::Generate {
+            session,
+            req: req.clone(),
+            cancel: cancel.clone(),
+            reply: reply.clone(),
+            queued,
+            waiting: self.backlog.enter(queued),
+        };
         if !self.send(job) {
             let _ = reply.send(Err(LlmError::Busy));
         }
@@ -220,11 +251,23 @@ impl LocalLlm {
 
 /// Start a worker thread of generation `life` on the queue.
 #[allow(clippy::too_many_arguments)]
-fn start_worker(model: Qwen, settings: &LocalSettings, capacity: usize, stats: &Arc<LlmStats>, rx: &Arc<Mutex<Receiver<Job>>>, jobs: &Arc<AtomicUsize>, life: &Arc<Generation>, name: &str) -> Result<(), String> {
+fn start_worker(
+    model: Qwen,
+    settings: &LocalSettings,
+    capacity: usize,
+    stats: &Arc<LlmStats>,
+    rx: &Arc<Mutex<Receiver<Job>>>,
+    jobs: &Arc<AtomicUsize>,
+    life: &Arc<Generation>,
+    name: &str,
+) -> Result<(), String> {
     let controls = Controls::of(model.tokenizer())?;
     let worker = Worker::new(model, settings.clone(), controls, capacity, stats.clone(), life.clone());
     let (rx, jobs) = (rx.clone(), jobs.clone());
-    std::thread::Builder::new().name(format!("llm-{name}")).spawn(move || worker.run(&rx, &jobs)).map_err(|e| format!("spawn the LLM thread: {e}"))?;
+    std::thread::Builder::new()
+        .name(format!("llm-{name}"))
+        .spawn(move || worker.run(&rx, &jobs))
+        .map_err(|e| format!("spawn the LLM thread: {e}"))?;
     Ok(())
 }
 
@@ -234,7 +277,9 @@ fn refuse_waiting(rx: &Mutex<Receiver<Job>>, jobs: &AtomicUsize) {
     while let Ok(job) = rx.try_recv() {
         jobs.fetch_sub(1, Ordering::SeqCst);
         if let Job::Generate { reply, .. } = job {
-            let _ = reply.send(Err(LlmError::Model("the embedded model is not running (its worker hung and no copy could be loaded)".into())));
+            let _ = reply.send(Err(LlmError::Model(
+                "the embedded model is not running (its worker hung and no copy could be loaded)".into(),
+            )));
         }
     }
 }
@@ -334,17 +379,41 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 impl Worker {
-    fn new(model: Qwen, settings: LocalSettings, controls: Controls, capacity: usize, stats: Arc<LlmStats>, life: Arc<Generation>) -> Worker {
+    fn new(
+        model: Qwen,
+        settings: LocalSettings,
+        controls: Controls,
+        capacity: usize,
+        stats: Arc<LlmStats>,
+        life: Arc<Generation>,
+    ) -> Worker {
         let spec = model.spec();
         let tok = model.tokenizer();
         let stop = &spec.special_tokens.stop;
         let banned = (0..spec.vocab_size as u32)
             .filter(|&id| {
                 let filler = id as usize >= tok.vocab_size() || tok.token_bytes(id).is_empty();
-                (tok.is_added(id) || filler) && !stop.contains(&id) && id != controls.tool_call && id != controls.tool_call_end
+                (tok.is_added(id) || filler)
+                    && !stop.contains(&id)
+                    && id != controls.tool_call
+                    && id != controls.tool_call_end
             })
             .collect();
-        Worker { model, settings, controls, sessions: HashMap::new(), clock: 0, replies: 0, banned, tasks: Vec::new(), waiting: VecDeque::new(), capacity, batch: None, stats, life }
+        Worker {
+            model,
+            settings,
+            controls,
+            sessions: HashMap::new(),
+            clock: 0,
+            replies: 0,
+            banned,
+            tasks: Vec::new(),
+            waiting: VecDeque::new(),
+            capacity,
+            batch: None,
+            stats,
+            life,
+        }
     }
 
     /// Take jobs (waiting for one only when nothing is to be computed) and compute the most urgent
@@ -407,7 +476,17 @@ impl Worker {
             }
             Job::Warm { session, req } => {
                 let prompt = prompt_tokens(self.model.tokenizer(), &self.controls, &req, false);
-                let task = Task { session, progress: Progress::warm(Instant::now()), prompt, fed_to: None, fed: 0, started: None, in_backlog: None, reply: None, _ticket: ticket };
+                let task = Task {
+                    session,
+                    progress: Progress::warm(Instant::now()),
+                    prompt,
+                    fed_to: None,
+                    fed: 0,
+                    started: None,
+                    in_backlog: None,
+                    reply: None,
+                    _ticket: ticket,
+                };
                 self.queue(task);
             }
             Job::Generate { session, req, cancel, reply, queued, waiting } => {
@@ -428,7 +507,9 @@ impl Worker {
     /// lacks the reply, and computing it would drop the reply's words from the cache.
     fn queue(&mut self, task: Task) {
         let session = task.session;
-        if task.reply.is_none() && self.tasks.iter().chain(&self.waiting).any(|t| t.session == session && t.reply.is_some()) {
+        if task.reply.is_none()
+            && self.tasks.iter().chain(&self.waiting).any(|t| t.session == session && t.reply.is_some())
+        {
             return;
         }
         self.tasks.retain(|t| t.session != session || t.reply.is_some());
@@ -466,7 +547,15 @@ impl Worker {
         }
     }
 
-    fn reply_task(&mut self, session: u64, req: &ChatRequest, cancel: Arc<AtomicBool>, tx: Sender<Result<LlmEvent, LlmError>>, queued: Instant, ticket: Ticket) -> Task {
+    fn reply_task(
+        &mut self,
+        session: u64,
+        req: &ChatRequest,
+        cancel: Arc<AtomicBool>,
+        tx: Sender<Result<LlmEvent, LlmError>>,
+        queued: Instant,
+        ticket: Ticket,
+    ) -> Task {
         let prompt = prompt_tokens(self.model.tokenizer(), &self.controls, req, true);
         let mut sampling = self.settings.sampling;
         if let Some(t) = req.temperature {
@@ -488,7 +577,12 @@ impl Worker {
         // Outside a call, `</tool_call>` cannot come either.
         let ban_text: Vec<u32> = banned.iter().copied().chain([self.controls.tool_call_end]).collect();
         // `required` or a named function: the reply starts with a call.
-        let forced = if !callable.is_empty() && matches!(req.tool_choice, ToolChoice::Required | ToolChoice::Function(_)) { vec![self.controls.tool_call] } else { vec![] };
+        let forced =
+            if !callable.is_empty() && matches!(req.tool_choice, ToolChoice::Required | ToolChoice::Function(_)) {
+                vec![self.controls.tool_call]
+            } else {
+                vec![]
+            };
         let reply = Reply {
             cancel,
             tx,
@@ -508,7 +602,17 @@ impl Worker {
             calls: 0,
             _owed: owed,
         };
-        Task { session, progress: Progress::reply(queued), prompt, fed_to: None, fed: 0, started: None, in_backlog: None, reply: Some(Box::new(reply)), _ticket: ticket }
+        Task {
+            session,
+            progress: Progress::reply(queued),
+            prompt,
+            fed_to: None,
+            fed: 0,
+            started: None,
+            in_backlog: None,
+            reply: Some(Box::new(reply)),
+            _ticket: ticket,
+        }
     }
 
     /// One step of `task`: a chunk of its prompt, or a warm-up's end. `None` when the task is over.
@@ -568,14 +672,20 @@ impl Worker {
                 if !self.sessions.contains_key(&session) {
                     // Start from the longest prefix another session has computed: one in the batch
                     // too (copying the batch back costs far less than computing instructions again).
-                    let longest = |caches: &mut dyn Iterator<Item = &[u32]>| caches.map(|c| common_prefix(c, tokens)).max().unwrap_or(0);
+                    let longest = |caches: &mut dyn Iterator<Item = &[u32]>| {
+                        caches.map(|c| common_prefix(c, tokens)).max().unwrap_or(0)
+                    };
                     if let Some(b) = &self.batch {
                         let in_batch = longest(&mut (0..b.cache.rows()).map(|r| b.cache.tokens(r)));
                         if in_batch > longest(&mut self.sessions.values().map(|e| e.cache.tokens.as_slice())) {
                             self.release_batch();
                         }
                     }
-                    let best = self.sessions.values().map(|e| (common_prefix(&e.cache.tokens, tokens), e)).max_by_key(|(n, _)| *n);
+                    let best = self
+                        .sessions
+                        .values()
+                        .map(|e| (common_prefix(&e.cache.tokens, tokens), e))
+                        .max_by_key(|(n, _)| *n);
                     let cache = match best {
                         Some((n, e)) if n > 0 => self.model.clone_prefix(&e.cache, n).map_err(|e| e.to_string())?,
                         _ => self.model.empty_cache().map_err(|e| e.to_string())?,
@@ -664,7 +774,10 @@ impl Worker {
     /// Feed each row its token in one forward pass, the batch made anew if its rows changed.
     fn decode_batch(&mut self, rows: &mut [(Task, Vec<u32>)]) -> Result<(), String> {
         let wanted: Vec<u64> = rows.iter().map(|(t, _)| t.session).collect();
-        let same = self.batch.as_ref().is_some_and(|b| b.sessions.len() == wanted.len() && wanted.iter().all(|s| b.sessions.contains(s)));
+        let same = self
+            .batch
+            .as_ref()
+            .is_some_and(|b| b.sessions.len() == wanted.len() && wanted.iter().all(|s| b.sessions.contains(s)));
         if !same {
             self.release_batch();
             let mut caches = Vec::with_capacity(wanted.len());
@@ -676,8 +789,14 @@ impl Worker {
         }
         let mut batch = self.batch.take().ok_or("no batch")?;
         // The tokens in the batch's row order.
-        let tokens: Vec<u32> = batch.sessions.iter().map(|s| rows.iter().find(|(t, _)| t.session == *s).map_or(0, |(_, f)| f[0])).collect();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.model.forward_batch(&mut batch.cache, &tokens)));
+        let tokens: Vec<u32> = batch
+            .sessions
+            .iter()
+            .map(|s| rows.iter().find(|(t, _)| t.session == *s).map_or(0, |(_, f)| f[0]))
+            .collect();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.model.forward_batch(&mut batch.cache, &tokens)
+        }));
         let logits = match r {
             Ok(Ok(logits)) => logits,
             Ok(Err(e)) => return Err(e.to_string()),
@@ -709,7 +828,9 @@ impl Worker {
                 }
             }
             // Only costs time: the sessions compute their prefixes again.
-            Err(e) => tracing::warn!(error = %e, "the language model's batch could not be split; its caches are dropped"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the language model's batch could not be split; its caches are dropped")
+            }
         }
         self.evict();
     }
@@ -814,7 +935,13 @@ impl Worker {
     /// The task is over: a reply's held-back text and `Done` go out.
     fn finish(&mut self, task: Task, finish: &str) {
         let Some(mut r) = task.reply else {
-            tracing::debug!(session = task.session, tokens = task.prompt.len(), fed = task.fed, ms = task.started.map_or(0, |s| s.elapsed().as_millis() as u64), "language model warmed");
+            tracing::debug!(
+                session = task.session,
+                tokens = task.prompt.len(),
+                fed = task.fed,
+                ms = task.started.map_or(0, |s| s.elapsed().as_millis() as u64),
+                "language model warmed"
+            );
             return;
         };
         let mut rest = r.held.finish();
@@ -834,7 +961,11 @@ impl Worker {
             finish,
             "local reply"
         );
-        let usage = Usage { prompt_tokens: task.prompt.len(), cached_tokens: task.prompt.len() - task.fed.min(task.prompt.len()), completion_tokens: r.generated.len() };
+        let usage = Usage {
+            prompt_tokens: task.prompt.len(),
+            cached_tokens: task.prompt.len() - task.fed.min(task.prompt.len()),
+            completion_tokens: r.generated.len(),
+        };
         let _ = r.tx.send(Ok(LlmEvent::Done { finish_reason: finish.to_string(), usage: Some(usage) }));
     }
 }
@@ -874,7 +1005,13 @@ impl HeldText {
 impl Worker {
     /// Inside a tool call: the highest-scoring token (greedy: a call's arguments are not a place for
     /// variety) whose bytes keep the call a valid prefix of the grammar, and where that leaves it.
-    fn constrained_pick(&self, logits: &mut [f32], banned: &[u32], body: &[u8], grammar: &ToolGrammar) -> Option<(u32, Check)> {
+    fn constrained_pick(
+        &self,
+        logits: &mut [f32],
+        banned: &[u32],
+        body: &[u8],
+        grammar: &ToolGrammar,
+    ) -> Option<(u32, Check)> {
         let tok = self.model.tokenizer();
         for &b in banned {
             if let Some(l) = logits.get_mut(b as usize) {

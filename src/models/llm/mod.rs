@@ -69,7 +69,10 @@ pub struct LlmStream {
 }
 
 impl LlmStream {
-    pub(crate) fn with_task(rx: mpsc::Receiver<Result<LlmEvent, LlmError>>, task: tokio::task::JoinHandle<()>) -> LlmStream {
+    pub(crate) fn with_task(
+        rx: mpsc::Receiver<Result<LlmEvent, LlmError>>,
+        task: tokio::task::JoinHandle<()>,
+    ) -> LlmStream {
         LlmStream { rx, abort: Some(Abort::Task(task)) }
     }
 

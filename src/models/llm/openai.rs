@@ -69,7 +69,11 @@ impl OpenAiBackend {
         LlmStream::with_task(rx, task)
     }
 
-    async fn run(&self, body: serde_json::Value, tx: &mpsc::Sender<Result<LlmEvent, LlmError>>) -> Result<(), LlmError> {
+    async fn run(
+        &self,
+        body: serde_json::Value,
+        tx: &mpsc::Sender<Result<LlmEvent, LlmError>>,
+    ) -> Result<(), LlmError> {
         let mut attempt = 0;
         let resp = loop {
             match self.send(&body).await {
@@ -127,7 +131,11 @@ impl OpenAiBackend {
             .map_err(|e| LlmError::Connect { url: self.url(), reason: e.to_string() })?;
         let status = resp.status();
         if !status.is_success() {
-            let text = tokio::time::timeout(Duration::from_secs(2), resp.text()).await.ok().and_then(|r| r.ok()).unwrap_or_default();
+            let text = tokio::time::timeout(Duration::from_secs(2), resp.text())
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or_default();
             let body: String = text.chars().take(300).collect();
             return Err(LlmError::Status { status: status.as_u16(), body });
         }

@@ -106,7 +106,12 @@ pub fn read_spec(dir: &Path) -> Result<QwenSpec, String> {
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let spec: QwenSpec = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     if spec.format != "switchboard-llm-onnx" || spec.architecture != "qwen2" {
-        return Err(format!("{}: format {:?} / architecture {:?}; this runtime reads switchboard-llm-onnx qwen2", path.display(), spec.format, spec.architecture));
+        return Err(format!(
+            "{}: format {:?} / architecture {:?}; this runtime reads switchboard-llm-onnx qwen2",
+            path.display(),
+            spec.format,
+            spec.architecture
+        ));
     }
     Ok(spec)
 }
@@ -142,8 +147,11 @@ impl Qwen {
                 return Err(bad(format!("{} has no `{input}` input: it was converted by an older scripts/llm-to-onnx.py; run scripts/setup.sh to convert it again", dir.join("model.onnx").display())));
             }
         }
-        let input_names = (0..spec.n_layers).flat_map(|i| [format!("past_key_values.{i}.key"), format!("past_key_values.{i}.value")]).collect();
-        let output_names = (0..spec.n_layers).flat_map(|i| [format!("present.{i}.key"), format!("present.{i}.value")]).collect();
+        let input_names = (0..spec.n_layers)
+            .flat_map(|i| [format!("past_key_values.{i}.key"), format!("past_key_values.{i}.value")])
+            .collect();
+        let output_names =
+            (0..spec.n_layers).flat_map(|i| [format!("present.{i}.key"), format!("present.{i}.value")]).collect();
         Ok(Qwen { session, spec, tokenizer, provider, input_names, output_names })
     }
 
@@ -159,7 +167,10 @@ impl Qwen {
 
     pub fn empty_cache(&self) -> Result<KvCache, ort::Error> {
         let kv = (0..2 * self.spec.n_layers)
-            .map(|_| Ok(Tensor::from_array(([1usize, self.spec.n_kv_heads, 0usize, self.spec.head_dim], Vec::<f32>::new()))?.into_dyn()))
+            .map(|_| {
+                Ok(Tensor::from_array(([1usize, self.spec.n_kv_heads, 0usize, self.spec.head_dim], Vec::<f32>::new()))?
+                    .into_dyn())
+            })
             .collect::<Result<_, ort::Error>>()?;
         Ok(KvCache { tokens: Vec::new(), kv })
     }
@@ -189,7 +200,14 @@ impl Qwen {
 
     /// One forward pass: `ids`, `positions` [rows, seq], `mask` [rows, past + seq] after the caches
     /// `kv`; each row's last logits and the grown caches.
-    fn run(&mut self, kv: &[DynValue], shape: [usize; 2], ids: Vec<i64>, positions: Vec<i64>, mask: Vec<i64>) -> Result<(Vec<Vec<f32>>, Vec<DynValue>), ort::Error> {
+    fn run(
+        &mut self,
+        kv: &[DynValue],
+        shape: [usize; 2],
+        ids: Vec<i64>,
+        positions: Vec<i64>,
+        mask: Vec<i64>,
+    ) -> Result<(Vec<Vec<f32>>, Vec<DynValue>), ort::Error> {
         let rows = shape[0];
         let slots = mask.len() / rows.max(1);
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(3 + kv.len());
@@ -208,7 +226,11 @@ impl Qwen {
         let logits = logits.chunks(vocab).map(<[f32]>::to_vec).collect();
         let mut kv = Vec::with_capacity(self.output_names.len());
         for name in &self.output_names {
-            kv.push(outputs.remove(name.as_str()).ok_or_else(|| ort::Error::new(format!("the model has no `{name}` output")))?);
+            kv.push(
+                outputs
+                    .remove(name.as_str())
+                    .ok_or_else(|| ort::Error::new(format!("the model has no `{name}` output")))?,
+            );
         }
         Ok((logits, kv))
     }
@@ -268,7 +290,8 @@ impl Qwen {
     pub fn unbatch(&self, batch: BatchCache) -> Result<Vec<KvCache>, ort::Error> {
         let (heads, dim) = (self.spec.n_kv_heads, self.spec.head_dim);
         let slots = batch.slots();
-        let mut caches: Vec<KvCache> = batch.tokens.into_iter().map(|tokens| KvCache { tokens, kv: Vec::with_capacity(batch.kv.len()) }).collect();
+        let mut caches: Vec<KvCache> =
+            batch.tokens.into_iter().map(|tokens| KvCache { tokens, kv: Vec::with_capacity(batch.kv.len()) }).collect();
         for v in &batch.kv {
             let (_, src) = v.try_extract_tensor::<f32>()?;
             for (r, c) in caches.iter_mut().enumerate() {

@@ -62,7 +62,14 @@ pub struct Progress {
 
 impl Progress {
     pub fn reply(queued: Instant) -> Progress {
-        Progress { queued, first_text: None, chars: 0, warm: false, prompt_in: false, splitter: SentenceSplitter::new() }
+        Progress {
+            queued,
+            first_text: None,
+            chars: 0,
+            warm: false,
+            prompt_in: false,
+            splitter: SentenceSplitter::new(),
+        }
     }
 
     pub fn warm(queued: Instant) -> Progress {
@@ -200,7 +207,10 @@ mod tests {
         assert_eq!((a.chars, a.first_text), (16, Some(t0 + ms(360))));
         assert!((a.ahead_s(t0 + ms(460)) - (16.0 / CHARS_PER_SECOND - 0.1)).abs() < 1e-9);
         assert!(yields_to_voice(&a, t0 + ms(460)), "1 s in hand: the voice goes first");
-        assert!(!yields_to_voice(&Progress::reply(t0), t0 + ms(460)), "a caller waiting for a first word does not wait for another's voice");
+        assert!(
+            !yields_to_voice(&Progress::reply(t0), t0 + ms(460)),
+            "a caller waiting for a first word does not wait for another's voice"
+        );
         assert!(!yields_to_voice(&a, t0 + ms(1100)), "0.4 s left: the model goes on");
     }
 

@@ -104,7 +104,9 @@ mod tests {
 
     #[test]
     fn events_whatever_the_chunking() {
-        let input = "data: {\"a\":1}\r\n\r\n: keep-alive\n\nevent: x\ndata: line1\ndata:line2\n\ndata: [DONE]\r\rdata: é\n\n".as_bytes();
+        let input =
+            "data: {\"a\":1}\r\n\r\n: keep-alive\n\nevent: x\ndata: line1\ndata:line2\n\ndata: [DONE]\r\rdata: é\n\n"
+                .as_bytes();
         let want = vec![
             SseEvent { event: "message".into(), data: "{\"a\":1}".into() },
             SseEvent { event: "x".into(), data: "line1\nline2".into() },

@@ -22,7 +22,12 @@ pub struct Controls {
 impl Controls {
     pub fn of(tok: &QwenTokenizer) -> Result<Controls, String> {
         let id = |t: &str| tok.special(t).ok_or_else(|| format!("the tokenizer has no {t} token"));
-        Ok(Controls { im_start: id("<|im_start|>")?, im_end: id("<|im_end|>")?, tool_call: id("<tool_call>")?, tool_call_end: id("</tool_call>")? })
+        Ok(Controls {
+            im_start: id("<|im_start|>")?,
+            im_end: id("<|im_end|>")?,
+            tool_call: id("<tool_call>")?,
+            tool_call_end: id("</tool_call>")?,
+        })
     }
 }
 
@@ -164,8 +169,13 @@ pub fn prompt_tokens(tok: &QwenTokenizer, c: &Controls, req: &ChatRequest, gener
                         p.text("\n");
                         p.control(c.tool_call);
                         // Arguments are JSON text; written back as the object they encode.
-                        let args = serde_json::from_str::<Value>(&call.arguments).map(|v| py_json(&v)).unwrap_or_else(|_| py_json(&Value::String(call.arguments.clone())));
-                        p.text(&format!("\n{{\"name\": {}, \"arguments\": {args}}}\n", Value::String(call.name.clone())));
+                        let args = serde_json::from_str::<Value>(&call.arguments)
+                            .map(|v| py_json(&v))
+                            .unwrap_or_else(|_| py_json(&Value::String(call.arguments.clone())));
+                        p.text(&format!(
+                            "\n{{\"name\": {}, \"arguments\": {args}}}\n",
+                            Value::String(call.name.clone())
+                        ));
                         p.control(c.tool_call_end);
                     }
                 }

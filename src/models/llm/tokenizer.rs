@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use unicode_normalization::UnicodeNormalization;
 
-pub const PRETOKENIZE: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const PRETOKENIZE: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 pub struct QwenTokenizer {
     /// Token bytes → id (ordinary tokens).
@@ -50,13 +51,20 @@ fn byte_to_unicode() -> [char; 256] {
 impl QwenTokenizer {
     /// `added`: the added tokens (text, id), from llm.json.
     pub fn load(dir: &Path, added: &[(String, u32)]) -> Result<QwenTokenizer, String> {
-        let read = |name: &str| std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()));
-        let vocab: HashMap<String, u32> = serde_json::from_str(&read("vocab.json")?).map_err(|e| format!("vocab.json: {e}"))?;
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()))
+        };
+        let vocab: HashMap<String, u32> =
+            serde_json::from_str(&read("vocab.json")?).map_err(|e| format!("vocab.json: {e}"))?;
         let merges_text = read("merges.txt")?;
         Self::from_parts(&vocab, &merges_text, added)
     }
 
-    pub fn from_parts(vocab: &HashMap<String, u32>, merges_text: &str, added: &[(String, u32)]) -> Result<QwenTokenizer, String> {
+    pub fn from_parts(
+        vocab: &HashMap<String, u32>,
+        merges_text: &str,
+        added: &[(String, u32)],
+    ) -> Result<QwenTokenizer, String> {
         let b2u = byte_to_unicode();
         let mut u2b = HashMap::new();
         for (b, c) in b2u.iter().enumerate() {
@@ -77,15 +85,21 @@ impl QwenTokenizer {
         }
         let mut merges = HashMap::new();
         for (rank, line) in merges_text.lines().filter(|l| !l.is_empty() && !l.starts_with("#version")).enumerate() {
-            let (l, r) = line.split_once(' ').ok_or_else(|| format!("merges.txt line {}: not `left right`", rank + 1))?;
+            let (l, r) =
+                line.split_once(' ').ok_or_else(|| format!("merges.txt line {}: not `left right`", rank + 1))?;
             let id_of = |s: &str| -> Result<(u32, Vec<u8>), String> {
-                let b: Vec<u8> = s.chars().map(|c| u2b.get(&c).copied().ok_or_else(|| format!("merges.txt: {s:?} not byte-level"))).collect::<Result<_, _>>()?;
+                let b: Vec<u8> = s
+                    .chars()
+                    .map(|c| u2b.get(&c).copied().ok_or_else(|| format!("merges.txt: {s:?} not byte-level")))
+                    .collect::<Result<_, _>>()?;
                 ids.get(&b).map(|&i| (i, b)).ok_or_else(|| format!("merges.txt: {s:?} is not in the vocabulary"))
             };
             let (li, lb) = id_of(l)?;
             let (ri, rb) = id_of(r)?;
             let joined = [lb, rb].concat();
-            let Some(&mi) = ids.get(&joined) else { return Err(format!("merges.txt line {}: {l}{r} is not in the vocabulary", rank + 1)) };
+            let Some(&mi) = ids.get(&joined) else {
+                return Err(format!("merges.txt line {}: {l}{r} is not in the vocabulary", rank + 1));
+            };
             merges.entry((li, ri)).or_insert((rank as u32, mi));
         }
         let mut is_added = vec![false; n];
@@ -146,7 +160,10 @@ impl QwenTokenizer {
         let mut out = Vec::new();
         let mut rest = text;
         while !rest.is_empty() {
-            let next = names.iter().filter_map(|n| rest.find(n.as_str()).map(|p| (p, *n))).min_by_key(|(p, n)| (*p, std::cmp::Reverse(n.len())));
+            let next = names
+                .iter()
+                .filter_map(|n| rest.find(n.as_str()).map(|p| (p, *n)))
+                .min_by_key(|(p, n)| (*p, std::cmp::Reverse(n.len())));
             match next {
                 Some((p, n)) => {
                     out.extend(self.encode(&rest[..p]));

@@ -96,7 +96,11 @@ pub fn response(req: &Headers, top_via: &Via, code: u16, to_tag: Option<&str>, s
         h.push("CSeq", c);
     }
     h.push("Server", server);
-    SipMessage { start: StartLine::Response { code, reason: reason_phrase(code).to_string() }, headers: h, body: Vec::new() }
+    SipMessage {
+        start: StartLine::Response { code, reason: reason_phrase(code).to_string() },
+        headers: h,
+        body: Vec::new(),
+    }
 }
 
 /// Add `;tag=` to a To header value that has none (keeps the original text otherwise).
@@ -138,9 +142,11 @@ pub fn route_request(remote_target: &str, route_set: &[String]) -> RequestRoutin
     let first = route_set.first().and_then(|r| crate::sip::message::NameAddr::parse(r));
     match first {
         None => RequestRouting { request_uri: remote_target.to_string(), routes: Vec::new(), next_hop: None },
-        Some(na) if na.uri.param("lr").is_some() => {
-            RequestRouting { request_uri: remote_target.to_string(), routes: route_set.to_vec(), next_hop: Some(na.uri) }
-        }
+        Some(na) if na.uri.param("lr").is_some() => RequestRouting {
+            request_uri: remote_target.to_string(),
+            routes: route_set.to_vec(),
+            next_hop: Some(na.uri),
+        },
         Some(na) => {
             // Strict router: it becomes the Request-URI; the remote target goes last in Route.
             let mut routes: Vec<String> = route_set[1..].to_vec();
@@ -182,7 +188,10 @@ pub fn dialog_request(
     user_agent: &str,
 ) -> SipMessage {
     let mut h = Headers::default();
-    h.push("Via", format!("SIP/2.0/{} {}:{via_port};branch={branch};rport", transport.via_name(), bracket_v6(via_host)));
+    h.push(
+        "Via",
+        format!("SIP/2.0/{} {}:{via_port};branch={branch};rport", transport.via_name(), bracket_v6(via_host)),
+    );
     h.push("Max-Forwards", "70");
     h.push("From", from);
     h.push("To", to);

@@ -117,7 +117,12 @@ impl Endpoint {
             return Err(limit);
         }
         let account = match &spec.account {
-            Some(name) => Some(self.registrations.iter().position(|r| &r.spec.name == name).ok_or_else(|| format!("unknown account `{name}`"))?),
+            Some(name) => Some(
+                self.registrations
+                    .iter()
+                    .position(|r| &r.spec.name == name)
+                    .ok_or_else(|| format!("unknown account `{name}`"))?,
+            ),
             None => None,
         };
         let acct = account.map(|i| self.registrations[i].spec.clone());
@@ -153,9 +158,11 @@ impl Endpoint {
         let to_header = format!("<{request_uri}>");
         let origin = Origin { session_id: self.rng.random_range(1..1u64 << 48), version: 1 };
         let media_ip = self.cfg.media_advertised.or(self.cfg.advertised).unwrap_or(local.ip());
-        let our_offer = sdp::build_offer(&self.cfg.codecs, self.cfg.ptime_ms, SocketAddr::new(media_ip, spec.rtp_port), origin);
+        let our_offer =
+            sdp::build_offer(&self.cfg.codecs, self.cfg.ptime_ms, SocketAddr::new(media_ip, spec.rtp_port), origin);
         let offer_sd = sdp::parse(our_offer.as_bytes()).map_err(|e| format!("our own offer: {e}"))?;
-        let placeholder = sdp::negotiate(&offer_sd, &self.cfg.codecs, self.cfg.ptime_ms).map_err(|e| format!("our own offer: {e}"))?;
+        let placeholder = sdp::negotiate(&offer_sd, &self.cfg.codecs, self.cfg.ptime_ms)
+            .map_err(|e| format!("our own offer: {e}"))?;
         let source = Source { transport, addr: next_hop, conn: None, local };
         let branch = self.new_branch();
         let ring_deadline = now + spec.ring_timeout;
@@ -176,7 +183,18 @@ impl Endpoint {
             our_offer,
             to_header: to_header.clone(),
         };
-        let msg = build_invite(&uac, &from, &call_id, &contact, transport, &local_host, local.port(), &branch, &self.cfg.user_agent, None);
+        let msg = build_invite(
+            &uac,
+            &from,
+            &call_id,
+            &contact,
+            transport,
+            &local_host,
+            local.port(),
+            &branch,
+            &self.cfg.user_agent,
+            None,
+        );
         uac.invite.data = msg.to_bytes();
         uac.retransmit_at = (!transport.is_reliable()).then_some(now + self.cfg.t1);
         uac.timeout_at = Some(now + self.cfg.t1 * 64);
@@ -217,7 +235,13 @@ impl Endpoint {
         self.dialogs.insert((call_id.clone(), local_tag), key);
         self.calls.insert(key, call);
         self.transmits.push_back(t);
-        Ok(OutgoingCall { key, call_id, from: format!("sip:{from_user}@{from_domain}"), to: request_uri, agent: spec.agent })
+        Ok(OutgoingCall {
+            key,
+            call_id,
+            from: format!("sip:{from_user}@{from_domain}"),
+            to: request_uri,
+            agent: spec.agent,
+        })
     }
 
     /// A response whose top Via branch is one of our INVITEs (or its CANCEL).
@@ -248,7 +272,10 @@ impl Endpoint {
                 u.timeout_at = None;
                 let first = !u.provisional;
                 u.provisional = true;
-                let early = (!resp.body.is_empty()).then(|| sdp::parse(&resp.body).ok()).flatten().and_then(|a| sdp::negotiate(&a, &self.cfg.codecs, self.cfg.ptime_ms).ok());
+                let early = (!resp.body.is_empty())
+                    .then(|| sdp::parse(&resp.body).ok())
+                    .flatten()
+                    .and_then(|a| sdp::negotiate(&a, &self.cfg.codecs, self.cfg.ptime_ms).ok());
                 if first || early.is_some() {
                     debug!(call_id = %c.call_id, code, early_media = early.is_some(), "outbound call progress");
                     self.events.push_back(Event::Progress { key, code, early_media: early });
@@ -285,13 +312,33 @@ impl Endpoint {
             c.remote_target = contact.uri.to_string();
         }
         // §12.1.2: the UAC's route set is the Record-Route of the 2xx, reversed.
-        let mut rr: Vec<String> = resp.headers.get_all("Record-Route").flat_map(|v| crate::sip::headers::split_outside(v, ',')).map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
+        let mut rr: Vec<String> = resp
+            .headers
+            .get_all("Record-Route")
+            .flat_map(|v| crate::sip::headers::split_outside(v, ','))
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect();
         rr.reverse();
         c.route_set = rr;
-        let answer = sdp::parse(&resp.body).map_err(|e| e.to_string()).and_then(|a| sdp::negotiate(&a, &codecs, ptime).map(|n| (a, n)).map_err(|e| e.to_string()));
+        let answer = sdp::parse(&resp.body)
+            .map_err(|e| e.to_string())
+            .and_then(|a| sdp::negotiate(&a, &codecs, ptime).map(|n| (a, n)).map_err(|e| e.to_string()));
         let routing = super::build::route_request(&c.remote_target, &c.route_set);
         let cseq = c.uac.as_ref().map(|u| u.cseq).unwrap_or(1);
-        let ack = super::build::dialog_request(Method::Ack, &routing, &c.local_host, c.source.local.port(), c.source.transport, &branch, &c.local_uri, &c.remote_uri, &c.call_id, cseq, &ua);
+        let ack = super::build::dialog_request(
+            Method::Ack,
+            &routing,
+            &c.local_host,
+            c.source.local.port(),
+            c.source.transport,
+            &branch,
+            &c.local_uri,
+            &c.remote_uri,
+            &c.call_id,
+            cseq,
+            &ua,
+        );
         let (target, transport) = match &routing.next_hop {
             Some(uri) => super::build::uri_target(uri, c.source.transport),
             None => match SipUri::parse(&c.remote_target) {
@@ -351,7 +398,9 @@ impl Endpoint {
         let ua = self.cfg.user_agent.clone();
         let Some(c) = self.calls.get_mut(&key) else { return false };
         let Some(u) = c.uac.as_mut() else { return false };
-        let Some(acct) = u.account.and_then(|i| self.registrations.get(i)).map(|r| r.spec.clone()) else { return false };
+        let Some(acct) = u.account.and_then(|i| self.registrations.get(i)).map(|r| r.spec.clone()) else {
+            return false;
+        };
         if u.auth_tries >= 2 && !challenge.stale {
             return false;
         }
@@ -361,7 +410,18 @@ impl Endpoint {
         let old_branch = std::mem::replace(&mut u.branch, branch.clone());
         u.cseq += 1;
         let auth = (if proxy { "Proxy-Authorization" } else { "Authorization" }, value);
-        let msg = build_invite(u, &c.local_uri, &c.call_id, &c.contact, c.source.transport, &c.local_host, c.source.local.port(), &branch, &ua, Some(auth));
+        let msg = build_invite(
+            u,
+            &c.local_uri,
+            &c.call_id,
+            &c.contact,
+            c.source.transport,
+            &c.local_host,
+            c.source.local.port(),
+            &branch,
+            &ua,
+            Some(auth),
+        );
         u.invite.data = msg.to_bytes();
         u.retransmit_at = (!c.source.transport.is_reliable()).then_some(now + self.cfg.t1);
         u.interval = self.cfg.t1;
@@ -408,7 +468,11 @@ impl Endpoint {
 
     fn uac_failed(&mut self, key: CallKey, code: u16, reason: &str) {
         if let Some(c) = self.calls.get(&key) {
-            let outcome = if c.uac.as_ref().is_some_and(|u| u.cancel_sent) { DialOutcome::NoAnswer } else { DialOutcome::from_code(code) };
+            let outcome = if c.uac.as_ref().is_some_and(|u| u.cancel_sent) {
+                DialOutcome::NoAnswer
+            } else {
+                DialOutcome::from_code(code)
+            };
             info!(call_id = %c.call_id, key = %key, code, reason, outcome = outcome.label(), "outbound call not answered");
             if let Some(u) = &c.uac {
                 self.uac_branches.remove(&u.branch);
@@ -459,16 +523,21 @@ impl Endpoint {
         }
         for k in timed_out {
             let cancelled = self.calls.get(&k).and_then(|c| c.uac.as_ref()).is_some_and(|u| u.cancel_sent);
-            self.uac_failed(k, if cancelled { 487 } else { 408 }, if cancelled { "no 487 after CANCEL" } else { "no answer to INVITE" });
+            self.uac_failed(
+                k,
+                if cancelled { 487 } else { 408 },
+                if cancelled { "no 487 after CANCEL" } else { "no answer to INVITE" },
+            );
         }
         self.uac_acked.retain(|_, (_, until)| *until > now);
     }
 
     pub(super) fn uac_timer(&self) -> Option<Instant> {
-        let calls = self.calls.values().filter(|c| c.phase == Phase::Early).filter_map(|c| c.uac.as_ref()).flat_map(|u| {
-            let ring = (u.provisional && !u.cancel_sent).then_some(u.ring_deadline);
-            [u.retransmit_at, u.timeout_at, ring]
-        });
+        let calls =
+            self.calls.values().filter(|c| c.phase == Phase::Early).filter_map(|c| c.uac.as_ref()).flat_map(|u| {
+                let ring = (u.provisional && !u.cancel_sent).then_some(u.ring_deadline);
+                [u.retransmit_at, u.timeout_at, ring]
+            });
         calls.flatten().chain(self.uac_acked.values().map(|(_, t)| *t)).min()
     }
 
@@ -500,14 +569,29 @@ fn same_transaction(c: &Call, u: &Uac, method: Method, to: &str) -> Transmit {
         h.push("Route", r);
     }
     h.push("Content-Length", "0");
-    let m = SipMessage { start: StartLine::Request { method, uri: u.request_uri.clone() }, headers: h, body: Vec::new() };
+    let m =
+        SipMessage { start: StartLine::Request { method, uri: u.request_uri.clone() }, headers: h, body: Vec::new() };
     Transmit { data: m.to_bytes(), ..u.invite.clone() }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn build_invite(u: &Uac, from: &str, call_id: &str, contact: &str, transport: Transport, host: &str, port: u16, branch: &str, ua: &str, auth: Option<(&str, String)>) -> SipMessage {
+fn build_invite(
+    u: &Uac,
+    from: &str,
+    call_id: &str,
+    contact: &str,
+    transport: Transport,
+    host: &str,
+    port: u16,
+    branch: &str,
+    ua: &str,
+    auth: Option<(&str, String)>,
+) -> SipMessage {
     let mut h = Headers::default();
-    h.push("Via", format!("SIP/2.0/{} {}:{port};branch={branch};rport", transport.via_name(), super::build::bracket_v6(host)));
+    h.push(
+        "Via",
+        format!("SIP/2.0/{} {}:{port};branch={branch};rport", transport.via_name(), super::build::bracket_v6(host)),
+    );
     h.push("Max-Forwards", "70");
     h.push("From", from);
     h.push("To", u.to_header.as_str());
@@ -521,7 +605,11 @@ fn build_invite(u: &Uac, from: &str, call_id: &str, contact: &str, transport: Tr
     h.push("Supported", "");
     h.push("User-Agent", ua);
     h.push("Content-Type", "application/sdp");
-    SipMessage { start: StartLine::Request { method: Method::Invite, uri: u.request_uri.clone() }, headers: h, body: u.our_offer.clone().into_bytes() }
+    SipMessage {
+        start: StartLine::Request { method: Method::Invite, uri: u.request_uri.clone() },
+        headers: h,
+        body: u.our_offer.clone().into_bytes(),
+    }
 }
 
 /// The Request-URI for `target`: a sip:/sips: URI as given; a tel: URI or a bare number at
@@ -540,7 +628,10 @@ pub fn request_uri(target: &str, domain: Option<&str>) -> Result<String, String>
         Some(_) => t[4..].split(';').next().unwrap_or("").to_string(),
         None => t.to_string(),
     };
-    let ok = !number.is_empty() && number.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_' | '*' | '#' | '(' | ')'));
+    let ok = !number.is_empty()
+        && number
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_' | '*' | '#' | '(' | ')'));
     if !ok {
         return Err(format!("`{t}` is neither a SIP URI nor a number"));
     }

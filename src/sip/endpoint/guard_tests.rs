@@ -8,7 +8,12 @@ use crate::sip::guard::{GuardConfig, InboundAuth, LimitConfig};
 use crate::sip::message::SipMessage;
 
 fn from(ip: &str) -> Source {
-    Source { transport: Transport::Udp, addr: format!("{ip}:5062").parse().unwrap(), conn: None, local: "10.0.0.1:5060".parse().unwrap() }
+    Source {
+        transport: Transport::Udp,
+        addr: format!("{ip}:5062").parse().unwrap(),
+        conn: None,
+        local: "10.0.0.1:5060".parse().unwrap(),
+    }
 }
 
 struct T {
@@ -82,7 +87,8 @@ fn scanners_get_no_answer_and_their_source_is_ignored_afterwards() {
 
 #[test]
 fn a_flooding_untrusted_source_is_blocked_and_a_trusted_one_is_not() {
-    let mut t = T::with(|c| c.guard.limits = LimitConfig { requests_per_s: 10.0, burst: 20.0, ..LimitConfig::default() });
+    let mut t =
+        T::with(|c| c.guard.limits = LimitConfig { requests_per_s: 10.0, burst: 20.0, ..LimitConfig::default() });
     let mut answered = 0;
     for i in 0..100 {
         answered += t.feed_from("198.51.100.7", &options(&format!("z9hG4bKf{i}"), "")).len();
@@ -98,7 +104,11 @@ fn a_flooding_untrusted_source_is_blocked_and_a_trusted_one_is_not() {
 }
 
 fn auth_cfg(c: &mut EndpointConfig) {
-    c.guard.auth = Some(InboundAuth { realm: "switchboard".into(), users: [("trunk".to_string(), "pa55word".to_string())].into(), for_trusted: false });
+    c.guard.auth = Some(InboundAuth {
+        realm: "switchboard".into(),
+        users: [("trunk".to_string(), "pa55word".to_string())].into(),
+        for_trusted: false,
+    });
 }
 
 #[test]
@@ -110,12 +120,14 @@ fn an_outside_caller_may_call_after_digest_authentication() {
     assert_eq!(t.incoming(), 0);
     let c = Challenge::parse(&challenge).unwrap();
     // A wrong password: challenged again, no call.
-    let bad = authorize(&c, &Credentials { username: "trunk", password: "nope" }, "INVITE", "sip:1000@10.0.0.1", 1, "c1");
+    let bad =
+        authorize(&c, &Credentials { username: "trunk", password: "nope" }, "INVITE", "sip:1000@10.0.0.1", 1, "c1");
     let r = t.feed_from("198.51.100.7", &invite("1000", "z9hG4bKa2", &format!("Authorization: {bad}\r\n"), SDP));
     assert_eq!(code(&r[0]), 401);
     assert_eq!(t.incoming(), 0);
     // The right one: the call goes through.
-    let good = authorize(&c, &Credentials { username: "trunk", password: "pa55word" }, "INVITE", "sip:1000@10.0.0.1", 1, "c2");
+    let good =
+        authorize(&c, &Credentials { username: "trunk", password: "pa55word" }, "INVITE", "sip:1000@10.0.0.1", 1, "c2");
     let r = t.feed_from("198.51.100.7", &invite("1000", "z9hG4bKa3", &format!("Authorization: {good}\r\n"), SDP));
     assert_eq!(code(&r[0]), 100);
     assert_eq!(t.incoming(), 1);
@@ -171,7 +183,11 @@ fn saturated_models_refuse_new_calls_with_503_until_they_keep_up() {
     let r = t.feed_from("10.0.0.5", &invite("1000", "z9hG4bKs1", "", SDP));
     assert_eq!(code(&r[0]), 503);
     assert_eq!(r[0].headers.get("Retry-After"), Some("4"));
-    assert!(matches!(&r[0].start, StartLine::Response { reason, .. } if reason == "Service Unavailable (models saturated)"), "{:?}", r[0].start);
+    assert!(
+        matches!(&r[0].start, StartLine::Response { reason, .. } if reason == "Service Unavailable (models saturated)"),
+        "{:?}",
+        r[0].start
+    );
     assert_eq!((t.incoming(), t.ep.stats().models_busy, t.ep.stats().call_limit), (0, 1, 0));
     assert_eq!(t.ep.dial(dial_bob(), t.now).err().as_deref(), Some(why), "a campaign's dial waits too");
     t.ep.set_overloaded(None);

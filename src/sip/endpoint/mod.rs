@@ -16,9 +16,9 @@ mod txn;
 mod types;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod guard_tests;
+#[cfg(test)]
+mod tests;
 
 pub use build::{bracket_v6 as bracket_host, ACCEPT, ALLOW};
 pub use dial::{request_uri, DialOutcome, DialSpec, OutgoingCall};
@@ -78,7 +78,11 @@ impl EndpointConfig {
             routes: c.routes.iter().map(|r| (r.pattern.clone(), r.agent.clone())).collect(),
             guard: GuardConfig::from_config(c),
             max_calls: c.calls.max_concurrent as usize,
-            agent_max_calls: c.agents.iter().filter_map(|(n, a)| a.max_concurrent_calls.map(|m| (n.clone(), m as usize))).collect(),
+            agent_max_calls: c
+                .agents
+                .iter()
+                .filter_map(|(n, a)| a.max_concurrent_calls.map(|m| (n.clone(), m as usize)))
+                .collect(),
             retry_after_s: c.calls.retry_after_s,
             max_transactions: MAX_TRANSACTIONS,
         }
@@ -282,15 +286,19 @@ impl Endpoint {
         let ctx = ReqCtx { req, src, via: fixed_via, target, method };
 
         // §8.1.1 mandatory headers; the CSeq method must match the request's.
-        let missing = [("From", ctx.req.from().is_none()), ("To", ctx.req.to().is_none()), ("Call-ID", ctx.req.call_id().is_none())]
-            .into_iter()
-            .find(|(_, m)| *m)
-            .map(|(n, _)| n)
-            .or(match ctx.req.cseq() {
-                None => Some("CSeq"),
-                Some(c) if c.method != ctx.method => Some("CSeq method"),
-                _ => None,
-            });
+        let missing = [
+            ("From", ctx.req.from().is_none()),
+            ("To", ctx.req.to().is_none()),
+            ("Call-ID", ctx.req.call_id().is_none()),
+        ]
+        .into_iter()
+        .find(|(_, m)| *m)
+        .map(|(n, _)| n)
+        .or(match ctx.req.cseq() {
+            None => Some("CSeq"),
+            Some(c) if c.method != ctx.method => Some("CSeq method"),
+            _ => None,
+        });
         if let Some(what) = missing {
             if ctx.method != Method::Ack {
                 self.stats.malformed += 1;
@@ -310,7 +318,8 @@ impl Endpoint {
                     if tx.state == ServerState::Completed {
                         tx.state = ServerState::Confirmed;
                         tx.retransmit_at = None;
-                        tx.expire_at = Some(now + if ctx.src.transport.is_reliable() { Duration::ZERO } else { self.cfg.t4 });
+                        tx.expire_at =
+                            Some(now + if ctx.src.transport.is_reliable() { Duration::ZERO } else { self.cfg.t4 });
                         return;
                     }
                     if tx.state == ServerState::Confirmed {
@@ -345,7 +354,9 @@ impl Endpoint {
         if self.server_txs.len() >= self.cfg.max_transactions {
             self.stats.overload += 1;
             let retry = self.cfg.retry_after_s.to_string();
-            self.respond_reason(&ctx, 503, None, "Service Unavailable (overloaded)", |m| m.headers.push("Retry-After", retry));
+            self.respond_reason(&ctx, 503, None, "Service Unavailable (overloaded)", |m| {
+                m.headers.push("Retry-After", retry)
+            });
             return;
         }
 
@@ -449,7 +460,8 @@ impl Endpoint {
         }
         // A call the registrar forwards to one of our registered Contacts goes to that account's agent.
         let account = self.account_agent(&called);
-        let route = if account.is_some() { None } else { self.cfg.routes.iter().position(|(p, _)| glob_match(p, &called)) };
+        let route =
+            if account.is_some() { None } else { self.cfg.routes.iter().position(|(p, _)| glob_match(p, &called)) };
         let agent = account.as_ref().map(|(a, _)| a.clone()).or_else(|| route.map(|i| self.cfg.routes[i].1.clone()));
         // Who may call is decided before anything else is told: a stranger learns nothing of our routes.
         let ip = ctx.src.addr.ip();
@@ -643,7 +655,8 @@ impl Endpoint {
             m.headers.push("Content-Type", "application/sdp");
             let port = c.local_rtp_port.unwrap_or(0);
             let ip = self.cfg.media_advertised.or(self.cfg.advertised).unwrap_or(c.source.local.ip());
-            m.body = sdp::build_answer(&c.offer, &c.negotiated, std::net::SocketAddr::new(ip, port), c.origin).into_bytes();
+            m.body =
+                sdp::build_answer(&c.offer, &c.negotiated, std::net::SocketAddr::new(ip, port), c.origin).into_bytes();
         }
         if code == 503 {
             m.headers.push("Retry-After", "30");
@@ -783,7 +796,9 @@ impl Endpoint {
         let mut new_neg = None;
         if !ctx.req.body.is_empty() {
             let parsed = sdp::parse(&ctx.req.body).map_err(|e| e.to_string());
-            let neg = parsed.and_then(|o| sdp::negotiate(&o, &self.cfg.codecs, self.cfg.ptime_ms).map(|n| (o, n)).map_err(|e| e.to_string()));
+            let neg = parsed.and_then(|o| {
+                sdp::negotiate(&o, &self.cfg.codecs, self.cfg.ptime_ms).map(|n| (o, n)).map_err(|e| e.to_string())
+            });
             match neg {
                 Ok(n) => new_neg = Some(n),
                 Err(e) => {
@@ -805,7 +820,12 @@ impl Endpoint {
             self.events.push_back(Event::MediaChanged { key: ck, negotiated: neg });
         }
         let ip = ip.unwrap_or(c.source.local.ip());
-        let body = sdp::build_answer(&c.offer, &c.negotiated, std::net::SocketAddr::new(ip, c.local_rtp_port.unwrap_or(0)), c.origin);
+        let body = sdp::build_answer(
+            &c.offer,
+            &c.negotiated,
+            std::net::SocketAddr::new(ip, c.local_rtp_port.unwrap_or(0)),
+            c.origin,
+        );
         let contact = c.contact.clone();
         let tag = c.local_tag.clone();
         let cseq = ctx.req.cseq().map(|s| s.seq).unwrap_or(0);
@@ -819,7 +839,13 @@ impl Endpoint {
         });
         if is_invite {
             if let (Some(c), Some(t)) = (self.calls.get_mut(&ck), sent) {
-                c.retx = Some(Retx { data: t, next: (!reliable).then_some(now + t1), interval: t1, give_up: now + t1 * 64, cseq });
+                c.retx = Some(Retx {
+                    data: t,
+                    next: (!reliable).then_some(now + t1),
+                    interval: t1,
+                    give_up: now + t1 * 64,
+                    cseq,
+                });
             }
         }
     }
@@ -1010,11 +1036,27 @@ impl Endpoint {
 
     /// Respond to a request, record the response in its server transaction
     /// (for retransmissions) and return what was sent.
-    fn respond_tx(&mut self, key: TxKey, ctx: &ReqCtx, code: u16, to_tag: Option<&str>, now: Instant, edit: impl FnOnce(&mut SipMessage)) {
+    fn respond_tx(
+        &mut self,
+        key: TxKey,
+        ctx: &ReqCtx,
+        code: u16,
+        to_tag: Option<&str>,
+        now: Instant,
+        edit: impl FnOnce(&mut SipMessage),
+    ) {
         self.respond_tx_sent(key, ctx, code, to_tag, now, edit);
     }
 
-    fn respond_tx_sent(&mut self, key: TxKey, ctx: &ReqCtx, code: u16, to_tag: Option<&str>, now: Instant, edit: impl FnOnce(&mut SipMessage)) -> Option<Transmit> {
+    fn respond_tx_sent(
+        &mut self,
+        key: TxKey,
+        ctx: &ReqCtx,
+        code: u16,
+        to_tag: Option<&str>,
+        now: Instant,
+        edit: impl FnOnce(&mut SipMessage),
+    ) -> Option<Transmit> {
         // A final response to a request without a To tag gets one (§8.2.6.2).
         let untagged = ctx.req.to().is_some_and(|t| t.tag().is_none());
         let tag = to_tag.map(str::to_string).or_else(|| (code >= 200 && untagged).then(|| self.random_token(10)));
@@ -1025,7 +1067,9 @@ impl Endpoint {
 
     /// `respond_tx` with our own reason phrase (says why: which codec, which header).
     fn respond_reason_tx(&mut self, key: TxKey, ctx: &ReqCtx, code: u16, reason: &str, now: Instant) {
-        self.respond_tx(key, ctx, code, None, now, |m| m.start = StartLine::Response { code, reason: reason.to_string() });
+        self.respond_tx(key, ctx, code, None, now, |m| {
+            m.start = StartLine::Response { code, reason: reason.to_string() }
+        });
     }
 
     fn record_and_send(&mut self, key: TxKey, ctx: &ReqCtx, m: SipMessage, now: Instant) -> Option<Transmit> {
@@ -1064,7 +1108,14 @@ impl Endpoint {
     }
 
     /// A response outside any transaction (400 to a request missing headers).
-    fn respond_reason(&mut self, ctx: &ReqCtx, code: u16, to_tag: Option<&str>, reason: &str, edit: impl FnOnce(&mut SipMessage)) {
+    fn respond_reason(
+        &mut self,
+        ctx: &ReqCtx,
+        code: u16,
+        to_tag: Option<&str>,
+        reason: &str,
+        edit: impl FnOnce(&mut SipMessage),
+    ) {
         let tag = to_tag.map(str::to_string).unwrap_or_else(|| self.random_token(10));
         let mut m = build::response(&ctx.req.headers, &ctx.via, code, Some(&tag), &self.cfg.user_agent);
         m.start = StartLine::Response { code, reason: reason.to_string() };
@@ -1094,4 +1145,3 @@ fn called_user(req: &SipMessage) -> String {
 fn via_wants_rport(req: &SipMessage) -> bool {
     req.top_via().is_some_and(|v| v.param("rport").is_some())
 }
-

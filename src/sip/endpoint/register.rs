@@ -88,7 +88,12 @@ enum Step {
     /// Send again now (answering a challenge, or 423 with a longer Expires).
     Resend,
     Registered(u32),
-    Failed { code: u16, reason: String, retry_after: Option<u64>, auth: bool },
+    Failed {
+        code: u16,
+        reason: String,
+        retry_after: Option<u64>,
+        auth: bool,
+    },
     Unregistered,
 }
 
@@ -180,7 +185,8 @@ impl Registration {
         }
         h.push("User-Agent", user_agent);
         h.push("Allow", super::ALLOW);
-        let m = SipMessage { start: StartLine::Request { method: Method::Register, uri }, headers: h, body: Vec::new() };
+        let m =
+            SipMessage { start: StartLine::Request { method: Method::Register, uri }, headers: h, body: Vec::new() };
         Transmit { transport: s.transport, target: Target::Addr(s.next_hop), conn: None, data: m.to_bytes() }
     }
 
@@ -195,10 +201,20 @@ impl Registration {
                 let header = if code == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" };
                 let challenge = resp.headers.get_all(header).filter_map(|v| Challenge::parse(v).ok()).next();
                 let Some(c) = challenge else {
-                    return Step::Failed { code, reason: format!("{reason} (no digest challenge we can answer)"), retry_after: None, auth: true };
+                    return Step::Failed {
+                        code,
+                        reason: format!("{reason} (no digest challenge we can answer)"),
+                        retry_after: None,
+                        auth: true,
+                    };
                 };
                 if self.answered_challenge && !c.stale {
-                    return Step::Failed { code, reason: format!("{reason} (credentials rejected)"), retry_after: None, auth: true };
+                    return Step::Failed {
+                        code,
+                        reason: format!("{reason} (credentials rejected)"),
+                        retry_after: None,
+                        auth: true,
+                    };
                 }
                 // A fresh nonce: count from 1 again.
                 self.challenge = Some((c, code == 407));
@@ -219,7 +235,8 @@ impl Registration {
             }
             _ if self.unregistering => Step::Unregistered,
             _ => {
-                let retry_after = resp.headers.get("Retry-After").and_then(|v| v.split(';').next()?.trim().parse().ok());
+                let retry_after =
+                    resp.headers.get("Retry-After").and_then(|v| v.split(';').next()?.trim().parse().ok());
                 Step::Failed { code, reason: reason.clone(), retry_after, auth: code == 403 }
             }
         }
@@ -278,7 +295,10 @@ impl Endpoint {
     /// The agent of the account whose Contact user this is, and the account's registrar (or
     /// outbound proxy) address, which is trusted to send that account's calls.
     pub(super) fn account_agent(&self, called_user: &str) -> Option<(String, std::net::IpAddr)> {
-        self.registrations.iter().find(|r| r.spec.username == called_user).and_then(|r| Some((r.spec.agent.clone()?, r.spec.next_hop.ip())))
+        self.registrations
+            .iter()
+            .find(|r| r.spec.username == called_user)
+            .and_then(|r| Some((r.spec.agent.clone()?, r.spec.next_hop.ip())))
     }
 
     /// Shutdown: remove every binding we hold (Expires: 0). `is_idle` stays false until the
@@ -353,7 +373,12 @@ impl Endpoint {
         r.in_flight = None;
         let step = match resp {
             Some(m) => r.on_response(m),
-            None => Step::Failed { code: 408, reason: "no answer from the registrar".into(), retry_after: None, auth: false },
+            None => Step::Failed {
+                code: 408,
+                reason: "no answer from the registrar".into(),
+                retry_after: None,
+                auth: false,
+            },
         };
         let name = r.spec.name.clone();
         match step {
@@ -503,7 +528,12 @@ mod tests {
     }
 
     fn registrar_src() -> Source {
-        Source { transport: Transport::Udp, addr: "10.0.0.9:5060".parse().unwrap(), conn: None, local: "10.0.0.1:5060".parse().unwrap() }
+        Source {
+            transport: Transport::Udp,
+            addr: "10.0.0.9:5060".parse().unwrap(),
+            conn: None,
+            local: "10.0.0.1:5060".parse().unwrap(),
+        }
     }
 
     /// Send what the endpoint sent to the registrar and feed back its answers until quiet.
@@ -537,11 +567,18 @@ mod tests {
             let mut now = Instant::now();
             let mut stale = false;
             ep.add_account(spec("secret", sha), now);
-            assert_eq!(exchange(&mut ep, &mut reg, now, &mut stale), 2, "REGISTER, 401, REGISTER with credentials, 200");
+            assert_eq!(
+                exchange(&mut ep, &mut reg, now, &mut stale),
+                2,
+                "REGISTER, 401, REGISTER with credentials, 200"
+            );
             assert_eq!(states(&mut ep), ["registering", "registered"]);
             assert_eq!(ep.registrations()[0].1, RegState::Registered { expires_s: 60 });
             let first = &reg.seen[0];
-            assert_eq!(first.request_uri().unwrap().to_string(), if sha { "sip:sha.example" } else { "sip:pbx.example" });
+            assert_eq!(
+                first.request_uri().unwrap().to_string(),
+                if sha { "sip:sha.example" } else { "sip:pbx.example" }
+            );
             assert!(first.headers.get("Contact").unwrap().contains("sip:agent@10.0.0.1:5060"));
             assert!(reg.seen[1].headers.get("Authorization").unwrap().contains(if sha { "SHA-256" } else { "MD5" }));
             // §10.2.4: the same Call-ID, a higher CSeq.
@@ -553,7 +590,11 @@ mod tests {
             assert_eq!(due - now, Duration::from_secs(48));
             now = due;
             ep.handle_timeout(now);
-            assert_eq!(exchange(&mut ep, &mut reg, now, &mut stale), 1, "a refresh with the cached nonce needs no new challenge");
+            assert_eq!(
+                exchange(&mut ep, &mut reg, now, &mut stale),
+                1,
+                "a refresh with the cached nonce needs no new challenge"
+            );
             assert!(reg.seen[2].headers.get("Authorization").unwrap().contains("nc=00000002"));
             assert!(states(&mut ep).is_empty(), "a refresh keeps the state");
 

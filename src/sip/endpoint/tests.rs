@@ -28,7 +28,12 @@ pub(super) fn cfg() -> EndpointConfig {
 }
 
 fn src(transport: Transport) -> Source {
-    Source { transport, addr: PEER.parse().unwrap(), conn: (transport == Transport::Tcp).then_some(ConnId(7)), local: LOCAL.parse().unwrap() }
+    Source {
+        transport,
+        addr: PEER.parse().unwrap(),
+        conn: (transport == Transport::Tcp).then_some(ConnId(7)),
+        local: LOCAL.parse().unwrap(),
+    }
 }
 
 pub(super) const SDP: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\ns=-\r\nc=IN IP4 10.0.0.5\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
@@ -55,13 +60,21 @@ impl T {
         self.ep.handle_message(text.as_bytes(), src(transport), self.now);
     }
     fn sent(&mut self) -> Vec<(Transmit, SipMessage)> {
-        std::iter::from_fn(|| self.ep.poll_transmit()).map(|t| {
-            let m = SipMessage::parse(&t.data).expect("we send parseable SIP");
-            (t, m)
-        }).collect()
+        std::iter::from_fn(|| self.ep.poll_transmit())
+            .map(|t| {
+                let m = SipMessage::parse(&t.data).expect("we send parseable SIP");
+                (t, m)
+            })
+            .collect()
     }
     fn codes(&mut self) -> Vec<u16> {
-        self.sent().into_iter().filter_map(|(_, m)| match m.start { StartLine::Response { code, .. } => Some(code), _ => None }).collect()
+        self.sent()
+            .into_iter()
+            .filter_map(|(_, m)| match m.start {
+                StartLine::Response { code, .. } => Some(code),
+                _ => None,
+            })
+            .collect()
     }
     fn events(&mut self) -> Vec<Event> {
         std::iter::from_fn(|| self.ep.poll_event()).collect()
@@ -78,7 +91,10 @@ impl T {
     /// INVITE to 1000, answered; returns the call key and the 200 OK.
     fn answered_call(&mut self, transport: Transport) -> (CallKey, SipMessage) {
         self.feed(&invite("1000", "z9hG4bKinv1", "Record-Route: <sip:proxy.example;lr>\r\n", SDP), transport);
-        let key = match self.events().pop() { Some(Event::Incoming(ic)) => ic.key, e => panic!("{e:?}") };
+        let key = match self.events().pop() {
+            Some(Event::Incoming(ic)) => ic.key,
+            e => panic!("{e:?}"),
+        };
         self.sent();
         self.ep.answer(key, 30000, self.now);
         let ok = self.sent().pop().unwrap().1;
@@ -107,7 +123,10 @@ fn invite_trying_ringing_ok_ack() {
     let via = trying.top_via().unwrap();
     assert_eq!(via.param("rport"), Some(Some("5062")));
     assert_eq!(tx.target, Target::Addr(PEER.parse().unwrap()));
-    let ic = match t.events().as_slice() { [Event::Incoming(ic)] => ic.clone(), e => panic!("{e:?}") };
+    let ic = match t.events().as_slice() {
+        [Event::Incoming(ic)] => ic.clone(),
+        e => panic!("{e:?}"),
+    };
     assert_eq!((ic.called.as_str(), ic.agent.as_str()), ("1000", "sales"));
     assert_eq!(ic.negotiated.remote_rtp, Some("10.0.0.5:4000".parse().unwrap()));
 
@@ -160,7 +179,11 @@ fn ok_retransmits_double_up_to_t2_then_bye_after_64_t1() {
     assert_eq!(&times[..6], &[500, 1500, 3500, 7500, 11500, 15500], "T1, 2T1, 4T1, then every T2");
     assert_eq!(*times.last().unwrap(), 31_500, "no 200 after giving up");
     assert_eq!(&bye_times[..3], &[32_000, 32_500, 33_500], "BYE at 64*T1, then retransmitted (Timer E)");
-    assert!(t.events().contains(&Event::Ended { key, call_id: "call-z9hG4bKinv1".into(), reason: EndReason::AckTimeout }));
+    assert!(t.events().contains(&Event::Ended {
+        key,
+        call_id: "call-z9hG4bKinv1".into(),
+        reason: EndReason::AckTimeout
+    }));
 }
 
 #[test]
@@ -179,13 +202,22 @@ fn tcp_does_not_retransmit_but_still_gives_up() {
 fn cancel_before_answer_gives_487() {
     let mut t = T::new();
     t.feed(&invite("1000", "z9hG4bKc1", "", SDP), Transport::Udp);
-    let key = match t.events().pop() { Some(Event::Incoming(ic)) => ic.key, e => panic!("{e:?}") };
+    let key = match t.events().pop() {
+        Some(Event::Incoming(ic)) => ic.key,
+        e => panic!("{e:?}"),
+    };
     t.ep.ring(key, t.now);
     t.sent();
     let cancel = "CANCEL sip:1000@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKc1;rport\r\nFrom: \"Alice\" <sip:alice@10.0.0.5>;tag=a1\r\nTo: <sip:1000@10.0.0.1>\r\nCall-ID: call-z9hG4bKc1\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
     t.feed(cancel, Transport::Udp);
     let sent = t.sent();
-    let codes: Vec<(u16, String)> = sent.iter().map(|(_, m)| match &m.start { StartLine::Response { code, .. } => (*code, m.cseq().unwrap().method.as_str().to_string()), _ => panic!() }).collect();
+    let codes: Vec<(u16, String)> = sent
+        .iter()
+        .map(|(_, m)| match &m.start {
+            StartLine::Response { code, .. } => (*code, m.cseq().unwrap().method.as_str().to_string()),
+            _ => panic!(),
+        })
+        .collect();
     assert_eq!(codes, vec![(200, "CANCEL".into()), (487, "INVITE".into())]);
     assert!(matches!(t.events().as_slice(), [Event::Ended { reason: EndReason::Cancelled, .. }]));
     // The 487 is retransmitted until its ACK (same branch as the INVITE).
@@ -218,13 +250,18 @@ fn options_404_405_488_400() {
     assert_eq!(t.codes(), vec![404]);
     assert!(t.events().is_empty());
 
-    let sub = opt.replace("OPTIONS sip", "SUBSCRIBE sip").replace("5 OPTIONS", "5 SUBSCRIBE").replace("z9hG4bKo1", "z9hG4bKs1");
+    let sub = opt
+        .replace("OPTIONS sip", "SUBSCRIBE sip")
+        .replace("5 OPTIONS", "5 SUBSCRIBE")
+        .replace("z9hG4bKo1", "z9hG4bKs1");
     t.feed(&sub, Transport::Udp);
     let m = t.sent().pop().unwrap().1;
     assert!(matches!(m.start, StartLine::Response { code: 405, .. }));
     assert!(m.headers.get("Allow").is_some());
 
-    let g729 = SDP.replace("RTP/AVP 0 101", "RTP/AVP 18").replace("a=rtpmap:101 telephone-event/8000\r\n", "a=rtpmap:18 G729/8000\r\n");
+    let g729 = SDP
+        .replace("RTP/AVP 0 101", "RTP/AVP 18")
+        .replace("a=rtpmap:101 telephone-event/8000\r\n", "a=rtpmap:18 G729/8000\r\n");
     t.feed(&invite("1000", "z9hG4bKg1", "", &g729), Transport::Udp);
     let m = t.sent().pop().unwrap().1;
     assert!(matches!(&m.start, StartLine::Response { code: 488, reason } if reason.contains("G729")), "{:?}", m.start);
@@ -258,7 +295,8 @@ fn bye_from_peer_and_from_us() {
     let (key, ok) = t.answered_call(Transport::Udp);
     t.feed(&ack_for(&ok), Transport::Udp);
     t.events();
-    let bye = ack_for(&ok).replace("ACK sip", "BYE sip").replace("1 ACK", "2 BYE").replace("z9hG4bKack1", "z9hG4bKbye1");
+    let bye =
+        ack_for(&ok).replace("ACK sip", "BYE sip").replace("1 ACK", "2 BYE").replace("z9hG4bKack1", "z9hG4bKbye1");
     t.feed(&bye, Transport::Udp);
     assert_eq!(t.codes(), vec![200]);
     assert!(matches!(t.events().as_slice(), [Event::Ended { key: k, reason: EndReason::RemoteBye, .. }] if *k == key));
@@ -303,7 +341,8 @@ fn reinvite_renegotiates_with_same_port() {
     let (key, ok) = t.answered_call(Transport::Udp);
     t.feed(&ack_for(&ok), Transport::Udp);
     t.events();
-    let hold = SDP.replace("c=IN IP4 10.0.0.5", "c=IN IP4 10.0.0.9").replace("m=audio 4000", "m=audio 4100") + "a=sendonly\r\n";
+    let hold = SDP.replace("c=IN IP4 10.0.0.5", "c=IN IP4 10.0.0.9").replace("m=audio 4000", "m=audio 4100")
+        + "a=sendonly\r\n";
     let reinv = invite("1000", "z9hG4bKre1", "", &hold)
         .replace("To: <sip:1000@10.0.0.1>", &format!("To: {}", ok.headers.get("To").unwrap()))
         .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
@@ -381,7 +420,10 @@ fn info_in_dialog_is_answered_and_passed_on() {
         .replace("ACK sip", "INFO sip")
         .replace("1 ACK", "2 INFO")
         .replace("z9hG4bKack1", "z9hG4bKinfo1")
-        .replace("Content-Length: 0\r\n\r\n", "Content-Type: application/dtmf-relay\r\nContent-Length: 24\r\n\r\nSignal=5\r\nDuration=160\r\n");
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            "Content-Type: application/dtmf-relay\r\nContent-Length: 24\r\n\r\nSignal=5\r\nDuration=160\r\n",
+        );
     t.feed(&info, Transport::Udp);
     assert_eq!(t.codes(), vec![200]);
     match t.events().as_slice() {
@@ -449,11 +491,17 @@ fn transfer_sends_refer_then_bye_once_the_target_answers() {
     assert_eq!(t.events(), vec![Event::Transfer { key, progress: TransferProgress::Trying(100) }]);
     t.feed(&notify(&ok, 3, "terminated;reason=noresource", "SIP/2.0 200 OK\r\n"), Transport::Udp);
     let sent = t.sent();
-    let methods: Vec<String> = sent.iter().map(|(_, m)| m.method().map(|m| m.as_str().to_string()).unwrap_or_else(|| "response".into())).collect();
+    let methods: Vec<String> = sent
+        .iter()
+        .map(|(_, m)| m.method().map(|m| m.as_str().to_string()).unwrap_or_else(|| "response".into()))
+        .collect();
     assert_eq!(methods, ["response", "BYE"], "200 for the NOTIFY, then our BYE");
     assert_eq!(
         t.events(),
-        vec![Event::Transfer { key, progress: TransferProgress::Succeeded }, Event::Ended { key, call_id: ok.call_id().unwrap().to_string(), reason: EndReason::Transferred }]
+        vec![
+            Event::Transfer { key, progress: TransferProgress::Succeeded },
+            Event::Ended { key, call_id: ok.call_id().unwrap().to_string(), reason: EndReason::Transferred }
+        ]
     );
     assert_eq!(EndReason::Transferred.status_label(), "transferred");
 }
@@ -464,7 +512,13 @@ fn a_refused_refer_or_a_failed_target_leaves_the_call_up() {
     let mut t = T::new();
     let (key, ok, refer) = referred_call(&mut t, "sip:agent@10.0.0.9");
     t.feed(&answer_to(&refer, 405, "Method Not Allowed"), Transport::Udp);
-    assert_eq!(t.events(), vec![Event::Transfer { key, progress: TransferProgress::Failed { code: 405, reason: "Method Not Allowed".into() } }]);
+    assert_eq!(
+        t.events(),
+        vec![Event::Transfer {
+            key,
+            progress: TransferProgress::Failed { code: 405, reason: "Method Not Allowed".into() }
+        }]
+    );
     assert_eq!(t.ep.active_calls(), 1);
     // A NOTIFY for a subscription that no longer exists.
     t.feed(&notify(&ok, 2, "terminated", "SIP/2.0 200 OK\r\n"), Transport::Udp);
@@ -477,14 +531,20 @@ fn a_refused_refer_or_a_failed_target_leaves_the_call_up() {
     t.events();
     t.feed(&notify(&ok, 3, "terminated;reason=noresource", "SIP/2.0 486 Busy Here\r\n"), Transport::Udp);
     assert_eq!(t.codes(), vec![200]);
-    assert_eq!(t.events(), vec![Event::Transfer { key, progress: TransferProgress::Failed { code: 486, reason: "Busy Here".into() } }]);
+    assert_eq!(
+        t.events(),
+        vec![Event::Transfer { key, progress: TransferProgress::Failed { code: 486, reason: "Busy Here".into() } }]
+    );
     assert_eq!(t.ep.active_calls(), 1, "the caller is still with us");
     // While a transfer runs, a second one is refused at once.
     t.ep.transfer(key, "sip:agent@10.0.0.9", t.now);
     t.sent();
     t.ep.transfer(key, "sip:other@10.0.0.9", t.now);
     assert!(t.sent().is_empty());
-    assert!(matches!(t.events().as_slice(), [Event::Transfer { progress: TransferProgress::Failed { code: 491, .. }, .. }]));
+    assert!(matches!(
+        t.events().as_slice(),
+        [Event::Transfer { progress: TransferProgress::Failed { code: 491, .. }, .. }]
+    ));
 }
 
 #[test]
@@ -494,6 +554,12 @@ fn an_unanswered_refer_fails_after_timer_f() {
     t.advance(500);
     assert_eq!(t.sent().len(), 1, "retransmitted after T1");
     t.advance(32_000);
-    assert_eq!(t.events(), vec![Event::Transfer { key, progress: TransferProgress::Failed { code: 408, reason: "no answer to REFER".into() } }]);
+    assert_eq!(
+        t.events(),
+        vec![Event::Transfer {
+            key,
+            progress: TransferProgress::Failed { code: 408, reason: "no answer to REFER".into() }
+        }]
+    );
     assert_eq!(t.ep.active_calls(), 1);
 }

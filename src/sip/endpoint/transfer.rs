@@ -3,10 +3,10 @@
 //! when the peer refuses the REFER or the target does not answer, the call goes on and the
 //! driver hears why (`Event::Transfer`), so the agent can say so instead of leaving dead air.
 
-use super::types::{CallKey, EndReason, Event, TransferProgress};
-use super::{Endpoint, ReqCtx};
 use super::call::{Phase, Refer};
 use super::txn::TxKey;
+use super::types::{CallKey, EndReason, Event, TransferProgress};
+use super::{Endpoint, ReqCtx};
 use crate::sip::message::{parse_start_line, Method, StartLine};
 use std::time::Instant;
 use tracing::{info, warn};
@@ -24,7 +24,10 @@ impl Endpoint {
         };
         if let Some(reason) = refusal {
             warn!(key = %key, target, reason, "transfer not started");
-            self.events.push_back(Event::Transfer { key, progress: TransferProgress::Failed { code: 491, reason: reason.into() } });
+            self.events.push_back(Event::Transfer {
+                key,
+                progress: TransferProgress::Failed { code: 491, reason: reason.into() },
+            });
             return;
         }
         let Some(c) = self.calls.get(&key) else { return };
@@ -60,7 +63,8 @@ impl Endpoint {
 
     /// A NOTIFY in the call's dialog: the refer subscription's progress, else 481 (RFC 6665 §4.1.3).
     pub(super) fn handle_notify(&mut self, ctx: ReqCtx, key: TxKey, ck: CallKey, now: Instant) {
-        let event = ctx.req.headers.get("Event").unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let event =
+            ctx.req.headers.get("Event").unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         let subscribed = self.calls.get(&ck).is_some_and(|c| c.refer.is_some());
         if event != "refer" || !subscribed {
             self.respond_reason_tx(key, &ctx, 481, "Subscription Does Not Exist", now);
@@ -71,14 +75,20 @@ impl Endpoint {
             StartLine::Response { code, reason } => Some((code, reason)),
             StartLine::Request { .. } => None,
         });
-        let terminated = ctx.req.headers.get("Subscription-State").is_some_and(|s| s.trim().to_ascii_lowercase().starts_with("terminated"));
+        let terminated = ctx
+            .req
+            .headers
+            .get("Subscription-State")
+            .is_some_and(|s| s.trim().to_ascii_lowercase().starts_with("terminated"));
         self.respond_tx(key, &ctx, 200, None, now, |_| {});
         let progress = match status {
             Some((code, _)) if code < 200 && !terminated => TransferProgress::Trying(code),
             Some((code, _)) if (200..300).contains(&code) => TransferProgress::Succeeded,
             Some((code, reason)) if code >= 300 => TransferProgress::Failed { code, reason },
             // A subscription ended without a final answer from the target (RFC 3515 §2.4.7).
-            _ if terminated => TransferProgress::Failed { code: 487, reason: "the transfer ended without an answer".into() },
+            _ if terminated => {
+                TransferProgress::Failed { code: 487, reason: "the transfer ended without an answer".into() }
+            }
             // A NOTIFY without a readable sipfrag says nothing yet.
             _ => return,
         };

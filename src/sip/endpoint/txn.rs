@@ -45,7 +45,14 @@ pub struct ServerTx {
 
 impl ServerTx {
     pub fn new_invite(call: Option<CallKey>) -> ServerTx {
-        ServerTx { state: ServerState::Proceeding, call, last_response: None, retransmit_at: None, interval: Duration::ZERO, expire_at: None }
+        ServerTx {
+            state: ServerState::Proceeding,
+            call,
+            last_response: None,
+            retransmit_at: None,
+            interval: Duration::ZERO,
+            expire_at: None,
+        }
     }
     pub fn next_timer(&self) -> Option<Instant> {
         match (self.retransmit_at, self.expire_at) {

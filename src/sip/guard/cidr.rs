@@ -53,7 +53,11 @@ impl FromStr for Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = a.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| format!("`{s}` is not an address or address block (e.g. 192.0.2.0/24, 2001:db8::/32)"))?;
+        let addr: IpAddr = a
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| format!("`{s}` is not an address or address block (e.g. 192.0.2.0/24, 2001:db8::/32)"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
             None => max,

@@ -175,8 +175,11 @@ impl Limiter {
                     self.last_sweep = Some(now);
                     let (rate, burst, window) = (self.cfg.requests_per_s, self.cfg.burst, self.cfg.auth_window);
                     self.sources.retain(|_, s| {
-                        let refilled = (s.tokens + now.saturating_duration_since(s.refilled).as_secs_f64() * rate) >= burst;
-                        let idle = !(s.blocked_until.is_some_and(|u| now < u)) && (s.failed_auth == 0 || now.saturating_duration_since(s.failed_since) > window) && (rate <= 0.0 || refilled);
+                        let refilled =
+                            (s.tokens + now.saturating_duration_since(s.refilled).as_secs_f64() * rate) >= burst;
+                        let idle = !(s.blocked_until.is_some_and(|u| now < u))
+                            && (s.failed_auth == 0 || now.saturating_duration_since(s.failed_since) > window)
+                            && (rate <= 0.0 || refilled);
                         !idle
                     });
                 }
@@ -185,7 +188,16 @@ impl Limiter {
                     return None;
                 }
             }
-            self.sources.insert(ip, SourceState { tokens: self.cfg.burst.max(1.0), refilled: now, failed_auth: 0, failed_since: now, blocked_until: None });
+            self.sources.insert(
+                ip,
+                SourceState {
+                    tokens: self.cfg.burst.max(1.0),
+                    refilled: now,
+                    failed_auth: 0,
+                    failed_since: now,
+                    blocked_until: None,
+                },
+            );
         }
         self.sources.get_mut(&ip)
     }
@@ -201,7 +213,12 @@ mod tests {
 
     #[test]
     fn a_source_over_its_rate_is_blocked_for_the_block_time_then_let_back() {
-        let cfg = LimitConfig { requests_per_s: 10.0, burst: 5.0, rate_block: Duration::from_secs(60), ..LimitConfig::default() };
+        let cfg = LimitConfig {
+            requests_per_s: 10.0,
+            burst: 5.0,
+            rate_block: Duration::from_secs(60),
+            ..LimitConfig::default()
+        };
         let mut l = Limiter::new(cfg);
         let t0 = Instant::now();
         // The burst passes at once, the next message blocks.
@@ -233,7 +250,12 @@ mod tests {
 
     #[test]
     fn failed_authentications_block_only_within_the_window() {
-        let cfg = LimitConfig { max_failed_auth: 3, auth_window: Duration::from_secs(60), auth_block: Duration::from_secs(600), ..LimitConfig::default() };
+        let cfg = LimitConfig {
+            max_failed_auth: 3,
+            auth_window: Duration::from_secs(60),
+            auth_block: Duration::from_secs(600),
+            ..LimitConfig::default()
+        };
         let mut l = Limiter::new(cfg);
         let t0 = Instant::now();
         // Two failures, then a pause longer than the window: the count starts again.

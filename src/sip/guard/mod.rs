@@ -25,8 +25,22 @@ use tracing::{info, warn};
 /// User agents of SIP scanners and toll-fraud tools (matched case-insensitively as substrings
 /// of User-Agent): SIPVicious (`friendly-scanner`), sipcli, SIPScan, sundayddr, iWar,
 /// VaxSIPUserAgent, smap, sip-scan, SIPArmyKnife, pplsip, SiVuS, Nessus and sipptk.
-pub const DEFAULT_SCANNERS: &[&str] =
-    &["friendly-scanner", "sipvicious", "sipcli", "sipscan", "sip-scan", "sundayddr", "iwar", "vaxsipuseragent", "smap", "siparmyknife", "pplsip", "sivus", "nessus", "sipptk"];
+pub const DEFAULT_SCANNERS: &[&str] = &[
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "sipscan",
+    "sip-scan",
+    "sundayddr",
+    "iwar",
+    "vaxsipuseragent",
+    "smap",
+    "siparmyknife",
+    "pplsip",
+    "sivus",
+    "nessus",
+    "sipptk",
+];
 
 /// Inbound digest authentication: callers outside the ACL (or everyone, with `for_trusted`)
 /// must prove one of these users' passwords.
@@ -61,7 +75,11 @@ impl GuardConfig {
         GuardConfig {
             allow: s.allow.clone(),
             route_allow: c.routes.iter().map(|r| r.allow.clone()).collect(),
-            auth: s.auth.as_ref().map(|a| InboundAuth { realm: a.realm.clone(), users: HashMap::new(), for_trusted: a.for_allowed }),
+            auth: s.auth.as_ref().map(|a| InboundAuth {
+                realm: a.realm.clone(),
+                users: HashMap::new(),
+                for_trusted: a.for_allowed,
+            }),
             scanners: s.scanner_user_agents.iter().map(|u| u.to_ascii_lowercase()).collect(),
             limits: LimitConfig {
                 requests_per_s: r.requests_per_s.get() as f64,

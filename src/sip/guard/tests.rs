@@ -17,7 +17,11 @@ fn ip(s: &str) -> IpAddr {
 fn with_auth() -> GuardConfig {
     GuardConfig {
         allow: vec!["10.0.0.0/8".parse().unwrap()],
-        auth: Some(InboundAuth { realm: "switchboard".into(), users: [("pbx".to_string(), "s3cret".to_string())].into(), for_trusted: false }),
+        auth: Some(InboundAuth {
+            realm: "switchboard".into(),
+            users: [("pbx".to_string(), "s3cret".to_string())].into(),
+            for_trusted: false,
+        }),
         limits: LimitConfig { max_failed_auth: 3, ..LimitConfig::default() },
         ..GuardConfig::open()
     }
@@ -59,16 +63,32 @@ fn digest_authentication_accepts_the_right_password_on_our_nonce_only() {
     assert!(ch.contains("realm=\"switchboard\"") && ch.contains("qop=\"auth\"") && !ch.contains("stale"), "{ch}");
 
     let good = answer(&ch, "pbx", "s3cret");
-    assert_eq!(g.authenticate(&invite(&format!("Authorization: {good}\r\n")), caller, now), AuthVerdict::User("pbx".into()));
+    assert_eq!(
+        g.authenticate(&invite(&format!("Authorization: {good}\r\n")), caller, now),
+        AuthVerdict::User("pbx".into())
+    );
     // The same answer from another address: the nonce was bound to the first one.
-    assert!(matches!(g.authenticate(&invite(&format!("Authorization: {good}\r\n")), ip("198.51.100.9"), now), AuthVerdict::Challenge(_)));
+    assert!(matches!(
+        g.authenticate(&invite(&format!("Authorization: {good}\r\n")), ip("198.51.100.9"), now),
+        AuthVerdict::Challenge(_)
+    ));
     // A wrong password, an unknown user, a nonce we never issued.
     let bad = answer(&ch, "pbx", "guess");
-    assert!(matches!(g.authenticate(&invite(&format!("Authorization: {bad}\r\n")), caller, now), AuthVerdict::Challenge(_)));
+    assert!(matches!(
+        g.authenticate(&invite(&format!("Authorization: {bad}\r\n")), caller, now),
+        AuthVerdict::Challenge(_)
+    ));
     let stranger = answer(&ch, "root", "s3cret");
-    assert!(matches!(g.authenticate(&invite(&format!("Authorization: {stranger}\r\n")), caller, now), AuthVerdict::Challenge(_)));
-    let forged = answer(&ch.replace(ch.split('"').nth(3).unwrap(), "0.00112233445566778899aabbccddeeff"), "pbx", "s3cret");
-    assert!(matches!(g.authenticate(&invite(&format!("Authorization: {forged}\r\n")), caller, now), AuthVerdict::Challenge(_)));
+    assert!(matches!(
+        g.authenticate(&invite(&format!("Authorization: {stranger}\r\n")), caller, now),
+        AuthVerdict::Challenge(_)
+    ));
+    let forged =
+        answer(&ch.replace(ch.split('"').nth(3).unwrap(), "0.00112233445566778899aabbccddeeff"), "pbx", "s3cret");
+    assert!(matches!(
+        g.authenticate(&invite(&format!("Authorization: {forged}\r\n")), caller, now),
+        AuthVerdict::Challenge(_)
+    ));
     assert_eq!(g.stats().auth_ok, 1);
     assert_eq!(g.stats().auth_failures, 4);
 }
@@ -81,7 +101,10 @@ fn an_expired_nonce_with_the_right_password_is_challenged_as_stale() {
     let AuthVerdict::Challenge(ch) = g.authenticate(&invite(""), caller, now) else { panic!() };
     let good = answer(&ch, "pbx", "s3cret");
     let later = now + Duration::from_secs(301);
-    let AuthVerdict::Challenge(again) = g.authenticate(&invite(&format!("Authorization: {good}\r\n")), caller, later) else { panic!("stale nonce accepted") };
+    let AuthVerdict::Challenge(again) = g.authenticate(&invite(&format!("Authorization: {good}\r\n")), caller, later)
+    else {
+        panic!("stale nonce accepted")
+    };
     assert!(again.contains("stale=true"), "{again}");
     assert_eq!(g.stats().auth_failures, 0, "a stale nonce is not a failure");
 }
@@ -104,7 +127,11 @@ fn repeated_failures_block_an_untrusted_source() {
 
 #[test]
 fn route_lists_replace_the_global_list_and_an_accounts_registrar_is_trusted_for_its_calls() {
-    let cfg = GuardConfig { allow: vec!["10.0.0.0/8".parse().unwrap()], route_allow: vec![None, Some(vec!["203.0.113.5".parse().unwrap()])], ..GuardConfig::open() };
+    let cfg = GuardConfig {
+        allow: vec!["10.0.0.0/8".parse().unwrap()],
+        route_allow: vec![None, Some(vec!["203.0.113.5".parse().unwrap()])],
+        ..GuardConfig::open()
+    };
     let g = Guard::new(cfg, SECRET);
     assert!(g.call_allowed(ip("10.2.3.4"), Some(0), None));
     assert!(!g.call_allowed(ip("198.51.100.7"), Some(0), None));
