@@ -12,8 +12,12 @@ cd "$ROOT"
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 mkdir -p "$ROOT/target"
 echo "[test] disk: $(df -h --output=avail "$ROOT/target" | tail -1 | tr -d ' ') free for target/ (a fresh test build takes ~1.5 GB)"
+echo "[test] cargo fmt --check (the style is rustfmt.toml's; \`cargo fmt\` applies it)"
+cargo fmt --check
 echo "[test] cargo build --all-targets --locked"
 cargo build --all-targets --locked
+echo "[test] cargo clippy --all-targets --locked -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
 
 LOG_DIR="$ROOT/target/test-runs"
 mkdir -p "$LOG_DIR"

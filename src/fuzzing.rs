@@ -303,7 +303,7 @@ fn drive_endpoint(datagrams: &[&[u8]]) {
 
 fn run_timers(ep: &mut Endpoint, sent: &mut Sent, now: Instant) {
     for _ in 0..16 {
-        if !ep.poll_timeout().is_some_and(|t| t <= now) {
+        if ep.poll_timeout().is_none_or(|t| t > now) {
             break;
         }
         ep.handle_timeout(now);
@@ -398,18 +398,15 @@ pub fn rtp_rtcp(data: &[u8]) {
         assert_eq!(rtp::parse(&out), Ok((h.clone(), payload)), "RTP write/parse round trip");
         session.on_rtp_received(h.ssrc, h.sequence, h.timestamp, t0);
     }
-    match rtcp::parse_compound(data) {
-        Ok(packets) => {
-            assert!(!packets.is_empty() && packets.len() <= rtcp::MAX_PACKETS);
-            // What we read, we can write; the rewrite reads back as the same packets by type.
-            let mut out = Vec::new();
-            packets.iter().for_each(|p| rtcp::write(p, &mut out));
-            assert_eq!(out.len() % 4, 0);
-            let again = rtcp::parse_compound(&out).unwrap_or_else(|e| panic!("rewritten compound does not parse: {e}"));
-            let types = |ps: &[rtcp::RtcpPacket]| ps.iter().map(rtcp::RtcpPacket::packet_type).collect::<Vec<_>>();
-            assert_eq!(types(&again), types(&packets));
-        }
-        Err(_) => {}
+    if let Ok(packets) = rtcp::parse_compound(data) {
+        assert!(!packets.is_empty() && packets.len() <= rtcp::MAX_PACKETS);
+        // What we read, we can write; the rewrite reads back as the same packets by type.
+        let mut out = Vec::new();
+        packets.iter().for_each(|p| rtcp::write(p, &mut out));
+        assert_eq!(out.len() % 4, 0);
+        let again = rtcp::parse_compound(&out).unwrap_or_else(|e| panic!("rewritten compound does not parse: {e}"));
+        let types = |ps: &[rtcp::RtcpPacket]| ps.iter().map(rtcp::RtcpPacket::packet_type).collect::<Vec<_>>();
+        assert_eq!(types(&again), types(&packets));
     }
     let now = t0 + Duration::from_millis(20);
     let direct = rtcp::parse_compound(data);
@@ -499,7 +496,7 @@ pub fn rfc4733(data: &[u8]) {
 
 fn dtmf_timers(rx: &mut Rfc4733Receiver, now: Instant, out: &mut Vec<dtmf::DtmfEvent>) {
     for _ in 0..1024 {
-        if !rx.poll_timeout().is_some_and(|due| due <= now) {
+        if rx.poll_timeout().is_none_or(|due| due > now) {
             return;
         }
         match rx.handle_timeout(now) {

@@ -108,7 +108,7 @@ fn a_caller_who_pauses_mid_question_hears_one_answer_to_the_whole_question() {
 
     // The conversation the second answer was asked on: the whole first question, its one answer,
     // the second question — nothing of the dropped speculation.
-    let last = log.lines().filter(|l| l.contains("reply requested")).next_back().expect("requests in the debug log");
+    let last = log.lines().rfind(|l| l.contains("reply requested")).expect("requests in the debug log");
     let users = last.matches("\"User: ").count();
     let assistants = last.matches("\"Assistant: ").count();
     assert_eq!((users, assistants), (2, 1), "{last}");

@@ -91,7 +91,7 @@ fn config_with(m: &std::path::Path, url: &str, timeout_ms: u64, instructions: &s
         "{models}\
          calls:\n  record_dir: {{{{run_dir}}}}/records\n\
          routes:\n  - match: \"*\"\n    agent: orders\nagents:\n  orders:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{instructions}\"\n      max_output_tokens: 60\n      tools:\n        - name: check_order\n          description: Look up the status and delivery day of an order by its number\n          type: http\n          method: GET\n          url: \"{url}\"\n          headers:\n            Authorization: \"Bearer ${{env:SB_TEST_ORDERS_TOKEN}}\"\n          timeout_ms: {timeout_ms}\n          retries: 1\n{check_order_extra}          parameters:\n            type: object\n            properties:\n              order_number:\n                type: string\n                description: the order number the caller gave\n            required: [order_number]\n        - name: press_keys\n          description: Press telephone keys on this call, in order\n          type: send_dtmf\n",
-        models = common::embedded_llm_models(&m, None),
+        models = common::embedded_llm_models(m, None),
     )
 }
 

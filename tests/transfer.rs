@@ -25,7 +25,7 @@ fn config(m: &std::path::Path, target: &str) -> String {
         "{models}\
          calls:\n  record_dir: {{{{run_dir}}}}/records\n\
          routes:\n  - match: \"*\"\n    agent: desk\nagents:\n  desk:\n    mode: llm\n    turn_detection:\n      type: server_vad\n    transcription: {{}}\n    llm:\n      instructions: \"{INSTRUCTIONS}\"\n      max_output_tokens: 40\n      tools:\n        - name: transfer_to_human\n          description: Put the caller through to a person at the bakery\n          type: transfer\n          target: \"{target}\"\n          filler: Putting you through now.\n          fallback: \"{FALLBACK}\"\n",
-        models = common::embedded_llm_models(&m, None),
+        models = common::embedded_llm_models(m, None),
     )
 }
 

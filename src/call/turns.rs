@@ -219,10 +219,9 @@ impl TurnDetector {
                     audio_end_ms: since_ms,
                 });
             }
-            CallerState::Speaking => {
-                if o.tentative_end_ms.take().is_some() {
-                    self.events.push_back(TurnEvent::Resumed { turn: o.turn });
-                }
+            // The guard clears the tentative end: speech withdraws it.
+            CallerState::Speaking if o.tentative_end_ms.take().is_some() => {
+                self.events.push_back(TurnEvent::Resumed { turn: o.turn });
             }
             _ => {}
         }

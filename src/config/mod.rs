@@ -221,7 +221,9 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     }
     for (name, b) in c.models.iter().flat_map(|m| &m.llm) {
         let key = |k: &str| format!("models.llm.{name}.{k}");
-        let (needs, forbids): (&[(&str, bool)], &[(&str, bool)]) = match b.kind {
+        // (key, whether it is set): the keys each kind needs, and those it must not have.
+        type Keys<'a> = &'a [(&'a str, bool)];
+        let (needs, forbids): (Keys, Keys) = match b.kind {
             LlmKind::Openai => {
                 (&[("base_url", b.base_url.is_some()), ("model", b.model.is_some())], &[("path", b.path.is_some())])
             }

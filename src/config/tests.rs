@@ -196,7 +196,7 @@ fn tools_are_checked_with_the_file_line_and_key() {
     let e = err(&format!("{base}{tool}          method: FETCH\n"));
     assert_eq!(e.key, "agents.a.llm.tools.0.method", "{e}");
     assert_eq!(e.line, Some(29), "{e}");
-    let e = err(&format!("{base}{tool}{}", tool.replace("check_order", "check_order")));
+    let e = err(&format!("{base}{tool}{tool}"));
     assert_eq!(e.key, "agents.a.llm.tools.1.name", "{e}");
     assert!(e.message.contains("second tool"), "{e}");
     let e = err(&format!(

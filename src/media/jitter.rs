@@ -2120,7 +2120,8 @@ mod tests {
     #[test]
     fn fast_sender_clock_keeps_the_delay_within_max_delay_plus_a_frame() {
         // ptime, jitter, loss, drift (ppm), min, max, initial delay, seed.
-        let cases: [(u64, u64, f64, f64, u64, u64, u64, u64); 3] = [
+        type Case = (u64, u64, f64, f64, u64, u64, u64, u64);
+        let cases: [Case; 3] = [
             (10, 10, 0.0, 1426.7057436132454, 0, 20, 0, 0),
             (60, 15, 0.0, 1082.9, 0, 33, 6, 13388622298785324769),
             (10, 25, 0.064, 1904.9, 3, 36, 297, 6552102148902900074),

@@ -73,7 +73,14 @@ pub enum Command {
 /// The state of recent outbound calls, by Call-ID (the last 1,000).
 #[derive(Clone, Default)]
 pub struct OutboundTable {
-    inner: Arc<Mutex<(HashMap<String, OutboundStatus>, VecDeque<String>)>>,
+    inner: Arc<Mutex<Recent>>,
+}
+
+/// Statuses by Call-ID, and the Call-IDs oldest first (to forget the oldest past `KEEP`).
+#[derive(Default)]
+struct Recent {
+    by_id: HashMap<String, OutboundStatus>,
+    order: VecDeque<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,7 +101,7 @@ const KEEP: usize = 1000;
 impl OutboundTable {
     pub fn insert(&self, s: OutboundStatus) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (map, order) = &mut *g;
+        let Recent { by_id: map, order } = &mut *g;
         order.push_back(s.call_id.clone());
         map.insert(s.call_id.clone(), s);
         while order.len() > KEEP {
@@ -105,7 +112,7 @@ impl OutboundTable {
     }
     pub fn update(&self, call_id: &str, u: &OutboundUpdate) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(s) = g.0.get_mut(call_id) else { return };
+        let Some(s) = g.by_id.get_mut(call_id) else { return };
         match u {
             OutboundUpdate::Ringing { code, .. } => {
                 s.state = "ringing".into();
@@ -125,7 +132,7 @@ impl OutboundTable {
         }
     }
     pub fn get(&self, call_id: &str) -> Option<OutboundStatus> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0.get(call_id).cloned()
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_id.get(call_id).cloned()
     }
 }
 

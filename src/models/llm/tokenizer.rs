@@ -80,8 +80,8 @@ impl QwenTokenizer {
             bytes[id as usize] = b;
         }
         let mut byte_ids = [0u32; 256];
-        for b in 0..256usize {
-            byte_ids[b] = *ids.get(&vec![b as u8]).ok_or_else(|| format!("vocab.json: no token for byte {b:#04x}"))?;
+        for (b, slot) in byte_ids.iter_mut().enumerate() {
+            *slot = *ids.get(&vec![b as u8]).ok_or_else(|| format!("vocab.json: no token for byte {b:#04x}"))?;
         }
         let mut merges = HashMap::new();
         for (rank, line) in merges_text.lines().filter(|l| !l.is_empty() && !l.starts_with("#version")).enumerate() {
@@ -141,13 +141,13 @@ impl QwenTokenizer {
         for m in self.pretokenize.find_iter(&text) {
             let Ok(m) = m else { break };
             if m.start() > at {
-                self.bpe(text[at..m.start()].as_bytes(), &mut out);
+                self.bpe(&text.as_bytes()[at..m.start()], &mut out);
             }
             self.bpe(m.as_str().as_bytes(), &mut out);
             at = m.end();
         }
         if at < text.len() {
-            self.bpe(text[at..].as_bytes(), &mut out);
+            self.bpe(&text.as_bytes()[at..], &mut out);
         }
         out
     }

@@ -171,7 +171,7 @@ fn calls_beyond_the_limits_get_503_with_retry_after() {
     assert_eq!(t.incoming(), 3);
     assert_eq!(t.ep.stats().call_limit, 2);
     // An outbound call is refused too, with the reason.
-    let err = t.ep.dial(dial_bob(), t.now).err().expect("refused");
+    let err = t.ep.dial(dial_bob(), t.now).expect_err("refused");
     assert!(err.contains("limit of 3 calls"), "{err}");
 }
 

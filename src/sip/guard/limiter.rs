@@ -177,7 +177,7 @@ impl Limiter {
                     self.sources.retain(|_, s| {
                         let refilled =
                             (s.tokens + now.saturating_duration_since(s.refilled).as_secs_f64() * rate) >= burst;
-                        let idle = !(s.blocked_until.is_some_and(|u| now < u))
+                        let idle = s.blocked_until.is_none_or(|u| now >= u)
                             && (s.failed_auth == 0 || now.saturating_duration_since(s.failed_since) > window)
                             && (rate <= 0.0 || refilled);
                         !idle
