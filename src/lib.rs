@@ -10,7 +10,6 @@ pub mod call;
 pub mod campaign;
 pub mod config;
 pub mod fuzzing;
-pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod models;

@@ -1,10 +1,4 @@
 mod cli;
-mod cli_admin;
-mod cli_asr;
-mod cli_bargein;
-mod cli_campaign;
-mod cli_dial;
-mod cli_llm;
 
 use clap::Parser;
 use cli::{CampaignAction, Cli, Command};
@@ -54,21 +48,21 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            report(cli_asr::transcribe(&loaded, model.as_deref(), language.as_deref(), !no_vad, &files))
+            report(cli::asr::transcribe(&loaded, model.as_deref(), language.as_deref(), !no_vad, &files))
         }
         Command::BenchAsr { config, model, threads, precision, runs, window_floor, files } => {
             let loaded = match load_config(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            report(cli_asr::bench(&loaded, model.as_deref(), &threads, &precision, &window_floor, runs, &files))
+            report(cli::asr::bench(&loaded, model.as_deref(), &threads, &precision, &window_floor, runs, &files))
         }
         Command::BenchLlm { config, model, turns, threads, max_tokens } => {
             let loaded = match load_config(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            report(cli_llm::bench(&loaded, model.as_deref(), turns, threads, max_tokens))
+            report(cli::llm::bench(&loaded, model.as_deref(), turns, threads, max_tokens))
         }
         Command::BenchBargeIn { config, agent, interruptions, coughs, echo_db, echo_delay_ms, jitter_ms, verbose } => {
             let loaded = match load_config(&config) {
@@ -81,7 +75,7 @@ fn main() -> ExitCode {
                 jitter_ms,
                 ..Default::default()
             };
-            report(cli_bargein::bench(&loaded, agent.as_deref(), interruptions, coughs, line, verbose))
+            report(cli::bargein::bench(&loaded, agent.as_deref(), interruptions, coughs, line, verbose))
         }
         Command::Dial { to, agent, account, ring_timeout, var, http, no_wait, config } => {
             let loaded = match switchboard::config::load(&config) {
@@ -91,9 +85,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            cli_dial::dial(
+            cli::dial::dial(
                 &loaded,
-                cli_dial::DialArgs { to, agent, account, ring_timeout_s: ring_timeout, variables: var, http, no_wait },
+                cli::dial::DialArgs { to, agent, account, ring_timeout_s: ring_timeout, variables: var, http, no_wait },
             )
         }
         Command::Campaign { action } => {
@@ -110,10 +104,10 @@ fn main() -> ExitCode {
                 }
             };
             match action {
-                CampaignAction::Run { file, http, no_wait, .. } => cli_campaign::run(&loaded, &file, http, no_wait),
-                CampaignAction::Status { name, .. } => cli_campaign::status(&loaded, name.as_deref()),
+                CampaignAction::Run { file, http, no_wait, .. } => cli::campaign::run(&loaded, &file, http, no_wait),
+                CampaignAction::Status { name, .. } => cli::campaign::status(&loaded, name.as_deref()),
                 CampaignAction::Export { name, attempts, out, .. } => {
-                    cli_campaign::export(&loaded, &name, attempts, out.as_deref())
+                    cli::campaign::export(&loaded, &name, attempts, out.as_deref())
                 }
             }
         }

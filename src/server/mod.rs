@@ -3,6 +3,7 @@
 
 mod accounts;
 pub mod campaigns;
+pub mod http;
 mod outbound;
 mod transport;
 
@@ -10,13 +11,13 @@ use crate::agent::AgentSpec;
 use crate::call::media::{CallMedia, MediaParams, MediaSettings, RtpIdentity};
 use crate::call::task::{self, CallCtrl, SipAction, SipRequest};
 use crate::config::{LoadedConfig, PortRange, TransportKind};
-use crate::http::HttpState;
 use crate::media::jitter::JitterConfig;
 use crate::media::ports::PortPool;
 use crate::metrics::Metrics;
 use crate::sip::endpoint::{CallKey, Endpoint, EndpointConfig, Event, IncomingCall};
 pub use accounts::{states_json as accounts_json, AccountStates};
 use anyhow::{anyhow, Context};
+use http::HttpState;
 pub use outbound::{Command, DialRequest, Notify, OutboundStatus, OutboundTable, OutboundUpdate};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -198,7 +199,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
         campaign_store: campaign_store.clone(),
         config: Arc::new(cfg.clone()),
     };
-    let http_task = tokio::spawn(crate::http::serve(http, http_state, async move {
+    let http_task = tokio::spawn(http::serve(http, http_state, async move {
         let _ = http_stop_rx.await;
     }));
     info!(sip = %sip_listen, transports = ?cfg.sip.transports, http = %http_listen, rtp = %format!("{}-{}", rtp.low, rtp.high), "switchboard listening");

@@ -16,13 +16,13 @@ pub struct HttpState {
     /// Set when shutdown begins: /healthz turns 503 so load balancers stop sending calls.
     pub draining: Arc<AtomicBool>,
     /// Each SIP account's registration state.
-    pub accounts: crate::server::AccountStates,
+    pub accounts: super::AccountStates,
     /// Commands for the server loop (dial, hang up).
-    pub commands: tokio::sync::mpsc::UnboundedSender<crate::server::Command>,
-    pub outbound: crate::server::OutboundTable,
+    pub commands: tokio::sync::mpsc::UnboundedSender<super::Command>,
+    pub outbound: super::OutboundTable,
     /// Required as `Authorization: Bearer …` by the endpoints that change state, when set.
     pub admin_token: String,
-    pub campaigns: crate::server::campaigns::Campaigns,
+    pub campaigns: super::campaigns::Campaigns,
     pub campaign_store: std::path::PathBuf,
     pub config: Arc<crate::config::Config>,
 }
@@ -68,12 +68,12 @@ async fn dial(
     if let Err(e) = authorized(&s, &headers) {
         return e;
     }
-    let req: crate::server::DialRequest = match serde_json::from_slice(&body) {
+    let req: super::DialRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("bad dial request: {e}")),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
-    if s.commands.send(crate::server::Command::Dial { req, next_hop: None, notify: None, reply: tx }).is_err() {
+    if s.commands.send(super::Command::Dial { req, next_hop: None, notify: None, reply: tx }).is_err() {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
     match rx.await {
@@ -116,7 +116,7 @@ async fn campaign_status(
     let (store, state) = (s.campaign_store.clone(), s.campaigns.state(&name));
     let r = tokio::task::spawn_blocking(move || {
         let st = crate::campaign::Store::open(&store).map_err(|e| e.to_string())?;
-        crate::server::campaigns::status_json(&st, &name)
+        super::campaigns::status_json(&st, &name)
     })
     .await;
     match r {
@@ -151,7 +151,7 @@ async fn hangup(
         return e;
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
-    if s.commands.send(crate::server::Command::Hangup { call_id, reply: tx }).is_err() {
+    if s.commands.send(super::Command::Hangup { call_id, reply: tx }).is_err() {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
     match rx.await {
@@ -168,7 +168,7 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
 /// 503 while draining; the body lists each account's registration.
 async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
     let active = s.metrics.active_calls.get();
-    let accounts = crate::server::accounts_json(&s.accounts);
+    let accounts = super::accounts_json(&s.accounts);
     let unregistered =
         accounts.as_object().is_some_and(|m| m.values().any(|a| a["state"] != "registered" && a["state"] != "idle"));
     let (code, status) = match (s.draining.load(Ordering::Relaxed), unregistered) {

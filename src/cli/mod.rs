@@ -1,5 +1,12 @@
 //! The `switchboard` command line.
 
+pub mod admin;
+pub mod asr;
+pub mod bargein;
+pub mod campaign;
+pub mod dial;
+pub mod llm;
+
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;

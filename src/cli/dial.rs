@@ -32,14 +32,14 @@ pub fn dial(loaded: &switchboard::config::LoadedConfig, a: DialArgs) -> ExitCode
             }
         }
     }
-    let admin = crate::cli_admin::Admin::new(loaded, a.http);
-    let rt = match crate::cli_admin::runtime() {
+    let admin = super::admin::Admin::new(loaded, a.http);
+    let rt = match super::admin::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     rt.block_on(async move {
         let body = serde_json::json!({ "to": a.to, "agent": a.agent, "account": a.account, "ring_timeout_s": a.ring_timeout_s, "variables": vars });
-        let crate::cli_admin::Reply { status, json: v, text } = match admin.post("/calls", &body).await {
+        let super::admin::Reply { status, json: v, text } = match admin.post("/calls", &body).await {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {e}");

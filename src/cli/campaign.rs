@@ -22,9 +22,9 @@ pub fn run(
     http: Option<std::net::SocketAddr>,
     no_wait: bool,
 ) -> ExitCode {
-    let admin = crate::cli_admin::Admin::new(loaded, http);
+    let admin = super::admin::Admin::new(loaded, http);
     let abs = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-    let rt = match crate::cli_admin::runtime() {
+    let rt = match super::admin::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
