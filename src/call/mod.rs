@@ -5,6 +5,7 @@ pub mod bargein;
 pub mod bargein_sim;
 pub mod echo_check;
 pub mod media;
+mod metrics;
 pub mod record;
 pub mod record_recover;
 pub mod task;

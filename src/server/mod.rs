@@ -4,6 +4,7 @@
 mod accounts;
 pub mod campaigns;
 pub mod http;
+mod metrics;
 mod outbound;
 mod transport;
 
