@@ -16,3 +16,4 @@ pub mod models;
 pub mod server;
 pub mod sip;
 pub mod telemetry;
+pub mod wallclock;

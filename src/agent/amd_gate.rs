@@ -167,12 +167,12 @@ impl Agent for AmdGate {
             self.inner.on_speech(event, now);
         }
     }
-    fn on_transcript(&mut self, t: &crate::call::transcriber::TurnTranscript, now: Instant) {
+    fn on_transcript(&mut self, t: &crate::agent::TurnTranscript, now: Instant) {
         if matches!(self.state, State::Human) {
             self.inner.on_transcript(t, now);
         }
     }
-    fn on_tentative_transcript(&mut self, t: &crate::call::transcriber::TurnTranscript, now: Instant) {
+    fn on_tentative_transcript(&mut self, t: &crate::agent::TurnTranscript, now: Instant) {
         if matches!(self.state, State::Human) {
             self.inner.on_tentative_transcript(t, now);
         }
@@ -186,7 +186,7 @@ impl Agent for AmdGate {
             self.inner.on_interrupt(played_samples, now);
         }
     }
-    fn on_transfer(&mut self, progress: &crate::sip::endpoint::TransferProgress, now: Instant) {
+    fn on_transfer(&mut self, progress: &crate::agent::TransferProgress, now: Instant) {
         self.inner.on_transfer(progress, now);
     }
     fn on_fault(&mut self, what: &str, now: Instant) -> bool {

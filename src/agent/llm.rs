@@ -23,14 +23,14 @@
 use super::conversation::Conversation;
 use super::tools::{ToolJob, ToolOutcome, ToolSet};
 use super::{Agent, AgentOutput, PlayoutState, ReplyRecord, ToolRecord};
-use crate::call::transcriber::TurnTranscript;
+use crate::agent::TransferProgress;
+use crate::agent::TurnTranscript;
 use crate::config::ToolKind;
 use crate::models::llm::chat::LlmEvent;
 use crate::models::llm::chat::ToolCall;
 use crate::models::llm::{LlmBackend, LlmStream};
 use crate::models::splitter::SentenceSplitter;
 use crate::models::tts_worker::{Priority, Speech, SpeechChunk, Style, TtsWorker};
-use crate::sip::endpoint::TransferProgress;
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,14 +10,17 @@
 pub mod amd_gate;
 pub mod conversation;
 pub mod echo;
+mod input;
 pub mod llm;
 pub mod repeat;
 pub mod tools;
 pub mod wav;
 
+pub use input::{TransferProgress, TurnTranscript};
+
 use crate::config::{AgentConfig, AgentMode};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// What the media loop tells the agent about its playout.
 #[derive(Debug, Clone, Copy, Default)]
@@ -98,11 +101,11 @@ pub trait Agent: Send {
     /// The caller started or stopped speaking (server_vad), in the caller audio's time.
     fn on_speech(&mut self, _event: crate::models::vad::VadEvent, _now: Instant) {}
     /// A caller turn's transcript (partials first, then the final one).
-    fn on_transcript(&mut self, _t: &crate::call::transcriber::TurnTranscript, _now: Instant) {}
+    fn on_transcript(&mut self, _t: &TurnTranscript, _now: Instant) {}
     /// The caller paused and may have finished: their words so far, to start a reply on
     /// speculation. Nothing of it may be heard, kept in the conversation or recorded until the
     /// final transcript of the same turn confirms it (`on_transcript`); `on_turn_resumed` voids it.
-    fn on_tentative_transcript(&mut self, _t: &crate::call::transcriber::TurnTranscript, _now: Instant) {}
+    fn on_tentative_transcript(&mut self, _t: &TurnTranscript, _now: Instant) {}
     /// The caller went on after a tentative end of `turn` (or it ended elsewhere): drop what was
     /// started on speculation, without a trace.
     fn on_turn_resumed(&mut self, _turn: u64, _now: Instant) {}
@@ -110,7 +113,7 @@ pub trait Agent: Send {
     /// start of the call's agent audio) had been heard. Stop the reply and keep what was heard.
     fn on_interrupt(&mut self, _played_samples: u64, _now: Instant) {}
     /// How a transfer the agent asked for is going.
-    fn on_transfer(&mut self, _progress: &crate::sip::endpoint::TransferProgress, _now: Instant) {}
+    fn on_transfer(&mut self, _progress: &TransferProgress, _now: Instant) {}
     /// A speech model this call depends on failed for good (`what` says which). An agent that can
     /// still speak apologises and ends the call its way (true); otherwise (false) the call ends
     /// with BYE at once.
@@ -143,8 +146,13 @@ pub struct AgentSpec {
 }
 
 /// The variables an agent's instructions may use, for one call.
-pub fn call_variables(caller: &str, called: &str, agent: &str) -> std::collections::BTreeMap<String, String> {
-    let now = crate::call::record::rfc3339(std::time::SystemTime::now());
+pub fn call_variables(
+    caller: &str,
+    called: &str,
+    agent: &str,
+    now: SystemTime,
+) -> std::collections::BTreeMap<String, String> {
+    let now = crate::wallclock::rfc3339(now);
     let (date, time) = (now[..10].to_string(), now[11..16].to_string());
     [
         ("caller", caller.to_string()),
@@ -165,9 +173,10 @@ pub fn call_variables_with(
     called: &str,
     agent: &str,
     extra: &std::collections::BTreeMap<String, String>,
+    now: SystemTime,
 ) -> std::collections::BTreeMap<String, String> {
     let mut vars = extra.clone();
-    vars.extend(call_variables(caller, called, agent));
+    vars.extend(call_variables(caller, called, agent, now));
     vars
 }
 
@@ -224,17 +233,14 @@ impl AgentSpec {
         })
     }
 
-    /// The agent for one call (`caller`, `called`: for the instructions' variables).
-    pub fn build(&self, caller: &str, called: &str) -> Box<dyn Agent> {
-        self.build_with(caller, called, &Default::default())
-    }
-
-    /// The agent for one call with per-call variables (a campaign contact's columns).
+    /// The agent for one call: `caller`, `called`, per-call variables (a campaign contact's
+    /// columns) and the wall-clock time the call starts at fill the instructions' variables.
     pub fn build_with(
         &self,
         caller: &str,
         called: &str,
         call_vars: &std::collections::BTreeMap<String, String>,
+        now: SystemTime,
     ) -> Box<dyn Agent> {
         let delay = self.config.echo_delay_ms.get();
         match self.config.mode {
@@ -249,7 +255,7 @@ impl AgentSpec {
                 (Some(tts), Some(backend), Some(l)) => {
                     let mut extra = self.config.variables.clone();
                     extra.extend(call_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-                    let vars = call_variables_with(caller, called, &self.name, &extra);
+                    let vars = call_variables_with(caller, called, &self.name, &extra, now);
                     // Validated at start-up with the same variables: rendering cannot fail here.
                     let instructions =
                         conversation::render(&l.instructions, &vars).unwrap_or_else(|_| l.instructions.clone());
@@ -294,8 +300,10 @@ mod variable_tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let vars = call_variables_with("+441632960001", "2001", "reminders", &extra);
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_523_472);
+        let vars = call_variables_with("+441632960001", "2001", "reminders", &extra, now);
         assert_eq!(vars["first_name"], "Anna");
+        assert_eq!((vars["date"].as_str(), vars["time"].as_str()), ("2026-11-24", "12:31 UTC"), "the time given");
         assert_eq!(vars["caller"], "+441632960001", "a contact column cannot replace a built-in");
         let text = conversation::render("Call {first_name} at {caller}.", &vars).unwrap();
         assert_eq!(text, "Call Anna at +441632960001.");

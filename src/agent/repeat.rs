@@ -3,7 +3,7 @@
 //! model (VAD → end of turn → Whisper → Piper, sentence by sentence → pacer).
 
 use super::{Agent, AgentOutput, PlayoutState};
-use crate::call::transcriber::TurnTranscript;
+use crate::agent::TurnTranscript;
 use crate::models::tts_worker::{Speech, SpeechChunk, Style, TtsWorker};
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -531,7 +531,7 @@ impl CallMedia {
     pub fn transfer_progress(&mut self, p: crate::sip::endpoint::TransferProgress, now: Instant) {
         tracing::info!(progress = ?p, "transfer");
         if self.agent_started {
-            self.agent.on_transfer(&p, now);
+            self.agent.on_transfer(&transfer_for_agent(p), now);
         }
     }
 
@@ -944,5 +944,17 @@ impl CallMedia {
             rtcp: self.rtcp.stats(),
             ..self.stats
         }
+    }
+}
+
+/// The SIP dialog's report of a transfer in the agent's terms.
+fn transfer_for_agent(p: crate::sip::endpoint::TransferProgress) -> crate::agent::TransferProgress {
+    use crate::agent::TransferProgress as A;
+    use crate::sip::endpoint::TransferProgress as S;
+    match p {
+        S::Accepted => A::Accepted,
+        S::Trying(code) => A::Trying(code),
+        S::Succeeded => A::Succeeded,
+        S::Failed { code, reason } => A::Failed { code, reason },
     }
 }

@@ -12,6 +12,7 @@
 //! half-written temporary files, so none can break start-up.
 
 use super::transcriber::{TranscriberEvent, TurnTranscript};
+use crate::wallclock::rfc3339;
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -377,40 +378,9 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Resu
     Ok(path)
 }
 
-/// `2026-11-24T10:11:12.345Z` (UTC, from the civil-from-days algorithm).
-pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_millis(951_782_400_123)), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_523_472)), "2026-11-24T12:31:12.000Z");
-    }
 
     #[test]
     fn file_names_are_safe() {

@@ -22,6 +22,7 @@
 //! a scripted one; in calls it is the shared worker pool (`AsrClient`).
 
 use super::turns::TurnEvent;
+pub use crate::agent::TurnTranscript;
 use crate::models::asr::worker::{AsrClient, AsrResult};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -56,24 +57,6 @@ const TAIL_MS: u64 = crate::models::asr::offline::TAIL_MS;
 const MAX_PIECE_MS: u64 = 30_000;
 /// Partials start once the turn has this much audio (shorter ones say little).
 const MIN_PARTIAL_MS: u64 = 1000;
-
-/// A transcript of (part of) one caller turn.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TurnTranscript {
-    /// Turns are numbered from 0 in the call.
-    pub turn: u64,
-    /// The audio transcribed, in the caller stream's time.
-    pub audio_start_ms: u64,
-    pub audio_end_ms: u64,
-    /// A partial (the turn is still going on); the final one follows.
-    pub partial: bool,
-    /// Empty when the recogniser heard no speech.
-    pub text: String,
-    pub language: Option<String>,
-    pub no_speech_prob: f32,
-    /// From submitting the audio to having the text (queueing included).
-    pub latency_ms: f64,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TranscriberEvent {

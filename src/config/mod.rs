@@ -380,7 +380,7 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
             }
             if let Err(e) = crate::agent::conversation::render(
                 &l.instructions,
-                &crate::agent::call_variables_with("", "", name, &a.variables),
+                &crate::agent::call_variables_with("", "", name, &a.variables, std::time::SystemTime::now()),
             ) {
                 return Err(err(&format!("agents.{name}.llm.instructions"), e));
             }

@@ -689,11 +689,11 @@ fn start_call(
         match machine_policy {
             // Outbound with a machine policy: the detector listens first, the agent waits for a person.
             Some(policy) => Box::new(crate::agent::amd_gate::AmdGate::new(
-                spec.build_with(&ic.from, &ic.called, call_vars),
+                spec.build_with(&ic.from, &ic.called, call_vars, std::time::SystemTime::now()),
                 policy,
                 spec.voice(),
             )),
-            None => spec.build_with(&ic.from, &ic.called, call_vars),
+            None => spec.build_with(&ic.from, &ic.called, call_vars, std::time::SystemTime::now()),
         },
         RtpIdentity::random(),
         std::time::Instant::now(),
