@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 /// Load a config for a command that runs (logging set up from it); a bad config exits with 2.
 fn load_config(path: &std::path::Path) -> Result<switchboard::config::LoadedConfig, ExitCode> {
-    let loaded = switchboard::config::load(path).map_err(|e| {
+    let loaded = switchboard::server::load_config(path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(2)
     })?;
@@ -17,7 +17,7 @@ fn load_config(path: &std::path::Path) -> Result<switchboard::config::LoadedConf
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match switchboard::config::load(&file) {
+        Command::CheckConfig { file } => match switchboard::server::load_config(&file) {
             Ok(c) => {
                 println!("{}: ok ({} routes, {} agents)", file.display(), c.config.routes.len(), c.config.agents.len());
                 ExitCode::SUCCESS
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
             report(cli::bargein::bench(&loaded, agent.as_deref(), interruptions, coughs, line, verbose))
         }
         Command::Dial { to, agent, account, ring_timeout, var, http, no_wait, config } => {
-            let loaded = match switchboard::config::load(&config) {
+            let loaded = match switchboard::server::load_config(&config) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -96,7 +96,7 @@ fn main() -> ExitCode {
                 | CampaignAction::Status { config, .. }
                 | CampaignAction::Export { config, .. } => config.clone(),
             };
-            let loaded = match switchboard::config::load(&config) {
+            let loaded = match switchboard::server::load_config(&config) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -8,6 +8,7 @@
 //! SIP and media code do not change shape.
 
 pub mod amd_gate;
+mod check;
 pub mod conversation;
 pub mod echo;
 mod input;
@@ -16,6 +17,7 @@ pub mod repeat;
 pub mod tools;
 pub mod wav;
 
+pub use check::check_config;
 pub use input::{TransferProgress, TurnTranscript};
 
 use crate::config::{AgentConfig, AgentMode};

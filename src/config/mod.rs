@@ -5,7 +5,7 @@
 //! dotted key path, so an operator can fix it without reading code.
 
 mod error;
-pub(crate) mod locate;
+pub mod locate;
 mod schema;
 mod security;
 
@@ -63,7 +63,7 @@ impl LoadedConfig {
     }
 }
 
-fn resolve_relative(config_path: &Path, p: &Path) -> PathBuf {
+pub(crate) fn resolve_relative(config_path: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
@@ -71,15 +71,9 @@ fn resolve_relative(config_path: &Path, p: &Path) -> PathBuf {
     }
 }
 
-/// Read and validate a config file.
-pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
-    let text = read_text(path)?;
-    let config = parse(path, &text)?;
-    Ok(LoadedConfig { path: path.to_path_buf(), config })
-}
-
-/// A YAML file's text, or an error naming the file.
-pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
+/// A YAML file's text, or an error naming the file. (`server::load_config` reads and checks a
+/// config file whole: this module's checks and the agents'.)
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         line: None,
@@ -134,7 +128,8 @@ fn one_password(env: bool, file: bool, inline: bool) -> bool {
     [env, file, inline].iter().filter(|x| **x).count() == 1
 }
 
-/// Checks that need the whole document (cross references, files on disk).
+/// Checks that need the whole document (cross references). Those that need the agent's code (its
+/// instructions, tools and greeting file) are `agent::check_config`'s.
 fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
     let err = |key: &str, message: String| {
         let line = locate::line_of(text, key);
@@ -378,12 +373,6 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
                 }
                 _ => {}
             }
-            if let Err(e) = crate::agent::conversation::render(
-                &l.instructions,
-                &crate::agent::call_variables_with("", "", name, &a.variables, std::time::SystemTime::now()),
-            ) {
-                return Err(err(&format!("agents.{name}.llm.instructions"), e));
-            }
             match (l.on_failure, l.transfer_to.as_deref()) {
                 (LlmFailurePolicy::Transfer, None) => {
                     return Err(err(
@@ -407,9 +396,6 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
             }
             let mut seen = std::collections::BTreeSet::new();
             for (i, t) in l.tools.iter().enumerate() {
-                if let Err((key, e)) = crate::agent::tools::check_config(t) {
-                    return Err(err(&format!("agents.{name}.llm.tools.{i}.{key}"), e));
-                }
                 if !seen.insert(t.name.as_str()) {
                     return Err(err(
                         &format!("agents.{name}.llm.tools.{i}.name"),
@@ -468,12 +454,6 @@ fn validate(path: &Path, text: &str, c: &Config) -> Result<(), ConfigError> {
                 &format!("agents.{name}.speaking_rate"),
                 format!("{} is out of range 0.25..=4.0", a.speaking_rate),
             ));
-        }
-        if let Some(g) = &a.greeting {
-            let file = resolve_relative(path, g);
-            if let Err(e) = crate::agent::wav::load_pcm16(&file, crate::media::codec::AGENT_RATE) {
-                return Err(err(&format!("agents.{name}.greeting"), format!("{}: {e}", file.display())));
-            }
         }
     }
     Ok(())

@@ -60,6 +60,15 @@ enum Control {
     Answer(CallKey),
 }
 
+/// Read a config file and check all of it: the document (`config::parse`) and what needs the
+/// agents' own code (`agent::check_config`: instructions, tools, greeting files).
+pub fn load_config(path: &std::path::Path) -> Result<LoadedConfig, crate::config::ConfigError> {
+    let text = crate::config::read_text(path)?;
+    let config = crate::config::parse(path, &text)?;
+    crate::agent::check_config(path, &text, &config)?;
+    Ok(LoadedConfig { path: path.to_path_buf(), config })
+}
+
 pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     let cfg = &loaded.config;
     let sip_listen = ov.sip_listen.unwrap_or(cfg.sip.listen);
