@@ -1,8 +1,8 @@
 //! The layer order of docs/ARCHITECTURE.md ("Layers"), checked against every `crate::` path in src/.
 //!
 //! A top-level module may use only modules on lower lines of the ```layers block; modules on one
-//! line do not use each other. The ```layers-pending block lists the upward imports not yet undone
-//! (`from -> to`); each must still exist, so the list shrinks with the code and never hides a new one.
+//! line do not use each other. A ```layers-pending block, when there is one, lists upward imports not
+//! yet undone (`from -> to`); each must still exist, so the list shrinks and never hides a new one.
 //! Comments and string literals are not code: only paths in code count.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -51,24 +51,12 @@ pub struct BargeInConfig {
 }
 
 impl Default for BargeInConfig {
+    /// The config's defaults (`config::BargeInSettings`, where their tuning is written down).
     fn default() -> Self {
-        // Tuned on `switchboard bench-barge-in` (the README has the figures): one VAD chunk of
-        // speech pauses (p50 ~100 ms on the wire); 640 ms keeps "mm-hmm" a back-channel; 400 ms of
-        // quiet bridges the comma pause of "Sorry, can I stop you there?".
-        BargeInConfig {
-            threshold: 0.6,
-            pause_ms: 32,
-            commit_ms: 640,
-            resume_ms: 400,
-            echo_ncc: 0.55,
-            echo_return_loss_db: 6.0,
-            onset_dbfs: ONSET_DBFS,
-        }
+        crate::config::BargeInSettings::default().decision()
     }
 }
 
-/// The onset gate's default level: the bench's (and the wire tests') own onset criterion, 0.02 RMS.
-pub const ONSET_DBFS: f32 = -34.0;
 /// After a gate pause the VAD did not confirm, the gate rests this long (caller audio time).
 pub const GATE_REST_MS: u64 = 2000;
 
@@ -303,6 +291,21 @@ impl BargeInTracker {
 
 fn rms(pcm: &[i16]) -> f32 {
     (pcm.iter().map(|&s| (s as f32) * (s as f32)).sum::<f32>() / pcm.len().max(1) as f32).sqrt()
+}
+
+/// The barge-in settings of an agent as the decision's.
+impl crate::config::BargeInSettings {
+    pub fn decision(&self) -> BargeInConfig {
+        BargeInConfig {
+            threshold: self.threshold,
+            pause_ms: self.pause_ms.get(),
+            commit_ms: self.commit_ms.get(),
+            resume_ms: self.resume_ms.get(),
+            echo_ncc: self.echo_ncc,
+            echo_return_loss_db: self.echo_return_loss_db,
+            onset_dbfs: self.onset_dbfs,
+        }
+    }
 }
 
 #[cfg(test)]

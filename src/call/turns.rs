@@ -376,6 +376,23 @@ impl TurnDetector {
     }
 }
 
+/// Turn detection's settings as the turn machine's mode.
+impl crate::config::TurnDetection {
+    pub fn turn_mode(&self) -> TurnMode {
+        match self.kind {
+            crate::config::TurnDetectionKind::ServerVad => TurnMode::ServerVad,
+            crate::config::TurnDetectionKind::SemanticVad => TurnMode::SemanticVad {
+                threshold: self.completion_threshold,
+                max_wait_ms: self.eagerness.max_wait_ms(),
+            },
+            // Validated to be one DTMF digit.
+            crate::config::TurnDetectionKind::Manual => {
+                TurnMode::Manual { key: self.commit_key.chars().next().unwrap_or('#') }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 #[path = "turns_tests.rs"]
 mod tests;

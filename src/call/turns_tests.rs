@@ -375,3 +375,15 @@ fn manual_turns_never_speculate() {
     let ev: Vec<TurnEvent> = std::iter::from_fn(|| d.poll_event()).collect();
     assert!(!ev.iter().any(|e| matches!(e, TurnEvent::Tentative { .. })), "{ev:?}");
 }
+
+#[test]
+fn turn_detection_settings_map_to_the_mode() {
+    let td = |yaml: &str| -> crate::config::TurnDetection { serde_yaml_ng::from_str(yaml).unwrap() };
+    assert_eq!(td("type: server_vad").turn_mode(), TurnMode::ServerVad);
+    assert_eq!(
+        td("type: semantic_vad\neagerness: high").turn_mode(),
+        TurnMode::SemanticVad { threshold: 0.5, max_wait_ms: 2000 }
+    );
+    assert_eq!(td("type: manual").turn_mode(), TurnMode::Manual { key: '#' }, "# by default");
+    assert_eq!(td("type: manual\ncommit_key: \"*\"").turn_mode(), TurnMode::Manual { key: '*' });
+}

@@ -4,11 +4,13 @@
 //! wrong type, bad value, dangling reference) names the file, the line and the
 //! dotted key path, so an operator can fix it without reading code.
 
+mod cidr;
 mod error;
 pub mod locate;
 mod schema;
 mod security;
 
+pub use cidr::{any_contains, Cidr};
 pub use error::ConfigError;
 pub use schema::*;
 pub use security::*;

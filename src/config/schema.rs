@@ -6,6 +6,25 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+/// An ONNX Runtime execution provider (`models.*.providers`, in order of preference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Cpu,
+    Cuda,
+    Tensorrt,
+}
+
+/// Which of a Whisper model's graphs to run (`models.asr.*.precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// Per-channel dynamic int8 weights: smaller and faster, same words on our clips.
+    Int8,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -404,7 +423,7 @@ pub struct Route {
     /// Sources that may call this route, replacing `security.allow` for it (e.g. only the
     /// trunk that owns these numbers).
     #[serde(default)]
-    pub allow: Option<Vec<crate::sip::guard::Cidr>>,
+    pub allow: Option<Vec<super::Cidr>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -500,32 +519,21 @@ pub struct BargeInSettings {
 
 impl Default for BargeInSettings {
     fn default() -> Self {
-        let d = crate::call::bargein::BargeInConfig::default();
+        // Tuned on `switchboard bench-barge-in` (the README has the figures): one VAD chunk of
+        // speech pauses (p50 ~100 ms on the wire); 640 ms keeps "mm-hmm" a back-channel; 400 ms of
+        // quiet bridges the comma pause of "Sorry, can I stop you there?". The onset gate's level
+        // is the bench's (and the wire tests') own onset criterion, 0.02 RMS.
         BargeInSettings {
             enabled: true,
-            threshold: d.threshold,
-            pause_ms: U64Range(d.pause_ms),
-            commit_ms: U64Range(d.commit_ms),
-            resume_ms: U64Range(d.resume_ms),
-            echo_ncc: d.echo_ncc,
-            echo_return_loss_db: d.echo_return_loss_db,
+            threshold: 0.6,
+            pause_ms: U64Range(32),
+            commit_ms: U64Range(640),
+            resume_ms: U64Range(400),
+            echo_ncc: 0.55,
+            echo_return_loss_db: 6.0,
             echo_max_delay_ms: U64Range(400),
-            onset_dbfs: d.onset_dbfs,
+            onset_dbfs: -34.0,
             fade_ms: U64Range(0),
-        }
-    }
-}
-
-impl BargeInSettings {
-    pub fn decision(&self) -> crate::call::bargein::BargeInConfig {
-        crate::call::bargein::BargeInConfig {
-            threshold: self.threshold,
-            pause_ms: self.pause_ms.get(),
-            commit_ms: self.commit_ms.get(),
-            resume_ms: self.resume_ms.get(),
-            echo_ncc: self.echo_ncc,
-            echo_return_loss_db: self.echo_return_loss_db,
-            onset_dbfs: self.onset_dbfs,
         }
     }
 }
@@ -779,29 +787,6 @@ impl TurnDetection {
             (None, TurnDetectionKind::SemanticVad) => 250,
         }
     }
-
-    pub fn segmenter_config(&self) -> crate::models::vad::SegmenterConfig {
-        crate::models::vad::SegmenterConfig {
-            threshold: self.threshold,
-            prefix_padding_ms: self.prefix_padding_ms.get() as u32,
-            silence_duration_ms: self.silence_ms() as u32,
-            min_speech_ms: self.min_speech_ms.get() as u32,
-        }
-    }
-
-    pub fn turn_mode(&self) -> crate::call::turns::TurnMode {
-        match self.kind {
-            TurnDetectionKind::ServerVad => crate::call::turns::TurnMode::ServerVad,
-            TurnDetectionKind::SemanticVad => crate::call::turns::TurnMode::SemanticVad {
-                threshold: self.completion_threshold,
-                max_wait_ms: self.eagerness.max_wait_ms(),
-            },
-            // Validated to be one DTMF digit.
-            TurnDetectionKind::Manual => {
-                crate::call::turns::TurnMode::Manual { key: self.commit_key.chars().next().unwrap_or('#') }
-            }
-        }
-    }
 }
 
 fn default_rate() -> f32 {
@@ -967,7 +952,7 @@ pub struct LlmBackendConfig {
     pub path: Option<PathBuf>,
     /// onnx: execution providers in order of preference.
     #[serde(default = "default_providers")]
-    pub providers: Vec<crate::models::runtime::Provider>,
+    pub providers: Vec<Provider>,
     #[serde(default)]
     pub strict: bool,
     #[serde(default = "default_llm_threads")]
@@ -1017,18 +1002,6 @@ fn default_llm_repetition_penalty() -> f32 {
     1.05
 }
 
-impl LlmBackendConfig {
-    pub fn session_options(&self) -> crate::models::runtime::SessionOptions {
-        crate::models::runtime::SessionOptions {
-            providers: self.providers.clone(),
-            strict: self.strict,
-            intra_threads: self.intra_threads.get() as usize,
-            inter_threads: 1,
-            spin: self.spin,
-        }
-    }
-}
-
 fn default_connect_timeout() -> U64Range<1, 60_000> {
     U64Range(2000)
 }
@@ -1050,13 +1023,13 @@ pub struct AsrModelConfig {
     pub path: PathBuf,
     /// `fp32`, or `int8` (the per-channel quantised graphs beside them).
     #[serde(default)]
-    pub precision: crate::models::asr::Precision,
+    pub precision: Precision,
     /// Default language for agents using this model: `en`, another code the
     /// (multilingual) model knows, or `auto` to detect it per turn.
     #[serde(default = "default_language")]
     pub language: String,
     #[serde(default = "default_providers")]
-    pub providers: Vec<crate::models::runtime::Provider>,
+    pub providers: Vec<Provider>,
     #[serde(default)]
     pub strict: bool,
     #[serde(default = "default_one")]
@@ -1092,23 +1065,6 @@ fn default_asr_queue() -> U64Range<1, 100_000> {
     U64Range(64)
 }
 
-impl AsrModelConfig {
-    /// The encoder window floor in seconds: as configured, or the measured default.
-    pub fn window_floor_s(&self) -> f32 {
-        self.window_floor_s.unwrap_or(crate::models::asr::DEFAULT_WINDOW_FLOOR_S)
-    }
-
-    pub fn session_options(&self) -> crate::models::runtime::SessionOptions {
-        crate::models::runtime::SessionOptions {
-            providers: self.providers.clone(),
-            strict: self.strict,
-            intra_threads: self.intra_threads.get() as usize,
-            inter_threads: 1,
-            spin: self.spin,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
@@ -1135,7 +1091,7 @@ pub struct ModelConfig {
     pub path: PathBuf,
     /// Execution providers in order of preference; the first that works is used.
     #[serde(default = "default_providers")]
-    pub providers: Vec<crate::models::runtime::Provider>,
+    pub providers: Vec<Provider>,
     /// An unavailable provider is a start-up error instead of a fallback.
     #[serde(default)]
     pub strict: bool,
@@ -1161,8 +1117,8 @@ fn default_spin() -> bool {
     // with 4 callers, slightly faster replies for one: ONNX Runtime's default stays.
     true
 }
-fn default_providers() -> Vec<crate::models::runtime::Provider> {
-    vec![crate::models::runtime::Provider::Cpu]
+fn default_providers() -> Vec<Provider> {
+    vec![Provider::Cpu]
 }
 fn default_one() -> U64Range<1, 64> {
     U64Range(1)
@@ -1172,16 +1128,4 @@ fn default_batch() -> U64Range<1, 4096> {
 }
 fn default_queue() -> U64Range<1, 1_000_000> {
     U64Range(4096)
-}
-
-impl ModelConfig {
-    pub fn session_options(&self) -> crate::models::runtime::SessionOptions {
-        crate::models::runtime::SessionOptions {
-            providers: self.providers.clone(),
-            strict: self.strict,
-            intra_threads: self.intra_threads.get() as usize,
-            inter_threads: self.inter_threads.get() as usize,
-            spin: self.spin,
-        }
-    }
 }

@@ -2,9 +2,29 @@
 //! section only loopback may call, scanners are dropped, and untrusted sources are rate limited.
 
 use super::schema::U64Range;
-use crate::sip::guard::Cidr;
+use super::Cidr;
 use serde::Deserialize;
 use std::path::PathBuf;
+
+/// User agents of SIP scanners and toll-fraud tools (matched case-insensitively as substrings
+/// of User-Agent): SIPVicious (`friendly-scanner`), sipcli, SIPScan, sundayddr, iWar,
+/// VaxSIPUserAgent, smap, sip-scan, SIPArmyKnife, pplsip, SiVuS, Nessus and sipptk.
+pub const DEFAULT_SCANNERS: &[&str] = &[
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "sipscan",
+    "sip-scan",
+    "sundayddr",
+    "iwar",
+    "vaxsipuseragent",
+    "smap",
+    "siparmyknife",
+    "pplsip",
+    "sivus",
+    "nessus",
+    "sipptk",
+];
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -43,7 +63,7 @@ fn default_allow() -> Vec<Cidr> {
     vec!["127.0.0.0/8".parse().expect("literal"), "::1".parse().expect("literal")]
 }
 fn default_scanners() -> Vec<String> {
-    crate::sip::guard::DEFAULT_SCANNERS.iter().map(|s| s.to_string()).collect()
+    DEFAULT_SCANNERS.iter().map(|s| s.to_string()).collect()
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

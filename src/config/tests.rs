@@ -103,7 +103,7 @@ fn transcription_and_voice_references_are_checked() {
     )
     .unwrap();
     let (name, m) = ok.asr_model_of(&ok.agents["a"]).unwrap();
-    assert_eq!((name, m.precision, m.language.as_str()), ("base", crate::models::asr::Precision::Int8, "auto"));
+    assert_eq!((name, m.precision, m.language.as_str()), ("base", Precision::Int8, "auto"));
     assert_eq!(ok.agents["a"].voice.as_deref(), Some("slow"));
 
     let e = err(&agent(&format!("{td}    transcription:\n      model: large\n")));
@@ -129,10 +129,10 @@ fn transcription_and_voice_references_are_checked() {
 fn the_recognisers_window_floor_has_a_default_and_a_range() {
     let ok = parse(Path::new(P), &format!("{MODELS}{MIN}")).unwrap();
     let asr = &ok.models.as_ref().unwrap().asr;
-    assert_eq!(asr["tiny"].window_floor_s(), crate::models::asr::DEFAULT_WINDOW_FLOOR_S);
+    assert_eq!(asr["tiny"].window_floor_s, None, "unset: the model's measured default (models::asr)");
     let ok = parse(Path::new(P), &format!("models:\n  asr:\n    t:\n      path: w\n      window_floor_s: 30\n{MIN}"))
         .unwrap();
-    assert_eq!(ok.models.as_ref().unwrap().asr["t"].window_floor_s(), 30.0);
+    assert_eq!(ok.models.as_ref().unwrap().asr["t"].window_floor_s, Some(30.0));
     let e = err(&format!("models:\n  asr:\n    t:\n      path: w\n      window_floor_s: 31\n{MIN}"));
     assert_eq!(e.key, "models.asr.t.window_floor_s", "{e}");
     assert!(e.message.contains("out of range 0..=30"), "{e}");
@@ -157,7 +157,10 @@ fn semantic_vad_and_repeat_are_checked() {
     assert!(e.message.contains("models.turn"), "{e}");
     let ok = parse(Path::new(P), &format!("models:\n  turn:\n    path: t.onnx\n{}    turn_detection:\n      type: semantic_vad\n      eagerness: high\n", &base[8..])).unwrap();
     let td = ok.agents["a"].turn_detection.as_ref().unwrap();
-    assert_eq!(td.turn_mode(), crate::call::turns::TurnMode::SemanticVad { threshold: 0.5, max_wait_ms: 2000 });
+    assert_eq!(
+        (td.kind, td.eagerness, td.completion_threshold),
+        (TurnDetectionKind::SemanticVad, Eagerness::High, 0.5)
+    );
     assert_eq!(td.silence_ms(), 250, "semantic_vad asks the model after a short silence");
     let e = err(&format!("{base}    turn_detection:\n      type: semantic_vad\n      eagerness: eager\n"));
     assert_eq!(e.key, "agents.a.turn_detection.eagerness", "{e}");
@@ -173,13 +176,10 @@ fn manual_turns_take_one_dtmf_key() {
     let base = "models:\n  vad:\n    path: v.onnx\nroutes:\n  - match: \"*\"\n    agent: a\nagents:\n  a:\n";
     let ok = parse(Path::new(P), &format!("{base}    turn_detection:\n      type: manual\n")).unwrap();
     let td = ok.agents["a"].turn_detection.as_ref().unwrap();
-    assert_eq!(td.turn_mode(), crate::call::turns::TurnMode::Manual { key: '#' }, "# by default");
+    assert_eq!((td.kind, td.commit_key.as_str()), (TurnDetectionKind::Manual, "#"), "# by default");
     let ok = parse(Path::new(P), &format!("{base}    turn_detection:\n      type: manual\n      commit_key: \"*\"\n"))
         .unwrap();
-    assert_eq!(
-        ok.agents["a"].turn_detection.as_ref().unwrap().turn_mode(),
-        crate::call::turns::TurnMode::Manual { key: '*' }
-    );
+    assert_eq!(ok.agents["a"].turn_detection.as_ref().unwrap().commit_key, "*");
     for bad in ["\"##\"", "x", "\"\""] {
         let e = err(&format!("{base}    turn_detection:\n      type: manual\n      commit_key: {bad}\n"));
         assert_eq!(e.key, "agents.a.turn_detection.commit_key", "{bad}: {e}");

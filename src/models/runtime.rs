@@ -14,13 +14,7 @@ use ort::session::Session;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    Cpu,
-    Cuda,
-    Tensorrt,
-}
+pub use crate::config::Provider;
 
 impl Provider {
     pub fn label(self) -> &'static str {
@@ -189,5 +183,44 @@ impl Runtime {
             .map(Provider::label)
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+// Each model's settings as ONNX Runtime session options (the config is plain data; the mapping
+// lives with its consumer).
+
+impl crate::config::LlmBackendConfig {
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            providers: self.providers.clone(),
+            strict: self.strict,
+            intra_threads: self.intra_threads.get() as usize,
+            inter_threads: 1,
+            spin: self.spin,
+        }
+    }
+}
+
+impl crate::config::AsrModelConfig {
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            providers: self.providers.clone(),
+            strict: self.strict,
+            intra_threads: self.intra_threads.get() as usize,
+            inter_threads: 1,
+            spin: self.spin,
+        }
+    }
+}
+
+impl crate::config::ModelConfig {
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            providers: self.providers.clone(),
+            strict: self.strict,
+            intra_threads: self.intra_threads.get() as usize,
+            inter_threads: self.inter_threads.get() as usize,
+            spin: self.spin,
+        }
     }
 }

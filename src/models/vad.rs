@@ -638,6 +638,18 @@ impl Segmenter {
     }
 }
 
+/// Turn detection's settings as the segmenter's.
+impl crate::config::TurnDetection {
+    pub fn segmenter_config(&self) -> SegmenterConfig {
+        SegmenterConfig {
+            threshold: self.threshold,
+            prefix_padding_ms: self.prefix_padding_ms.get() as u32,
+            silence_duration_ms: self.silence_ms() as u32,
+            min_speech_ms: self.min_speech_ms.get() as u32,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

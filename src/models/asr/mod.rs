@@ -35,7 +35,6 @@ use super::melspec::LogMel;
 use super::runtime::{Provider, Runtime, RuntimeError, SessionOptions};
 use ort::session::Session;
 use ort::value::{DynValue, Tensor};
-use serde::Deserialize;
 use spec::WhisperSpec;
 use std::path::Path;
 use tokenizer::Tokenizer;
@@ -88,15 +87,7 @@ pub fn window_frames(samples: usize, floor_s: f32) -> usize {
     fitted.max(floor).min(FRAMES)
 }
 
-/// Which graphs to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    #[default]
-    Fp32,
-    /// Per-channel dynamic int8 weights: smaller and faster, same words on our clips.
-    Int8,
-}
+pub use crate::config::Precision;
 
 impl Precision {
     fn suffix(self) -> &'static str {
@@ -446,8 +437,22 @@ struct WindowResult {
     drafted: usize,
 }
 
+impl crate::config::AsrModelConfig {
+    /// The encoder window floor in seconds: as configured, or the measured default.
+    pub fn window_floor_s(&self) -> f32 {
+        self.window_floor_s.unwrap_or(DEFAULT_WINDOW_FLOOR_S)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_unset_window_floor_is_the_measured_default() {
+        let cfg = |yaml: &str| -> crate::config::AsrModelConfig { serde_yaml_ng::from_str(yaml).unwrap() };
+        assert_eq!(cfg("path: w").window_floor_s(), super::DEFAULT_WINDOW_FLOOR_S);
+        assert_eq!(cfg("path: w\nwindow_floor_s: 10").window_floor_s(), 10.0);
+    }
+
     use super::*;
 
     #[test]

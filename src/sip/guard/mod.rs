@@ -8,10 +8,9 @@
 //! own peak. Everyone else is: scanners are dropped without an answer and blocked, and a
 //! source over its message rate or failing authentication too often is ignored for a while.
 
-mod cidr;
 mod limiter;
 
-pub use cidr::{any_contains, Cidr};
+pub use crate::config::{any_contains, Cidr, DEFAULT_SCANNERS};
 pub use limiter::{Admit, BlockReason, LimitConfig, Limiter};
 
 use crate::sip::digest;
@@ -21,26 +20,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
-
-/// User agents of SIP scanners and toll-fraud tools (matched case-insensitively as substrings
-/// of User-Agent): SIPVicious (`friendly-scanner`), sipcli, SIPScan, sundayddr, iWar,
-/// VaxSIPUserAgent, smap, sip-scan, SIPArmyKnife, pplsip, SiVuS, Nessus and sipptk.
-pub const DEFAULT_SCANNERS: &[&str] = &[
-    "friendly-scanner",
-    "sipvicious",
-    "sipcli",
-    "sipscan",
-    "sip-scan",
-    "sundayddr",
-    "iwar",
-    "vaxsipuseragent",
-    "smap",
-    "siparmyknife",
-    "pplsip",
-    "sivus",
-    "nessus",
-    "sipptk",
-];
 
 /// Inbound digest authentication: callers outside the ACL (or everyone, with `for_trusted`)
 /// must prove one of these users' passwords.
