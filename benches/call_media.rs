@@ -78,7 +78,7 @@ fn bench_call(c: &mut Criterion, name: &str, codec: Codec, pt: u8) {
         params,
         settings,
         Box::new(EchoAgent::new(None, Some(0))),
-        RtpIdentity::random(),
+        RtpIdentity::from_rng(&mut rand::rng()),
         t0,
         SystemTime::now(),
     )

@@ -245,8 +245,8 @@ fn drive_endpoint(datagrams: &[&[u8]]) {
     let peer: SocketAddr = PEER.parse().unwrap();
     let local: SocketAddr = LOCAL.parse().unwrap();
     let src = Source { transport: Transport::Udp, addr: peer, conn: None, local };
-    let mut ep = Endpoint::new(endpoint_config(), 1);
     let mut now = Instant::now();
+    let mut ep = Endpoint::new(endpoint_config(), 1, now);
     let mut sent = Sent::default();
     ep.add_account(
         AccountSpec {

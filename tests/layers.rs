@@ -5,8 +5,12 @@
 //! yet undone (`from -> to`); each must still exist, so the list shrinks and never hides a new one.
 //! Comments and string literals are not code: only paths in code count.
 
+#[path = "common/source.rs"]
+mod source;
+
+use source::{code_only, is_ident, rust_files};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Modules by layer, lowest 0, read from a ```layers block (top floor first).
 fn layers(doc: &str) -> BTreeMap<String, usize> {
@@ -47,103 +51,6 @@ fn block(doc: &str, name: &str) -> Vec<String> {
         }
     }
     out
-}
-
-/// The source with comments blanked and string and char literals emptied (so a path in a doc
-/// comment or a message does not count).
-fn code_only(src: &str) -> String {
-    let b = src.as_bytes();
-    let mut out = String::with_capacity(src.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'/' if b.get(i + 1) == Some(&b'/') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                let mut depth = 0;
-                while i < b.len() {
-                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-                out.push(' ');
-            }
-            b'r' if matches!(b.get(i + 1), Some(b'"') | Some(b'#')) && (i == 0 || !is_ident(b[i - 1])) => {
-                // A raw string: r"…" or r#"…"#.
-                let mut j = i + 1;
-                let mut hashes = 0;
-                while b.get(j) == Some(&b'#') {
-                    hashes += 1;
-                    j += 1;
-                }
-                if b.get(j) != Some(&b'"') {
-                    out.push('r');
-                    i += 1;
-                    continue;
-                }
-                let close: Vec<u8> = std::iter::once(b'"').chain(std::iter::repeat_n(b'#', hashes)).collect();
-                j += 1;
-                while j < b.len() && !b[j..].starts_with(&close) {
-                    j += 1;
-                }
-                i = j + close.len();
-                out.push_str("\"\"");
-            }
-            b'"' => {
-                i += 1;
-                while i < b.len() && b[i] != b'"' {
-                    i += if b[i] == b'\\' { 2 } else { 1 };
-                }
-                i += 1;
-                out.push_str("\"\"");
-            }
-            b'\'' => {
-                // A char literal ('x', '\n', '\'') or a lifetime ('a): only a literal is skipped.
-                let lit = if b.get(i + 1) == Some(&b'\\') {
-                    b[i + 2..].iter().position(|&c| c == b'\'').map(|p| i + 2 + p + 1)
-                } else if b.get(i + 2) == Some(&b'\'') {
-                    Some(i + 3)
-                } else {
-                    std::str::from_utf8(&b[i + 1..]).ok().and_then(|rest| {
-                        let c = rest.chars().next()?;
-                        (rest[c.len_utf8()..].starts_with('\'')).then(|| i + 1 + c.len_utf8() + 1)
-                    })
-                };
-                match lit {
-                    Some(end) => {
-                        out.push_str("' '");
-                        i = end;
-                    }
-                    None => {
-                        out.push('\'');
-                        i += 1;
-                    }
-                }
-            }
-            _ => {
-                let c = src[i..].chars().next().unwrap();
-                out.push(c);
-                i += c.len_utf8();
-            }
-        }
-    }
-    out
-}
-
-fn is_ident(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_'
 }
 
 /// The top-level modules a file's code names: `crate::m`, `use crate::{m::…, n}`, and `super::`
@@ -239,17 +146,6 @@ fn modules_of(src: &Path, file: &Path) -> Option<(String, Vec<String>)> {
         parts.push(stem);
     }
     Some((parts[0].clone(), parts))
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
 }
 
 /// Every import against the order: (from, to, the first file that does it).

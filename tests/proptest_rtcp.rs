@@ -282,7 +282,7 @@ fn new_session_with_real_clock_values() {
     // The driver passes Instant::now() and SystemTime::now() once.
     let cfg = RtcpConfig { ssrc: OURS, cname: "x".into(), clock_rate: 8000, interval: Duration::from_secs(5) };
     let now = Instant::now();
-    let mut s = RtcpSession::new(cfg, now, SystemTime::now());
+    let mut s = RtcpSession::with_seed(cfg, now, SystemTime::now(), 1);
     s.on_rtp_sent(0, 160, now);
     let at = s.poll_timeout();
     let buf = s.handle_timeout(at).expect("first report");

@@ -183,6 +183,14 @@ pub struct LlmAgent {
     caller_speaking: bool,
     /// Something was given to the voice since the caller's last turn (for the latency log lines).
     voiced_since_turn: bool,
+    /// The time the call last gave (every entry point sets it): the agent reads no clock.
+    now: Instant,
+}
+
+/// The agent's voice: the synthesiser and how it speaks.
+pub struct Voice {
+    pub tts: TtsWorker,
+    pub style: Style,
 }
 
 impl LlmAgent {
@@ -191,9 +199,9 @@ impl LlmAgent {
         conv: Conversation,
         backend: LlmBackend,
         settings: LlmSettings,
-        tts: TtsWorker,
-        style: Style,
+        voice: Voice,
         tools: AgentTools,
+        now: Instant,
     ) -> LlmAgent {
         static SESSIONS: AtomicU64 = AtomicU64::new(1);
         let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
@@ -207,8 +215,8 @@ impl LlmAgent {
             session,
             records: VecDeque::new(),
             settings,
-            tts,
-            style,
+            tts: voice.tts,
+            style: voice.style,
             reply: None,
             speculation: None,
             speaking: VecDeque::new(),
@@ -228,6 +236,7 @@ impl LlmAgent {
             said_for_round: false,
             caller_speaking: false,
             voiced_since_turn: true,
+            now,
         }
     }
 
@@ -255,7 +264,7 @@ impl LlmAgent {
                 error: None,
                 finish_reason: None,
                 first_text_ms: r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64),
-                total_ms: r.started.elapsed().as_millis() as u64,
+                total_ms: self.now.saturating_duration_since(r.started).as_millis() as u64,
             });
         }
     }
@@ -289,7 +298,7 @@ impl LlmAgent {
             stream,
             splitter: SentenceSplitter::new(),
             text: String::new(),
-            started: Instant::now(),
+            started: self.now,
             first_text: None,
         });
     }
@@ -297,7 +306,7 @@ impl LlmAgent {
     /// The language model's events so far.
     fn pump_reply(&mut self) {
         let mut sentences = Vec::new();
-        let finished = self.reply.as_mut().and_then(|r| drain_events(r, &mut sentences));
+        let finished = self.reply.as_mut().and_then(|r| drain_events(r, &mut sentences, self.now));
         for s in sentences {
             self.say(&s);
         }
@@ -318,7 +327,7 @@ impl LlmAgent {
             return;
         }
         let mut sentences = Vec::new();
-        spec.done = drain_events(&mut spec.reply, &mut sentences);
+        spec.done = drain_events(&mut spec.reply, &mut sentences, self.now);
         for s in sentences {
             let first = spec.held.is_empty();
             if first {
@@ -335,7 +344,7 @@ impl LlmAgent {
     /// A reply's model is done (or failed): the record, the conversation, the apology, tools.
     fn end_reply(&mut self, r: Reply, result: Result<String, crate::models::llm::LlmError>) {
         let first_text_ms = r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64);
-        let total_ms = r.started.elapsed().as_millis() as u64;
+        let total_ms = self.now.saturating_duration_since(r.started).as_millis() as u64;
         let mut record = ReplyRecord {
             response: r.response,
             text: r.text.trim().to_string(),
@@ -371,7 +380,7 @@ impl LlmAgent {
                                     target,
                                     timeout: FAILURE_TRANSFER_TIMEOUT,
                                     sent: None,
-                                    started: Instant::now(),
+                                    started: self.now,
                                 });
                             }
                             Err(e) => {
@@ -464,7 +473,7 @@ impl LlmAgent {
         self.tool_rounds += 1;
         let mut hangup = false;
         for call in calls {
-            let started = Instant::now();
+            let started = self.now;
             let (outcome, arguments) = match self.tools.set.validate(&call, &self.tools.vars) {
                 Err(e) => (ToolOutcome::error("invalid_arguments", &e), self.tools.set.shown_arguments(&call)),
                 Ok((tool, args)) => {
@@ -578,7 +587,7 @@ impl LlmAgent {
         o: ToolOutcome,
         started: Instant,
     ) -> bool {
-        let duration_ms = started.elapsed().as_millis() as u64;
+        let duration_ms = self.now.saturating_duration_since(started).as_millis() as u64;
         tracing::info!(tool = %call.name, outcome = o.outcome, duration_ms, "tool result");
         // A failure the operator wrote words for: the caller hears them at once, not the model's
         // guess. (Invalid arguments are the model's own mistake: it gets to try again; a tool
@@ -661,15 +670,21 @@ impl LlmAgent {
 }
 
 impl Agent for LlmAgent {
-    fn start(&mut self, _sample_rate: u32, _now: Instant) {}
+    fn start(&mut self, _sample_rate: u32, now: Instant) {
+        self.now = now;
+    }
 
-    fn on_caller_audio(&mut self, _pcm: &[i16], _playout: PlayoutState, _now: Instant) {}
+    fn on_caller_audio(&mut self, _pcm: &[i16], _playout: PlayoutState, now: Instant) {
+        self.now = now;
+    }
 
-    fn on_speech(&mut self, event: crate::models::vad::VadEvent, _now: Instant) {
+    fn on_speech(&mut self, event: crate::models::vad::VadEvent, now: Instant) {
+        self.now = now;
         self.caller_speaking = matches!(event, crate::models::vad::VadEvent::SpeechStarted { .. });
     }
 
-    fn on_interrupt(&mut self, played: u64, _now: Instant) {
+    fn on_interrupt(&mut self, played: u64, now: Instant) {
+        self.now = now;
         // Nothing more of this reply: not the text still being written, not the sentences queued.
         let writing = self.reply.take();
         for s in self.speaking.drain(..) {
@@ -698,7 +713,7 @@ impl Agent for LlmAgent {
         let (first_text_ms, total_ms) = match &writing {
             Some(r) => (
                 r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64),
-                r.started.elapsed().as_millis() as u64,
+                self.now.saturating_duration_since(r.started).as_millis() as u64,
             ),
             None => (None, 0),
         };
@@ -717,7 +732,8 @@ impl Agent for LlmAgent {
         drop(writing);
     }
 
-    fn on_tentative_transcript(&mut self, t: &TurnTranscript, _now: Instant) {
+    fn on_tentative_transcript(&mut self, t: &TurnTranscript, now: Instant) {
+        self.now = now;
         self.drop_speculation();
         let text = t.text.trim();
         // Only from a quiet agent: a reply or tools under way decide what comes next themselves.
@@ -741,7 +757,7 @@ impl Agent for LlmAgent {
             stream,
             splitter: SentenceSplitter::new(),
             text: String::new(),
-            started: Instant::now(),
+            started: self.now,
             first_text: None,
         };
         self.speculation = Some(Speculation {
@@ -754,13 +770,15 @@ impl Agent for LlmAgent {
         });
     }
 
-    fn on_turn_resumed(&mut self, turn: u64, _now: Instant) {
+    fn on_turn_resumed(&mut self, turn: u64, now: Instant) {
+        self.now = now;
         if self.speculation.as_ref().is_some_and(|s| s.turn == turn) {
             self.drop_speculation();
         }
     }
 
-    fn on_transcript(&mut self, t: &TurnTranscript, _now: Instant) {
+    fn on_transcript(&mut self, t: &TurnTranscript, now: Instant) {
+        self.now = now;
         if t.partial {
             self.warm_on_partial(t);
             return;
@@ -807,7 +825,8 @@ impl Agent for LlmAgent {
         }
     }
 
-    fn poll_output(&mut self, playout: PlayoutState, _now: Instant) -> Option<AgentOutput> {
+    fn poll_output(&mut self, playout: PlayoutState, now: Instant) -> Option<AgentOutput> {
+        self.now = now;
         if !self.greeting_queued {
             self.greeting_queued = true;
             if let Some(g) = &self.greeting {
@@ -855,10 +874,10 @@ impl Agent for LlmAgent {
             match t.sent {
                 // Everything said before the transfer has been heard: REFER now.
                 None if self.reply.is_none() && playout.queued_samples == 0 => {
-                    t.sent = Some(Instant::now());
+                    t.sent = Some(self.now);
                     return Some(AgentOutput::Transfer(t.target.clone()));
                 }
-                Some(at) if at.elapsed() > t.timeout => {
+                Some(at) if self.now.saturating_duration_since(at) > t.timeout => {
                     let timeout_ms = t.timeout.as_millis();
                     self.transfer_failed("timeout", &format!("the transfer did not complete within {timeout_ms} ms"));
                 }
@@ -871,7 +890,8 @@ impl Agent for LlmAgent {
         None
     }
 
-    fn finish(&mut self, _now: Instant) -> Vec<AgentOutput> {
+    fn finish(&mut self, now: Instant) -> Vec<AgentOutput> {
+        self.now = now;
         self.drop_speculation();
         self.cancel_reply();
         // Tools still running when the call ends are in the record too.
@@ -892,7 +912,8 @@ impl Agent for LlmAgent {
 
     /// Without its speech models the conversation cannot go on: the apology, then BYE once it
     /// has been heard.
-    fn on_fault(&mut self, what: &str, _now: Instant) -> bool {
+    fn on_fault(&mut self, what: &str, now: Instant) -> bool {
+        self.now = now;
         tracing::error!(what, "a speech model failed for this call; apologising and ending it");
         let apology = self.settings.apology.clone();
         self.say(&apology);
@@ -900,7 +921,8 @@ impl Agent for LlmAgent {
         true
     }
 
-    fn on_transfer(&mut self, progress: &TransferProgress, _now: Instant) {
+    fn on_transfer(&mut self, progress: &TransferProgress, now: Instant) {
+        self.now = now;
         match progress {
             TransferProgress::Accepted | TransferProgress::Trying(_) => {}
             TransferProgress::Succeeded => match self.transfer.take() {
@@ -941,11 +963,15 @@ fn log_request(req: &crate::models::llm::chat::ChatRequest, speculative: bool) {
 
 /// A reply's model events so far: the sentences they complete go to `sentences`; the end (the
 /// finish reason, or the error) when it came.
-fn drain_events(r: &mut Reply, sentences: &mut Vec<String>) -> Option<Result<String, crate::models::llm::LlmError>> {
+fn drain_events(
+    r: &mut Reply,
+    sentences: &mut Vec<String>,
+    now: Instant,
+) -> Option<Result<String, crate::models::llm::LlmError>> {
     while let Some(ev) = r.stream.poll() {
         match ev {
             Ok(LlmEvent::Text(t)) => {
-                r.first_text.get_or_insert_with(Instant::now);
+                r.first_text.get_or_insert(now);
                 r.text.push_str(&t);
                 sentences.extend(r.splitter.push(&t));
             }
@@ -955,7 +981,7 @@ fn drain_events(r: &mut Reply, sentences: &mut Vec<String>) -> Option<Result<Str
                 tracing::info!(
                     finish_reason,
                     first_text_ms = r.first_text.map(|t| t.duration_since(r.started).as_millis() as u64),
-                    total_ms = r.started.elapsed().as_millis() as u64,
+                    total_ms = now.saturating_duration_since(r.started).as_millis() as u64,
                     text = %r.text,
                     "reply"
                 );

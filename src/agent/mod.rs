@@ -236,13 +236,15 @@ impl AgentSpec {
     }
 
     /// The agent for one call: `caller`, `called`, per-call variables (a campaign contact's
-    /// columns) and the wall-clock time the call starts at fill the instructions' variables.
+    /// columns) and the wall-clock time the call starts at (`wall`) fill the instructions'
+    /// variables; `now` is the call's start on the driver's clock.
     pub fn build_with(
         &self,
         caller: &str,
         called: &str,
         call_vars: &std::collections::BTreeMap<String, String>,
-        now: SystemTime,
+        wall: SystemTime,
+        now: Instant,
     ) -> Box<dyn Agent> {
         let delay = self.config.echo_delay_ms.get();
         match self.config.mode {
@@ -257,7 +259,7 @@ impl AgentSpec {
                 (Some(tts), Some(backend), Some(l)) => {
                     let mut extra = self.config.variables.clone();
                     extra.extend(call_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-                    let vars = call_variables_with(caller, called, &self.name, &extra, now);
+                    let vars = call_variables_with(caller, called, &self.name, &extra, wall);
                     // Validated at start-up with the same variables: rendering cannot fail here.
                     let instructions =
                         conversation::render(&l.instructions, &vars).unwrap_or_else(|_| l.instructions.clone());
@@ -281,9 +283,9 @@ impl AgentSpec {
                         conv,
                         backend.clone(),
                         settings,
-                        tts.clone(),
-                        self.style(tts),
+                        llm::Voice { tts: tts.clone(), style: self.style(tts) },
                         tools,
+                        now,
                     ))
                 }
                 _ => Box::new(echo::EchoAgent::new(self.greeting.clone(), None)),

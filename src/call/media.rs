@@ -23,6 +23,8 @@ use crate::media::rtcp::{RtcpConfig, RtcpSession, RtcpStats};
 use crate::media::rtp;
 use crate::models::vad::{Segmenter, VadClient, VadEvent};
 use crate::sip::sdp::{Codec, Direction, Negotiated, OpusFmtp};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -161,8 +163,9 @@ pub struct RtpIdentity {
 }
 
 impl RtpIdentity {
-    pub fn random() -> RtpIdentity {
-        RtpIdentity { ssrc: rand::random(), sequence: rand::random(), timestamp: rand::random() }
+    /// An identity drawn from `rng` (the driver's: the core draws none of its own).
+    pub fn from_rng(rng: &mut impl Rng) -> RtpIdentity {
+        RtpIdentity { ssrc: rng.random(), sequence: rng.random(), timestamp: rng.random() }
     }
 }
 
@@ -244,6 +247,11 @@ pub struct CallMedia {
     timed_out: bool,
     stats: MediaStats,
     started: Instant,
+    /// The wall-clock time at `started` (RTCP's NTP timestamps follow from it and `now`).
+    wall_at_start: SystemTime,
+    /// Random choices after the start (a new stream's identity, RTCP's interval jitter), seeded
+    /// from the identity the driver drew: the core reads no RNG and no clock of its own.
+    rng: StdRng,
     last_rx: Option<Instant>,
     pcm: Vec<i16>,
     payload: Vec<u8>,
@@ -259,7 +267,8 @@ impl CallMedia {
         wall: SystemTime,
     ) -> Result<CallMedia, codec::CodecError> {
         let codecs = Codecs::new(&params, &settings)?;
-        let rtcp = RtcpSession::new(
+        let mut rng = StdRng::seed_from_u64(u64::from(id.ssrc) << 32 | u64::from(id.timestamp));
+        let rtcp = RtcpSession::with_seed(
             RtcpConfig {
                 ssrc: id.ssrc,
                 cname: settings.cname.clone(),
@@ -268,6 +277,7 @@ impl CallMedia {
             },
             now,
             wall,
+            rng.random(),
         );
         Ok(CallMedia {
             pacer: Pacer::new(Self::pacer_config(&params, id), now),
@@ -290,6 +300,8 @@ impl CallMedia {
             timed_out: false,
             stats: MediaStats::default(),
             started: now,
+            wall_at_start: wall,
+            rng,
             last_rx: None,
             pcm: Vec::with_capacity(960),
             payload: Vec::with_capacity(512),
@@ -370,7 +382,7 @@ impl CallMedia {
             self.retire_jitter_stats();
             self.jitter = JitterBuffer::new(Self::jitter_config(&self.settings, &params));
             // A new outgoing stream: new SSRC, and an RTCP session for it at its clock rate.
-            let id = RtpIdentity::random();
+            let id = RtpIdentity::from_rng(&mut self.rng);
             self.pacer = Pacer::new(Self::pacer_config(&params, id), now);
             let cfg = RtcpConfig {
                 ssrc: id.ssrc,
@@ -378,7 +390,8 @@ impl CallMedia {
                 clock_rate: params.codec.clock_rate(),
                 interval: self.settings.rtcp_interval,
             };
-            self.rtcp = RtcpSession::new(cfg, now, SystemTime::now());
+            let wall = self.wall_at_start + now.saturating_duration_since(self.started);
+            self.rtcp = RtcpSession::with_seed(cfg, now, wall, self.rng.random());
         }
         self.params = params;
     }
@@ -828,12 +841,12 @@ impl CallMedia {
 
     /// The call is ending: submit the turn in progress. Returns true while transcripts are
     /// still owed; the driver calls `poll_transcription` until false (or it gives up).
-    pub fn finish_transcription(&mut self) -> bool {
+    pub fn finish_transcription(&mut self, now: Instant) -> bool {
         if let Some((_, _, turns)) = &mut self.vad {
             turns.finish();
         }
         // The detector commits the open turn; the transcriber cuts and submits it.
-        self.turn_events(Instant::now());
+        self.turn_events(now);
         self.transcription_pending()
     }
 

@@ -133,7 +133,7 @@ async fn run(p: CallTaskParams, mut ctrl: mpsc::UnboundedReceiver<CallCtrl>) {
     handle_events(&mut media, &metrics, &sip, key, &mut record);
     // Transcripts of the last turn (the caller often hangs up right after speaking) still
     // belong in the record: wait for them, within bounds.
-    if media.finish_transcription() {
+    if media.finish_transcription(std::time::Instant::now()) {
         let until = Instant::now() + TRANSCRIPT_GRACE;
         while media.transcription_pending() && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -798,13 +798,9 @@ pub struct RtcpSession {
 }
 
 impl RtcpSession {
-    /// `wall` is the wall-clock time at `now` (the driver passes SystemTime::now() once); NTP times are derived from it plus the monotonic elapsed time, so the session never reads a clock.
-    pub fn new(cfg: RtcpConfig, now: Instant, wall: SystemTime) -> Self {
-        Self::with_seed(cfg, now, wall, rand::random())
-    }
-
-    /// As [`RtcpSession::new`] with a fixed seed for the interval
-    /// randomisation, so virtual-time tests are reproducible.
+    /// `wall` is the wall-clock time at `now`: NTP times follow from it and the monotonic time
+    /// since, so the session never reads a clock. `seed` feeds the interval's randomisation
+    /// (RFC 3550 §6.3.1; drawn by the driver, fixed in virtual-time tests, so they reproduce).
     pub fn with_seed(mut cfg: RtcpConfig, now: Instant, wall: SystemTime, seed: u64) -> Self {
         cfg.interval = cfg.interval.clamp(MIN_INTERVAL, MAX_INTERVAL);
         cfg.clock_rate = cfg.clock_rate.max(1);
@@ -1486,7 +1482,7 @@ mod tests {
         let mean = gaps.iter().sum::<Duration>() / gaps.len() as u32;
         assert!(in_range(&mean, 4800, 5200), "{mean:?}");
         // A new() session is randomised too (seeded from the OS).
-        let s = RtcpSession::new(cfg(1), t0, wall());
+        let s = RtcpSession::with_seed(cfg(1), t0, wall(), 1);
         assert!(in_range(&(s.poll_timeout() - t0), 1250, 3750));
     }
 

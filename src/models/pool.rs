@@ -669,7 +669,16 @@ mod tests {
             "the cancelled job 2 left out of the batch of three"
         );
         // A batch that hangs: both its jobs fail at the limit; the new thread answers the next.
+        // The thread is held on a job 0 while both are queued, so they are one batch.
+        let held = gate.lock().unwrap();
+        let zero = c.submit(0, false).unwrap();
+        while batches.lock().unwrap().len() < 4 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let hung = [c.submit(13, false).unwrap(), c.submit(14, false).unwrap()];
+        drop(held);
+        let a = c.wait(Duration::from_secs(5)).unwrap();
+        assert_eq!((a.seq, a.result), (zero, Ok(0)));
         let mut answers: Vec<_> =
             (0..2).map(|_| c.wait(Duration::from_secs(5)).expect("the hung batch is answered")).collect();
         answers.sort_by_key(|a| a.seq);
@@ -679,6 +688,7 @@ mod tests {
         let next = c.submit(7, false).unwrap();
         let a = c.wait(Duration::from_secs(5)).unwrap();
         assert_eq!((a.seq, a.result), (next, Ok(21)), "by the new thread");
+        assert_eq!(batches.lock().unwrap()[4], vec![13, 14], "the hung batch held both");
         assert_eq!(pool.pending(), 0);
     }
 }

@@ -218,7 +218,7 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
     if let Some(auth) = endpoint_cfg.guard.auth.as_mut() {
         auth.users = inbound_users(&loaded)?;
     }
-    let mut endpoint = Endpoint::new(endpoint_cfg, rand::random());
+    let mut endpoint = Endpoint::new(endpoint_cfg, rand::random(), std::time::Instant::now());
     for spec in account_specs {
         info!(account = %spec.name, aor = %spec.aor(), via = %spec.next_hop, register = spec.register, "SIP account");
         accounts::record_state(&account_states, &metrics, &spec.name, &crate::sip::endpoint::RegState::Idle);
@@ -692,21 +692,23 @@ fn start_call(
     let spec = agents.get(&ic.agent).ok_or_else(|| anyhow!("route names unknown agent {}", ic.agent))?;
     let mut settings = settings.clone();
     settings.cname = format!("{:016x}@switchboard", rand::random::<u64>());
+    // The call's clocks, read once here: the cores below are given them.
+    let (now, wall) = (std::time::Instant::now(), std::time::SystemTime::now());
     let mut media = CallMedia::new(
         MediaParams::from(&ic.negotiated),
         settings,
         match machine_policy {
             // Outbound with a machine policy: the detector listens first, the agent waits for a person.
             Some(policy) => Box::new(crate::agent::amd_gate::AmdGate::new(
-                spec.build_with(&ic.from, &ic.called, call_vars, std::time::SystemTime::now()),
+                spec.build_with(&ic.from, &ic.called, call_vars, wall, now),
                 policy,
                 spec.voice(),
             )),
-            None => spec.build_with(&ic.from, &ic.called, call_vars, std::time::SystemTime::now()),
+            None => spec.build_with(&ic.from, &ic.called, call_vars, wall, now),
         },
-        RtpIdentity::random(),
-        std::time::Instant::now(),
-        std::time::SystemTime::now(),
+        RtpIdentity::from_rng(&mut rand::rng()),
+        now,
+        wall,
     )
     .map_err(|e| anyhow!("cannot set up the {:?} codec: {e}", ic.negotiated.codec))?;
     if let (Some(td), Some(worker)) = (&spec.config.turn_detection, models.vad.as_ref()) {

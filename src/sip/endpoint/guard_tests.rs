@@ -26,7 +26,8 @@ impl T {
         let mut c = cfg();
         c.guard = GuardConfig { allow: vec!["10.0.0.0/24".parse().unwrap()], ..GuardConfig::open() };
         edit(&mut c);
-        T { ep: Endpoint::new(c, 1), now: Instant::now() }
+        let now = Instant::now();
+        T { ep: Endpoint::new(c, 1, now), now }
     }
     fn feed_from(&mut self, ip: &str, text: &str) -> Vec<SipMessage> {
         self.ep.handle_message(text.as_bytes(), from(ip), self.now);

@@ -133,9 +133,10 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(cfg: EndpointConfig, seed: u64) -> Endpoint {
+    /// `seed` feeds every random choice (tags, branches, nonces' secret); `now` starts its clocks.
+    pub fn new(cfg: EndpointConfig, seed: u64, now: Instant) -> Endpoint {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let guard = Guard::new(cfg.guard.clone(), rng.random());
+        let guard = Guard::new(cfg.guard.clone(), rng.random(), now);
         Endpoint {
             cfg,
             rng,

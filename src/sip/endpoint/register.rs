@@ -459,7 +459,7 @@ mod tests {
             retry_after_s: 10,
             max_transactions: crate::sip::endpoint::MAX_TRANSACTIONS,
         };
-        Endpoint::new(cfg, 7)
+        Endpoint::new(cfg, 7, Instant::now())
     }
 
     fn spec(password: &str, sha: bool) -> AccountSpec {

@@ -54,7 +54,8 @@ struct T {
 
 impl T {
     fn new() -> T {
-        T { ep: Endpoint::new(cfg(), 1), now: Instant::now() }
+        let now = Instant::now();
+        T { ep: Endpoint::new(cfg(), 1, now), now }
     }
     fn feed(&mut self, text: &str, transport: Transport) {
         self.ep.handle_message(text.as_bytes(), src(transport), self.now);

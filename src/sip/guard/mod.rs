@@ -124,9 +124,10 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new(cfg: GuardConfig, secret: [u8; 32]) -> Guard {
+    /// `now` starts the nonces' clock (a nonce carries its age from it).
+    pub fn new(cfg: GuardConfig, secret: [u8; 32], now: Instant) -> Guard {
         let limiter = Limiter::new(cfg.limits.clone());
-        Guard { cfg, limiter, secret, epoch: Instant::now(), stats: GuardStats::default() }
+        Guard { cfg, limiter, secret, epoch: now, stats: GuardStats::default() }
     }
 
     pub fn stats(&self) -> GuardStats {

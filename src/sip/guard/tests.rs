@@ -36,8 +36,8 @@ fn answer(challenge: &str, user: &str, password: &str) -> String {
 
 #[test]
 fn scanners_are_dropped_and_blocked_but_ordinary_agents_pass() {
-    let mut g = Guard::new(with_auth(), SECRET);
     let now = Instant::now();
+    let mut g = Guard::new(with_auth(), SECRET, now);
     let scanner = ip("198.51.100.7");
     assert!(!g.screen_scanner(&invite("User-Agent: Linphone/5.2\r\n"), scanner, now));
     assert!(!g.screen_scanner(&invite(""), scanner, now));
@@ -55,8 +55,8 @@ fn scanners_are_dropped_and_blocked_but_ordinary_agents_pass() {
 
 #[test]
 fn digest_authentication_accepts_the_right_password_on_our_nonce_only() {
-    let mut g = Guard::new(with_auth(), SECRET);
     let now = Instant::now();
+    let mut g = Guard::new(with_auth(), SECRET, now);
     let caller = ip("198.51.100.7");
     assert!(g.needs_auth(false) && !g.needs_auth(true));
     let AuthVerdict::Challenge(ch) = g.authenticate(&invite(""), caller, now) else { panic!("no challenge") };
@@ -95,8 +95,8 @@ fn digest_authentication_accepts_the_right_password_on_our_nonce_only() {
 
 #[test]
 fn an_expired_nonce_with_the_right_password_is_challenged_as_stale() {
-    let mut g = Guard::new(with_auth(), SECRET);
     let now = Instant::now();
+    let mut g = Guard::new(with_auth(), SECRET, now);
     let caller = ip("198.51.100.7");
     let AuthVerdict::Challenge(ch) = g.authenticate(&invite(""), caller, now) else { panic!() };
     let good = answer(&ch, "pbx", "s3cret");
@@ -111,8 +111,8 @@ fn an_expired_nonce_with_the_right_password_is_challenged_as_stale() {
 
 #[test]
 fn repeated_failures_block_an_untrusted_source() {
-    let mut g = Guard::new(with_auth(), SECRET);
     let now = Instant::now();
+    let mut g = Guard::new(with_auth(), SECRET, now);
     let caller = ip("198.51.100.7");
     let AuthVerdict::Challenge(ch) = g.authenticate(&invite(""), caller, now) else { panic!() };
     let bad = answer(&ch, "pbx", "guess");
@@ -132,7 +132,7 @@ fn route_lists_replace_the_global_list_and_an_accounts_registrar_is_trusted_for_
         route_allow: vec![None, Some(vec!["203.0.113.5".parse().unwrap()])],
         ..GuardConfig::open()
     };
-    let g = Guard::new(cfg, SECRET);
+    let g = Guard::new(cfg, SECRET, Instant::now());
     assert!(g.call_allowed(ip("10.2.3.4"), Some(0), None));
     assert!(!g.call_allowed(ip("198.51.100.7"), Some(0), None));
     assert!(g.call_allowed(ip("203.0.113.5"), Some(1), None));
