@@ -4,7 +4,8 @@
 //! the caller hears the first sentence while the model writes the rest. When
 //! the model fails (down, slow, garbage), the caller hears the agent's
 //! apology — never dead air. A new turn while a reply is being written
-//! replaces it (the reply is cancelled; barge-in proper is step 6).
+//! replaces it (the reply is cancelled); caller speech over the voice is the
+//! call's barge-in (`call::bargein`), which tells the agent what was heard.
 //!
 //! A reply may start on speculation: when the caller pauses and may have
 //! finished (`on_tentative_transcript`), the reply to their words so far is
@@ -23,8 +24,7 @@
 use super::conversation::Conversation;
 use super::tools::{ToolJob, ToolOutcome, ToolSet};
 use super::{Agent, AgentOutput, PlayoutState, ReplyRecord, ToolRecord};
-use crate::agent::TransferProgress;
-use crate::agent::TurnTranscript;
+use super::{TransferProgress, TurnTranscript};
 use crate::config::ToolKind;
 use crate::models::llm::chat::LlmEvent;
 use crate::models::llm::chat::ToolCall;

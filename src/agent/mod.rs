@@ -2,10 +2,11 @@
 //!
 //! An agent is a sans-IO object the call's media loop drives once per
 //! packet time: caller audio goes in, agent audio comes out into the pacer's
-//! queue. Step 1 ships the line-test agents (greeting + echo, greeting +
-//! silence); the model-driven agent implements the same trait later, with its
-//! inference on worker threads feeding `poll_output` through a channel, so the
-//! SIP and media code do not change shape.
+//! queue; every entry point is given `now`. The line-test agents (greeting +
+//! echo, greeting + silence: `echo`), the repeat agent and the conversational
+//! one (`llm`) implement the same trait, the models' inference on worker
+//! threads feeding `poll_output` through channels. The call maps its own
+//! events to the agent's input types (`input`), so an agent knows no SIP.
 
 pub mod amd_gate;
 mod check;
