@@ -511,7 +511,7 @@ impl Endpoint {
             }
             if u.retransmit_at.is_some_and(|t| t <= now) {
                 self.transmits.push_back(u.invite.clone());
-                u.interval = (u.interval * 2).min(t2.max(u.interval));
+                u.interval = super::txn::doubled(u.interval, t2);
                 u.retransmit_at = Some(now + u.interval);
             }
             if u.ring_deadline <= now && u.provisional && !u.cancel_sent {

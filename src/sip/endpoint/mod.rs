@@ -958,7 +958,7 @@ impl Endpoint {
                 if let Some(t) = &tx.last_response {
                     self.transmits.push_back(t.clone());
                 }
-                tx.interval = (tx.interval * 2).min(t2);
+                tx.interval = txn::doubled(tx.interval, t2);
                 tx.retransmit_at = Some(now + tx.interval);
             }
         }
@@ -983,7 +983,7 @@ impl Endpoint {
             }
             if tx.retransmit_at.is_some_and(|at| at <= now) {
                 self.transmits.push_back(tx.request.clone());
-                tx.interval = (tx.interval * 2).min(t2);
+                tx.interval = txn::doubled(tx.interval, t2);
                 tx.retransmit_at = Some(now + tx.interval);
             }
         }
@@ -1008,7 +1008,7 @@ impl Endpoint {
             }
             if r.next.is_some_and(|n| n <= now) {
                 self.transmits.push_back(r.data.clone());
-                r.interval = (r.interval * 2).min(t2);
+                r.interval = txn::doubled(r.interval, t2);
                 r.next = Some(now + r.interval);
             }
         }

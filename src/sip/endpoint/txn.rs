@@ -8,6 +8,15 @@ use super::types::{CallKey, Transmit};
 use crate::sip::message::Method;
 use std::time::{Duration, Instant};
 
+/// The interval after a retransmission: twice the last, at most T2. RFC 3261 doubles this way for
+/// Timer G (§17.2.1), Timer E (§17.1.2.2) and the 2xx until its ACK (§13.3.1.4). The INVITE
+/// client's Timer A is capped the same way here, though §17.1.1.2 lets it double without a cap
+/// (eleven sends before Timer B at the default T1 and T2, not the RFC's seven): kept as it was, to
+/// change apart.
+pub fn doubled(interval: Duration, t2: Duration) -> Duration {
+    (interval * 2).min(t2.max(interval))
+}
+
 /// RFC 3261 §17.2.3 matching key: branch, sent-by and method (ACK and CANCEL
 /// are looked up under INVITE by the caller).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -83,5 +92,22 @@ impl ClientTx {
             Some(r) => r.min(self.timeout_at),
             None => self.timeout_at,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retransmissions_double_up_to_t2() {
+        let (t1, t2) = (Duration::from_millis(500), Duration::from_secs(4));
+        let mut i = t1;
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            i = doubled(i, t2);
+            seen.push(i.as_millis());
+        }
+        assert_eq!(seen, [1000, 2000, 4000, 4000, 4000, 4000]);
     }
 }
