@@ -22,7 +22,7 @@
 //! agent. Every reply's end goes out as `AgentOutput::Reply` for the record.
 
 use super::conversation::Conversation;
-use super::tools::{ToolJob, ToolOutcome, ToolSet};
+use super::tools::{ToolJob, ToolOutcome, ToolRunner, ToolSet};
 use super::{Agent, AgentOutput, PlayoutState, ReplyRecord, ToolRecord};
 use super::{TransferProgress, TurnTranscript};
 use crate::config::ToolKind;
@@ -61,7 +61,8 @@ pub enum OnFailure {
 /// The agent's tools and the call's variables (`{caller}`, … and what `set_variable` sets).
 pub struct AgentTools {
     pub set: Arc<ToolSet>,
-    pub http: reqwest::Client,
+    /// Runs the `http` tools (the driver's).
+    pub runner: Arc<dyn ToolRunner>,
     pub vars: BTreeMap<String, String>,
 }
 
@@ -71,6 +72,7 @@ struct Running {
     call: ToolCall,
     arguments: String,
     job: ToolJob,
+    started: Instant,
     /// `async: true`: the model was told the result is pending and the conversation goes on.
     asynchronous: bool,
 }
@@ -481,7 +483,7 @@ impl LlmAgent {
                     let filler = tool.config.filler.clone();
                     match tool.config.kind {
                         ToolKind::Http => {
-                            let job = super::tools::start_http(tool, args, &self.tools.vars, &self.tools.http);
+                            let job = self.tools.runner.start_http(tool, args, &self.tools.vars);
                             let asynchronous = tool.config.is_async;
                             tracing::info!(tool = %call.name, arguments = %shown, asynchronous, "tool call");
                             if asynchronous {
@@ -495,7 +497,7 @@ impl LlmAgent {
                                     self.said_for_round = true;
                                 }
                             }
-                            self.running.push(Running { response, call, arguments: shown, job, asynchronous });
+                            self.running.push(Running { response, call, arguments: shown, job, started, asynchronous });
                             continue;
                         }
                         ToolKind::Transfer => match super::tools::fill_url(
@@ -573,7 +575,7 @@ impl LlmAgent {
             r.call.name, r.arguments, o.content
         );
         self.conv.add_system(&note);
-        if !self.record_tool(r.response, &r.call, r.arguments, o, r.job.started) {
+        if !self.record_tool(r.response, &r.call, r.arguments, o, r.started) {
             self.continue_after_tools = true;
         }
     }
@@ -657,7 +659,7 @@ impl LlmAgent {
                         self.finish_async_tool(r, o);
                         continue;
                     }
-                    self.finish_tool(r.response, &r.call, r.arguments, o, r.job.started);
+                    self.finish_tool(r.response, &r.call, r.arguments, o, r.started);
                     done = true;
                 }
                 None => i += 1,
@@ -897,7 +899,7 @@ impl Agent for LlmAgent {
         // Tools still running when the call ends are in the record too.
         let ended = ToolOutcome::error("cancelled", "the call ended first");
         for r in std::mem::take(&mut self.running) {
-            self.record_tool(r.response, &r.call, r.arguments, ended.clone(), r.job.started);
+            self.record_tool(r.response, &r.call, r.arguments, ended.clone(), r.started);
         }
         if let Some(PendingTransfer { why: TransferWhy::Tool { response, call, arguments }, started, .. }) =
             self.transfer.take()

@@ -15,6 +15,7 @@ pub mod echo;
 mod input;
 pub mod llm;
 pub mod repeat;
+mod tool_load;
 pub mod tools;
 pub mod wav;
 
@@ -144,8 +145,8 @@ pub struct AgentSpec {
     pub llm: Option<crate::models::llm::LlmBackend>,
     /// The tools its model may call, secrets read at start-up.
     pub tools: Arc<tools::ToolSet>,
-    /// For `http` tools (one connection pool per agent).
-    pub http: reqwest::Client,
+    /// Runs its `http` tools (the driver's; one connection pool per agent).
+    pub tool_runner: Arc<dyn tools::ToolRunner>,
 }
 
 /// The variables an agent's instructions may use, for one call.
@@ -202,6 +203,7 @@ impl AgentSpec {
         config: &AgentConfig,
         loaded: &crate::config::LoadedConfig,
         tts: Option<&std::sync::Mutex<crate::models::tts::PiperVoice>>,
+        tool_runner: Arc<dyn tools::ToolRunner>,
     ) -> Result<AgentSpec, String> {
         let greeting = match (&config.greeting, &config.greeting_text, tts) {
             (Some(p), _, _) => {
@@ -224,7 +226,6 @@ impl AgentSpec {
             (None, None, _) => None,
         };
         let tools = tools::ToolSet::load(config.llm.as_ref().map_or(&[][..], |l| &l.tools[..]))?;
-        let http = reqwest::Client::builder().build().map_err(|e| format!("http client for tools: {e}"))?;
         Ok(AgentSpec {
             name: name.to_string(),
             config: config.clone(),
@@ -232,7 +233,7 @@ impl AgentSpec {
             tts: None,
             llm: None,
             tools: Arc::new(tools),
-            http,
+            tool_runner,
         })
     }
 
@@ -278,7 +279,7 @@ impl AgentSpec {
                             }
                         },
                     };
-                    let tools = llm::AgentTools { set: self.tools.clone(), http: self.http.clone(), vars };
+                    let tools = llm::AgentTools { set: self.tools.clone(), runner: self.tool_runner.clone(), vars };
                     Box::new(llm::LlmAgent::new(
                         self.greeting.clone(),
                         conv,

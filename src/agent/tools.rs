@@ -1,103 +1,36 @@
 //! Tools the language model may call during a call: declared per agent in the YAML
 //! (`agents.*.llm.tools`, the shape of OpenAI function tools), validated against their JSON
-//! Schema before anything runs, and run off the media loop — an `http` webhook on the async
-//! runtime, the built-ins (`hangup`, `set_variable`, `send_dtmf`) at once, `transfer` through
-//! the SIP side once the agent is quiet. The agent stays sans-IO: it starts a
-//! `ToolJob` and polls it.
+//! Schema before anything runs, and run off the media loop — an `http` webhook on the driver's
+//! `ToolRunner`, the built-ins (`hangup`, `set_variable`, `send_dtmf`) at once, `transfer` through
+//! the SIP side once the agent is quiet. The agent stays sans-IO: its runner starts a
+//! `ToolJob` and the agent polls it.
 //!
 //! What the model gets back is always a JSON object: the webhook's answer
 //! (`{"status": 200, "body": …}`, the body cut at `max_response_bytes`) or
 //! `{"error": …}` — invalid arguments, a timeout, a 5xx after the retries — so
 //! it can tell the caller, never leaving silence.
 
-use crate::config::{ToolConfig, ToolKind};
+use crate::config::ToolConfig;
 use crate::models::llm::chat::{ToolCall, ToolSpec};
 use crate::models::llm::constrain::{Check, ToolGrammar};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+
+pub use super::tool_load::check_config;
 
 /// A tool ready to run: its config with the header secrets resolved.
 #[derive(Debug, Clone)]
 pub struct Tool {
     pub config: ToolConfig,
     /// Header values with `${env:…}` / `${file:…}` filled in.
-    headers: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
 }
 
 /// An agent's tools (shared by its calls).
 #[derive(Debug, Clone, Default)]
 pub struct ToolSet {
-    tools: Vec<Tool>,
-}
-
-/// `Err((key under the tool, message))` for a tool the config must refuse.
-pub fn check_config(t: &ToolConfig) -> Result<(), (&'static str, String)> {
-    if t.name.is_empty()
-        || !t.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        || t.name.len() > 64
-    {
-        return Err(("name", format!("`{}`: a tool name is 1-64 of a-z, A-Z, 0-9, _ and -", t.name)));
-    }
-    if t.parameters.get("type").and_then(Value::as_str) != Some("object") {
-        return Err(("parameters", "the parameters schema must be `type: object`".into()));
-    }
-    // The schema must be one the constrained decoder understands: an empty call must be judged.
-    let g = ToolGrammar { tools: vec![(t.name.as_str(), &t.parameters)] };
-    if g.check(format!("{{\"name\": \"{}\", \"arguments\": ", t.name).as_bytes()) == Check::Invalid {
-        return Err(("parameters", "this schema cannot be checked".into()));
-    }
-    match t.kind {
-        ToolKind::Http => {
-            let url = t.url.as_deref().ok_or(("url", "an http tool needs `url`".to_string()))?;
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(("url", format!("`{url}` is not an http:// or https:// URL")));
-            }
-            let m = t.method.as_deref().unwrap_or("POST");
-            if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m) {
-                return Err(("method", format!("`{m}`: one of GET, POST, PUT, PATCH, DELETE")));
-            }
-            for v in t.headers.values() {
-                resolve_secret(v).map_err(|e| ("headers", e))?;
-            }
-        }
-        ToolKind::SendDtmf
-            if t.parameters.pointer("/properties/digits/type").and_then(Value::as_str) != Some("string")
-                && has_properties(&t.parameters) =>
-        {
-            return Err((
-                "parameters",
-                "send_dtmf takes a `digits` string (leave `parameters` out for the standard one)".into(),
-            ));
-        }
-        ToolKind::Hangup | ToolKind::SetVariable | ToolKind::SendDtmf | ToolKind::Transfer => {
-            if t.url.is_some() || t.method.is_some() || !t.headers.is_empty() {
-                return Err(("url", "only http tools take url, method and headers".into()));
-            }
-        }
-    }
-    if t.is_async && t.kind != ToolKind::Http {
-        return Err(("async", "only http tools run asynchronously".into()));
-    }
-    match (t.kind, t.target.as_deref()) {
-        (ToolKind::Transfer, None) => return Err(("target", "a transfer tool needs `target` (a sip: URI)".into())),
-        (ToolKind::Transfer, Some(u)) if !(u.starts_with("sip:") || u.starts_with("sips:")) => {
-            return Err(("target", format!("`{u}` is not a sip: or sips: URI")));
-        }
-        (ToolKind::Transfer, Some(_)) | (_, None) => {}
-        (_, Some(_)) => return Err(("target", "only transfer tools take `target`".into())),
-    }
-    Ok(())
-}
-
-fn has_properties(schema: &Value) -> bool {
-    schema.get("properties").and_then(Value::as_object).is_some_and(|p| !p.is_empty())
-}
-
-/// The parameters of a `send_dtmf` tool declared without its own.
-fn dtmf_parameters() -> Value {
-    json!({"type": "object", "properties": {"digits": {"type": "string", "description": "the keys to press, in order: 0-9, *, #, A-D"}}, "required": ["digits"]})
+    pub(super) tools: Vec<Tool>,
 }
 
 /// The digits of a `send_dtmf` call, if they are all DTMF keys.
@@ -118,53 +51,7 @@ pub fn dtmf_digits(args: &Value) -> Result<String, String> {
     Ok(d.to_ascii_uppercase())
 }
 
-/// `${env:NAME}` and `${file:PATH}` in a header value, filled in.
-fn resolve_secret(v: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = v;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let end = rest[i..].find('}').ok_or_else(|| "`${` without `}` in a header value".to_string())? + i;
-        let inner = &rest[i + 2..end];
-        let value = match inner.split_once(':') {
-            Some(("env", name)) => {
-                std::env::var(name).map_err(|_| format!("the environment variable {name} is not set"))?
-            }
-            Some(("file", path)) => {
-                std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?.trim().to_string()
-            }
-            _ => return Err(format!("`${{{inner}}}`: use ${{env:NAME}} or ${{file:PATH}}")),
-        };
-        out.push_str(&value);
-        rest = &rest[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 impl ToolSet {
-    /// The agent's tools, with their secrets read (a missing variable or file is an error).
-    pub fn load(configs: &[ToolConfig]) -> Result<ToolSet, String> {
-        let tools = configs
-            .iter()
-            .map(|c| {
-                let headers = c
-                    .headers
-                    .iter()
-                    .map(|(k, v)| {
-                        Ok((k.clone(), resolve_secret(v).map_err(|e| format!("tool {}: header {k}: {e}", c.name))?))
-                    })
-                    .collect::<Result<_, String>>()?;
-                let mut config = c.clone();
-                if config.kind == ToolKind::SendDtmf && !has_properties(&config.parameters) {
-                    config.parameters = dtmf_parameters();
-                }
-                Ok(Tool { config, headers })
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(ToolSet { tools })
-    }
-
     pub fn is_empty(&self) -> bool {
         self.tools.is_empty()
     }
@@ -292,14 +179,26 @@ impl ToolOutcome {
     }
 }
 
-/// A webhook call in flight.
+/// A tool call in flight on its runner: the outcome arrives on a channel.
 pub struct ToolJob {
     rx: mpsc::Receiver<ToolOutcome>,
-    task: Option<tokio::task::JoinHandle<()>>,
-    pub started: Instant,
+    /// Stops the runner's work when the agent drops the job (the call ended, the reply was cut).
+    on_drop: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl ToolJob {
+    /// A job whose outcome `rx` will carry; `on_drop` stops its work if it is dropped first.
+    pub fn new(rx: mpsc::Receiver<ToolOutcome>, on_drop: Option<Box<dyn FnOnce() + Send>>) -> ToolJob {
+        ToolJob { rx, on_drop }
+    }
+
+    /// A job already done.
+    pub fn ready(o: ToolOutcome) -> ToolJob {
+        let (tx, rx) = mpsc::channel();
+        let _ = tx.send(o);
+        ToolJob { rx, on_drop: None }
+    }
+
     /// The outcome, once there is one (never waits).
     pub fn poll(&mut self) -> Option<ToolOutcome> {
         match self.rx.try_recv() {
@@ -310,111 +209,28 @@ impl ToolJob {
             }
         }
     }
-
-    fn ready(o: ToolOutcome) -> ToolJob {
-        let (tx, rx) = mpsc::channel();
-        let _ = tx.send(o);
-        ToolJob { rx, task: None, started: Instant::now() }
-    }
 }
 
 impl Drop for ToolJob {
     fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
+        if let Some(stop) = self.on_drop.take() {
+            stop();
         }
     }
 }
 
-/// Start an http tool: POST/PUT/PATCH send `{"arguments": …, "call": {…}}`, GET/DELETE only the URL.
-pub fn start_http(tool: &Tool, args: Value, vars: &BTreeMap<String, String>, client: &reqwest::Client) -> ToolJob {
-    let c = &tool.config;
-    let url = match fill_url(c.url.as_deref().unwrap_or_default(), &args, vars) {
-        Ok(u) => u,
-        Err(e) => return ToolJob::ready(ToolOutcome::error("invalid_arguments", &e)),
-    };
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return ToolJob::ready(ToolOutcome::error("error", "no async runtime to call the webhook on"));
-    };
-    let method =
-        reqwest::Method::from_bytes(c.method.as_deref().unwrap_or("POST").as_bytes()).unwrap_or(reqwest::Method::POST);
-    let with_body = !matches!(method, reqwest::Method::GET | reqwest::Method::DELETE);
-    let body = json!({ "tool": c.name, "arguments": args, "call": vars });
-    let headers = tool.headers.clone();
-    let timeout = c.timeout();
-    let attempts = 1 + c.retries.get() as usize;
-    let max = c.max_response_bytes.get() as usize;
-    let client = client.clone();
-    let (tx, rx) = mpsc::channel();
-    let task = handle.spawn(async move {
-        let mut last = ToolOutcome::error("error", "not attempted");
-        for attempt in 0..attempts {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
-            }
-            let mut req = client.request(method.clone(), &url).timeout(timeout);
-            for (k, v) in &headers {
-                req = req.header(k, v);
-            }
-            if with_body {
-                req = req.json(&body);
-            }
-            let res = async {
-                let r = req.send().await?;
-                let status = r.status();
-                let bytes = r.bytes().await?;
-                Ok::<_, reqwest::Error>((status, bytes))
-            }
-            .await;
-            last = match res {
-                Ok((status, bytes)) => {
-                    let cut = &bytes[..bytes.len().min(max)];
-                    let text = String::from_utf8_lossy(cut).to_string();
-                    // JSON stays JSON for the model; anything else is a string.
-                    let body: Value = serde_json::from_slice(cut).unwrap_or(Value::String(text));
-                    let truncated = bytes.len() > max;
-                    if status.is_success() {
-                        ToolOutcome::ok(json!({ "status": status.as_u16(), "body": body, "truncated": truncated }))
-                    } else {
-                        let o = ToolOutcome { outcome: "error", content: json!({ "error": format!("the backend answered HTTP {}", status.as_u16()), "body": body }).to_string() };
-                        if status.is_server_error() {
-                            o
-                        } else {
-                            break_with(&tx, o);
-                            return;
-                        }
-                    }
-                }
-                Err(e) if e.is_timeout() => ToolOutcome::error("timeout", &format!("no answer within {} ms", timeout.as_millis())),
-                Err(e) => ToolOutcome::error("error", &format!("the backend could not be reached: {}", short_error(&e))),
-            };
-            if last.outcome == "ok" {
-                break;
-            }
-        }
-        let _ = tx.send(last);
-    });
-    ToolJob { rx, task: Some(task), started: Instant::now() }
-}
-
-fn break_with(tx: &mpsc::Sender<ToolOutcome>, o: ToolOutcome) {
-    let _ = tx.send(o);
-}
-
-/// reqwest's error without the URL (it may carry arguments).
-fn short_error(e: &reqwest::Error) -> String {
-    if e.is_connect() {
-        "connection failed".into()
-    } else if e.is_body() || e.is_decode() {
-        "the answer could not be read".into()
-    } else {
-        "request failed".into()
-    }
+/// Runs `http` tools for the agent: the driver implements it (`server::tools::HttpTools`, on the
+/// async runtime), a test with a script. The agent starts no task and reads no clock of its own.
+pub trait ToolRunner: Send + Sync + std::fmt::Debug {
+    /// Start `tool`'s request with its checked `args` and the call's variables.
+    fn start_http(&self, tool: &Tool, args: Value, vars: &BTreeMap<String, String>) -> ToolJob;
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::tool_load::resolve_secret;
     use super::*;
+    use std::time::Duration;
 
     fn tool(yaml: &str) -> ToolConfig {
         serde_yaml_ng::from_str(yaml).unwrap()

@@ -6,6 +6,7 @@ pub mod campaigns;
 pub mod http;
 mod metrics;
 mod outbound;
+pub mod tools;
 mod transport;
 
 use crate::agent::AgentSpec;
@@ -86,7 +87,8 @@ pub async fn run(loaded: LoadedConfig, ov: Overrides) -> anyhow::Result<()> {
             Some(v) => models.voices.get(v),
             None => models.tts.as_ref(),
         };
-        let spec = AgentSpec::load(name, a, &loaded, voice).map_err(|e| anyhow!("agent `{name}`: {e}"))?;
+        let runner = Arc::new(tools::HttpTools::new().map_err(|e| anyhow!("agent `{name}`: {e}"))?);
+        let spec = AgentSpec::load(name, a, &loaded, voice, runner).map_err(|e| anyhow!("agent `{name}`: {e}"))?;
         agents.insert(name.clone(), spec);
     }
     let metrics = Arc::new(Metrics::new());
