@@ -81,6 +81,7 @@ fn bench_call(c: &mut Criterion, name: &str, codec: Codec, pt: u8) {
         RtpIdentity::from_rng(&mut rand::rng()),
         t0,
         SystemTime::now(),
+        rand::random(),
     )
     .unwrap();
     m.start_agent(t0);

@@ -249,8 +249,9 @@ pub struct CallMedia {
     started: Instant,
     /// The wall-clock time at `started` (RTCP's NTP timestamps follow from it and `now`).
     wall_at_start: SystemTime,
-    /// Random choices after the start (a new stream's identity, RTCP's interval jitter), seeded
-    /// from the identity the driver drew: the core reads no RNG and no clock of its own.
+    /// Random choices after the start (a new stream's identity, RTCP's interval jitter), from the
+    /// driver's seed (not from anything on the wire, so a later stream's SSRC, sequence and
+    /// timestamp stay unpredictable, RFC 3550 §5.1): the core reads no RNG and no clock of its own.
     rng: StdRng,
     last_rx: Option<Instant>,
     pcm: Vec<i16>,
@@ -258,6 +259,8 @@ pub struct CallMedia {
 }
 
 impl CallMedia {
+    /// `id` is the first outgoing stream's identity; `now` and `wall` the start on the monotonic
+    /// and the wall clock; `seed` the RNG's for later random choices. All come from the driver.
     pub fn new(
         params: MediaParams,
         settings: MediaSettings,
@@ -265,9 +268,10 @@ impl CallMedia {
         id: RtpIdentity,
         now: Instant,
         wall: SystemTime,
+        seed: u64,
     ) -> Result<CallMedia, codec::CodecError> {
         let codecs = Codecs::new(&params, &settings)?;
-        let mut rng = StdRng::seed_from_u64(u64::from(id.ssrc) << 32 | u64::from(id.timestamp));
+        let mut rng = StdRng::seed_from_u64(seed);
         let rtcp = RtcpSession::with_seed(
             RtcpConfig {
                 ssrc: id.ssrc,

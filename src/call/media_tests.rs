@@ -65,6 +65,7 @@ fn media(codec: Codec, pt: u8, delay_ms: Option<u64>, t0: Instant) -> CallMedia 
         RtpIdentity { ssrc: 9, sequence: 100, timestamp: 1000 },
         t0,
         SystemTime::now(),
+        7,
     )
     .unwrap()
 }
@@ -189,6 +190,7 @@ fn nothing_sent_while_inactive_or_on_hold() {
         RtpIdentity::from_rng(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3)),
         t0,
         SystemTime::now(),
+        7,
     )
     .unwrap();
     let mut out = Vec::new();
@@ -303,6 +305,7 @@ fn a_call_whose_speech_detection_is_given_up_ends_or_lets_its_agent_apologise() 
         RtpIdentity { ssrc: 9, sequence: 100, timestamp: 1000 },
         t0,
         SystemTime::now(),
+        7,
     )
     .unwrap();
     let events = vad_gone(&mut m, t0);

@@ -711,6 +711,7 @@ fn start_call(
         RtpIdentity::from_rng(&mut rand::rng()),
         now,
         wall,
+        rand::random(),
     )
     .map_err(|e| anyhow!("cannot set up the {:?} codec: {e}", ic.negotiated.codec))?;
     if let (Some(td), Some(worker)) = (&spec.config.turn_detection, models.vad.as_ref()) {
