@@ -8,7 +8,7 @@
 #[path = "common/source.rs"]
 mod source;
 
-use source::{code_only, is_ident, rust_files};
+use source::{block, code_only, is_ident, rust_files};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -35,22 +35,6 @@ fn pending(doc: &str) -> BTreeSet<(String, String)> {
             (a.trim().to_string(), b.trim().to_string())
         })
         .collect()
-}
-
-/// The lines of a fenced block opened by "```name", comments (`#` to the end) and blanks left out.
-fn block(doc: &str, name: &str) -> Vec<String> {
-    let mut lines = doc.lines().skip_while(|l| l.trim() != format!("```{name}")).skip(1);
-    let mut out = Vec::new();
-    for l in lines.by_ref() {
-        if l.trim_start().starts_with("```") {
-            return out;
-        }
-        let l = l.split('#').next().unwrap_or("").trim();
-        if !l.is_empty() {
-            out.push(l.to_string());
-        }
-    }
-    out
 }
 
 /// The top-level modules a file's code names: `crate::m`, `use crate::{m::…, n}`, and `super::`

@@ -5,7 +5,7 @@
 #[path = "common/source.rs"]
 mod source;
 
-use source::{code_only, rust_files, without_tests};
+use source::{block, code_only, rust_files, without_tests};
 use std::path::{Path, PathBuf};
 
 /// What a core must not do, and how the code says it.
@@ -24,14 +24,8 @@ const FORBIDDEN: &[(&str, &str)] = &[
 
 /// The paths (under src/) listed in the ```sans-io block: files, or folders ending in `/`.
 fn cores(doc: &str) -> Vec<String> {
-    let mut lines = doc.lines().skip_while(|l| l.trim() != "```sans-io").skip(1);
-    let mut out = Vec::new();
-    for l in lines.by_ref() {
-        if l.trim_start().starts_with("```") {
-            break;
-        }
-        out.extend(l.split('#').next().unwrap_or("").split_whitespace().map(str::to_string));
-    }
+    let out: Vec<String> =
+        block(doc, "sans-io").iter().flat_map(|l| l.split_whitespace()).map(str::to_string).collect();
     assert!(!out.is_empty(), "docs/ARCHITECTURE.md has no ```sans-io block");
     out
 }

@@ -1,4 +1,5 @@
-//! Reading the crate's own source as code: comments and literals blanked, test code left out.
+//! Reading the crate's own source as code (comments and literals blanked, test code left out), and
+//! the fenced blocks of docs/ARCHITECTURE.md that state its house rules.
 //! Shared by the house-rule tests (tests/layers.rs, tests/sans_io.rs), each using a part.
 #![allow(dead_code)]
 
@@ -150,5 +151,21 @@ pub fn without_tests(code: &str) -> String {
         rest = &item[end..];
     }
     out.push_str(rest);
+    out
+}
+
+/// The lines of a fenced block opened by "```name", comments (`#` to the end) and blanks left out.
+pub fn block(doc: &str, name: &str) -> Vec<String> {
+    let mut lines = doc.lines().skip_while(|l| l.trim() != format!("```{name}")).skip(1);
+    let mut out = Vec::new();
+    for l in lines.by_ref() {
+        if l.trim_start().starts_with("```") {
+            return out;
+        }
+        let l = l.split('#').next().unwrap_or("").trim();
+        if !l.is_empty() {
+            out.push(l.to_string());
+        }
+    }
     out
 }
